@@ -1,0 +1,129 @@
+// A mapped, validated channel: the segment, its mappings and typed pointers
+// into them. Shared (std::shared_ptr) by every handle of one process that
+// uses the channel, so the mappings outlive the last Publisher/Subscriber.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <shmbus/bus/layout.hpp>
+#include <shmbus/bus/types.hpp>
+#include <shmbus/shm/result.hpp>
+#include <shmbus/shm/segment.hpp>
+
+namespace shmbus::bus {
+
+/// The geometry of a channel, derived from its options or read (and checked)
+/// from a header. Everything a handle needs to address the segment.
+struct Geometry {
+  Policy policy = Policy::block;
+  std::uint32_t slot_size = 0;
+  std::uint32_t capacity = 0;
+  std::uint32_t max_subscribers = 0;
+  std::uint32_t max_publishers = 0;
+  std::uint32_t max_groups = 0;
+  std::uint32_t max_payload = 0;
+  std::uint64_t producer_offset = 0;
+  std::uint64_t publishers_offset = 0;
+  std::uint64_t subscribers_offset = 0;
+  std::uint64_t groups_offset = 0;
+  std::uint64_t stamps_offset = 0;
+  std::uint64_t data_offset = 0;
+  std::uint64_t total_size = 0;
+  std::uint64_t unblock_timeout_ns = 0;
+  std::uint64_t eviction_timeout_ns = 0;
+};
+
+/// The creation options a geometry came from (mode excluded).
+ChannelOptions options_of(const Geometry& g);
+
+/// Checks options and lays the segment out. invalid_argument names the field.
+Result<Geometry> compute_geometry(const ChannelOptions& opts);
+
+/// Checks every field of a header against the limits and against the size of
+/// the segment; never trusts a value it has not checked. corrupted or
+/// version_mismatch errors name the field and its value.
+Result<Geometry> validate_header(const ChannelHeader& hdr, std::size_t segment_size,
+                                 const std::string& channel);
+
+/// Valid bus/channel/subscriber names: 1..63 of [A-Za-z0-9_-].
+Result<void> validate_name(std::string_view what, std::string_view name);
+
+/// The shared-memory object name of a channel: "shmbus.<bus>.<channel>".
+std::string segment_name(std::string_view bus, std::string_view channel);
+
+/// How a process maps a channel.
+enum class MapMode : std::uint8_t {
+  participant,  ///< control area read-write, payloads read-only (publishers add a writable view)
+  observer,     ///< everything read-only (the probe)
+};
+
+struct OpenOptions {
+  /// Bounded wait for a concurrent creator to finish initialising.
+  std::uint64_t init_wait_ns = 2'000'000'000ULL;
+  /// If set, the segment's parameters must equal these (error names both).
+  std::optional<ChannelOptions> expect;
+  MapMode mode = MapMode::participant;
+};
+
+class ChannelState {
+ public:
+  std::string bus;
+  std::string name;
+  Geometry geo;
+  shm::Segment segment;
+  shm::Mapping control;   // header .. stamps
+  shm::Mapping data_ro;   // slots, read-only
+  ChannelHeader* header = nullptr;
+  ProducerBlock* producer = nullptr;
+  PublisherEntry* publishers = nullptr;
+  SubscriberEntry* subscribers = nullptr;
+  std::atomic<std::uint64_t>* stamps = nullptr;
+  const std::byte* data = nullptr;
+
+  /// The writable view of the slots, mapped on first use by a publisher.
+  /// Thread-safe.
+  Result<std::byte*> writable_data();
+
+  [[nodiscard]] bool read_only() const noexcept { return mode_ == MapMode::observer; }
+
+ private:
+  friend Result<std::shared_ptr<ChannelState>> attach(shm::Segment, const std::string&,
+                                                      const std::string&, const Geometry&, MapMode);
+  MapMode mode_ = MapMode::participant;
+  std::mutex rw_mu_;
+  shm::Mapping data_rw_;
+};
+
+/// Creates a channel exclusively and initialises it.
+Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::string_view name,
+                                                     const ChannelOptions& opts);
+
+/// Opens an existing channel, waiting (bounded) for its initialisation.
+Result<std::shared_ptr<ChannelState>> open_channel(std::string_view bus, std::string_view name,
+                                                   const OpenOptions& opts);
+
+/// Opens the channel if it exists (checking its parameters), else creates it.
+/// Takes over an initialisation whose creator died.
+Result<std::shared_ptr<ChannelState>> open_or_create_channel(std::string_view bus,
+                                                             std::string_view name,
+                                                             const ChannelOptions& opts);
+
+/// Removes the channel's name; mapped handles keep working until closed.
+Result<void> remove_channel(std::string_view bus, std::string_view name);
+
+/// Names of the channels of a bus (segments "shmbus.<bus>.*").
+Result<std::vector<std::string>> list_channels(std::string_view bus);
+
+/// Reads a NameWords field into a string (stops at the first NUL).
+std::string read_name(const NameWords& n);
+/// Writes a name (<= 63 chars) into a NameWords field, NUL padded.
+void write_name(NameWords& n, std::string_view s);
+
+}  // namespace shmbus::bus

@@ -1,0 +1,302 @@
+// The channel segment's layout: this is an ABI shared by every process that
+// maps the channel, so every struct is standard-layout, fixed-width, holds
+// only lock-free atomics and offsets (no pointers), and has its size,
+// alignment and field offsets asserted below.
+//
+//  offset 0                                                     total_size
+//  +-------------+---------------+------------------+-----------+---------+
+//  | ChannelHdr  | ProducerBlock | PublisherEntry[] | Subscriber| Stamps  |
+//  | (one page)  | (4 x 128 B)   | (128 B each)     | Entry[]   | u64[cap]|
+//  +-------------+---------------+------------------+-----------+---------+
+//  |<------------------------ control area (read-write) --------------->|
+//  +--------------------------------------------------------------------+
+//  | slot 0 | slot 1 | ...                          | slot cap-1        |  data area
+//  +--------------------------------------------------------------------+  (page-aligned;
+//  each slot: SlotHeader (48 B) + payload (slot_size - 48 B)             read-only for
+//                                                                         subscribers)
+//
+// Stamps live in the control area, not in the slots: readers must be able to
+// CAS a stamp (to mark a dead writer's claim abandoned) while the payload
+// stays read-only for them. The cost is one extra cache line per message;
+// docs/protocol.md weighs it.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace shmbus::bus {
+
+inline constexpr std::size_t kCacheLine = 64;       // fixed: this is an ABI
+inline constexpr std::size_t kHotSlot = 128;        // own slot for hot words (adjacent-line prefetch)
+inline constexpr std::size_t kHeaderPage = 4096;
+inline constexpr std::uint64_t kMagic = 0x5355424d48530a01ULL;  // "\x01\nSHMBUS" little-endian-ish
+inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::size_t kNameMax = 63;          // channel / subscriber names, without NUL
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+/// Backpressure policy of a channel, fixed at creation.
+enum class Policy : std::uint32_t {
+  block = 1,        ///< publishers wait for the slowest gating reader (bounded)
+  drop_oldest = 2,  ///< publishers never wait; lapped readers skip and count
+  reject = 3,       ///< a publish that would overwrite unread data fails with `full`
+};
+
+/// ChannelHeader.init_state values.
+enum InitState : std::uint32_t { kInitNone = 0, kInitRunning = 1, kInitReady = 2 };
+
+// A 64-byte name stored as eight 64-bit words: names are rewritten when a
+// table entry is reused while other processes scan the table, so each word is
+// an atomic (relaxed: the entry's state word, acquired first, orders them).
+struct NameWords {
+  std::atomic<std::uint64_t> w[8];
+};
+static_assert(sizeof(NameWords) == 64);
+
+//  ChannelHeader (page 0)
+//  0       magic (u64, written last at init, release)
+//  8       layout_version (u32)   12 init_state (u32)
+//  16      init_owner_pid (u64)   24 init_owner_start (u64)
+//  32      abi_fingerprint        40 epoch          48 created_realtime_ns
+//  56      creator_pid (u32)      60 policy (u32)
+//  64      slot_size  68 capacity  72 max_subscribers  76 max_publishers
+//  80      max_groups 84 max_payload
+//  88      total_size 96 producer_offset 104 publishers_offset
+//  112     subscribers_offset 120 groups_offset 128 stamps_offset
+//  136     data_offset 144 unblock_timeout_ns 152 eviction_timeout_ns
+//  160     name (64 bytes)
+//  224..4096 reserved (zero)
+struct ChannelHeader {
+  std::atomic<std::uint64_t> magic;
+  std::atomic<std::uint32_t> layout_version;
+  std::atomic<std::uint32_t> init_state;
+  std::atomic<std::uint64_t> init_owner_pid;
+  std::atomic<std::uint64_t> init_owner_start;
+  std::uint64_t abi_fingerprint;
+  std::uint64_t epoch;
+  std::uint64_t created_realtime_ns;
+  std::uint32_t creator_pid;
+  std::uint32_t policy;
+  std::uint32_t slot_size;
+  std::uint32_t capacity;
+  std::uint32_t max_subscribers;
+  std::uint32_t max_publishers;
+  std::uint32_t max_groups;
+  std::uint32_t max_payload;
+  std::uint64_t total_size;
+  std::uint64_t producer_offset;
+  std::uint64_t publishers_offset;
+  std::uint64_t subscribers_offset;
+  std::uint64_t groups_offset;
+  std::uint64_t stamps_offset;
+  std::uint64_t data_offset;
+  std::uint64_t unblock_timeout_ns;
+  std::uint64_t eviction_timeout_ns;
+  char name[64];
+  std::uint8_t reserved[kHeaderPage - 224];
+};
+static_assert(std::is_standard_layout_v<ChannelHeader>);
+static_assert(sizeof(ChannelHeader) == kHeaderPage);
+static_assert(offsetof(ChannelHeader, magic) == 0);
+static_assert(offsetof(ChannelHeader, layout_version) == 8);
+static_assert(offsetof(ChannelHeader, init_state) == 12);
+static_assert(offsetof(ChannelHeader, init_owner_pid) == 16);
+static_assert(offsetof(ChannelHeader, init_owner_start) == 24);
+static_assert(offsetof(ChannelHeader, abi_fingerprint) == 32);
+static_assert(offsetof(ChannelHeader, epoch) == 40);
+static_assert(offsetof(ChannelHeader, created_realtime_ns) == 48);
+static_assert(offsetof(ChannelHeader, creator_pid) == 56);
+static_assert(offsetof(ChannelHeader, policy) == 60);
+static_assert(offsetof(ChannelHeader, slot_size) == 64);
+static_assert(offsetof(ChannelHeader, capacity) == 68);
+static_assert(offsetof(ChannelHeader, max_subscribers) == 72);
+static_assert(offsetof(ChannelHeader, max_publishers) == 76);
+static_assert(offsetof(ChannelHeader, max_groups) == 80);
+static_assert(offsetof(ChannelHeader, max_payload) == 84);
+static_assert(offsetof(ChannelHeader, total_size) == 88);
+static_assert(offsetof(ChannelHeader, producer_offset) == 96);
+static_assert(offsetof(ChannelHeader, publishers_offset) == 104);
+static_assert(offsetof(ChannelHeader, subscribers_offset) == 112);
+static_assert(offsetof(ChannelHeader, groups_offset) == 120);
+static_assert(offsetof(ChannelHeader, stamps_offset) == 128);
+static_assert(offsetof(ChannelHeader, data_offset) == 136);
+static_assert(offsetof(ChannelHeader, unblock_timeout_ns) == 144);
+static_assert(offsetof(ChannelHeader, eviction_timeout_ns) == 152);
+static_assert(offsetof(ChannelHeader, name) == 160);
+
+//  ProducerBlock: four 128-byte slots so that the claim counter, the gating
+//  cache, each futex pair and the shared counters never share a line.
+//  0    head: next sequence to claim (every publisher CASes / adds it)
+//  128  gate_cache: last computed min(gating cursors); pub_waiters; pub_futex
+//  256  sub_waiters; sub_futex (readers sleeping for a commit)
+//  384  abandoned (claims marked abandoned), evictions, dead_reclaimed
+struct ProducerBlock {
+  alignas(kHotSlot) std::atomic<std::uint64_t> head;
+  alignas(kHotSlot) std::atomic<std::uint64_t> gate_cache;
+  std::atomic<std::uint32_t> pub_waiters;
+  std::atomic<std::uint32_t> pub_futex;
+  alignas(kHotSlot) std::atomic<std::uint32_t> sub_waiters;
+  std::atomic<std::uint32_t> sub_futex;
+  alignas(kHotSlot) std::atomic<std::uint64_t> abandoned;
+  std::atomic<std::uint64_t> evictions;
+  std::atomic<std::uint64_t> dead_reclaimed;
+};
+static_assert(std::is_standard_layout_v<ProducerBlock>);
+static_assert(sizeof(ProducerBlock) == 4 * kHotSlot);
+static_assert(alignof(ProducerBlock) == kHotSlot);
+static_assert(offsetof(ProducerBlock, head) == 0);
+static_assert(offsetof(ProducerBlock, gate_cache) == 128);
+static_assert(offsetof(ProducerBlock, pub_waiters) == 136);
+static_assert(offsetof(ProducerBlock, pub_futex) == 140);
+static_assert(offsetof(ProducerBlock, sub_waiters) == 256);
+static_assert(offsetof(ProducerBlock, sub_futex) == 260);
+static_assert(offsetof(ProducerBlock, abandoned) == 384);
+static_assert(offsetof(ProducerBlock, evictions) == 392);
+static_assert(offsetof(ProducerBlock, dead_reclaimed) == 400);
+
+/// Table entry states (low 32 bits of an entry's `control` word; the high 32
+/// bits hold the owner pid, so one CAS changes state and owner together).
+enum EntryState : std::uint32_t {
+  kEntryFree = 0,      ///< unused
+  kEntryClaiming = 1,  ///< being filled in by the pid in the high bits
+  kEntryActive = 2,    ///< in use by a live owner (pid in the high bits)
+  kEntryDetached = 3,  ///< durable subscriber without a process: keeps its cursor (and gates)
+  kEntryEvicted = 4,   ///< detached as lapped by a publisher; the owner learns on its next poll
+};
+inline constexpr std::uint64_t make_control(std::uint32_t state, std::uint32_t pid) noexcept {
+  return (static_cast<std::uint64_t>(pid) << 32) | state;
+}
+inline constexpr std::uint32_t control_state(std::uint64_t c) noexcept {
+  return static_cast<std::uint32_t>(c);
+}
+inline constexpr std::uint32_t control_pid(std::uint64_t c) noexcept {
+  return static_cast<std::uint32_t>(c >> 32);
+}
+
+//  PublisherEntry (128 B): one per Publisher handle; counters have a single
+//  writer (the owning handle), so they are updated without locked operations.
+//  0 control  8 owner_start  16 published  24 rejected  32 timeouts
+//  40 blocked_ns  48 aborted  56 lost_claims (claims taken away as abandoned)
+struct PublisherEntry {
+  std::atomic<std::uint64_t> control;
+  std::atomic<std::uint64_t> owner_start;
+  std::atomic<std::uint64_t> published;
+  std::atomic<std::uint64_t> rejected;
+  std::atomic<std::uint64_t> timeouts;
+  std::atomic<std::uint64_t> blocked_ns;
+  std::atomic<std::uint64_t> aborted;
+  std::atomic<std::uint64_t> lost_claims;
+  std::uint8_t reserved[64];
+};
+static_assert(std::is_standard_layout_v<PublisherEntry>);
+static_assert(sizeof(PublisherEntry) == 128);
+static_assert(offsetof(PublisherEntry, control) == 0);
+static_assert(offsetof(PublisherEntry, owner_start) == 8);
+static_assert(offsetof(PublisherEntry, published) == 16);
+static_assert(offsetof(PublisherEntry, rejected) == 24);
+static_assert(offsetof(PublisherEntry, timeouts) == 32);
+static_assert(offsetof(PublisherEntry, blocked_ns) == 40);
+static_assert(offsetof(PublisherEntry, aborted) == 48);
+static_assert(offsetof(PublisherEntry, lost_claims) == 56);
+
+/// SubscriberEntry.flags bits.
+inline constexpr std::uint32_t kSubDurable = 1u;
+
+//  SubscriberEntry (256 B): line pair 0 is written rarely (attach, detach,
+//  eviction watch); line pair 1 is the owner's hot cursor and counters.
+//    0 control  8 owner_start  16 attached_realtime_ns  24 flags  28 pad
+//   32 name (64 B)  96 evict_watch_cursor  104 evict_watch_since_ns
+//  128 cursor (next sequence to read)  136 delivered  144 lost  152 lapped_events
+struct SubscriberEntry {
+  std::atomic<std::uint64_t> control;
+  std::atomic<std::uint64_t> owner_start;
+  std::atomic<std::uint64_t> attached_realtime_ns;
+  std::atomic<std::uint32_t> flags;
+  std::uint32_t pad0;
+  NameWords name;
+  std::atomic<std::uint64_t> evict_watch_cursor;
+  std::atomic<std::uint64_t> evict_watch_since_ns;
+  std::uint8_t pad1[16];
+  alignas(kHotSlot) std::atomic<std::uint64_t> cursor;
+  std::atomic<std::uint64_t> delivered;
+  std::atomic<std::uint64_t> lost;
+  std::atomic<std::uint64_t> lapped_events;
+  std::uint8_t pad2[96];
+};
+static_assert(std::is_standard_layout_v<SubscriberEntry>);
+static_assert(sizeof(SubscriberEntry) == 256);
+static_assert(offsetof(SubscriberEntry, control) == 0);
+static_assert(offsetof(SubscriberEntry, owner_start) == 8);
+static_assert(offsetof(SubscriberEntry, attached_realtime_ns) == 16);
+static_assert(offsetof(SubscriberEntry, flags) == 24);
+static_assert(offsetof(SubscriberEntry, name) == 32);
+static_assert(offsetof(SubscriberEntry, evict_watch_cursor) == 96);
+static_assert(offsetof(SubscriberEntry, evict_watch_since_ns) == 104);
+static_assert(offsetof(SubscriberEntry, cursor) == 128);
+static_assert(offsetof(SubscriberEntry, delivered) == 136);
+static_assert(offsetof(SubscriberEntry, lost) == 144);
+static_assert(offsetof(SubscriberEntry, lapped_events) == 152);
+
+//  Stamp word (one per slot, in the control area):
+//    bits 63..2  sequence the slot holds (or is being written for)
+//    bits  1..0  state: 0 empty (never written), 1 writing, 2 committed, 3 abandoned
+enum StampState : std::uint64_t { kStampEmpty = 0, kStampWriting = 1, kStampCommitted = 2,
+                                  kStampAbandoned = 3 };
+inline constexpr std::uint64_t make_stamp(std::uint64_t seq, std::uint64_t state) noexcept {
+  return (seq << 2) | state;
+}
+inline constexpr std::uint64_t stamp_seq(std::uint64_t s) noexcept { return s >> 2; }
+inline constexpr std::uint64_t stamp_state(std::uint64_t s) noexcept { return s & 3u; }
+inline constexpr std::uint64_t kMaxSequence = (1ULL << 62) - 1;
+
+//  SlotHeader (48 B, at the start of each slot in the data area):
+//  0 sequence  8 timestamp_ns (CLOCK_REALTIME)  16 key  24 correlation_id
+//  32 length  36 type  40 attempt  44 flags
+// Plain fields: written by the one publisher that holds the slot's stamp in
+// `writing`, read after an acquire of `committed` (and re-validated where a
+// writer may lap the reader).
+struct SlotHeader {
+  std::uint64_t sequence;
+  std::uint64_t timestamp_ns;
+  std::uint64_t key;
+  std::uint64_t correlation_id;
+  std::uint32_t length;
+  std::uint32_t type;
+  std::uint32_t attempt;
+  std::uint32_t flags;
+};
+static_assert(std::is_standard_layout_v<SlotHeader>);
+static_assert(sizeof(SlotHeader) == 48);
+static_assert(offsetof(SlotHeader, sequence) == 0);
+static_assert(offsetof(SlotHeader, timestamp_ns) == 8);
+static_assert(offsetof(SlotHeader, key) == 16);
+static_assert(offsetof(SlotHeader, correlation_id) == 24);
+static_assert(offsetof(SlotHeader, length) == 32);
+static_assert(offsetof(SlotHeader, type) == 36);
+static_assert(offsetof(SlotHeader, attempt) == 40);
+static_assert(offsetof(SlotHeader, flags) == 44);
+
+inline constexpr std::uint32_t kSlotHeaderSize = sizeof(SlotHeader);
+
+/// A fingerprint of the layout: sizes and key offsets of every shared struct.
+/// Two builds that disagree on any of them refuse each other's segments.
+inline constexpr std::uint64_t abi_fingerprint() noexcept {
+  std::uint64_t h = 1469598103934665603ULL;  // FNV-1a over the layout numbers
+  const std::uint64_t parts[] = {
+      kLayoutVersion, sizeof(ChannelHeader), sizeof(ProducerBlock), sizeof(PublisherEntry),
+      sizeof(SubscriberEntry), sizeof(SlotHeader), offsetof(ChannelHeader, name),
+      offsetof(ProducerBlock, sub_futex), offsetof(SubscriberEntry, cursor),
+      offsetof(SlotHeader, attempt), kCacheLine, kHotSlot};
+  for (std::uint64_t p : parts) {
+    for (int i = 0; i < 8; ++i) {
+      h ^= (p >> (8 * i)) & 0xffu;
+      h *= 1099511628211ULL;
+    }
+  }
+  return h;
+}
+
+}  // namespace shmbus::bus

@@ -1,0 +1,73 @@
+// The publishing side of the ring: multi-producer claim / commit / abort on
+// slot stamps, with the channel's backpressure policy applied at claim time.
+// See docs/protocol.md ("Publish") for the stamp state machine.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include <shmbus/bus/channel_state.hpp>
+#include <shmbus/bus/layout.hpp>
+#include <shmbus/bus/types.hpp>
+
+namespace shmbus::bus {
+
+/// A claimed slot: write up to payload.size() bytes, then commit or abort.
+struct ClaimToken {
+  std::uint64_t sequence = 0;
+  std::span<std::byte> payload;  ///< the slot's whole payload area (max_payload bytes)
+  bool active = false;
+};
+
+class PublisherCore {
+ public:
+  PublisherCore() = default;
+  PublisherCore(PublisherCore&& o) noexcept;
+  PublisherCore& operator=(PublisherCore&& o) noexcept;
+  PublisherCore(const PublisherCore&) = delete;
+  PublisherCore& operator=(const PublisherCore&) = delete;
+  ~PublisherCore();
+
+  static Result<PublisherCore> create(std::shared_ptr<ChannelState> ch);
+
+  /// Claims the next sequence for a message of up to `max_length` bytes.
+  PublishStatus claim(std::size_t max_length, ClaimToken& out, std::uint64_t timeout_ns) noexcept;
+  /// Commits a claim with `length` payload bytes: one CAS on the stamp.
+  PublishStatus commit(ClaimToken& claim, std::size_t length, const MessageMeta& meta) noexcept;
+  /// Gives a claim back: readers skip it.
+  void abort(ClaimToken& claim) noexcept;
+  /// claim + copy + commit.
+  PublishStatus publish(std::span<const std::byte> payload, const MessageMeta& meta,
+                        std::uint64_t timeout_ns) noexcept;
+
+  [[nodiscard]] bool valid() const noexcept { return ch_ != nullptr; }
+  [[nodiscard]] const std::shared_ptr<ChannelState>& channel() const noexcept { return ch_; }
+  [[nodiscard]] std::uint32_t index() const noexcept { return index_; }
+
+ private:
+  bool reserve(std::uint64_t& seq, std::uint64_t timeout_ns, PublishStatus& why) noexcept;
+  bool wait_for_space(std::uint64_t head, std::uint64_t deadline) noexcept;
+  std::uint64_t refresh_gate(std::uint64_t head, bool housekeeping) noexcept;
+  PublishStatus take_slot(std::uint64_t seq) noexcept;
+  void wake_subscribers() noexcept;
+  void release() noexcept;
+
+  std::shared_ptr<ChannelState> ch_;
+  ProducerBlock* prod_ = nullptr;
+  PublisherEntry* entry_ = nullptr;
+  std::atomic<std::uint64_t>* stamps_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::uint64_t mask_ = 0;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t unblock_ns_ = 0;
+  std::uint32_t slot_size_ = 0;
+  std::uint32_t max_payload_ = 0;
+  std::uint32_t index_ = 0;
+  Policy policy_ = Policy::block;
+  std::uint64_t gate_ = 0;             ///< local copy of the gating minimum
+  std::uint64_t last_housekeeping_ns_ = 0;
+};
+
+}  // namespace shmbus::bus

@@ -1,0 +1,65 @@
+// A point-in-time snapshot of a channel's counters, cursors and owners, for
+// the probe and for tests. Reading never changes the channel.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <shmbus/bus/channel_state.hpp>
+
+namespace shmbus {
+
+struct PublisherStats {
+  std::uint32_t index = 0;
+  std::uint32_t pid = 0;
+  bool alive = false;
+  std::uint64_t published = 0;
+  std::uint64_t rejected = 0;
+  std::uint64_t timeouts = 0;
+  std::uint64_t blocked_ns = 0;
+  std::uint64_t aborted = 0;
+  std::uint64_t lost_claims = 0;  ///< claims taken away as abandoned
+};
+
+struct SubscriberStats {
+  std::uint32_t index = 0;
+  std::string name;   ///< empty for anonymous subscribers
+  bool durable = false;
+  std::string state;  ///< "active", "detached", "evicted", "claiming"
+  std::uint32_t pid = 0;
+  bool alive = false;
+  std::uint64_t cursor = 0;
+  std::uint64_t lag = 0;  ///< head - cursor (0 if ahead)
+  std::uint64_t delivered = 0;
+  std::uint64_t lost = 0;
+  std::uint64_t lapped_events = 0;
+};
+
+struct ChannelStats {
+  std::string bus;
+  std::string name;
+  Policy policy = Policy::block;
+  std::uint32_t capacity = 0;
+  std::uint32_t slot_size = 0;
+  std::uint32_t max_payload = 0;
+  std::uint64_t head = 0;            ///< next sequence to be claimed
+  std::uint64_t oldest = 0;          ///< oldest sequence possibly still in the ring
+  std::uint64_t depth = 0;           ///< head - slowest gating cursor (unread by someone)
+  std::uint64_t published = 0;       ///< sum over current publisher entries
+  std::uint64_t abandoned = 0;       ///< claims marked abandoned by others
+  std::uint64_t evictions = 0;
+  std::uint64_t dead_reclaimed = 0;  ///< subscriber entries recovered from dead owners
+  std::uint32_t creator_pid = 0;
+  std::uint64_t epoch = 0;
+  std::uint64_t created_realtime_ns = 0;
+  std::vector<PublisherStats> publishers;
+  std::vector<SubscriberStats> subscribers;
+};
+
+namespace bus {
+/// Snapshot of a channel. Thread-safe; makes liveness system calls.
+ChannelStats snapshot(const ChannelState& ch);
+}  // namespace bus
+
+}  // namespace shmbus

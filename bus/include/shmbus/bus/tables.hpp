@@ -1,0 +1,67 @@
+// The publisher and subscriber tables: attaching, detaching, reclaiming the
+// entries of dead owners, evicting stuck subscribers, and the gating minimum
+// that bounds block/reject publishers. Every transition of an entry is one
+// CAS on its control word (state + owner pid), so a process killed at any
+// instruction leaves an entry that the next scan recovers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <shmbus/bus/channel_state.hpp>
+#include <shmbus/bus/layout.hpp>
+#include <shmbus/shm/liveness.hpp>
+
+namespace shmbus::bus {
+
+/// Claims a free publisher entry for this process. table_full when none.
+Result<std::uint32_t> attach_publisher(ChannelState& ch);
+/// Releases a publisher entry owned by this process (its counters stay
+/// readable until the entry is reused).
+void detach_publisher(ChannelState& ch, std::uint32_t index) noexcept;
+
+struct SubscriberAttach {
+  std::uint32_t index = 0;
+  std::uint64_t control = 0;  ///< the control word this handle owns (ACTIVE | pid)
+  std::uint64_t cursor = 0;   ///< where reading starts
+  bool resumed = false;       ///< a durable subscriber resumed an existing cursor
+};
+
+/// Attaches a subscriber (anonymous if name is empty, else durable) starting
+/// at `start`. busy if a live process already holds the durable name.
+Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view name,
+                                           const StartAt& start);
+
+/// Detaches: an anonymous entry is freed, a durable one keeps its cursor.
+void detach_subscriber(ChannelState& ch, std::uint32_t index, std::uint64_t control) noexcept;
+
+/// Removes a durable subscriber's entry (its cursor is forgotten). not_found
+/// if absent, busy if a live process holds it.
+Result<void> remove_durable_subscriber(ChannelState& ch, std::string_view name);
+
+/// Whether an entry in this state holds back block/reject publishers.
+bool entry_gates(std::uint64_t control, std::uint32_t flags) noexcept;
+
+/// The smallest cursor of the gating subscribers, or `head` if none gates.
+/// Thread-safe, lock-free; loads each cursor with acquire.
+std::uint64_t gating_minimum(const ChannelState& ch, std::uint64_t head) noexcept;
+
+/// Publisher-side housekeeping for a full ring: frees entries of dead
+/// anonymous subscribers, detaches dead durable ones, and evicts subscribers
+/// a full ring behind for longer than the eviction timeout. Makes system
+/// calls (liveness); callers rate-limit it. Returns true if anything changed.
+bool reclaim_and_evict(ChannelState& ch, std::uint64_t head, std::uint64_t now_ns) noexcept;
+
+/// Frees the entries (publishers, subscribers, stuck claims) of processes
+/// that are gone. Returns how many entries changed. Thread-safe.
+std::uint32_t reclaim_dead(ChannelState& ch) noexcept;
+
+/// Finds the first sequence in [oldest, head) whose timestamp is >= t
+/// (binary search over validated slot reads), or head if none.
+std::uint64_t sequence_at_time(const ChannelState& ch, std::uint64_t t_realtime_ns) noexcept;
+
+/// The oldest sequence that may still be readable: head - capacity, or 0.
+std::uint64_t oldest_sequence(const ChannelState& ch) noexcept;
+
+}  // namespace shmbus::bus

@@ -1,0 +1,115 @@
+// Value types of the public API that the messaging layer also uses: results
+// of hot-path calls, message metadata, channel and subscriber options.
+// Re-exported by <shmbus/types.hpp>; users include that.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <shmbus/bus/layout.hpp>
+
+namespace shmbus {
+
+using bus::Policy;
+
+/// Result of a publish, claim or commit. Backpressure is a result, not an error.
+enum class [[nodiscard]] PublishStatus : std::uint8_t {
+  ok,          ///< committed (or claimed, for try_claim)
+  full,        ///< reject policy: the ring holds unread data for a gating reader
+  timeout,     ///< block policy: the slowest reader did not move before the timeout
+  too_large,   ///< the message does not fit the slot's payload
+  abandoned,   ///< the claim was taken away (the writer stalled past the unblock timeout)
+  invalid,     ///< the handle or claim is not usable (moved-from, already committed)
+};
+
+/// Result of a poll or read.
+enum class [[nodiscard]] PollStatus : std::uint8_t {
+  ok,                ///< a message was delivered
+  empty,             ///< nothing new (yet)
+  lapped,            ///< messages were lost (overwritten or evicted); counted; call again
+  buffer_too_small,  ///< copy-out poll: the payload is larger than the buffer (message kept)
+  timeout,           ///< a waiting poll gave up
+  corrupted,         ///< a slot held an impossible value: skipped, counted as lost
+  invalid,           ///< the handle is not usable (moved-from)
+};
+
+/// Readable names for the status enums ("timeout"). Thread-safe.
+std::string_view to_string(PublishStatus s) noexcept;
+std::string_view to_string(PollStatus s) noexcept;
+std::string_view to_string(Policy p) noexcept;
+/// Parses "block" / "drop_oldest" / "reject". Thread-safe.
+std::optional<Policy> parse_policy(std::string_view s) noexcept;
+
+/// Per-message metadata set by the publisher. timestamp_ns 0 means "now".
+struct MessageMeta {
+  std::uint64_t key = 0;             ///< user key (partitioning, dedup)
+  std::uint64_t correlation_id = 0;  ///< request/response pairing
+  std::uint32_t type = 0;            ///< user message type
+  std::uint64_t timestamp_ns = 0;    ///< CLOCK_REALTIME ns; 0 = stamped at commit
+};
+
+/// A message as a reader sees it. For zero-copy reads `payload` points into
+/// the channel's read-only mapping and is valid only until the read is
+/// validated; for copy-out polls it points into the caller's buffer.
+struct Message {
+  std::uint64_t sequence = 0;
+  std::uint64_t timestamp_ns = 0;
+  std::uint64_t key = 0;
+  std::uint64_t correlation_id = 0;
+  std::uint32_t type = 0;
+  std::uint32_t attempt = 0;
+  std::span<const std::byte> payload;
+};
+
+/// How a waiting call waits. Blocking uses a shared futex and costs the
+/// publisher a FUTEX_WAKE only while somebody sleeps.
+enum class WaitStrategy : std::uint8_t {
+  busy_spin,  ///< spin with PAUSE: lowest latency, burns a core
+  yield,      ///< spin, then sched_yield
+  backoff,    ///< spin, yield, then sleeps growing to 1 ms
+  block,      ///< spin briefly, then sleep on the channel's futex
+};
+
+/// Parameters fixed when a channel is created.
+struct ChannelOptions {
+  std::uint32_t slot_size = 256;        ///< bytes per slot, header included; multiple of 64, 64..16 MiB
+  std::uint32_t capacity = 1024;        ///< slots; a power of two, 2..2^30
+  Policy policy = Policy::block;
+  std::uint32_t max_subscribers = 32;   ///< subscriber table entries (1..4096)
+  std::uint32_t max_publishers = 32;    ///< publisher table entries (1..4096)
+  std::uint32_t mode = 0600;            ///< permission bits of the segment
+  /// A claim not committed within this time is marked abandoned by whoever
+  /// finds it (readers skip it; the late writer's commit reports `abandoned`).
+  std::uint64_t unblock_timeout_ns = 2'000'000'000ULL;
+  /// Block policy only: a subscriber that stays a full ring behind for longer
+  /// than this is evicted (detached as lapped). 0 disables eviction.
+  std::uint64_t eviction_timeout_ns = 0;
+};
+
+/// Where a new subscriber starts reading.
+struct StartAt {
+  enum class Kind : std::uint8_t { earliest, latest, sequence, timestamp };
+  Kind kind = Kind::latest;
+  std::uint64_t value = 0;  ///< the sequence, or CLOCK_REALTIME ns for `timestamp`
+
+  static StartAt earliest() noexcept { return {Kind::earliest, 0}; }
+  static StartAt latest() noexcept { return {Kind::latest, 0}; }
+  static StartAt at_sequence(std::uint64_t s) noexcept { return {Kind::sequence, s}; }
+  static StartAt at_time(std::uint64_t realtime_ns) noexcept { return {Kind::timestamp, realtime_ns}; }
+};
+
+/// Options of Channel::subscribe.
+struct SubscribeOptions {
+  /// Empty: anonymous (freed when the process is gone). Otherwise durable:
+  /// the cursor survives the process and a later subscribe with the same
+  /// name resumes where it left off (`start` is then ignored).
+  std::string name;
+  StartAt start = StartAt::latest();
+  WaitStrategy wait = WaitStrategy::block;
+};
+
+}  // namespace shmbus

@@ -1,0 +1,484 @@
+#include <shmbus/bus/channel_state.hpp>
+
+#include <cstring>
+#include <thread>
+
+#include <shmbus/shm/atomics.hpp>
+#include <shmbus/shm/clock.hpp>
+#include <shmbus/shm/liveness.hpp>
+
+namespace shmbus::bus {
+
+namespace {
+
+constexpr std::uint32_t kMaxSlotSize = 16u << 20;
+constexpr std::uint32_t kMaxCapacity = 1u << 30;
+constexpr std::uint32_t kMaxTableEntries = 4096;
+constexpr std::uint64_t kMaxTotalSize = 1ULL << 40;
+
+constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+constexpr bool is_pow2(std::uint64_t v) { return v != 0 && (v & (v - 1)) == 0; }
+
+std::string num(std::uint64_t v) { return std::to_string(v); }
+
+Error invalid(const std::string& msg) { return Error(ErrorCode::invalid_argument, msg); }
+
+}  // namespace
+
+ChannelOptions options_of(const Geometry& g) {
+  ChannelOptions o;
+  o.slot_size = g.slot_size;
+  o.capacity = g.capacity;
+  o.policy = g.policy;
+  o.max_subscribers = g.max_subscribers;
+  o.max_publishers = g.max_publishers;
+  o.unblock_timeout_ns = g.unblock_timeout_ns;
+  o.eviction_timeout_ns = g.eviction_timeout_ns;
+  return o;
+}
+
+namespace {
+
+// Writes every creation parameter and derived offset, then publishes the
+// header: layout_version and magic, then init_state = ready with release.
+void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
+  const shm::ProcessId me = shm::self_process();
+  h->abi_fingerprint = abi_fingerprint();
+  h->epoch = shm::random_u64();
+  h->created_realtime_ns = shm::realtime_ns();
+  h->creator_pid = me.pid;
+  h->policy = static_cast<std::uint32_t>(g.policy);
+  h->slot_size = g.slot_size;
+  h->capacity = g.capacity;
+  h->max_subscribers = g.max_subscribers;
+  h->max_publishers = g.max_publishers;
+  h->max_groups = g.max_groups;
+  h->max_payload = g.max_payload;
+  h->total_size = g.total_size;
+  h->producer_offset = g.producer_offset;
+  h->publishers_offset = g.publishers_offset;
+  h->subscribers_offset = g.subscribers_offset;
+  h->groups_offset = g.groups_offset;
+  h->stamps_offset = g.stamps_offset;
+  h->data_offset = g.data_offset;
+  h->unblock_timeout_ns = g.unblock_timeout_ns;
+  h->eviction_timeout_ns = g.eviction_timeout_ns;
+  std::memset(h->name, 0, sizeof h->name);
+  std::memcpy(h->name, name.data(), std::min(name.size(), sizeof h->name - 1));
+  shm::store_relaxed(h->layout_version, kLayoutVersion);  // ordered by the release below
+  shm::store_relaxed(h->magic, kMagic);                    // ordered by the release below
+  // SYNC(init): release, pairs with the acquire of init_state in open_channel.
+  shm::store_release(h->init_state, static_cast<std::uint32_t>(kInitReady));
+}
+
+// Claims the right to initialise: CAS init_owner_pid from `expected_owner`
+// (0 for a fresh segment, a dead pid for a takeover) to this process.
+bool claim_init(ChannelHeader* h, std::uint64_t expected_owner) {
+  const shm::ProcessId me = shm::self_process();
+  std::uint64_t exp = expected_owner;
+  if (!shm::cas_acq_rel(h->init_owner_pid, exp, static_cast<std::uint64_t>(me.pid))) return false;
+  shm::store_relaxed(h->init_owner_start, me.start_time);
+  shm::store_release(h->init_state, static_cast<std::uint32_t>(kInitRunning));
+  return true;
+}
+
+}  // namespace
+
+Result<void> validate_name(std::string_view what, std::string_view name) {
+  if (name.empty() || name.size() > kNameMax) {
+    return invalid(std::string(what) + " name '" + std::string(name) + "' must be 1.." +
+                   num(kNameMax) + " characters");
+  }
+  for (char c : name) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '_' || c == '-';
+    if (!ok) {
+      return invalid(std::string(what) + " name '" + std::string(name) +
+                     "' may hold only letters, digits, '_' and '-'");
+    }
+  }
+  return {};
+}
+
+std::string segment_name(std::string_view bus, std::string_view channel) {
+  return "shmbus." + std::string(bus) + "." + std::string(channel);
+}
+
+std::string read_name(const NameWords& n) {
+  char buf[64];
+  for (int i = 0; i < 8; ++i) {
+    // relaxed: the caller acquired the entry's control word first.
+    const std::uint64_t w = n.w[i].load(std::memory_order_relaxed);
+    std::memcpy(buf + 8 * i, &w, 8);
+  }
+  buf[63] = '\0';
+  return std::string(buf, strnlen(buf, sizeof buf));
+}
+
+void write_name(NameWords& n, std::string_view s) {
+  char buf[64] = {};
+  std::memcpy(buf, s.data(), std::min<std::size_t>(s.size(), 63));
+  for (int i = 0; i < 8; ++i) {
+    std::uint64_t w;
+    std::memcpy(&w, buf + 8 * i, 8);
+    // relaxed: published by the release store of the entry's control word.
+    n.w[i].store(w, std::memory_order_relaxed);
+  }
+}
+
+Result<Geometry> compute_geometry(const ChannelOptions& o) {
+  if (o.slot_size < 64 || o.slot_size > kMaxSlotSize || o.slot_size % 64 != 0) {
+    return invalid("slot_size " + num(o.slot_size) + " must be a multiple of 64 in 64.." +
+                   num(kMaxSlotSize));
+  }
+  if (!is_pow2(o.capacity) || o.capacity < 2 || o.capacity > kMaxCapacity) {
+    return invalid("capacity " + num(o.capacity) + " must be a power of two in 2.." +
+                   num(kMaxCapacity));
+  }
+  if (o.policy != Policy::block && o.policy != Policy::drop_oldest && o.policy != Policy::reject) {
+    return invalid("policy " + num(static_cast<std::uint32_t>(o.policy)) + " is not a policy");
+  }
+  if (o.max_subscribers < 1 || o.max_subscribers > kMaxTableEntries) {
+    return invalid("max_subscribers " + num(o.max_subscribers) + " must be in 1.." +
+                   num(kMaxTableEntries));
+  }
+  if (o.max_publishers < 1 || o.max_publishers > kMaxTableEntries) {
+    return invalid("max_publishers " + num(o.max_publishers) + " must be in 1.." +
+                   num(kMaxTableEntries));
+  }
+  if (o.unblock_timeout_ns < 1000) {
+    return invalid("unblock_timeout_ns " + num(o.unblock_timeout_ns) + " must be at least 1000");
+  }
+  if (o.mode > 0777) return invalid("mode " + num(o.mode) + " is not a permission mask (<= 0777)");
+  Geometry g;
+  g.policy = o.policy;
+  g.slot_size = o.slot_size;
+  g.capacity = o.capacity;
+  g.max_subscribers = o.max_subscribers;
+  g.max_publishers = o.max_publishers;
+  g.max_groups = 0;  // groups get their own region in a later layout version
+  g.max_payload = o.slot_size - kSlotHeaderSize;
+  g.unblock_timeout_ns = o.unblock_timeout_ns;
+  g.eviction_timeout_ns = o.eviction_timeout_ns;
+  g.producer_offset = kHeaderPage;
+  g.publishers_offset = g.producer_offset + sizeof(ProducerBlock);
+  g.subscribers_offset =
+      round_up(g.publishers_offset + sizeof(PublisherEntry) * g.max_publishers, kHotSlot);
+  g.groups_offset =
+      round_up(g.subscribers_offset + sizeof(SubscriberEntry) * g.max_subscribers, kHotSlot);
+  g.stamps_offset = g.groups_offset;
+  g.data_offset = round_up(g.stamps_offset + 8ULL * g.capacity, shm::page_size());
+  g.total_size = g.data_offset + static_cast<std::uint64_t>(g.capacity) * g.slot_size;
+  if (g.total_size > kMaxTotalSize) {
+    return invalid("capacity x slot_size = " + num(g.total_size) + " bytes is too large (limit " +
+                   num(kMaxTotalSize) + ")");
+  }
+  return g;
+}
+
+Result<Geometry> validate_header(const ChannelHeader& h, std::size_t segment_size,
+                                 const std::string& channel) {
+  auto bad = [&](const std::string& field, std::uint64_t v, const std::string& why) {
+    return Error(ErrorCode::corrupted,
+                 "channel '" + channel + "' is corrupted: " + field + " = " + num(v) + " " + why);
+  };
+  const std::uint64_t magic = shm::load_relaxed(h.magic);
+  if (magic != kMagic) return bad("magic", magic, "(not a shmbus channel)");
+  const std::uint32_t version = shm::load_relaxed(h.layout_version);
+  if (version != kLayoutVersion) {
+    return Error(ErrorCode::version_mismatch,
+                 "channel '" + channel + "' has layout version " + num(version) +
+                     "; this library reads version " + num(kLayoutVersion));
+  }
+  if (h.abi_fingerprint != abi_fingerprint()) {
+    return Error(ErrorCode::version_mismatch,
+                 "channel '" + channel + "' was made by a build with another ABI fingerprint (" +
+                     num(h.abi_fingerprint) + " vs " + num(abi_fingerprint()) + ")");
+  }
+  ChannelOptions o;
+  o.slot_size = h.slot_size;
+  o.capacity = h.capacity;
+  o.policy = static_cast<Policy>(h.policy);
+  o.max_subscribers = h.max_subscribers;
+  o.max_publishers = h.max_publishers;
+  o.unblock_timeout_ns = h.unblock_timeout_ns;
+  o.eviction_timeout_ns = h.eviction_timeout_ns;
+  auto g = compute_geometry(o);
+  if (!g) return Error(ErrorCode::corrupted, "channel '" + channel + "' is corrupted: " + g.error().message());
+  const Geometry& e = g.value();
+  struct Field { const char* name; std::uint64_t got, want; };
+  const Field fields[] = {
+      {"max_groups", h.max_groups, e.max_groups},
+      {"max_payload", h.max_payload, e.max_payload},
+      {"total_size", h.total_size, e.total_size},
+      {"producer_offset", h.producer_offset, e.producer_offset},
+      {"publishers_offset", h.publishers_offset, e.publishers_offset},
+      {"subscribers_offset", h.subscribers_offset, e.subscribers_offset},
+      {"groups_offset", h.groups_offset, e.groups_offset},
+      {"stamps_offset", h.stamps_offset, e.stamps_offset},
+      {"data_offset", h.data_offset, e.data_offset},
+  };
+  for (const Field& f : fields) {
+    if (f.got != f.want) return bad(f.name, f.got, "(expected " + num(f.want) + ")");
+  }
+  if (e.total_size > segment_size) {
+    return bad("total_size", e.total_size,
+               "exceeds the segment's size " + num(segment_size));
+  }
+  return g;
+}
+
+Result<std::byte*> ChannelState::writable_data() {
+  std::lock_guard<std::mutex> lock(rw_mu_);
+  if (!data_rw_.valid()) {
+    if (mode_ == MapMode::observer) {
+      return Error(ErrorCode::permission_denied,
+                   "channel '" + name + "' was opened read-only; it cannot publish");
+    }
+    auto m = segment.map(geo.data_offset, geo.total_size - geo.data_offset,
+                         shm::Access::read_write, true);
+    if (!m) return m.error();
+    data_rw_ = std::move(m.value());
+  }
+  return data_rw_.data();
+}
+
+Result<std::shared_ptr<ChannelState>> attach(shm::Segment seg, const std::string& bus,
+                                             const std::string& name, const Geometry& g,
+                                             MapMode mode) {
+  auto st = std::make_shared<ChannelState>();
+  st->bus = bus;
+  st->name = name;
+  st->geo = g;
+  st->mode_ = mode;
+  const auto control_access =
+      mode == MapMode::observer ? shm::Access::read_only : shm::Access::read_write;
+  // Pre-fault every page now: the hot path must never take a page fault.
+  auto ctl = seg.map(0, g.data_offset, control_access, true);
+  if (!ctl) return ctl.error();
+  auto data = seg.map(g.data_offset, g.total_size - g.data_offset, shm::Access::read_only, true);
+  if (!data) return data.error();
+  st->control = std::move(ctl.value());
+  st->data_ro = std::move(data.value());
+  std::byte* base = st->control.data();
+  st->header = reinterpret_cast<ChannelHeader*>(base);
+  st->producer = reinterpret_cast<ProducerBlock*>(base + g.producer_offset);
+  st->publishers = reinterpret_cast<PublisherEntry*>(base + g.publishers_offset);
+  st->subscribers = reinterpret_cast<SubscriberEntry*>(base + g.subscribers_offset);
+  st->stamps = reinterpret_cast<std::atomic<std::uint64_t>*>(base + g.stamps_offset);
+  st->data = st->data_ro.data();
+  st->segment = std::move(seg);
+  return st;
+}
+
+Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::string_view name,
+                                                     const ChannelOptions& opts) {
+  if (auto r = validate_name("bus", bus); !r) return r.error();
+  if (auto r = validate_name("channel", name); !r) return r.error();
+  auto g = compute_geometry(opts);
+  if (!g) return g.error();
+  const std::string seg_name = segment_name(bus, name);
+  auto seg = shm::Segment::create(seg_name, g->total_size, opts.mode);
+  if (!seg) {
+    if (seg.error().code() == ErrorCode::already_exists) {
+      return Error(ErrorCode::already_exists,
+                   "channel '" + std::string(name) + "' already exists on bus '" +
+                       std::string(bus) + "'");
+    }
+    return seg.error();
+  }
+  auto hdr_map = seg->map(0, kHeaderPage, shm::Access::read_write, true);
+  if (!hdr_map) {
+    (void)shm::Segment::remove(seg_name);
+    return hdr_map.error();
+  }
+  auto* h = reinterpret_cast<ChannelHeader*>(hdr_map->data());
+  if (!claim_init(h, 0)) {
+    return Error(ErrorCode::busy, "initialisation of channel '" + std::string(name) +
+                                      "' was taken over by pid " +
+                                      num(shm::load_relaxed(h->init_owner_pid)));
+  }
+  initialise(h, g.value(), name);
+  return attach(std::move(seg.value()), std::string(bus), std::string(name), g.value(),
+                MapMode::participant);
+}
+
+namespace {
+
+enum class InitWait { ready, abandoned, timed_out, never_sized };
+
+struct Probe {
+  InitWait outcome;
+  std::uint64_t owner = 0;
+};
+
+// Waits (bounded) until the header says ready, or the initialiser is dead.
+Probe wait_for_init(const shm::Segment& seg, std::uint64_t wait_ns, shm::Mapping& hdr_map) {
+  const std::uint64_t deadline = shm::monotonic_ns() + wait_ns;
+  std::uint64_t sleep = 1000;
+  for (;;) {
+    const bool expired = shm::monotonic_ns() >= deadline;
+    auto sz = seg.size();
+    if (sz && sz.value() >= kHeaderPage) {
+      if (!hdr_map.valid()) {
+        auto m = seg.map(0, kHeaderPage, seg.access(), false);
+        if (m) hdr_map = std::move(m.value());
+      }
+      if (hdr_map.valid()) {
+        auto* h = reinterpret_cast<const ChannelHeader*>(hdr_map.data());
+        // SYNC(init): acquire, pairs with the release in initialise().
+        if (shm::load_acquire(h->init_state) == kInitReady) return {InitWait::ready};
+        const std::uint64_t owner = shm::load_acquire(h->init_owner_pid);
+        if (owner != 0) {
+          const shm::ProcessId id{static_cast<std::uint32_t>(owner),
+                                  shm::load_relaxed(h->init_owner_start)};
+          if (shm::process_liveness(id) == shm::Liveness::dead) return {InitWait::abandoned, owner};
+        }
+        if (expired) return {owner == 0 ? InitWait::abandoned : InitWait::timed_out, owner};
+      }
+    } else if (expired) {
+      return {InitWait::never_sized};
+    }
+    shm::sleep_ns(sleep);
+    sleep = std::min<std::uint64_t>(sleep * 2, 1'000'000);
+  }
+}
+
+Result<void> check_expected(const Geometry& g, const ChannelOptions& want, std::string_view name) {
+  const ChannelOptions have = options_of(g);
+  struct P { const char* field; std::uint64_t have, want; };
+  const P params[] = {
+      {"slot_size", have.slot_size, want.slot_size},
+      {"capacity", have.capacity, want.capacity},
+      {"policy", static_cast<std::uint64_t>(have.policy), static_cast<std::uint64_t>(want.policy)},
+      {"max_subscribers", have.max_subscribers, want.max_subscribers},
+      {"max_publishers", have.max_publishers, want.max_publishers},
+      {"unblock_timeout_ns", have.unblock_timeout_ns, want.unblock_timeout_ns},
+      {"eviction_timeout_ns", have.eviction_timeout_ns, want.eviction_timeout_ns},
+  };
+  for (const P& p : params) {
+    if (p.have == p.want) continue;
+    std::string hv = num(p.have), wv = num(p.want);
+    if (std::string_view(p.field) == "policy") {
+      hv = std::string(to_string(have.policy));
+      wv = std::string(to_string(want.policy));
+    }
+    return Error(ErrorCode::parameter_mismatch, "channel '" + std::string(name) + "' exists with " +
+                                                    p.field + " " + hv + "; asked for " + wv);
+  }
+  return {};
+}
+
+Result<std::shared_ptr<ChannelState>> open_impl(std::string_view bus, std::string_view name,
+                                                const OpenOptions& opts,
+                                                const ChannelOptions* takeover) {
+  if (auto r = validate_name("bus", bus); !r) return r.error();
+  if (auto r = validate_name("channel", name); !r) return r.error();
+  const std::string seg_name = segment_name(bus, name);
+  const std::string chan(name);
+  auto seg = shm::Segment::open(seg_name, opts.mode == MapMode::observer ? shm::Access::read_only
+                                                                         : shm::Access::read_write);
+  if (!seg) {
+    if (seg.error().code() == ErrorCode::not_found) {
+      return Error(ErrorCode::not_found,
+                   "channel '" + chan + "' does not exist on bus '" + std::string(bus) + "'");
+    }
+    return seg.error();
+  }
+  shm::Mapping hdr_map;
+  const Probe p = wait_for_init(seg.value(), opts.init_wait_ns, hdr_map);
+  switch (p.outcome) {
+    case InitWait::ready: break;
+    case InitWait::never_sized:
+      return Error(ErrorCode::corrupted, "channel '" + chan +
+                                             "' exists but was never sized (its creator died "
+                                             "while creating it?); remove it with 'shmbus rm'");
+    case InitWait::timed_out:
+      return Error(ErrorCode::timeout, "channel '" + chan + "' is still being initialised by pid " +
+                                           num(p.owner) + " after the open timeout");
+    case InitWait::abandoned: {
+      if (takeover == nullptr || opts.mode == MapMode::observer) {
+        return Error(ErrorCode::corrupted,
+                     "channel '" + chan + "' was left half-initialised by pid " + num(p.owner) +
+                         ", which is gone; open it with parameters to take over, or remove it");
+      }
+      auto g = compute_geometry(*takeover);
+      if (!g) return g.error();
+      auto sz = seg->size();
+      if (!sz) return sz.error();
+      if (sz.value() != g->total_size) {
+        return Error(ErrorCode::parameter_mismatch,
+                     "channel '" + chan + "' was left half-initialised with size " +
+                         num(sz.value()) + "; the given parameters need " + num(g->total_size) +
+                         "; remove it first");
+      }
+      auto* h = reinterpret_cast<ChannelHeader*>(hdr_map.data());
+      if (!claim_init(h, p.owner)) {
+        // Somebody else took over first: wait for them like any opener.
+        return open_impl(bus, name, opts, nullptr);
+      }
+      auto ctl = seg->map(0, g->data_offset, shm::Access::read_write, false);
+      if (!ctl) return ctl.error();
+      // Zero everything after the init words: the dead creator may have
+      // written part of the tables.
+      std::memset(ctl->data() + offsetof(ChannelHeader, abi_fingerprint), 0,
+                  g->data_offset - offsetof(ChannelHeader, abi_fingerprint));
+      initialise(h, g.value(), name);
+      break;
+    }
+  }
+  auto sz = seg->size();
+  if (!sz) return sz.error();
+  auto g = validate_header(*reinterpret_cast<const ChannelHeader*>(hdr_map.data()), sz.value(), chan);
+  if (!g) return g.error();
+  if (opts.expect) {
+    if (auto r = check_expected(g.value(), *opts.expect, name); !r) return r.error();
+  }
+  return attach(std::move(seg.value()), std::string(bus), chan, g.value(), opts.mode);
+}
+
+}  // namespace
+
+Result<std::shared_ptr<ChannelState>> open_channel(std::string_view bus, std::string_view name,
+                                                   const OpenOptions& opts) {
+  return open_impl(bus, name, opts, nullptr);
+}
+
+Result<std::shared_ptr<ChannelState>> open_or_create_channel(std::string_view bus,
+                                                             std::string_view name,
+                                                             const ChannelOptions& opts) {
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    auto c = create_channel(bus, name, opts);
+    if (c || c.error().code() != ErrorCode::already_exists) return c;
+    OpenOptions o;
+    o.expect = opts;
+    auto r = open_impl(bus, name, o, &opts);
+    if (r || r.error().code() != ErrorCode::not_found) return r;
+    // Removed between our create and open: try again.
+  }
+  return Error(ErrorCode::busy, "channel '" + std::string(name) +
+                                    "' keeps appearing and disappearing; giving up");
+}
+
+Result<void> remove_channel(std::string_view bus, std::string_view name) {
+  if (auto r = validate_name("bus", bus); !r) return r.error();
+  if (auto r = validate_name("channel", name); !r) return r.error();
+  auto r = shm::Segment::remove(segment_name(bus, name));
+  if (!r && r.error().code() == ErrorCode::not_found) {
+    return Error(ErrorCode::not_found,
+                 "channel '" + std::string(name) + "' does not exist on bus '" + std::string(bus) + "'");
+  }
+  return r;
+}
+
+Result<std::vector<std::string>> list_channels(std::string_view bus) {
+  if (auto r = validate_name("bus", bus); !r) return r.error();
+  const std::string prefix = "shmbus." + std::string(bus) + ".";
+  auto segs = shm::Segment::list(prefix);
+  if (!segs) return segs.error();
+  std::vector<std::string> out;
+  for (const auto& s : segs.value()) out.push_back(s.name.substr(prefix.size()));
+  return out;
+}
+
+}  // namespace shmbus::bus

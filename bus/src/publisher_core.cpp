@@ -1,0 +1,274 @@
+#include <shmbus/bus/publisher_core.hpp>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+#include <shmbus/bus/tables.hpp>
+#include <shmbus/shm/atomics.hpp>
+#include <shmbus/shm/clock.hpp>
+#include <shmbus/shm/futex.hpp>
+
+namespace shmbus::bus {
+
+namespace {
+constexpr int kSpinBeforeSleep = 256;
+constexpr std::uint64_t kSleepSliceNs = 10'000'000;        // re-check liveness at least this often
+constexpr std::uint64_t kHousekeepingEveryNs = 5'000'000;  // liveness syscalls at most this often
+}  // namespace
+
+PublisherCore::PublisherCore(PublisherCore&& o) noexcept { *this = std::move(o); }
+
+PublisherCore& PublisherCore::operator=(PublisherCore&& o) noexcept {
+  if (this != &o) {
+    release();
+    ch_ = std::move(o.ch_);
+    prod_ = o.prod_;
+    entry_ = o.entry_;
+    stamps_ = o.stamps_;
+    data_ = o.data_;
+    mask_ = o.mask_;
+    capacity_ = o.capacity_;
+    unblock_ns_ = o.unblock_ns_;
+    slot_size_ = o.slot_size_;
+    max_payload_ = o.max_payload_;
+    index_ = o.index_;
+    policy_ = o.policy_;
+    gate_ = o.gate_;
+    last_housekeeping_ns_ = o.last_housekeeping_ns_;
+    o.ch_.reset();
+  }
+  return *this;
+}
+
+PublisherCore::~PublisherCore() { release(); }
+
+void PublisherCore::release() noexcept {
+  if (ch_) {
+    detach_publisher(*ch_, index_);
+    ch_.reset();
+  }
+}
+
+Result<PublisherCore> PublisherCore::create(std::shared_ptr<ChannelState> ch) {
+  auto data = ch->writable_data();
+  if (!data) return data.error();
+  auto idx = attach_publisher(*ch);
+  if (!idx) return idx.error();
+  PublisherCore p;
+  p.prod_ = ch->producer;
+  p.entry_ = &ch->publishers[idx.value()];
+  p.stamps_ = ch->stamps;
+  p.data_ = data.value();
+  p.capacity_ = ch->geo.capacity;
+  p.mask_ = p.capacity_ - 1;
+  p.unblock_ns_ = ch->geo.unblock_timeout_ns;
+  p.slot_size_ = ch->geo.slot_size;
+  p.max_payload_ = ch->geo.max_payload;
+  p.index_ = idx.value();
+  p.policy_ = ch->geo.policy;
+  // SYNC(gate): acquire, pairs with the release store in refresh_gate.
+  p.gate_ = shm::load_acquire(ch->producer->gate_cache);
+  p.ch_ = std::move(ch);
+  return p;
+}
+
+std::uint64_t PublisherCore::refresh_gate(std::uint64_t head, bool housekeeping) noexcept {
+  if (housekeeping) {
+    const std::uint64_t now = shm::monotonic_ns();
+    if (now - last_housekeeping_ns_ >= kHousekeepingEveryNs) {
+      last_housekeeping_ns_ = now;
+      (void)reclaim_and_evict(*ch_, head, now);
+    }
+  }
+  gate_ = gating_minimum(*ch_, head);
+  // SYNC(gate): release, pairs with the acquire loads of gate_cache: a
+  // publisher that uses this value inherits our acquire of every cursor.
+  shm::store_release(prod_->gate_cache, gate_);
+  return gate_;
+}
+
+bool PublisherCore::wait_for_space(std::uint64_t head, std::uint64_t deadline) noexcept {
+  for (int spin = 0;; ++spin) {
+    if (head < refresh_gate(head, true) + capacity_) return true;
+    const std::uint64_t now = shm::monotonic_ns();
+    if (now >= deadline) return false;
+    if (spin < kSpinBeforeSleep) {
+      shm::cpu_relax();
+      continue;
+    }
+    // SYNC(pub_waiters): seq_cst increment, then re-check the cursors; pairs
+    // with the seq_cst cursor store + waiter load in SubscriberCore, so either
+    // the reader sees us waiting or we see its new cursor (no lost wake-up).
+    prod_->pub_waiters.fetch_add(1, std::memory_order_seq_cst);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    const std::uint32_t seen = shm::load_acquire(prod_->pub_futex);
+    const bool ready = head < refresh_gate(head, false) + capacity_;
+    if (!ready) {
+      (void)shm::futex_wait(&prod_->pub_futex, seen, std::min(deadline - now, kSleepSliceNs));
+    }
+    prod_->pub_waiters.fetch_sub(1, std::memory_order_seq_cst);
+    if (ready) return true;
+  }
+}
+
+bool PublisherCore::reserve(std::uint64_t& seq, std::uint64_t timeout_ns,
+                            PublishStatus& why) noexcept {
+  if (policy_ == Policy::drop_oldest) {
+    // relaxed: head is only a ticket dispenser; the stamp CAS in take_slot
+    // orders everything that matters.
+    seq = prod_->head.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  std::uint64_t head = shm::load_relaxed(prod_->head);
+  std::uint64_t blocked_since = 0;
+  for (;;) {
+    if (head >= gate_ + capacity_) {
+      // Cached gate says full: take another publisher's fresher value, then rescan.
+      gate_ = std::max(gate_, shm::load_acquire(prod_->gate_cache));
+      if (head >= gate_ + capacity_ && head >= refresh_gate(head, false) + capacity_) {
+        if (policy_ == Policy::reject) {
+          shm::single_writer_add(entry_->rejected, 1);
+          why = PublishStatus::full;
+          return false;
+        }
+        const std::uint64_t now = shm::monotonic_ns();
+        if (blocked_since == 0) blocked_since = now;
+        const std::uint64_t deadline =
+            timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
+        const bool space = timeout_ns != 0 && wait_for_space(head, deadline);
+        shm::single_writer_add(entry_->blocked_ns, shm::monotonic_ns() - blocked_since);
+        blocked_since = 0;
+        if (!space) {
+          shm::single_writer_add(entry_->timeouts, 1);
+          why = PublishStatus::timeout;
+          return false;
+        }
+        timeout_ns = deadline > shm::monotonic_ns() ? deadline - shm::monotonic_ns() : 0;
+        head = shm::load_relaxed(prod_->head);
+        continue;
+      }
+    }
+    // relaxed on success: a ticket; on failure we just retry with the new head.
+    if (prod_->head.compare_exchange_weak(head, head + 1, std::memory_order_relaxed,
+                                          std::memory_order_relaxed)) {
+      seq = head;
+      return true;
+    }
+  }
+}
+
+PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
+  std::atomic<std::uint64_t>& stamp = stamps_[seq & mask_];
+  // SYNC(stamp-take): acquire, pairs with the release of the previous
+  // occupant's commit/abandon, so its writes are ordered before ours.
+  std::uint64_t st = shm::load_acquire(stamp);
+  std::uint64_t waiting_since = 0;
+  for (;;) {
+    if (stamp_seq(st) >= seq && stamp_state(st) != kStampEmpty) {
+      // A reader (or a later lap's writer) took this sequence from us.
+      shm::single_writer_add(entry_->lost_claims, 1);
+      return PublishStatus::abandoned;
+    }
+    if (stamp_state(st) == kStampWriting) {
+      // The previous lap's writer is still writing this slot.
+      const std::uint64_t now = shm::monotonic_ns();
+      if (waiting_since == 0) waiting_since = now;
+      if (now - waiting_since >= unblock_ns_) {
+        const std::uint64_t dead = make_stamp(stamp_seq(st), kStampAbandoned);
+        if (shm::cas_acq_rel(stamp, st, dead)) {
+          prod_->abandoned.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+          st = dead;
+        }
+        continue;
+      }
+      shm::cpu_relax();
+      st = shm::load_acquire(stamp);
+      continue;
+    }
+    if (shm::cas_acq_rel(stamp, st, make_stamp(seq, kStampWriting))) {
+      // SYNC(seqlock-write): the `writing` stamp must be visible before any
+      // byte of the new message, for readers that validate after reading.
+      std::atomic_thread_fence(std::memory_order_release);
+      return PublishStatus::ok;
+    }
+  }
+}
+
+PublishStatus PublisherCore::claim(std::size_t max_length, ClaimToken& out,
+                                   std::uint64_t timeout_ns) noexcept {
+  if (!ch_) return PublishStatus::invalid;
+  if (max_length > max_payload_) return PublishStatus::too_large;
+  std::uint64_t seq = 0;
+  PublishStatus why = PublishStatus::ok;
+  if (!reserve(seq, timeout_ns, why)) return why;
+  const PublishStatus taken = take_slot(seq);
+  if (taken != PublishStatus::ok) return taken;
+  out.sequence = seq;
+  out.payload = std::span<std::byte>(
+      data_ + (seq & mask_) * static_cast<std::uint64_t>(slot_size_) + kSlotHeaderSize,
+      max_payload_);
+  out.active = true;
+  return PublishStatus::ok;
+}
+
+void PublisherCore::wake_subscribers() noexcept {
+  // SYNC(sub_waiters): seq_cst load after the seq_cst commit CAS; pairs with
+  // the seq_cst increment in SubscriberCore::wait.
+  if (prod_->sub_waiters.load(std::memory_order_seq_cst) != 0) {
+    prod_->sub_futex.fetch_add(1, std::memory_order_release);
+    shm::futex_wake(&prod_->sub_futex, INT_MAX);
+  }
+}
+
+PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length,
+                                    const MessageMeta& meta) noexcept {
+  if (!ch_ || !claim.active) return PublishStatus::invalid;
+  if (length > max_payload_) {
+    abort(claim);
+    return PublishStatus::too_large;
+  }
+  const std::uint64_t seq = claim.sequence;
+  auto* hdr = reinterpret_cast<SlotHeader*>(data_ + (seq & mask_) * static_cast<std::uint64_t>(slot_size_));
+  hdr->sequence = seq;
+  hdr->timestamp_ns = meta.timestamp_ns != 0 ? meta.timestamp_ns : shm::realtime_ns();
+  hdr->key = meta.key;
+  hdr->correlation_id = meta.correlation_id;
+  hdr->length = static_cast<std::uint32_t>(length);
+  hdr->type = meta.type;
+  hdr->attempt = 0;
+  hdr->flags = 0;
+  claim.active = false;
+  std::uint64_t expected = make_stamp(seq, kStampWriting);
+  // SYNC(stamp): release (seq_cst), pairs with the acquire stamp loads in
+  // SubscriberCore::begin_read: the slot's bytes are visible before the stamp.
+  if (!shm::cas_seq_cst(stamps_[seq & mask_], expected, make_stamp(seq, kStampCommitted))) {
+    shm::single_writer_add(entry_->lost_claims, 1);
+    return PublishStatus::abandoned;
+  }
+  shm::single_writer_add(entry_->published, 1);
+  wake_subscribers();
+  return PublishStatus::ok;
+}
+
+void PublisherCore::abort(ClaimToken& claim) noexcept {
+  if (!ch_ || !claim.active) return;
+  claim.active = false;
+  std::uint64_t expected = make_stamp(claim.sequence, kStampWriting);
+  if (shm::cas_seq_cst(stamps_[claim.sequence & mask_], expected,
+                       make_stamp(claim.sequence, kStampAbandoned))) {
+    shm::single_writer_add(entry_->aborted, 1);
+    wake_subscribers();  // a reader blocked on this sequence can move on
+  }
+}
+
+PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const MessageMeta& meta,
+                                     std::uint64_t timeout_ns) noexcept {
+  ClaimToken claim;
+  const PublishStatus st = this->claim(payload.size(), claim, timeout_ns);
+  if (st != PublishStatus::ok) return st;
+  if (!payload.empty()) std::memcpy(claim.payload.data(), payload.data(), payload.size());
+  return commit(claim, payload.size(), meta);
+}
+
+}  // namespace shmbus::bus

@@ -1,0 +1,344 @@
+#include <shmbus/bus/subscriber_core.hpp>
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+#include <shmbus/bus/tables.hpp>
+#include <shmbus/shm/atomics.hpp>
+#include <shmbus/shm/clock.hpp>
+#include <shmbus/shm/futex.hpp>
+
+namespace shmbus::bus {
+
+namespace {
+
+constexpr int kSpinBeforeWaiting = 1000;
+constexpr std::uint32_t kStallCheckEvery = 1024;  // empty polls between stall checks (power of 2)
+constexpr std::uint64_t kMaxSleepSliceNs = 50'000'000;
+
+// Copies bytes that a lapping writer may be rewriting right now (seqlock
+// read). The caller validates the stamp afterwards and discards a torn copy.
+// ThreadSanitizer cannot know that the race is detected and handled, so
+// under TSan this copy is neither instrumented nor routed through the memcpy
+// interceptor; every other build uses plain memcpy.
+#if defined(__SANITIZE_THREAD__)
+__attribute__((no_sanitize("thread"), optimize("no-tree-loop-distribute-patterns"))) void
+racy_copy(void* dst, const void* src, std::size_t n) noexcept {
+  auto* d = static_cast<unsigned char*>(dst);
+  const auto* s = static_cast<const volatile unsigned char*>(src);
+  for (std::size_t i = 0; i < n; ++i) d[i] = s[i];
+}
+#else
+inline void racy_copy(void* dst, const void* src, std::size_t n) noexcept {
+  std::memcpy(dst, src, n);
+}
+#endif
+
+}  // namespace
+
+SubscriberCore::SubscriberCore(SubscriberCore&& o) noexcept { *this = std::move(o); }
+
+SubscriberCore& SubscriberCore::operator=(SubscriberCore&& o) noexcept {
+  if (this != &o) {
+    release();
+    ch_ = std::move(o.ch_);
+    prod_ = o.prod_;
+    entry_ = o.entry_;
+    stamps_ = o.stamps_;
+    stamps_rw_ = o.stamps_rw_;
+    data_ = o.data_;
+    mask_ = o.mask_;
+    capacity_ = o.capacity_;
+    unblock_ns_ = o.unblock_ns_;
+    slot_size_ = o.slot_size_;
+    max_payload_ = o.max_payload_;
+    index_ = o.index_;
+    control_ = o.control_;
+    cursor_ = o.cursor_;
+    pending_stamp_ = o.pending_stamp_;
+    pending_ = o.pending_;
+    seqlock_ = o.seqlock_;
+    wake_publishers_ = o.wake_publishers_;
+    resumed_ = o.resumed_;
+    wait_ = o.wait_;
+    empty_polls_ = o.empty_polls_;
+    stall_seq_ = o.stall_seq_;
+    stall_stamp_ = o.stall_stamp_;
+    stall_since_ns_ = o.stall_since_ns_;
+    o.ch_.reset();
+  }
+  return *this;
+}
+
+SubscriberCore::~SubscriberCore() { release(); }
+
+void SubscriberCore::release() noexcept {
+  if (ch_) {
+    publish_cursor();
+    detach_subscriber(*ch_, index_, control_);
+    ch_.reset();
+  }
+}
+
+Result<SubscriberCore> SubscriberCore::create(std::shared_ptr<ChannelState> ch,
+                                              const SubscribeOptions& opts) {
+  auto a = attach_subscriber(*ch, opts.name, opts.start);
+  if (!a) return a.error();
+  SubscriberCore s;
+  s.prod_ = ch->producer;
+  s.entry_ = &ch->subscribers[a->index];
+  s.stamps_ = ch->stamps;
+  s.stamps_rw_ = ch->stamps;
+  s.data_ = ch->data;
+  s.capacity_ = ch->geo.capacity;
+  s.mask_ = s.capacity_ - 1;
+  s.unblock_ns_ = ch->geo.unblock_timeout_ns;
+  s.slot_size_ = ch->geo.slot_size;
+  s.max_payload_ = ch->geo.max_payload;
+  s.index_ = a->index;
+  s.control_ = a->control;
+  s.cursor_ = a->cursor;
+  s.resumed_ = a->resumed;
+  s.seqlock_ = ch->geo.policy == Policy::drop_oldest || ch->geo.eviction_timeout_ns != 0;
+  s.wake_publishers_ = ch->geo.policy == Policy::block;
+  s.wait_ = opts.wait;
+  s.ch_ = std::move(ch);
+  return s;
+}
+
+void SubscriberCore::publish_cursor() noexcept {
+  if (wake_publishers_) {
+    // SYNC(cursor): seq_cst store then seq_cst load of pub_waiters; pairs with
+    // PublisherCore::wait_for_space (increment, fence, cursor scan).
+    entry_->cursor.store(cursor_, std::memory_order_seq_cst);
+    if (prod_->pub_waiters.load(std::memory_order_seq_cst) != 0) {
+      prod_->pub_futex.fetch_add(1, std::memory_order_release);
+      shm::futex_wake(&prod_->pub_futex, INT_MAX);
+    }
+  } else {
+    // SYNC(cursor): release, pairs with the acquire in gating_minimum().
+    shm::store_release(entry_->cursor, cursor_);
+  }
+}
+
+void SubscriberCore::seek(std::uint64_t seq) noexcept {
+  if (!ch_) return;
+  cursor_ = std::min(seq, kMaxSequence);
+  pending_ = false;
+  publish_cursor();
+}
+
+PollStatus SubscriberCore::on_lapped(std::uint64_t stamp) noexcept {
+  (void)stamp;
+  pending_ = false;
+  // acquire: a fresh head to find the oldest sequence still in the ring.
+  const std::uint64_t head = shm::load_acquire(prod_->head);
+  const std::uint64_t oldest = head > capacity_ ? head - capacity_ : 0;
+  const std::uint64_t next = std::max(cursor_ + 1, oldest);
+  shm::single_writer_add(entry_->lost, next - cursor_);
+  shm::single_writer_add(entry_->lapped_events, 1);
+  cursor_ = next;
+  publish_cursor();
+  return PollStatus::lapped;
+}
+
+PollStatus SubscriberCore::on_evicted() noexcept {
+  pending_ = false;
+  std::uint64_t cur = shm::load_acquire(entry_->control);
+  if (control_state(cur) != kEntryEvicted || control_pid(cur) != control_pid(control_)) {
+    return PollStatus::invalid;  // the entry was taken from us (we were thought dead)
+  }
+  const std::uint64_t oldest = oldest_sequence(*ch_);
+  if (cursor_ < oldest) {
+    shm::single_writer_add(entry_->lost, oldest - cursor_);
+    cursor_ = oldest;
+  }
+  shm::single_writer_add(entry_->lapped_events, 1);
+  publish_cursor();  // before re-attaching, so we gate from a fresh cursor
+  if (!shm::cas_seq_cst(entry_->control, cur, control_)) return PollStatus::invalid;
+  return PollStatus::lapped;
+}
+
+void SubscriberCore::check_stall(std::uint64_t st) noexcept {
+  const std::uint64_t head = shm::load_acquire(prod_->head);
+  if (head <= cursor_) {  // nothing claimed here yet: not a stall
+    stall_seq_ = ~0ULL;
+    return;
+  }
+  const std::uint64_t now = shm::monotonic_ns();
+  if (stall_seq_ != cursor_ || stall_stamp_ != st) {
+    stall_seq_ = cursor_;
+    stall_stamp_ = st;
+    stall_since_ns_ = now;
+    return;
+  }
+  if (now - stall_since_ns_ < unblock_ns_) return;
+  // The claim at our cursor was not committed within the unblock timeout:
+  // take it away (the late writer's commit CAS will fail).
+  std::uint64_t expected = st;
+  if (shm::cas_acq_rel(stamps_rw_[cursor_ & mask_], expected, make_stamp(cursor_, kStampAbandoned))) {
+    prod_->abandoned.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  }
+  stall_seq_ = ~0ULL;
+}
+
+bool SubscriberCore::ready() noexcept {
+  if (!ch_) return true;
+  if (shm::load_relaxed(entry_->control) != control_) return true;
+  const std::uint64_t st = stamps_[cursor_ & mask_].load(std::memory_order_seq_cst);
+  if (stamp_state(st) == kStampEmpty) return false;
+  return stamp_seq(st) > cursor_ ||
+         (stamp_seq(st) == cursor_ && stamp_state(st) != kStampWriting);
+}
+
+PollStatus SubscriberCore::begin_read(Message& out) noexcept {
+  if (!ch_) return PollStatus::invalid;
+  pending_ = false;
+  // relaxed: only compared with our own value; on_evicted re-reads with acquire.
+  if (shm::load_relaxed(entry_->control) != control_) return on_evicted();
+  for (;;) {
+    const std::uint64_t want = make_stamp(cursor_, kStampCommitted);
+    // SYNC(stamp): acquire, pairs with the seq_cst (release) commit CAS in
+    // PublisherCore::commit: the slot's bytes are visible once this matches.
+    const std::uint64_t st = shm::load_acquire(stamps_[cursor_ & mask_]);
+    if (st == want) {
+      const std::byte* slot = data_ + (cursor_ & mask_) * static_cast<std::uint64_t>(slot_size_);
+      SlotHeader hdr;
+      if (seqlock_) {
+        racy_copy(&hdr, slot, sizeof hdr);
+      } else {
+        std::memcpy(&hdr, slot, sizeof hdr);
+      }
+      if (hdr.length > max_payload_ || hdr.sequence != cursor_) {
+        // Torn by a lapping writer, or a corrupted slot: the stamp decides.
+        std::atomic_thread_fence(std::memory_order_acquire);
+        const std::uint64_t now = shm::load_relaxed(stamps_[cursor_ & mask_]);
+        if (now != want) return on_lapped(now);
+        shm::single_writer_add(entry_->lost, 1);
+        ++cursor_;
+        publish_cursor();
+        return PollStatus::corrupted;
+      }
+      out.sequence = cursor_;
+      out.timestamp_ns = hdr.timestamp_ns;
+      out.key = hdr.key;
+      out.correlation_id = hdr.correlation_id;
+      out.type = hdr.type;
+      out.attempt = hdr.attempt;
+      out.payload = std::span<const std::byte>(slot + kSlotHeaderSize, hdr.length);
+      pending_stamp_ = st;
+      pending_ = true;
+      return PollStatus::ok;
+    }
+    if (stamp_state(st) != kStampEmpty) {
+      if (stamp_seq(st) == cursor_ && stamp_state(st) == kStampAbandoned) {
+        ++cursor_;  // a claim given back or taken from a dead writer: skip it
+        publish_cursor();
+        continue;
+      }
+      if (stamp_seq(st) > cursor_) return on_lapped(st);
+    }
+    if ((++empty_polls_ & (kStallCheckEvery - 1)) == 0) check_stall(st);
+    return PollStatus::empty;
+  }
+}
+
+PollStatus SubscriberCore::finish_read(bool publish) noexcept {
+  if (!ch_ || !pending_) return PollStatus::invalid;
+  pending_ = false;
+  if (seqlock_) {
+    // SYNC(seqlock-read): acquire fence orders the reads of the slot before
+    // the re-load of the stamp; pairs with the writer's release fence.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    const std::uint64_t now = shm::load_relaxed(stamps_[cursor_ & mask_]);
+    if (now != pending_stamp_) return on_lapped(now);
+  }
+  ++cursor_;
+  shm::single_writer_add(entry_->delivered, 1);
+  if (publish) publish_cursor();
+  return PollStatus::ok;
+}
+
+PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexcept {
+  const PollStatus st = begin_read(out);
+  if (st != PollStatus::ok) return st;
+  if (out.payload.size() > buffer.size()) {
+    pending_ = false;
+    return PollStatus::buffer_too_small;  // out.payload.size() says how much is needed
+  }
+  copy_payload(out, buffer.first(out.payload.size()));
+  return finish_read(true);
+}
+
+void SubscriberCore::copy_payload(Message& m, std::span<std::byte> dst) noexcept {
+  if (seqlock_) {
+    racy_copy(dst.data(), m.payload.data(), dst.size());
+  } else if (!dst.empty()) {
+    std::memcpy(dst.data(), m.payload.data(), dst.size());
+  }
+  m.payload = std::span<const std::byte>(dst.data(), dst.size());
+}
+
+PollStatus SubscriberCore::wait(std::uint64_t timeout_ns) noexcept {
+  if (!ch_) return PollStatus::invalid;
+  if (ready()) return PollStatus::ok;
+  const std::uint64_t start = shm::monotonic_ns();
+  const std::uint64_t deadline = timeout_ns > UINT64_MAX - start ? UINT64_MAX : start + timeout_ns;
+  for (int i = 0; i < kSpinBeforeWaiting; ++i) {
+    shm::cpu_relax();
+    if (ready()) return PollStatus::ok;
+  }
+  std::uint64_t sleep_ns = 1000;
+  const std::uint64_t slice = std::min<std::uint64_t>(kMaxSleepSliceNs, std::max<std::uint64_t>(unblock_ns_ / 4, 1000));
+  for (;;) {
+    const std::uint64_t now = shm::monotonic_ns();
+    if (now >= deadline) return PollStatus::timeout;
+    check_stall(shm::load_acquire(stamps_[cursor_ & mask_]));
+    if (ready()) return PollStatus::ok;
+    switch (wait_) {
+      case WaitStrategy::busy_spin:
+        for (int i = 0; i < 1024; ++i) {
+          if (ready()) return PollStatus::ok;
+          shm::cpu_relax();
+        }
+        break;
+      case WaitStrategy::yield:
+        for (int i = 0; i < 64; ++i) {
+          if (ready()) return PollStatus::ok;
+          shm::yield_cpu();
+        }
+        break;
+      case WaitStrategy::backoff:
+        shm::sleep_ns(std::min(sleep_ns, deadline - now));
+        sleep_ns = std::min<std::uint64_t>(sleep_ns * 2, 1'000'000);
+        break;
+      case WaitStrategy::block: {
+        // SYNC(sub_waiters): seq_cst increment + fence, then re-check the
+        // stamp; pairs with the seq_cst commit CAS + waiter load in
+        // PublisherCore::wake_subscribers (no lost wake-up).
+        prod_->sub_waiters.fetch_add(1, std::memory_order_seq_cst);
+        std::atomic_thread_fence(std::memory_order_seq_cst);
+        const std::uint32_t seen = shm::load_acquire(prod_->sub_futex);
+        const bool r = ready();
+        if (!r) (void)shm::futex_wait(&prod_->sub_futex, seen, std::min(deadline - now, slice));
+        prod_->sub_waiters.fetch_sub(1, std::memory_order_seq_cst);
+        if (r) return PollStatus::ok;
+        break;
+      }
+    }
+  }
+}
+
+SubscriberCounters SubscriberCore::counters() const noexcept {
+  SubscriberCounters c;
+  if (!ch_) return c;
+  c.cursor = cursor_;
+  // relaxed: statistics.
+  c.delivered = shm::load_relaxed(entry_->delivered);
+  c.lost = shm::load_relaxed(entry_->lost);
+  c.lapped_events = shm::load_relaxed(entry_->lapped_events);
+  return c;
+}
+
+}  // namespace shmbus::bus

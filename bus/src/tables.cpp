@@ -1,0 +1,368 @@
+#include <shmbus/bus/tables.hpp>
+
+#include <algorithm>
+#include <climits>
+
+#include <shmbus/shm/atomics.hpp>
+#include <shmbus/shm/clock.hpp>
+#include <shmbus/shm/futex.hpp>
+
+namespace shmbus::bus {
+
+namespace {
+
+shm::ProcessId owner_of(std::uint64_t control, const std::atomic<std::uint64_t>& start) {
+  return {control_pid(control), shm::load_relaxed(start)};
+}
+
+bool owner_dead(std::uint64_t control, const std::atomic<std::uint64_t>& start) {
+  return shm::process_liveness(owner_of(control, start)) == shm::Liveness::dead;
+}
+
+// Wakes publishers sleeping on a full ring (block policy).
+void wake_publishers(ChannelState& ch) noexcept {
+  if (ch.read_only()) return;
+  // SYNC(pub_waiters): seq_cst, pairs with the seq_cst increment in PublisherCore::wait_for_space.
+  if (ch.producer->pub_waiters.load(std::memory_order_seq_cst) != 0) {
+    ch.producer->pub_futex.fetch_add(1, std::memory_order_release);
+    shm::futex_wake(&ch.producer->pub_futex, INT32_MAX);
+  }
+}
+
+// Recovers one subscriber entry whose owner is dead: anonymous -> free,
+// durable -> detached (keeps cursor). A dead claimer -> free.
+bool reclaim_subscriber(ChannelState& ch, SubscriberEntry& e) noexcept {
+  std::uint64_t c = shm::load_acquire(e.control);
+  const std::uint32_t state = control_state(c);
+  const bool durable = (shm::load_relaxed(e.flags) & kSubDurable) != 0;
+  if (state == kEntryClaiming) {
+    // Only the pid is known while claiming (start time not yet written).
+    if (shm::process_liveness({control_pid(c), 0}) != shm::Liveness::dead) return false;
+    if (durable && control_pid(c) != 0) {
+      // A durable resume in progress died: the cursor is intact, keep it.
+      return shm::cas_acq_rel(e.control, c, make_control(kEntryDetached, 0));
+    }
+    return shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0));
+  }
+  if (state != kEntryActive && state != kEntryEvicted) return false;
+  if (control_pid(c) == 0 || !owner_dead(c, e.owner_start)) return false;
+  const std::uint64_t next = durable ? make_control(state == kEntryEvicted ? kEntryEvicted
+                                                                           : kEntryDetached, 0)
+                                     : make_control(kEntryFree, 0);
+  if (shm::cas_acq_rel(e.control, c, next)) {
+    ch.producer->dead_reclaimed.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+Result<std::uint32_t> attach_publisher(ChannelState& ch) {
+  if (ch.read_only()) {
+    return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
+  }
+  const shm::ProcessId me = shm::self_process();
+  for (int pass = 0; pass < 2; ++pass) {
+    for (std::uint32_t i = 0; i < ch.geo.max_publishers; ++i) {
+      PublisherEntry& e = ch.publishers[i];
+      std::uint64_t c = shm::load_acquire(e.control);
+      if (control_state(c) == kEntryActive && pass == 1 && owner_dead(c, e.owner_start)) {
+        // A dead publisher's entry: take it over (its counters restart).
+        if (!shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0))) continue;
+        c = make_control(kEntryFree, 0);
+      }
+      if (control_state(c) != kEntryFree) continue;
+      if (!shm::cas_acq_rel(e.control, c, make_control(kEntryClaiming, me.pid))) continue;
+      shm::store_relaxed(e.owner_start, me.start_time);
+      // relaxed: counters are statistics, published by the release below.
+      for (auto* ctr : {&e.published, &e.rejected, &e.timeouts, &e.blocked_ns, &e.aborted,
+                        &e.lost_claims}) {
+        shm::store_relaxed(*ctr, std::uint64_t{0});
+      }
+      shm::store_release(e.control, make_control(kEntryActive, me.pid));
+      return i;
+    }
+  }
+  return Error(ErrorCode::table_full,
+               "channel '" + ch.name + "' has all " + std::to_string(ch.geo.max_publishers) +
+                   " publisher entries in use (raise max_publishers when creating it)");
+}
+
+void detach_publisher(ChannelState& ch, std::uint32_t index) noexcept {
+  PublisherEntry& e = ch.publishers[index];
+  std::uint64_t c = shm::load_acquire(e.control);
+  if (control_state(c) == kEntryActive && control_pid(c) == shm::self_process().pid) {
+    (void)shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0));
+  }
+}
+
+bool entry_gates(std::uint64_t control, std::uint32_t flags) noexcept {
+  switch (control_state(control)) {
+    case kEntryActive:
+    case kEntryDetached: return true;
+    // A durable subscriber being resumed keeps its cursor while claiming.
+    case kEntryClaiming: return (flags & kSubDurable) != 0;
+    default: return false;
+  }
+}
+
+std::uint64_t gating_minimum(const ChannelState& ch, std::uint64_t head) noexcept {
+  std::uint64_t min = head;
+  for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+    const SubscriberEntry& e = ch.subscribers[i];
+    const std::uint64_t c = shm::load_acquire(e.control);
+    if (!entry_gates(c, shm::load_relaxed(e.flags))) continue;
+    // SYNC(cursor): acquire, pairs with the release (or seq_cst) cursor store in
+    // SubscriberCore::publish_cursor: the reader finished with every slot
+    // below the cursor before this publisher may overwrite it.
+    const std::uint64_t cur = shm::load_acquire(e.cursor);
+    min = std::min(min, cur);
+  }
+  return min;
+}
+
+bool reclaim_and_evict(ChannelState& ch, std::uint64_t head, std::uint64_t now_ns) noexcept {
+  bool changed = false;
+  const std::uint64_t cap = ch.geo.capacity;
+  for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+    SubscriberEntry& e = ch.subscribers[i];
+    std::uint64_t c = shm::load_acquire(e.control);
+    if (!entry_gates(c, shm::load_relaxed(e.flags))) continue;
+    const std::uint64_t cur = shm::load_acquire(e.cursor);
+    if (cur + cap > head) {
+      continue;  // not a full ring behind: not what holds publishers
+    }
+    if (reclaim_subscriber(ch, e)) {
+      changed = true;
+      continue;
+    }
+    if (ch.geo.eviction_timeout_ns == 0) continue;
+    const std::uint32_t state = control_state(c);
+    if (state != kEntryActive && state != kEntryDetached) continue;
+    // relaxed: the watch words are a publisher-side timer; a race between
+    // publishers only restarts the timer.
+    if (shm::load_relaxed(e.evict_watch_cursor) != cur ||
+        shm::load_relaxed(e.evict_watch_since_ns) == 0) {
+      shm::store_relaxed(e.evict_watch_cursor, cur);
+      shm::store_relaxed(e.evict_watch_since_ns, now_ns);
+      continue;
+    }
+    if (now_ns - shm::load_relaxed(e.evict_watch_since_ns) < ch.geo.eviction_timeout_ns) continue;
+    if (shm::cas_acq_rel(e.control, c, make_control(kEntryEvicted, control_pid(c)))) {
+      shm::store_relaxed(e.evict_watch_since_ns, std::uint64_t{0});
+      ch.producer->evictions.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      changed = true;
+    }
+  }
+  return changed;
+}
+
+std::uint32_t reclaim_dead(ChannelState& ch) noexcept {
+  if (ch.read_only()) return 0;
+  std::uint32_t n = 0;
+  for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+    if (reclaim_subscriber(ch, ch.subscribers[i])) ++n;
+  }
+  for (std::uint32_t i = 0; i < ch.geo.max_publishers; ++i) {
+    PublisherEntry& e = ch.publishers[i];
+    std::uint64_t c = shm::load_acquire(e.control);
+    const std::uint32_t st = control_state(c);
+    if (st != kEntryActive && st != kEntryClaiming) continue;
+    const bool dead = st == kEntryClaiming
+                          ? shm::process_liveness({control_pid(c), 0}) == shm::Liveness::dead
+                          : owner_dead(c, e.owner_start);
+    if (dead && shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0))) ++n;
+  }
+  if (n != 0) wake_publishers(ch);
+  return n;
+}
+
+std::uint64_t oldest_sequence(const ChannelState& ch) noexcept {
+  // acquire: pairs with nothing in particular; a fresh-enough head is all we need.
+  const std::uint64_t head = shm::load_acquire(ch.producer->head);
+  return head > ch.geo.capacity ? head - ch.geo.capacity : 0;
+}
+
+namespace {
+
+// Reads slot `seq`'s timestamp if the slot holds it committed (validated by
+// re-reading the stamp); false otherwise.
+bool slot_timestamp(const ChannelState& ch, std::uint64_t seq, std::uint64_t& ts) noexcept {
+  const std::uint64_t mask = ch.geo.capacity - 1;
+  const auto& stamp = ch.stamps[seq & mask];
+  const std::uint64_t want = make_stamp(seq, kStampCommitted);
+  if (shm::load_acquire(stamp) != want) return false;
+  const auto* hdr = reinterpret_cast<const SlotHeader*>(
+      ch.data + (seq & mask) * static_cast<std::uint64_t>(ch.geo.slot_size));
+  ts = std::atomic_ref<const std::uint64_t>(hdr->timestamp_ns).load(std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return shm::load_relaxed(stamp) == want;
+}
+
+}  // namespace
+
+std::uint64_t sequence_at_time(const ChannelState& ch, std::uint64_t t) noexcept {
+  std::uint64_t lo = oldest_sequence(ch);
+  std::uint64_t hi = shm::load_acquire(ch.producer->head);
+  // Invariant: every readable sequence < lo has ts < t; answer in [lo, hi].
+  while (lo < hi) {
+    const std::uint64_t mid = lo + (hi - lo) / 2;
+    std::uint64_t ts = 0;
+    // Unreadable slots (overwritten, abandoned, in flight) are treated as
+    // older than t when below the middle of the ring: skip past them.
+    if (!slot_timestamp(ch, mid, ts) || ts < t) {
+      lo = mid + 1;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo;
+}
+
+Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view name,
+                                           const StartAt& start) {
+  if (ch.read_only()) {
+    return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
+  }
+  const bool durable = !name.empty();
+  if (durable) {
+    if (auto r = validate_name("subscriber", name); !r) return r.error();
+  }
+  const shm::ProcessId me = shm::self_process();
+  (void)reclaim_dead(ch);
+
+  auto start_cursor = [&]() -> std::uint64_t {
+    switch (start.kind) {
+      case StartAt::Kind::earliest: return oldest_sequence(ch);
+      case StartAt::Kind::latest: return shm::load_acquire(ch.producer->head);
+      case StartAt::Kind::sequence: return std::min(start.value, kMaxSequence);
+      case StartAt::Kind::timestamp: return sequence_at_time(ch, start.value);
+    }
+    return shm::load_acquire(ch.producer->head);
+  };
+
+  auto activate = [&](SubscriberEntry& e, std::uint32_t i, bool resumed,
+                      std::uint64_t cursor) -> SubscriberAttach {
+    shm::store_relaxed(e.owner_start, me.start_time);
+    shm::store_relaxed(e.attached_realtime_ns, shm::realtime_ns());
+    const std::uint64_t ctl = make_control(kEntryActive, me.pid);
+    // seq_cst: the new cursor must be visible to publishers' gating scans
+    // before this subscriber reads anything.
+    e.control.store(ctl, std::memory_order_seq_cst);
+    return {i, ctl, cursor, resumed};
+  };
+
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    if (durable) {
+      // Resume an existing durable cursor with this name.
+      for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+        SubscriberEntry& e = ch.subscribers[i];
+        std::uint64_t c = shm::load_acquire(e.control);
+        const std::uint32_t st = control_state(c);
+        if (st == kEntryFree || (shm::load_relaxed(e.flags) & kSubDurable) == 0) continue;
+        if (read_name(e.name) != name) continue;
+        if (st == kEntryActive || st == kEntryClaiming ||
+            (st == kEntryEvicted && control_pid(c) != 0)) {
+          if (control_pid(c) != 0 && !owner_dead(c, e.owner_start)) {
+            return Error(ErrorCode::busy, "durable subscriber '" + std::string(name) +
+                                              "' on channel '" + ch.name +
+                                              "' is in use by pid " +
+                                              std::to_string(control_pid(c)));
+          }
+        }
+        const bool was_evicted = st == kEntryEvicted;
+        if (!shm::cas_acq_rel(e.control, c, make_control(kEntryClaiming, me.pid))) break;
+        std::uint64_t cursor = shm::load_acquire(e.cursor);
+        if (was_evicted) {
+          // Evicted while away: the gap it lost is counted now.
+          const std::uint64_t oldest = oldest_sequence(ch);
+          if (cursor < oldest) {
+            shm::single_writer_add(e.lost, oldest - cursor);
+            shm::single_writer_add(e.lapped_events, 1);
+            cursor = oldest;
+            shm::store_release(e.cursor, cursor);
+          }
+        }
+        return activate(e, i, true, cursor);
+      }
+    }
+    // A new entry.
+    for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+      SubscriberEntry& e = ch.subscribers[i];
+      std::uint64_t c = shm::load_acquire(e.control);
+      if (control_state(c) != kEntryFree) continue;
+      if (!shm::cas_acq_rel(e.control, c, make_control(kEntryClaiming, me.pid))) continue;
+      shm::store_relaxed(e.flags, std::uint32_t{0});
+      write_name(e.name, name);
+      // relaxed: statistics and watch words, published by activate()'s store.
+      shm::store_relaxed(e.delivered, std::uint64_t{0});
+      shm::store_relaxed(e.lost, std::uint64_t{0});
+      shm::store_relaxed(e.lapped_events, std::uint64_t{0});
+      shm::store_relaxed(e.evict_watch_since_ns, std::uint64_t{0});
+      const std::uint64_t cursor = start_cursor();
+      shm::store_release(e.cursor, cursor);
+      shm::store_relaxed(e.flags, durable ? kSubDurable : 0u);
+      SubscriberAttach a = activate(e, i, false, cursor);
+      if (durable) {
+        // Two processes may have created the same durable name at once: the
+        // lower index wins; the loser frees its entry and resumes the winner.
+        bool lost_race = false;
+        for (std::uint32_t j = 0; j < i; ++j) {
+          const SubscriberEntry& o = ch.subscribers[j];
+          const std::uint64_t oc = shm::load_acquire(o.control);
+          if (control_state(oc) != kEntryFree && (shm::load_relaxed(o.flags) & kSubDurable) != 0 &&
+              read_name(o.name) == name) {
+            lost_race = true;
+            break;
+          }
+        }
+        if (lost_race) {
+          shm::store_release(e.control, make_control(kEntryFree, 0));
+          break;  // retry: the resume loop will find the winner
+        }
+      }
+      return a;
+    }
+    if (!durable) break;
+  }
+  return Error(ErrorCode::table_full,
+               "channel '" + ch.name + "' has all " + std::to_string(ch.geo.max_subscribers) +
+                   " subscriber entries in use (raise max_subscribers when creating it)");
+}
+
+void detach_subscriber(ChannelState& ch, std::uint32_t index, std::uint64_t control) noexcept {
+  SubscriberEntry& e = ch.subscribers[index];
+  const bool durable = (shm::load_relaxed(e.flags) & kSubDurable) != 0;
+  std::uint64_t c = control;
+  const std::uint64_t next = durable ? make_control(kEntryDetached, 0) : make_control(kEntryFree, 0);
+  if (!shm::cas_acq_rel(e.control, c, next)) {
+    // Evicted meanwhile: keep the eviction visible for a durable resume.
+    if (control_state(c) == kEntryEvicted && control_pid(c) == control_pid(control)) {
+      (void)shm::cas_acq_rel(e.control, c,
+                             durable ? make_control(kEntryEvicted, 0) : make_control(kEntryFree, 0));
+    }
+  }
+  wake_publishers(ch);
+}
+
+Result<void> remove_durable_subscriber(ChannelState& ch, std::string_view name) {
+  for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+    SubscriberEntry& e = ch.subscribers[i];
+    std::uint64_t c = shm::load_acquire(e.control);
+    if (control_state(c) == kEntryFree || (shm::load_relaxed(e.flags) & kSubDurable) == 0) continue;
+    if (read_name(e.name) != name) continue;
+    if (control_pid(c) != 0 && !owner_dead(c, e.owner_start)) {
+      return Error(ErrorCode::busy, "durable subscriber '" + std::string(name) +
+                                        "' is in use by pid " + std::to_string(control_pid(c)));
+    }
+    if (shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0))) {
+      wake_publishers(ch);
+      return {};
+    }
+  }
+  return Error(ErrorCode::not_found, "channel '" + ch.name + "' has no durable subscriber '" +
+                                         std::string(name) + "'");
+}
+
+}  // namespace shmbus::bus

@@ -1,0 +1,46 @@
+#include <shmbus/bus/types.hpp>
+
+namespace shmbus {
+
+std::string_view to_string(PublishStatus s) noexcept {
+  switch (s) {
+    case PublishStatus::ok: return "ok";
+    case PublishStatus::full: return "full";
+    case PublishStatus::timeout: return "timeout";
+    case PublishStatus::too_large: return "too_large";
+    case PublishStatus::abandoned: return "abandoned";
+    case PublishStatus::invalid: return "invalid";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(PollStatus s) noexcept {
+  switch (s) {
+    case PollStatus::ok: return "ok";
+    case PollStatus::empty: return "empty";
+    case PollStatus::lapped: return "lapped";
+    case PollStatus::buffer_too_small: return "buffer_too_small";
+    case PollStatus::timeout: return "timeout";
+    case PollStatus::corrupted: return "corrupted";
+    case PollStatus::invalid: return "invalid";
+  }
+  return "unknown";
+}
+
+std::string_view to_string(Policy p) noexcept {
+  switch (p) {
+    case Policy::block: return "block";
+    case Policy::drop_oldest: return "drop_oldest";
+    case Policy::reject: return "reject";
+  }
+  return "unknown";
+}
+
+std::optional<Policy> parse_policy(std::string_view s) noexcept {
+  if (s == "block") return Policy::block;
+  if (s == "drop_oldest" || s == "drop-oldest") return Policy::drop_oldest;
+  if (s == "reject") return Policy::reject;
+  return std::nullopt;
+}
+
+}  // namespace shmbus

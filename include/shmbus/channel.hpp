@@ -1,0 +1,99 @@
+// Channel: one named shared-memory ring on a bus. Create it once, open it
+// from any process, then make publishers and subscribers from it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <shmbus/publisher.hpp>
+#include <shmbus/result.hpp>
+#include <shmbus/subscriber.hpp>
+#include <shmbus/types.hpp>
+
+namespace shmbus {
+
+namespace bus {
+class ChannelState;
+}
+
+/// The bus used when none is named.
+inline constexpr std::string_view kDefaultBus = "default";
+
+/// Summary of a channel as listed by Channel::list.
+struct ChannelInfo {
+  std::string name;
+  std::uint64_t size_bytes = 0;
+  std::uint32_t mode = 0;
+};
+
+class Channel {
+ public:
+  Channel() = default;
+
+  /// Creates a channel exclusively (fails with already_exists), reserving its
+  /// whole size in /dev/shm now (no_space if it does not fit). The segment is
+  /// created with opts.mode (0600 by default). Thread-safe.
+  static Result<Channel> create(std::string_view name, const ChannelOptions& opts = {},
+                                std::string_view bus = kDefaultBus);
+
+  /// Opens an existing channel, waiting up to init_wait_ns for a concurrent
+  /// creator to finish. Refuses another layout version or a corrupted
+  /// header with an error naming the field. Thread-safe.
+  static Result<Channel> open(std::string_view name, std::string_view bus = kDefaultBus,
+                              std::uint64_t init_wait_ns = 2'000'000'000ULL);
+
+  /// Opens the channel if it exists — its parameters must equal `opts`
+  /// (parameter_mismatch names both values) — or creates it. Takes over an
+  /// initialisation whose creator died. Thread-safe.
+  static Result<Channel> open_or_create(std::string_view name, const ChannelOptions& opts = {},
+                                        std::string_view bus = kDefaultBus);
+
+  /// Opens a channel read-only, to observe it (the probe): no publisher or
+  /// subscriber can be made from it. Thread-safe.
+  static Result<Channel> open_read_only(std::string_view name, std::string_view bus = kDefaultBus);
+
+  /// Removes a channel's name; processes that have it mapped keep working.
+  /// Thread-safe.
+  static Result<void> remove(std::string_view name, std::string_view bus = kDefaultBus);
+
+  /// Channels of a bus, by name. Thread-safe.
+  static Result<std::vector<ChannelInfo>> list(std::string_view bus = kDefaultBus);
+
+  /// A new publisher handle (one publisher-table entry). table_full if none
+  /// is free. Thread-safe.
+  Result<Publisher> publisher();
+
+  /// A new subscriber: anonymous, or durable if opts.name is set (resumes the
+  /// cursor of that name). table_full / busy with context. Thread-safe.
+  Result<Subscriber> subscribe(const SubscribeOptions& opts = {});
+
+  /// Forgets a durable subscriber's cursor. busy if a live process holds it.
+  /// Thread-safe.
+  Result<void> remove_subscriber(std::string_view durable_name);
+
+  /// Frees table entries of processes that are gone; returns how many.
+  /// Thread-safe.
+  std::uint32_t reclaim_dead();
+
+  /// A snapshot of counters, cursors and owners. Thread-safe.
+  [[nodiscard]] ChannelStats stats() const;
+
+  /// The options the channel was created with (mode excluded). Thread-safe.
+  [[nodiscard]] ChannelOptions options() const;
+  [[nodiscard]] const std::string& name() const;
+  [[nodiscard]] const std::string& bus() const;
+  [[nodiscard]] std::size_t max_payload() const;
+  [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
+
+  /// Internal state (for the probe and tests). Thread-safe.
+  [[nodiscard]] const std::shared_ptr<bus::ChannelState>& state() const noexcept { return state_; }
+
+ private:
+  explicit Channel(std::shared_ptr<bus::ChannelState> s) : state_(std::move(s)) {}
+  std::shared_ptr<bus::ChannelState> state_;
+};
+
+}  // namespace shmbus

@@ -1,0 +1,76 @@
+// Publisher: appends messages to a channel. Many publishers (in many
+// processes) may append to one channel at once; each handle is used by one
+// thread at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+
+#include <shmbus/bus/publisher_core.hpp>
+#include <shmbus/types.hpp>
+
+namespace shmbus {
+
+/// Default bound on how long a publish waits on a `block` channel.
+inline constexpr std::uint64_t kDefaultPublishTimeoutNs = 1'000'000'000ULL;
+
+/// A claimed slot (zero-copy publish): write into `payload`, then commit or abort.
+using Claim = bus::ClaimToken;
+
+class Publisher {
+ public:
+  Publisher() = default;  ///< an empty handle; every call returns `invalid`
+
+  /// Copies `payload` into the next slot and commits it. On a `block` channel
+  /// waits up to timeout_ns for the slowest reader, then returns `timeout`;
+  /// `reject` returns `full` at once; `drop_oldest` never waits.
+  /// No allocation; no system call unless a reader sleeps or the ring is full.
+  /// Not thread-safe: one caller at a time per handle.
+  PublishStatus publish(std::span<const std::byte> payload, const MessageMeta& meta = {},
+                        std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
+    return core_.publish(payload, meta, timeout_ns);
+  }
+
+  /// Same, for text. Not thread-safe: one caller at a time per handle.
+  PublishStatus publish(std::string_view text, const MessageMeta& meta = {},
+                        std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
+    return core_.publish(std::as_bytes(std::span<const char>(text.data(), text.size())), meta,
+                         timeout_ns);
+  }
+
+  /// Zero-copy: claims the next slot for a message of up to max_length bytes
+  /// (backpressure applies as for publish). Write into claim.payload, then
+  /// commit() or abort(). A claim left uncommitted past the channel's unblock
+  /// timeout is taken away (commit then returns `abandoned`).
+  /// Not thread-safe: one caller at a time per handle.
+  PublishStatus try_claim(std::size_t max_length, Claim& claim,
+                          std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
+    return core_.claim(max_length, claim, timeout_ns);
+  }
+
+  /// Commits a claim with `length` payload bytes (one CAS). Returns
+  /// `abandoned` if the claim was taken away meanwhile.
+  /// Not thread-safe: one caller at a time per handle.
+  PublishStatus commit(Claim& claim, std::size_t length, const MessageMeta& meta = {}) noexcept {
+    return core_.commit(claim, length, meta);
+  }
+
+  /// Gives a claim back; readers skip its sequence. Not thread-safe.
+  void abort(Claim& claim) noexcept { core_.abort(claim); }
+
+  /// Largest payload a message may carry on this channel. Thread-safe.
+  [[nodiscard]] std::size_t max_payload() const noexcept {
+    return core_.valid() ? core_.channel()->geo.max_payload : 0;
+  }
+  /// Whether this handle is attached. Thread-safe.
+  [[nodiscard]] bool valid() const noexcept { return core_.valid(); }
+
+ private:
+  friend class Channel;
+  explicit Publisher(bus::PublisherCore core) : core_(std::move(core)) {}
+  bus::PublisherCore core_;
+};
+
+}  // namespace shmbus

@@ -1,0 +1,9 @@
+// shmbus: a lock-free shared-memory message bus for processes on one host.
+// Include this one header for the whole API.
+#pragma once
+
+#include <shmbus/channel.hpp>
+#include <shmbus/publisher.hpp>
+#include <shmbus/result.hpp>
+#include <shmbus/subscriber.hpp>
+#include <shmbus/types.hpp>

@@ -1,0 +1,127 @@
+// Subscriber: an independent cursor over a channel that sees every message
+// (fan-out). Each handle is used by one thread at a time.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <type_traits>
+
+#include <shmbus/bus/subscriber_core.hpp>
+#include <shmbus/types.hpp>
+
+namespace shmbus {
+
+using bus::SubscriberCounters;
+
+class Subscriber {
+ public:
+  Subscriber() = default;  ///< an empty handle; every call returns `invalid`
+
+  /// Copy-out poll: copies the next message's payload into `buffer` and
+  /// fills `out` (out.payload then points into buffer). Returns `empty` when
+  /// nothing is committed yet, `lapped` after counting lost messages (call
+  /// again), `buffer_too_small` (out.payload.size() is the size needed).
+  /// Never blocks, never allocates. Not thread-safe: one caller at a time.
+  PollStatus poll(Message& out, std::span<std::byte> buffer) noexcept {
+    return core_.poll(out, buffer);
+  }
+
+  /// Waits up to timeout_ns (with the handle's WaitStrategy) and polls.
+  /// Not thread-safe: one caller at a time.
+  PollStatus poll_wait(Message& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept {
+    const PollStatus w = core_.wait(timeout_ns);
+    if (w != PollStatus::ok) return w;
+    return core_.poll(out, buffer);
+  }
+
+  /// Zero-copy read: calls f(const Message&) with the payload in the
+  /// channel's read-only mapping, then validates the slot. If the result is
+  /// `lapped`, a writer overwrote the message while f ran (drop_oldest
+  /// channels, evicted readers): discard what f derived from it.
+  /// Not thread-safe: one caller at a time.
+  template <class F>
+  PollStatus read(F&& f) noexcept(std::is_nothrow_invocable_v<F&, const Message&>) {
+    Message m;
+    const PollStatus st = core_.begin_read(m);
+    if (st != PollStatus::ok) return st;
+    f(static_cast<const Message&>(m));
+    return core_.finish_read(true);
+  }
+
+  /// Zero-copy batch: calls f for up to `max` consecutive messages and
+  /// publishes the cursor once at the end (amortising its cache-line
+  /// transfer). Returns how many were delivered; `last` gets the status that
+  /// stopped the batch. Not thread-safe: one caller at a time.
+  template <class F>
+  std::size_t read_batch(F&& f, std::size_t max, PollStatus* last = nullptr) noexcept(
+      std::is_nothrow_invocable_v<F&, const Message&>) {
+    std::size_t n = 0;
+    PollStatus st = PollStatus::ok;
+    while (n < max) {
+      Message m;
+      st = core_.begin_read(m);
+      if (st != PollStatus::ok) break;
+      f(static_cast<const Message&>(m));
+      st = core_.finish_read(false);
+      if (st != PollStatus::ok) break;
+      ++n;
+    }
+    core_.publish_cursor();
+    if (last != nullptr) *last = st;
+    return n;
+  }
+
+  /// Copy-out batch: copies up to out.size() messages, packing payloads into
+  /// `arena`; stops early when the arena is full. Returns how many were
+  /// copied; one cursor update. Not thread-safe: one caller at a time.
+  std::size_t poll_batch(std::span<Message> out, std::span<std::byte> arena,
+                         PollStatus* last = nullptr) noexcept {
+    std::size_t n = 0;
+    std::size_t used = 0;
+    PollStatus st = PollStatus::ok;
+    while (n < out.size()) {
+      Message m;
+      st = core_.begin_read(m);
+      if (st != PollStatus::ok) break;
+      if (m.payload.size() > arena.size() - used) {
+        st = n == 0 ? PollStatus::buffer_too_small : PollStatus::ok;
+        break;
+      }
+      std::span<std::byte> dst = arena.subspan(used, m.payload.size());
+      core_.copy_payload(m, dst);
+      st = core_.finish_read(false);
+      if (st != PollStatus::ok) break;
+      used += dst.size();
+      out[n++] = m;
+    }
+    core_.publish_cursor();
+    if (last != nullptr) *last = st;
+    return n;
+  }
+
+  /// Waits up to timeout_ns until poll would return something other than
+  /// `empty`: ok, or timeout. Spins first; then follows the WaitStrategy.
+  /// Not thread-safe: one caller at a time.
+  PollStatus wait(std::uint64_t timeout_ns) noexcept { return core_.wait(timeout_ns); }
+
+  /// Moves the cursor so the next message read is `sequence` (replay).
+  /// Not thread-safe: one caller at a time.
+  void seek(std::uint64_t sequence) noexcept { core_.seek(sequence); }
+
+  /// Cursor and counters (delivered, lost). Not thread-safe w.r.t. polls.
+  [[nodiscard]] SubscriberCounters counters() const noexcept { return core_.counters(); }
+  /// The next sequence this subscriber will read. Not thread-safe w.r.t. polls.
+  [[nodiscard]] std::uint64_t cursor() const noexcept { return core_.cursor(); }
+  /// True if this durable subscriber resumed an existing cursor. Thread-safe.
+  [[nodiscard]] bool resumed() const noexcept { return core_.resumed(); }
+  /// Whether this handle is attached. Thread-safe.
+  [[nodiscard]] bool valid() const noexcept { return core_.valid(); }
+
+ private:
+  friend class Channel;
+  explicit Subscriber(bus::SubscriberCore core) : core_(std::move(core)) {}
+  bus::SubscriberCore core_;
+};
+
+}  // namespace shmbus

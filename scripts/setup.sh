@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the Debian packages shmbus needs to build, test and benchmark.
+# Idempotent: packages already present are not fetched again. Needs root (or sudo).
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake g++ pkg-config
+  libboost-dev            # Boost.Interprocess (segments, mapping)
+  catch2                  # tests (Catch2 v2)
+  libbenchmark-dev        # microbenchmarks
+  libconcurrentqueue-dev  # moodycamel baseline
+  libcli11-dev            # CLI parsing for the probe
+  nlohmann-json3-dev      # JSON output
+  libfmt-dev              # formatting
+  libzmq3-dev             # ZeroMQ ipc:// baseline
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

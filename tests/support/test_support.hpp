@@ -1,0 +1,86 @@
+// Helpers shared by the tests: unique channel names removed by a scope guard,
+// forked peers, and small payload helpers.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <span>
+#include <string>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <signal.h>
+
+#include <shmbus/shmbus.hpp>
+
+namespace shmbus::test {
+
+/// The bus every test uses, so stray segments are easy to spot and clean.
+inline constexpr const char* kTestBus = "shmbustest";
+
+/// A unique channel name (pid + counter) whose segment is removed when the
+/// guard goes out of scope, whatever the test did.
+class ScopedChannelName {
+ public:
+  explicit ScopedChannelName(const std::string& stem = "t") {
+    static std::atomic<int> counter{0};
+    name_ = stem + "-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
+    (void)Channel::remove(name_, kTestBus);
+  }
+  ~ScopedChannelName() { (void)Channel::remove(name_, kTestBus); }
+  ScopedChannelName(const ScopedChannelName&) = delete;
+  ScopedChannelName& operator=(const ScopedChannelName&) = delete;
+  [[nodiscard]] const std::string& str() const { return name_; }
+  operator std::string_view() const { return name_; }  // NOLINT(implicit)
+
+ private:
+  std::string name_;
+};
+
+/// Creates a channel on the test bus or fails the test with the error text.
+Channel make_channel(const ScopedChannelName& name, const ChannelOptions& opts);
+
+/// Forks a child that runs `body` and _exits with its return value (never
+/// returns into the test framework). Returns the child's pid.
+pid_t fork_child(const std::function<int()>& body);
+
+/// Waits for a child; returns its exit code, or 128+signal if killed.
+int wait_child(pid_t pid);
+
+/// Bytes of a trivially copyable value.
+template <class T>
+std::span<const std::byte> bytes_of(const T& v) {
+  return std::as_bytes(std::span<const T>(&v, 1));
+}
+
+/// Reads a trivially copyable value from the front of a payload.
+template <class T>
+T value_of(std::span<const std::byte> p) {
+  T v{};
+  std::memcpy(&v, p.data(), std::min(sizeof v, p.size()));
+  return v;
+}
+
+/// A tiny pipe-based event: one process signals, another waits (with a
+/// bound). Tests use it to synchronise on events, never on sleeps.
+class Event {
+ public:
+  Event();
+  ~Event();
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  void signal(std::uint64_t value = 1);
+  /// Waits up to timeout_ms; returns false on timeout.
+  bool wait(std::uint64_t& value, int timeout_ms = 30'000);
+  bool wait(int timeout_ms = 30'000) {
+    std::uint64_t v = 0;
+    return wait(v, timeout_ms);
+  }
+
+ private:
+  int fds_[2] = {-1, -1};
+};
+
+}  // namespace shmbus::test
