@@ -1,0 +1,258 @@
+// Behaviour of one channel's ring in a single process: publish and read,
+// zero-copy claims, batches, start positions, and each backpressure policy at
+// a full ring.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+using namespace shmbus;
+using namespace shmbus::test;
+
+namespace {
+
+ChannelOptions small(Policy p, std::uint32_t capacity = 8) {
+  ChannelOptions o;
+  o.capacity = capacity;
+  o.slot_size = 128;
+  o.policy = p;
+  return o;
+}
+
+std::uint64_t poll_u64(Subscriber& s, PollStatus* status = nullptr) {
+  Message m;
+  std::byte buf[128];
+  const PollStatus st = s.poll(m, buf);
+  if (status != nullptr) *status = st;
+  return st == PollStatus::ok ? value_of<std::uint64_t>(m.payload) : ~0ULL;
+}
+
+}  // namespace
+
+TEST_CASE("a published message reaches a subscriber with its metadata") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::block));
+  auto sub = ch.subscribe();
+  REQUIRE(sub);
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  MessageMeta meta;
+  meta.key = 42;
+  meta.correlation_id = 7;
+  meta.type = 3;
+  REQUIRE(pub->publish(std::string_view("hello"), meta) == PublishStatus::ok);
+  Message m;
+  std::byte buf[64];
+  REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+  CHECK(m.sequence == 0);
+  CHECK(m.key == 42);
+  CHECK(m.correlation_id == 7);
+  CHECK(m.type == 3);
+  CHECK(m.timestamp_ns > 0);
+  CHECK(std::string(reinterpret_cast<const char*>(m.payload.data()), m.payload.size()) == "hello");
+  CHECK(sub->poll(m, buf) == PollStatus::empty);
+  CHECK(sub->counters().delivered == 1);
+}
+
+TEST_CASE("every subscriber sees every message in order (fan-out)") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::block, 64));
+  std::vector<Subscriber> subs;
+  for (int i = 0; i < 4; ++i) {
+    auto s = ch.subscribe();
+    REQUIRE(s);
+    subs.push_back(std::move(s.value()));
+  }
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  for (std::uint64_t i = 0; i < 50; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  for (auto& s : subs) {
+    for (std::uint64_t i = 0; i < 50; ++i) REQUIRE(poll_u64(s) == i);
+    PollStatus st;
+    poll_u64(s, &st);
+    CHECK(st == PollStatus::empty);
+  }
+}
+
+TEST_CASE("a zero-copy claim is invisible until committed and skipped when aborted") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::block));
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  Claim c;
+  REQUIRE(pub->try_claim(8, c) == PublishStatus::ok);
+  std::uint64_t v = 11;
+  std::memcpy(c.payload.data(), &v, 8);
+  PollStatus st;
+  poll_u64(*sub, &st);
+  CHECK(st == PollStatus::empty);
+  REQUIRE(pub->commit(c, 8) == PublishStatus::ok);
+  CHECK(poll_u64(*sub) == 11);
+
+  Claim aborted;
+  REQUIRE(pub->try_claim(8, aborted) == PublishStatus::ok);
+  pub->abort(aborted);
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{12})) == PublishStatus::ok);
+  CHECK(poll_u64(*sub) == 12);
+  CHECK(pub->commit(aborted, 8) == PublishStatus::invalid);
+}
+
+TEST_CASE("a message larger than the slot payload is refused as too_large") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::block));
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  std::vector<std::byte> big(pub->max_payload() + 1);
+  CHECK(pub->publish(big) == PublishStatus::too_large);
+  std::vector<std::byte> fits(pub->max_payload());
+  CHECK(pub->publish(fits) == PublishStatus::ok);
+}
+
+TEST_CASE("block: a publish at a full ring times out instead of overwriting") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::block, 4));
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  for (std::uint64_t i = 0; i < 4; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  CHECK(pub->publish(bytes_of(std::uint64_t{4}), {}, 1'000'000) == PublishStatus::timeout);
+  CHECK(pub->publish(bytes_of(std::uint64_t{4}), {}, 0) == PublishStatus::timeout);
+  REQUIRE(poll_u64(*sub) == 0);
+  CHECK(pub->publish(bytes_of(std::uint64_t{4})) == PublishStatus::ok);
+  for (std::uint64_t i = 1; i <= 4; ++i) CHECK(poll_u64(*sub) == i);
+  const ChannelStats st = ch.stats();
+  REQUIRE(st.publishers.size() == 1);
+  CHECK(st.publishers[0].timeouts == 2);
+  CHECK(st.publishers[0].published == 5);
+  CHECK(st.subscribers[0].lost == 0);
+}
+
+TEST_CASE("reject: a publish that would overwrite unread data fails with full at once") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::reject, 4));
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  for (std::uint64_t i = 0; i < 4; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  CHECK(pub->publish(bytes_of(std::uint64_t{4})) == PublishStatus::full);
+  CHECK(poll_u64(*sub) == 0);
+  CHECK(pub->publish(bytes_of(std::uint64_t{4})) == PublishStatus::ok);
+  CHECK(ch.stats().publishers[0].rejected == 1);
+}
+
+TEST_CASE("drop_oldest: a lapped subscriber skips to the oldest valid message and counts the loss") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::drop_oldest, 4));
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  for (std::uint64_t i = 0; i < 10; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  PollStatus st;
+  poll_u64(*sub, &st);
+  CHECK(st == PollStatus::lapped);
+  CHECK(sub->counters().lost == 6);
+  for (std::uint64_t i = 6; i < 10; ++i) CHECK(poll_u64(*sub) == i);
+  CHECK(sub->counters().delivered + sub->counters().lost == 10);
+}
+
+TEST_CASE("a subscriber with no readers gating never blocks publishers") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::block, 4));
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  for (std::uint64_t i = 0; i < 20; ++i) REQUIRE(pub->publish(bytes_of(i), {}, 0) == PublishStatus::ok);
+}
+
+TEST_CASE("start positions: earliest, latest, a sequence, a timestamp") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::drop_oldest, 16));
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  for (std::uint64_t i = 0; i < 10; ++i) {
+    MessageMeta m;
+    m.timestamp_ns = 1000 + i * 10;
+    REQUIRE(pub->publish(bytes_of(i), m) == PublishStatus::ok);
+  }
+  auto earliest = ch.subscribe({"", StartAt::earliest()});
+  auto latest = ch.subscribe({"", StartAt::latest()});
+  auto at_seq = ch.subscribe({"", StartAt::at_sequence(7)});
+  auto at_time = ch.subscribe({"", StartAt::at_time(1045)});
+  REQUIRE((earliest && latest && at_seq && at_time));
+  CHECK(poll_u64(*earliest) == 0);
+  PollStatus st;
+  poll_u64(*latest, &st);
+  CHECK(st == PollStatus::empty);
+  CHECK(poll_u64(*at_seq) == 7);
+  CHECK(poll_u64(*at_time) == 5);
+}
+
+TEST_CASE("batch reads deliver consecutive messages with one cursor update") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::block, 64));
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  for (std::uint64_t i = 0; i < 40; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  std::vector<std::uint64_t> seen;
+  const std::size_t n = sub->read_batch(
+      [&](const Message& m) { seen.push_back(value_of<std::uint64_t>(m.payload)); }, 25);
+  CHECK(n == 25);
+  Message msgs[32];
+  std::byte arena[32 * 8];
+  const std::size_t k = sub->poll_batch(msgs, arena);
+  REQUIRE(k == 15);
+  for (std::size_t i = 0; i < k; ++i) seen.push_back(value_of<std::uint64_t>(msgs[i].payload));
+  REQUIRE(seen.size() == 40);
+  for (std::uint64_t i = 0; i < 40; ++i) CHECK(seen[i] == i);
+  CHECK(ch.stats().subscribers[0].cursor == 40);
+}
+
+TEST_CASE("a durable subscriber resumes where it left off") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::block, 16));
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  {
+    auto sub = ch.subscribe({"audit", StartAt::earliest()});
+    REQUIRE(sub);
+    CHECK_FALSE(sub->resumed());
+    for (std::uint64_t i = 0; i < 5; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+    CHECK(poll_u64(*sub) == 0);
+    CHECK(poll_u64(*sub) == 1);
+  }
+  // Detached but still gating: the ring keeps what it has not read.
+  for (std::uint64_t i = 5; i < 8; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  auto again = ch.subscribe({"audit", StartAt::latest()});
+  REQUIRE(again);
+  CHECK(again->resumed());
+  for (std::uint64_t i = 2; i < 8; ++i) CHECK(poll_u64(*again) == i);
+  auto dup = ch.subscribe({"audit", StartAt::latest()});
+  REQUIRE_FALSE(dup);
+  CHECK(dup.error().code() == ErrorCode::busy);
+}
+
+TEST_CASE("block with eviction: a stuck subscriber is detached as lapped and learns on its next poll") {
+  ScopedChannelName name;
+  ChannelOptions o = small(Policy::block, 4);
+  o.eviction_timeout_ns = 20'000'000;  // 20 ms
+  Channel ch = make_channel(name, o);
+  auto stuck = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((stuck && pub));
+  for (std::uint64_t i = 0; i < 4; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  // The publisher waits out the eviction bound (a deadline, not a race).
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{4}), {}, 2'000'000'000ULL) == PublishStatus::ok);
+  CHECK(ch.stats().evictions == 1);
+  PollStatus st;
+  poll_u64(*stuck, &st);
+  CHECK(st == PollStatus::lapped);
+  CHECK(stuck->counters().lost >= 1);
+  // Re-attached at the oldest valid message; reads go on.
+  const std::uint64_t next = poll_u64(*stuck, &st);
+  CHECK(st == PollStatus::ok);
+  CHECK(next >= 1);
+}
