@@ -1,3 +1,204 @@
+// A corrupted or hostile segment yields an error or a counted skip, never an
+// out-of-bounds access or a crash (run under AddressSanitizer too). Also the
+// initialisation hand-shake: bounded waits and take-over of a dead creator.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
+#include <sys/mman.h>
+
+#include <shmbus/bus/channel_state.hpp>
+#include <shmbus/bus/layout.hpp>
+#include <shmbus/shm/liveness.hpp>
+#include <shmbus/shm/segment.hpp>
+
 #include "test_support.hpp"
+
+using namespace shmbus;
+using namespace shmbus::bus;
+using namespace shmbus::test;
+
+namespace {
+
+// A writable view of a channel's whole segment, as a hostile process has.
+struct RawView {
+  shm::Segment seg;
+  shm::Mapping map;
+  ChannelHeader* hdr = nullptr;
+  explicit RawView(const ScopedChannelName& name) {
+    auto s = shm::Segment::open(segment_name(kTestBus, name.str()), shm::Access::read_write);
+    REQUIRE(s);
+    seg = std::move(s.value());
+    auto m = seg.map(0, seg.size().value(), shm::Access::read_write, false);
+    REQUIRE(m);
+    map = std::move(m.value());
+    hdr = reinterpret_cast<ChannelHeader*>(map.data());
+  }
+};
+
+ChannelOptions small() {
+  ChannelOptions o;
+  o.capacity = 8;
+  o.slot_size = 128;
+  return o;
+}
+
+std::string open_error(const ScopedChannelName& name, ErrorCode expect) {
+  auto r = Channel::open(name.str(), kTestBus, 50'000'000);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code() == expect);
+  return r.error().message();
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("a header with bad magic is refused as corrupted") {
+  ScopedChannelName name;
+  make_channel(name, small());
+  RawView v(name);
+  v.hdr->magic.store(0x1234);
+  CHECK(contains(open_error(name, ErrorCode::corrupted), "magic"));
+}
+
+TEST_CASE("a segment of another layout version is refused with both versions named") {
+  ScopedChannelName name;
+  make_channel(name, small());
+  RawView v(name);
+  v.hdr->layout_version.store(kLayoutVersion + 1);
+  const std::string msg = open_error(name, ErrorCode::version_mismatch);
+  CHECK(contains(msg, "layout version " + std::to_string(kLayoutVersion + 1)));
+  CHECK(contains(msg, "reads version " + std::to_string(kLayoutVersion)));
+}
+
+TEST_CASE("out-of-range header fields are refused with the field named") {
+  ScopedChannelName name;
+  make_channel(name, small());
+  RawView v(name);
+  SECTION("capacity not a power of two") {
+    v.hdr->capacity = 7;
+    CHECK(contains(open_error(name, ErrorCode::corrupted), "capacity 7"));
+  }
+  SECTION("capacity larger than the segment") {
+    v.hdr->capacity = 1u << 20;
+    CHECK(open_error(name, ErrorCode::corrupted).size() > 0);
+  }
+  SECTION("an offset pointing elsewhere") {
+    v.hdr->data_offset = 12;
+    CHECK(contains(open_error(name, ErrorCode::corrupted), "data_offset"));
+  }
+  SECTION("a slot size that is not a multiple of 64") {
+    v.hdr->slot_size = 100;
+    CHECK(contains(open_error(name, ErrorCode::corrupted), "slot_size"));
+  }
+  SECTION("an unknown policy") {
+    v.hdr->policy = 77;
+    CHECK(contains(open_error(name, ErrorCode::corrupted), "policy"));
+  }
+  SECTION("an ABI fingerprint of another build") {
+    v.hdr->abi_fingerprint ^= 1;
+    CHECK(contains(open_error(name, ErrorCode::version_mismatch), "fingerprint"));
+  }
+}
+
+TEST_CASE("a slot with an impossible length is skipped, counted as lost, never read past its end") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small());
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{2})) == PublishStatus::ok);
+  RawView v(name);
+  auto* slot0 = reinterpret_cast<SlotHeader*>(v.map.data() + v.hdr->data_offset);
+  slot0->length = 0xFFFFFFF0u;
+  Message m;
+  std::byte buf[128];
+  CHECK(sub->poll(m, buf) == PollStatus::corrupted);
+  CHECK(sub->counters().lost == 1);
+  REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+  CHECK(value_of<std::uint64_t>(m.payload) == 2);
+}
+
+TEST_CASE("a hostile stamp far in the future is treated as a lap, bounded") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small());
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
+  RawView v(name);
+  auto* stamps = reinterpret_cast<std::atomic<std::uint64_t>*>(v.map.data() + v.hdr->stamps_offset);
+  stamps[0].store(make_stamp(kMaxSequence, kStampCommitted));
+  Message m;
+  std::byte buf[128];
+  CHECK(sub->poll(m, buf) == PollStatus::lapped);
+  CHECK(sub->counters().lost == 1);
+  CHECK(sub->poll(m, buf) == PollStatus::empty);
+}
+
+TEST_CASE("hostile cursors and counters do not break publishing or the snapshot") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small());
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  RawView v(name);
+  auto* subs = reinterpret_cast<SubscriberEntry*>(v.map.data() + v.hdr->subscribers_offset);
+  subs[0].cursor.store(~0ULL);  // far ahead: gates nothing
+  for (std::uint64_t i = 0; i < 20; ++i) REQUIRE(pub->publish(bytes_of(i), {}, 0) == PublishStatus::ok);
+  const ChannelStats st = ch.stats();
+  CHECK(st.head == 20);
+  CHECK(st.subscribers.size() == 1);
+}
+
+TEST_CASE("an opener waits for a live creator's initialisation, bounded") {
+  ScopedChannelName name;
+  auto g = compute_geometry(small());
+  REQUIRE(g);
+  auto seg = shm::Segment::create(segment_name(kTestBus, name.str()), g->total_size, 0600);
+  REQUIRE(seg);
+  auto m = seg->map(0, kHeaderPage, shm::Access::read_write, false);
+  REQUIRE(m);
+  auto* h = reinterpret_cast<ChannelHeader*>(m->data());
+  h->init_owner_pid.store(shm::self_process().pid);  // alive: this process
+  h->init_owner_start.store(shm::self_process().start_time);
+  h->init_state.store(kInitRunning);
+  const std::string msg = open_error(name, ErrorCode::timeout);
+  CHECK(contains(msg, "still being initialised"));
+}
+
+TEST_CASE("an initialisation whose creator died is refused by open and taken over by open_or_create") {
+  ScopedChannelName name;
+  auto g = compute_geometry(small());
+  REQUIRE(g);
+  auto seg = shm::Segment::create(segment_name(kTestBus, name.str()), g->total_size, 0600);
+  REQUIRE(seg);
+  auto m = seg->map(0, kHeaderPage, shm::Access::read_write, false);
+  REQUIRE(m);
+  auto* h = reinterpret_cast<ChannelHeader*>(m->data());
+  const pid_t dead = fork_child([] { return 0; });
+  REQUIRE(wait_child(dead) == 0);
+  h->init_owner_pid.store(static_cast<std::uint64_t>(dead));
+  h->init_state.store(kInitRunning);
+  CHECK(contains(open_error(name, ErrorCode::corrupted), "half-initialised"));
+  auto taken = Channel::open_or_create(name.str(), small(), kTestBus);
+  REQUIRE(taken);
+  auto pub = taken->publisher();
+  auto sub = taken->subscribe();
+  REQUIRE((pub && sub));
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{5})) == PublishStatus::ok);
+  Message msg;
+  std::byte buf[128];
+  REQUIRE(sub->poll(msg, buf) == PollStatus::ok);
+  CHECK(value_of<std::uint64_t>(msg.payload) == 5);
+}
+
+TEST_CASE("a segment that was never sized is refused with advice") {
+  ScopedChannelName name;
+  const std::string path = "/" + segment_name(kTestBus, name.str());
+  const int fd = ::shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  REQUIRE(fd >= 0);
+  ::close(fd);
+  CHECK(contains(open_error(name, ErrorCode::corrupted), "never sized"));
+}
