@@ -97,18 +97,12 @@ bool PublisherCore::wait_for_space(std::uint64_t head, std::uint64_t deadline) n
       shm::cpu_relax();
       continue;
     }
-    // SYNC(pub_waiters): seq_cst increment, then re-check the cursors; pairs
-    // with the seq_cst cursor store + waiter load in SubscriberCore, so either
-    // the reader sees us waiting or we see its new cursor (no lost wake-up).
-    prod_->pub_waiters.fetch_add(1, std::memory_order_seq_cst);
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    const std::uint32_t seen = shm::load_acquire(prod_->pub_futex);
-    const bool ready = head < refresh_gate(head, false) + capacity_;
-    if (!ready) {
-      (void)shm::futex_wait(&prod_->pub_futex, seen, std::min(deadline - now, kSleepSliceNs));
-    }
-    prod_->pub_waiters.fetch_sub(1, std::memory_order_seq_cst);
-    if (ready) return true;
+    // SYNC(sleep-flag): raise the flag, then re-scan the cursors; pairs with
+    // the seq_cst cursor store + flag check in SubscriberCore::publish_cursor,
+    // so either the reader sees the flag or we see its new cursor.
+    const std::uint32_t seen = shm::announce_sleep(prod_->pub_sleeping, prod_->pub_futex);
+    if (head < refresh_gate(head, false) + capacity_) return true;
+    (void)shm::futex_wait(&prod_->pub_futex, seen, std::min(deadline - now, kSleepSliceNs));
   }
 }
 
@@ -160,38 +154,55 @@ bool PublisherCore::reserve(std::uint64_t& seq, std::uint64_t timeout_ns,
 
 PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
   std::atomic<std::uint64_t>& stamp = stamps_[seq & mask_];
+  // The slot's previous occupant is sequence seq - capacity (none on the
+  // first lap). We take the slot only once that claim has finished (committed
+  // or abandoned): a writer never overtakes a slower writer of an earlier
+  // lap, unless that writer stalled past the unblock timeout.
+  const bool first_lap = seq < capacity_;
+  const std::uint64_t prev = first_lap ? 0 : seq - capacity_;
   // SYNC(stamp-take): acquire, pairs with the release of the previous
   // occupant's commit/abandon, so its writes are ordered before ours.
   std::uint64_t st = shm::load_acquire(stamp);
   std::uint64_t waiting_since = 0;
-  for (;;) {
-    if (stamp_seq(st) >= seq && stamp_state(st) != kStampEmpty) {
-      // A reader (or a later lap's writer) took this sequence from us.
+  for (std::uint32_t spins = 0;; ++spins) {
+    const std::uint64_t s_seq = stamp_seq(st);
+    const std::uint64_t s_state = stamp_state(st);
+    if (s_state != kStampEmpty && s_seq >= seq) {
+      // A reader (or a publisher) marked our claim abandoned: we stalled.
       shm::single_writer_add(entry_->lost_claims, 1);
       return PublishStatus::abandoned;
     }
-    if (stamp_state(st) == kStampWriting) {
-      // The previous lap's writer is still writing this slot.
-      const std::uint64_t now = shm::monotonic_ns();
-      if (waiting_since == 0) waiting_since = now;
-      if (now - waiting_since >= unblock_ns_) {
-        const std::uint64_t dead = make_stamp(stamp_seq(st), kStampAbandoned);
-        if (shm::cas_acq_rel(stamp, st, dead)) {
-          prod_->abandoned.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-          st = dead;
-        }
-        continue;
+    const bool prev_done =
+        first_lap ? (s_state == kStampEmpty ||
+                     (s_seq < seq && (s_state == kStampCommitted || s_state == kStampAbandoned)))
+                  : (s_seq == prev && (s_state == kStampCommitted || s_state == kStampAbandoned));
+    if (prev_done) {
+      if (shm::cas_acq_rel(stamp, st, make_stamp(seq, kStampWriting))) {
+        // SYNC(seqlock-write): the `writing` stamp must be visible before any
+        // byte of the new message, for readers that validate after reading.
+        std::atomic_thread_fence(std::memory_order_release);
+        return PublishStatus::ok;
       }
-      shm::cpu_relax();
-      st = shm::load_acquire(stamp);
+      continue;  // st was reloaded by the failed CAS
+    }
+    // The previous lap's writer has not finished (or not even started).
+    const std::uint64_t now = shm::monotonic_ns();
+    if (waiting_since == 0) waiting_since = now;
+    if (now - waiting_since >= unblock_ns_) {
+      // Stalled past the unblock timeout: take its claim away (its commit
+      // CAS will fail) and carry on.
+      if (shm::cas_acq_rel(stamp, st, make_stamp(first_lap ? s_seq : prev, kStampAbandoned))) {
+        prod_->abandoned.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+        st = shm::load_acquire(stamp);
+      }
       continue;
     }
-    if (shm::cas_acq_rel(stamp, st, make_stamp(seq, kStampWriting))) {
-      // SYNC(seqlock-write): the `writing` stamp must be visible before any
-      // byte of the new message, for readers that validate after reading.
-      std::atomic_thread_fence(std::memory_order_release);
-      return PublishStatus::ok;
+    if (spins < 1024) {
+      shm::cpu_relax();
+    } else {
+      shm::yield_cpu();  // the writer we wait for may need this core
     }
+    st = shm::load_acquire(stamp);
   }
 }
 
@@ -213,12 +224,9 @@ PublishStatus PublisherCore::claim(std::size_t max_length, ClaimToken& out,
 }
 
 void PublisherCore::wake_subscribers() noexcept {
-  // SYNC(sub_waiters): seq_cst load after the seq_cst commit CAS; pairs with
-  // the seq_cst increment in SubscriberCore::wait.
-  if (prod_->sub_waiters.load(std::memory_order_seq_cst) != 0) {
-    prod_->sub_futex.fetch_add(1, std::memory_order_release);
-    shm::futex_wake(&prod_->sub_futex, INT_MAX);
-  }
+  // SYNC(sleep-flag): after the seq_cst commit CAS; pairs with
+  // announce_sleep in SubscriberCore::wait.
+  shm::wake_sleepers(prod_->sub_sleeping, prod_->sub_futex);
 }
 
 PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length,

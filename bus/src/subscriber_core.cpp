@@ -109,13 +109,10 @@ Result<SubscriberCore> SubscriberCore::create(std::shared_ptr<ChannelState> ch,
 
 void SubscriberCore::publish_cursor() noexcept {
   if (wake_publishers_) {
-    // SYNC(cursor): seq_cst store then seq_cst load of pub_waiters; pairs with
-    // PublisherCore::wait_for_space (increment, fence, cursor scan).
+    // SYNC(cursor): seq_cst store, then the sleep-flag check (see
+    // shm::wake_sleepers); pairs with PublisherCore::wait_for_space.
     entry_->cursor.store(cursor_, std::memory_order_seq_cst);
-    if (prod_->pub_waiters.load(std::memory_order_seq_cst) != 0) {
-      prod_->pub_futex.fetch_add(1, std::memory_order_release);
-      shm::futex_wake(&prod_->pub_futex, INT_MAX);
-    }
+    shm::wake_sleepers(prod_->pub_sleeping, prod_->pub_futex);
   } else {
     // SYNC(cursor): release, pairs with the acquire in gating_minimum().
     shm::store_release(entry_->cursor, cursor_);
@@ -314,16 +311,11 @@ PollStatus SubscriberCore::wait(std::uint64_t timeout_ns) noexcept {
         sleep_ns = std::min<std::uint64_t>(sleep_ns * 2, 1'000'000);
         break;
       case WaitStrategy::block: {
-        // SYNC(sub_waiters): seq_cst increment + fence, then re-check the
-        // stamp; pairs with the seq_cst commit CAS + waiter load in
-        // PublisherCore::wake_subscribers (no lost wake-up).
-        prod_->sub_waiters.fetch_add(1, std::memory_order_seq_cst);
-        std::atomic_thread_fence(std::memory_order_seq_cst);
-        const std::uint32_t seen = shm::load_acquire(prod_->sub_futex);
-        const bool r = ready();
-        if (!r) (void)shm::futex_wait(&prod_->sub_futex, seen, std::min(deadline - now, slice));
-        prod_->sub_waiters.fetch_sub(1, std::memory_order_seq_cst);
-        if (r) return PollStatus::ok;
+        // SYNC(sleep-flag): raise the flag, then re-check the stamp; pairs
+        // with the seq_cst commit CAS + flag check in wake_subscribers.
+        const std::uint32_t seen = shm::announce_sleep(prod_->sub_sleeping, prod_->sub_futex);
+        if (ready()) return PollStatus::ok;
+        (void)shm::futex_wait(&prod_->sub_futex, seen, std::min(deadline - now, slice));
         break;
       }
     }

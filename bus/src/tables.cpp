@@ -22,11 +22,8 @@ bool owner_dead(std::uint64_t control, const std::atomic<std::uint64_t>& start) 
 // Wakes publishers sleeping on a full ring (block policy).
 void wake_publishers(ChannelState& ch) noexcept {
   if (ch.read_only()) return;
-  // SYNC(pub_waiters): seq_cst, pairs with the seq_cst increment in PublisherCore::wait_for_space.
-  if (ch.producer->pub_waiters.load(std::memory_order_seq_cst) != 0) {
-    ch.producer->pub_futex.fetch_add(1, std::memory_order_release);
-    shm::futex_wake(&ch.producer->pub_futex, INT32_MAX);
-  }
+  // SYNC(sleep-flag): pairs with announce_sleep in PublisherCore::wait_for_space.
+  shm::wake_sleepers(ch.producer->pub_sleeping, ch.producer->pub_futex);
 }
 
 // Recovers one subscriber entry whose owner is dead: anonymous -> free,

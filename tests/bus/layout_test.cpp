@@ -13,7 +13,7 @@ using namespace shmbus::bus;
 static_assert(sizeof(ChannelHeader) == 4096 && alignof(ChannelHeader) == 8);
 static_assert(offsetof(ChannelHeader, magic) == 0 && offsetof(ChannelHeader, name) == 160);
 static_assert(sizeof(ProducerBlock) == 512 && offsetof(ProducerBlock, gate_cache) == 128);
-static_assert(offsetof(ProducerBlock, sub_waiters) == 256 && offsetof(ProducerBlock, abandoned) == 384);
+static_assert(offsetof(ProducerBlock, sub_sleeping) == 256 && offsetof(ProducerBlock, abandoned) == 384);
 static_assert(sizeof(PublisherEntry) == 128 && offsetof(PublisherEntry, published) == 16);
 static_assert(sizeof(SubscriberEntry) == 256 && offsetof(SubscriberEntry, cursor) == 128);
 static_assert(offsetof(SubscriberEntry, name) == 32 && offsetof(SubscriberEntry, lost) == 144);
@@ -23,8 +23,8 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 TEST_CASE("the hot words of the producer block sit on separate 128-byte slots") {
   auto slot_of = [](std::size_t off) { return off / kHotSlot; };
   CHECK(slot_of(offsetof(ProducerBlock, head)) != slot_of(offsetof(ProducerBlock, gate_cache)));
-  CHECK(slot_of(offsetof(ProducerBlock, pub_waiters)) != slot_of(offsetof(ProducerBlock, sub_waiters)));
-  CHECK(slot_of(offsetof(ProducerBlock, sub_waiters)) != slot_of(offsetof(ProducerBlock, abandoned)));
+  CHECK(slot_of(offsetof(ProducerBlock, pub_sleeping)) != slot_of(offsetof(ProducerBlock, sub_sleeping)));
+  CHECK(slot_of(offsetof(ProducerBlock, sub_sleeping)) != slot_of(offsetof(ProducerBlock, abandoned)));
   CHECK(offsetof(SubscriberEntry, cursor) % kHotSlot == 0);
 }
 

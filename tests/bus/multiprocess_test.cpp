@@ -1,3 +1,761 @@
+// Multi-process behaviour of one channel: real segments, real fork()ed peers,
+// real SIGKILL. Every test synchronises on events — a pipe (test::Event) or a
+// word of shared memory — and never on a sleep that assumes another process
+// got somewhere first; the only waits on time are waits for a deadline the
+// channel itself is configured with (unblock_timeout_ns). Every loop is
+// bounded, and every child is killed and reaped by a guard if a check fails,
+// so a failing test never leaves a peer behind.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "test_support.hpp"
+
+using namespace shmbus;
+using namespace shmbus::test;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+/// Bound on every wait for a peer: far above anything a healthy run needs.
+constexpr auto kBound = 10s;
+constexpr std::uint64_t kBoundNs = 10'000'000'000ULL;
+constexpr int kKilled = 128 + SIGKILL;  // wait_child's code for a SIGKILLed child
+
+int ms_left(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+  return left.count() > 0 ? static_cast<int>(left.count()) : 0;
+}
+
+std::uint64_t ns_left(Clock::time_point deadline) {
+  const auto left = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - Clock::now());
+  return left.count() > 0 ? static_cast<std::uint64_t>(left.count()) : 0;
+}
+
+/// Burns `iterations` loop turns: a random, unsynchronised delay before a kill.
+void spin_for(int iterations) {
+  for (int i = 0; i < iterations; ++i) asm volatile("" ::: "memory");
+}
+
+/// Parks a child until it is killed.
+[[noreturn]] void pause_forever() {
+  for (;;) ::pause();
+}
+
+/// A forked peer, SIGKILLed and reaped by the destructor unless the test
+/// reaped it already: a failed REQUIRE never leaves a process behind. The
+/// child also dies with the test process (PR_SET_PDEATHSIG).
+class Child {
+ public:
+  explicit Child(const std::function<int()>& body) {
+    const pid_t parent = ::getpid();
+    pid_ = fork_child([&]() -> int {
+      if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) return 97;
+      return body();
+    });
+  }
+  ~Child() {
+    if (!reaped_) {
+      (void)::kill(pid_, SIGKILL);
+      (void)wait_child(pid_);
+    }
+  }
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  [[nodiscard]] pid_t pid() const { return pid_; }
+
+  /// Waits (bounded) for the child to end: its exit code, 128+signal if it
+  /// was killed, or -2 if it was still running at the bound (it is then
+  /// killed, so the test fails instead of hanging).
+  int wait(std::chrono::milliseconds bound = kBound) {
+    if (reaped_) return rc_;
+    const auto deadline = Clock::now() + bound;
+    for (;;) {
+      int status = 0;
+      const pid_t r = ::waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        rc_ = WIFEXITED(status) ? WEXITSTATUS(status)
+                                : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+        break;
+      }
+      if (r < 0 && errno != EINTR) {
+        rc_ = -1;
+        break;
+      }
+      if (Clock::now() >= deadline) {
+        (void)::kill(pid_, SIGKILL);
+        (void)wait_child(pid_);
+        rc_ = -2;
+        break;
+      }
+      // Only bounds the wait for an exit; nothing is assumed about progress.
+      const timespec ms{0, 1'000'000};
+      ::nanosleep(&ms, nullptr);
+    }
+    reaped_ = true;
+    return rc_;
+  }
+
+  /// SIGKILL, then reap: returns what wait() returns (kKilled, or the exit
+  /// code if the child had already ended on its own).
+  int kill_and_wait() {
+    if (!reaped_) (void)::kill(pid_, SIGKILL);
+    return wait();
+  }
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int rc_ = -1;
+};
+
+ChannelOptions block_channel(std::uint32_t capacity, std::uint32_t slot_size = 128) {
+  ChannelOptions o;
+  o.capacity = capacity;
+  o.slot_size = slot_size;
+  o.policy = Policy::block;
+  return o;
+}
+
+/// Receives values a child reports through `ev` until `out` holds `count`
+/// of them; false if the deadline passes first.
+bool collect(Event& ev, std::vector<std::uint64_t>& out, std::size_t count,
+             Clock::time_point deadline) {
+  while (out.size() < count) {
+    std::uint64_t v = 0;
+    if (!ev.wait(v, std::max(ms_left(deadline), 1))) return false;
+    out.push_back(v);
+  }
+  return true;
+}
+
+/// Takes every report already in the pipe (a killed child's last words).
+void drain(Event& ev, std::vector<std::uint64_t>& out) {
+  std::uint64_t v = 0;
+  while (ev.wait(v, 0)) out.push_back(v);
+}
+
+/// Whether `v` is exactly first, first+1, ..., first+v.size()-1.
+bool contiguous_from(const std::vector<std::uint64_t>& v, std::uint64_t first) {
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (v[i] != first + i) return false;
+  }
+  return true;
+}
+
+/// Reads u64 payloads (each equal to its sequence) until `last` has been
+/// read. Returns the status that stopped it early (timeout at the deadline,
+/// or a status a loss-free channel must never give), ok once `last` is in.
+PollStatus read_through(Subscriber& sub, std::uint64_t last, std::vector<std::uint64_t>& out,
+                        Clock::time_point deadline) {
+  for (;;) {
+    Message m;
+    std::byte buf[64];
+    const PollStatus st = sub.poll(m, buf);
+    if (st == PollStatus::ok) {
+      const auto v = value_of<std::uint64_t>(m.payload);
+      if (v != m.sequence) return PollStatus::corrupted;
+      out.push_back(v);
+      if (v == last) return PollStatus::ok;
+      continue;
+    }
+    if (st != PollStatus::empty) return st;
+    if (Clock::now() >= deadline) return PollStatus::timeout;
+    const PollStatus w = sub.wait(std::min<std::uint64_t>(ns_left(deadline), 100'000'000));
+    if (w != PollStatus::ok && w != PollStatus::timeout) return w;
+  }
+}
+
+/// Body of a child that publishes the values first..last (each the sequence it
+/// expects to get) and exits 0, or 20 + the status of the first failure.
+int publish_range(const std::string& name, std::uint64_t first, std::uint64_t last) {
+  auto ch = Channel::open(name, kTestBus);
+  if (!ch) return 10;
+  auto pub = ch->publisher();
+  if (!pub) return 11;
+  for (std::uint64_t v = first; v <= last; ++v) {
+    const PublishStatus st = pub->publish(bytes_of(v), {}, kBoundNs);
+    if (st != PublishStatus::ok) return 20 + static_cast<int>(st);
+  }
+  return 0;
+}
+
+/// How a killed durable reader consumes messages.
+enum class ReadMode {
+  poll,  ///< copy-out poll(): the cursor is published before poll() returns; reports after
+  read,  ///< zero-copy read(): reports inside the callback, before the cursor moves
+};
+
+/// Body of a child that attaches the durable subscriber `durable` (creating it
+/// at the earliest message, or resuming it) and reads until `last`,
+/// reporting every value through `reports` (see ReadMode for when).
+int durable_reader(const std::string& name, const std::string& durable, ReadMode mode,
+                   std::uint64_t last, Event& reports) {
+  auto ch = Channel::open(name, kTestBus);
+  if (!ch) return 10;
+  auto sub = ch->subscribe({durable, StartAt::earliest()});
+  if (!sub) return 11;
+  const auto deadline = Clock::now() + kBound;
+  for (;;) {
+    PollStatus st;
+    std::uint64_t v = 0;
+    if (mode == ReadMode::poll) {
+      Message m;
+      std::byte buf[64];
+      st = sub->poll(m, buf);
+      if (st == PollStatus::ok) {
+        v = value_of<std::uint64_t>(m.payload);
+        reports.signal(v);
+      }
+    } else {
+      st = sub->read([&](const Message& m) {
+        v = value_of<std::uint64_t>(m.payload);
+        reports.signal(v);
+      });
+    }
+    if (st == PollStatus::ok) {
+      if (v == last) return 0;
+      continue;
+    }
+    if (st != PollStatus::empty) return 12;
+    if (Clock::now() >= deadline) return 13;
+    (void)sub->wait(100'000'000);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("a publisher killed with SIGKILL between claim and commit does not stall readers") {
+  ScopedChannelName name("mp-claim");
+  ChannelOptions o = block_channel(8);
+  o.unblock_timeout_ns = 50'000'000;  // 50 ms
+  Channel ch = make_channel(name, o);
+  auto sub = ch.subscribe({"", StartAt::earliest()});
+  REQUIRE(sub);
+
+  Event claimed;
+  Child writer([&]() -> int {
+    auto c = Channel::open(name.str(), kTestBus);
+    if (!c) return 10;
+    auto pub = c->publisher();
+    if (!pub) return 11;
+    Claim claim;
+    if (pub->try_claim(8, claim) != PublishStatus::ok) return 12;
+    std::memset(claim.payload.data(), 0xab, 8);  // half-written, never committed
+    claimed.signal(claim.sequence);
+    pause_forever();
+  });
+  std::uint64_t claimed_seq = ~0ULL;
+  REQUIRE(claimed.wait(claimed_seq, ms_left(Clock::now() + kBound)));
+  REQUIRE(claimed_seq == 0);
+  REQUIRE(writer.kill_and_wait() == kKilled);
+
+  {
+    const ChannelStats st = ch.stats();
+    REQUIRE(st.head == 1);
+    REQUIRE(st.publishers.size() == 1);
+    CHECK(st.publishers[0].pid == static_cast<std::uint32_t>(writer.pid()));
+    CHECK_FALSE(st.publishers[0].alive);
+    CHECK(st.abandoned == 0);
+  }
+
+  // Another peer publishes three rings' worth behind the dead claim: it can
+  // only get past the first ring once the reader has given up on sequence 0.
+  const std::uint64_t last = 3 * o.capacity;
+  Child publisher([&] { return publish_range(name.str(), 1, last); });
+
+  const auto start = Clock::now();
+  std::vector<std::uint64_t> got;
+  const PollStatus st = read_through(*sub, last, got, start + kBound);
+  const auto elapsed = Clock::now() - start;
+  CHECK(st == PollStatus::ok);
+  REQUIRE(publisher.wait() == 0);
+  CHECK(got.size() == last);
+  CHECK(contiguous_from(got, 1));
+  // The claim is taken away only after it stayed silent for the unblock
+  // timeout, counted from when this reader first saw it stall.
+  CHECK(elapsed >= std::chrono::nanoseconds(o.unblock_timeout_ns));
+  const ChannelStats after = ch.stats();
+  CHECK(after.abandoned == 1);
+  CHECK(after.head == last + 1);
+  REQUIRE(after.subscribers.size() == 1);
+  CHECK(after.subscribers[0].cursor == last + 1);
+  CHECK(after.subscribers[0].lost == 0);
+}
+
+TEST_CASE("a durable subscriber killed mid-stream resumes with no gap or duplicate") {
+  // N messages are in the ring before the reader starts (capacity N: nothing
+  // is ever overwritten). The child reports every value it reads through a
+  // pipe, free-running; the parent SIGKILLs it once K reports arrived, so the
+  // kill lands wherever the child happens to be (in poll, in the report's
+  // write, between the two). A pipe holds 16 pages by default (64 KiB = 8192
+  // reports with 4 KiB pages), so the child is at most K + that + 1 messages
+  // in when it dies; N is chosen above that: the kill is always mid-stream.
+  //
+  // What the durable cursor promises depends on when the reader looks at a
+  // message relative to the cursor update, so both read paths are checked:
+  //  - poll(): the cursor is published before poll() returns, and the child
+  //    reports after. The resumer starts at r+1 (r = last report), or at r+2
+  //    when the kill fell between poll() returning r+1 and its report: r+1
+  //    was then consumed — the cursor says so — but its report died with the
+  //    child. Nothing is ever delivered twice.
+  //  - read(): the child reports inside the callback, before the cursor
+  //    moves. The resumer starts at r+1, or at r when the kill fell between
+  //    the report and the cursor update: that one message is delivered twice
+  //    (at-least-once), and reports + resumed reads cover 0..N-1 exactly.
+  constexpr std::size_t kK = 1000;
+  const std::uint64_t pipe_reports = 16 * static_cast<std::uint64_t>(::sysconf(_SC_PAGESIZE)) / 8;
+  const std::uint64_t kN = std::bit_ceil(kK + pipe_reports + 2);  // 16384 with 4 KiB pages
+  ReadMode mode = ReadMode::poll;
+  SECTION("reading with copy-out poll") { mode = ReadMode::poll; }
+  SECTION("reading with zero-copy read") { mode = ReadMode::read; }
+
+  ScopedChannelName name("mp-durable");
+  Channel ch = make_channel(name, block_channel(static_cast<std::uint32_t>(kN), 64));
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  std::uint64_t published = 0;
+  while (published < kN && pub->publish(bytes_of(published), {}, 0) == PublishStatus::ok) ++published;
+  REQUIRE(published == kN);
+
+  Event reports;
+  Child reader([&] { return durable_reader(name.str(), "d1", mode, kN - 1, reports); });
+  std::vector<std::uint64_t> reported;
+  REQUIRE(collect(reports, reported, kK, Clock::now() + kBound));
+  REQUIRE(reader.kill_and_wait() == kKilled);
+  drain(reports, reported);
+  REQUIRE(contiguous_from(reported, 0));
+  const std::uint64_t r = reported.back();
+  REQUIRE(r + 2 < kN);  // killed mid-stream (see the pipe bound above)
+
+  // The dead owner's entry still holds the cursor it published.
+  std::uint64_t dead_cursor = ~0ULL;
+  for (const auto& s : ch.stats().subscribers) {
+    if (s.name == "d1") {
+      CHECK(s.durable);
+      CHECK(s.pid == static_cast<std::uint32_t>(reader.pid()));
+      CHECK_FALSE(s.alive);
+      dead_cursor = s.cursor;
+    }
+  }
+  INFO("last report " << r << ", cursor left by the killed reader " << dead_cursor);
+  if (mode == ReadMode::poll) {
+    CHECK((dead_cursor == r + 1 || dead_cursor == r + 2));
+  } else {
+    CHECK((dead_cursor == r || dead_cursor == r + 1));
+  }
+
+  auto resumer = ch.subscribe({"d1", StartAt::latest()});  // start is ignored on resume
+  REQUIRE(resumer);
+  CHECK(resumer->resumed());
+  CHECK(resumer->cursor() == dead_cursor);
+  std::vector<std::uint64_t> rest;
+  REQUIRE(read_through(*resumer, kN - 1, rest, Clock::now() + kBound) == PollStatus::ok);
+  REQUIRE(!rest.empty());
+  CHECK(rest.front() == dead_cursor);
+  CHECK(contiguous_from(rest, rest.front()));
+  CHECK(resumer->counters().lost == 0);
+
+  // Account for every message exactly: the only message missing from the
+  // reports and the resumed reads, or the only one in both, is the one at
+  // the kill point described above.
+  std::vector<int> seen(kN, 0);
+  for (auto v : reported) ++seen[v];
+  for (auto v : rest) ++seen[v];
+  std::vector<std::uint64_t> missing, twice;
+  for (std::uint64_t i = 0; i < kN; ++i) {
+    if (seen[i] == 0) missing.push_back(i);
+    if (seen[i] > 1) twice.push_back(i);
+  }
+  CHECK(missing.size() + twice.size() <= 1);
+  if (mode == ReadMode::poll) {
+    CHECK(twice.empty());
+    CHECK(missing == (dead_cursor == r + 2 ? std::vector<std::uint64_t>{r + 1}
+                                           : std::vector<std::uint64_t>{}));
+  } else {
+    CHECK(missing.empty());
+    CHECK(twice == (dead_cursor == r ? std::vector<std::uint64_t>{r} : std::vector<std::uint64_t>{}));
+  }
+  CHECK(ch.stats().dead_reclaimed == 1);
+}
+
+TEST_CASE("an anonymous subscriber's slot is reclaimed after its process dies") {
+  ScopedChannelName name("mp-reclaim");
+  ChannelOptions o = block_channel(8);
+  o.max_subscribers = 2;
+  Channel ch = make_channel(name, o);
+
+  auto holder = [&](Event& ready) {
+    return [&]() -> int {
+      auto c = Channel::open(name.str(), kTestBus);
+      if (!c) return 10;
+      auto sub = c->subscribe();
+      if (!sub) return 11;
+      ready.signal();
+      pause_forever();
+    };
+  };
+  Event ready_a, ready_b;
+  Child a(holder(ready_a));
+  Child b(holder(ready_b));
+  REQUIRE(ready_a.wait(ms_left(Clock::now() + kBound)));
+  REQUIRE(ready_b.wait(ms_left(Clock::now() + kBound)));
+
+  auto refused = ch.subscribe();
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code() == ErrorCode::table_full);
+  CHECK(ch.stats().dead_reclaimed == 0);
+
+  REQUIRE(a.kill_and_wait() == kKilled);
+  auto sub = ch.subscribe();
+  REQUIRE(sub);
+
+  const ChannelStats st = ch.stats();
+  CHECK(st.dead_reclaimed == 1);
+  REQUIRE(st.subscribers.size() == 2);
+  bool mine = false, b_alive = false;
+  for (const auto& s : st.subscribers) {
+    CHECK(s.pid != static_cast<std::uint32_t>(a.pid()));
+    CHECK(s.state == "active");
+    CHECK_FALSE(s.durable);
+    if (s.pid == static_cast<std::uint32_t>(::getpid())) mine = s.alive;
+    if (s.pid == static_cast<std::uint32_t>(b.pid())) b_alive = s.alive;
+  }
+  CHECK(mine);
+  CHECK(b_alive);
+
+  // Still full for a third subscriber while b lives.
+  auto third = ch.subscribe();
+  REQUIRE_FALSE(third);
+  CHECK(third.error().code() == ErrorCode::table_full);
+  REQUIRE(b.kill_and_wait() == kKilled);
+}
+
+TEST_CASE("a blocked publisher is released when the slow subscriber dies") {
+  ScopedChannelName name("mp-blocked");
+  constexpr std::uint32_t kCapacity = 4;
+  Channel ch = make_channel(name, block_channel(kCapacity));
+
+  Event ready;
+  Child slow([&]() -> int {
+    auto c = Channel::open(name.str(), kTestBus);
+    if (!c) return 10;
+    auto sub = c->subscribe({"", StartAt::at_sequence(0)});
+    if (!sub) return 11;
+    ready.signal();
+    pause_forever();  // never reads
+  });
+  REQUIRE(ready.wait(ms_left(Clock::now() + kBound)));
+
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  for (std::uint64_t i = 0; i < kCapacity; ++i) REQUIRE(pub->publish(bytes_of(i), {}, 0) == PublishStatus::ok);
+  // The ring is full for the slow reader.
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{kCapacity}), {}, 0) == PublishStatus::timeout);
+
+  // The killer waits until the parent is about to publish and then until the
+  // publisher is actually asleep on the full ring (pub_sleeping is raised only
+  // after the spin phase, before each futex sleep), then kills the reader.
+  Event about_to_publish;
+  Child killer([&]() -> int {
+    auto c = Channel::open(name.str(), kTestBus);
+    if (!c) return 10;
+    if (!about_to_publish.wait(ms_left(Clock::now() + kBound))) return 11;
+    const auto& waiters = c->state()->producer->pub_sleeping;
+    const auto deadline = Clock::now() + kBound;
+    while (waiters.load(std::memory_order_acquire) == 0) {
+      if (Clock::now() >= deadline) {
+        (void)::kill(slow.pid(), SIGKILL);  // let the parent finish; still a failure
+        return 12;
+      }
+      ::sched_yield();
+    }
+    return ::kill(slow.pid(), SIGKILL) == 0 ? 0 : 13;
+  });
+
+  about_to_publish.signal();
+  const auto start = Clock::now();
+  const PublishStatus st = pub->publish(bytes_of(std::uint64_t{kCapacity}), {}, kBoundNs);
+  const auto elapsed = Clock::now() - start;
+  CHECK(killer.wait() == 0);
+  CHECK(slow.wait() == kKilled);
+  CHECK(st == PublishStatus::ok);
+  CHECK(elapsed < 5s);  // released by the death, well before the 10 s timeout
+
+  const ChannelStats stats = ch.stats();
+  CHECK(stats.dead_reclaimed >= 1);
+  CHECK(stats.subscribers.empty());  // the anonymous entry was freed
+  REQUIRE(stats.publishers.size() == 1);
+  CHECK(stats.publishers[0].timeouts == 1);   // only the probe publish above
+  CHECK(stats.publishers[0].blocked_ns > 0);
+  CHECK(stats.publishers[0].published == kCapacity + 1);
+
+  // The message published after the release is in the ring, after 1..3.
+  auto late = ch.subscribe({"", StartAt::earliest()});
+  REQUIRE(late);
+  std::vector<std::uint64_t> got;
+  REQUIRE(read_through(*late, kCapacity, got, Clock::now() + kBound) == PollStatus::ok);
+  CHECK(got == std::vector<std::uint64_t>{1, 2, 3, 4});
+}
+
+TEST_CASE("a consumer killed at random points never corrupts the channel for the others") {
+  // Each trial: a durable cursor "d" exists from sequence 0; a bystander
+  // process reads every message with its own anonymous cursor; a publisher
+  // process publishes 0..M-1 (blocking on the slowest reader); a reader
+  // process consumes "d" and is SIGKILLed after a random number of reports
+  // (zero included: the kill may land while it opens or attaches); the
+  // parent then resumes "d" and reads to the end. Every message must be
+  // accounted for as in the durable test above, the bystander and the
+  // publisher must finish with nothing lost, and no claim may be abandoned.
+  constexpr std::uint64_t kM = 2000;
+  constexpr int kTrials = 20;
+  std::mt19937_64 rng(0x5eed'b05);
+  int killed_mid_stream = 0;
+
+  for (int trial = 0; trial < kTrials; ++trial) {
+    const ReadMode mode = trial % 2 == 0 ? ReadMode::poll : ReadMode::read;
+    // One trial in four kills the reader without waiting for a report, after
+    // a random spin: it then dies while it starts, opens or attaches "d".
+    const bool early = trial % 4 == 3;
+    const std::size_t kill_after =
+        early ? 0 : std::uniform_int_distribution<std::size_t>(1, kM - 1)(rng);
+    const int spin = std::uniform_int_distribution<int>(0, early ? 200'000 : 2'000)(rng);
+    INFO("trial " << trial << (mode == ReadMode::poll ? " (poll)" : " (read)")
+                  << ", kill after " << kill_after << " reports + " << spin << " spins");
+
+    ScopedChannelName name("mp-random");
+    Channel ch = make_channel(name, block_channel(256, 64));
+    {
+      auto d = ch.subscribe({"d", StartAt::earliest()});
+      REQUIRE(d);
+    }  // detached: keeps cursor 0 and gates publishers
+
+    Event bystander_ready;
+    Child bystander([&]() -> int {
+      auto c = Channel::open(name.str(), kTestBus);
+      if (!c) return 10;
+      auto sub = c->subscribe({"", StartAt::at_sequence(0)});
+      if (!sub) return 11;
+      bystander_ready.signal();
+      std::vector<std::uint64_t> got;
+      got.reserve(kM);
+      if (read_through(*sub, kM - 1, got, Clock::now() + kBound) != PollStatus::ok) return 12;
+      if (got.size() != kM || !contiguous_from(got, 0)) return 13;
+      return sub->counters().lost == 0 ? 0 : 14;
+    });
+    REQUIRE(bystander_ready.wait(ms_left(Clock::now() + kBound)));
+
+    Event reports;
+    Child reader([&] { return durable_reader(name.str(), "d", mode, kM - 1, reports); });
+    Child publisher([&] { return publish_range(name.str(), 0, kM - 1); });
+
+    std::vector<std::uint64_t> reported;
+    REQUIRE(collect(reports, reported, kill_after, Clock::now() + kBound));
+    spin_for(spin);  // moves the kill point at random; nothing waits on it
+    const int reader_rc = reader.kill_and_wait();
+    REQUIRE((reader_rc == kKilled || reader_rc == 0));
+    drain(reports, reported);
+    REQUIRE(contiguous_from(reported, 0));
+    const std::uint64_t n = reported.size();
+
+    auto resumer = ch.subscribe({"d", StartAt::latest()});
+    REQUIRE(resumer);
+    CHECK(resumer->resumed());
+    const std::uint64_t c = resumer->cursor();
+    INFO("reports " << n << ", resumed at " << c);
+    if (mode == ReadMode::poll) {
+      CHECK((c == n || c == n + 1));  // n + 1: message n consumed, its report lost
+    } else {
+      CHECK((c == n || (n > 0 && c == n - 1)));  // n - 1: message n-1 delivered twice
+    }
+    if (c < kM) {
+      ++killed_mid_stream;
+      std::vector<std::uint64_t> rest;
+      REQUIRE(read_through(*resumer, kM - 1, rest, Clock::now() + kBound) == PollStatus::ok);
+      CHECK(rest.front() == c);
+      CHECK(contiguous_from(rest, c));
+    }
+    CHECK(resumer->counters().lost == 0);
+
+    CHECK(publisher.wait() == 0);
+    CHECK(bystander.wait() == 0);
+    const ChannelStats st = ch.stats();
+    CHECK(st.head == kM);
+    CHECK(st.abandoned == 0);
+    CHECK(st.evictions == 0);
+    for (const auto& s : st.subscribers) CHECK(s.lost == 0);
+  }
+  // The random points must mostly land while the reader still had work.
+  CHECK(killed_mid_stream >= kTrials / 2);
+}
+
+TEST_CASE("a publisher killed at random points never stalls or corrupts the channel for the others") {
+  // Each trial: publisher A (a process) publishes tagged values 0, 1, 2, ...
+  // and reports each after publish() returned ok; the parent reads, and after
+  // a random number of A's messages (plus a random spin) SIGKILLs A — in its
+  // claim, its copy, its commit, its report, or asleep on the full ring.
+  // Publisher B then publishes kB more. The reader must get a prefix of A's
+  // values with no gap or duplicate that covers every value A reported
+  // (plus at most the one whose report died with A), then all of B's; a
+  // claim A left behind is skipped once the unblock timeout expires.
+  constexpr std::uint64_t kA = 1ULL << 32;
+  constexpr std::uint64_t kB = 2ULL << 32;
+  constexpr std::uint64_t kBCount = 100;
+  constexpr int kTrials = 10;
+  std::mt19937_64 rng(0xa11ce);
+
+  for (int trial = 0; trial < kTrials; ++trial) {
+    const std::size_t kill_after = std::uniform_int_distribution<std::size_t>(1, 300)(rng);
+    const int spin = std::uniform_int_distribution<int>(0, 5'000)(rng);
+    INFO("trial " << trial << ", kill A after " << kill_after << " reads + " << spin << " spins");
+
+    ScopedChannelName name("mp-pubkill");
+    ChannelOptions o = block_channel(64, 64);
+    o.unblock_timeout_ns = 100'000'000;  // 100 ms
+    Channel ch = make_channel(name, o);
+    auto sub = ch.subscribe({"", StartAt::at_sequence(0)});
+    REQUIRE(sub);
+
+    Event published;
+    Child a([&]() -> int {
+      auto c = Channel::open(name.str(), kTestBus);
+      if (!c) return 10;
+      auto pub = c->publisher();
+      if (!pub) return 11;
+      for (std::uint64_t i = 0;; ++i) {
+        PublishStatus st;
+        // A claim taken from a writer that stalled (descheduled) past the
+        // unblock timeout comes back as `abandoned`: publish the value again.
+        while ((st = pub->publish(bytes_of(kA | i), {}, kBoundNs)) == PublishStatus::abandoned) {
+        }
+        if (st != PublishStatus::ok) return 20 + static_cast<int>(st);
+        published.signal(i);
+      }
+    });
+
+    std::vector<std::uint64_t> from_a, from_b;
+    std::uint64_t last_seq = 0;
+    bool order_ok = true;
+    // Reads until `done()`; false at the deadline or on a status a loss-free
+    // block channel must never give.
+    auto read_until = [&](const std::function<bool()>& done) {
+      const auto deadline = Clock::now() + kBound;
+      while (!done()) {
+        Message m;
+        std::byte buf[64];
+        const PollStatus st = sub->poll(m, buf);
+        if (st == PollStatus::ok) {
+          if (!(from_a.empty() && from_b.empty()) && m.sequence <= last_seq) order_ok = false;
+          last_seq = m.sequence;
+          const auto v = value_of<std::uint64_t>(m.payload);
+          if ((v & ~0xffffffffULL) == kA) {
+            from_a.push_back(v & 0xffffffffULL);
+          } else if ((v & ~0xffffffffULL) == kB) {
+            from_b.push_back(v & 0xffffffffULL);
+          } else {
+            return false;
+          }
+          continue;
+        }
+        if (st != PollStatus::empty || Clock::now() >= deadline) return false;
+        (void)sub->wait(std::min<std::uint64_t>(ns_left(deadline), 100'000'000));
+      }
+      return true;
+    };
+
+    REQUIRE(read_until([&] { return from_a.size() >= kill_after; }));
+    spin_for(spin);  // moves the kill point at random; nothing waits on it
+    REQUIRE(a.kill_and_wait() == kKilled);
+    std::vector<std::uint64_t> reported;
+    drain(published, reported);
+    REQUIRE(!reported.empty());
+    REQUIRE(contiguous_from(reported, 0));
+
+    Child b([&] {
+      auto c = Channel::open(name.str(), kTestBus);
+      if (!c) return 10;
+      auto pub = c->publisher();
+      if (!pub) return 11;
+      for (std::uint64_t i = 0; i < kBCount; ++i) {
+        const PublishStatus st = pub->publish(bytes_of(kB | i), {}, kBoundNs);
+        if (st != PublishStatus::ok) return 20 + static_cast<int>(st);
+      }
+      return 0;
+    });
+    CHECK(read_until([&] { return !from_b.empty() && from_b.back() == kBCount - 1; }));
+    CHECK(b.wait() == 0);
+
+    INFO("A reported " << reported.size() << ", reader got " << from_a.size() << " of A");
+    CHECK(order_ok);
+    CHECK(contiguous_from(from_a, 0));
+    CHECK((from_a.size() == reported.size() || from_a.size() == reported.size() + 1));
+    CHECK(from_b.size() == kBCount);
+    CHECK(contiguous_from(from_b, 0));
+    CHECK(sub->counters().lost == 0);
+    CHECK(ch.stats().abandoned <= 1);
+  }
+}
+
+TEST_CASE("a waiter killed in its sleep costs at most one wake-up, then nobody is counted") {
+  // The sleep flags (ProducerBlock::pub_sleeping / sub_sleeping) are raised
+  // before each futex sleep and lowered by the next waker. A sleeper killed
+  // in its sleep leaves a raised flag: the next cursor update and the next
+  // commit each pay one FUTEX_WAKE and lower it, so the hot path is back to
+  // no system call when nobody sleeps.
+  ScopedChannelName name("mp-waiters");
+  Channel ch = make_channel(name, block_channel(4));
+  const auto& producer = *ch.state()->producer;
+  auto sub = ch.subscribe({"", StartAt::at_sequence(0)});
+  REQUIRE(sub);
+
+  // A publisher asleep on the full ring.
+  Child pub_child([&] { return publish_range(name.str(), 0, 100); });
+  // A subscriber asleep on an empty ring (a fresh one, at the far end).
+  Child sub_child([&]() -> int {
+    auto c = Channel::open(name.str(), kTestBus);
+    if (!c) return 10;
+    auto s = c->subscribe({"", StartAt::at_sequence(1'000'000)});
+    if (!s) return 11;
+    (void)s->wait(kBoundNs);
+    return 12;
+  });
+  const auto deadline = Clock::now() + kBound;
+  while (producer.pub_sleeping.load(std::memory_order_acquire) == 0 ||
+         producer.sub_sleeping.load(std::memory_order_acquire) == 0) {
+    REQUIRE(Clock::now() < deadline);
+    ::sched_yield();
+  }
+  REQUIRE(pub_child.kill_and_wait() == kKilled);
+  REQUIRE(sub_child.kill_and_wait() == kKilled);
+  REQUIRE(ch.reclaim_dead() >= 1);
+
+  // One cursor update lowers the publishers' flag; one commit lowers the
+  // subscribers' flag. Nobody is counted as sleeping any more.
+  Message m;
+  std::byte buf[64];
+  REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+  CHECK(producer.pub_sleeping.load(std::memory_order_acquire) == 0);
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{7}), {}, 1'000'000'000ULL) == PublishStatus::ok);
+  CHECK(producer.sub_sleeping.load(std::memory_order_acquire) == 0);
+}

@@ -85,7 +85,7 @@ TEST_CASE("a read-only mapping faults on write and cannot be upgraded") {
   sa.sa_handler = on_segv;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGSEGV, &sa, &old);
-  bool faulted = false;
+  volatile bool faulted = false;
   if (sigsetjmp(g_jump, 1) == 0) {
     *reinterpret_cast<volatile std::byte*>(ro->data() + 100) = std::byte{9};
   } else {

@@ -130,15 +130,15 @@ static_assert(offsetof(ChannelHeader, name) == 160);
 //  ProducerBlock: four 128-byte slots so that the claim counter, the gating
 //  cache, each futex pair and the shared counters never share a line.
 //  0    head: next sequence to claim (every publisher CASes / adds it)
-//  128  gate_cache: last computed min(gating cursors); pub_waiters; pub_futex
-//  256  sub_waiters; sub_futex (readers sleeping for a commit)
+//  128  gate_cache: last computed min(gating cursors); pub_sleeping flag; pub_futex
+//  256  sub_sleeping flag; sub_futex (readers sleeping for a commit)
 //  384  abandoned (claims marked abandoned), evictions, dead_reclaimed
 struct ProducerBlock {
   alignas(kHotSlot) std::atomic<std::uint64_t> head;
   alignas(kHotSlot) std::atomic<std::uint64_t> gate_cache;
-  std::atomic<std::uint32_t> pub_waiters;
+  std::atomic<std::uint32_t> pub_sleeping;
   std::atomic<std::uint32_t> pub_futex;
-  alignas(kHotSlot) std::atomic<std::uint32_t> sub_waiters;
+  alignas(kHotSlot) std::atomic<std::uint32_t> sub_sleeping;
   std::atomic<std::uint32_t> sub_futex;
   alignas(kHotSlot) std::atomic<std::uint64_t> abandoned;
   std::atomic<std::uint64_t> evictions;
@@ -149,9 +149,9 @@ static_assert(sizeof(ProducerBlock) == 4 * kHotSlot);
 static_assert(alignof(ProducerBlock) == kHotSlot);
 static_assert(offsetof(ProducerBlock, head) == 0);
 static_assert(offsetof(ProducerBlock, gate_cache) == 128);
-static_assert(offsetof(ProducerBlock, pub_waiters) == 136);
+static_assert(offsetof(ProducerBlock, pub_sleeping) == 136);
 static_assert(offsetof(ProducerBlock, pub_futex) == 140);
-static_assert(offsetof(ProducerBlock, sub_waiters) == 256);
+static_assert(offsetof(ProducerBlock, sub_sleeping) == 256);
 static_assert(offsetof(ProducerBlock, sub_futex) == 260);
 static_assert(offsetof(ProducerBlock, abandoned) == 384);
 static_assert(offsetof(ProducerBlock, evictions) == 392);

@@ -30,3 +30,40 @@ FutexWait futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
 int futex_wake(std::atomic<std::uint32_t>* word, int count) noexcept;
 
 }  // namespace shmbus::shm
+
+namespace shmbus::shm {
+
+// A sleeping flag beside a futex word, so that a waker pays for FUTEX_WAKE
+// only while somebody may sleep. A flag rather than a count: a sleeper killed
+// in its sleep cannot leave a count that never returns to zero; a stale flag
+// costs the next waker one wake-up and is cleared by it.
+//
+// Sleeper:  v = announce_sleep(flag, word); if (!condition()) futex_wait(&word, v, t);
+// Waker:    make condition true (seq_cst or release + the flag load below);
+//           wake_sleepers(flag, word);
+// SYNC(sleep-flag): the sleeper's seq_cst flag store + fence before it
+// re-checks the condition pairs with the waker's seq_cst flag load after it
+// made the condition true: either the sleeper sees the condition, or the
+// waker sees the flag (Dekker). The word increment (release) pairs with the
+// sleeper's acquire load of the word.
+
+/// Raises the sleeping flag and returns the word value to sleep on.
+/// Thread-safe; call before the last re-check of the condition.
+inline std::uint32_t announce_sleep(std::atomic<std::uint32_t>& flag,
+                                    std::atomic<std::uint32_t>& word) noexcept {
+  flag.store(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  return word.load(std::memory_order_acquire);
+}
+
+/// Wakes every sleeper if the flag is raised (and lowers it). Costs one
+/// seq_cst load when nobody sleeps. Thread-safe.
+inline void wake_sleepers(std::atomic<std::uint32_t>& flag,
+                          std::atomic<std::uint32_t>& word) noexcept {
+  if (flag.load(std::memory_order_seq_cst) != 0 && flag.exchange(0, std::memory_order_seq_cst) != 0) {
+    word.fetch_add(1, std::memory_order_release);
+    futex_wake(&word, 0x7fffffff);
+  }
+}
+
+}  // namespace shmbus::shm
