@@ -71,13 +71,13 @@ void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
   shm::store_release(h->init_state, static_cast<std::uint32_t>(kInitReady));
 }
 
-// Claims the right to initialise: CAS init_owner_pid from `expected_owner`
-// (0 for a fresh segment, a dead pid for a takeover) to this process.
+// Claims the right to initialise: CAS init_owner from `expected_owner` (0 for
+// a fresh segment, a dead owner for a takeover) to this process. Owner pid
+// and start time are one word, so no opener can pair a new pid with an old
+// start time and take the new owner for dead.
 bool claim_init(ChannelHeader* h, std::uint64_t expected_owner) {
-  const shm::ProcessId me = shm::self_process();
   std::uint64_t exp = expected_owner;
-  if (!shm::cas_acq_rel(h->init_owner_pid, exp, static_cast<std::uint64_t>(me.pid))) return false;
-  shm::store_relaxed(h->init_owner_start, me.start_time);
+  if (!shm::cas_acq_rel(h->init_owner, exp, shm::pack_process(shm::self_process()))) return false;
   shm::store_release(h->init_state, static_cast<std::uint32_t>(kInitRunning));
   return true;
 }
@@ -149,6 +149,10 @@ Result<Geometry> compute_geometry(const ChannelOptions& o) {
   if (o.unblock_timeout_ns < 1000) {
     return invalid("unblock_timeout_ns " + num(o.unblock_timeout_ns) + " must be at least 1000");
   }
+  if (o.eviction_timeout_ns != 0 && o.policy != Policy::block) {
+    return invalid("eviction_timeout_ns applies to the block policy only (policy " +
+                   std::string(to_string(o.policy)) + ")");
+  }
   if (o.mode > 0777) return invalid("mode " + num(o.mode) + " is not a permission mask (<= 0777)");
   Geometry g;
   g.policy = o.policy;
@@ -167,7 +171,7 @@ Result<Geometry> compute_geometry(const ChannelOptions& o) {
   g.groups_offset =
       round_up(g.subscribers_offset + sizeof(SubscriberEntry) * g.max_subscribers, kHotSlot);
   g.stamps_offset = g.groups_offset;
-  g.data_offset = round_up(g.stamps_offset + 8ULL * g.capacity, shm::page_size());
+  g.data_offset = round_up(g.stamps_offset + sizeof(SlotControl) * g.capacity, shm::page_size());
   g.total_size = g.data_offset + static_cast<std::uint64_t>(g.capacity) * g.slot_size;
   if (g.total_size > kMaxTotalSize) {
     return invalid("capacity x slot_size = " + num(g.total_size) + " bytes is too large (limit " +
@@ -265,7 +269,7 @@ Result<std::shared_ptr<ChannelState>> attach(shm::Segment seg, const std::string
   st->producer = reinterpret_cast<ProducerBlock*>(base + g.producer_offset);
   st->publishers = reinterpret_cast<PublisherEntry*>(base + g.publishers_offset);
   st->subscribers = reinterpret_cast<SubscriberEntry*>(base + g.subscribers_offset);
-  st->stamps = reinterpret_cast<std::atomic<std::uint64_t>*>(base + g.stamps_offset);
+  st->slots = reinterpret_cast<SlotControl*>(base + g.stamps_offset);
   st->data = st->data_ro.data();
   st->segment = std::move(seg);
   return st;
@@ -296,7 +300,7 @@ Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::
   if (!claim_init(h, 0)) {
     return Error(ErrorCode::busy, "initialisation of channel '" + std::string(name) +
                                       "' was taken over by pid " +
-                                      num(shm::load_relaxed(h->init_owner_pid)));
+                                      num(shm::packed_pid(shm::load_relaxed(h->init_owner))));
   }
   initialise(h, g.value(), name);
   return attach(std::move(seg.value()), std::string(bus), std::string(name), g.value(),
@@ -319,23 +323,19 @@ Probe wait_for_init(const shm::Segment& seg, std::uint64_t wait_ns, shm::Mapping
   for (;;) {
     const bool expired = shm::monotonic_ns() >= deadline;
     auto sz = seg.size();
-    if (sz && sz.value() >= kHeaderPage) {
-      if (!hdr_map.valid()) {
-        auto m = seg.map(0, kHeaderPage, seg.access(), false);
-        if (m) hdr_map = std::move(m.value());
+    if (sz && sz.value() >= kHeaderPage && !hdr_map.valid()) {
+      auto m = seg.map(0, kHeaderPage, seg.access(), false);
+      if (m) hdr_map = std::move(m.value());
+    }
+    if (hdr_map.valid()) {
+      auto* h = reinterpret_cast<const ChannelHeader*>(hdr_map.data());
+      // SYNC(init): acquire, pairs with the release in initialise().
+      if (shm::load_acquire(h->init_state) == kInitReady) return {InitWait::ready};
+      const std::uint64_t owner = shm::load_acquire(h->init_owner);
+      if (owner != 0 && shm::packed_liveness(owner) == shm::Liveness::dead) {
+        return {InitWait::abandoned, owner};
       }
-      if (hdr_map.valid()) {
-        auto* h = reinterpret_cast<const ChannelHeader*>(hdr_map.data());
-        // SYNC(init): acquire, pairs with the release in initialise().
-        if (shm::load_acquire(h->init_state) == kInitReady) return {InitWait::ready};
-        const std::uint64_t owner = shm::load_acquire(h->init_owner_pid);
-        if (owner != 0) {
-          const shm::ProcessId id{static_cast<std::uint32_t>(owner),
-                                  shm::load_relaxed(h->init_owner_start)};
-          if (shm::process_liveness(id) == shm::Liveness::dead) return {InitWait::abandoned, owner};
-        }
-        if (expired) return {owner == 0 ? InitWait::abandoned : InitWait::timed_out, owner};
-      }
+      if (expired) return {owner == 0 ? InitWait::abandoned : InitWait::timed_out, owner};
     } else if (expired) {
       return {InitWait::never_sized};
     }
@@ -395,12 +395,15 @@ Result<std::shared_ptr<ChannelState>> open_impl(std::string_view bus, std::strin
                                              "while creating it?); remove it with 'shmbus rm'");
     case InitWait::timed_out:
       return Error(ErrorCode::timeout, "channel '" + chan + "' is still being initialised by pid " +
-                                           num(p.owner) + " after the open timeout");
+                                           num(shm::packed_pid(p.owner)) + " after the open timeout");
     case InitWait::abandoned: {
       if (takeover == nullptr || opts.mode == MapMode::observer) {
+        const std::string who = p.owner == 0
+                                    ? std::string("a creator that never recorded itself")
+                                    : "pid " + num(shm::packed_pid(p.owner)) + ", which is gone";
         return Error(ErrorCode::corrupted,
-                     "channel '" + chan + "' was left half-initialised by pid " + num(p.owner) +
-                         ", which is gone; open it with parameters to take over, or remove it");
+                     "channel '" + chan + "' was left half-initialised by " + who +
+                         "; open it with parameters to take over, or remove it");
       }
       auto g = compute_geometry(*takeover);
       if (!g) return g.error();
@@ -449,7 +452,10 @@ Result<std::shared_ptr<ChannelState>> open_or_create_channel(std::string_view bu
                                                              const ChannelOptions& opts) {
   for (int attempt = 0; attempt < 8; ++attempt) {
     auto c = create_channel(bus, name, opts);
-    if (c || c.error().code() != ErrorCode::already_exists) return c;
+    // busy: an opener took over our fresh segment's init; open it like them.
+    if (c || (c.error().code() != ErrorCode::already_exists && c.error().code() != ErrorCode::busy)) {
+      return c;
+    }
     OpenOptions o;
     o.expect = opts;
     auto r = open_impl(bus, name, o, &opts);

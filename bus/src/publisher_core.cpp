@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstring>
 
+#include <shmbus/bus/slots.hpp>
 #include <shmbus/bus/tables.hpp>
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
@@ -25,7 +26,7 @@ PublisherCore& PublisherCore::operator=(PublisherCore&& o) noexcept {
     ch_ = std::move(o.ch_);
     prod_ = o.prod_;
     entry_ = o.entry_;
-    stamps_ = o.stamps_;
+    slots_ = o.slots_;
     data_ = o.data_;
     mask_ = o.mask_;
     capacity_ = o.capacity_;
@@ -36,6 +37,7 @@ PublisherCore& PublisherCore::operator=(PublisherCore&& o) noexcept {
     policy_ = o.policy_;
     gate_ = o.gate_;
     last_housekeeping_ns_ = o.last_housekeeping_ns_;
+    self_packed_ = o.self_packed_;
     o.ch_.reset();
   }
   return *this;
@@ -58,7 +60,7 @@ Result<PublisherCore> PublisherCore::create(std::shared_ptr<ChannelState> ch) {
   PublisherCore p;
   p.prod_ = ch->producer;
   p.entry_ = &ch->publishers[idx.value()];
-  p.stamps_ = ch->stamps;
+  p.slots_ = ch->slots;
   p.data_ = data.value();
   p.capacity_ = ch->geo.capacity;
   p.mask_ = p.capacity_ - 1;
@@ -66,6 +68,7 @@ Result<PublisherCore> PublisherCore::create(std::shared_ptr<ChannelState> ch) {
   p.slot_size_ = ch->geo.slot_size;
   p.max_payload_ = ch->geo.max_payload;
   p.index_ = idx.value();
+  p.self_packed_ = shm::pack_process(shm::self_process());
   p.policy_ = ch->geo.policy;
   // SYNC(gate): acquire, pairs with the release store in refresh_gate.
   p.gate_ = shm::load_acquire(ch->producer->gate_cache);
@@ -120,7 +123,9 @@ bool PublisherCore::reserve(std::uint64_t& seq, std::uint64_t timeout_ns,
     if (head >= gate_ + capacity_) {
       // Cached gate says full: take another publisher's fresher value, then rescan.
       gate_ = std::max(gate_, shm::load_acquire(prod_->gate_cache));
-      if (head >= gate_ + capacity_ && head >= refresh_gate(head, false) + capacity_) {
+      // Housekeeping (rate-limited) here too, so a dead subscriber cannot keep
+      // a reject channel `full` or a zero-timeout publish failing.
+      if (head >= gate_ + capacity_ && head >= refresh_gate(head, true) + capacity_) {
         if (policy_ == Policy::reject) {
           shm::single_writer_add(entry_->rejected, 1);
           why = PublishStatus::full;
@@ -153,7 +158,8 @@ bool PublisherCore::reserve(std::uint64_t& seq, std::uint64_t timeout_ns,
 }
 
 PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
-  std::atomic<std::uint64_t>& stamp = stamps_[seq & mask_];
+  SlotControl& ctl = slots_[seq & mask_];
+  std::atomic<std::uint64_t>& stamp = ctl.stamp;
   // The slot's previous occupant is sequence seq - capacity (none on the
   // first lap). We take the slot only once that claim has finished (committed
   // or abandoned): a writer never overtakes a slower writer of an earlier
@@ -164,6 +170,7 @@ PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
   // occupant's commit/abandon, so its writes are ordered before ours.
   std::uint64_t st = shm::load_acquire(stamp);
   std::uint64_t waiting_since = 0;
+  std::uint64_t last_liveness_ns = 0;
   for (std::uint32_t spins = 0;; ++spins) {
     const std::uint64_t s_seq = stamp_seq(st);
     const std::uint64_t s_state = stamp_state(st);
@@ -177,6 +184,9 @@ PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
                      (s_seq < seq && (s_state == kStampCommitted || s_state == kStampAbandoned)))
                   : (s_seq == prev && (s_state == kStampCommitted || s_state == kStampAbandoned));
     if (prev_done) {
+      // relaxed: published by the release of the CAS below, so a reader that
+      // acquires our `writing` stamp finds us as the writer.
+      shm::store_relaxed(ctl.writer, self_packed_);
       if (shm::cas_acq_rel(stamp, st, make_stamp(seq, kStampWriting))) {
         // SYNC(seqlock-write): the `writing` stamp must be visible before any
         // byte of the new message, for readers that validate after reading.
@@ -188,7 +198,13 @@ PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
     // The previous lap's writer has not finished (or not even started).
     const std::uint64_t now = shm::monotonic_ns();
     if (waiting_since == 0) waiting_since = now;
-    if (now - waiting_since >= unblock_ns_) {
+    bool give_up = now - waiting_since >= unblock_ns_;
+    if (!give_up && s_state == kStampWriting && now - waiting_since >= kLivenessAfterNs &&
+        now - last_liveness_ns >= kLivenessAfterNs) {
+      last_liveness_ns = now;
+      give_up = slot_writer_dead(ctl);  // a dead writer: no need to wait it out
+    }
+    if (give_up) {
       // Stalled past the unblock timeout: take its claim away (its commit
       // CAS will fail) and carry on.
       if (shm::cas_acq_rel(stamp, st, make_stamp(first_lap ? s_seq : prev, kStampAbandoned))) {
@@ -237,6 +253,15 @@ PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length,
     return PublishStatus::too_large;
   }
   const std::uint64_t seq = claim.sequence;
+  std::uint64_t expected = make_stamp(seq, kStampWriting);
+  // A claim taken away (we stalled past the unblock timeout, or were thought
+  // dead) must not touch the slot again: it may hold a newer message now.
+  // acquire: pairs with the CAS that took it.
+  if (shm::load_acquire(slots_[seq & mask_].stamp) != expected) {
+    claim.active = false;
+    shm::single_writer_add(entry_->lost_claims, 1);
+    return PublishStatus::abandoned;
+  }
   auto* hdr = reinterpret_cast<SlotHeader*>(data_ + (seq & mask_) * static_cast<std::uint64_t>(slot_size_));
   hdr->sequence = seq;
   hdr->timestamp_ns = meta.timestamp_ns != 0 ? meta.timestamp_ns : shm::realtime_ns();
@@ -247,10 +272,9 @@ PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length,
   hdr->attempt = 0;
   hdr->flags = 0;
   claim.active = false;
-  std::uint64_t expected = make_stamp(seq, kStampWriting);
   // SYNC(stamp): release (seq_cst), pairs with the acquire stamp loads in
   // SubscriberCore::begin_read: the slot's bytes are visible before the stamp.
-  if (!shm::cas_seq_cst(stamps_[seq & mask_], expected, make_stamp(seq, kStampCommitted))) {
+  if (!shm::cas_seq_cst(slots_[seq & mask_].stamp, expected, make_stamp(seq, kStampCommitted))) {
     shm::single_writer_add(entry_->lost_claims, 1);
     return PublishStatus::abandoned;
   }
@@ -263,7 +287,7 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
   if (!ch_ || !claim.active) return;
   claim.active = false;
   std::uint64_t expected = make_stamp(claim.sequence, kStampWriting);
-  if (shm::cas_seq_cst(stamps_[claim.sequence & mask_], expected,
+  if (shm::cas_seq_cst(slots_[claim.sequence & mask_].stamp, expected,
                        make_stamp(claim.sequence, kStampAbandoned))) {
     shm::single_writer_add(entry_->aborted, 1);
     wake_subscribers();  // a reader blocked on this sequence can move on

@@ -4,6 +4,7 @@
 #include <climits>
 #include <cstring>
 
+#include <shmbus/bus/slots.hpp>
 #include <shmbus/bus/tables.hpp>
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
@@ -45,8 +46,7 @@ SubscriberCore& SubscriberCore::operator=(SubscriberCore&& o) noexcept {
     ch_ = std::move(o.ch_);
     prod_ = o.prod_;
     entry_ = o.entry_;
-    stamps_ = o.stamps_;
-    stamps_rw_ = o.stamps_rw_;
+    slots_ = o.slots_;
     data_ = o.data_;
     mask_ = o.mask_;
     capacity_ = o.capacity_;
@@ -58,7 +58,6 @@ SubscriberCore& SubscriberCore::operator=(SubscriberCore&& o) noexcept {
     cursor_ = o.cursor_;
     pending_stamp_ = o.pending_stamp_;
     pending_ = o.pending_;
-    seqlock_ = o.seqlock_;
     wake_publishers_ = o.wake_publishers_;
     resumed_ = o.resumed_;
     wait_ = o.wait_;
@@ -75,8 +74,12 @@ SubscriberCore::~SubscriberCore() { release(); }
 
 void SubscriberCore::release() noexcept {
   if (ch_) {
-    publish_cursor();
-    detach_subscriber(*ch_, index_, control_);
+    // A forked child that inherited this handle does not own the entry: it
+    // must neither move the cursor nor detach the parent's subscriber.
+    if (control_pid(control_) == shm::self_process().pid) {
+      publish_cursor();
+      detach_subscriber(*ch_, index_, control_);
+    }
     ch_.reset();
   }
 }
@@ -88,8 +91,7 @@ Result<SubscriberCore> SubscriberCore::create(std::shared_ptr<ChannelState> ch,
   SubscriberCore s;
   s.prod_ = ch->producer;
   s.entry_ = &ch->subscribers[a->index];
-  s.stamps_ = ch->stamps;
-  s.stamps_rw_ = ch->stamps;
+  s.slots_ = ch->slots;
   s.data_ = ch->data;
   s.capacity_ = ch->geo.capacity;
   s.mask_ = s.capacity_ - 1;
@@ -100,7 +102,6 @@ Result<SubscriberCore> SubscriberCore::create(std::shared_ptr<ChannelState> ch,
   s.control_ = a->control;
   s.cursor_ = a->cursor;
   s.resumed_ = a->resumed;
-  s.seqlock_ = ch->geo.policy == Policy::drop_oldest || ch->geo.eviction_timeout_ns != 0;
   s.wake_publishers_ = ch->geo.policy == Policy::block;
   s.wait_ = opts.wait;
   s.ch_ = std::move(ch);
@@ -170,11 +171,26 @@ void SubscriberCore::check_stall(std::uint64_t st) noexcept {
     stall_since_ns_ = now;
     return;
   }
-  if (now - stall_since_ns_ < unblock_ns_) return;
-  // The claim at our cursor was not committed within the unblock timeout:
-  // take it away (the late writer's commit CAS will fail).
+  const std::uint64_t stalled = now - stall_since_ns_;
+  SlotControl& ctl = slots_[cursor_ & mask_];
+  std::uint64_t target = make_stamp(cursor_, kStampAbandoned);
+  bool give_up = stalled >= unblock_ns_;
+  if (!give_up && stamp_state(st) == kStampWriting && stalled >= kLivenessAfterNs &&
+      now - last_liveness_ns_ >= kLivenessAfterNs) {
+    // A claim held in `writing` names its writer: if that process is dead,
+    // there is no need to wait out the unblock timeout. An older lap's dead
+    // writer is abandoned under its own sequence, so the live writer of our
+    // sequence (waiting for that slot) can go on.
+    last_liveness_ns_ = now;
+    if (slot_writer_dead(ctl)) {
+      give_up = true;
+      target = make_stamp(stamp_seq(st), kStampAbandoned);
+    }
+  }
+  if (!give_up) return;
+  // Take the claim away: the late writer's commit CAS will fail.
   std::uint64_t expected = st;
-  if (shm::cas_acq_rel(stamps_rw_[cursor_ & mask_], expected, make_stamp(cursor_, kStampAbandoned))) {
+  if (shm::cas_acq_rel(ctl.stamp, expected, target)) {
     prod_->abandoned.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   }
   stall_seq_ = ~0ULL;
@@ -183,7 +199,7 @@ void SubscriberCore::check_stall(std::uint64_t st) noexcept {
 bool SubscriberCore::ready() noexcept {
   if (!ch_) return true;
   if (shm::load_relaxed(entry_->control) != control_) return true;
-  const std::uint64_t st = stamps_[cursor_ & mask_].load(std::memory_order_seq_cst);
+  const std::uint64_t st = slots_[cursor_ & mask_].stamp.load(std::memory_order_seq_cst);
   if (stamp_state(st) == kStampEmpty) return false;
   return stamp_seq(st) > cursor_ ||
          (stamp_seq(st) == cursor_ && stamp_state(st) != kStampWriting);
@@ -198,19 +214,15 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
     const std::uint64_t want = make_stamp(cursor_, kStampCommitted);
     // SYNC(stamp): acquire, pairs with the seq_cst (release) commit CAS in
     // PublisherCore::commit: the slot's bytes are visible once this matches.
-    const std::uint64_t st = shm::load_acquire(stamps_[cursor_ & mask_]);
+    const std::uint64_t st = shm::load_acquire(slots_[cursor_ & mask_].stamp);
     if (st == want) {
       const std::byte* slot = data_ + (cursor_ & mask_) * static_cast<std::uint64_t>(slot_size_);
       SlotHeader hdr;
-      if (seqlock_) {
-        racy_copy(&hdr, slot, sizeof hdr);
-      } else {
-        std::memcpy(&hdr, slot, sizeof hdr);
-      }
+      racy_copy(&hdr, slot, sizeof hdr);
       if (hdr.length > max_payload_ || hdr.sequence != cursor_) {
         // Torn by a lapping writer, or a corrupted slot: the stamp decides.
         std::atomic_thread_fence(std::memory_order_acquire);
-        const std::uint64_t now = shm::load_relaxed(stamps_[cursor_ & mask_]);
+        const std::uint64_t now = shm::load_relaxed(slots_[cursor_ & mask_].stamp);
         if (now != want) return on_lapped(now);
         shm::single_writer_add(entry_->lost, 1);
         ++cursor_;
@@ -244,13 +256,13 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
 PollStatus SubscriberCore::finish_read(bool publish) noexcept {
   if (!ch_ || !pending_) return PollStatus::invalid;
   pending_ = false;
-  if (seqlock_) {
-    // SYNC(seqlock-read): acquire fence orders the reads of the slot before
-    // the re-load of the stamp; pairs with the writer's release fence.
-    std::atomic_thread_fence(std::memory_order_acquire);
-    const std::uint64_t now = shm::load_relaxed(stamps_[cursor_ & mask_]);
-    if (now != pending_stamp_) return on_lapped(now);
-  }
+  // SYNC(seqlock-read): acquire fence orders the reads of the slot before the
+  // re-load of the stamp; pairs with the writer's release fence. Every policy
+  // validates: a drop_oldest writer, an evicted reader, or a reader that
+  // joined a busy channel behind a publisher's cached gate can be lapped.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  const std::uint64_t now = shm::load_relaxed(slots_[cursor_ & mask_].stamp);
+  if (now != pending_stamp_) return on_lapped(now);
   ++cursor_;
   shm::single_writer_add(entry_->delivered, 1);
   if (publish) publish_cursor();
@@ -269,11 +281,7 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
 }
 
 void SubscriberCore::copy_payload(Message& m, std::span<std::byte> dst) noexcept {
-  if (seqlock_) {
-    racy_copy(dst.data(), m.payload.data(), dst.size());
-  } else if (!dst.empty()) {
-    std::memcpy(dst.data(), m.payload.data(), dst.size());
-  }
+  racy_copy(dst.data(), m.payload.data(), dst.size());
   m.payload = std::span<const std::byte>(dst.data(), dst.size());
 }
 
@@ -291,7 +299,7 @@ PollStatus SubscriberCore::wait(std::uint64_t timeout_ns) noexcept {
   for (;;) {
     const std::uint64_t now = shm::monotonic_ns();
     if (now >= deadline) return PollStatus::timeout;
-    check_stall(shm::load_acquire(stamps_[cursor_ & mask_]));
+    check_stall(shm::load_acquire(slots_[cursor_ & mask_].stamp));
     if (ready()) return PollStatus::ok;
     switch (wait_) {
       case WaitStrategy::busy_spin:
@@ -319,6 +327,22 @@ PollStatus SubscriberCore::wait(std::uint64_t timeout_ns) noexcept {
         break;
       }
     }
+  }
+}
+
+PollStatus SubscriberCore::poll_wait(Message& out, std::span<std::byte> buffer,
+                                     std::uint64_t timeout_ns) noexcept {
+  const std::uint64_t start = shm::monotonic_ns();
+  const std::uint64_t deadline = timeout_ns > UINT64_MAX - start ? UINT64_MAX : start + timeout_ns;
+  for (;;) {
+    // wait() can report ready for a sequence that poll then skips (an
+    // abandoned claim): keep waiting until something is delivered or time is up.
+    const std::uint64_t now = shm::monotonic_ns();
+    const PollStatus w = wait(deadline > now ? deadline - now : 0);
+    if (w != PollStatus::ok) return w;
+    const PollStatus p = poll(out, buffer);
+    if (p != PollStatus::empty) return p;
+    if (shm::monotonic_ns() >= deadline) return PollStatus::timeout;
   }
 }
 

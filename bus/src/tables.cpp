@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <optional>
 
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
@@ -15,13 +16,23 @@ shm::ProcessId owner_of(std::uint64_t control, const std::atomic<std::uint64_t>&
   return {control_pid(control), shm::load_relaxed(start)};
 }
 
+// Whether the owner recorded in an entry is dead. While an entry is being
+// claimed or resumed its start-time word may still be the previous owner's,
+// so only the pid is checked then.
 bool owner_dead(std::uint64_t control, const std::atomic<std::uint64_t>& start) {
+  const std::uint32_t st = control_state(control);
+  if (st == kEntryClaiming || st == kEntryResuming) {
+    return shm::process_liveness({control_pid(control), 0}) == shm::Liveness::dead;
+  }
   return shm::process_liveness(owner_of(control, start)) == shm::Liveness::dead;
 }
 
 // Wakes publishers sleeping on a full ring (block policy).
 void wake_publishers(ChannelState& ch) noexcept {
   if (ch.read_only()) return;
+  // The entry CAS that freed a cursor was acq_rel: the fence makes it part of
+  // the seq_cst order the sleep-flag protocol relies on.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
   // SYNC(sleep-flag): pairs with announce_sleep in PublisherCore::wait_for_space.
   shm::wake_sleepers(ch.producer->pub_sleeping, ch.producer->pub_futex);
 }
@@ -32,14 +43,12 @@ bool reclaim_subscriber(ChannelState& ch, SubscriberEntry& e) noexcept {
   std::uint64_t c = shm::load_acquire(e.control);
   const std::uint32_t state = control_state(c);
   const bool durable = (shm::load_relaxed(e.flags) & kSubDurable) != 0;
-  if (state == kEntryClaiming) {
-    // Only the pid is known while claiming (start time not yet written).
-    if (shm::process_liveness({control_pid(c), 0}) != shm::Liveness::dead) return false;
-    if (durable && control_pid(c) != 0) {
-      // A durable resume in progress died: the cursor is intact, keep it.
-      return shm::cas_acq_rel(e.control, c, make_control(kEntryDetached, 0));
-    }
-    return shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0));
+  if (state == kEntryClaiming || state == kEntryResuming) {
+    if (!owner_dead(c, e.owner_start)) return false;
+    // A fresh claim that died is freed; a durable resume that died keeps
+    // its cursor (detached).
+    return shm::cas_acq_rel(e.control, c, make_control(state == kEntryResuming ? kEntryDetached
+                                                                               : kEntryFree, 0));
   }
   if (state != kEntryActive && state != kEntryEvicted) return false;
   if (control_pid(c) == 0 || !owner_dead(c, e.owner_start)) return false;
@@ -95,11 +104,11 @@ void detach_publisher(ChannelState& ch, std::uint32_t index) noexcept {
 }
 
 bool entry_gates(std::uint64_t control, std::uint32_t flags) noexcept {
+  (void)flags;
   switch (control_state(control)) {
     case kEntryActive:
-    case kEntryDetached: return true;
-    // A durable subscriber being resumed keeps its cursor while claiming.
-    case kEntryClaiming: return (flags & kSubDurable) != 0;
+    case kEntryDetached:
+    case kEntryResuming: return true;  // a durable cursor being taken over stays valid
     default: return false;
   }
 }
@@ -187,7 +196,7 @@ namespace {
 // re-reading the stamp); false otherwise.
 bool slot_timestamp(const ChannelState& ch, std::uint64_t seq, std::uint64_t& ts) noexcept {
   const std::uint64_t mask = ch.geo.capacity - 1;
-  const auto& stamp = ch.stamps[seq & mask];
+  const auto& stamp = ch.slots[seq & mask].stamp;
   const std::uint64_t want = make_stamp(seq, kStampCommitted);
   if (shm::load_acquire(stamp) != want) return false;
   const auto* hdr = reinterpret_cast<const SlotHeader*>(
@@ -239,37 +248,51 @@ Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view na
     return shm::load_acquire(ch.producer->head);
   };
 
-  auto activate = [&](SubscriberEntry& e, std::uint32_t i, bool resumed,
-                      std::uint64_t cursor) -> SubscriberAttach {
+  // Finishes an attach: claiming/resuming -> active, one CAS (a concurrent
+  // reclaim may have judged us dead meanwhile; then we start over).
+  auto activate = [&](SubscriberEntry& e, std::uint32_t i, std::uint64_t held, bool resumed,
+                      std::uint64_t cursor) -> std::optional<SubscriberAttach> {
     shm::store_relaxed(e.owner_start, me.start_time);
     shm::store_relaxed(e.attached_realtime_ns, shm::realtime_ns());
     const std::uint64_t ctl = make_control(kEntryActive, me.pid);
-    // seq_cst: the new cursor must be visible to publishers' gating scans
-    // before this subscriber reads anything.
-    e.control.store(ctl, std::memory_order_seq_cst);
-    return {i, ctl, cursor, resumed};
+    // seq_cst: orders the cursor store before it in the gating scans'
+    // view, and pairs with the seq_cst scans of same-name entries below.
+    if (!e.control.compare_exchange_strong(held, ctl, std::memory_order_seq_cst)) return std::nullopt;
+    return SubscriberAttach{i, ctl, cursor, resumed};
+  };
+  auto same_durable_name = [&](std::uint32_t j) {
+    const SubscriberEntry& o = ch.subscribers[j];
+    const std::uint64_t oc = o.control.load(std::memory_order_seq_cst);
+    return control_state(oc) != kEntryFree && (shm::load_relaxed(o.flags) & kSubDurable) != 0 &&
+           read_name(o.name) == name;
   };
 
-  for (int attempt = 0; attempt < 4; ++attempt) {
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    if (attempt > 0) shm::sleep_ns(1000ULL << std::min(attempt, 10));  // let a racing attach finish
+    bool retry = false;
     if (durable) {
       // Resume an existing durable cursor with this name.
-      for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+      for (std::uint32_t i = 0; i < ch.geo.max_subscribers && !retry; ++i) {
         SubscriberEntry& e = ch.subscribers[i];
         std::uint64_t c = shm::load_acquire(e.control);
         const std::uint32_t st = control_state(c);
         if (st == kEntryFree || (shm::load_relaxed(e.flags) & kSubDurable) == 0) continue;
         if (read_name(e.name) != name) continue;
-        if (st == kEntryActive || st == kEntryClaiming ||
-            (st == kEntryEvicted && control_pid(c) != 0)) {
-          if (control_pid(c) != 0 && !owner_dead(c, e.owner_start)) {
-            return Error(ErrorCode::busy, "durable subscriber '" + std::string(name) +
-                                              "' on channel '" + ch.name +
-                                              "' is in use by pid " +
-                                              std::to_string(control_pid(c)));
+        if (control_pid(c) != 0 && !owner_dead(c, e.owner_start)) {
+          if (st == kEntryClaiming || st == kEntryResuming) {
+            retry = true;  // another process is attaching this name right now
+            break;
           }
+          return Error(ErrorCode::busy, "durable subscriber '" + std::string(name) +
+                                            "' on channel '" + ch.name + "' is in use by pid " +
+                                            std::to_string(control_pid(c)));
         }
         const bool was_evicted = st == kEntryEvicted;
-        if (!shm::cas_acq_rel(e.control, c, make_control(kEntryClaiming, me.pid))) break;
+        const std::uint64_t held = make_control(kEntryResuming, me.pid);
+        if (!shm::cas_acq_rel(e.control, c, held)) {
+          retry = true;
+          break;
+        }
         std::uint64_t cursor = shm::load_acquire(e.cursor);
         if (was_evicted) {
           // Evicted while away: the gap it lost is counted now.
@@ -281,47 +304,67 @@ Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view na
             shm::store_release(e.cursor, cursor);
           }
         }
-        return activate(e, i, true, cursor);
+        if (auto a = activate(e, i, held, true, cursor)) return *a;
+        retry = true;
       }
+      if (retry) continue;
     }
     // A new entry.
+    bool full = true;
     for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
       SubscriberEntry& e = ch.subscribers[i];
       std::uint64_t c = shm::load_acquire(e.control);
       if (control_state(c) != kEntryFree) continue;
-      if (!shm::cas_acq_rel(e.control, c, make_control(kEntryClaiming, me.pid))) continue;
+      const std::uint64_t held = make_control(kEntryClaiming, me.pid);
+      if (!shm::cas_acq_rel(e.control, c, held)) continue;
+      full = false;
       shm::store_relaxed(e.flags, std::uint32_t{0});
       write_name(e.name, name);
-      // relaxed: statistics and watch words, published by activate()'s store.
+      // relaxed: statistics and watch words, published by activate()'s CAS.
       shm::store_relaxed(e.delivered, std::uint64_t{0});
       shm::store_relaxed(e.lost, std::uint64_t{0});
       shm::store_relaxed(e.lapped_events, std::uint64_t{0});
       shm::store_relaxed(e.evict_watch_since_ns, std::uint64_t{0});
       const std::uint64_t cursor = start_cursor();
       shm::store_release(e.cursor, cursor);
-      shm::store_relaxed(e.flags, durable ? kSubDurable : 0u);
-      SubscriberAttach a = activate(e, i, false, cursor);
       if (durable) {
-        // Two processes may have created the same durable name at once: the
-        // lower index wins; the loser frees its entry and resumes the winner.
-        bool lost_race = false;
-        for (std::uint32_t j = 0; j < i; ++j) {
-          const SubscriberEntry& o = ch.subscribers[j];
-          const std::uint64_t oc = shm::load_acquire(o.control);
-          if (control_state(oc) != kEntryFree && (shm::load_relaxed(o.flags) & kSubDurable) != 0 &&
-              read_name(o.name) == name) {
-            lost_race = true;
+        // Two processes may create the same durable name at once. Each
+        // announces the name (seq_cst), then looks for the other: at least
+        // one of the two sees the other. Seeing a lower index: back off.
+        // Seeing a higher one: wait until it backs off (it sees us) or wins
+        // (it did not), and back off if it wins. Exactly one survives.
+        e.flags.store(kSubDurable, std::memory_order_seq_cst);
+        bool back_off = false;
+        for (std::uint32_t j = 0; j < ch.geo.max_subscribers && !back_off; ++j) {
+          if (j == i || !same_durable_name(j)) continue;
+          if (j < i) {
+            back_off = true;
             break;
           }
+          const std::uint64_t until = shm::monotonic_ns() + 1'000'000'000ULL;
+          while (same_durable_name(j)) {
+            const std::uint32_t ost = control_state(shm::load_acquire(ch.subscribers[j].control));
+            if (ost != kEntryClaiming || shm::monotonic_ns() > until) {
+              back_off = true;  // it won (or is stuck): resume or report busy
+              break;
+            }
+            shm::yield_cpu();
+          }
         }
-        if (lost_race) {
-          shm::store_release(e.control, make_control(kEntryFree, 0));
-          break;  // retry: the resume loop will find the winner
+        if (back_off) {
+          shm::store_relaxed(e.flags, std::uint32_t{0});
+          std::uint64_t mine = held;
+          (void)shm::cas_acq_rel(e.control, mine, make_control(kEntryFree, 0));
+          retry = true;
+          break;
         }
       }
-      return a;
+      if (auto a = activate(e, i, held, false, cursor)) return *a;
+      retry = true;
+      break;
     }
-    if (!durable) break;
+    if (retry) continue;
+    if (full) break;
   }
   return Error(ErrorCode::table_full,
                "channel '" + ch.name + "' has all " + std::to_string(ch.geo.max_subscribers) +
@@ -329,6 +372,7 @@ Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view na
 }
 
 void detach_subscriber(ChannelState& ch, std::uint32_t index, std::uint64_t control) noexcept {
+  if (control_pid(control) != shm::self_process().pid) return;  // not ours (a forked child)
   SubscriberEntry& e = ch.subscribers[index];
   const bool durable = (shm::load_relaxed(e.flags) & kSubDurable) != 0;
   std::uint64_t c = control;

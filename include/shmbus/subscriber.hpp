@@ -30,9 +30,7 @@ class Subscriber {
   /// Waits up to timeout_ns (with the handle's WaitStrategy) and polls.
   /// Not thread-safe: one caller at a time.
   PollStatus poll_wait(Message& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept {
-    const PollStatus w = core_.wait(timeout_ns);
-    if (w != PollStatus::ok) return w;
-    return core_.poll(out, buffer);
+    return core_.poll_wait(out, buffer, timeout_ns);
   }
 
   /// Zero-copy read: calls f(const Message&) with the payload in the

@@ -70,6 +70,16 @@ ProcessId self_process() noexcept {
   return {pid, st};
 }
 
+Liveness packed_liveness(std::uint64_t packed) noexcept {
+  const std::uint32_t pid = packed_pid(packed);
+  if (pid == 0) return Liveness::dead;
+  const Liveness l = process_liveness({pid, 0});
+  if (l != Liveness::alive) return l;
+  const std::uint64_t st = process_start_time(pid);
+  if (st != 0 && (st & 0xffffffffULL) != (packed & 0xffffffffULL)) return Liveness::dead;  // pid reused
+  return Liveness::alive;
+}
+
 Liveness process_liveness(const ProcessId& id) noexcept {
   if (id.pid == 0) return Liveness::dead;
   if (::kill(static_cast<pid_t>(id.pid), 0) != 0 && errno == ESRCH) return Liveness::dead;

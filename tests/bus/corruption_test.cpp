@@ -161,8 +161,7 @@ TEST_CASE("an opener waits for a live creator's initialisation, bounded") {
   auto m = seg->map(0, kHeaderPage, shm::Access::read_write, false);
   REQUIRE(m);
   auto* h = reinterpret_cast<ChannelHeader*>(m->data());
-  h->init_owner_pid.store(shm::self_process().pid);  // alive: this process
-  h->init_owner_start.store(shm::self_process().start_time);
+  h->init_owner.store(shm::pack_process(shm::self_process()));  // alive: this process
   h->init_state.store(kInitRunning);
   const std::string msg = open_error(name, ErrorCode::timeout);
   CHECK(contains(msg, "still being initialised"));
@@ -179,7 +178,7 @@ TEST_CASE("an initialisation whose creator died is refused by open and taken ove
   auto* h = reinterpret_cast<ChannelHeader*>(m->data());
   const pid_t dead = fork_child([] { return 0; });
   REQUIRE(wait_child(dead) == 0);
-  h->init_owner_pid.store(static_cast<std::uint64_t>(dead));
+  h->init_owner.store(static_cast<std::uint64_t>(dead) << 32);
   h->init_state.store(kInitRunning);
   CHECK(contains(open_error(name, ErrorCode::corrupted), "half-initialised"));
   auto taken = Channel::open_or_create(name.str(), small(), kTestBus);

@@ -256,3 +256,35 @@ TEST_CASE("block with eviction: a stuck subscriber is detached as lapped and lea
   CHECK(st == PollStatus::ok);
   CHECK(next >= 1);
 }
+
+TEST_CASE("a live writer silent past the unblock timeout loses its claim; its late commit touches nothing") {
+  ScopedChannelName name;
+  ChannelOptions o = small(Policy::block, 4);
+  o.unblock_timeout_ns = 20'000'000;  // 20 ms
+  Channel ch = make_channel(name, o);
+  auto sub = ch.subscribe();
+  auto slow = ch.publisher();
+  auto fast = ch.publisher();
+  REQUIRE((sub && slow && fast));
+  Claim stalled;
+  REQUIRE(slow->try_claim(8, stalled) == PublishStatus::ok);
+  REQUIRE(fast->publish(bytes_of(std::uint64_t{100})) == PublishStatus::ok);
+  // The reader waits out the unblock timeout (the writer is alive), then
+  // skips the silent claim.
+  Message m;
+  std::byte buf[128];
+  REQUIRE(sub->poll_wait(m, buf, 2'000'000'000ULL) == PollStatus::ok);
+  CHECK(value_of<std::uint64_t>(m.payload) == 100);
+  CHECK(ch.stats().abandoned == 1);
+  // Lap the ring so a newer message sits in the stalled claim's slot.
+  for (std::uint64_t i = 101; i < 105; ++i) REQUIRE(fast->publish(bytes_of(i)) == PublishStatus::ok);
+  // The late commit learns its claim was taken and writes nothing. (Payload
+  // bytes a zero-copy writer stores after losing its claim would land in
+  // the newer message: docs/protocol.md, "Limits".)
+  CHECK(slow->commit(stalled, 8) == PublishStatus::abandoned);
+  for (std::uint64_t i = 101; i < 104; ++i) {
+    REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+    CHECK(value_of<std::uint64_t>(m.payload) == i);
+  }
+  CHECK(ch.stats().publishers[0].lost_claims + ch.stats().publishers[1].lost_claims == 1);
+}

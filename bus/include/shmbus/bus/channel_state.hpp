@@ -84,7 +84,7 @@ class ChannelState {
   ProducerBlock* producer = nullptr;
   PublisherEntry* publishers = nullptr;
   SubscriberEntry* subscribers = nullptr;
-  std::atomic<std::uint64_t>* stamps = nullptr;
+  SlotControl* slots = nullptr;  // stamp + writer per slot
   const std::byte* data = nullptr;
 
   /// The writable view of the slots, mapped on first use by a publisher.

@@ -5,8 +5,8 @@
 //
 //  offset 0                                                     total_size
 //  +-------------+---------------+------------------+-----------+---------+
-//  | ChannelHdr  | ProducerBlock | PublisherEntry[] | Subscriber| Stamps  |
-//  | (one page)  | (4 x 128 B)   | (128 B each)     | Entry[]   | u64[cap]|
+//  | ChannelHdr  | ProducerBlock | PublisherEntry[] | Subscriber| SlotCtl |
+//  | (one page)  | (4 x 128 B)   | (128 B each)     | Entry[]   | [cap]   |
 //  +-------------+---------------+------------------+-----------+---------+
 //  |<------------------------ control area (read-write) --------------->|
 //  +--------------------------------------------------------------------+
@@ -32,7 +32,7 @@ inline constexpr std::size_t kCacheLine = 64;       // fixed: this is an ABI
 inline constexpr std::size_t kHotSlot = 128;        // own slot for hot words (adjacent-line prefetch)
 inline constexpr std::size_t kHeaderPage = 4096;
 inline constexpr std::uint64_t kMagic = 0x5355424d48530a01ULL;  // "\x01\nSHMBUS" little-endian-ish
-inline constexpr std::uint32_t kLayoutVersion = 1;
+inline constexpr std::uint32_t kLayoutVersion = 1;  // bump on any change below
 inline constexpr std::size_t kNameMax = 63;          // channel / subscriber names, without NUL
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -59,7 +59,7 @@ static_assert(sizeof(NameWords) == 64);
 //  ChannelHeader (page 0)
 //  0       magic (u64, written last at init, release)
 //  8       layout_version (u32)   12 init_state (u32)
-//  16      init_owner_pid (u64)   24 init_owner_start (u64)
+//  16      init_owner (u64: packed pid + start time)   24 reserved0
 //  32      abi_fingerprint        40 epoch          48 created_realtime_ns
 //  56      creator_pid (u32)      60 policy (u32)
 //  64      slot_size  68 capacity  72 max_subscribers  76 max_publishers
@@ -73,8 +73,8 @@ struct ChannelHeader {
   std::atomic<std::uint64_t> magic;
   std::atomic<std::uint32_t> layout_version;
   std::atomic<std::uint32_t> init_state;
-  std::atomic<std::uint64_t> init_owner_pid;
-  std::atomic<std::uint64_t> init_owner_start;
+  std::atomic<std::uint64_t> init_owner;  // shm::pack_process of the initialiser
+  std::uint64_t reserved0;
   std::uint64_t abi_fingerprint;
   std::uint64_t epoch;
   std::uint64_t created_realtime_ns;
@@ -103,8 +103,8 @@ static_assert(sizeof(ChannelHeader) == kHeaderPage);
 static_assert(offsetof(ChannelHeader, magic) == 0);
 static_assert(offsetof(ChannelHeader, layout_version) == 8);
 static_assert(offsetof(ChannelHeader, init_state) == 12);
-static_assert(offsetof(ChannelHeader, init_owner_pid) == 16);
-static_assert(offsetof(ChannelHeader, init_owner_start) == 24);
+static_assert(offsetof(ChannelHeader, init_owner) == 16);
+static_assert(offsetof(ChannelHeader, reserved0) == 24);
 static_assert(offsetof(ChannelHeader, abi_fingerprint) == 32);
 static_assert(offsetof(ChannelHeader, epoch) == 40);
 static_assert(offsetof(ChannelHeader, created_realtime_ns) == 48);
@@ -161,10 +161,11 @@ static_assert(offsetof(ProducerBlock, dead_reclaimed) == 400);
 /// bits hold the owner pid, so one CAS changes state and owner together).
 enum EntryState : std::uint32_t {
   kEntryFree = 0,      ///< unused
-  kEntryClaiming = 1,  ///< being filled in by the pid in the high bits
+  kEntryClaiming = 1,  ///< a free entry being filled in by the pid in the high bits
   kEntryActive = 2,    ///< in use by a live owner (pid in the high bits)
   kEntryDetached = 3,  ///< durable subscriber without a process: keeps its cursor (and gates)
   kEntryEvicted = 4,   ///< detached as lapped by a publisher; the owner learns on its next poll
+  kEntryResuming = 5,  ///< a durable entry being taken over by the pid in the high bits (cursor intact)
 };
 inline constexpr std::uint64_t make_control(std::uint32_t state, std::uint32_t pid) noexcept {
   return (static_cast<std::uint64_t>(pid) << 32) | state;
@@ -240,7 +241,20 @@ static_assert(offsetof(SubscriberEntry, delivered) == 136);
 static_assert(offsetof(SubscriberEntry, lost) == 144);
 static_assert(offsetof(SubscriberEntry, lapped_events) == 152);
 
-//  Stamp word (one per slot, in the control area):
+//  SlotControl (16 B per slot, in the control area; four per cache line):
+//  0 stamp   8 writer (shm::pack_process of the publisher holding the slot in
+//  `writing`; lets a reader abandon a dead writer's claim at once instead of
+//  waiting out the unblock timeout)
+struct SlotControl {
+  std::atomic<std::uint64_t> stamp;
+  std::atomic<std::uint64_t> writer;
+};
+static_assert(std::is_standard_layout_v<SlotControl>);
+static_assert(sizeof(SlotControl) == 16);
+static_assert(offsetof(SlotControl, stamp) == 0);
+static_assert(offsetof(SlotControl, writer) == 8);
+
+//  Stamp word (SlotControl::stamp):
 //    bits 63..2  sequence the slot holds (or is being written for)
 //    bits  1..0  state: 0 empty (never written), 1 writing, 2 committed, 3 abandoned
 enum StampState : std::uint64_t { kStampEmpty = 0, kStampWriting = 1, kStampCommitted = 2,
@@ -287,7 +301,7 @@ inline constexpr std::uint64_t abi_fingerprint() noexcept {
   std::uint64_t h = 1469598103934665603ULL;  // FNV-1a over the layout numbers
   const std::uint64_t parts[] = {
       kLayoutVersion, sizeof(ChannelHeader), sizeof(ProducerBlock), sizeof(PublisherEntry),
-      sizeof(SubscriberEntry), sizeof(SlotHeader), offsetof(ChannelHeader, name),
+      sizeof(SubscriberEntry), sizeof(SlotHeader), sizeof(SlotControl), offsetof(ChannelHeader, name),
       offsetof(ProducerBlock, sub_futex), offsetof(SubscriberEntry, cursor),
       offsetof(SlotHeader, attempt), kCacheLine, kHotSlot};
   for (std::uint64_t p : parts) {

@@ -57,7 +57,7 @@ class PublisherCore {
   std::shared_ptr<ChannelState> ch_;
   ProducerBlock* prod_ = nullptr;
   PublisherEntry* entry_ = nullptr;
-  std::atomic<std::uint64_t>* stamps_ = nullptr;
+  SlotControl* slots_ = nullptr;
   std::byte* data_ = nullptr;
   std::uint64_t mask_ = 0;
   std::uint64_t capacity_ = 0;
@@ -68,6 +68,7 @@ class PublisherCore {
   Policy policy_ = Policy::block;
   std::uint64_t gate_ = 0;             ///< local copy of the gating minimum
   std::uint64_t last_housekeeping_ns_ = 0;
+  std::uint64_t self_packed_ = 0;      ///< shm::pack_process of this process (slot writer word)
 };
 
 }  // namespace shmbus::bus

@@ -50,6 +50,9 @@ class SubscriberCore {
   void publish_cursor() noexcept;
   /// Waits until a message (or a loss to report) is ready, up to timeout_ns.
   PollStatus wait(std::uint64_t timeout_ns) noexcept;
+  /// Waits (up to timeout_ns in all) and polls until a poll returns
+  /// something other than `empty`.
+  PollStatus poll_wait(Message& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept;
   /// Whether begin_read would return something other than `empty`.
   [[nodiscard]] bool ready() noexcept;
 
@@ -72,8 +75,7 @@ class SubscriberCore {
   std::shared_ptr<ChannelState> ch_;
   ProducerBlock* prod_ = nullptr;
   SubscriberEntry* entry_ = nullptr;
-  const std::atomic<std::uint64_t>* stamps_ = nullptr;
-  std::atomic<std::uint64_t>* stamps_rw_ = nullptr;
+  SlotControl* slots_ = nullptr;
   const std::byte* data_ = nullptr;
   std::uint64_t mask_ = 0;
   std::uint64_t capacity_ = 0;
@@ -85,7 +87,6 @@ class SubscriberCore {
   std::uint64_t cursor_ = 0;      ///< next sequence to read (owned; mirrored to entry_->cursor)
   std::uint64_t pending_stamp_ = 0;  ///< stamp seen by begin_read, re-checked by finish_read
   bool pending_ = false;
-  bool seqlock_ = false;          ///< writers may lap this reader (drop_oldest or eviction)
   bool wake_publishers_ = false;  ///< block policy: publishers may sleep on our cursor
   bool resumed_ = false;
   WaitStrategy wait_ = WaitStrategy::block;
@@ -93,6 +94,7 @@ class SubscriberCore {
   std::uint64_t stall_seq_ = ~0ULL;
   std::uint64_t stall_stamp_ = 0;
   std::uint64_t stall_since_ns_ = 0;
+  std::uint64_t last_liveness_ns_ = 0;
 };
 
 }  // namespace shmbus::bus

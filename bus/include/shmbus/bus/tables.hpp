@@ -53,7 +53,7 @@ std::uint64_t gating_minimum(const ChannelState& ch, std::uint64_t head) noexcep
 /// calls (liveness); callers rate-limit it. Returns true if anything changed.
 bool reclaim_and_evict(ChannelState& ch, std::uint64_t head, std::uint64_t now_ns) noexcept;
 
-/// Frees the entries (publishers, subscribers, stuck claims) of processes
+/// Frees the publisher and subscriber entries of processes
 /// that are gone. Returns how many entries changed. Thread-safe.
 std::uint32_t reclaim_dead(ChannelState& ch) noexcept;
 

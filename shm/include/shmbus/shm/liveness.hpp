@@ -28,6 +28,20 @@ enum class Liveness : std::uint8_t { alive, dead, unknown };
 /// start time. `unknown` when /proc cannot be read. Thread-safe.
 Liveness process_liveness(const ProcessId& id) noexcept;
 
+/// A process identity packed in one 64-bit word: pid in the high half, the
+/// low 32 bits of the start time in the low half. Lets shared memory record
+/// (or replace) an owner with a single CAS. 0 means nobody.
+inline std::uint64_t pack_process(const ProcessId& id) noexcept {
+  return (static_cast<std::uint64_t>(id.pid) << 32) | (id.start_time & 0xffffffffULL);
+}
+inline std::uint32_t packed_pid(std::uint64_t packed) noexcept {
+  return static_cast<std::uint32_t>(packed >> 32);
+}
+
+/// Liveness of a packed identity (start time compared on its low 32 bits).
+/// Thread-safe.
+Liveness packed_liveness(std::uint64_t packed) noexcept;
+
 /// Convenience: true unless the process is known to be dead.
 inline bool maybe_alive(const ProcessId& id) noexcept {
   return process_liveness(id) != Liveness::dead;
