@@ -18,31 +18,6 @@ constexpr std::uint64_t kSleepSliceNs = 10'000'000;        // re-check liveness 
 constexpr std::uint64_t kHousekeepingEveryNs = 5'000'000;  // liveness syscalls at most this often
 }  // namespace
 
-PublisherCore::PublisherCore(PublisherCore&& o) noexcept { *this = std::move(o); }
-
-PublisherCore& PublisherCore::operator=(PublisherCore&& o) noexcept {
-  if (this != &o) {
-    release();
-    ch_ = std::move(o.ch_);
-    prod_ = o.prod_;
-    entry_ = o.entry_;
-    slots_ = o.slots_;
-    data_ = o.data_;
-    mask_ = o.mask_;
-    capacity_ = o.capacity_;
-    unblock_ns_ = o.unblock_ns_;
-    slot_size_ = o.slot_size_;
-    max_payload_ = o.max_payload_;
-    index_ = o.index_;
-    policy_ = o.policy_;
-    gate_ = o.gate_;
-    last_housekeeping_ns_ = o.last_housekeeping_ns_;
-    self_packed_ = o.self_packed_;
-    o.ch_.reset();
-  }
-  return *this;
-}
-
 PublisherCore::~PublisherCore() { release(); }
 
 void PublisherCore::release() noexcept {
@@ -52,12 +27,13 @@ void PublisherCore::release() noexcept {
   }
 }
 
-Result<PublisherCore> PublisherCore::create(std::shared_ptr<ChannelState> ch) {
+Result<std::unique_ptr<PublisherCore>> PublisherCore::create(std::shared_ptr<ChannelState> ch) {
   auto data = ch->writable_data();
   if (!data) return data.error();
   auto idx = attach_publisher(*ch);
   if (!idx) return idx.error();
-  PublisherCore p;
+  auto owned = std::make_unique<PublisherCore>();
+  PublisherCore& p = *owned;
   p.prod_ = ch->producer;
   p.entry_ = &ch->publishers[idx.value()];
   p.slots_ = ch->slots;
@@ -73,7 +49,7 @@ Result<PublisherCore> PublisherCore::create(std::shared_ptr<ChannelState> ch) {
   // SYNC(gate): acquire, pairs with the release store in refresh_gate.
   p.gate_ = shm::load_acquire(ch->producer->gate_cache);
   p.ch_ = std::move(ch);
-  return p;
+  return owned;
 }
 
 std::uint64_t PublisherCore::refresh_gate(std::uint64_t head, bool housekeeping) noexcept {

@@ -38,38 +38,6 @@ inline void racy_copy(void* dst, const void* src, std::size_t n) noexcept {
 
 }  // namespace
 
-SubscriberCore::SubscriberCore(SubscriberCore&& o) noexcept { *this = std::move(o); }
-
-SubscriberCore& SubscriberCore::operator=(SubscriberCore&& o) noexcept {
-  if (this != &o) {
-    release();
-    ch_ = std::move(o.ch_);
-    prod_ = o.prod_;
-    entry_ = o.entry_;
-    slots_ = o.slots_;
-    data_ = o.data_;
-    mask_ = o.mask_;
-    capacity_ = o.capacity_;
-    unblock_ns_ = o.unblock_ns_;
-    slot_size_ = o.slot_size_;
-    max_payload_ = o.max_payload_;
-    index_ = o.index_;
-    control_ = o.control_;
-    cursor_ = o.cursor_;
-    pending_stamp_ = o.pending_stamp_;
-    pending_ = o.pending_;
-    wake_publishers_ = o.wake_publishers_;
-    resumed_ = o.resumed_;
-    wait_ = o.wait_;
-    empty_polls_ = o.empty_polls_;
-    stall_seq_ = o.stall_seq_;
-    stall_stamp_ = o.stall_stamp_;
-    stall_since_ns_ = o.stall_since_ns_;
-    o.ch_.reset();
-  }
-  return *this;
-}
-
 SubscriberCore::~SubscriberCore() { release(); }
 
 void SubscriberCore::release() noexcept {
@@ -84,11 +52,12 @@ void SubscriberCore::release() noexcept {
   }
 }
 
-Result<SubscriberCore> SubscriberCore::create(std::shared_ptr<ChannelState> ch,
-                                              const SubscribeOptions& opts) {
+Result<std::unique_ptr<SubscriberCore>> SubscriberCore::create(std::shared_ptr<ChannelState> ch,
+                                                               const SubscribeOptions& opts) {
   auto a = attach_subscriber(*ch, opts.name, opts.start);
   if (!a) return a.error();
-  SubscriberCore s;
+  auto owned = std::make_unique<SubscriberCore>();
+  SubscriberCore& s = *owned;
   s.prod_ = ch->producer;
   s.entry_ = &ch->subscribers[a->index];
   s.slots_ = ch->slots;
@@ -105,7 +74,7 @@ Result<SubscriberCore> SubscriberCore::create(std::shared_ptr<ChannelState> ch,
   s.wake_publishers_ = ch->geo.policy == Policy::block;
   s.wait_ = opts.wait;
   s.ch_ = std::move(ch);
-  return s;
+  return owned;
 }
 
 void SubscriberCore::publish_cursor() noexcept {

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string_view>
 
@@ -21,7 +22,7 @@ using Claim = bus::ClaimToken;
 
 class Publisher {
  public:
-  Publisher() = default;  ///< an empty handle; every call returns `invalid`
+  Publisher() = default;  ///< an empty handle: every call returns `invalid` (or nothing)
 
   /// Copies `payload` into the next slot and commits it. On a `block` channel
   /// waits up to timeout_ns for the slowest reader, then returns `timeout`;
@@ -30,13 +31,15 @@ class Publisher {
   /// Not thread-safe: one caller at a time per handle.
   PublishStatus publish(std::span<const std::byte> payload, const MessageMeta& meta = {},
                         std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
-    return core_.publish(payload, meta, timeout_ns);
+    if (!core_) return PublishStatus::invalid;
+    return core_->publish(payload, meta, timeout_ns);
   }
 
   /// Same, for text. Not thread-safe: one caller at a time per handle.
   PublishStatus publish(std::string_view text, const MessageMeta& meta = {},
                         std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
-    return core_.publish(std::as_bytes(std::span<const char>(text.data(), text.size())), meta,
+    if (!core_) return PublishStatus::invalid;
+    return core_->publish(std::as_bytes(std::span<const char>(text.data(), text.size())), meta,
                          timeout_ns);
   }
 
@@ -47,30 +50,34 @@ class Publisher {
   /// Not thread-safe: one caller at a time per handle.
   PublishStatus try_claim(std::size_t max_length, Claim& claim,
                           std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
-    return core_.claim(max_length, claim, timeout_ns);
+    if (!core_) return PublishStatus::invalid;
+    return core_->claim(max_length, claim, timeout_ns);
   }
 
   /// Commits a claim with `length` payload bytes (one CAS). Returns
   /// `abandoned` if the claim was taken away meanwhile.
   /// Not thread-safe: one caller at a time per handle.
   PublishStatus commit(Claim& claim, std::size_t length, const MessageMeta& meta = {}) noexcept {
-    return core_.commit(claim, length, meta);
+    if (!core_) return PublishStatus::invalid;
+    return core_->commit(claim, length, meta);
   }
 
   /// Gives a claim back; readers skip its sequence. Not thread-safe.
-  void abort(Claim& claim) noexcept { core_.abort(claim); }
+  void abort(Claim& claim) noexcept {
+    if (core_) core_->abort(claim);
+  }
 
   /// Largest payload a message may carry on this channel. Thread-safe.
   [[nodiscard]] std::size_t max_payload() const noexcept {
-    return core_.valid() ? core_.channel()->geo.max_payload : 0;
+    return core_ ? core_->channel()->geo.max_payload : 0;
   }
   /// Whether this handle is attached. Thread-safe.
-  [[nodiscard]] bool valid() const noexcept { return core_.valid(); }
+  [[nodiscard]] bool valid() const noexcept { return core_ != nullptr; }
 
  private:
   friend class Channel;
-  explicit Publisher(bus::PublisherCore core) : core_(std::move(core)) {}
-  bus::PublisherCore core_;
+  explicit Publisher(std::unique_ptr<bus::PublisherCore> core) : core_(std::move(core)) {}
+  std::unique_ptr<bus::PublisherCore> core_;
 };
 
 }  // namespace shmbus

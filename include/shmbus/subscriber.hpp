@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <type_traits>
 
@@ -16,7 +17,7 @@ using bus::SubscriberCounters;
 
 class Subscriber {
  public:
-  Subscriber() = default;  ///< an empty handle; every call returns `invalid`
+  Subscriber() = default;  ///< an empty handle: every call returns `invalid` (or nothing)
 
   /// Copy-out poll: copies the next message's payload into `buffer` and
   /// fills `out` (out.payload then points into buffer). Returns `empty` when
@@ -24,13 +25,15 @@ class Subscriber {
   /// again), `buffer_too_small` (out.payload.size() is the size needed).
   /// Never blocks, never allocates. Not thread-safe: one caller at a time.
   PollStatus poll(Message& out, std::span<std::byte> buffer) noexcept {
-    return core_.poll(out, buffer);
+    if (!core_) return PollStatus::invalid;
+    return core_->poll(out, buffer);
   }
 
   /// Waits up to timeout_ns (with the handle's WaitStrategy) and polls.
   /// Not thread-safe: one caller at a time.
   PollStatus poll_wait(Message& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept {
-    return core_.poll_wait(out, buffer, timeout_ns);
+    if (!core_) return PollStatus::invalid;
+    return core_->poll_wait(out, buffer, timeout_ns);
   }
 
   /// Zero-copy read: calls f(const Message&) with the payload in the
@@ -40,11 +43,12 @@ class Subscriber {
   /// Not thread-safe: one caller at a time.
   template <class F>
   PollStatus read(F&& f) noexcept(std::is_nothrow_invocable_v<F&, const Message&>) {
+    if (!core_) return PollStatus::invalid;
     Message m;
-    const PollStatus st = core_.begin_read(m);
+    const PollStatus st = core_->begin_read(m);
     if (st != PollStatus::ok) return st;
     f(static_cast<const Message&>(m));
-    return core_.finish_read(true);
+    return core_->finish_read(true);
   }
 
   /// Zero-copy batch: calls f for up to `max` consecutive messages and
@@ -54,18 +58,22 @@ class Subscriber {
   template <class F>
   std::size_t read_batch(F&& f, std::size_t max, PollStatus* last = nullptr) noexcept(
       std::is_nothrow_invocable_v<F&, const Message&>) {
+    if (!core_) {
+      if (last != nullptr) *last = PollStatus::invalid;
+      return 0;
+    }
     std::size_t n = 0;
     PollStatus st = PollStatus::ok;
     while (n < max) {
       Message m;
-      st = core_.begin_read(m);
+      st = core_->begin_read(m);
       if (st != PollStatus::ok) break;
       f(static_cast<const Message&>(m));
-      st = core_.finish_read(false);
+      st = core_->finish_read(false);
       if (st != PollStatus::ok) break;
       ++n;
     }
-    core_.publish_cursor();
+    core_->publish_cursor();
     if (last != nullptr) *last = st;
     return n;
   }
@@ -75,25 +83,29 @@ class Subscriber {
   /// copied; one cursor update. Not thread-safe: one caller at a time.
   std::size_t poll_batch(std::span<Message> out, std::span<std::byte> arena,
                          PollStatus* last = nullptr) noexcept {
+    if (!core_) {
+      if (last != nullptr) *last = PollStatus::invalid;
+      return 0;
+    }
     std::size_t n = 0;
     std::size_t used = 0;
     PollStatus st = PollStatus::ok;
     while (n < out.size()) {
       Message m;
-      st = core_.begin_read(m);
+      st = core_->begin_read(m);
       if (st != PollStatus::ok) break;
       if (m.payload.size() > arena.size() - used) {
         st = n == 0 ? PollStatus::buffer_too_small : PollStatus::ok;
         break;
       }
       std::span<std::byte> dst = arena.subspan(used, m.payload.size());
-      core_.copy_payload(m, dst);
-      st = core_.finish_read(false);
+      core_->copy_payload(m, dst);
+      st = core_->finish_read(false);
       if (st != PollStatus::ok) break;
       used += dst.size();
       out[n++] = m;
     }
-    core_.publish_cursor();
+    core_->publish_cursor();
     if (last != nullptr) *last = st;
     return n;
   }
@@ -101,25 +113,31 @@ class Subscriber {
   /// Waits up to timeout_ns until poll would return something other than
   /// `empty`: ok, or timeout. Spins first; then follows the WaitStrategy.
   /// Not thread-safe: one caller at a time.
-  PollStatus wait(std::uint64_t timeout_ns) noexcept { return core_.wait(timeout_ns); }
+  PollStatus wait(std::uint64_t timeout_ns) noexcept {
+    return core_ ? core_->wait(timeout_ns) : PollStatus::invalid;
+  }
 
   /// Moves the cursor so the next message read is `sequence` (replay).
   /// Not thread-safe: one caller at a time.
-  void seek(std::uint64_t sequence) noexcept { core_.seek(sequence); }
+  void seek(std::uint64_t sequence) noexcept {
+    if (core_) core_->seek(sequence);
+  }
 
   /// Cursor and counters (delivered, lost). Not thread-safe w.r.t. polls.
-  [[nodiscard]] SubscriberCounters counters() const noexcept { return core_.counters(); }
+  [[nodiscard]] SubscriberCounters counters() const noexcept {
+    return core_ ? core_->counters() : SubscriberCounters{};
+  }
   /// The next sequence this subscriber will read. Not thread-safe w.r.t. polls.
-  [[nodiscard]] std::uint64_t cursor() const noexcept { return core_.cursor(); }
+  [[nodiscard]] std::uint64_t cursor() const noexcept { return core_ ? core_->cursor() : 0; }
   /// True if this durable subscriber resumed an existing cursor. Thread-safe.
-  [[nodiscard]] bool resumed() const noexcept { return core_.resumed(); }
+  [[nodiscard]] bool resumed() const noexcept { return core_ && core_->resumed(); }
   /// Whether this handle is attached. Thread-safe.
-  [[nodiscard]] bool valid() const noexcept { return core_.valid(); }
+  [[nodiscard]] bool valid() const noexcept { return core_ != nullptr; }
 
  private:
   friend class Channel;
-  explicit Subscriber(bus::SubscriberCore core) : core_(std::move(core)) {}
-  bus::SubscriberCore core_;
+  explicit Subscriber(std::unique_ptr<bus::SubscriberCore> core) : core_(std::move(core)) {}
+  std::unique_ptr<bus::SubscriberCore> core_;
 };
 
 }  // namespace shmbus

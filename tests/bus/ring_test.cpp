@@ -288,3 +288,29 @@ TEST_CASE("a live writer silent past the unblock timeout loses its claim; its la
   }
   CHECK(ch.stats().publishers[0].lost_claims + ch.stats().publishers[1].lost_claims == 1);
 }
+
+TEST_CASE("empty and moved-from handles answer invalid instead of crashing") {
+  Publisher p;
+  Subscriber s;
+  CHECK_FALSE(p.valid());
+  CHECK(p.publish(std::string_view("x")) == PublishStatus::invalid);
+  Claim c;
+  CHECK(p.try_claim(1, c) == PublishStatus::invalid);
+  Message m;
+  std::byte buf[8];
+  CHECK(s.poll(m, buf) == PollStatus::invalid);
+  CHECK(s.wait(0) == PollStatus::invalid);
+  CHECK(s.read([](const Message&) {}) == PollStatus::invalid);
+  PollStatus last = PollStatus::ok;
+  CHECK(s.read_batch([](const Message&) {}, 4, &last) == 0);
+  CHECK(last == PollStatus::invalid);
+
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::block));
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  Publisher moved = std::move(pub.value());
+  CHECK(moved.publish(std::string_view("y")) == PublishStatus::ok);
+  CHECK(pub->publish(std::string_view("z")) == PublishStatus::invalid);  // NOLINT(bugprone-use-after-move)
+  CHECK(ch.stats().publishers.size() == 1);
+}

@@ -23,14 +23,14 @@ struct ClaimToken {
 
 class PublisherCore {
  public:
+  // Pinned in memory: handles hold it by unique_ptr, so moving a handle
+  // never moves (or re-releases) the attachment.
   PublisherCore() = default;
-  PublisherCore(PublisherCore&& o) noexcept;
-  PublisherCore& operator=(PublisherCore&& o) noexcept;
   PublisherCore(const PublisherCore&) = delete;
   PublisherCore& operator=(const PublisherCore&) = delete;
   ~PublisherCore();
 
-  static Result<PublisherCore> create(std::shared_ptr<ChannelState> ch);
+  static Result<std::unique_ptr<PublisherCore>> create(std::shared_ptr<ChannelState> ch);
 
   /// Claims the next sequence for a message of up to `max_length` bytes.
   PublishStatus claim(std::size_t max_length, ClaimToken& out, std::uint64_t timeout_ns) noexcept;

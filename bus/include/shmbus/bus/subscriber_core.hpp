@@ -25,15 +25,15 @@ struct SubscriberCounters {
 
 class SubscriberCore {
  public:
+  // Pinned in memory: handles hold it by unique_ptr, so moving a handle
+  // never moves (or re-releases) the attachment.
   SubscriberCore() = default;
-  SubscriberCore(SubscriberCore&& o) noexcept;
-  SubscriberCore& operator=(SubscriberCore&& o) noexcept;
   SubscriberCore(const SubscriberCore&) = delete;
   SubscriberCore& operator=(const SubscriberCore&) = delete;
   ~SubscriberCore();
 
-  static Result<SubscriberCore> create(std::shared_ptr<ChannelState> ch,
-                                       const SubscribeOptions& opts);
+  static Result<std::unique_ptr<SubscriberCore>> create(std::shared_ptr<ChannelState> ch,
+                                                        const SubscribeOptions& opts);
 
   /// Zero-copy: describes the next message in `out` (payload points into the
   /// read-only mapping) without consuming it. Follow with finish_read().

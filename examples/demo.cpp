@@ -1,0 +1,807 @@
+// shmbus demo: the three backpressure policies, shown with real processes.
+//
+// The parent creates one channel per policy (block, drop_oldest, reject) on a
+// private bus ("demo-<pid>"), each with a small ring (256 slots) so that
+// backpressure actually happens. For each channel it then fork()s
+//
+//   - two publishers, each appending `count` messages {publisher id, sequence};
+//   - a fast subscriber, which polls and spins (yielding the CPU after a
+//     while, so that on a 2-core machine it does not starve the processes it
+//     waits for);
+//   - a slow subscriber, which spins a few microseconds per message (its
+//     "work"), sleeps on the channel's futex when idle, and therefore lags.
+//
+// Every child opens the channel itself with Channel::open (nothing mapped by
+// the parent is used in a child) and reports to the parent through a pipe.
+// Subscribers check each publisher's order: sequences strictly increase; on
+// drop_oldest gaps are allowed but must add up to what the bus counted as
+// lost. While the children are still attached, the parent takes a
+// Channel::stats() snapshot (head, depth, cursors, lag, per-publisher
+// counters) and prints it, then lets them exit.
+//
+// What each policy does to the publishers here:
+//   block        publish waits up to kBlockTimeoutNs for the slowest reader;
+//                on `timeout` the publisher retries the same message (counted).
+//   drop_oldest  publish never waits; lagging readers are lapped and count
+//                their loss.
+//   reject       publish fails at once with `full`; the publisher pauses
+//                kRejectPauseUs and retries the same message (counted), so
+//                every message is eventually delivered.
+//
+// Exit status 0 only if: no order violation anywhere; on block and reject
+// every subscriber got every message (delivered == published, lost == 0); on
+// drop_oldest delivered + lost == published for every subscriber, where
+// "published" counts every sequence publishers claimed, including the rare
+// claim lapped by another publisher before it was written (`abandoned`: the
+// message is dropped like any other oldest one, and readers count it lost). The
+// channels are removed at the end, on failure, and on SIGINT / SIGTERM.
+//
+//   shmbus_demo            200,000 messages per publisher (a few seconds)
+//   shmbus_demo --quick    20,000 messages per publisher (for ctest)
+#include <shmbus/shmbus.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace {
+
+using shmbus::Channel;
+using shmbus::ChannelOptions;
+using shmbus::ChannelStats;
+using shmbus::Message;
+using shmbus::Policy;
+using shmbus::PollStatus;
+using shmbus::PublishStatus;
+using shmbus::StartAt;
+using shmbus::SubscribeOptions;
+using shmbus::WaitStrategy;
+
+constexpr std::uint32_t kCapacity = 256;
+constexpr std::uint32_t kSlotSize = 128;
+constexpr int kPublishersPerChannel = 2;
+constexpr std::uint64_t kBlockTimeoutNs = 2'000'000;  // 2 ms, then retry (counted)
+constexpr int kRejectPauseUs = 20;                    // pause before retrying a rejected message
+constexpr std::uint64_t kSlowWorkNs = 2'000;          // the slow subscriber's work per message
+constexpr int kChildDeadlineS = 60;                   // a child gives up after this long
+constexpr std::uint64_t kLiveSampleNs = 20'000'000;   // the mid-run stats snapshot, after start
+
+std::uint64_t now_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// --- the message ----------------------------------------------------------------
+
+/// What every publisher sends. `check` lets a reader detect a torn or foreign
+/// payload (it would be an order violation, not a silent pass).
+struct Payload {
+  std::uint32_t publisher;
+  std::uint32_t check;
+  std::uint64_t sequence;  ///< per-publisher sequence, 0 .. count-1
+};
+static_assert(sizeof(Payload) == 16);
+
+std::uint32_t check_of(std::uint32_t publisher, std::uint64_t sequence) noexcept {
+  return static_cast<std::uint32_t>((sequence * 0x9E3779B97F4A7C15ULL) >> 32) ^ (publisher * 0x85EBCA6Bu);
+}
+
+// --- what children report -------------------------------------------------------
+
+enum class Role : std::uint32_t { publisher, fast_subscriber, slow_subscriber };
+enum class ReportKind : std::uint32_t { ready, result };
+
+const char* role_name(Role r) {
+  switch (r) {
+    case Role::publisher: return "publisher";
+    case Role::fast_subscriber: return "fast-sub";
+    case Role::slow_subscriber: return "slow-sub";
+  }
+  return "?";
+}
+
+/// One record on the report pipe. Smaller than PIPE_BUF, so each write() is
+/// atomic and records from different children never interleave.
+struct Report {
+  ReportKind kind = ReportKind::ready;
+  Role role = Role::publisher;
+  std::uint32_t id = 0;  ///< publisher id, or subscriber number
+  std::int32_t pid = 0;
+  std::uint32_t ok = 0;  ///< 1 if the child finished its work without an error
+  // publishers
+  std::uint64_t published = 0;
+  std::uint64_t rejected = 0;  ///< `full` results (reject), each retried
+  std::uint64_t timeouts = 0;  ///< `timeout` results (block), each retried
+  std::uint64_t dropped = 0;   ///< drop_oldest: claims lapped before commit (`abandoned`)
+  // subscribers
+  std::uint64_t delivered = 0;      ///< messages that passed the checks (our count)
+  std::uint64_t bus_delivered = 0;  ///< the bus's own counter
+  std::uint64_t lost = 0;           ///< the bus's lost counter
+  std::uint64_t gaps = 0;           ///< missing per-publisher sequences we saw
+  std::uint64_t violations = 0;     ///< out-of-order, duplicate or bad payloads
+  std::uint64_t lapped_events = 0;
+  std::uint64_t elapsed_ns = 0;
+  char error[160] = {};
+};
+static_assert(sizeof(Report) < PIPE_BUF);
+
+// --- small process plumbing ------------------------------------------------------
+
+volatile std::sig_atomic_t g_stop = 0;
+extern "C" void on_signal(int) { g_stop = 1; }
+
+bool write_all(int fd, const void* p, std::size_t n) {
+  const auto* b = static_cast<const char*>(p);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, b, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return false;
+    b += w;
+    n -= static_cast<std::size_t>(w);
+  }
+  return true;
+}
+
+/// Blocks until the write end of `fd`'s pipe is closed by everybody (EOF):
+/// the parent closing its end is a broadcast to all children at once.
+void wait_for_eof(int fd) {
+  char c;
+  for (;;) {
+    const ssize_t r = ::read(fd, &c, 1);
+    if (r == 0) return;
+    if (r < 0 && errno != EINTR) return;
+  }
+}
+
+/// The pipes of one channel's run. `up`: children -> parent (Report records);
+/// `go`: closed by the parent to start the publishers; `release`: closed by
+/// the parent after its stats snapshot, to let the children exit.
+struct Pipes {
+  int up[2] = {-1, -1};
+  int go[2] = {-1, -1};
+  int release[2] = {-1, -1};
+};
+
+void close_fd(int& fd) {
+  if (fd >= 0) ::close(fd);
+  fd = -1;
+}
+
+// --- scenario -----------------------------------------------------------------
+
+struct Scenario {
+  Policy policy;
+  std::string channel;  ///< channel name on the demo bus
+};
+
+struct Config {
+  std::string bus;
+  std::uint64_t count = 200'000;  ///< messages per publisher
+};
+
+// --- children -------------------------------------------------------------------
+
+[[noreturn]] void child_exit(int up_fd, Report& r, bool ok, const std::string& error = {}) {
+  r.kind = ReportKind::result;
+  r.ok = ok ? 1 : 0;
+  if (!error.empty()) std::snprintf(r.error, sizeof r.error, "%s", error.c_str());
+  (void)write_all(up_fd, &r, sizeof r);
+  ::_exit(ok ? 0 : 1);
+}
+
+void send_ready(int up_fd, Report& r) {
+  r.kind = ReportKind::ready;
+  (void)write_all(up_fd, &r, sizeof r);
+}
+
+int run_publisher(const Config& cfg, const Scenario& sc, std::uint32_t id, Pipes& p) {
+  Report r;
+  r.role = Role::publisher;
+  r.id = id;
+  r.pid = ::getpid();
+  // Real multi-process use: this process maps the channel itself.
+  auto ch = Channel::open(sc.channel, cfg.bus);
+  if (!ch) child_exit(p.up[1], r, false, "open: " + ch.error().message());
+  auto pub = ch->publisher();
+  if (!pub) child_exit(p.up[1], r, false, "publisher: " + pub.error().message());
+  send_ready(p.up[1], r);
+  wait_for_eof(p.go[0]);
+
+  const std::uint64_t start = now_ns();
+  const std::uint64_t deadline = start + kChildDeadlineS * 1'000'000'000ULL;
+  shmbus::MessageMeta meta;
+  meta.key = id;
+  for (std::uint64_t seq = 0; seq < cfg.count; ++seq) {
+    const Payload msg{id, check_of(id, seq), seq};
+    const auto bytes = std::as_bytes(std::span<const Payload>(&msg, 1));
+    for (;;) {
+      const PublishStatus st = pub->publish(bytes, meta, kBlockTimeoutNs);
+      if (st == PublishStatus::ok) {
+        ++r.published;
+        break;
+      }
+      if (st == PublishStatus::full) {  // reject: shed, pause, retry the same message
+        ++r.rejected;
+        std::this_thread::sleep_for(std::chrono::microseconds(kRejectPauseUs));
+      } else if (st == PublishStatus::timeout) {  // block: the slowest reader did not move
+        ++r.timeouts;
+      } else if (st == PublishStatus::abandoned && sc.policy == Policy::drop_oldest) {
+        // drop_oldest: another publisher lapped this claim before we wrote it
+        // (we were descheduled for a whole ring). The message is dropped like
+        // any oldest message; its sequence is counted lost by the readers.
+        ++r.dropped;
+        break;
+      } else {
+        child_exit(p.up[1], r, false,
+                   "publish #" + std::to_string(seq) + ": " + std::string(shmbus::to_string(st)));
+      }
+      if (now_ns() > deadline) {
+        child_exit(p.up[1], r, false, "gave up at message #" + std::to_string(seq));
+      }
+    }
+  }
+  r.elapsed_ns = now_ns() - start;
+  r.kind = ReportKind::result;
+  r.ok = 1;
+  (void)write_all(p.up[1], &r, sizeof r);
+  // Stay attached until the parent has taken its stats snapshot.
+  wait_for_eof(p.release[0]);
+  return 0;
+}
+
+/// Per-publisher order checker: strictly increasing sequences; gaps counted.
+struct OrderCheck {
+  std::array<std::int64_t, kPublishersPerChannel> last;
+  std::uint64_t delivered = 0;
+  std::uint64_t gaps = 0;
+  std::uint64_t violations = 0;
+
+  OrderCheck() { last.fill(-1); }
+
+  void on_message(std::span<const std::byte> payload) {
+    Payload m{};
+    if (payload.size() != sizeof m) {
+      ++violations;
+      return;
+    }
+    std::memcpy(&m, payload.data(), sizeof m);
+    if (m.publisher >= kPublishersPerChannel || m.check != check_of(m.publisher, m.sequence)) {
+      ++violations;
+      return;
+    }
+    const auto seq = static_cast<std::int64_t>(m.sequence);
+    std::int64_t& prev = last[m.publisher];
+    if (seq <= prev) {
+      ++violations;  // a duplicate or a step back
+      return;
+    }
+    gaps += static_cast<std::uint64_t>(seq - prev - 1);
+    prev = seq;
+    ++delivered;
+  }
+
+  /// Messages after the last one seen from each publisher are gaps too.
+  void finish(std::uint64_t count) {
+    for (std::int64_t l : last) gaps += count - static_cast<std::uint64_t>(l + 1);
+  }
+};
+
+void spin_for(std::uint64_t ns) {
+  const std::uint64_t until = now_ns() + ns;
+  while (now_ns() < until) cpu_relax();
+}
+
+int run_subscriber(const Config& cfg, const Scenario& sc, Role role, std::uint32_t id, Pipes& p) {
+  Report r;
+  r.role = role;
+  r.id = id;
+  r.pid = ::getpid();
+  auto ch = Channel::open(sc.channel, cfg.bus);
+  if (!ch) child_exit(p.up[1], r, false, "open: " + ch.error().message());
+  SubscribeOptions so;
+  so.start = StartAt::earliest();  // attached before any publish: sees sequence 0
+  // The fast reader polls and spins; WaitStrategy::yield gives the CPU away
+  // between spins, which matters when 4 busy processes share 2 cores. The
+  // slow reader sleeps on the channel's futex when it has caught up.
+  so.wait = role == Role::fast_subscriber ? WaitStrategy::yield : WaitStrategy::block;
+  auto sub = ch->subscribe(so);
+  if (!sub) child_exit(p.up[1], r, false, "subscribe: " + sub.error().message());
+  send_ready(p.up[1], r);
+  wait_for_eof(p.go[0]);
+
+  // Every channel carries exactly kPublishersPerChannel * count sequences:
+  // publishers retry timeouts and rejects, drop_oldest never refuses, and a
+  // drop_oldest claim lapped before its commit still used up its sequence.
+  const std::uint64_t total = cfg.count * kPublishersPerChannel;
+  const std::uint64_t start = now_ns();
+  const std::uint64_t deadline = start + kChildDeadlineS * 1'000'000'000ULL;
+  OrderCheck order;
+  Message m;
+  std::array<std::byte, kSlotSize> buf{};
+  std::uint32_t empty_polls = 0;
+  while (sub->cursor() < total) {
+    const PollStatus st = sub->poll(m, buf);
+    switch (st) {
+      case PollStatus::ok:
+        order.on_message(m.payload);
+        if (role == Role::slow_subscriber) spin_for(kSlowWorkNs);
+        empty_polls = 0;
+        break;
+      case PollStatus::lapped:  // drop_oldest: lost messages were counted; go on
+        break;
+      case PollStatus::empty:
+        if (++empty_polls < 64) {
+          cpu_relax();
+        } else {
+          (void)sub->wait(10'000'000);  // 10 ms at most: re-check the deadline
+          if (now_ns() > deadline) {
+            child_exit(p.up[1], r, false,
+                       "timed out at cursor " + std::to_string(sub->cursor()) + " of " +
+                           std::to_string(total));
+          }
+        }
+        break;
+      default:
+        child_exit(p.up[1], r, false, "poll: " + std::string(shmbus::to_string(st)));
+    }
+  }
+  r.elapsed_ns = now_ns() - start;
+  order.finish(cfg.count);
+  const auto c = sub->counters();
+  r.delivered = order.delivered;
+  r.bus_delivered = c.delivered;
+  r.lost = c.lost;
+  r.lapped_events = c.lapped_events;
+  r.gaps = order.gaps;
+  r.violations = order.violations;
+  r.kind = ReportKind::result;
+  r.ok = 1;
+  (void)write_all(p.up[1], &r, sizeof r);
+  wait_for_eof(p.release[0]);
+  return 0;
+}
+
+// --- parent -------------------------------------------------------------------------
+
+struct Child {
+  pid_t pid = -1;
+  Role role = Role::publisher;
+  std::uint32_t id = 0;
+  bool reaped = false;
+};
+
+struct RunResult {
+  Scenario scenario;
+  std::uint64_t count = 0;  ///< messages per publisher
+  std::vector<Child> children;
+  std::vector<Report> reports;  ///< results, in the order received
+  ChannelStats stats;  ///< at the end, every child still attached
+  bool have_stats = false;
+  ChannelStats live;  ///< taken while the publishers were running
+  bool have_live = false;
+  std::uint64_t live_at_ns = 0;
+  std::uint64_t elapsed_ns = 0;
+  std::string error;
+};
+
+/// Reads `want` records of `kind` from the report pipe, with a deadline; stops
+/// early if a child died without reporting, or on SIGINT / SIGTERM.
+bool collect(int fd, std::size_t want, ReportKind kind, std::vector<Child>& children,
+             std::vector<Report>& out, int timeout_s, std::string& error,
+             const std::function<void()>& on_tick = {}) {
+  const std::uint64_t deadline = now_ns() + static_cast<std::uint64_t>(timeout_s) * 1'000'000'000ULL;
+  std::size_t got = 0;
+  Report r;
+  std::size_t have = 0;  // bytes of `r` read so far
+  while (got < want) {
+    if (g_stop) {
+      error = "interrupted";
+      return false;
+    }
+    if (now_ns() > deadline) {
+      error = "timed out waiting for the children";
+      return false;
+    }
+    if (on_tick) on_tick();
+    pollfd pfd{fd, POLLIN, 0};
+    const int n = ::poll(&pfd, 1, 5);
+    if (n < 0 && errno != EINTR) {
+      error = std::string("poll: ") + std::strerror(errno);
+      return false;
+    }
+    if (n > 0) {
+      const ssize_t rd = ::read(fd, reinterpret_cast<char*>(&r) + have, sizeof r - have);
+      if (rd == 0) {
+        error = "every child closed the report pipe early";
+        return false;
+      }
+      if (rd > 0) {
+        have += static_cast<std::size_t>(rd);
+        if (have == sizeof r) {
+          have = 0;
+          if (r.kind == kind) {
+            out.push_back(r);
+            ++got;
+          }
+          if (r.kind == ReportKind::result && r.ok == 0) {
+            error = std::string(role_name(r.role)) + " " + std::to_string(r.id) + " (pid " +
+                    std::to_string(r.pid) + ") failed: " + r.error;
+            return false;
+          }
+        }
+      }
+    }
+    // A child that died without a report would otherwise make us wait for the deadline.
+    for (Child& c : children) {
+      if (c.reaped) continue;
+      int status = 0;
+      if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
+        c.reaped = true;
+        const bool reported = std::any_of(out.begin(), out.end(), [&](const Report& x) {
+          return x.pid == c.pid && x.kind == ReportKind::result;
+        });
+        if (!reported && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
+          error = std::string(role_name(c.role)) + " " + std::to_string(c.id) + " (pid " +
+                  std::to_string(c.pid) + ") died: " +
+                  (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
+                                       : "exit " + std::to_string(WEXITSTATUS(status)));
+          return false;
+        }
+      }
+    }
+  }
+  return true;
+}
+
+void reap(std::vector<Child>& children, bool kill_them) {
+  for (Child& c : children) {
+    if (c.reaped || c.pid <= 0) continue;
+    if (kill_them) ::kill(c.pid, SIGKILL);
+    int status = 0;
+    while (::waitpid(c.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    c.reaped = true;
+  }
+}
+
+/// Forks one child that runs `body` and never returns into main (so the
+/// parent's channel guard does not run in it).
+template <class F>
+pid_t fork_child(Pipes& p, F&& body) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  ::signal(SIGINT, SIG_DFL);
+  ::signal(SIGTERM, SIG_DFL);
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a parent killed with -9
+  // The child keeps only its own ends, so the parent's close is an EOF here.
+  close_fd(p.up[0]);
+  close_fd(p.go[1]);
+  close_fd(p.release[1]);
+  int rc = 1;
+  try {
+    rc = body();
+  } catch (...) {
+    rc = 1;
+  }
+  ::_exit(rc);
+}
+
+RunResult run_channel(const Config& cfg, const Scenario& sc) {
+  RunResult res;
+  res.scenario = sc;
+  res.count = cfg.count;
+  Pipes p;
+  if (::pipe2(p.up, O_CLOEXEC) != 0 || ::pipe2(p.go, O_CLOEXEC) != 0 ||
+      ::pipe2(p.release, O_CLOEXEC) != 0) {
+    res.error = std::string("pipe: ") + std::strerror(errno);
+    return res;
+  }
+  // Subscribers first, so that they are attached (and gate) before any publish.
+  const std::array<Role, 2> sub_roles{Role::fast_subscriber, Role::slow_subscriber};
+  for (std::uint32_t i = 0; i < sub_roles.size(); ++i) {
+    const Role role = sub_roles[i];
+    const pid_t pid = fork_child(p, [&] { return run_subscriber(cfg, sc, role, i, p); });
+    res.children.push_back({pid, role, i, pid < 0});
+  }
+  for (std::uint32_t i = 0; i < kPublishersPerChannel; ++i) {
+    const pid_t pid = fork_child(p, [&] { return run_publisher(cfg, sc, i, p); });
+    res.children.push_back({pid, Role::publisher, i, pid < 0});
+  }
+  close_fd(p.up[1]);
+  close_fd(p.go[0]);
+  close_fd(p.release[0]);
+  const bool forked = std::none_of(res.children.begin(), res.children.end(),
+                                   [](const Child& c) { return c.pid < 0; });
+  std::vector<Report> ready;
+  bool ok = forked;
+  if (!forked) res.error = std::string("fork: ") + std::strerror(errno);
+  if (ok) ok = collect(p.up[0], res.children.size(), ReportKind::ready, res.children, ready, 30, res.error);
+  const std::uint64_t start = now_ns();
+  close_fd(p.go[1]);  // start
+  if (ok) {
+    // One snapshot mid-run shows the slow reader's lag while it builds up.
+    auto observer = Channel::open_read_only(sc.channel, cfg.bus);
+    auto sample = [&] {
+      if (res.have_live || !observer || now_ns() - start < kLiveSampleNs) return;
+      res.live = observer->stats();
+      res.live_at_ns = now_ns() - start;
+      res.have_live = true;
+    };
+    ok = collect(p.up[0], res.children.size(), ReportKind::result, res.children, res.reports,
+                 kChildDeadlineS + 10, res.error, sample);
+  }
+  res.elapsed_ns = now_ns() - start;
+  if (ok) {
+    // Every child is still attached: the snapshot shows all of them.
+    auto ch = Channel::open(sc.channel, cfg.bus);
+    if (ch) {
+      res.stats = ch->stats();
+      res.have_stats = true;
+    } else {
+      res.error = "stats: " + ch.error().message();
+    }
+  }
+  close_fd(p.release[1]);  // let the children exit
+  reap(res.children, !ok);
+  close_fd(p.up[0]);
+  return res;
+}
+
+// --- report -----------------------------------------------------------------------
+
+const Child* child_of(const RunResult& r, std::uint32_t pid) {
+  for (const Child& c : r.children) {
+    if (c.pid == static_cast<pid_t>(pid)) return &c;
+  }
+  return nullptr;
+}
+
+std::string who(const RunResult& r, std::uint32_t pid) {
+  const Child* c = child_of(r, pid);
+  if (c == nullptr) return "?";
+  return std::string(role_name(c->role)) + (c->role == Role::publisher ? std::to_string(c->id) : "");
+}
+
+/// Prints the per-child summary lines and returns whether the run passed.
+bool judge(const RunResult& r) {
+  const Policy policy = r.scenario.policy;
+  const std::string pol(shmbus::to_string(policy));
+  bool pass = r.error.empty();
+  std::uint64_t published = 0;  // committed messages
+  std::uint64_t claimed = 0;    // sequences taken: committed + dropped at publish (drop_oldest)
+  for (const Report& x : r.reports) {
+    if (x.role == Role::publisher) {
+      published += x.published;
+      claimed += x.published + x.dropped;
+    }
+  }
+  // Publishers first, then subscribers, in a stable order.
+  std::vector<Report> sorted = r.reports;
+  std::sort(sorted.begin(), sorted.end(), [](const Report& a, const Report& b) {
+    return a.role != b.role ? a.role < b.role : a.id < b.id;
+  });
+  for (const Report& x : sorted) {
+    const double secs = static_cast<double>(x.elapsed_ns) / 1e9;
+    if (x.role == Role::publisher) {
+      const char* note = "";
+      if (policy == Policy::reject) note = "  [each rejected message retried after a pause]";
+      if (policy == Policy::block) note = "  [each timed-out message retried]";
+      if (policy == Policy::drop_oldest && x.dropped != 0) note = "  [dropped: claim lapped before commit]";
+      std::printf("  %-12s %-11s publisher%u  published=%-8llu rejected=%-6llu timeouts=%-6llu "
+                  "dropped=%-4llu (%.2f s)%s\n",
+                  r.scenario.channel.c_str(), pol.c_str(), x.id,
+                  static_cast<unsigned long long>(x.published),
+                  static_cast<unsigned long long>(x.rejected),
+                  static_cast<unsigned long long>(x.timeouts),
+                  static_cast<unsigned long long>(x.dropped), secs, note);
+      continue;
+    }
+    bool ok = x.violations == 0 && x.delivered == x.bus_delivered;
+    for (const Report& y : r.reports) {
+      if (y.role == Role::publisher && y.published + y.dropped != r.count) ok = false;
+    }
+    if (policy == Policy::drop_oldest) {
+      // Lossy by design: every sequence is either delivered or counted lost,
+      // and the gaps each reader saw are exactly what the bus counted.
+      ok = ok && x.delivered + x.lost == claimed && x.gaps == x.lost;
+    } else {
+      ok = ok && x.delivered == published && claimed == published && x.lost == 0 && x.gaps == 0;
+    }
+    pass = pass && ok;
+    std::printf("  %-12s %-11s %-10s delivered=%-8llu lost=%-8llu order_violations=%llu "
+                "gaps=%llu lapped=%llu (%.2f s)  %s\n",
+                r.scenario.channel.c_str(), pol.c_str(), role_name(x.role),
+                static_cast<unsigned long long>(x.delivered),
+                static_cast<unsigned long long>(x.lost),
+                static_cast<unsigned long long>(x.violations),
+                static_cast<unsigned long long>(x.gaps),
+                static_cast<unsigned long long>(x.lapped_events), secs, ok ? "OK" : "FAIL");
+  }
+  if (!r.error.empty()) std::printf("  %-12s FAIL: %s\n", r.scenario.channel.c_str(), r.error.c_str());
+  return pass;
+}
+
+void print_stats(const RunResult& r) {
+  if (!r.have_stats) return;
+  ChannelStats s = r.stats;
+  // Table order is attach order; print by role for a stable layout.
+  std::sort(s.subscribers.begin(), s.subscribers.end(),
+            [&](const auto& a, const auto& b) { return who(r, a.pid) < who(r, b.pid); });
+  std::sort(s.publishers.begin(), s.publishers.end(),
+            [&](const auto& a, const auto& b) { return who(r, a.pid) < who(r, b.pid); });
+  std::printf("\n  channel %s/%s  policy=%s capacity=%u slot=%u  head=%llu depth=%llu "
+              "published=%llu  (%.2f s)\n",
+              s.bus.c_str(), s.name.c_str(), std::string(shmbus::to_string(s.policy)).c_str(),
+              s.capacity, s.slot_size, static_cast<unsigned long long>(s.head),
+              static_cast<unsigned long long>(s.depth), static_cast<unsigned long long>(s.published),
+              static_cast<double>(r.elapsed_ns) / 1e9);
+  if (r.have_live) {
+    std::printf("    mid-run (t=%.0f ms): head=%llu depth=%llu", static_cast<double>(r.live_at_ns) / 1e6,
+                static_cast<unsigned long long>(r.live.head),
+                static_cast<unsigned long long>(r.live.depth));
+    for (const auto& x : r.live.subscribers) {
+      std::printf("  %s lag=%llu", who(r, x.pid).c_str(), static_cast<unsigned long long>(x.lag));
+    }
+    std::printf("\n");
+  }
+  std::printf("    %-11s %7s %10s %8s %10s %10s %8s\n", "subscriber", "pid", "cursor", "lag",
+              "delivered", "lost", "lapped");
+  for (const auto& x : s.subscribers) {
+    std::printf("    %-11s %7u %10llu %8llu %10llu %10llu %8llu\n", who(r, x.pid).c_str(), x.pid,
+                static_cast<unsigned long long>(x.cursor), static_cast<unsigned long long>(x.lag),
+                static_cast<unsigned long long>(x.delivered),
+                static_cast<unsigned long long>(x.lost),
+                static_cast<unsigned long long>(x.lapped_events));
+  }
+  std::printf("    %-11s %7s %10s %10s %10s %12s %11s\n", "publisher", "pid", "published",
+              "rejected", "timeouts", "blocked_ms", "lost_claims");
+  for (const auto& x : s.publishers) {
+    std::printf("    %-11s %7u %10llu %10llu %10llu %12.1f %11llu\n", who(r, x.pid).c_str(), x.pid,
+                static_cast<unsigned long long>(x.published),
+                static_cast<unsigned long long>(x.rejected),
+                static_cast<unsigned long long>(x.timeouts),
+                static_cast<double>(x.blocked_ns) / 1e6,
+                static_cast<unsigned long long>(x.lost_claims));
+  }
+}
+
+/// Removes the demo's channels whatever happens (normal exit, failure, early return).
+class ChannelGuard {
+ public:
+  explicit ChannelGuard(std::string bus) : bus_(std::move(bus)) {}
+  ~ChannelGuard() {
+    for (const auto& n : names_) (void)Channel::remove(n, bus_);
+  }
+  ChannelGuard(const ChannelGuard&) = delete;
+  ChannelGuard& operator=(const ChannelGuard&) = delete;
+  void add(const std::string& n) { names_.push_back(n); }
+
+ private:
+  std::string bus_;
+  std::vector<std::string> names_;
+};
+
+void usage(const char* argv0) {
+  std::fprintf(stderr,
+               "usage: %s [--quick] [--count N] [--policy block|drop_oldest|reject]\n"
+               "  --quick     20,000 messages per publisher (default 200,000)\n"
+               "  --count N   messages per publisher\n"
+               "  --policy P  run only the channel of policy P\n",
+               argv0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config cfg;
+  std::optional<Policy> only;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    if (a == "--quick") {
+      cfg.count = 20'000;
+    } else if (a == "--policy" && i + 1 < argc) {
+      const auto p = shmbus::parse_policy(argv[++i]);
+      if (!p) {
+        usage(argv[0]);
+        return 2;
+      }
+      only = *p;
+    } else if (a == "--count" && i + 1 < argc) {
+      cfg.count = std::strtoull(argv[++i], nullptr, 10);
+      if (cfg.count == 0) {
+        usage(argv[0]);
+        return 2;
+      }
+    } else {
+      usage(argv[0]);
+      return a == "--help" || a == "-h" ? 0 : 2;
+    }
+  }
+  cfg.bus = "demo-" + std::to_string(::getpid());
+
+  struct sigaction sa{};
+  sa.sa_handler = on_signal;
+  ::sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+
+  std::vector<Scenario> scenarios{{Policy::block, "block"},
+                                  {Policy::drop_oldest, "drop_oldest"},
+                                  {Policy::reject, "reject"}};
+  if (only) {
+    std::erase_if(scenarios, [&](const Scenario& sc) { return sc.policy != *only; });
+  }
+  ChannelGuard guard(cfg.bus);
+  for (const Scenario& sc : scenarios) {
+    ChannelOptions o;
+    o.capacity = kCapacity;
+    o.slot_size = kSlotSize;
+    o.policy = sc.policy;
+    (void)Channel::remove(sc.channel, cfg.bus);  // a leftover of a crashed run with our pid
+    auto ch = Channel::create(sc.channel, o, cfg.bus);
+    if (!ch) {
+      std::fprintf(stderr, "shmbus_demo: create %s: %s\n", sc.channel.c_str(),
+                   ch.error().message().c_str());
+      return 1;
+    }
+    guard.add(sc.channel);
+  }
+
+  std::printf("shmbus demo: bus '%s', %zu channels x (%d publishers x %llu messages, "
+              "a fast and a slow subscriber), ring %u slots\n",
+              cfg.bus.c_str(), scenarios.size(), kPublishersPerChannel,
+              static_cast<unsigned long long>(cfg.count), kCapacity);
+  std::printf("  block: publishers wait up to %llu ms, then retry (counted as timeouts); "
+              "reject: publishers pause %d us and retry (counted as rejected)\n\n",
+              static_cast<unsigned long long>(kBlockTimeoutNs / 1'000'000), kRejectPauseUs);
+
+  // One channel at a time: 4 busy processes on 2 cores is contention enough.
+  bool pass = true;
+  std::vector<RunResult> results;
+  for (const Scenario& sc : scenarios) {
+    results.push_back(run_channel(cfg, sc));
+    pass = judge(results.back()) && pass;
+    if (g_stop) break;
+  }
+
+  // --- Later milestone: worker groups (competing consumers with ack/nack, a
+  // DLQ) and the `shmbus` CLI probe pointed at this bus go here, as further
+  // scenarios run while the channels above still exist.
+
+  std::printf("\nChannel::stats() snapshots, taken while every child was attached:\n");
+  for (const RunResult& r : results) print_stats(r);
+  std::printf("\n%s\n", pass ? "demo: PASS" : "demo: FAIL");
+  return pass ? 0 : 1;
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the default test tiers:
+#   1. the normal build: unit, concurrency and multiprocess tests, the demo
+#      smoke run and the benchmark smoke runs (every ctest label but `slow`);
+#   2. ThreadSanitizer: the concurrency (threaded stress) tests;
+#   3. AddressSanitizer + UBSan: the unit and multiprocess tests.
+# Opt-in slow tiers: SHMBUS_SLOW=1 scripts/test.sh (adds the `slow` label).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+
+JOBS="${JOBS:-$(nproc)}"
+LABEL_ARGS=(-LE slow)
+if [ "${SHMBUS_SLOW:-0}" = "1" ]; then LABEL_ARGS=(); fi
+
+build() {  # build DIR TARGETS [cmake args...]; TARGETS "all" or "a;b"
+  local dir="$1" targets="$2"; shift 2
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+  if [ "$targets" = all ]; then
+    cmake --build "$dir" -j "$JOBS"
+  else
+    local t
+    for t in ${targets//;/ }; do cmake --build "$dir" -j "$JOBS" --target "$t"; done
+  fi
+}
+
+echo "== normal build"
+build build all
+# Tests run one at a time: they spin, fork and time out on purpose, and a
+# 2-core machine shared by parallel tests would only make them slower.
+ctest --test-dir build --output-on-failure "${LABEL_ARGS[@]}"
+
+SAN_ARGS=(-DSHMBUS_BUILD_BENCHMARKS=OFF -DSHMBUS_BUILD_EXAMPLES=OFF -DSHMBUS_BUILD_TOOLS=OFF)
+
+echo "== ThreadSanitizer: concurrency tests"
+build build-tsan shmbus_stress_tests -DSHMBUS_SANITIZE=thread "${SAN_ARGS[@]}"
+TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+  ctest --test-dir build-tsan --output-on-failure -L concurrency
+
+echo "== AddressSanitizer + UBSan: unit and multiprocess tests"
+build build-asan "shmbus_unit_tests;shmbus_process_tests" -DSHMBUS_SANITIZE=address "${SAN_ARGS[@]}"
+ASAN_OPTIONS="detect_leaks=1 abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1" \
+  ctest --test-dir build-asan --output-on-failure -L "unit|multiprocess"
+
+echo "== all test tiers passed"
