@@ -1,6 +1,7 @@
 #include <shmbus/channel.hpp>
 
 #include <shmbus/bus/channel_state.hpp>
+#include <shmbus/bus/group_core.hpp>
 #include <shmbus/bus/stats.hpp>
 #include <shmbus/bus/tables.hpp>
 #include <shmbus/shm/segment.hpp>
@@ -66,6 +67,26 @@ Result<Subscriber> Channel::subscribe(const SubscribeOptions& opts) {
   auto core = bus::SubscriberCore::create(state_, opts);
   if (!core) return core.error();
   return Subscriber(std::move(core.value()));
+}
+
+Result<Consumer> Channel::join_group(std::string_view group, const GroupOptions& opts) {
+  if (!state_) return Error(ErrorCode::invalid_argument, "join_group() on an empty Channel handle");
+  auto core = bus::GroupCore::join(state_, group, opts);
+  if (!core) return core.error();
+  return Consumer(std::move(core.value()));
+}
+
+Result<void> Channel::remove_group(std::string_view group) {
+  if (!state_) return Error(ErrorCode::invalid_argument, "remove_group() on an empty Channel handle");
+  return bus::remove_group(*state_, group);
+}
+
+Result<std::uint64_t> Channel::redrive_dlq(std::string_view dlq, std::uint64_t max) {
+  if (!state_) return Error(ErrorCode::invalid_argument, "redrive_dlq() on an empty Channel handle");
+  bus::OpenOptions o;
+  auto d = bus::open_channel(state_->bus, dlq, o);
+  if (!d) return d.error();
+  return bus::redrive_dead_letters(state_, std::move(d.value()), max);
 }
 
 Result<void> Channel::remove_subscriber(std::string_view durable_name) {

@@ -32,6 +32,8 @@ ChannelOptions options_of(const Geometry& g) {
   o.policy = g.policy;
   o.max_subscribers = g.max_subscribers;
   o.max_publishers = g.max_publishers;
+  o.max_groups = g.max_groups;
+  o.max_consumers = g.max_consumers;
   o.unblock_timeout_ns = g.unblock_timeout_ns;
   o.eviction_timeout_ns = g.eviction_timeout_ns;
   return o;
@@ -53,6 +55,8 @@ void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
   h->max_subscribers = g.max_subscribers;
   h->max_publishers = g.max_publishers;
   h->max_groups = g.max_groups;
+  h->max_consumers = g.max_consumers;
+  h->group_stride = g.group_stride;
   h->max_payload = g.max_payload;
   h->total_size = g.total_size;
   h->producer_offset = g.producer_offset;
@@ -146,6 +150,12 @@ Result<Geometry> compute_geometry(const ChannelOptions& o) {
     return invalid("max_publishers " + num(o.max_publishers) + " must be in 1.." +
                    num(kMaxTableEntries));
   }
+  if (o.max_groups > 256) {
+    return invalid("max_groups " + num(o.max_groups) + " must be in 0..256");
+  }
+  if (o.max_consumers < 1 || o.max_consumers > kMaxConsumers) {
+    return invalid("max_consumers " + num(o.max_consumers) + " must be in 1.." + num(kMaxConsumers));
+  }
   if (o.unblock_timeout_ns < 1000) {
     return invalid("unblock_timeout_ns " + num(o.unblock_timeout_ns) + " must be at least 1000");
   }
@@ -160,7 +170,8 @@ Result<Geometry> compute_geometry(const ChannelOptions& o) {
   g.capacity = o.capacity;
   g.max_subscribers = o.max_subscribers;
   g.max_publishers = o.max_publishers;
-  g.max_groups = 0;  // groups get their own region in a later layout version
+  g.max_groups = o.max_groups;
+  g.max_consumers = o.max_consumers;
   g.max_payload = o.slot_size - kSlotHeaderSize;
   g.unblock_timeout_ns = o.unblock_timeout_ns;
   g.eviction_timeout_ns = o.eviction_timeout_ns;
@@ -170,7 +181,9 @@ Result<Geometry> compute_geometry(const ChannelOptions& o) {
       round_up(g.publishers_offset + sizeof(PublisherEntry) * g.max_publishers, kHotSlot);
   g.groups_offset =
       round_up(g.subscribers_offset + sizeof(SubscriberEntry) * g.max_subscribers, kHotSlot);
-  g.stamps_offset = g.groups_offset;
+  g.group_stride = round_up(sizeof(GroupEntry) + sizeof(ConsumerEntry) * g.max_consumers, kHotSlot) +
+                   round_up(8ULL * g.capacity, kHotSlot);
+  g.stamps_offset = round_up(g.groups_offset + g.group_stride * g.max_groups, kHotSlot);
   g.data_offset = round_up(g.stamps_offset + sizeof(SlotControl) * g.capacity, shm::page_size());
   g.total_size = g.data_offset + static_cast<std::uint64_t>(g.capacity) * g.slot_size;
   if (g.total_size > kMaxTotalSize) {
@@ -205,6 +218,8 @@ Result<Geometry> validate_header(const ChannelHeader& h, std::size_t segment_siz
   o.policy = static_cast<Policy>(h.policy);
   o.max_subscribers = h.max_subscribers;
   o.max_publishers = h.max_publishers;
+  o.max_groups = h.max_groups;
+  o.max_consumers = h.max_consumers;
   o.unblock_timeout_ns = h.unblock_timeout_ns;
   o.eviction_timeout_ns = h.eviction_timeout_ns;
   auto g = compute_geometry(o);
@@ -212,7 +227,7 @@ Result<Geometry> validate_header(const ChannelHeader& h, std::size_t segment_siz
   const Geometry& e = g.value();
   struct Field { const char* name; std::uint64_t got, want; };
   const Field fields[] = {
-      {"max_groups", h.max_groups, e.max_groups},
+      {"group_stride", h.group_stride, e.group_stride},
       {"max_payload", h.max_payload, e.max_payload},
       {"total_size", h.total_size, e.total_size},
       {"producer_offset", h.producer_offset, e.producer_offset},
@@ -353,6 +368,8 @@ Result<void> check_expected(const Geometry& g, const ChannelOptions& want, std::
       {"policy", static_cast<std::uint64_t>(have.policy), static_cast<std::uint64_t>(want.policy)},
       {"max_subscribers", have.max_subscribers, want.max_subscribers},
       {"max_publishers", have.max_publishers, want.max_publishers},
+      {"max_groups", have.max_groups, want.max_groups},
+      {"max_consumers", have.max_consumers, want.max_consumers},
       {"unblock_timeout_ns", have.unblock_timeout_ns, want.unblock_timeout_ns},
       {"eviction_timeout_ns", have.eviction_timeout_ns, want.eviction_timeout_ns},
   };

@@ -146,6 +146,7 @@ PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
   // occupant's commit/abandon, so its writes are ordered before ours.
   std::uint64_t st = shm::load_acquire(stamp);
   std::uint64_t waiting_since = 0;
+  std::uint64_t waiting_for = 0;  // the stamp we are waiting on: a new one restarts the timer
   std::uint64_t last_liveness_ns = 0;
   for (std::uint32_t spins = 0;; ++spins) {
     const std::uint64_t s_seq = stamp_seq(st);
@@ -160,9 +161,16 @@ PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
                      (s_seq < seq && (s_state == kStampCommitted || s_state == kStampAbandoned)))
                   : (s_seq == prev && (s_state == kStampCommitted || s_state == kStampAbandoned));
     if (prev_done) {
-      // relaxed: published by the release of the CAS below, so a reader that
-      // acquires our `writing` stamp finds us as the writer.
-      shm::store_relaxed(ctl.writer, self_packed_);
+      // Record ourselves as the writer, by CAS from the value a rival for
+      // this slot would also have seen: a writer that stalled here and lost
+      // its claim cannot overwrite the word of the one that took the slot.
+      // The word is published by the release of the stamp CAS below, so a
+      // reader that acquires our `writing` stamp finds us.
+      std::uint64_t prev_writer = shm::load_acquire(ctl.writer);
+      if (prev_writer != self_packed_ && !shm::cas_acq_rel(ctl.writer, prev_writer, self_packed_)) {
+        st = shm::load_acquire(stamp);
+        continue;
+      }
       if (shm::cas_acq_rel(stamp, st, make_stamp(seq, kStampWriting))) {
         // SYNC(seqlock-write): the `writing` stamp must be visible before any
         // byte of the new message, for readers that validate after reading.
@@ -173,7 +181,10 @@ PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
     }
     // The previous lap's writer has not finished (or not even started).
     const std::uint64_t now = shm::monotonic_ns();
-    if (waiting_since == 0) waiting_since = now;
+    if (waiting_since == 0 || st != waiting_for) {
+      waiting_since = now;
+      waiting_for = st;
+    }
     bool give_up = now - waiting_since >= unblock_ns_;
     if (!give_up && s_state == kStampWriting && now - waiting_since >= kLivenessAfterNs &&
         now - last_liveness_ns >= kLivenessAfterNs) {
@@ -222,7 +233,7 @@ void PublisherCore::wake_subscribers() noexcept {
 }
 
 PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length,
-                                    const MessageMeta& meta) noexcept {
+                                    const MessageMeta& meta, std::uint32_t attempt) noexcept {
   if (!ch_ || !claim.active) return PublishStatus::invalid;
   if (length > max_payload_) {
     abort(claim);
@@ -245,7 +256,7 @@ PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length,
   hdr->correlation_id = meta.correlation_id;
   hdr->length = static_cast<std::uint32_t>(length);
   hdr->type = meta.type;
-  hdr->attempt = 0;
+  hdr->attempt = attempt;
   hdr->flags = 0;
   claim.active = false;
   // SYNC(stamp): release (seq_cst), pairs with the acquire stamp loads in

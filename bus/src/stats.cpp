@@ -4,6 +4,7 @@
 
 #include <shmbus/bus/tables.hpp>
 #include <shmbus/shm/atomics.hpp>
+#include <shmbus/shm/clock.hpp>
 #include <shmbus/shm/liveness.hpp>
 
 namespace shmbus::bus {
@@ -15,6 +16,7 @@ const char* state_name(std::uint32_t s) {
     case kEntryActive: return "active";
     case kEntryDetached: return "detached";
     case kEntryEvicted: return "evicted";
+    case kEntryResuming: return "resuming";
     default: return "free";
   }
 }
@@ -78,6 +80,65 @@ ChannelStats snapshot(const ChannelState& ch) {
     sub.lapped_events = shm::load_relaxed(e.lapped_events);
     if (entry_gates(c, shm::load_relaxed(e.flags))) gate = std::min(gate, sub.cursor);
     s.subscribers.push_back(std::move(sub));
+  }
+  const std::uint64_t mask = ch.geo.capacity - 1;
+  const std::uint32_t lap_shift = static_cast<std::uint32_t>(__builtin_ctzll(ch.geo.capacity));
+  const std::uint64_t now_rt = shm::realtime_ns();
+  for (std::uint32_t i = 0; i < ch.geo.max_groups; ++i) {
+    const GroupEntry& g = *ch.group(i);
+    if (control_state(shm::load_acquire(g.control)) != kEntryActive) continue;
+    GroupStats gs;
+    gs.index = i;
+    gs.name = read_name(g.name);
+    gs.dlq = read_name(g.dlq);
+    gs.floor = shm::load_acquire(g.floor);
+    gs.next = shm::load_acquire(g.next);
+    gs.pending = s.head > gs.next ? s.head - gs.next : 0;
+    gs.unfinished = s.head > gs.floor ? s.head - gs.floor : 0;
+    gs.visibility_timeout_ns = g.visibility_timeout_ns;
+    gs.max_deliveries = g.max_deliveries;
+    gs.delivered = shm::load_relaxed(g.delivered);
+    gs.acked = shm::load_relaxed(g.acked);
+    gs.redelivered = shm::load_relaxed(g.redelivered);
+    gs.dead_lettered = shm::load_relaxed(g.dead_lettered);
+    gs.nacked = shm::load_relaxed(g.nacked);
+    gs.expired = shm::load_relaxed(g.expired);
+    gs.lost = shm::load_relaxed(g.lost);
+    gs.dlq_failures = shm::load_relaxed(g.dlq_failures);
+    gs.dead_consumer_releases = shm::load_relaxed(g.dead_consumer_releases);
+    const std::atomic<std::uint64_t>* leases = ch.leases(i);
+    const std::uint64_t from = gs.next - gs.floor > mask + 1 ? gs.next - (mask + 1) : gs.floor;
+    for (std::uint64_t q = from; q < gs.next; ++q) {
+      const LeaseFields lf = lease_fields(shm::load_relaxed(leases[q & mask]));
+      if (lf.lap != ((q >> lap_shift) & 0xffffu)) continue;
+      gs.in_flight += lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering;
+      gs.due += lf.state == kLeaseDue;
+    }
+    if (gs.floor < gs.next) {
+      const std::uint64_t want = make_stamp(gs.floor, kStampCommitted);
+      const auto* hdr = reinterpret_cast<const SlotHeader*>(
+          ch.data + (gs.floor & mask) * static_cast<std::uint64_t>(ch.geo.slot_size));
+      if (shm::load_acquire(ch.slots[gs.floor & mask].stamp) == want) {
+        const std::uint64_t ts =
+            std::atomic_ref<const std::uint64_t>(hdr->timestamp_ns).load(std::memory_order_relaxed);
+        if (ts != 0 && ts < now_rt) gs.oldest_unacked_age_ns = now_rt - ts;
+      }
+    }
+    const ConsumerEntry* cons = ch.consumers(i);
+    for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
+      const std::uint64_t c = shm::load_acquire(cons[k].control);
+      if (control_state(c) != kEntryActive) continue;
+      ConsumerStats cs;
+      cs.index = k;
+      cs.pid = control_pid(c);
+      cs.alive = alive(c, cons[k].owner_start);
+      cs.delivered = shm::load_relaxed(cons[k].delivered);
+      cs.acked = shm::load_relaxed(cons[k].acked);
+      cs.nacked = shm::load_relaxed(cons[k].nacked);
+      gs.consumers.push_back(cs);
+    }
+    gate = std::min(gate, gs.floor);
+    s.groups.push_back(std::move(gs));
   }
   s.depth = s.head - gate;
   return s;

@@ -18,24 +18,6 @@ constexpr int kSpinBeforeWaiting = 1000;
 constexpr std::uint32_t kStallCheckEvery = 1024;  // empty polls between stall checks (power of 2)
 constexpr std::uint64_t kMaxSleepSliceNs = 50'000'000;
 
-// Copies bytes that a lapping writer may be rewriting right now (seqlock
-// read). The caller validates the stamp afterwards and discards a torn copy.
-// ThreadSanitizer cannot know that the race is detected and handled, so
-// under TSan this copy is neither instrumented nor routed through the memcpy
-// interceptor; every other build uses plain memcpy.
-#if defined(__SANITIZE_THREAD__)
-__attribute__((no_sanitize("thread"), optimize("no-tree-loop-distribute-patterns"))) void
-racy_copy(void* dst, const void* src, std::size_t n) noexcept {
-  auto* d = static_cast<unsigned char*>(dst);
-  const auto* s = static_cast<const volatile unsigned char*>(src);
-  for (std::size_t i = 0; i < n; ++i) d[i] = s[i];
-}
-#else
-inline void racy_copy(void* dst, const void* src, std::size_t n) noexcept {
-  std::memcpy(dst, src, n);
-}
-#endif
-
 }  // namespace
 
 SubscriberCore::~SubscriberCore() { release(); }

@@ -125,6 +125,13 @@ std::uint64_t gating_minimum(const ChannelState& ch, std::uint64_t head) noexcep
     const std::uint64_t cur = shm::load_acquire(e.cursor);
     min = std::min(min, cur);
   }
+  for (std::uint32_t i = 0; i < ch.geo.max_groups; ++i) {
+    const GroupEntry& g = *ch.group(i);
+    if (control_state(shm::load_acquire(g.control)) != kEntryActive) continue;
+    // SYNC(floor): acquire, pairs with the seq_cst floor CAS in
+    // GroupCore::advance_floor: every lease below it is finished.
+    min = std::min(min, shm::load_acquire(g.floor));
+  }
   return min;
 }
 
@@ -328,29 +335,12 @@ Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view na
       const std::uint64_t cursor = start_cursor();
       shm::store_release(e.cursor, cursor);
       if (durable) {
-        // Two processes may create the same durable name at once. Each
-        // announces the name (seq_cst), then looks for the other: at least
-        // one of the two sees the other. Seeing a lower index: back off.
-        // Seeing a higher one: wait until it backs off (it sees us) or wins
-        // (it did not), and back off if it wins. Exactly one survives.
+        // Announce the name, then settle a race with a concurrent creator.
         e.flags.store(kSubDurable, std::memory_order_seq_cst);
-        bool back_off = false;
-        for (std::uint32_t j = 0; j < ch.geo.max_subscribers && !back_off; ++j) {
-          if (j == i || !same_durable_name(j)) continue;
-          if (j < i) {
-            back_off = true;
-            break;
-          }
-          const std::uint64_t until = shm::monotonic_ns() + 1'000'000'000ULL;
-          while (same_durable_name(j)) {
-            const std::uint32_t ost = control_state(shm::load_acquire(ch.subscribers[j].control));
-            if (ost != kEntryClaiming || shm::monotonic_ns() > until) {
-              back_off = true;  // it won (or is stuck): resume or report busy
-              break;
-            }
-            shm::yield_cpu();
-          }
-        }
+        const bool back_off = lose_name_race(
+            i, ch.geo.max_subscribers, same_durable_name, [&](std::uint32_t j) {
+              return control_state(shm::load_acquire(ch.subscribers[j].control)) == kEntryClaiming;
+            });
         if (back_off) {
           shm::store_relaxed(e.flags, std::uint32_t{0});
           std::uint64_t mine = held;
@@ -364,11 +354,14 @@ Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view na
       break;
     }
     if (retry) continue;
-    if (full) break;
+    if (full) {
+      return Error(ErrorCode::table_full,
+                   "channel '" + ch.name + "' has all " + std::to_string(ch.geo.max_subscribers) +
+                       " subscriber entries in use (raise max_subscribers when creating it)");
+    }
   }
-  return Error(ErrorCode::table_full,
-               "channel '" + ch.name + "' has all " + std::to_string(ch.geo.max_subscribers) +
-                   " subscriber entries in use (raise max_subscribers when creating it)");
+  return Error(ErrorCode::busy, "could not attach subscriber '" + std::string(name) + "' to channel '" +
+                                    ch.name + "': other processes kept attaching the same entries");
 }
 
 void detach_subscriber(ChannelState& ch, std::uint32_t index, std::uint64_t control) noexcept {
@@ -388,6 +381,9 @@ void detach_subscriber(ChannelState& ch, std::uint32_t index, std::uint64_t cont
 }
 
 Result<void> remove_durable_subscriber(ChannelState& ch, std::string_view name) {
+  if (ch.read_only()) {
+    return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
+  }
   for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
     SubscriberEntry& e = ch.subscribers[i];
     std::uint64_t c = shm::load_acquire(e.control);

@@ -27,6 +27,16 @@ std::string_view to_string(PollStatus s) noexcept {
   return "unknown";
 }
 
+std::string_view to_string(AckStatus s) noexcept {
+  switch (s) {
+    case AckStatus::ok: return "ok";
+    case AckStatus::lease_lost: return "lease_lost";
+    case AckStatus::invalid: return "invalid";
+    case AckStatus::dlq_unavailable: return "dlq_unavailable";
+  }
+  return "unknown";
+}
+
 std::string_view to_string(Policy p) noexcept {
   switch (p) {
     case Policy::block: return "block";

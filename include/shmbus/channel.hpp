@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include <shmbus/consumer.hpp>
 #include <shmbus/publisher.hpp>
 #include <shmbus/result.hpp>
 #include <shmbus/subscriber.hpp>
@@ -69,6 +70,21 @@ class Channel {
   /// A new subscriber: anonymous, or durable if opts.name is set (resumes the
   /// cursor of that name). table_full / busy with context. Thread-safe.
   Result<Subscriber> subscribe(const SubscribeOptions& opts = {});
+
+  /// Joins consumer group `group` (created with `opts` if it does not exist;
+  /// an existing group must have the same settings). Also creates the
+  /// group's DLQ channel if needed. table_full if no group or consumer entry
+  /// is free. Thread-safe.
+  Result<Consumer> join_group(std::string_view group, const GroupOptions& opts = {});
+
+  /// Removes a group and its leases. busy while a live consumer is a
+  /// member. Thread-safe.
+  Result<void> remove_group(std::string_view group);
+
+  /// Republishes up to `max` dead letters from DLQ channel `dlq` (on this
+  /// bus) to this channel, oldest first, and advances the DLQ's retaining
+  /// cursor. Returns how many. At-least-once. Thread-safe.
+  Result<std::uint64_t> redrive_dlq(std::string_view dlq, std::uint64_t max = UINT64_MAX);
 
   /// Forgets a durable subscriber's cursor. busy if a live process holds it.
   /// Thread-safe.

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <shmbus/channel.hpp>
+#include <shmbus/consumer.hpp>
 #include <shmbus/publisher.hpp>
 #include <shmbus/result.hpp>
 #include <shmbus/subscriber.hpp>

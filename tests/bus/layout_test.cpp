@@ -56,7 +56,7 @@ TEST_CASE("the geometry lays regions out in order, aligned, data on a page bound
   CHECK(g->subscribers_offset % kHotSlot == 0);
   CHECK(g->stamps_offset >= g->subscribers_offset + 10 * 256);
   CHECK(g->data_offset % 4096 == 0);
-  CHECK(g->data_offset >= g->stamps_offset + 1024 * 8);
+  CHECK(g->data_offset >= g->stamps_offset + 1024 * sizeof(SlotControl));
   CHECK(g->total_size == g->data_offset + 1024ULL * 256);
   CHECK(g->max_payload == 256 - 48);
 }

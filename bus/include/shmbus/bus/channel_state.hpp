@@ -28,6 +28,8 @@ struct Geometry {
   std::uint32_t max_subscribers = 0;
   std::uint32_t max_publishers = 0;
   std::uint32_t max_groups = 0;
+  std::uint32_t max_consumers = 0;   ///< per group
+  std::uint64_t group_stride = 0;    ///< bytes per group block (entry, consumers, leases)
   std::uint32_t max_payload = 0;
   std::uint64_t producer_offset = 0;
   std::uint64_t publishers_offset = 0;
@@ -85,6 +87,19 @@ class ChannelState {
   PublisherEntry* publishers = nullptr;
   SubscriberEntry* subscribers = nullptr;
   SlotControl* slots = nullptr;  // stamp + writer per slot
+
+  /// Group block i (i < geo.max_groups): its entry, consumers and leases.
+  [[nodiscard]] GroupEntry* group(std::uint32_t i) const noexcept {
+    return reinterpret_cast<GroupEntry*>(control.data() + geo.groups_offset + i * geo.group_stride);
+  }
+  [[nodiscard]] ConsumerEntry* consumers(std::uint32_t i) const noexcept {
+    return reinterpret_cast<ConsumerEntry*>(reinterpret_cast<std::byte*>(group(i)) + sizeof(GroupEntry));
+  }
+  [[nodiscard]] std::atomic<std::uint64_t>* leases(std::uint32_t i) const noexcept {
+    return reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<std::byte*>(group(i)) +
+                                                         geo.group_stride -
+                                                         8ULL * geo.capacity);
+  }
   const std::byte* data = nullptr;
 
   /// The writable view of the slots, mapped on first use by a publisher.

@@ -68,7 +68,8 @@ static_assert(sizeof(NameWords) == 64);
 //  112     subscribers_offset 120 groups_offset 128 stamps_offset
 //  136     data_offset 144 unblock_timeout_ns 152 eviction_timeout_ns
 //  160     name (64 bytes)
-//  224..4096 reserved (zero)
+//  224     max_consumers (u32)  228 pad  232 group_stride (u64)
+//  240..4096 reserved (zero)
 struct ChannelHeader {
   std::atomic<std::uint64_t> magic;
   std::atomic<std::uint32_t> layout_version;
@@ -96,7 +97,10 @@ struct ChannelHeader {
   std::uint64_t unblock_timeout_ns;
   std::uint64_t eviction_timeout_ns;
   char name[64];
-  std::uint8_t reserved[kHeaderPage - 224];
+  std::uint32_t max_consumers;
+  std::uint32_t pad0;
+  std::uint64_t group_stride;
+  std::uint8_t reserved[kHeaderPage - 240];
 };
 static_assert(std::is_standard_layout_v<ChannelHeader>);
 static_assert(sizeof(ChannelHeader) == kHeaderPage);
@@ -126,6 +130,8 @@ static_assert(offsetof(ChannelHeader, data_offset) == 136);
 static_assert(offsetof(ChannelHeader, unblock_timeout_ns) == 144);
 static_assert(offsetof(ChannelHeader, eviction_timeout_ns) == 152);
 static_assert(offsetof(ChannelHeader, name) == 160);
+static_assert(offsetof(ChannelHeader, max_consumers) == 224);
+static_assert(offsetof(ChannelHeader, group_stride) == 232);
 
 //  ProducerBlock: four 128-byte slots so that the claim counter, the gating
 //  cache, each futex pair and the shared counters never share a line.
@@ -241,6 +247,138 @@ static_assert(offsetof(SubscriberEntry, delivered) == 136);
 static_assert(offsetof(SubscriberEntry, lost) == 144);
 static_assert(offsetof(SubscriberEntry, lapped_events) == 152);
 
+//  Group region (at groups_offset): max_groups blocks of group_stride bytes:
+//
+//  +------------+---------------------------+-------------------------+
+//  | GroupEntry | ConsumerEntry[max_cons.]  | lease word [capacity]   |
+//  | (640 B)    | (64 B each, 128-aligned)  | (8 B each, 128-aligned) |
+//  +------------+---------------------------+-------------------------+
+//
+//  GroupEntry: 0..255 identity and settings (written while claiming, then
+//  published by the release of `control`); 256 next; 384 floor; 512 counters.
+//    0 control  8 visibility_timeout_ns  16 backoff_base_ns  24 backoff_cap_ns
+//   32 max_deliveries  36 jitter_permille  40 created_realtime_ns  48 name (64)
+//  112 dlq channel name (64)  176 reserved
+//  256 next: the next sequence no consumer has taken yet
+//  384 floor: every sequence below it is acked, dead-lettered or lost
+//  512 delivered 520 acked 528 redelivered 536 dead_lettered 544 nacked
+//  552 expired 560 lost 568 dlq_failures 576 dead_consumer_releases
+struct GroupEntry {
+  std::atomic<std::uint64_t> control;
+  std::uint64_t visibility_timeout_ns;
+  std::uint64_t backoff_base_ns;
+  std::uint64_t backoff_cap_ns;
+  std::uint32_t max_deliveries;
+  std::uint32_t jitter_permille;
+  std::uint64_t created_realtime_ns;
+  NameWords name;
+  NameWords dlq;
+  std::uint8_t reserved[80];
+  alignas(kHotSlot) std::atomic<std::uint64_t> next;
+  alignas(kHotSlot) std::atomic<std::uint64_t> floor;
+  alignas(kHotSlot) std::atomic<std::uint64_t> delivered;
+  std::atomic<std::uint64_t> acked;
+  std::atomic<std::uint64_t> redelivered;
+  std::atomic<std::uint64_t> dead_lettered;
+  std::atomic<std::uint64_t> nacked;
+  std::atomic<std::uint64_t> expired;
+  std::atomic<std::uint64_t> lost;
+  std::atomic<std::uint64_t> dlq_failures;
+  std::atomic<std::uint64_t> dead_consumer_releases;
+  std::uint8_t pad[56];
+};
+static_assert(std::is_standard_layout_v<GroupEntry>);
+static_assert(sizeof(GroupEntry) == 640);
+static_assert(offsetof(GroupEntry, control) == 0);
+static_assert(offsetof(GroupEntry, visibility_timeout_ns) == 8);
+static_assert(offsetof(GroupEntry, backoff_base_ns) == 16);
+static_assert(offsetof(GroupEntry, backoff_cap_ns) == 24);
+static_assert(offsetof(GroupEntry, max_deliveries) == 32);
+static_assert(offsetof(GroupEntry, jitter_permille) == 36);
+static_assert(offsetof(GroupEntry, created_realtime_ns) == 40);
+static_assert(offsetof(GroupEntry, name) == 48);
+static_assert(offsetof(GroupEntry, dlq) == 112);
+static_assert(offsetof(GroupEntry, next) == 256);
+static_assert(offsetof(GroupEntry, floor) == 384);
+static_assert(offsetof(GroupEntry, delivered) == 512);
+static_assert(offsetof(GroupEntry, acked) == 520);
+static_assert(offsetof(GroupEntry, redelivered) == 528);
+static_assert(offsetof(GroupEntry, dead_lettered) == 536);
+static_assert(offsetof(GroupEntry, nacked) == 544);
+static_assert(offsetof(GroupEntry, expired) == 552);
+static_assert(offsetof(GroupEntry, lost) == 560);
+static_assert(offsetof(GroupEntry, dlq_failures) == 568);
+static_assert(offsetof(GroupEntry, dead_consumer_releases) == 576);
+
+//  ConsumerEntry (64 B): one per member of a group.
+//  0 control (state | pid)  8 owner_start  16 delivered  24 acked  32 nacked
+//  40 joined_realtime_ns  48 reserved
+struct ConsumerEntry {
+  std::atomic<std::uint64_t> control;
+  std::atomic<std::uint64_t> owner_start;
+  std::atomic<std::uint64_t> delivered;
+  std::atomic<std::uint64_t> acked;
+  std::atomic<std::uint64_t> nacked;
+  std::atomic<std::uint64_t> joined_realtime_ns;
+  std::uint8_t reserved[16];
+};
+static_assert(std::is_standard_layout_v<ConsumerEntry>);
+static_assert(sizeof(ConsumerEntry) == 64);
+static_assert(offsetof(ConsumerEntry, control) == 0);
+static_assert(offsetof(ConsumerEntry, owner_start) == 8);
+static_assert(offsetof(ConsumerEntry, delivered) == 16);
+static_assert(offsetof(ConsumerEntry, acked) == 24);
+static_assert(offsetof(ConsumerEntry, nacked) == 32);
+static_assert(offsetof(ConsumerEntry, joined_realtime_ns) == 40);
+
+//  Lease word (one per ring slot per group, parallel to the ring):
+//    bits  0..2   state (LeaseState)
+//    bits  3..10  attempt (deliveries so far, 0..255)
+//    bits 11..18  owner: consumer index (leased, dead-lettering)
+//    bits 19..34  lap: (sequence >> log2(capacity)) & 0xffff, the lap it is for
+//    bits 35..63  deadline (leased, dead-lettering) or due time (due): CLOCK_MONOTONIC
+//                 milliseconds modulo 2^29, compared with wrapping arithmetic
+//                 (so every lease and delay must be shorter than 2^28 ms, 3.1 days)
+//  Every transition of a lease is one CAS of this word. The all-zero word
+//  means "never used since the channel was created".
+enum LeaseState : std::uint64_t {
+  kLeaseFree = 0,          ///< never delivered (only as the initial all-zero word)
+  kLeaseLeased = 1,        ///< delivered to `owner` until `deadline`
+  kLeaseDue = 2,           ///< nacked (or given back): deliverable again at `deadline`
+  kLeaseAcked = 3,         ///< done
+  kLeaseDeadLettered = 4,  ///< copied to the DLQ: done
+  kLeaseLost = 5,          ///< overwritten before the group finished it (drop_oldest): done
+  kLeaseDeadLettering = 6, ///< `owner` is copying it to the DLQ until `deadline`
+};
+struct LeaseFields {
+  std::uint64_t state = 0;
+  std::uint32_t attempt = 0;
+  std::uint32_t owner = 0;
+  std::uint32_t lap = 0;
+  std::uint64_t deadline_ms = 0;  ///< modulo 2^29
+};
+inline constexpr std::uint64_t kLeaseClockMask = (1ULL << 29) - 1;
+inline constexpr std::uint64_t kMaxLeaseMs = 1ULL << 28;
+inline constexpr std::uint32_t kMaxAttempts = 255;
+inline constexpr std::uint32_t kMaxConsumers = 255;
+inline constexpr std::uint64_t make_lease(const LeaseFields& f) noexcept {
+  return (f.state & 7u) | (static_cast<std::uint64_t>(f.attempt & 0xffu) << 3) |
+         (static_cast<std::uint64_t>(f.owner & 0xffu) << 11) |
+         (static_cast<std::uint64_t>(f.lap & 0xffffu) << 19) | ((f.deadline_ms & kLeaseClockMask) << 35);
+}
+inline constexpr LeaseFields lease_fields(std::uint64_t w) noexcept {
+  return {w & 7u, static_cast<std::uint32_t>((w >> 3) & 0xffu),
+          static_cast<std::uint32_t>((w >> 11) & 0xffu), static_cast<std::uint32_t>((w >> 19) & 0xffffu),
+          w >> 35};
+}
+/// Whether the lease clock `now_ms` has reached `deadline_ms` (both modulo 2^29).
+inline constexpr bool lease_time_reached(std::uint64_t deadline_ms, std::uint64_t now_ms) noexcept {
+  return ((now_ms - deadline_ms) & kLeaseClockMask) < kMaxLeaseMs;
+}
+inline constexpr bool lease_final(std::uint64_t state) noexcept {
+  return state == kLeaseAcked || state == kLeaseDeadLettered || state == kLeaseLost;
+}
+
 //  SlotControl (16 B per slot, in the control area; four per cache line):
 //  0 stamp   8 writer (shm::pack_process of the publisher holding the slot in
 //  `writing`; lets a reader abandon a dead writer's claim at once instead of
@@ -301,7 +439,8 @@ inline constexpr std::uint64_t abi_fingerprint() noexcept {
   std::uint64_t h = 1469598103934665603ULL;  // FNV-1a over the layout numbers
   const std::uint64_t parts[] = {
       kLayoutVersion, sizeof(ChannelHeader), sizeof(ProducerBlock), sizeof(PublisherEntry),
-      sizeof(SubscriberEntry), sizeof(SlotHeader), sizeof(SlotControl), offsetof(ChannelHeader, name),
+      sizeof(SubscriberEntry), sizeof(SlotHeader), sizeof(SlotControl), sizeof(GroupEntry),
+      sizeof(ConsumerEntry), offsetof(GroupEntry, floor), offsetof(ChannelHeader, name),
       offsetof(ProducerBlock, sub_futex), offsetof(SubscriberEntry, cursor),
       offsetof(SlotHeader, attempt), kCacheLine, kHotSlot};
   for (std::uint64_t p : parts) {

@@ -35,7 +35,8 @@ class PublisherCore {
   /// Claims the next sequence for a message of up to `max_length` bytes.
   PublishStatus claim(std::size_t max_length, ClaimToken& out, std::uint64_t timeout_ns) noexcept;
   /// Commits a claim with `length` payload bytes: one CAS on the stamp.
-  PublishStatus commit(ClaimToken& claim, std::size_t length, const MessageMeta& meta) noexcept;
+  PublishStatus commit(ClaimToken& claim, std::size_t length, const MessageMeta& meta,
+                       std::uint32_t attempt = 0) noexcept;
   /// Gives a claim back: readers skip it.
   void abort(ClaimToken& claim) noexcept;
   /// claim + copy + commit.

@@ -36,6 +36,40 @@ struct SubscriberStats {
   std::uint64_t lapped_events = 0;
 };
 
+struct ConsumerStats {
+  std::uint32_t index = 0;
+  std::uint32_t pid = 0;
+  bool alive = false;
+  std::uint64_t delivered = 0;
+  std::uint64_t acked = 0;
+  std::uint64_t nacked = 0;
+};
+
+struct GroupStats {
+  std::uint32_t index = 0;
+  std::string name;
+  std::string dlq;                  ///< DLQ channel name (same bus)
+  std::uint64_t next = 0;           ///< next sequence not yet taken by any consumer
+  std::uint64_t floor = 0;          ///< every sequence below is finished
+  std::uint64_t pending = 0;        ///< head - next: committed or claimed, not yet delivered
+  std::uint64_t unfinished = 0;     ///< head - floor: not yet acked / dead-lettered
+  std::uint64_t in_flight = 0;      ///< leases held now (leased or being dead-lettered)
+  std::uint64_t due = 0;            ///< nacked, waiting for their retry time
+  std::uint64_t oldest_unacked_age_ns = 0;  ///< now - publish time of the message at floor
+  std::uint64_t visibility_timeout_ns = 0;
+  std::uint32_t max_deliveries = 0;
+  std::uint64_t delivered = 0;
+  std::uint64_t acked = 0;
+  std::uint64_t redelivered = 0;
+  std::uint64_t dead_lettered = 0;
+  std::uint64_t nacked = 0;
+  std::uint64_t expired = 0;
+  std::uint64_t lost = 0;
+  std::uint64_t dlq_failures = 0;
+  std::uint64_t dead_consumer_releases = 0;
+  std::vector<ConsumerStats> consumers;
+};
+
 struct ChannelStats {
   std::string bus;
   std::string name;
@@ -55,6 +89,7 @@ struct ChannelStats {
   std::uint64_t created_realtime_ns = 0;
   std::vector<PublisherStats> publishers;
   std::vector<SubscriberStats> subscribers;
+  std::vector<GroupStats> groups;
 };
 
 namespace bus {

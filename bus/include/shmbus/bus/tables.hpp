@@ -11,9 +11,34 @@
 
 #include <shmbus/bus/channel_state.hpp>
 #include <shmbus/bus/layout.hpp>
+#include <shmbus/shm/clock.hpp>
 #include <shmbus/shm/liveness.hpp>
 
 namespace shmbus::bus {
+
+/// Resolves two processes creating an entry of the same name at once
+/// (durable subscribers, groups). Call after claiming entry `mine` and
+/// announcing its name with seq_cst; `same(j)` tells (seq_cst) whether entry
+/// j holds that name now, `claiming(j)` whether it is still being claimed.
+/// At least one of two racers sees the other (Dekker). Seeing a lower index:
+/// back off. Seeing a higher one: wait until it backs off (it saw us) or
+/// wins (it did not), and back off if it wins. Exactly one survives. Returns
+/// true if the caller must back off (free its entry and look again).
+template <class Same, class Claiming>
+bool lose_name_race(std::uint32_t mine, std::uint32_t count, Same same, Claiming claiming) {
+  // Orders our announcement before every load below, whatever their order.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  for (std::uint32_t j = 0; j < count; ++j) {
+    if (j == mine || !same(j)) continue;
+    if (j < mine) return true;
+    const std::uint64_t until = shm::monotonic_ns() + 1'000'000'000ULL;
+    while (same(j)) {
+      if (!claiming(j) || shm::monotonic_ns() > until) return true;  // it won (or is stuck)
+      shm::yield_cpu();
+    }
+  }
+  return false;
+}
 
 /// Claims a free publisher entry for this process. table_full when none.
 Result<std::uint32_t> attach_publisher(ChannelState& ch);

@@ -81,6 +81,8 @@ struct ChannelOptions {
   Policy policy = Policy::block;
   std::uint32_t max_subscribers = 32;   ///< subscriber table entries (1..4096)
   std::uint32_t max_publishers = 32;    ///< publisher table entries (1..4096)
+  std::uint32_t max_groups = 4;         ///< consumer groups (0..256); each holds a lease per slot
+  std::uint32_t max_consumers = 16;     ///< consumers per group (1..255)
   std::uint32_t mode = 0600;            ///< permission bits of the segment
   /// A claim not committed within this time is marked abandoned by whoever
   /// finds it (readers skip it; the late writer's commit reports `abandoned`).
@@ -110,6 +112,48 @@ struct SubscribeOptions {
   std::string name;
   StartAt start = StartAt::latest();
   WaitStrategy wait = WaitStrategy::block;
+};
+
+/// Result of ack, nack and extend.
+enum class [[nodiscard]] AckStatus : std::uint8_t {
+  ok,          ///< done
+  lease_lost,  ///< the lease expired (the message may be redelivered or already
+               ///< acked by another consumer), or was already ended: nothing changed
+  invalid,     ///< not a delivery of this consumer (or an empty handle)
+  dlq_unavailable,  ///< the DLQ could not take the message now (full, or not
+                    ///< creatable); it stays with the group and is retried
+};
+std::string_view to_string(AckStatus s) noexcept;
+
+/// Settings of a consumer group, fixed when the group is first created
+/// (joining an existing group with other settings is a parameter_mismatch).
+struct GroupOptions {
+  StartAt start = StartAt::earliest();                ///< where a new group starts
+  std::uint64_t visibility_timeout_ns = 30'000'000'000ULL;  ///< lease length
+  std::uint32_t max_deliveries = 5;                   ///< attempts before the DLQ (1..255)
+  std::uint64_t backoff_base_ns = 100'000'000ULL;     ///< nack delay after the 1st attempt
+  std::uint64_t backoff_cap_ns = 30'000'000'000ULL;   ///< the delay never exceeds this
+  std::uint32_t jitter_permille = 200;                ///< +-20% random spread on each delay
+  /// DLQ channel on the same bus; empty: "<channel>-dlq". Created on first use
+  /// with room for the source's largest message plus the DLQ record header.
+  std::string dlq;
+  WaitStrategy wait = WaitStrategy::block;            ///< for receive_wait
+};
+
+/// Why a message went to the DLQ.
+enum class DeadLetterReason : std::uint32_t {
+  max_deliveries = 1,  ///< delivered max_deliveries times without an ack
+  rejected = 2,        ///< a consumer called dead_letter() on it
+};
+
+/// A message delivered to one consumer of a group, with its lease.
+struct Delivery {
+  Message message;             ///< payload in the caller's buffer
+  std::uint64_t sequence = 0;
+  std::uint32_t attempt = 0;   ///< 1 on first delivery
+  std::uint64_t deadline_ns = 0;  ///< CLOCK_MONOTONIC: lease ends (redelivery) after this
+  std::uint64_t lease = 0;     ///< the lease word this delivery holds (opaque)
+  std::uint32_t group = 0;     ///< group index (opaque)
 };
 
 }  // namespace shmbus

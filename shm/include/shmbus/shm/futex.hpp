@@ -49,11 +49,17 @@ namespace shmbus::shm {
 
 /// Raises the sleeping flag and returns the word value to sleep on.
 /// Thread-safe; call before the last re-check of the condition.
+///
+/// The word is read *before* the flag is raised: a waker that lowers the
+/// flag after we raised it increments the word after lowering it, hence after
+/// our read, so our futex_wait returns at once instead of missing the wake-up
+/// that a later waker (seeing the flag down) skips.
 inline std::uint32_t announce_sleep(std::atomic<std::uint32_t>& flag,
                                     std::atomic<std::uint32_t>& word) noexcept {
+  const std::uint32_t seen = word.load(std::memory_order_acquire);
   flag.store(1, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  return word.load(std::memory_order_acquire);
+  return seen;
 }
 
 /// Wakes every sleeper if the flag is raised (and lowers it). Costs one

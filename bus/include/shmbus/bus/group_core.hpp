@@ -1,0 +1,139 @@
+// Competing-consumer groups: a shared `next`, a `floor`, and a lease word per
+// ring slot. Each message goes to one consumer; ack ends its lease; a lease
+// whose deadline passes (or whose consumer died) is redelivered with
+// attempt + 1; at max_deliveries the message is copied to the group's DLQ.
+// Every lease transition is one CAS on one 64-bit word. See docs/protocol.md
+// ("Groups").
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <shmbus/bus/channel_state.hpp>
+#include <shmbus/bus/layout.hpp>
+#include <shmbus/bus/publisher_core.hpp>
+#include <shmbus/bus/types.hpp>
+
+namespace shmbus::bus {
+
+//  DlqRecord (160 B) at the start of every DLQ message's payload; the
+//  original payload follows. The DLQ slot header keeps the original key,
+//  correlation id and type, and its `attempt` holds the attempts made.
+//  0 original_sequence  8 original_timestamp_ns  16 attempts  20 reason
+//  24 payload_length  28 reserved  32 group (64)  96 source channel (64)
+struct DlqRecord {
+  std::uint64_t original_sequence;
+  std::uint64_t original_timestamp_ns;
+  std::uint32_t attempts;
+  std::uint32_t reason;
+  std::uint32_t payload_length;
+  std::uint32_t reserved;
+  char group[64];
+  char source[64];
+};
+static_assert(std::is_standard_layout_v<DlqRecord>);
+static_assert(sizeof(DlqRecord) == 160);
+static_assert(offsetof(DlqRecord, attempts) == 16);
+static_assert(offsetof(DlqRecord, group) == 32);
+static_assert(offsetof(DlqRecord, source) == 96);
+
+/// The durable subscriber that holds dead letters on a DLQ channel until
+/// they are redriven or removed.
+inline constexpr std::string_view kDlqRetainer = "dlq";
+
+/// Name of a group's DLQ channel: the option, or "<channel>-dlq".
+std::string dlq_channel_name(std::string_view channel, const GroupOptions& opts);
+
+/// Options of a DLQ channel for a source channel: room for the source's
+/// largest payload plus a DlqRecord; block policy (retained until redriven).
+ChannelOptions dlq_channel_options(const Geometry& source);
+
+/// Finds a group by name; -1 if absent. Thread-safe.
+int find_group(const ChannelState& ch, std::string_view name) noexcept;
+
+/// Removes a group (its leases and cursor are forgotten). busy if a live
+/// consumer is a member. Thread-safe.
+Result<void> remove_group(ChannelState& ch, std::string_view name);
+
+/// One consumer of a group. Not thread-safe: one caller at a time.
+class GroupCore {
+ public:
+  GroupCore() = default;
+  GroupCore(const GroupCore&) = delete;
+  GroupCore& operator=(const GroupCore&) = delete;
+  ~GroupCore();
+
+  /// Joins (creating if needed) group `name`, and makes sure its DLQ exists.
+  static Result<std::unique_ptr<GroupCore>> join(std::shared_ptr<ChannelState> ch,
+                                                 std::string_view name, const GroupOptions& opts);
+
+  PollStatus receive(Delivery& out, std::span<std::byte> buffer) noexcept;
+  PollStatus receive_wait(Delivery& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept;
+  AckStatus ack(const Delivery& d) noexcept;
+  AckStatus nack(const Delivery& d, std::uint64_t delay_ns) noexcept;
+  AckStatus nack_with_backoff(const Delivery& d) noexcept;
+  AckStatus extend(Delivery& d, std::uint64_t visibility_ns) noexcept;
+  AckStatus dead_letter(const Delivery& d) noexcept;
+  /// The nack delay after `attempt` deliveries: base * 2^(attempt-1), capped,
+  /// with +-jitter.
+  std::uint64_t backoff_ns(std::uint32_t attempt) noexcept;
+
+  [[nodiscard]] std::uint32_t group_index() const noexcept { return gi_; }
+  [[nodiscard]] std::uint32_t consumer_index() const noexcept { return ci_; }
+  [[nodiscard]] const std::shared_ptr<ChannelState>& channel() const noexcept { return ch_; }
+
+ private:
+  bool take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st) noexcept;
+  bool take_due(Delivery& out, std::span<std::byte> buffer, PollStatus& st, bool force) noexcept;
+  bool deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out, std::span<std::byte> buffer,
+               PollStatus& st) noexcept;
+  bool owner_dead(std::uint32_t owner) noexcept;
+  void release_dead_consumer(std::uint32_t owner) noexcept;
+  AckStatus finish(const Delivery& d, std::uint64_t next_word) noexcept;
+  AckStatus send_to_dlq(std::uint64_t seq, std::uint64_t held, DeadLetterReason reason) noexcept;
+  void advance_floor() noexcept;
+  void release() noexcept;
+  [[nodiscard]] std::uint32_t lap(std::uint64_t seq) const noexcept {
+    return static_cast<std::uint32_t>((seq >> lap_shift_) & 0xffu);
+  }
+  [[nodiscard]] bool available_for(std::uint64_t seq, std::uint64_t word) const noexcept;
+
+  std::shared_ptr<ChannelState> ch_;
+  GroupEntry* g_ = nullptr;
+  ConsumerEntry* me_ = nullptr;
+  ConsumerEntry* consumers_ = nullptr;
+  std::atomic<std::uint64_t>* leases_ = nullptr;
+  std::uint32_t gi_ = 0;
+  std::uint32_t ci_ = 0;
+  std::uint64_t control_ = 0;
+  std::uint64_t mask_ = 0;
+  std::uint32_t lap_shift_ = 0;
+  std::uint64_t visibility_ns_ = 0;
+  std::uint32_t max_deliveries_ = 0;
+  std::uint64_t backoff_base_ns_ = 0;
+  std::uint64_t backoff_cap_ns_ = 0;
+  std::uint32_t jitter_permille_ = 0;
+  WaitStrategy wait_ = WaitStrategy::block;
+  std::string dlq_name_;
+  std::unique_ptr<PublisherCore> dlq_pub_;  ///< opened on first dead letter
+  std::shared_ptr<ChannelState> dlq_ch_;
+  std::uint64_t last_scan_ns_ = 0;
+  std::uint64_t scan_every_ns_ = 0;
+  std::uint64_t rng_ = 0;
+  std::vector<std::uint8_t> owner_state_;    ///< per consumer index: 0 unknown, 1 alive, 2 dead
+  std::uint64_t owner_state_ns_ = 0;
+};
+
+/// Copies up to `max` dead letters from a DLQ channel back to their source
+/// channel (original payload and metadata), advancing the DLQ's retaining
+/// cursor. Returns how many were redriven. At-least-once: a crash midway may
+/// redrive a message twice.
+Result<std::uint64_t> redrive_dead_letters(std::shared_ptr<ChannelState> source,
+                                           std::shared_ptr<ChannelState> dlq, std::uint64_t max);
+
+}  // namespace shmbus::bus

@@ -1,0 +1,825 @@
+#include <shmbus/bus/group_core.hpp>
+
+#include <algorithm>
+#include <cstring>
+
+#include <shmbus/bus/slots.hpp>
+#include <shmbus/bus/subscriber_core.hpp>
+#include <shmbus/bus/tables.hpp>
+#include <shmbus/shm/atomics.hpp>
+#include <shmbus/shm/clock.hpp>
+#include <shmbus/shm/futex.hpp>
+#include <shmbus/shm/liveness.hpp>
+
+namespace shmbus::bus {
+
+namespace {
+
+constexpr std::uint64_t kNsPerMs = 1'000'000;
+constexpr std::uint64_t kOwnerCacheNs = 5'000'000;
+
+std::uint64_t now_ms() noexcept { return shm::monotonic_ns() / kNsPerMs; }
+std::uint64_t ceil_ms(std::uint64_t ns) noexcept { return (ns + kNsPerMs - 1) / kNsPerMs; }
+std::string num(std::uint64_t v) { return std::to_string(v); }
+
+Error invalid(const std::string& msg) { return Error(ErrorCode::invalid_argument, msg); }
+
+Result<void> check_group_options(const GroupOptions& o) {
+  if (o.visibility_timeout_ns < kNsPerMs || o.visibility_timeout_ns >= kMaxLeaseMs * kNsPerMs) {
+    return invalid("visibility_timeout_ns " + num(o.visibility_timeout_ns) +
+                   " must be at least 1 ms and under 3 days");
+  }
+  if (o.max_deliveries < 1 || o.max_deliveries > kMaxAttempts) {
+    return invalid("max_deliveries " + num(o.max_deliveries) + " must be in 1.." + num(kMaxAttempts));
+  }
+  if (o.backoff_cap_ns >= kMaxLeaseMs * kNsPerMs || o.backoff_base_ns > o.backoff_cap_ns) {
+    return invalid("backoff_base_ns " + num(o.backoff_base_ns) + " must not exceed backoff_cap_ns " +
+                   num(o.backoff_cap_ns) + ", which must be under 3 days");
+  }
+  if (o.jitter_permille > 1000) {
+    return invalid("jitter_permille " + num(o.jitter_permille) + " must be in 0..1000");
+  }
+  return {};
+}
+
+// The settings stored in a group entry, compared with the options of a joiner.
+Result<void> check_same_settings(const GroupEntry& g, const GroupOptions& o, const std::string& dlq,
+                                 std::string_view name) {
+  struct F { const char* field; std::uint64_t have, want; };
+  const F fields[] = {
+      {"visibility_timeout_ns", g.visibility_timeout_ns, o.visibility_timeout_ns},
+      {"max_deliveries", g.max_deliveries, o.max_deliveries},
+      {"backoff_base_ns", g.backoff_base_ns, o.backoff_base_ns},
+      {"backoff_cap_ns", g.backoff_cap_ns, o.backoff_cap_ns},
+      {"jitter_permille", g.jitter_permille, o.jitter_permille},
+  };
+  for (const F& f : fields) {
+    if (f.have != f.want) {
+      return Error(ErrorCode::parameter_mismatch, "group '" + std::string(name) + "' exists with " +
+                                                      f.field + " " + num(f.have) + "; asked for " +
+                                                      num(f.want));
+    }
+  }
+  const std::string have_dlq = read_name(g.dlq);
+  if (have_dlq != dlq) {
+    return Error(ErrorCode::parameter_mismatch, "group '" + std::string(name) + "' exists with dlq '" +
+                                                    have_dlq + "'; asked for '" + dlq + "'");
+  }
+  return {};
+}
+
+std::uint64_t start_position(const ChannelState& ch, const StartAt& start) noexcept {
+  switch (start.kind) {
+    case StartAt::Kind::earliest: return oldest_sequence(ch);
+    case StartAt::Kind::latest: return shm::load_acquire(ch.producer->head);
+    case StartAt::Kind::sequence: return std::min(start.value, kMaxSequence);
+    case StartAt::Kind::timestamp: return sequence_at_time(ch, start.value);
+  }
+  return shm::load_acquire(ch.producer->head);
+}
+
+// Finds or creates group `name`; returns its index.
+Result<std::uint32_t> find_or_create_group(ChannelState& ch, std::string_view name,
+                                           const GroupOptions& o, const std::string& dlq) {
+  const shm::ProcessId me = shm::self_process();
+  auto same_name = [&](std::uint32_t j) {
+    const GroupEntry& other = *ch.group(j);
+    return control_state(other.control.load(std::memory_order_seq_cst)) != kEntryFree &&
+           read_name(other.name) == name;
+  };
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    if (attempt > 0) shm::sleep_ns(1000ULL << std::min(attempt, 10));
+    const int found = find_group(ch, name);
+    if (found >= 0) {
+      const GroupEntry& g = *ch.group(static_cast<std::uint32_t>(found));
+      if (auto r = check_same_settings(g, o, dlq, name); !r) return r.error();
+      return static_cast<std::uint32_t>(found);
+    }
+    bool retry = false;
+    bool full = true;
+    for (std::uint32_t i = 0; i < ch.geo.max_groups && !retry; ++i) {
+      GroupEntry& g = *ch.group(i);
+      std::uint64_t c = shm::load_acquire(g.control);
+      if (control_state(c) == kEntryClaiming && shm::process_liveness({control_pid(c), 0}) ==
+                                                    shm::Liveness::dead) {
+        // A creator died half-way: the entry is free again.
+        (void)shm::cas_acq_rel(g.control, c, make_control(kEntryFree, 0));
+        c = make_control(kEntryFree, 0);
+      }
+      if (control_state(c) != kEntryFree) {
+        if (control_state(c) == kEntryClaiming) full = false;  // may become free
+        continue;
+      }
+      const std::uint64_t held = make_control(kEntryClaiming, me.pid);
+      if (!shm::cas_acq_rel(g.control, c, held)) {
+        retry = true;
+        break;
+      }
+      full = false;
+      g.visibility_timeout_ns = o.visibility_timeout_ns;
+      g.backoff_base_ns = o.backoff_base_ns;
+      g.backoff_cap_ns = o.backoff_cap_ns;
+      g.max_deliveries = o.max_deliveries;
+      g.jitter_permille = o.jitter_permille;
+      g.created_realtime_ns = shm::realtime_ns();
+      write_name(g.dlq, dlq);
+      // relaxed: published by the CAS to active below.
+      for (auto* ctr : {&g.delivered, &g.acked, &g.redelivered, &g.dead_lettered, &g.nacked,
+                        &g.expired, &g.lost, &g.dlq_failures, &g.dead_consumer_releases}) {
+        shm::store_relaxed(*ctr, std::uint64_t{0});
+      }
+      ConsumerEntry* cons = ch.consumers(i);
+      for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
+        shm::store_relaxed(cons[k].control, std::uint64_t{0});
+      }
+      const std::uint64_t start = start_position(ch, o.start);
+      shm::store_relaxed(g.next, start);
+      shm::store_relaxed(g.floor, start);
+      // Announce the name (the fence orders it before our look at the
+      // others), then settle a race with a concurrent creator.
+      write_name(g.name, name);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      const bool back_off = lose_name_race(i, ch.geo.max_groups, same_name, [&](std::uint32_t j) {
+        return control_state(shm::load_acquire(ch.group(j)->control)) == kEntryClaiming;
+      });
+      std::uint64_t mine = held;
+      if (back_off) {
+        (void)shm::cas_acq_rel(g.control, mine, make_control(kEntryFree, 0));
+        retry = true;
+        break;
+      }
+      // seq_cst: the floor gates publishers from now on.
+      if (!g.control.compare_exchange_strong(mine, make_control(kEntryActive, 0),
+                                             std::memory_order_seq_cst)) {
+        retry = true;
+        break;
+      }
+      return i;
+    }
+    if (!retry && full) break;
+  }
+  return Error(ErrorCode::table_full, "channel '" + ch.name + "' has all " + num(ch.geo.max_groups) +
+                                          " group entries in use (raise max_groups when creating it)");
+}
+
+Result<std::uint32_t> join_consumer(ChannelState& ch, std::uint32_t gi, std::uint64_t& control) {
+  const shm::ProcessId me = shm::self_process();
+  ConsumerEntry* cons = ch.consumers(gi);
+  for (int pass = 0; pass < 2; ++pass) {
+    for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
+      ConsumerEntry& e = cons[k];
+      std::uint64_t c = shm::load_acquire(e.control);
+      if (control_state(c) != kEntryFree) continue;
+      const std::uint64_t held = make_control(kEntryClaiming, me.pid);
+      if (!shm::cas_acq_rel(e.control, c, held)) continue;
+      shm::store_relaxed(e.owner_start, me.start_time);
+      // relaxed: statistics, published by the CAS below.
+      shm::store_relaxed(e.delivered, std::uint64_t{0});
+      shm::store_relaxed(e.acked, std::uint64_t{0});
+      shm::store_relaxed(e.nacked, std::uint64_t{0});
+      shm::store_relaxed(e.joined_realtime_ns, shm::realtime_ns());
+      std::uint64_t mine = held;
+      control = make_control(kEntryActive, me.pid);
+      if (shm::cas_acq_rel(e.control, mine, control)) return k;
+    }
+    if (pass == 0) {
+      // Full: free the entries of consumers whose processes are gone. Their
+      // leases are redelivered when they expire (or at once, by the scan).
+      for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
+        std::uint64_t c = shm::load_acquire(cons[k].control);
+        const std::uint32_t st = control_state(c);
+        if (st != kEntryActive && st != kEntryClaiming) continue;
+        const shm::ProcessId id{control_pid(c), st == kEntryActive ? shm::load_relaxed(cons[k].owner_start) : 0};
+        if (shm::process_liveness(id) == shm::Liveness::dead) {
+          (void)shm::cas_acq_rel(cons[k].control, c, make_control(kEntryFree, 0));
+        }
+      }
+    }
+  }
+  return Error(ErrorCode::table_full, "group has all " + num(ch.geo.max_consumers) +
+                                          " consumer entries in use on channel '" + ch.name +
+                                          "' (raise max_consumers when creating it)");
+}
+
+}  // namespace
+
+std::string dlq_channel_name(std::string_view channel, const GroupOptions& opts) {
+  return opts.dlq.empty() ? std::string(channel) + "-dlq" : opts.dlq;
+}
+
+ChannelOptions dlq_channel_options(const Geometry& source) {
+  ChannelOptions o;
+  const std::uint64_t need = kSlotHeaderSize + sizeof(DlqRecord) + source.max_payload;
+  o.slot_size = static_cast<std::uint32_t>((need + 63) / 64 * 64);
+  o.capacity = std::max<std::uint32_t>(64, std::min<std::uint32_t>(source.capacity, 4096));
+  o.policy = Policy::block;
+  o.max_subscribers = 8;
+  o.max_publishers = 32;
+  o.max_groups = 0;
+  return o;
+}
+
+int find_group(const ChannelState& ch, std::string_view name) noexcept {
+  for (std::uint32_t i = 0; i < ch.geo.max_groups; ++i) {
+    const GroupEntry& g = *ch.group(i);
+    if (control_state(shm::load_acquire(g.control)) == kEntryActive && read_name(g.name) == name) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+Result<void> remove_group(ChannelState& ch, std::string_view name) {
+  if (ch.read_only()) {
+    return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
+  }
+  const int gi = find_group(ch, name);
+  if (gi < 0) return Error(ErrorCode::not_found, "channel '" + ch.name + "' has no group '" + std::string(name) + "'");
+  GroupEntry& g = *ch.group(static_cast<std::uint32_t>(gi));
+  const ConsumerEntry* cons = ch.consumers(static_cast<std::uint32_t>(gi));
+  for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
+    const std::uint64_t c = shm::load_acquire(cons[k].control);
+    if (control_state(c) == kEntryFree) continue;
+    const shm::ProcessId id{control_pid(c), shm::load_relaxed(cons[k].owner_start)};
+    if (shm::process_liveness(id) != shm::Liveness::dead) {
+      return Error(ErrorCode::busy, "group '" + std::string(name) + "' has a live consumer (pid " +
+                                        num(control_pid(c)) + ")");
+    }
+  }
+  std::uint64_t c = shm::load_acquire(g.control);
+  if (!shm::cas_acq_rel(g.control, c, make_control(kEntryFree, 0))) {
+    return Error(ErrorCode::busy, "group '" + std::string(name) + "' changed while removing it");
+  }
+  // Clear the leases so a group created later in this entry starts clean.
+  std::atomic<std::uint64_t>* leases = ch.leases(static_cast<std::uint32_t>(gi));
+  for (std::uint64_t s = 0; s < ch.geo.capacity; ++s) shm::store_relaxed(leases[s], std::uint64_t{0});
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  shm::wake_sleepers(ch.producer->pub_sleeping, ch.producer->pub_futex);
+  return {};
+}
+
+Result<std::unique_ptr<GroupCore>> GroupCore::join(std::shared_ptr<ChannelState> ch,
+                                                   std::string_view name, const GroupOptions& opts) {
+  if (ch->read_only()) {
+    return Error(ErrorCode::permission_denied, "channel '" + ch->name + "' is open read-only");
+  }
+  if (auto r = validate_name("group", name); !r) return r.error();
+  if (auto r = check_group_options(opts); !r) return r.error();
+  if (ch->geo.max_groups == 0) {
+    return invalid("channel '" + ch->name + "' was created with max_groups 0");
+  }
+  const std::string dlq = dlq_channel_name(ch->name, opts);
+  if (auto r = validate_name("dlq channel", dlq); !r) return r.error();
+  if (dlq == ch->name) return invalid("group '" + std::string(name) + "' cannot use its own channel as DLQ");
+
+  // The DLQ exists before any message can need it, with a durable cursor
+  // that retains dead letters until they are redriven.
+  auto dlq_ch = open_or_create_channel(ch->bus, dlq, dlq_channel_options(ch->geo));
+  if (!dlq_ch) {
+    return Error(dlq_ch.error().code(), "DLQ of group '" + std::string(name) + "': " + dlq_ch.error().message());
+  }
+  {
+    SubscribeOptions so;
+    so.name = std::string(kDlqRetainer);
+    so.start = StartAt::earliest();
+    auto retainer = SubscriberCore::create(dlq_ch.value(), so);
+    if (!retainer && retainer.error().code() != ErrorCode::busy) return retainer.error();
+  }  // detached: it keeps its cursor and holds the dead letters
+
+  auto gi = find_or_create_group(*ch, name, opts, dlq);
+  if (!gi) return gi.error();
+  std::uint64_t control = 0;
+  auto ci = join_consumer(*ch, gi.value(), control);
+  if (!ci) return ci.error();
+
+  auto owned = std::make_unique<GroupCore>();
+  GroupCore& c = *owned;
+  c.g_ = ch->group(gi.value());
+  c.consumers_ = ch->consumers(gi.value());
+  c.me_ = &c.consumers_[ci.value()];
+  c.leases_ = ch->leases(gi.value());
+  c.gi_ = gi.value();
+  c.ci_ = ci.value();
+  c.control_ = control;
+  c.mask_ = ch->geo.capacity - 1;
+  c.lap_shift_ = static_cast<std::uint32_t>(__builtin_ctzll(ch->geo.capacity));
+  c.visibility_ns_ = c.g_->visibility_timeout_ns;
+  c.max_deliveries_ = c.g_->max_deliveries;
+  c.backoff_base_ns_ = c.g_->backoff_base_ns;
+  c.backoff_cap_ns_ = c.g_->backoff_cap_ns;
+  c.jitter_permille_ = c.g_->jitter_permille;
+  c.wait_ = opts.wait;
+  c.dlq_name_ = dlq;
+  c.dlq_ch_ = std::move(dlq_ch.value());
+  // Redeliveries are looked for at least 4 times per visibility timeout.
+  c.scan_every_ns_ = std::clamp<std::uint64_t>(c.visibility_ns_ / 4, 100'000, 10'000'000);
+  c.rng_ = shm::random_u64() | 1;
+  c.owner_state_.assign(ch->geo.max_consumers, 0);
+  c.ch_ = std::move(ch);
+  return owned;
+}
+
+GroupCore::~GroupCore() { release(); }
+
+void GroupCore::release() noexcept {
+  if (!ch_) return;
+  if (control_pid(control_) == shm::self_process().pid) {
+    // Leaving: what we still hold becomes due at once for the others.
+    const std::uint64_t nms = now_ms();
+    const std::uint64_t f = shm::load_acquire(g_->floor);
+    const std::uint64_t nx = shm::load_acquire(g_->next);
+    for (std::uint64_t s = f; s < nx && s - f <= mask_; ++s) {
+      std::uint64_t w = shm::load_acquire(leases_[s & mask_]);
+      LeaseFields lf = lease_fields(w);
+      if ((lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering) && lf.owner == ci_ &&
+          lf.lap == lap(s)) {
+        lf.state = kLeaseDue;
+        lf.deadline_ms = nms;
+        (void)shm::cas_acq_rel(leases_[s & mask_], w, make_lease(lf));
+      }
+    }
+    std::uint64_t c = control_;
+    (void)shm::cas_acq_rel(me_->control, c, make_control(kEntryFree, 0));
+  }
+  dlq_pub_.reset();
+  ch_.reset();
+}
+
+bool GroupCore::available_for(std::uint64_t seq, std::uint64_t word) const noexcept {
+  if (word == 0) return true;  // never used
+  const LeaseFields lf = lease_fields(word);
+  return lease_final(lf.state) && lf.lap != lap(seq);  // an earlier lap, finished
+}
+
+std::uint64_t GroupCore::backoff_ns(std::uint32_t attempt) noexcept {
+  const std::uint32_t shift = std::min<std::uint32_t>(attempt > 0 ? attempt - 1 : 0, 40);
+  std::uint64_t d = backoff_base_ns_;
+  for (std::uint32_t i = 0; i < shift && d < backoff_cap_ns_; ++i) d *= 2;
+  d = std::min(d, backoff_cap_ns_);
+  if (jitter_permille_ != 0 && d != 0) {
+    rng_ ^= rng_ << 13;
+    rng_ ^= rng_ >> 7;
+    rng_ ^= rng_ << 17;
+    const std::uint64_t span = d / 1000 * jitter_permille_;  // +-span
+    if (span != 0) d = d - span + rng_ % (2 * span + 1);
+  }
+  return std::min(d, backoff_cap_ns_ + backoff_cap_ns_ / 1000 * jitter_permille_);
+}
+
+void GroupCore::advance_floor() noexcept {
+  std::uint64_t f = shm::load_acquire(g_->floor);
+  const std::uint64_t nx = shm::load_acquire(g_->next);
+  const std::uint64_t head = shm::load_acquire(ch_->producer->head);
+  bool moved = false;
+  while (f < nx) {
+    const std::uint64_t w = shm::load_acquire(leases_[f & mask_]);
+    const LeaseFields lf = lease_fields(w);
+    const bool done = (w != 0 && lease_final(lf.state) && lf.lap == lap(f)) ||
+                      f + mask_ + 1 <= head;  // overwritten (drop_oldest): gone for the group
+    if (!done) break;
+    // SYNC(floor): seq_cst, read by gating_minimum (acquire) before a
+    // publisher overwrites the slot; then the sleep-flag check.
+    if (g_->floor.compare_exchange_weak(f, f + 1, std::memory_order_seq_cst, std::memory_order_acquire)) {
+      ++f;
+      moved = true;
+    }
+  }
+  if (moved) shm::wake_sleepers(ch_->producer->pub_sleeping, ch_->producer->pub_futex);
+}
+
+bool GroupCore::owner_dead(std::uint32_t owner) noexcept {
+  if (owner >= owner_state_.size()) return true;
+  const std::uint64_t now = shm::monotonic_ns();
+  if (now - owner_state_ns_ > kOwnerCacheNs) {
+    std::fill(owner_state_.begin(), owner_state_.end(), 0);
+    owner_state_ns_ = now;
+  }
+  if (owner_state_[owner] == 0) {
+    const ConsumerEntry& e = consumers_[owner];
+    const std::uint64_t c = shm::load_acquire(e.control);
+    bool dead = control_state(c) != kEntryActive;  // left, or reclaimed
+    if (!dead) {
+      dead = shm::process_liveness({control_pid(c), shm::load_relaxed(e.owner_start)}) ==
+             shm::Liveness::dead;
+      if (dead) release_dead_consumer(owner);
+    }
+    owner_state_[owner] = dead ? 2 : 1;
+  }
+  return owner_state_[owner] == 2;
+}
+
+void GroupCore::release_dead_consumer(std::uint32_t owner) noexcept {
+  ConsumerEntry& e = consumers_[owner];
+  std::uint64_t c = shm::load_acquire(e.control);
+  if (control_state(c) != kEntryActive) return;
+  // Its leases become due now, before the entry (and its index) is reused,
+  // so a new consumer at this index is never mistaken for their owner.
+  const std::uint64_t nms = now_ms();
+  const std::uint64_t f = shm::load_acquire(g_->floor);
+  const std::uint64_t nx = shm::load_acquire(g_->next);
+  for (std::uint64_t s = f; s < nx && s - f <= mask_; ++s) {
+    std::uint64_t w = shm::load_acquire(leases_[s & mask_]);
+    LeaseFields lf = lease_fields(w);
+    if ((lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering) && lf.owner == owner &&
+        lf.lap == lap(s)) {
+      lf.state = kLeaseDue;
+      lf.deadline_ms = nms;
+      (void)shm::cas_acq_rel(leases_[s & mask_], w, make_lease(lf));
+    }
+  }
+  if (shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0))) {
+    g_->dead_consumer_releases.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  }
+}
+
+bool GroupCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
+                        std::span<std::byte> buffer, PollStatus& st) noexcept {
+  const ChannelState& ch = *ch_;
+  SlotControl& ctl = ch.slots[seq & mask_];
+  const std::uint64_t want = make_stamp(seq, kStampCommitted);
+  const std::byte* slot = slot_at(ch.data, seq, mask_, ch.geo.slot_size);
+  SlotHeader hdr;
+  racy_copy(&hdr, slot, sizeof hdr);
+  const LeaseFields lf = lease_fields(lease);
+  auto give_up = [&](std::uint64_t state, PollStatus why) {
+    // The message is gone (overwritten) or impossible: the group loses it.
+    std::uint64_t w = lease;
+    LeaseFields done = lf;
+    done.state = state;
+    if (shm::cas_acq_rel(leases_[seq & mask_], w, make_lease(done))) {
+      g_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      advance_floor();
+    }
+    st = why;
+    return true;
+  };
+  bool intact = hdr.length <= ch.geo.max_payload && hdr.sequence == seq;
+  if (intact && hdr.length > buffer.size()) {
+    // Cannot hand it over: give the lease back (this delivery did not count).
+    std::uint64_t w = lease;
+    LeaseFields back = lf;
+    back.state = kLeaseDue;
+    back.attempt = lf.attempt > 0 ? lf.attempt - 1 : 0;
+    back.deadline_ms = now_ms();
+    (void)shm::cas_acq_rel(leases_[seq & mask_], w, make_lease(back));
+    out.message.payload = std::span<const std::byte>(slot + kSlotHeaderSize, hdr.length);
+    st = PollStatus::buffer_too_small;
+    return true;
+  }
+  if (intact) racy_copy(buffer.data(), slot + kSlotHeaderSize, hdr.length);
+  // SYNC(seqlock-read): as in SubscriberCore::finish_read.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (shm::load_relaxed(ctl.stamp) != want) return give_up(kLeaseLost, PollStatus::lapped);
+  if (!intact) return give_up(kLeaseLost, PollStatus::corrupted);
+  out.sequence = seq;
+  out.attempt = lf.attempt;
+  out.lease = lease;
+  out.group = gi_;
+  out.deadline_ns = 0;
+  out.message.sequence = seq;
+  out.message.timestamp_ns = hdr.timestamp_ns;
+  out.message.key = hdr.key;
+  out.message.correlation_id = hdr.correlation_id;
+  out.message.type = hdr.type;
+  out.message.attempt = lf.attempt;
+  out.message.payload = std::span<const std::byte>(buffer.data(), hdr.length);
+  g_->delivered.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  shm::single_writer_add(me_->delivered, 1);
+  st = PollStatus::ok;
+  return true;
+}
+
+bool GroupCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st) noexcept {
+  const ChannelState& ch = *ch_;
+  for (int guard = 0; guard < 1024; ++guard) {
+    std::uint64_t n = shm::load_acquire(g_->next);
+    const std::uint64_t stamp = shm::load_acquire(ch.slots[n & mask_].stamp);
+    std::atomic<std::uint64_t>& lw = leases_[n & mask_];
+    std::uint64_t w = shm::load_acquire(lw);
+    const LeaseFields lf = lease_fields(w);
+    const bool taken = w != 0 && lf.lap == lap(n) && !available_for(n, w);
+    if (taken) {
+      // Someone took n (or finished it) but has not moved `next` yet: help.
+      (void)g_->next.compare_exchange_strong(n, n + 1, std::memory_order_acq_rel);
+      continue;
+    }
+    if (stamp == make_stamp(n, kStampCommitted)) {
+      if (!available_for(n, w)) {
+        // The previous lap's message is still in flight but was overwritten
+        // (drop_oldest lapped this group): it is lost to the group.
+        g_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      }
+      const std::uint64_t now = shm::monotonic_ns();
+      const std::uint64_t lease = make_lease(
+          {kLeaseLeased, 1, ci_, lap(n), now / kNsPerMs + ceil_ms(visibility_ns_)});
+      // The lease word is the authority: taking it is the delivery. A
+      // consumer killed right after still holds a lease that expires.
+      if (!shm::cas_acq_rel(lw, w, lease)) continue;
+      (void)g_->next.compare_exchange_strong(n, n + 1, std::memory_order_acq_rel);
+      if (deliver(n, lease, out, buffer, st) && st == PollStatus::ok) {
+        out.deadline_ns = now + visibility_ns_;
+      }
+      return true;
+    }
+    if (stamp_state(stamp) != kStampEmpty && stamp_seq(stamp) == n &&
+        stamp_state(stamp) == kStampAbandoned) {
+      // A claim that never became a message: finish it for the group.
+      if (!shm::cas_acq_rel(lw, w, make_lease({kLeaseAcked, 0, 0, lap(n), 0}))) continue;
+      (void)g_->next.compare_exchange_strong(n, n + 1, std::memory_order_acq_rel);
+      advance_floor();
+      continue;
+    }
+    if (stamp_state(stamp) != kStampEmpty && stamp_seq(stamp) > n) {
+      // Lapped (drop_oldest): skip to the oldest message still in the ring.
+      const std::uint64_t head = shm::load_acquire(ch.producer->head);
+      const std::uint64_t oldest = head > mask_ + 1 ? head - (mask_ + 1) : 0;
+      const std::uint64_t to = std::max(n + 1, oldest);
+      if (g_->next.compare_exchange_strong(n, to, std::memory_order_acq_rel)) {
+        g_->lost.fetch_add(to - n, std::memory_order_relaxed);  // relaxed: a statistic
+        advance_floor();
+      }
+      continue;
+    }
+    return false;  // nothing committed at `next` yet
+  }
+  return false;
+}
+
+bool GroupCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStatus& st,
+                         bool force) noexcept {
+  const std::uint64_t now = shm::monotonic_ns();
+  if (!force && now - last_scan_ns_ < scan_every_ns_) return false;
+  last_scan_ns_ = now;
+  const std::uint64_t nms = now / kNsPerMs;
+  std::uint64_t f = shm::load_acquire(g_->floor);
+  const std::uint64_t nx = shm::load_acquire(g_->next);
+  if (nx > f && nx - f > mask_ + 1) f = nx - (mask_ + 1);
+  for (std::uint64_t s = f; s < nx; ++s) {
+    std::atomic<std::uint64_t>& lw = leases_[s & mask_];
+    std::uint64_t w = shm::load_acquire(lw);
+    const LeaseFields lf = lease_fields(w);
+    if (w == 0 || lf.lap != lap(s)) continue;
+    bool ready = false;
+    switch (lf.state) {
+      case kLeaseLeased:
+      case kLeaseDeadLettering:
+        ready = lease_time_reached(lf.deadline_ms, nms);
+        if (!ready && owner_dead(lf.owner)) {
+          ready = true;
+          w = shm::load_acquire(lw);  // released to `due` by release_dead_consumer
+        }
+        break;
+      case kLeaseDue: ready = lease_time_reached(lf.deadline_ms, nms); break;
+      default: break;
+    }
+    if (!ready) continue;
+    const LeaseFields cur = lease_fields(w);
+    if (cur.lap != lap(s) || lease_final(cur.state) || cur.state == kLeaseFree) continue;
+    if (cur.attempt >= max_deliveries_ || cur.state == kLeaseDeadLettering) {
+      // Out of deliveries: to the DLQ, under a lease of our own.
+      const std::uint64_t held = make_lease(
+          {kLeaseDeadLettering, cur.attempt, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
+      if (!shm::cas_acq_rel(lw, w, held)) continue;
+      if (cur.state == kLeaseLeased) g_->expired.fetch_add(1, std::memory_order_relaxed);
+      (void)send_to_dlq(s, held, DeadLetterReason::max_deliveries);
+      continue;
+    }
+    const std::uint64_t lease = make_lease(
+        {kLeaseLeased, cur.attempt + 1, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
+    if (!shm::cas_acq_rel(lw, w, lease)) continue;
+    // relaxed: statistics.
+    g_->redelivered.fetch_add(1, std::memory_order_relaxed);
+    if (cur.state == kLeaseLeased) g_->expired.fetch_add(1, std::memory_order_relaxed);
+    if (deliver(s, lease, out, buffer, st) && st == PollStatus::ok) {
+      out.deadline_ns = now + visibility_ns_;
+    }
+    return true;
+  }
+  return false;
+}
+
+PollStatus GroupCore::receive(Delivery& out, std::span<std::byte> buffer) noexcept {
+  if (!ch_) return PollStatus::invalid;
+  PollStatus st = PollStatus::empty;
+  // Due redeliveries first (they are older), at most every scan interval.
+  if (take_due(out, buffer, st, false)) return st;
+  if (take_new(out, buffer, st)) return st;
+  return PollStatus::empty;
+}
+
+PollStatus GroupCore::receive_wait(Delivery& out, std::span<std::byte> buffer,
+                                   std::uint64_t timeout_ns) noexcept {
+  if (!ch_) return PollStatus::invalid;
+  const std::uint64_t start = shm::monotonic_ns();
+  const std::uint64_t deadline = timeout_ns > UINT64_MAX - start ? UINT64_MAX : start + timeout_ns;
+  ProducerBlock& prod = *ch_->producer;
+  std::uint64_t sleep_ns = 1000;
+  for (int round = 0;; ++round) {
+    const PollStatus st = receive(out, buffer);
+    if (st != PollStatus::empty) return st;
+    const std::uint64_t now = shm::monotonic_ns();
+    if (now >= deadline) return PollStatus::timeout;
+    if (round < 1000 || wait_ == WaitStrategy::busy_spin) {
+      shm::cpu_relax();
+      continue;
+    }
+    // Sleep until a commit, or the next redelivery scan.
+    const std::uint64_t slice = std::min(deadline - now, scan_every_ns_);
+    switch (wait_) {
+      case WaitStrategy::yield: shm::yield_cpu(); break;
+      case WaitStrategy::backoff:
+        shm::sleep_ns(std::min(sleep_ns, slice));
+        sleep_ns = std::min<std::uint64_t>(sleep_ns * 2, 1'000'000);
+        break;
+      default: {
+        // SYNC(sleep-flag): as in SubscriberCore::wait.
+        const std::uint32_t seen = shm::announce_sleep(prod.sub_sleeping, prod.sub_futex);
+        const std::uint64_t n = shm::load_acquire(g_->next);
+        const std::uint64_t s = ch_->slots[n & mask_].stamp.load(std::memory_order_seq_cst);
+        if (stamp_state(s) != kStampEmpty && stamp_seq(s) >= n && stamp_state(s) != kStampWriting) break;
+        (void)shm::futex_wait(&prod.sub_futex, seen, slice);
+        last_scan_ns_ = 0;  // a timed-out sleep is a good moment to look for redeliveries
+        break;
+      }
+    }
+  }
+}
+
+AckStatus GroupCore::finish(const Delivery& d, std::uint64_t next_word) noexcept {
+  std::uint64_t expected = d.lease;
+  // acq_rel: the ack is ordered after the consumer's processing; the floor
+  // advance that follows reads it with acquire.
+  if (!shm::cas_acq_rel(leases_[d.sequence & mask_], expected, next_word)) return AckStatus::lease_lost;
+  return AckStatus::ok;
+}
+
+AckStatus GroupCore::ack(const Delivery& d) noexcept {
+  if (!ch_ || d.group != gi_) return AckStatus::invalid;
+  LeaseFields lf = lease_fields(d.lease);
+  if (lf.state != kLeaseLeased || lf.owner != ci_ || lf.lap != lap(d.sequence)) return AckStatus::invalid;
+  lf.state = kLeaseAcked;
+  lf.deadline_ms = 0;
+  const AckStatus st = finish(d, make_lease(lf));
+  if (st != AckStatus::ok) return st;
+  g_->acked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  shm::single_writer_add(me_->acked, 1);
+  advance_floor();
+  return AckStatus::ok;
+}
+
+AckStatus GroupCore::nack(const Delivery& d, std::uint64_t delay_ns) noexcept {
+  if (!ch_ || d.group != gi_) return AckStatus::invalid;
+  LeaseFields lf = lease_fields(d.lease);
+  if (lf.state != kLeaseLeased || lf.owner != ci_ || lf.lap != lap(d.sequence)) return AckStatus::invalid;
+  lf.state = kLeaseDue;
+  lf.deadline_ms = now_ms() + ceil_ms(std::min<std::uint64_t>(delay_ns, (kMaxLeaseMs - 1) * kNsPerMs));
+  const AckStatus st = finish(d, make_lease(lf));
+  if (st != AckStatus::ok) return st;
+  g_->nacked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  shm::single_writer_add(me_->nacked, 1);
+  if (delay_ns == 0) last_scan_ns_ = 0;  // due now: look at once
+  return AckStatus::ok;
+}
+
+AckStatus GroupCore::nack_with_backoff(const Delivery& d) noexcept {
+  return nack(d, backoff_ns(lease_fields(d.lease).attempt));
+}
+
+AckStatus GroupCore::extend(Delivery& d, std::uint64_t visibility_ns) noexcept {
+  if (!ch_ || d.group != gi_) return AckStatus::invalid;
+  LeaseFields lf = lease_fields(d.lease);
+  if (lf.state != kLeaseLeased || lf.owner != ci_ || lf.lap != lap(d.sequence)) return AckStatus::invalid;
+  const std::uint64_t now = shm::monotonic_ns();
+  const std::uint64_t vis = std::min<std::uint64_t>(visibility_ns, (kMaxLeaseMs - 1) * kNsPerMs);
+  lf.deadline_ms = now / kNsPerMs + ceil_ms(vis);
+  const std::uint64_t word = make_lease(lf);
+  const AckStatus st = finish(d, word);
+  if (st != AckStatus::ok) return st;
+  d.lease = word;
+  d.deadline_ns = now + vis;
+  return AckStatus::ok;
+}
+
+AckStatus GroupCore::dead_letter(const Delivery& d) noexcept {
+  if (!ch_ || d.group != gi_) return AckStatus::invalid;
+  LeaseFields lf = lease_fields(d.lease);
+  if (lf.state != kLeaseLeased || lf.owner != ci_ || lf.lap != lap(d.sequence)) return AckStatus::invalid;
+  lf.state = kLeaseDeadLettering;
+  lf.deadline_ms = now_ms() + ceil_ms(visibility_ns_);
+  const std::uint64_t held = make_lease(lf);
+  const AckStatus st = finish(d, held);
+  if (st != AckStatus::ok) return st;
+  return send_to_dlq(d.sequence, held, DeadLetterReason::rejected);
+}
+
+AckStatus GroupCore::send_to_dlq(std::uint64_t seq, std::uint64_t held,
+                                 DeadLetterReason reason) noexcept {
+  const ChannelState& ch = *ch_;
+  auto fail = [&] {
+    // The lease stays `dead-lettering` until its deadline; then the scan
+    // tries again (the DLQ may be full, or not creatable right now).
+    g_->dlq_failures.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    return AckStatus::dlq_unavailable;
+  };
+  if (!dlq_pub_) {
+    auto p = PublisherCore::create(dlq_ch_);
+    if (!p) return fail();
+    dlq_pub_ = std::move(p.value());
+  }
+  const std::byte* slot = slot_at(ch.data, seq, mask_, ch.geo.slot_size);
+  SlotHeader hdr;
+  racy_copy(&hdr, slot, sizeof hdr);
+  const std::uint64_t want = make_stamp(seq, kStampCommitted);
+  std::uint64_t w = held;
+  LeaseFields lf = lease_fields(held);
+  if (hdr.length > ch.geo.max_payload || hdr.sequence != seq) {
+    std::atomic_thread_fence(std::memory_order_acquire);
+    lf.state = kLeaseLost;
+    if (shm::cas_acq_rel(leases_[seq & mask_], w, make_lease(lf))) {
+      g_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      advance_floor();
+    }
+    return AckStatus::ok;
+  }
+  ClaimToken claim;
+  if (dlq_pub_->claim(sizeof(DlqRecord) + hdr.length, claim, 0) != PublishStatus::ok) return fail();
+  DlqRecord rec{};
+  rec.original_sequence = seq;
+  rec.original_timestamp_ns = hdr.timestamp_ns;
+  rec.attempts = lf.attempt;
+  rec.reason = static_cast<std::uint32_t>(reason);
+  rec.payload_length = hdr.length;
+  const std::string group = read_name(g_->name);
+  std::memcpy(rec.group, group.data(), std::min(group.size(), sizeof rec.group - 1));
+  std::memcpy(rec.source, ch.name.data(), std::min(ch.name.size(), sizeof rec.source - 1));
+  std::memcpy(claim.payload.data(), &rec, sizeof rec);
+  racy_copy(claim.payload.data() + sizeof rec, slot + kSlotHeaderSize, hdr.length);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (shm::load_relaxed(ch.slots[seq & mask_].stamp) != want) {
+    // Overwritten while we copied (drop_oldest): nothing sound to keep.
+    dlq_pub_->abort(claim);
+    lf.state = kLeaseLost;
+    if (shm::cas_acq_rel(leases_[seq & mask_], w, make_lease(lf))) {
+      g_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      advance_floor();
+    }
+    return AckStatus::ok;
+  }
+  MessageMeta meta;
+  meta.key = hdr.key;
+  meta.correlation_id = hdr.correlation_id;
+  meta.type = hdr.type;
+  meta.timestamp_ns = hdr.timestamp_ns;
+  if (dlq_pub_->commit(claim, sizeof rec + hdr.length, meta, lf.attempt) != PublishStatus::ok) return fail();
+  // Copied: the message is done for the group. If our lease was taken
+  // meanwhile (we were slower than its deadline), the DLQ may get it twice:
+  // dead-lettering is at-least-once too.
+  lf.state = kLeaseDeadLettered;
+  lf.deadline_ms = 0;
+  if (shm::cas_acq_rel(leases_[seq & mask_], w, make_lease(lf))) {
+    g_->dead_lettered.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    advance_floor();
+  }
+  return AckStatus::ok;
+}
+
+Result<std::uint64_t> redrive_dead_letters(std::shared_ptr<ChannelState> source,
+                                           std::shared_ptr<ChannelState> dlq, std::uint64_t max) {
+  SubscribeOptions so;
+  so.name = std::string(kDlqRetainer);
+  so.start = StartAt::earliest();
+  auto sub = SubscriberCore::create(dlq, so);
+  if (!sub) return sub.error();
+  auto pub = PublisherCore::create(source);
+  if (!pub) return pub.error();
+  std::vector<std::byte> buf(dlq->geo.max_payload);
+  std::uint64_t n = 0;
+  while (n < max) {
+    Message m;
+    const PollStatus st = sub.value()->poll(m, buf);
+    if (st == PollStatus::empty) break;
+    if (st != PollStatus::ok) continue;  // lapped or corrupted: counted by the subscriber
+    if (m.payload.size() < sizeof(DlqRecord)) continue;
+    DlqRecord rec;
+    std::memcpy(&rec, m.payload.data(), sizeof rec);
+    const std::size_t len = std::min<std::size_t>(rec.payload_length, m.payload.size() - sizeof rec);
+    MessageMeta meta;
+    meta.key = m.key;
+    meta.correlation_id = m.correlation_id;
+    meta.type = m.type;
+    const PublishStatus ps =
+        pub.value()->publish(std::span<const std::byte>(m.payload.data() + sizeof rec, len), meta,
+                             1'000'000'000ULL);
+    if (ps != PublishStatus::ok) {
+      // Not redriven: put the DLQ cursor back so it is kept.
+      sub.value()->seek(m.sequence);
+      return Error(ErrorCode::busy, "redrive to channel '" + source->name + "' stopped after " +
+                                        num(n) + " messages: publish returned " +
+                                        std::string(to_string(ps)));
+    }
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace shmbus::bus

@@ -1,0 +1,101 @@
+// Consumer: one member of a competing-consumer group. Each message of the
+// channel goes to one consumer of the group; it holds a lease until it acks.
+// A consumer that crashes or hangs past its lease has the message redelivered
+// (at-least-once); after max_deliveries the message goes to the group's DLQ.
+// Each handle is used by one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include <shmbus/bus/group_core.hpp>
+#include <shmbus/types.hpp>
+
+namespace shmbus {
+
+class Consumer {
+ public:
+  Consumer() = default;  ///< an empty handle; every call returns `invalid`
+
+  /// Takes the next message for this group (a due redelivery first, else
+  /// the next new one), copying its payload into `buffer`; `out` holds the
+  /// lease to ack. Returns `empty` if nothing is ready, `buffer_too_small`
+  /// (out.message.payload.size() is the size needed; the message stays with
+  /// the group), `lapped` if a drop_oldest channel overwrote it (counted).
+  /// Never blocks. Not thread-safe: one caller at a time.
+  PollStatus receive(Delivery& out, std::span<std::byte> buffer) noexcept {
+    return core_ ? core_->receive(out, buffer) : PollStatus::invalid;
+  }
+
+  /// receive(), waiting up to timeout_ns (spin, then the group's
+  /// WaitStrategy). Not thread-safe: one caller at a time.
+  PollStatus receive_wait(Delivery& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept {
+    return core_ ? core_->receive_wait(out, buffer, timeout_ns) : PollStatus::invalid;
+  }
+
+  /// Copy-out batch: up to out.size() deliveries, payloads packed into
+  /// `arena`. Returns how many. Not thread-safe: one caller at a time.
+  std::size_t receive_batch(std::span<Delivery> out, std::span<std::byte> arena,
+                            PollStatus* last = nullptr) noexcept {
+    std::size_t n = 0;
+    std::size_t used = 0;
+    PollStatus st = core_ ? PollStatus::ok : PollStatus::invalid;
+    while (core_ && n < out.size() && used <= arena.size()) {
+      st = core_->receive(out[n], arena.subspan(used));
+      if (st != PollStatus::ok) break;
+      used += out[n].message.payload.size();
+      ++n;
+    }
+    if (last != nullptr) *last = st;
+    return n;
+  }
+
+  /// Ends the lease: the message is done. `lease_lost` if the lease had
+  /// expired (the message may have gone to another consumer): the ack did
+  /// nothing and the work may be done twice. Not thread-safe.
+  AckStatus ack(const Delivery& d) noexcept { return core_ ? core_->ack(d) : AckStatus::invalid; }
+
+  /// Acks several deliveries; returns how many were acked. Not thread-safe.
+  std::size_t ack_batch(std::span<const Delivery> ds) noexcept {
+    std::size_t n = 0;
+    for (const Delivery& d : ds) n += ack(d) == AckStatus::ok;
+    return n;
+  }
+
+  /// Gives the message back, due again after delay_ns. Not thread-safe.
+  AckStatus nack(const Delivery& d, std::uint64_t delay_ns) noexcept {
+    return core_ ? core_->nack(d, delay_ns) : AckStatus::invalid;
+  }
+
+  /// Gives the message back, due after the group's backoff for its attempt
+  /// (exponential from backoff_base_ns, capped, with jitter). Not thread-safe.
+  AckStatus nack(const Delivery& d) noexcept {
+    return core_ ? core_->nack_with_backoff(d) : AckStatus::invalid;
+  }
+
+  /// Extends the lease to visibility_ns from now (a heartbeat for long jobs);
+  /// updates d. Not thread-safe.
+  AckStatus extend(Delivery& d, std::uint64_t visibility_ns) noexcept {
+    return core_ ? core_->extend(d, visibility_ns) : AckStatus::invalid;
+  }
+
+  /// Sends the message to the DLQ now (a poison message the consumer
+  /// recognises). Not thread-safe.
+  AckStatus dead_letter(const Delivery& d) noexcept {
+    return core_ ? core_->dead_letter(d) : AckStatus::invalid;
+  }
+
+  /// The delay nack(d) would use after `attempt` deliveries. Not thread-safe.
+  std::uint64_t backoff_ns(std::uint32_t attempt) noexcept { return core_ ? core_->backoff_ns(attempt) : 0; }
+
+  /// Whether this handle is attached. Thread-safe.
+  [[nodiscard]] bool valid() const noexcept { return core_ != nullptr; }
+
+ private:
+  friend class Channel;
+  explicit Consumer(std::unique_ptr<bus::GroupCore> core) : core_(std::move(core)) {}
+  std::unique_ptr<bus::GroupCore> core_;
+};
+
+}  // namespace shmbus

@@ -1,0 +1,330 @@
+// Consumer groups in one process: every lease transition, backoff bounds,
+// the DLQ record, gating by the group floor, and bad input.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <shmbus/bus/group_core.hpp>
+#include <shmbus/shm/clock.hpp>
+
+#include "test_support.hpp"
+
+using namespace shmbus;
+using namespace shmbus::test;
+
+namespace {
+
+ChannelOptions small(Policy p = Policy::block, std::uint32_t capacity = 16) {
+  ChannelOptions o;
+  o.capacity = capacity;
+  o.slot_size = 128;
+  o.policy = p;
+  return o;
+}
+
+GroupOptions fast_group(std::uint32_t max_deliveries = 3, std::uint64_t visibility_ms = 50) {
+  GroupOptions g;
+  g.visibility_timeout_ns = visibility_ms * 1'000'000;
+  g.max_deliveries = max_deliveries;
+  g.backoff_base_ns = 1'000'000;
+  g.backoff_cap_ns = 8'000'000;
+  return g;
+}
+
+/// Removes a test channel's DLQ too.
+struct DlqGuard {
+  std::string name;
+  ~DlqGuard() { (void)Channel::remove(name, kTestBus); }
+};
+
+std::uint64_t u64_of(const Delivery& d) { return value_of<std::uint64_t>(d.message.payload); }
+
+}  // namespace
+
+TEST_CASE("each message of a group goes to one consumer, and ack finishes it") {
+  ScopedChannelName name;
+  DlqGuard dlq{name.str() + "-dlq"};
+  Channel ch = make_channel(name, small());
+  auto a = ch.join_group("workers", fast_group());
+  auto b = ch.join_group("workers", fast_group());
+  auto pub = ch.publisher();
+  REQUIRE((a && b && pub));
+  for (std::uint64_t i = 0; i < 10; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  std::set<std::uint64_t> seen;
+  std::byte buf[128];
+  for (int i = 0; i < 10; ++i) {
+    Consumer& c = (i % 2 == 0) ? *a : *b;
+    Delivery d;
+    REQUIRE(c.receive(d, buf) == PollStatus::ok);
+    CHECK(d.attempt == 1);
+    CHECK(d.message.attempt == 1);
+    CHECK(d.deadline_ns > shm::monotonic_ns());
+    CHECK(seen.insert(u64_of(d)).second);
+    CHECK(c.ack(d) == AckStatus::ok);
+    CHECK(c.ack(d) == AckStatus::lease_lost);  // a second ack changes nothing
+  }
+  Delivery d;
+  CHECK(a->receive(d, buf) == PollStatus::empty);
+  const ChannelStats st = ch.stats();
+  REQUIRE(st.groups.size() == 1);
+  CHECK(st.groups[0].name == "workers");
+  CHECK(st.groups[0].delivered == 10);
+  CHECK(st.groups[0].acked == 10);
+  CHECK(st.groups[0].floor == 10);
+  CHECK(st.groups[0].in_flight == 0);
+  CHECK(st.groups[0].consumers.size() == 2);
+}
+
+TEST_CASE("an expired lease is redelivered with attempt + 1 and the old ack is refused") {
+  ScopedChannelName name;
+  DlqGuard dlq{name.str() + "-dlq"};
+  Channel ch = make_channel(name, small());
+  auto c = ch.join_group("g", fast_group(5, 20));
+  auto pub = ch.publisher();
+  REQUIRE((c && pub));
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{7})) == PublishStatus::ok);
+  std::byte buf[128];
+  Delivery first;
+  REQUIRE(c->receive(first, buf) == PollStatus::ok);
+  // Wait out the lease (its deadline, not another process).
+  Delivery again;
+  REQUIRE(c->receive_wait(again, buf, 2'000'000'000ULL) == PollStatus::ok);
+  CHECK(again.sequence == first.sequence);
+  CHECK(again.attempt == 2);
+  CHECK(c->ack(first) == AckStatus::lease_lost);
+  CHECK(c->ack(again) == AckStatus::ok);
+  const ChannelStats st = ch.stats();
+  CHECK(st.groups[0].expired == 1);
+  CHECK(st.groups[0].redelivered == 1);
+  CHECK(st.groups[0].acked == 1);
+}
+
+TEST_CASE("nack makes a message due after its delay; extend keeps it leased") {
+  ScopedChannelName name;
+  DlqGuard dlq{name.str() + "-dlq"};
+  Channel ch = make_channel(name, small());
+  auto c = ch.join_group("g", fast_group(5, 30));
+  auto pub = ch.publisher();
+  REQUIRE((c && pub));
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{2})) == PublishStatus::ok);
+  std::byte buf[128];
+  Delivery d1, d2;
+  REQUIRE(c->receive(d1, buf) == PollStatus::ok);
+  const auto t0 = shm::monotonic_ns();
+  REQUIRE(c->nack(d1, 20'000'000) == AckStatus::ok);
+  CHECK(c->nack(d1, 0) == AckStatus::lease_lost);
+  REQUIRE(c->receive(d2, buf) == PollStatus::ok);
+  CHECK(u64_of(d2) == 2);
+  // Heartbeat: extend message 2 well past its visibility timeout.
+  REQUIRE(c->extend(d2, 5'000'000'000ULL) == AckStatus::ok);
+  Delivery d3;
+  REQUIRE(c->receive_wait(d3, buf, 2'000'000'000ULL) == PollStatus::ok);
+  CHECK(shm::monotonic_ns() - t0 >= 19'000'000);  // not before the nack delay (ms clock)
+  CHECK(u64_of(d3) == 1);
+  CHECK(d3.attempt == 2);
+  CHECK(c->ack(d3) == AckStatus::ok);
+  CHECK(c->ack(d2) == AckStatus::ok);  // still ours thanks to extend
+  CHECK(ch.stats().groups[0].nacked == 1);
+}
+
+TEST_CASE("backoff grows exponentially from the base, is capped, and stays within the jitter") {
+  ScopedChannelName name;
+  DlqGuard dlq{name.str() + "-dlq"};
+  Channel ch = make_channel(name, small());
+  GroupOptions g = fast_group();
+  g.backoff_base_ns = 1'000'000;
+  g.backoff_cap_ns = 16'000'000;
+  g.jitter_permille = 100;
+  auto c = ch.join_group("g", g);
+  REQUIRE(c);
+  for (int trial = 0; trial < 200; ++trial) {
+    for (std::uint32_t attempt = 1; attempt <= 8; ++attempt) {
+      const double nominal = std::min(1e6 * (1u << (attempt - 1)), 16e6);
+      const double d = static_cast<double>(c->backoff_ns(attempt));
+      CHECK(d >= nominal * 0.9 - 1);
+      CHECK(d <= nominal * 1.1 + 1);
+    }
+  }
+}
+
+TEST_CASE("a message that keeps failing reaches the DLQ after exactly max deliveries, with its record") {
+  ScopedChannelName name;
+  DlqGuard dlq{name.str() + "-dlq"};
+  Channel ch = make_channel(name, small());
+  auto c = ch.join_group("g", fast_group(3, 10));
+  auto pub = ch.publisher();
+  REQUIRE((c && pub));
+  MessageMeta meta;
+  meta.key = 99;
+  meta.type = 4;
+  REQUIRE(pub->publish(std::string_view("poison"), meta) == PublishStatus::ok);
+  REQUIRE(pub->publish(std::string_view("fine"), meta) == PublishStatus::ok);
+  std::byte buf[128];
+  int poison_deliveries = 0;
+  bool fine_acked = false;
+  const auto deadline = shm::monotonic_ns() + 5'000'000'000ULL;
+  while (shm::monotonic_ns() < deadline && !(fine_acked && ch.stats().groups[0].dead_lettered == 1)) {
+    Delivery d;
+    if (c->receive_wait(d, buf, 50'000'000) != PollStatus::ok) continue;
+    const std::string text(reinterpret_cast<const char*>(d.message.payload.data()), d.message.payload.size());
+    if (text == "poison") {
+      ++poison_deliveries;
+      CHECK(d.attempt == static_cast<std::uint32_t>(poison_deliveries));
+      REQUIRE(c->nack(d, 0) == AckStatus::ok);  // "crashes" every time
+    } else {
+      fine_acked = c->ack(d) == AckStatus::ok;  // the others are not held up
+    }
+  }
+  CHECK(fine_acked);
+  CHECK(poison_deliveries == 3);
+  const ChannelStats st = ch.stats();
+  CHECK(st.groups[0].dead_lettered == 1);
+  CHECK(st.groups[0].floor == 2);
+  // The DLQ record: original sequence, attempts, group, reason, payload.
+  auto d = Channel::open(dlq.name, kTestBus);
+  REQUIRE(d);
+  auto reader = d->subscribe({"", StartAt::earliest()});
+  REQUIRE(reader);
+  Message m;
+  std::byte rbuf[512];
+  REQUIRE(reader->poll(m, rbuf) == PollStatus::ok);
+  bus::DlqRecord rec;
+  REQUIRE(m.payload.size() == sizeof rec + 6);
+  std::memcpy(&rec, m.payload.data(), sizeof rec);
+  CHECK(rec.original_sequence == 0);
+  CHECK(rec.attempts == 3);
+  CHECK(rec.reason == static_cast<std::uint32_t>(DeadLetterReason::max_deliveries));
+  CHECK(std::string(rec.group) == "g");
+  CHECK(std::string(rec.source) == name.str());
+  CHECK(std::string(reinterpret_cast<const char*>(m.payload.data() + sizeof rec), 6) == "poison");
+  CHECK(m.key == 99);
+  CHECK(m.type == 4);
+  CHECK(m.attempt == 3);
+}
+
+TEST_CASE("dead letters can be redriven back to the source channel") {
+  ScopedChannelName name;
+  DlqGuard dlq{name.str() + "-dlq"};
+  Channel ch = make_channel(name, small());
+  auto c = ch.join_group("g", fast_group(3, 10));
+  auto pub = ch.publisher();
+  REQUIRE((c && pub));
+  REQUIRE(pub->publish(std::string_view("bad")) == PublishStatus::ok);
+  std::byte buf[128];
+  Delivery d;
+  REQUIRE(c->receive(d, buf) == PollStatus::ok);
+  REQUIRE(c->dead_letter(d) == AckStatus::ok);
+  CHECK(ch.stats().groups[0].dead_lettered == 1);
+  auto n = ch.redrive_dlq(dlq.name);
+  REQUIRE(n);
+  CHECK(n.value() == 1);
+  Delivery again;
+  REQUIRE(c->receive(again, buf) == PollStatus::ok);
+  CHECK(std::string(reinterpret_cast<const char*>(again.message.payload.data()), 3) == "bad");
+  CHECK(again.sequence == 1);
+  CHECK(again.attempt == 1);
+  auto none = ch.redrive_dlq(dlq.name);
+  REQUIRE(none);
+  CHECK(none.value() == 0);
+}
+
+TEST_CASE("block: the group floor holds publishers until the group acks") {
+  ScopedChannelName name;
+  DlqGuard dlq{name.str() + "-dlq"};
+  Channel ch = make_channel(name, small(Policy::block, 4));
+  auto c = ch.join_group("g", fast_group(5, 10'000));
+  auto pub = ch.publisher();
+  REQUIRE((c && pub));
+  for (std::uint64_t i = 0; i < 4; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  CHECK(pub->publish(bytes_of(std::uint64_t{4}), {}, 0) == PublishStatus::timeout);
+  std::byte buf[128];
+  Delivery d;
+  REQUIRE(c->receive(d, buf) == PollStatus::ok);
+  CHECK(pub->publish(bytes_of(std::uint64_t{4}), {}, 0) == PublishStatus::timeout);  // leased, not acked
+  REQUIRE(c->ack(d) == AckStatus::ok);
+  CHECK(pub->publish(bytes_of(std::uint64_t{4}), {}, 0) == PublishStatus::ok);
+}
+
+TEST_CASE("drop_oldest: a group that falls a ring behind counts what it lost") {
+  ScopedChannelName name;
+  DlqGuard dlq{name.str() + "-dlq"};
+  Channel ch = make_channel(name, small(Policy::drop_oldest, 4));
+  auto c = ch.join_group("g", fast_group());
+  auto pub = ch.publisher();
+  REQUIRE((c && pub));
+  for (std::uint64_t i = 0; i < 10; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  std::byte buf[128];
+  std::vector<std::uint64_t> got;
+  for (;;) {
+    Delivery d;
+    const PollStatus st = c->receive(d, buf);
+    if (st == PollStatus::empty) break;
+    if (st != PollStatus::ok) continue;
+    got.push_back(u64_of(d));
+    REQUIRE(c->ack(d) == AckStatus::ok);
+  }
+  CHECK(got == std::vector<std::uint64_t>{6, 7, 8, 9});
+  CHECK(ch.stats().groups[0].lost == 6);
+}
+
+TEST_CASE("groups and subscribers see the same channel independently") {
+  ScopedChannelName name;
+  DlqGuard dlq1{name.str() + "-dlq"};
+  Channel ch = make_channel(name, small());
+  auto g1 = ch.join_group("one", fast_group());
+  auto g2 = ch.join_group("two", fast_group());
+  auto sub = ch.subscribe({"", StartAt::earliest()});
+  auto pub = ch.publisher();
+  REQUIRE((g1 && g2 && sub && pub));
+  for (std::uint64_t i = 0; i < 5; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  std::byte buf[128];
+  for (Consumer* c : {&g1.value(), &g2.value()}) {
+    for (std::uint64_t i = 0; i < 5; ++i) {
+      Delivery d;
+      REQUIRE(c->receive(d, buf) == PollStatus::ok);
+      CHECK(u64_of(d) == i);
+      REQUIRE(c->ack(d) == AckStatus::ok);
+    }
+  }
+  Message m;
+  for (std::uint64_t i = 0; i < 5; ++i) {
+    REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+    CHECK(value_of<std::uint64_t>(m.payload) == i);
+  }
+}
+
+TEST_CASE("group bad input: foreign leases, other settings, full tables") {
+  ScopedChannelName name;
+  DlqGuard dlq{name.str() + "-dlq"};
+  ChannelOptions o = small();
+  o.max_groups = 1;
+  o.max_consumers = 1;
+  Channel ch = make_channel(name, o);
+  auto c = ch.join_group("g", fast_group());
+  REQUIRE(c);
+  Delivery bogus;
+  bogus.group = 0;
+  bogus.lease = 12345;
+  CHECK(c->ack(bogus) == AckStatus::invalid);
+  auto other = ch.join_group("g", fast_group(4));
+  REQUIRE_FALSE(other);
+  CHECK(other.error().code() == ErrorCode::parameter_mismatch);
+  CHECK(other.error().message().find("max_deliveries 3; asked for 4") != std::string::npos);
+  auto second = ch.join_group("g", fast_group());
+  REQUIRE_FALSE(second);
+  CHECK(second.error().code() == ErrorCode::table_full);
+  auto another = ch.join_group("h", fast_group());
+  REQUIRE_FALSE(another);
+  CHECK(another.error().code() == ErrorCode::table_full);
+  GroupOptions bad = fast_group();
+  bad.max_deliveries = 0;
+  CHECK(ch.join_group("g", bad).error().code() == ErrorCode::invalid_argument);
+  Consumer empty;
+  CHECK(empty.ack(bogus) == AckStatus::invalid);
+  std::byte buf[8];
+  CHECK(empty.receive(bogus, buf) == PollStatus::invalid);
+}
