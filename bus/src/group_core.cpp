@@ -24,6 +24,30 @@ std::string num(std::uint64_t v) { return std::to_string(v); }
 
 Error invalid(const std::string& msg) { return Error(ErrorCode::invalid_argument, msg); }
 
+// Makes every lease that consumer `owner` of group `gi` holds due now, so the
+// others take it at once. Done before the consumer's entry (and index) is
+// freed, so a later consumer at that index is never taken for their owner.
+void release_leases_of(const ChannelState& ch, std::uint32_t gi, std::uint32_t owner) noexcept {
+  const GroupEntry& g = *ch.group(gi);
+  std::atomic<std::uint64_t>* leases = ch.leases(gi);
+  const std::uint64_t mask = ch.geo.capacity - 1;
+  const std::uint32_t shift = static_cast<std::uint32_t>(__builtin_ctzll(ch.geo.capacity));
+  const std::uint64_t nms = now_ms();
+  const std::uint64_t f = shm::load_acquire(g.floor);
+  const std::uint64_t nx = shm::load_acquire(g.next);
+  for (std::uint64_t s = f; s < nx && s - f <= mask; ++s) {
+    std::uint64_t w = shm::load_acquire(leases[s & mask]);
+    LeaseFields lf = lease_fields(w);
+    if ((lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering) && lf.owner == owner &&
+        lf.lap == ((s >> shift) & 0xffffu)) {
+      lf.state = kLeaseDue;
+      lf.deadline_ms = nms;
+      (void)shm::cas_acq_rel(leases[s & mask], w, make_lease(lf));
+    }
+  }
+}
+
+
 Result<void> check_group_options(const GroupOptions& o) {
   if (o.visibility_timeout_ns < kNsPerMs || o.visibility_timeout_ns >= kMaxLeaseMs * kNsPerMs) {
     return invalid("visibility_timeout_ns " + num(o.visibility_timeout_ns) +
@@ -191,6 +215,7 @@ Result<std::uint32_t> join_consumer(ChannelState& ch, std::uint32_t gi, std::uin
         if (st != kEntryActive && st != kEntryClaiming) continue;
         const shm::ProcessId id{control_pid(c), st == kEntryActive ? shm::load_relaxed(cons[k].owner_start) : 0};
         if (shm::process_liveness(id) == shm::Liveness::dead) {
+          if (st == kEntryActive) release_leases_of(ch, gi, k);
           (void)shm::cas_acq_rel(cons[k].control, c, make_control(kEntryFree, 0));
         }
       }
@@ -325,19 +350,7 @@ void GroupCore::release() noexcept {
   if (!ch_) return;
   if (control_pid(control_) == shm::self_process().pid) {
     // Leaving: what we still hold becomes due at once for the others.
-    const std::uint64_t nms = now_ms();
-    const std::uint64_t f = shm::load_acquire(g_->floor);
-    const std::uint64_t nx = shm::load_acquire(g_->next);
-    for (std::uint64_t s = f; s < nx && s - f <= mask_; ++s) {
-      std::uint64_t w = shm::load_acquire(leases_[s & mask_]);
-      LeaseFields lf = lease_fields(w);
-      if ((lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering) && lf.owner == ci_ &&
-          lf.lap == lap(s)) {
-        lf.state = kLeaseDue;
-        lf.deadline_ms = nms;
-        (void)shm::cas_acq_rel(leases_[s & mask_], w, make_lease(lf));
-      }
-    }
+    release_leases_of(*ch_, gi_, ci_);
     std::uint64_t c = control_;
     (void)shm::cas_acq_rel(me_->control, c, make_control(kEntryFree, 0));
   }
@@ -374,8 +387,11 @@ void GroupCore::advance_floor() noexcept {
   while (f < nx) {
     const std::uint64_t w = shm::load_acquire(leases_[f & mask_]);
     const LeaseFields lf = lease_fields(w);
+    // Done, or overwritten: sequence f + capacity was claimed, which on a
+    // drop_oldest channel reuses f's slot. (On block and reject channels the
+    // floor itself holds that claim back, so this never skips a live lease.)
     const bool done = (w != 0 && lease_final(lf.state) && lf.lap == lap(f)) ||
-                      f + mask_ + 1 <= head;  // overwritten (drop_oldest): gone for the group
+                      f + mask_ + 1 < head;
     if (!done) break;
     // SYNC(floor): seq_cst, read by gating_minimum (acquire) before a
     // publisher overwrites the slot; then the sleep-flag check.
@@ -412,21 +428,7 @@ void GroupCore::release_dead_consumer(std::uint32_t owner) noexcept {
   ConsumerEntry& e = consumers_[owner];
   std::uint64_t c = shm::load_acquire(e.control);
   if (control_state(c) != kEntryActive) return;
-  // Its leases become due now, before the entry (and its index) is reused,
-  // so a new consumer at this index is never mistaken for their owner.
-  const std::uint64_t nms = now_ms();
-  const std::uint64_t f = shm::load_acquire(g_->floor);
-  const std::uint64_t nx = shm::load_acquire(g_->next);
-  for (std::uint64_t s = f; s < nx && s - f <= mask_; ++s) {
-    std::uint64_t w = shm::load_acquire(leases_[s & mask_]);
-    LeaseFields lf = lease_fields(w);
-    if ((lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering) && lf.owner == owner &&
-        lf.lap == lap(s)) {
-      lf.state = kLeaseDue;
-      lf.deadline_ms = nms;
-      (void)shm::cas_acq_rel(leases_[s & mask_], w, make_lease(lf));
-    }
-  }
+  release_leases_of(*ch_, gi_, owner);
   if (shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0))) {
     g_->dead_consumer_releases.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   }
