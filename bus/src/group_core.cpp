@@ -785,8 +785,8 @@ AckStatus GroupCore::send_to_dlq(std::uint64_t seq, std::uint64_t held,
   return AckStatus::ok;
 }
 
-Result<std::uint64_t> redrive_dead_letters(std::shared_ptr<ChannelState> source,
-                                           std::shared_ptr<ChannelState> dlq, std::uint64_t max) {
+Result<std::uint64_t> redrive_dead_letters(const std::shared_ptr<ChannelState>& source,
+                                           const std::shared_ptr<ChannelState>& dlq, std::uint64_t max) {
   SubscribeOptions so;
   so.name = std::string(kDlqRetainer);
   so.start = StartAt::earliest();

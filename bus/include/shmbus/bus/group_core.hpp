@@ -133,7 +133,7 @@ class GroupCore {
 /// channel (original payload and metadata), advancing the DLQ's retaining
 /// cursor. Returns how many were redriven. At-least-once: a crash midway may
 /// redrive a message twice.
-Result<std::uint64_t> redrive_dead_letters(std::shared_ptr<ChannelState> source,
-                                           std::shared_ptr<ChannelState> dlq, std::uint64_t max);
+Result<std::uint64_t> redrive_dead_letters(const std::shared_ptr<ChannelState>& source,
+                                           const std::shared_ptr<ChannelState>& dlq, std::uint64_t max);
 
 }  // namespace shmbus::bus
