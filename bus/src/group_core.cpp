@@ -47,6 +47,19 @@ void release_leases_of(const ChannelState& ch, std::uint32_t gi, std::uint32_t o
   }
 }
 
+// Frees consumer entry k of group gi, which a caller judged dead while it held
+// control word `seen`: reserve it (so nobody joins at this index meanwhile),
+// make its leases due, then free it. Nothing happens if the entry changed.
+bool release_consumer(const ChannelState& ch, std::uint32_t gi, std::uint32_t k, std::uint64_t seen) noexcept {
+  ConsumerEntry& e = ch.consumers(gi)[k];
+  std::uint64_t c = seen;
+  if (!shm::cas_acq_rel(e.control, c, make_control(kEntryClaiming, shm::self_process().pid))) return false;
+  if (control_state(seen) == kEntryActive) release_leases_of(ch, gi, k);
+  shm::store_release(e.control, make_control(kEntryFree, 0));
+  ch.group(gi)->dead_consumer_releases.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  return true;
+}
+
 
 Result<void> check_group_options(const GroupOptions& o) {
   if (o.visibility_timeout_ns < kNsPerMs || o.visibility_timeout_ns >= kMaxLeaseMs * kNsPerMs) {
@@ -214,10 +227,7 @@ Result<std::uint32_t> join_consumer(ChannelState& ch, std::uint32_t gi, std::uin
         const std::uint32_t st = control_state(c);
         if (st != kEntryActive && st != kEntryClaiming) continue;
         const shm::ProcessId id{control_pid(c), st == kEntryActive ? shm::load_relaxed(cons[k].owner_start) : 0};
-        if (shm::process_liveness(id) == shm::Liveness::dead) {
-          if (st == kEntryActive) release_leases_of(ch, gi, k);
-          (void)shm::cas_acq_rel(cons[k].control, c, make_control(kEntryFree, 0));
-        }
+        if (shm::process_liveness(id) == shm::Liveness::dead) (void)release_consumer(ch, gi, k, c);
       }
     }
   }
@@ -339,7 +349,7 @@ Result<std::unique_ptr<GroupCore>> GroupCore::join(std::shared_ptr<ChannelState>
   // Redeliveries are looked for at least 4 times per visibility timeout.
   c.scan_every_ns_ = std::clamp<std::uint64_t>(c.visibility_ns_ / 4, 100'000, 10'000'000);
   c.rng_ = shm::random_u64() | 1;
-  c.owner_state_.assign(ch->geo.max_consumers, 0);
+  c.owner_cache_.assign(ch->geo.max_consumers, OwnerSeen{});
   c.ch_ = std::move(ch);
   return owned;
 }
@@ -404,34 +414,24 @@ void GroupCore::advance_floor() noexcept {
 }
 
 bool GroupCore::owner_dead(std::uint32_t owner) noexcept {
-  if (owner >= owner_state_.size()) return true;
+  if (owner >= owner_cache_.size()) return true;
   const std::uint64_t now = shm::monotonic_ns();
-  if (now - owner_state_ns_ > kOwnerCacheNs) {
-    std::fill(owner_state_.begin(), owner_state_.end(), 0);
-    owner_state_ns_ = now;
+  if (now - owner_cache_ns_ > kOwnerCacheNs) {
+    std::fill(owner_cache_.begin(), owner_cache_.end(), OwnerSeen{});
+    owner_cache_ns_ = now;
   }
-  if (owner_state_[owner] == 0) {
-    const ConsumerEntry& e = consumers_[owner];
-    const std::uint64_t c = shm::load_acquire(e.control);
-    bool dead = control_state(c) != kEntryActive;  // left, or reclaimed
-    if (!dead) {
-      dead = shm::process_liveness({control_pid(c), shm::load_relaxed(e.owner_start)}) ==
-             shm::Liveness::dead;
-      if (dead) release_dead_consumer(owner);
-    }
-    owner_state_[owner] = dead ? 2 : 1;
+  const ConsumerEntry& e = consumers_[owner];
+  const std::uint64_t c = shm::load_acquire(e.control);
+  // The lease's owner left, or its index is being reused: it is not there.
+  if (control_state(c) != kEntryActive) return true;
+  OwnerSeen& seen = owner_cache_[owner];
+  if (seen.control != c) {  // unknown, or another consumer at that index since
+    seen.control = c;
+    seen.dead = shm::process_liveness({control_pid(c), shm::load_relaxed(e.owner_start)}) ==
+                shm::Liveness::dead;
+    if (seen.dead) (void)release_consumer(*ch_, gi_, owner, c);
   }
-  return owner_state_[owner] == 2;
-}
-
-void GroupCore::release_dead_consumer(std::uint32_t owner) noexcept {
-  ConsumerEntry& e = consumers_[owner];
-  std::uint64_t c = shm::load_acquire(e.control);
-  if (control_state(c) != kEntryActive) return;
-  release_leases_of(*ch_, gi_, owner);
-  if (shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0))) {
-    g_->dead_consumer_releases.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-  }
+  return seen.dead;
 }
 
 bool GroupCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
@@ -491,7 +491,15 @@ bool GroupCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
   return true;
 }
 
-bool GroupCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st) noexcept {
+void GroupCore::help_advance_next(std::uint64_t n) noexcept {
+  // Moves `next` past n if nobody has yet. A copy: a failed CAS must not
+  // change the caller's n (it still names the sequence it holds a lease on).
+  std::uint64_t expected = n;
+  (void)g_->next.compare_exchange_strong(expected, n + 1, std::memory_order_acq_rel);
+}
+
+bool GroupCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st,
+                         std::uint64_t now) noexcept {
   const ChannelState& ch = *ch_;
   for (int guard = 0; guard < 1024; ++guard) {
     std::uint64_t n = shm::load_acquire(g_->next);
@@ -502,22 +510,22 @@ bool GroupCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus&
     const bool taken = w != 0 && lf.lap == lap(n) && !available_for(n, w);
     if (taken) {
       // Someone took n (or finished it) but has not moved `next` yet: help.
-      (void)g_->next.compare_exchange_strong(n, n + 1, std::memory_order_acq_rel);
+      help_advance_next(n);
       continue;
     }
     if (stamp == make_stamp(n, kStampCommitted)) {
-      if (!available_for(n, w)) {
-        // The previous lap's message is still in flight but was overwritten
-        // (drop_oldest lapped this group): it is lost to the group.
-        g_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-      }
-      const std::uint64_t now = shm::monotonic_ns();
+      const bool overwrote_previous = !available_for(n, w);
       const std::uint64_t lease = make_lease(
           {kLeaseLeased, 1, ci_, lap(n), now / kNsPerMs + ceil_ms(visibility_ns_)});
       // The lease word is the authority: taking it is the delivery. A
       // consumer killed right after still holds a lease that expires.
       if (!shm::cas_acq_rel(lw, w, lease)) continue;
-      (void)g_->next.compare_exchange_strong(n, n + 1, std::memory_order_acq_rel);
+      if (overwrote_previous) {
+        // The previous lap's message was still in flight but was overwritten
+        // (drop_oldest lapped this group): it is lost to the group.
+        g_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      }
+      help_advance_next(n);
       if (deliver(n, lease, out, buffer, st) && st == PollStatus::ok) {
         out.deadline_ns = now + visibility_ns_;
       }
@@ -527,7 +535,7 @@ bool GroupCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus&
         stamp_state(stamp) == kStampAbandoned) {
       // A claim that never became a message: finish it for the group.
       if (!shm::cas_acq_rel(lw, w, make_lease({kLeaseAcked, 0, 0, lap(n), 0}))) continue;
-      (void)g_->next.compare_exchange_strong(n, n + 1, std::memory_order_acq_rel);
+      help_advance_next(n);
       advance_floor();
       continue;
     }
@@ -536,22 +544,35 @@ bool GroupCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus&
       const std::uint64_t head = shm::load_acquire(ch.producer->head);
       const std::uint64_t oldest = head > mask_ + 1 ? head - (mask_ + 1) : 0;
       const std::uint64_t to = std::max(n + 1, oldest);
-      if (g_->next.compare_exchange_strong(n, to, std::memory_order_acq_rel)) {
+      std::uint64_t expected = n;  // a copy: a failed CAS must not change n
+      if (g_->next.compare_exchange_strong(expected, to, std::memory_order_acq_rel)) {
         g_->lost.fetch_add(to - n, std::memory_order_relaxed);  // relaxed: a statistic
         advance_floor();
       }
       continue;
     }
-    return false;  // nothing committed at `next` yet
+    // Nothing committed at `next` yet. A publisher that died (or stalled)
+    // holding that claim must not stop the group: check, at most once per
+    // scan interval, and finish an abandoned claim at once.
+    if (now - last_stall_check_ns_ >= scan_every_ns_) {
+      last_stall_check_ns_ = now;
+      if (stall_.check(ch.slots[n & mask_], n, stamp, shm::load_acquire(ch.producer->head),
+                       ch.geo.unblock_timeout_ns, ch.producer->abandoned)) {
+        continue;
+      }
+    }
+    return false;
   }
   return false;
 }
 
 bool GroupCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStatus& st,
-                         bool force) noexcept {
-  const std::uint64_t now = shm::monotonic_ns();
-  if (!force && now - last_scan_ns_ < scan_every_ns_) return false;
+                         std::uint64_t now) noexcept {
+  if (now - last_scan_ns_ < scan_every_ns_) return false;
   last_scan_ns_ = now;
+  // A consumer killed between its ack and its floor advance leaves the floor
+  // behind: every scan moves it over what is finished.
+  advance_floor();
   const std::uint64_t nms = now / kNsPerMs;
   std::uint64_t f = shm::load_acquire(g_->floor);
   const std::uint64_t nx = shm::load_acquire(g_->next);
@@ -603,9 +624,10 @@ bool GroupCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStatus&
 PollStatus GroupCore::receive(Delivery& out, std::span<std::byte> buffer) noexcept {
   if (!ch_) return PollStatus::invalid;
   PollStatus st = PollStatus::empty;
+  const std::uint64_t now = shm::monotonic_ns();  // one clock read per receive
   // Due redeliveries first (they are older), at most every scan interval.
-  if (take_due(out, buffer, st, false)) return st;
-  if (take_new(out, buffer, st)) return st;
+  if (take_due(out, buffer, st, now)) return st;
+  if (take_new(out, buffer, st, now)) return st;
   return PollStatus::empty;
 }
 
@@ -794,14 +816,30 @@ Result<std::uint64_t> redrive_dead_letters(const std::shared_ptr<ChannelState>& 
   if (!sub) return sub.error();
   auto pub = PublisherCore::create(source);
   if (!pub) return pub.error();
+  SubscriberCore& reader = *sub.value();
   std::vector<std::byte> buf(dlq->geo.max_payload);
   std::uint64_t n = 0;
+  int idle_waits = 0;
   while (n < max) {
     Message m;
-    const PollStatus st = sub.value()->poll(m, buf);
-    if (st == PollStatus::empty) break;
-    if (st != PollStatus::ok) continue;  // lapped or corrupted: counted by the subscriber
-    if (m.payload.size() < sizeof(DlqRecord)) continue;
+    const PollStatus st = reader.begin_read(m);
+    if (st == PollStatus::empty) {
+      // A dead letter claimed but not committed (its writer may have died
+      // mid-copy) would hold the rest back: give the stall watch a moment.
+      if (idle_waits++ < 3 && shm::load_acquire(dlq->producer->head) > reader.cursor()) {
+        (void)reader.wait(10'000'000);
+        continue;
+      }
+      break;
+    }
+    if (st == PollStatus::lapped || st == PollStatus::corrupted) continue;  // counted by the reader
+    if (st != PollStatus::ok) break;
+    reader.copy_payload(m, std::span<std::byte>(buf.data(), m.payload.size()));
+    // Validate the copy and move the local cursor, but publish the cursor
+    // only after the message is back on the source: a crash in between
+    // redrives it again (at-least-once), never loses it.
+    if (reader.finish_read(false) != PollStatus::ok) continue;
+    if (m.payload.size() < sizeof(DlqRecord)) continue;  // not a dead letter: skip it
     DlqRecord rec;
     std::memcpy(&rec, m.payload.data(), sizeof rec);
     const std::size_t len = std::min<std::size_t>(rec.payload_length, m.payload.size() - sizeof rec);
@@ -813,12 +851,12 @@ Result<std::uint64_t> redrive_dead_letters(const std::shared_ptr<ChannelState>& 
         pub.value()->publish(std::span<const std::byte>(m.payload.data() + sizeof rec, len), meta,
                              1'000'000'000ULL);
     if (ps != PublishStatus::ok) {
-      // Not redriven: put the DLQ cursor back so it is kept.
-      sub.value()->seek(m.sequence);
+      reader.seek(m.sequence);  // not redriven: keep it in the DLQ
       return Error(ErrorCode::busy, "redrive to channel '" + source->name + "' stopped after " +
                                         num(n) + " messages: publish returned " +
                                         std::string(to_string(ps)));
     }
+    reader.publish_cursor();
     ++n;
   }
   return n;

@@ -44,7 +44,7 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::create(std::shared_ptr<Cha
   p.slot_size_ = ch->geo.slot_size;
   p.max_payload_ = ch->geo.max_payload;
   p.index_ = idx.value();
-  p.self_packed_ = shm::pack_process(shm::self_process());
+  p.self_pid_ = shm::self_process().pid;
   p.policy_ = ch->geo.policy;
   // SYNC(gate): acquire, pairs with the release store in refresh_gate.
   p.gate_ = shm::load_acquire(ch->producer->gate_cache);
@@ -161,16 +161,12 @@ PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
                      (s_seq < seq && (s_state == kStampCommitted || s_state == kStampAbandoned)))
                   : (s_seq == prev && (s_state == kStampCommitted || s_state == kStampAbandoned));
     if (prev_done) {
-      // Record ourselves as the writer, by CAS from the value a rival for
-      // this slot would also have seen: a writer that stalled here and lost
-      // its claim cannot overwrite the word of the one that took the slot.
-      // The word is published by the release of the stamp CAS below, so a
-      // reader that acquires our `writing` stamp finds us.
-      std::uint64_t prev_writer = shm::load_acquire(ctl.writer);
-      if (prev_writer != self_packed_ && !shm::cas_acq_rel(ctl.writer, prev_writer, self_packed_)) {
-        st = shm::load_acquire(stamp);
-        continue;
-      }
+      // Record ourselves as the writer of seq. relaxed: published by the
+      // release of the stamp CAS below, so a reader that acquires our
+      // `writing` stamp finds us. A writer that stalls here and loses its
+      // claim may overwrite the word of the one that took the slot, but its
+      // word names its own sequence, which readers then ignore.
+      shm::store_relaxed(ctl.writer, make_writer(seq, self_pid_));
       if (shm::cas_acq_rel(stamp, st, make_stamp(seq, kStampWriting))) {
         // SYNC(seqlock-write): the `writing` stamp must be visible before any
         // byte of the new message, for readers that validate after reading.
@@ -189,7 +185,7 @@ PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
     if (!give_up && s_state == kStampWriting && now - waiting_since >= kLivenessAfterNs &&
         now - last_liveness_ns >= kLivenessAfterNs) {
       last_liveness_ns = now;
-      give_up = slot_writer_dead(ctl);  // a dead writer: no need to wait it out
+      give_up = slot_writer_dead(ctl, s_seq);  // a dead writer: no need to wait it out
     }
     if (give_up) {
       // Stalled past the unblock timeout: take its claim away (its commit

@@ -110,41 +110,8 @@ PollStatus SubscriberCore::on_evicted() noexcept {
 }
 
 void SubscriberCore::check_stall(std::uint64_t st) noexcept {
-  const std::uint64_t head = shm::load_acquire(prod_->head);
-  if (head <= cursor_) {  // nothing claimed here yet: not a stall
-    stall_seq_ = ~0ULL;
-    return;
-  }
-  const std::uint64_t now = shm::monotonic_ns();
-  if (stall_seq_ != cursor_ || stall_stamp_ != st) {
-    stall_seq_ = cursor_;
-    stall_stamp_ = st;
-    stall_since_ns_ = now;
-    return;
-  }
-  const std::uint64_t stalled = now - stall_since_ns_;
-  SlotControl& ctl = slots_[cursor_ & mask_];
-  std::uint64_t target = make_stamp(cursor_, kStampAbandoned);
-  bool give_up = stalled >= unblock_ns_;
-  if (!give_up && stamp_state(st) == kStampWriting && stalled >= kLivenessAfterNs &&
-      now - last_liveness_ns_ >= kLivenessAfterNs) {
-    // A claim held in `writing` names its writer: if that process is dead,
-    // there is no need to wait out the unblock timeout. An older lap's dead
-    // writer is abandoned under its own sequence, so the live writer of our
-    // sequence (waiting for that slot) can go on.
-    last_liveness_ns_ = now;
-    if (slot_writer_dead(ctl)) {
-      give_up = true;
-      target = make_stamp(stamp_seq(st), kStampAbandoned);
-    }
-  }
-  if (!give_up) return;
-  // Take the claim away: the late writer's commit CAS will fail.
-  std::uint64_t expected = st;
-  if (shm::cas_acq_rel(ctl.stamp, expected, target)) {
-    prod_->abandoned.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-  }
-  stall_seq_ = ~0ULL;
+  (void)stall_.check(slots_[cursor_ & mask_], cursor_, st, shm::load_acquire(prod_->head), unblock_ns_,
+                     prod_->abandoned);
 }
 
 bool SubscriberCore::ready() noexcept {

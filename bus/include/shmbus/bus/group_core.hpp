@@ -17,6 +17,7 @@
 #include <shmbus/bus/channel_state.hpp>
 #include <shmbus/bus/layout.hpp>
 #include <shmbus/bus/publisher_core.hpp>
+#include <shmbus/bus/slots.hpp>
 #include <shmbus/bus/types.hpp>
 
 namespace shmbus::bus {
@@ -88,18 +89,18 @@ class GroupCore {
   [[nodiscard]] const std::shared_ptr<ChannelState>& channel() const noexcept { return ch_; }
 
  private:
-  bool take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st) noexcept;
-  bool take_due(Delivery& out, std::span<std::byte> buffer, PollStatus& st, bool force) noexcept;
+  bool take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st, std::uint64_t now) noexcept;
+  void help_advance_next(std::uint64_t n) noexcept;
+  bool take_due(Delivery& out, std::span<std::byte> buffer, PollStatus& st, std::uint64_t now) noexcept;
   bool deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out, std::span<std::byte> buffer,
                PollStatus& st) noexcept;
   bool owner_dead(std::uint32_t owner) noexcept;
-  void release_dead_consumer(std::uint32_t owner) noexcept;
   AckStatus finish(const Delivery& d, std::uint64_t next_word) noexcept;
   AckStatus send_to_dlq(std::uint64_t seq, std::uint64_t held, DeadLetterReason reason) noexcept;
   void advance_floor() noexcept;
   void release() noexcept;
   [[nodiscard]] std::uint32_t lap(std::uint64_t seq) const noexcept {
-    return static_cast<std::uint32_t>((seq >> lap_shift_) & 0xffu);
+    return static_cast<std::uint32_t>((seq >> lap_shift_) & 0xffffu);
   }
   [[nodiscard]] bool available_for(std::uint64_t seq, std::uint64_t word) const noexcept;
 
@@ -125,8 +126,14 @@ class GroupCore {
   std::uint64_t last_scan_ns_ = 0;
   std::uint64_t scan_every_ns_ = 0;
   std::uint64_t rng_ = 0;
-  std::vector<std::uint8_t> owner_state_;    ///< per consumer index: 0 unknown, 1 alive, 2 dead
-  std::uint64_t owner_state_ns_ = 0;
+  struct OwnerSeen {
+    std::uint64_t control = 0;  ///< the consumer entry's control word when judged
+    bool dead = false;
+  };
+  std::vector<OwnerSeen> owner_cache_;  ///< per consumer index, refreshed every 5 ms
+  std::uint64_t owner_cache_ns_ = 0;
+  StallWatch stall_;                    ///< a dead publisher's claim at `next`
+  std::uint64_t last_stall_check_ns_ = 0;
 };
 
 /// Copies up to `max` dead letters from a DLQ channel back to their source

@@ -380,9 +380,9 @@ inline constexpr bool lease_final(std::uint64_t state) noexcept {
 }
 
 //  SlotControl (16 B per slot, in the control area; four per cache line):
-//  0 stamp   8 writer (shm::pack_process of the publisher holding the slot in
-//  `writing`; lets a reader abandon a dead writer's claim at once instead of
-//  waiting out the unblock timeout)
+//  0 stamp   8 writer (low 32 bits of the sequence being written, pid of its
+//  writer: lets a reader abandon a dead writer's claim at once instead of
+//  waiting out the unblock timeout; see slots.hpp make_writer)
 struct SlotControl {
   std::atomic<std::uint64_t> stamp;
   std::atomic<std::uint64_t> writer;

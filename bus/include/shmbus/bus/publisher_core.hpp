@@ -69,7 +69,7 @@ class PublisherCore {
   Policy policy_ = Policy::block;
   std::uint64_t gate_ = 0;             ///< local copy of the gating minimum
   std::uint64_t last_housekeeping_ns_ = 0;
-  std::uint64_t self_packed_ = 0;      ///< shm::pack_process of this process (slot writer word)
+  std::uint32_t self_pid_ = 0;         ///< for the slot writer word
 };
 
 }  // namespace shmbus::bus

@@ -6,7 +6,10 @@
 #include <cstring>
 
 #include <shmbus/bus/layout.hpp>
+#include <atomic>
+
 #include <shmbus/shm/atomics.hpp>
+#include <shmbus/shm/clock.hpp>
 #include <shmbus/shm/liveness.hpp>
 
 namespace shmbus::bus {
@@ -34,12 +37,43 @@ inline const std::byte* slot_at(const std::byte* data, std::uint64_t seq, std::u
 /// is checked (a system call), and how often it is re-checked.
 inline constexpr std::uint64_t kLivenessAfterNs = 1'000'000;
 
-/// Whether the process recorded as the slot's writer is known to be dead.
-/// Call only after acquiring a `writing` stamp: the writer word was stored
-/// before that stamp's CAS. Makes system calls.
-inline bool slot_writer_dead(const SlotControl& ctl) noexcept {
-  const std::uint64_t w = shm::load_relaxed(ctl.writer);
-  return w != 0 && shm::packed_liveness(w) == shm::Liveness::dead;
+/// The writer word a publisher stores before taking a slot for `seq`: the
+/// low 32 bits of the sequence and the pid. A word left by a writer that lost
+/// its claim names another sequence than the stamp, so it is ignored rather
+/// than trusted (the claim then falls back to the unblock timeout).
+inline constexpr std::uint64_t make_writer(std::uint64_t seq, std::uint32_t pid) noexcept {
+  return ((seq & 0xffffffffULL) << 32) | pid;
 }
+
+/// Whether the process recorded as the writer of `seq` in this slot is known
+/// to be dead. Call after acquiring a `writing` stamp for `seq`: the writer
+/// word was stored before that stamp's CAS. A pid that was reused reads as
+/// alive: the claim then waits out the unblock timeout (the safe side).
+/// Makes system calls.
+inline bool slot_writer_dead(const SlotControl& ctl, std::uint64_t seq) noexcept {
+  const std::uint64_t w = shm::load_relaxed(ctl.writer);
+  if (w == 0 || (w >> 32) != (seq & 0xffffffffULL)) return false;
+  return shm::process_liveness({static_cast<std::uint32_t>(w), 0}) == shm::Liveness::dead;
+}
+
+/// Watches the position a reader waits on, and takes a stuck claim there
+/// away: at once if its recorded writer is dead (checked at most every
+/// kLivenessAfterNs), else once it stayed stuck for the unblock timeout.
+/// Used by subscribers and group consumers alike. Not thread-safe: one per
+/// reader.
+class StallWatch {
+ public:
+  /// `st` is the stamp seen at `pos`, `head` the claim counter. Returns true
+  /// if this call marked a claim abandoned (the caller may retry at once).
+  bool check(SlotControl& ctl, std::uint64_t pos, std::uint64_t st, std::uint64_t head,
+             std::uint64_t unblock_ns, std::atomic<std::uint64_t>& abandoned) noexcept;
+  void reset() noexcept { pos_ = ~0ULL; }
+
+ private:
+  std::uint64_t pos_ = ~0ULL;
+  std::uint64_t stamp_ = 0;
+  std::uint64_t since_ns_ = 0;
+  std::uint64_t last_liveness_ns_ = 0;
+};
 
 }  // namespace shmbus::bus

@@ -11,6 +11,7 @@
 
 #include <shmbus/bus/channel_state.hpp>
 #include <shmbus/bus/layout.hpp>
+#include <shmbus/bus/slots.hpp>
 #include <shmbus/bus/types.hpp>
 
 namespace shmbus::bus {
@@ -91,10 +92,7 @@ class SubscriberCore {
   bool resumed_ = false;
   WaitStrategy wait_ = WaitStrategy::block;
   std::uint32_t empty_polls_ = 0;
-  std::uint64_t stall_seq_ = ~0ULL;
-  std::uint64_t stall_stamp_ = 0;
-  std::uint64_t stall_since_ns_ = 0;
-  std::uint64_t last_liveness_ns_ = 0;
+  StallWatch stall_;
 };
 
 }  // namespace shmbus::bus
