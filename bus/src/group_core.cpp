@@ -506,6 +506,12 @@ bool GroupCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus&
     const std::uint64_t stamp = shm::load_acquire(ch.slots[n & mask_].stamp);
     std::atomic<std::uint64_t>& lw = leases_[n & mask_];
     std::uint64_t w = shm::load_acquire(lw);
+    // Both words must have been read while n was still `next`: a consumer
+    // descheduled here for a whole lap would otherwise pair a stale stamp
+    // for n with the lease word of n + capacity. `next` only grows, and
+    // slot n is not reused while next == n (the floor is at most next), so
+    // an unchanged next proves both words belong to n.
+    if (shm::load_acquire(g_->next) != n) continue;
     const LeaseFields lf = lease_fields(w);
     const bool taken = w != 0 && lf.lap == lap(n) && !available_for(n, w);
     if (taken) {
