@@ -1,0 +1,337 @@
+// Single-thread micro-benchmarks of the hot paths, with Google Benchmark.
+//
+// Everything runs in one thread of one process: these numbers are the cost of
+// the code path itself with its cache lines already in this core's cache (no
+// cross-core transfer, no waiting), i.e. a lower bound for what the same call
+// costs across processes. For cross-process latency against the cache-line
+// floor, see shmbus_pingpong (DESIGN.md section 7: quote ratios there).
+//
+//   BM_Publish/drop_oldest     publish 64 B to a drop_oldest channel with no
+//                              reader: never blocks, never gated.
+//   BM_Publish/block_consumed  publish 64 B to a block channel with one
+//                              subscriber that the loop drains (zero-copy
+//                              read_batch, untimed) every half ring: the
+//                              gated publish path with its cached minimum.
+//   BM_PublishPoll             publish one, then copy-out poll it (block, one
+//                              subscriber): one message through the ring.
+//   BM_ClaimCommit             zero-copy publish: try_claim, write 64 B, commit
+//                              (drop_oldest, no reader).
+//   BM_ReceiveAck/one_by_one   publish one, receive it through a group, ack
+//                              it: one consumer, one thread (block channel).
+//   BM_ReceiveAck/batched      receive + ack only: a batch of half a ring is
+//                              published untimed, then received and acked one
+//                              by one (timed).
+//   BM_PublishFanout/N         publish 64 B to a drop_oldest channel with N
+//                              idle subscribers attached: should be flat in N.
+//   BM_ClockMonotonic          baseline, same run: one clock_gettime(CLOCK_MONOTONIC)
+//                              (publish stamps messages; receive reads the clock).
+//
+// Each reports ns per operation (one iteration = one op as named above) and
+// items/s. Channels live on the bus "bench-<pid>" with unique names and are
+// removed when each benchmark run ends (and at exit, for one that failed).
+//
+//   shmbus_micro_bench [--benchmark_filter=REGEX] [--benchmark_min_time=S] ...
+#include <shmbus/shmbus.hpp>
+
+#include <benchmark/benchmark.h>
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <time.h>
+#include <unistd.h>
+
+namespace {
+
+using shmbus::Channel;
+using shmbus::ChannelOptions;
+using shmbus::Policy;
+using shmbus::PollStatus;
+using shmbus::PublishStatus;
+
+constexpr std::uint32_t kCapacity = 1024;
+constexpr std::uint32_t kSlotSize = 128;  // 64 B payload + the slot header
+constexpr std::size_t kPayload = 64;
+constexpr std::uint64_t kBatch = kCapacity / 2;
+
+const std::string& bench_bus() {
+  static const std::string bus = "bench-" + std::to_string(::getpid());
+  return bus;
+}
+
+/// Every channel name handed out, so that whatever is left is removed at exit.
+class Registry {
+ public:
+  static Registry& get() {
+    static Registry r;
+    return r;
+  }
+  std::string make(const char* stem) {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string n = std::string(stem) + "-" + std::to_string(counter_++);
+    names_.push_back(n);
+    names_.push_back(n + "-dlq");  // a group's DLQ, if one was created
+    return n;
+  }
+  ~Registry() {
+    for (const auto& n : names_) (void)Channel::remove(n, bench_bus());
+  }
+
+ private:
+  std::mutex mu_;
+  std::uint64_t counter_ = 0;
+  std::vector<std::string> names_;
+};
+
+/// A channel for one benchmark run, removed (with its DLQ) when the run ends.
+class BenchChannel {
+ public:
+  BenchChannel(const char* stem, Policy policy, std::uint32_t max_subscribers = 32) {
+    name_ = Registry::get().make(stem);
+    ChannelOptions o;
+    o.capacity = kCapacity;
+    o.slot_size = kSlotSize;
+    o.policy = policy;
+    o.max_subscribers = max_subscribers;
+    auto ch = Channel::create(name_, o, bench_bus());
+    if (!ch) {
+      error_ = "create " + name_ + ": " + ch.error().message();
+      return;
+    }
+    ch_ = std::move(ch.value());
+  }
+  ~BenchChannel() {
+    ch_ = Channel();
+    (void)Channel::remove(name_, bench_bus());
+    (void)Channel::remove(name_ + "-dlq", bench_bus());
+  }
+  BenchChannel(const BenchChannel&) = delete;
+  BenchChannel& operator=(const BenchChannel&) = delete;
+
+  [[nodiscard]] bool ok() const { return error_.empty(); }
+  [[nodiscard]] const std::string& error() const { return error_; }
+  Channel& operator*() { return ch_; }
+  Channel* operator->() { return &ch_; }
+
+ private:
+  std::string name_;
+  std::string error_;
+  Channel ch_;
+};
+
+std::array<std::byte, kPayload> payload() {
+  std::array<std::byte, kPayload> p{};
+  for (std::size_t i = 0; i < p.size(); ++i) p[i] = static_cast<std::byte>(i);
+  return p;
+}
+
+/// Ends the run with an error message (Google Benchmark then reports it).
+bool fail(benchmark::State& state, const std::string& what) {
+  state.SkipWithError(what.c_str());
+  return false;
+}
+
+void finish(benchmark::State& state) {
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
+}
+
+// --- publish -------------------------------------------------------------------------
+
+void BM_Publish_DropOldest(benchmark::State& state) {
+  BenchChannel ch("pub-drop", Policy::drop_oldest);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  auto pub = ch->publisher();
+  if (!pub) return (void)fail(state, pub.error().message());
+  const auto p = payload();
+  for (auto _ : state) {
+    const PublishStatus st = pub->publish(p);
+    if (st != PublishStatus::ok) return (void)fail(state, std::string(shmbus::to_string(st)));
+  }
+  finish(state);
+}
+
+void BM_Publish_BlockConsumed(benchmark::State& state) {
+  BenchChannel ch("pub-block", Policy::block);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  auto pub = ch->publisher();
+  shmbus::SubscribeOptions so;
+  so.start = shmbus::StartAt::earliest();
+  so.wait = shmbus::WaitStrategy::busy_spin;
+  auto sub = ch->subscribe(so);
+  if (!pub || !sub) return (void)fail(state, "publisher / subscriber");
+  const auto p = payload();
+  std::uint64_t in_ring = 0;
+  std::uint64_t sink = 0;
+  for (auto _ : state) {
+    if (in_ring == kBatch) {
+      // The consuming subscriber, untimed: half a ring at a time, so the
+      // publisher stays on its cached-gate fast path most of the time.
+      state.PauseTiming();
+      const std::size_t n = sub->read_batch([&](const shmbus::Message& m) noexcept { sink += m.payload.size(); },
+                                            kBatch);
+      state.ResumeTiming();
+      if (n != kBatch) return (void)fail(state, "the subscriber read " + std::to_string(n));
+      in_ring = 0;
+    }
+    const PublishStatus st = pub->publish(p, {}, 0);
+    if (st != PublishStatus::ok) return (void)fail(state, std::string(shmbus::to_string(st)));
+    ++in_ring;
+  }
+  benchmark::DoNotOptimize(sink);
+  finish(state);
+}
+
+void BM_PublishPoll(benchmark::State& state) {
+  BenchChannel ch("pubpoll", Policy::block);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  auto pub = ch->publisher();
+  shmbus::SubscribeOptions so;
+  so.start = shmbus::StartAt::earliest();
+  so.wait = shmbus::WaitStrategy::busy_spin;
+  auto sub = ch->subscribe(so);
+  if (!pub || !sub) return (void)fail(state, "publisher / subscriber");
+  const auto p = payload();
+  std::array<std::byte, kPayload> buf{};
+  shmbus::Message m;
+  for (auto _ : state) {
+    if (pub->publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
+    if (sub->poll(m, buf) != PollStatus::ok) return (void)fail(state, "poll");
+    benchmark::DoNotOptimize(m.payload.data());
+  }
+  finish(state);
+}
+
+void BM_ClaimCommit(benchmark::State& state) {
+  BenchChannel ch("claim", Policy::drop_oldest);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  auto pub = ch->publisher();
+  if (!pub) return (void)fail(state, pub.error().message());
+  const auto p = payload();
+  for (auto _ : state) {
+    shmbus::Claim claim;
+    if (pub->try_claim(kPayload, claim) != PublishStatus::ok) return (void)fail(state, "try_claim");
+    std::memcpy(claim.payload.data(), p.data(), kPayload);
+    if (pub->commit(claim, kPayload) != PublishStatus::ok) return (void)fail(state, "commit");
+  }
+  finish(state);
+}
+
+// --- groups: receive + ack -------------------------------------------------------------
+
+shmbus::GroupOptions bench_group() {
+  shmbus::GroupOptions g;
+  g.start = shmbus::StartAt::earliest();
+  g.wait = shmbus::WaitStrategy::busy_spin;
+  return g;  // default lease (30 s): nothing expires during a run
+}
+
+void BM_ReceiveAck_OneByOne(benchmark::State& state) {
+  BenchChannel ch("recvack", Policy::block);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  auto pub = ch->publisher();
+  auto consumer = ch->join_group("g", bench_group());
+  if (!pub) return (void)fail(state, pub.error().message());
+  if (!consumer) return (void)fail(state, consumer.error().message());
+  const auto p = payload();
+  std::array<std::byte, kPayload> buf{};
+  shmbus::Delivery d;
+  for (auto _ : state) {
+    if (pub->publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
+    const PollStatus st = consumer->receive(d, buf);
+    if (st != PollStatus::ok) return (void)fail(state, "receive: " + std::string(shmbus::to_string(st)));
+    const shmbus::AckStatus a = consumer->ack(d);
+    if (a != shmbus::AckStatus::ok) return (void)fail(state, "ack: " + std::string(shmbus::to_string(a)));
+  }
+  finish(state);
+}
+
+void BM_ReceiveAck_Batched(benchmark::State& state) {
+  BenchChannel ch("recvack-b", Policy::block);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  auto pub = ch->publisher();
+  auto consumer = ch->join_group("g", bench_group());
+  if (!pub) return (void)fail(state, pub.error().message());
+  if (!consumer) return (void)fail(state, consumer.error().message());
+  const auto p = payload();
+  std::array<std::byte, kPayload> buf{};
+  shmbus::Delivery d;
+  std::uint64_t left = 0;
+  for (auto _ : state) {
+    if (left == 0) {
+      state.PauseTiming();  // publish a batch, untimed
+      for (std::uint64_t i = 0; i < kBatch; ++i) {
+        if (pub->publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
+      }
+      left = kBatch;
+      state.ResumeTiming();
+    }
+    const PollStatus st = consumer->receive(d, buf);
+    if (st != PollStatus::ok) return (void)fail(state, "receive: " + std::string(shmbus::to_string(st)));
+    const shmbus::AckStatus a = consumer->ack(d);
+    if (a != shmbus::AckStatus::ok) return (void)fail(state, "ack: " + std::string(shmbus::to_string(a)));
+    --left;
+  }
+  finish(state);
+}
+
+// --- fan-out: publish cost as idle subscribers grow -------------------------------------
+
+void BM_PublishFanout(benchmark::State& state) {
+  const auto subscribers = static_cast<std::uint32_t>(state.range(0));
+  BenchChannel ch("fanout", Policy::drop_oldest);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  std::vector<shmbus::Subscriber> subs;
+  for (std::uint32_t i = 0; i < subscribers; ++i) {
+    shmbus::SubscribeOptions so;
+    so.start = shmbus::StartAt::latest();
+    so.wait = shmbus::WaitStrategy::busy_spin;  // idle, never asleep: no futex wake
+    auto s = ch->subscribe(so);
+    if (!s) return (void)fail(state, s.error().message());
+    subs.push_back(std::move(s.value()));
+  }
+  auto pub = ch->publisher();
+  if (!pub) return (void)fail(state, pub.error().message());
+  const auto p = payload();
+  for (auto _ : state) {
+    const PublishStatus st = pub->publish(p);
+    if (st != PublishStatus::ok) return (void)fail(state, std::string(shmbus::to_string(st)));
+  }
+  state.counters["subscribers"] = subscribers;
+  finish(state);
+}
+
+void BM_ClockMonotonic(benchmark::State& state) {
+  timespec ts{};
+  for (auto _ : state) {
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    benchmark::DoNotOptimize(ts);
+  }
+  finish(state);
+}
+
+BENCHMARK(BM_ClockMonotonic);
+BENCHMARK(BM_Publish_DropOldest)->Name("BM_Publish/drop_oldest");
+BENCHMARK(BM_Publish_BlockConsumed)->Name("BM_Publish/block_consumed");
+BENCHMARK(BM_PublishPoll);
+BENCHMARK(BM_ClaimCommit);
+BENCHMARK(BM_ReceiveAck_OneByOne)->Name("BM_ReceiveAck/one_by_one");
+BENCHMARK(BM_ReceiveAck_Batched)->Name("BM_ReceiveAck/batched");
+BENCHMARK(BM_PublishFanout)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  (void)Registry::get();  // constructed before the runs: destroyed (cleans up) after them
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
