@@ -4,6 +4,7 @@
 
 #include <shmbus/channel.hpp>
 #include <shmbus/consumer.hpp>
+#include <shmbus/dedup.hpp>
 #include <shmbus/publisher.hpp>
 #include <shmbus/result.hpp>
 #include <shmbus/subscriber.hpp>
