@@ -594,8 +594,17 @@ bool GroupCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStatus&
       case kLeaseDeadLettering:
         ready = lease_time_reached(lf.deadline_ms, nms);
         if (!ready && owner_dead(lf.owner)) {
-          ready = true;
-          w = shm::load_acquire(lw);  // released to `due` by release_dead_consumer
+          // Judging the owner may have released its leases (to `due`), and
+          // another consumer may already have taken this one: take it only
+          // if it is still the dead owner's lease, or now due.
+          const std::uint64_t again = shm::load_acquire(lw);
+          const LeaseFields af = lease_fields(again);
+          if (again == w) {
+            ready = true;
+          } else if (af.lap == lap(s) && af.state == kLeaseDue && lease_time_reached(af.deadline_ms, nms)) {
+            w = again;
+            ready = true;
+          }
         }
         break;
       case kLeaseDue: ready = lease_time_reached(lf.deadline_ms, nms); break;

@@ -251,3 +251,127 @@ TEST_CASE("drop_oldest: delivered + lost = published for every subscriber, order
     CHECK(r.bad_payloads == 0);
   }
 }
+
+// --- dedup table races -----------------------------------------------------------
+
+namespace {
+
+/// A dedup table on the test bus, removed on both ends.
+struct ScopedDedup {
+  std::string name;
+  DedupTable table;
+  explicit ScopedDedup(const DedupOptions& o) {
+    static std::atomic<int> counter{0};
+    name = "dd-stress-" + std::to_string(::getpid()) + "-" + std::to_string(counter.fetch_add(1));
+    (void)DedupTable::remove(name, kTestBus);
+    auto t = DedupTable::open_or_create(name, o, kTestBus);
+    if (!t) FAIL("open_or_create " << name << ": " << t.error().message());
+    table = std::move(t.value());
+  }
+  ~ScopedDedup() { (void)DedupTable::remove(name, kTestBus); }
+};
+
+}  // namespace
+
+TEST_CASE("dedup: 4 threads begin the same 1000 ids and exactly one gets first for each", "[dedup]") {
+  DedupOptions o;
+  o.capacity = 65536;
+  // The default window, and the widest: a longer check scan widens the
+  // window in which two inserters of one id can miss each other.
+  o.probe_window = GENERATE(16u, 256u);
+  ScopedDedup d(o);
+  constexpr int kThreads = 4;
+  constexpr std::uint64_t kIds = 1000;
+  // Several rounds of 1000 fresh ids, the threads lined up every 10 ids, so
+  // that they really meet on the same ids.
+  constexpr std::uint64_t kRounds = 20;
+  constexpr std::uint64_t kStride = 10;
+  std::vector<std::atomic<int>> firsts(kIds * kRounds);
+  std::atomic<std::uint64_t> full{0};
+  std::atomic<std::uint64_t> arrived{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      DedupTable table = d.table;  // a copy per thread: the same mapping
+      std::uint64_t gate = 0;
+      for (std::uint64_t n = 0; n < kIds * kRounds; ++n) {
+        if (n % kStride == 0) {
+          // A spin barrier (yielding: 4 threads may share 2 cores).
+          gate += kThreads;
+          arrived.fetch_add(1);
+          while (arrived.load() < gate) shm::yield_cpu();
+        }
+        const std::uint64_t id = n * 7919;  // keys need not be dense
+        const DedupStatus st = table.begin(id);
+        if (st == DedupStatus::first) {
+          firsts[n].fetch_add(1);
+          // Half the winners complete at once, so the others also race
+          // against a claimed -> done transition.
+          if ((n + static_cast<std::uint64_t>(t)) % 2 == 0) table.complete(id);
+        } else if (st == DedupStatus::full) {
+          full.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::uint64_t wrong = 0;
+  for (std::uint64_t n = 0; n < kIds * kRounds; ++n) wrong += firsts[n].load() != 1;
+  const DedupStats st = d.table.stats();
+  INFO("insert races " << st.insert_races << ", gave up " << st.gave_up);
+  CHECK(wrong == 0);
+  CHECK(full.load() == 0);
+  CHECK(st.done + st.claimed == kIds * kRounds);
+  CHECK(st.gave_up == 0);
+  WARN("dedup race, window " << o.probe_window << ": " << st.insert_races
+                              << " inserts backed off for a concurrent insert of the same id");
+}
+
+TEST_CASE("dedup: a claim excludes every other claimer while ids are abandoned and re-inserted", "[dedup]") {
+  // 8 ids share a 16-entry table whose probe window is the whole table, and
+  // every claim is abandoned at once: entries are freed and bound again all
+  // the time, in different places, by 4 racing threads.
+  DedupOptions o;
+  o.capacity = 16;
+  o.probe_window = 16;
+  ScopedDedup d(o);
+  constexpr int kThreads = 4;
+  constexpr std::uint64_t kIds = 8;
+  std::vector<std::atomic<int>> holders(kIds);
+  std::atomic<std::uint64_t> violations{0}, claims{0}, full{0};
+  std::atomic<bool> stop{false};
+  std::atomic<int> ready{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      DedupTable table = d.table;
+      std::uint64_t x = 0x9e3779b97f4a7c15ULL * static_cast<std::uint64_t>(t + 1);
+      ready.fetch_add(1);
+      while (ready.load() < kThreads) shm::cpu_relax();
+      while (!stop.load()) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const std::uint64_t id = x % kIds;
+        const DedupStatus st = table.begin(id);
+        if (st == DedupStatus::full) full.fetch_add(1);
+        if (st != DedupStatus::first) continue;
+        claims.fetch_add(1);
+        if (holders[id].exchange(1) != 0) violations.fetch_add(1);
+        for (int i = 0; i < 50; ++i) shm::cpu_relax();
+        holders[id].store(0);
+        table.abandon(id);
+      }
+    });
+  }
+  const std::uint64_t until = shm::monotonic_ns() + 300'000'000ULL;
+  while (shm::monotonic_ns() < until) shm::sleep_ns(5'000'000);
+  stop.store(true);
+  for (auto& th : threads) th.join();
+  CHECK(violations.load() == 0);
+  CHECK(claims.load() > 100);
+  CHECK(full.load() == 0);  // at most 8 ids hold entries: never more than 8 + 4 in use
+  const DedupStats st = d.table.stats();
+  WARN("dedup exclusion: " << claims.load() << " claims, " << st.insert_races << " insert races, "
+                           << st.gave_up << " gave up");
+}

@@ -4,6 +4,8 @@
 #include <cerrno>
 #include <cstdlib>
 #include <poll.h>
+#include <sys/prctl.h>
+#include <time.h>
 
 namespace shmbus::test {
 
@@ -36,6 +38,68 @@ int wait_child(pid_t pid) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
   return -1;
+}
+
+Child::Child(const std::function<int()>& body) {
+  const pid_t parent = ::getpid();
+  pid_ = fork_child([&]() -> int {
+    if (::prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || ::getppid() != parent) return 97;
+    return body();
+  });
+}
+
+Child::~Child() {
+  if (!reaped_) {
+    (void)::kill(pid_, SIGKILL);
+    (void)wait_child(pid_);
+  }
+}
+
+void Child::set_status(int status) {
+  rc_ = WIFEXITED(status) ? WEXITSTATUS(status) : WIFSIGNALED(status) ? 128 + WTERMSIG(status) : -1;
+  reaped_ = true;
+}
+
+bool Child::try_wait() {
+  if (reaped_) return true;
+  int status = 0;
+  pid_t r;
+  do {
+    r = ::waitpid(pid_, &status, WNOHANG);
+  } while (r < 0 && errno == EINTR);
+  if (r == pid_) {
+    set_status(status);
+    return true;
+  }
+  if (r < 0) {
+    rc_ = -1;
+    reaped_ = true;
+    return true;
+  }
+  return false;
+}
+
+int Child::wait(std::chrono::milliseconds bound) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + bound;
+  while (!try_wait()) {
+    if (Clock::now() >= deadline) {
+      (void)::kill(pid_, SIGKILL);
+      (void)wait_child(pid_);
+      rc_ = -2;
+      reaped_ = true;
+      break;
+    }
+    // Only bounds the wait for an exit; nothing is assumed about progress.
+    const timespec ms{0, 1'000'000};
+    ::nanosleep(&ms, nullptr);
+  }
+  return rc_;
+}
+
+int Child::kill_and_wait() {
+  if (!reaped_) (void)::kill(pid_, SIGKILL);
+  return wait();
 }
 
 Event::Event() {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -48,6 +49,42 @@ pid_t fork_child(const std::function<int()>& body);
 
 /// Waits for a child; returns its exit code, or 128+signal if killed.
 int wait_child(pid_t pid);
+
+/// A forked peer, SIGKILLed and reaped by the destructor unless the test
+/// reaped it already: a failed REQUIRE never leaves a process behind. The
+/// child also dies with the test process (PR_SET_PDEATHSIG). One thread at a
+/// time.
+class Child {
+ public:
+  /// Bound of wait(): far above anything a healthy run needs.
+  static constexpr std::chrono::milliseconds kDefaultBound{10'000};
+
+  explicit Child(const std::function<int()>& body);
+  ~Child();
+  Child(const Child&) = delete;
+  Child& operator=(const Child&) = delete;
+
+  [[nodiscard]] pid_t pid() const { return pid_; }
+  [[nodiscard]] bool reaped() const { return reaped_; }
+
+  /// Waits (bounded) for the child to end: its exit code, 128+signal if it
+  /// was killed, or -2 if it was still running at the bound (it is then
+  /// killed, so the test fails instead of hanging).
+  int wait(std::chrono::milliseconds bound = kDefaultBound);
+
+  /// Reaps the child if it has ended; never waits. True if it had.
+  bool try_wait();
+
+  /// SIGKILL, then reap: returns what wait() returns (128+SIGKILL, or the
+  /// exit code if the child had already ended on its own).
+  int kill_and_wait();
+
+ private:
+  void set_status(int status);
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int rc_ = -1;
+};
 
 /// Bytes of a trivially copyable value.
 template <class T>
