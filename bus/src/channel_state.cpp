@@ -3,6 +3,7 @@
 #include <cstring>
 #include <thread>
 
+#include <shmbus/bus/init_wait.hpp>
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
 #include <shmbus/shm/liveness.hpp>
@@ -324,41 +325,6 @@ Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::
 
 namespace {
 
-enum class InitWait { ready, abandoned, timed_out, never_sized };
-
-struct Probe {
-  InitWait outcome;
-  std::uint64_t owner = 0;
-};
-
-// Waits (bounded) until the header says ready, or the initialiser is dead.
-Probe wait_for_init(const shm::Segment& seg, std::uint64_t wait_ns, shm::Mapping& hdr_map) {
-  const std::uint64_t deadline = shm::monotonic_ns() + wait_ns;
-  std::uint64_t sleep = 1000;
-  for (;;) {
-    const bool expired = shm::monotonic_ns() >= deadline;
-    auto sz = seg.size();
-    if (sz && sz.value() >= kHeaderPage && !hdr_map.valid()) {
-      auto m = seg.map(0, kHeaderPage, seg.access(), false);
-      if (m) hdr_map = std::move(m.value());
-    }
-    if (hdr_map.valid()) {
-      auto* h = reinterpret_cast<const ChannelHeader*>(hdr_map.data());
-      // SYNC(init): acquire, pairs with the release in initialise().
-      if (shm::load_acquire(h->init_state) == kInitReady) return {InitWait::ready};
-      const std::uint64_t owner = shm::load_acquire(h->init_owner);
-      if (owner != 0 && shm::packed_liveness(owner) == shm::Liveness::dead) {
-        return {InitWait::abandoned, owner};
-      }
-      if (expired) return {owner == 0 ? InitWait::abandoned : InitWait::timed_out, owner};
-    } else if (expired) {
-      return {InitWait::never_sized};
-    }
-    shm::sleep_ns(sleep);
-    sleep = std::min<std::uint64_t>(sleep * 2, 1'000'000);
-  }
-}
-
 Result<void> check_expected(const Geometry& g, const ChannelOptions& want, std::string_view name) {
   const ChannelOptions have = options_of(g);
   struct P { const char* field; std::uint64_t have, want; };
@@ -403,7 +369,7 @@ Result<std::shared_ptr<ChannelState>> open_impl(std::string_view bus, std::strin
     return seg.error();
   }
   shm::Mapping hdr_map;
-  const Probe p = wait_for_init(seg.value(), opts.init_wait_ns, hdr_map);
+  const InitProbe p = wait_for_init<ChannelHeader>(seg.value(), kHeaderPage, opts.init_wait_ns, hdr_map);
   switch (p.outcome) {
     case InitWait::ready: break;
     case InitWait::never_sized:

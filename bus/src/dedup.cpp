@@ -1,5 +1,7 @@
 #include <shmbus/bus/dedup.hpp>
 
+#include <shmbus/bus/init_wait.hpp>
+
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -162,39 +164,6 @@ bool claim_init(DedupHeader* h, std::uint64_t expected_owner) {
   return true;
 }
 
-enum class InitWait { ready, abandoned, timed_out, never_sized };
-struct InitProbe {
-  InitWait outcome;
-  std::uint64_t owner = 0;
-};
-
-// Waits (bounded) until the header says ready, or its initialiser is dead.
-InitProbe wait_for_init(const shm::Segment& seg, shm::Mapping& hdr_map) {
-  const std::uint64_t deadline = shm::monotonic_ns() + kInitWaitNs;
-  std::uint64_t sleep = 1000;
-  for (;;) {
-    const bool expired = shm::monotonic_ns() >= deadline;
-    auto sz = seg.size();
-    if (sz && sz.value() >= kDedupHeaderSize && !hdr_map.valid()) {
-      auto m = seg.map(0, kDedupHeaderSize, shm::Access::read_write, false);
-      if (m) hdr_map = std::move(m.value());
-    }
-    if (hdr_map.valid()) {
-      auto* h = reinterpret_cast<const DedupHeader*>(hdr_map.data());
-      // SYNC(dedup-init): acquire, pairs with the release in initialise().
-      if (shm::load_acquire(h->init_state) == kInitReady) return {InitWait::ready};
-      const std::uint64_t owner = shm::load_acquire(h->init_owner);
-      if (owner != 0 && shm::packed_liveness(owner) == shm::Liveness::dead) {
-        return {InitWait::abandoned, owner};
-      }
-      if (expired) return {owner == 0 ? InitWait::abandoned : InitWait::timed_out, owner};
-    } else if (expired) {
-      return {InitWait::never_sized};
-    }
-    shm::sleep_ns(sleep);
-    sleep = std::min<std::uint64_t>(sleep * 2, 1'000'000);
-  }
-}
 
 // Every header field against what this library would write for the same
 // parameters; the parameters themselves are range-checked again.
@@ -278,7 +247,7 @@ Result<Opened> open_existing(const std::string& seg_name, const std::string& tab
   auto seg = shm::Segment::open(seg_name, shm::Access::read_write);
   if (!seg) return seg.error();
   shm::Mapping hdr_map;
-  const InitProbe p = wait_for_init(seg.value(), hdr_map);
+  const InitProbe p = wait_for_init<DedupHeader>(seg.value(), kDedupHeaderSize, kInitWaitNs, hdr_map);
   switch (p.outcome) {
     case InitWait::ready: break;
     case InitWait::never_sized:
