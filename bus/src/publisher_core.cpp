@@ -111,6 +111,7 @@ bool PublisherCore::reserve(std::uint64_t& seq, std::uint64_t timeout_ns,
         if (blocked_since == 0) blocked_since = now;
         const std::uint64_t deadline =
             timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
+        waited_ = true;
         const bool space = timeout_ns != 0 && wait_for_space(head, deadline);
         shm::single_writer_add(entry_->blocked_ns, shm::monotonic_ns() - blocked_since);
         blocked_since = 0;
@@ -285,8 +286,11 @@ PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const M
   MessageMeta stamped = meta;
   if (stamped.timestamp_ns == 0) stamped.timestamp_ns = shm::realtime_ns();
   ClaimToken claim;
+  waited_ = false;
   const PublishStatus st = this->claim(payload.size(), claim, timeout_ns);
   if (st != PublishStatus::ok) return st;
+  // A publish that waited for space is stamped when the wait ended.
+  if (waited_ && meta.timestamp_ns == 0) stamped.timestamp_ns = shm::realtime_ns();
   if (!payload.empty()) std::memcpy(claim.payload.data(), payload.data(), payload.size());
   return commit(claim, payload.size(), stamped);
 }

@@ -70,6 +70,7 @@ class PublisherCore {
   std::uint64_t gate_ = 0;             ///< local copy of the gating minimum
   std::uint64_t last_housekeeping_ns_ = 0;
   std::uint32_t self_pid_ = 0;         ///< for the slot writer word
+  bool waited_ = false;                ///< the last reserve waited for space
 };
 
 }  // namespace shmbus::bus
