@@ -13,6 +13,7 @@ PACKAGES=(
   nlohmann-json3-dev      # JSON output
   libfmt-dev              # formatting
   libzmq3-dev             # ZeroMQ ipc:// baseline
+  python3                 # the probe test parses its JSON output
 )
 
 missing=()
