@@ -78,7 +78,7 @@ ChannelStats snapshot(const ChannelState& ch) {
     sub.delivered = shm::load_relaxed(e.delivered);
     sub.lost = shm::load_relaxed(e.lost);
     sub.lapped_events = shm::load_relaxed(e.lapped_events);
-    if (entry_gates(c, shm::load_relaxed(e.flags))) gate = std::min(gate, sub.cursor);
+    if (entry_gates(c)) gate = std::min(gate, sub.cursor);
     s.subscribers.push_back(std::move(sub));
   }
   const std::uint64_t mask = ch.geo.capacity - 1;

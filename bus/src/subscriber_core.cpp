@@ -78,8 +78,7 @@ void SubscriberCore::seek(std::uint64_t seq) noexcept {
   publish_cursor();
 }
 
-PollStatus SubscriberCore::on_lapped(std::uint64_t stamp) noexcept {
-  (void)stamp;
+PollStatus SubscriberCore::on_lapped() noexcept {
   pending_ = false;
   // acquire: a fresh head to find the oldest sequence still in the ring.
   const std::uint64_t head = shm::load_acquire(prod_->head);
@@ -141,7 +140,7 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
         // Torn by a lapping writer, or a corrupted slot: the stamp decides.
         std::atomic_thread_fence(std::memory_order_acquire);
         const std::uint64_t now = shm::load_relaxed(slots_[cursor_ & mask_].stamp);
-        if (now != want) return on_lapped(now);
+        if (now != want) return on_lapped();
         shm::single_writer_add(entry_->lost, 1);
         ++cursor_;
         publish_cursor();
@@ -164,7 +163,7 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
         publish_cursor();
         continue;
       }
-      if (stamp_seq(st) > cursor_) return on_lapped(st);
+      if (stamp_seq(st) > cursor_) return on_lapped();
     }
     if ((++empty_polls_ & (kStallCheckEvery - 1)) == 0) check_stall(st);
     return PollStatus::empty;
@@ -180,7 +179,7 @@ PollStatus SubscriberCore::finish_read(bool publish) noexcept {
   // joined a busy channel behind a publisher's cached gate can be lapped.
   std::atomic_thread_fence(std::memory_order_acquire);
   const std::uint64_t now = shm::load_relaxed(slots_[cursor_ & mask_].stamp);
-  if (now != pending_stamp_) return on_lapped(now);
+  if (now != pending_stamp_) return on_lapped();
   ++cursor_;
   shm::single_writer_add(entry_->delivered, 1);
   if (publish) publish_cursor();

@@ -103,8 +103,7 @@ void detach_publisher(ChannelState& ch, std::uint32_t index) noexcept {
   }
 }
 
-bool entry_gates(std::uint64_t control, std::uint32_t flags) noexcept {
-  (void)flags;
+bool entry_gates(std::uint64_t control) noexcept {
   switch (control_state(control)) {
     case kEntryActive:
     case kEntryDetached:
@@ -118,7 +117,7 @@ std::uint64_t gating_minimum(const ChannelState& ch, std::uint64_t head) noexcep
   for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
     const SubscriberEntry& e = ch.subscribers[i];
     const std::uint64_t c = shm::load_acquire(e.control);
-    if (!entry_gates(c, shm::load_relaxed(e.flags))) continue;
+    if (!entry_gates(c)) continue;
     // SYNC(cursor): acquire, pairs with the release (or seq_cst) cursor store in
     // SubscriberCore::publish_cursor: the reader finished with every slot
     // below the cursor before this publisher may overwrite it.
@@ -141,7 +140,7 @@ bool reclaim_and_evict(ChannelState& ch, std::uint64_t head, std::uint64_t now_n
   for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
     SubscriberEntry& e = ch.subscribers[i];
     std::uint64_t c = shm::load_acquire(e.control);
-    if (!entry_gates(c, shm::load_relaxed(e.flags))) continue;
+    if (!entry_gates(c)) continue;
     const std::uint64_t cur = shm::load_acquire(e.cursor);
     if (cur + cap > head) {
       continue;  // not a full ring behind: not what holds publishers

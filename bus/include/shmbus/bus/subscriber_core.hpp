@@ -68,7 +68,7 @@ class SubscriberCore {
   void seek(std::uint64_t seq) noexcept;
 
  private:
-  PollStatus on_lapped(std::uint64_t stamp) noexcept;
+  PollStatus on_lapped() noexcept;
   PollStatus on_evicted() noexcept;
   void check_stall(std::uint64_t stamp) noexcept;
   void release() noexcept;

@@ -66,7 +66,7 @@ void detach_subscriber(ChannelState& ch, std::uint32_t index, std::uint64_t cont
 Result<void> remove_durable_subscriber(ChannelState& ch, std::string_view name);
 
 /// Whether an entry in this state holds back block/reject publishers.
-bool entry_gates(std::uint64_t control, std::uint32_t flags) noexcept;
+bool entry_gates(std::uint64_t control) noexcept;
 
 /// The smallest cursor of the gating subscribers, or `head` if none gates.
 /// Thread-safe, lock-free; loads each cursor with acquire.
