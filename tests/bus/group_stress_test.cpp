@@ -22,15 +22,6 @@ using namespace shmbus::test;
 
 namespace {
 
-struct Payload {
-  std::uint32_t producer;
-  std::uint32_t pad;
-  std::uint64_t index;
-  std::uint64_t check;  // index * golden ^ producer: detects torn or mixed bytes
-};
-
-constexpr std::uint64_t kGolden = 0x9e3779b97f4a7c15ULL;
-std::uint64_t check_of(std::uint32_t producer, std::uint64_t index) { return index * kGolden ^ producer; }
 
 /// One ack as a consumer saw it.
 struct Acked {

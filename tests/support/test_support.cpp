@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <cerrno>
 #include <cstdlib>
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/prctl.h>
 #include <time.h>
@@ -116,6 +117,10 @@ void Event::signal(std::uint64_t value) {
   do {
     n = ::write(fds_[1], &value, sizeof value);
   } while (n < 0 && errno == EINTR);
+}
+
+bool Event::limit_to_one_page() {
+  return ::fcntl(fds_[1], F_SETPIPE_SZ, static_cast<int>(::sysconf(_SC_PAGESIZE))) > 0;
 }
 
 bool Event::wait(std::uint64_t& value, int timeout_ms) {

@@ -86,6 +86,19 @@ class Child {
   int rc_ = -1;
 };
 
+/// The payload of the stress tests: which producer, its per-producer index,
+/// and a check word that detects torn or mixed bytes.
+struct Payload {
+  std::uint32_t producer;
+  std::uint32_t pad;
+  std::uint64_t index;
+  std::uint64_t check;  // index * golden ^ producer
+};
+
+inline std::uint64_t check_of(std::uint32_t producer, std::uint64_t index) {
+  return index * 0x9e3779b97f4a7c15ULL ^ producer;
+}
+
 /// Bytes of a trivially copyable value.
 template <class T>
 std::span<const std::byte> bytes_of(const T& v) {
@@ -115,6 +128,9 @@ class Event {
     std::uint64_t v = 0;
     return wait(v, timeout_ms);
   }
+  /// Shrinks the pipe to one page (512 values): a signaller then blocks once
+  /// it is that far ahead of the waiter. Returns false if the kernel refused.
+  bool limit_to_one_page();
 
  private:
   int fds_[2] = {-1, -1};
