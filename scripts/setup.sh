@@ -14,6 +14,10 @@ PACKAGES=(
   libfmt-dev              # formatting
   libzmq3-dev             # ZeroMQ ipc:// baseline
   python3                 # the probe test parses its JSON output
+  prometheus              # promtool: the probe test checks its exposition text
+  curl                    # the probe test scrapes `shmbus metrics`
+  libhiredis-dev          # `shmbus bridge` to and from Redis Streams
+  redis-server redis-tools  # the bridge's tests run a real Redis
 )
 
 missing=()
@@ -32,5 +36,7 @@ SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 echo "setup: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Wait for another apt/dpkg run rather than failing on its lock.
+APT=(apt-get -o DPkg::Lock::Timeout=600)
+$SUDO "${APT[@]}" update -qq
+$SUDO "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,7 +1,10 @@
 #include <shmbus/channel.hpp>
 
 #include <shmbus/bus/channel_state.hpp>
+#include <cstring>
+
 #include <shmbus/bus/group_core.hpp>
+#include <shmbus/bus/peek.hpp>
 #include <shmbus/bus/stats.hpp>
 #include <shmbus/bus/tables.hpp>
 #include <shmbus/shm/segment.hpp>
@@ -94,7 +97,51 @@ Result<void> Channel::remove_subscriber(std::string_view durable_name) {
   return bus::remove_durable_subscriber(*state_, durable_name);
 }
 
-std::uint32_t Channel::reclaim_dead() { return state_ ? bus::reclaim_dead(*state_) : 0; }
+std::uint32_t Channel::reclaim_dead() {
+  if (!state_) return 0;
+  return bus::reclaim_dead(*state_) + bus::reclaim_dead_consumers(*state_);
+}
+
+PollStatus Channel::peek(std::uint64_t sequence, Message& out, std::span<std::byte> buffer) const noexcept {
+  return state_ ? bus::peek_message(*state_, sequence, out, buffer) : PollStatus::invalid;
+}
+
+std::uint64_t Channel::head() const noexcept {
+  // acquire: pairs with the claim CAS; a fresh-enough value is all a caller gets.
+  return state_ ? state_->producer->head.load(std::memory_order_acquire) : 0;
+}
+
+std::uint64_t Channel::oldest() const noexcept { return state_ ? bus::oldest_sequence(*state_) : 0; }
+
+std::uint64_t Channel::sequence_at(std::uint64_t realtime_ns) const noexcept {
+  return state_ ? bus::sequence_at_time(*state_, realtime_ns) : 0;
+}
+
+std::optional<DeadLetter> decode_dead_letter(const Message& m) noexcept {
+  if (m.payload.size() < sizeof(bus::DlqRecord)) return std::nullopt;
+  bus::DlqRecord rec;
+  std::memcpy(&rec, m.payload.data(), sizeof rec);
+  if (rec.payload_length > m.payload.size() - sizeof rec) return std::nullopt;
+  if (rec.reason != static_cast<std::uint32_t>(DeadLetterReason::max_deliveries) &&
+      rec.reason != static_cast<std::uint32_t>(DeadLetterReason::rejected)) {
+    return std::nullopt;
+  }
+  const auto name = [](const char (&f)[64]) { return std::string(f, strnlen(f, sizeof f)); };
+  DeadLetter d;
+  d.dlq_sequence = m.sequence;
+  d.original_sequence = rec.original_sequence;
+  d.original_timestamp_ns = rec.original_timestamp_ns;
+  d.attempts = rec.attempts;
+  d.reason = static_cast<DeadLetterReason>(rec.reason);
+  d.group = name(rec.group);
+  d.source = name(rec.source);
+  d.key = m.key;
+  d.correlation_id = m.correlation_id;
+  d.type = m.type;
+  d.payload = m.payload.subspan(sizeof rec, rec.payload_length);
+  return d;
+}
+
 
 ChannelStats Channel::stats() const { return state_ ? bus::snapshot(*state_) : ChannelStats{}; }
 

@@ -110,7 +110,7 @@ void put_summary(json& j, const ChannelStats& s) {
 
 }  // namespace
 
-json ls_json(const std::string& bus, const std::vector<LsRow>& rows) {
+json ls_json(const std::string& bus, const std::vector<Snapshot>& rows) {
   json chans = json::array();
   for (const auto& r : rows) {
     json c;

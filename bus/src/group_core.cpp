@@ -60,6 +60,19 @@ bool release_consumer(const ChannelState& ch, std::uint32_t gi, std::uint32_t k,
   return true;
 }
 
+// Frees every consumer entry of group gi whose process is gone; how many.
+std::uint32_t release_dead_consumers(const ChannelState& ch, std::uint32_t gi) noexcept {
+  const ConsumerEntry* cons = ch.consumers(gi);
+  std::uint32_t n = 0;
+  for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
+    const std::uint64_t c = shm::load_acquire(cons[k].control);
+    const std::uint32_t st = control_state(c);
+    if (st != kEntryActive && st != kEntryClaiming) continue;
+    const shm::ProcessId id{control_pid(c), st == kEntryActive ? shm::load_relaxed(cons[k].owner_start) : 0};
+    if (shm::process_liveness(id) == shm::Liveness::dead && release_consumer(ch, gi, k, c)) ++n;
+  }
+  return n;
+}
 
 Result<void> check_group_options(const GroupOptions& o) {
   if (o.visibility_timeout_ns < kNsPerMs || o.visibility_timeout_ns >= kMaxLeaseMs * kNsPerMs) {
@@ -222,13 +235,7 @@ Result<std::uint32_t> join_consumer(ChannelState& ch, std::uint32_t gi, std::uin
     if (pass == 0) {
       // Full: free the entries of consumers whose processes are gone. Their
       // leases are redelivered when they expire (or at once, by the scan).
-      for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
-        std::uint64_t c = shm::load_acquire(cons[k].control);
-        const std::uint32_t st = control_state(c);
-        if (st != kEntryActive && st != kEntryClaiming) continue;
-        const shm::ProcessId id{control_pid(c), st == kEntryActive ? shm::load_relaxed(cons[k].owner_start) : 0};
-        if (shm::process_liveness(id) == shm::Liveness::dead) (void)release_consumer(ch, gi, k, c);
-      }
+      (void)release_dead_consumers(ch, gi);
     }
   }
   return Error(ErrorCode::table_full, "group has all " + num(ch.geo.max_consumers) +
@@ -262,6 +269,20 @@ int find_group(const ChannelState& ch, std::string_view name) noexcept {
     }
   }
   return -1;
+}
+
+std::uint32_t reclaim_dead_consumers(ChannelState& ch) noexcept {
+  if (ch.read_only()) return 0;
+  std::uint32_t n = 0;
+  for (std::uint32_t gi = 0; gi < ch.geo.max_groups; ++gi) {
+    if (control_state(shm::load_acquire(ch.group(gi)->control)) != kEntryActive) continue;
+    n += release_dead_consumers(ch, gi);
+  }
+  if (n != 0) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    shm::wake_sleepers(ch.producer->sub_sleeping, ch.producer->sub_futex);
+  }
+  return n;
 }
 
 Result<void> remove_group(ChannelState& ch, std::string_view name) {

@@ -53,4 +53,12 @@ std::optional<Policy> parse_policy(std::string_view s) noexcept {
   return std::nullopt;
 }
 
+std::string_view to_string(DeadLetterReason r) noexcept {
+  switch (r) {
+    case DeadLetterReason::max_deliveries: return "max_deliveries";
+    case DeadLetterReason::rejected: return "rejected";
+  }
+  return "unknown";
+}
+
 }  // namespace shmbus

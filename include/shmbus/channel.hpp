@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,6 +31,26 @@ struct ChannelInfo {
   std::uint64_t size_bytes = 0;
   std::uint32_t mode = 0;
 };
+
+/// A message read from a DLQ channel, decoded: where it came from, why it
+/// was dead-lettered, and the original payload.
+struct DeadLetter {
+  std::uint64_t dlq_sequence = 0;          ///< its sequence in the DLQ channel
+  std::uint64_t original_sequence = 0;     ///< its sequence in the source channel
+  std::uint64_t original_timestamp_ns = 0; ///< CLOCK_REALTIME of the original publish
+  std::uint32_t attempts = 0;              ///< deliveries made before it was dead-lettered
+  DeadLetterReason reason = DeadLetterReason::max_deliveries;
+  std::string group;                       ///< the group that dead-lettered it
+  std::string source;                      ///< the source channel
+  std::uint64_t key = 0;
+  std::uint64_t correlation_id = 0;
+  std::uint32_t type = 0;
+  std::span<const std::byte> payload;      ///< points into the message's payload
+};
+
+/// Decodes a message read from a DLQ channel; nothing if it is not a dead
+/// letter (too short, impossible lengths or reason). Thread-safe.
+std::optional<DeadLetter> decode_dead_letter(const Message& m) noexcept;
 
 class Channel {
  public:
@@ -90,9 +112,29 @@ class Channel {
   /// Thread-safe.
   Result<void> remove_subscriber(std::string_view durable_name);
 
-  /// Frees table entries of processes that are gone; returns how many.
-  /// Thread-safe.
+  /// Frees the publisher, subscriber and group-consumer entries of processes
+  /// that are gone (a dead consumer's leases become due for redelivery at
+  /// once; durable subscriber cursors are kept, detached). Returns how many
+  /// entries were freed; 0 on a read-only channel. Thread-safe.
   std::uint32_t reclaim_dead();
+
+  /// Copies message `sequence` into `buffer` without consuming it: no
+  /// cursor, no table entry, nothing written (works on read-only channels).
+  /// ok; empty if it is not committed yet; lapped if it was overwritten
+  /// (older than the oldest retained message); corrupted if its claim was
+  /// abandoned or its slot is impossible; buffer_too_small with
+  /// out.payload.size() = the size needed. Validated like a poll, so a
+  /// concurrent writer never yields a torn message. Thread-safe.
+  PollStatus peek(std::uint64_t sequence, Message& out, std::span<std::byte> buffer) const noexcept;
+
+  /// The next sequence to be claimed (one past the newest message).
+  /// Thread-safe.
+  [[nodiscard]] std::uint64_t head() const noexcept;
+  /// The oldest sequence the ring may still hold. Thread-safe.
+  [[nodiscard]] std::uint64_t oldest() const noexcept;
+  /// The first retained sequence published at or after `realtime_ns`
+  /// (CLOCK_REALTIME), or head() if none. Thread-safe.
+  [[nodiscard]] std::uint64_t sequence_at(std::uint64_t realtime_ns) const noexcept;
 
   /// A snapshot of counters, cursors and owners. Thread-safe.
   [[nodiscard]] ChannelStats stats() const;

@@ -61,6 +61,12 @@ int find_group(const ChannelState& ch, std::string_view name) noexcept;
 /// consumer is a member. Thread-safe.
 Result<void> remove_group(ChannelState& ch, std::string_view name);
 
+/// Frees the consumer entries of every group whose owning process is gone,
+/// making their leases due for redelivery at once. Returns how many entries
+/// were freed. No-op on a read-only channel. Thread-safe; makes liveness
+/// system calls.
+std::uint32_t reclaim_dead_consumers(ChannelState& ch) noexcept;
+
 /// One consumer of a group. Not thread-safe: one caller at a time.
 class GroupCore {
  public:

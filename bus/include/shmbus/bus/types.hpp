@@ -145,6 +145,7 @@ enum class DeadLetterReason : std::uint32_t {
   max_deliveries = 1,  ///< delivered max_deliveries times without an ack
   rejected = 2,        ///< a consumer called dead_letter() on it
 };
+std::string_view to_string(DeadLetterReason r) noexcept;
 
 /// A message delivered to one consumer of a group, with its lease.
 struct Delivery {

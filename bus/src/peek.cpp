@@ -1,0 +1,53 @@
+#include <shmbus/bus/peek.hpp>
+
+#include <atomic>
+#include <cstring>
+
+#include <shmbus/bus/slots.hpp>
+#include <shmbus/shm/atomics.hpp>
+
+namespace shmbus::bus {
+
+PollStatus peek_message(const ChannelState& ch, std::uint64_t seq, Message& out,
+                        std::span<std::byte> buffer) noexcept {
+  const std::uint64_t mask = ch.geo.capacity - 1;
+  const SlotControl& ctl = ch.slots[seq & mask];
+  const std::uint64_t want = make_stamp(seq, kStampCommitted);
+  // SYNC(stamp): acquire, pairs with the commit CAS: the bytes are visible
+  // once the stamp matches.
+  const std::uint64_t st = shm::load_acquire(ctl.stamp);
+  if (st != want) {
+    if (stamp_state(st) == kStampEmpty) return PollStatus::empty;
+    if (stamp_seq(st) > seq) return PollStatus::lapped;
+    if (stamp_seq(st) == seq && stamp_state(st) == kStampAbandoned) return PollStatus::corrupted;
+    return PollStatus::empty;  // an older lap, or seq still being written
+  }
+  const std::byte* slot = slot_at(ch.data, seq, mask, ch.geo.slot_size);
+  SlotHeader hdr;
+  racy_copy(&hdr, slot, sizeof hdr);
+  const auto validated = [&] {
+    // SYNC(seqlock-read): orders the copies before the stamp re-load.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return shm::load_relaxed(ctl.stamp) == want;
+  };
+  if (hdr.length > ch.geo.max_payload || hdr.sequence != seq) {
+    return validated() ? PollStatus::corrupted : PollStatus::lapped;
+  }
+  if (hdr.length > buffer.size()) {
+    if (!validated()) return PollStatus::lapped;
+    out.payload = std::span<const std::byte>(buffer.data(), hdr.length);
+    return PollStatus::buffer_too_small;
+  }
+  racy_copy(buffer.data(), slot + kSlotHeaderSize, hdr.length);
+  if (!validated()) return PollStatus::lapped;
+  out.sequence = seq;
+  out.timestamp_ns = hdr.timestamp_ns;
+  out.key = hdr.key;
+  out.correlation_id = hdr.correlation_id;
+  out.type = hdr.type;
+  out.attempt = hdr.attempt;
+  out.payload = std::span<const std::byte>(buffer.data(), hdr.length);
+  return PollStatus::ok;
+}
+
+}  // namespace shmbus::bus
