@@ -123,6 +123,7 @@ int cmd_gc(const GcArgs& a) {
   const char* would = a.dry_run ? "would " : "";
   int rc = kExitOk;
   std::uint32_t reclaimed = 0, removed = 0;
+  bool acted = false;
   for (const auto& snap : snaps) {
     if (!snap.stats) {
       std::cerr << "shmbus gc: skipping " << snap.name << ": " << snap.error_code << ": " << snap.error_message << '\n';
@@ -131,6 +132,7 @@ int cmd_gc(const GcArgs& a) {
     }
     const ChannelStats& s = *snap.stats;
     const std::uint32_t dead = dead_entries(s);
+    acted = acted || dead != 0 || (!a.keep_unused && unused(s, a.min_age_s));
     if (!a.keep_unused && unused(s, a.min_age_s)) {
       std::cout << snap.name << ": " << would << "remove (no live user, no durable subscriber or group)\n";
       if (!a.dry_run) {
@@ -160,7 +162,12 @@ int cmd_gc(const GcArgs& a) {
     std::cout << snap.name << ": reclaimed " << n << " entr" << (n == 1 ? "y" : "ies")
               << " of dead processes (leases of dead consumers are due again)\n";
   }
-  if (!a.dry_run) std::cout << "gc: reclaimed " << reclaimed << ", removed " << removed << " channel(s)\n";
+  if (!a.dry_run) {
+    std::cout << "gc: reclaimed " << reclaimed << " entr" << (reclaimed == 1 ? "y" : "ies") << ", removed "
+              << removed << " channel(s)\n";
+  } else if (!acted) {
+    std::cout << "gc: nothing to do\n";
+  }
   return rc;
 }
 

@@ -85,7 +85,13 @@ int cmd_peek(const ReadArgs& a) {
   auto ch = open_observer(a.channel, a.bus, rc);
   if (!ch) return rc;
   std::uint64_t from = resolve_start(*ch, *at);
-  if (from < ch->oldest()) from = ch->oldest();
+  if (from < ch->oldest()) {
+    if (at->kind == StartAt::Kind::sequence) {
+      std::cerr << "shmbus peek: #" << from << " is no longer in the ring; starting at the oldest, #"
+                << ch->oldest() << '\n';
+    }
+    from = ch->oldest();
+  }
   return print_range(*ch, from, a.count, false, *fmt, 0);
 }
 

@@ -36,8 +36,6 @@ ChannelStats snapshot(const ChannelState& ch) {
   s.capacity = ch.geo.capacity;
   s.slot_size = ch.geo.slot_size;
   s.max_payload = ch.geo.max_payload;
-  s.head = shm::load_acquire(ch.producer->head);
-  s.oldest = s.head > ch.geo.capacity ? s.head - ch.geo.capacity : 0;
   s.abandoned = shm::load_relaxed(ch.producer->abandoned);
   s.evictions = shm::load_relaxed(ch.producer->evictions);
   s.dead_reclaimed = shm::load_relaxed(ch.producer->dead_reclaimed);
@@ -61,7 +59,9 @@ ChannelStats snapshot(const ChannelState& ch) {
     s.published += p.published;
     s.publishers.push_back(p);
   }
-  std::uint64_t gate = s.head;
+  // Cursors and floors are read before the head (and lags derived after),
+  // so no cursor in the snapshot is ahead of its head.
+  std::uint64_t gate = UINT64_MAX;
   for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
     const SubscriberEntry& e = ch.subscribers[i];
     const std::uint64_t c = shm::load_acquire(e.control);
@@ -74,7 +74,6 @@ ChannelStats snapshot(const ChannelState& ch) {
     sub.pid = control_pid(c);
     sub.alive = alive(c, e.owner_start);
     sub.cursor = shm::load_acquire(e.cursor);
-    sub.lag = s.head > sub.cursor ? s.head - sub.cursor : 0;
     sub.delivered = shm::load_relaxed(e.delivered);
     sub.lost = shm::load_relaxed(e.lost);
     sub.lapped_events = shm::load_relaxed(e.lapped_events);
@@ -93,8 +92,6 @@ ChannelStats snapshot(const ChannelState& ch) {
     gs.dlq = read_name(g.dlq);
     gs.floor = shm::load_acquire(g.floor);
     gs.next = shm::load_acquire(g.next);
-    gs.pending = s.head > gs.next ? s.head - gs.next : 0;
-    gs.unfinished = s.head > gs.floor ? s.head - gs.floor : 0;
     gs.visibility_timeout_ns = g.visibility_timeout_ns;
     gs.max_deliveries = g.max_deliveries;
     gs.delivered = shm::load_relaxed(g.delivered);
@@ -140,7 +137,16 @@ ChannelStats snapshot(const ChannelState& ch) {
     gate = std::min(gate, gs.floor);
     s.groups.push_back(std::move(gs));
   }
-  s.depth = s.head - gate;
+  // acquire: pairs with the claim CAS; read last (see above).
+  s.head = shm::load_acquire(ch.producer->head);
+  s.oldest = s.head > ch.geo.capacity ? s.head - ch.geo.capacity : 0;
+  const auto behind = [&](std::uint64_t pos) { return s.head > pos ? s.head - pos : 0; };
+  for (auto& sub : s.subscribers) sub.lag = behind(sub.cursor);
+  for (auto& gs : s.groups) {
+    gs.pending = behind(gs.next);
+    gs.unfinished = behind(gs.floor);
+  }
+  s.depth = gate == UINT64_MAX ? 0 : behind(gate);
   return s;
 }
 
