@@ -39,7 +39,7 @@ TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   ctest --test-dir build-tsan --output-on-failure -L concurrency
 
 echo "== AddressSanitizer + UBSan: unit and multiprocess tests"
-build build-asan "shmbus_unit_tests;shmbus_process_tests;shmbus_group_process_tests;shmbus_c_api_test" -DSHMBUS_SANITIZE=address "${SAN_ARGS[@]}"
+build build-asan "shmbus_unit_tests;shmbus_process_tests;shmbus_group_process_tests;shmbus_c_api_test;shmbus_torture_tests" -DSHMBUS_SANITIZE=address "${SAN_ARGS[@]}"
 ASAN_OPTIONS="detect_leaks=1 abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1" \
   ctest --test-dir build-asan --output-on-failure -L "unit|multiprocess"
 

@@ -55,9 +55,34 @@ struct RmArgs {
   std::string bus{kDefaultBus};
   std::vector<std::string> channels;
   bool force = false;
+  std::string subscriber;  // forget this durable subscriber instead
+  std::string group;       // remove this group instead
 };
 
+// rm CHANNEL --subscriber NAME | --group NAME: forgets a durable cursor or a
+// group (refused while a live process holds it).
+int rm_member(const RmArgs& a) {
+  if (a.channels.size() != 1 || (!a.subscriber.empty() && !a.group.empty())) {
+    std::cerr << "shmbus rm: --subscriber and --group take one CHANNEL and one of them\n";
+    return kExitError;
+  }
+  int rc = kExitOk;
+  auto ch = open_participant(a.channels.front(), a.bus, rc);
+  if (!ch) return rc;
+  const bool sub = !a.subscriber.empty();
+  auto r = sub ? ch->remove_subscriber(a.subscriber) : ch->remove_group(a.group);
+  const std::string what = sub ? "durable subscriber '" + a.subscriber + "'" : "group '" + a.group + "'";
+  if (!r) {
+    std::cerr << "shmbus rm: " << what << " of channel '" << a.channels.front()
+              << "': " << to_string(r.error().code()) << ": " << r.error().message() << '\n';
+    return r.error().code() == ErrorCode::not_found ? kExitNotFound : kExitError;
+  }
+  std::cout << "removed " << what << " from channel " << a.channels.front() << '\n';
+  return kExitOk;
+}
+
 int cmd_rm(const RmArgs& a) {
+  if (!a.subscriber.empty() || !a.group.empty()) return rm_member(a);
   int worst = kExitOk;
   for (const auto& name : a.channels) {
     Snapshot snap = take_snapshot(name, a.bus);
@@ -375,6 +400,9 @@ void add_admin_commands(CLI::App& app, Action& action) {
   rm->add_option("CHANNEL", r->channels, "Channel names")->required();
   rm->add_option("--bus", r->bus, "Bus name")->capture_default_str();
   rm->add_flag("--force", r->force, "Remove even if live processes use it (they keep their mapping)");
+  rm->add_option("--subscriber", r->subscriber,
+                 "Instead: forget this durable subscriber's cursor (refused while its process lives)");
+  rm->add_option("--group", r->group, "Instead: remove this consumer group (refused while a member lives)");
   rm->callback([r, &action] { action = [r] { return cmd_rm(*r); }; });
 
   auto g = std::make_shared<GcArgs>();

@@ -14,6 +14,7 @@
 #include <CLI/CLI.hpp>
 #include <shmbus/channel.hpp>
 
+#include "bridge.hpp"
 #include "probe.hpp"
 
 namespace shmbus::probe {
@@ -169,6 +170,7 @@ int main(int argc, char** argv) {
   add_message_commands(app, action);
   add_admin_commands(app, action);
   // Commands defined in their own files.
+  add_bridge_command(app, action);
 
   try {
     app.parse(argc, argv);

@@ -111,16 +111,6 @@ ChannelStats snapshot(const ChannelState& ch) {
       gs.in_flight += lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering;
       gs.due += lf.state == kLeaseDue;
     }
-    if (gs.floor < gs.next) {
-      const std::uint64_t want = make_stamp(gs.floor, kStampCommitted);
-      const auto* hdr = reinterpret_cast<const SlotHeader*>(
-          ch.data + (gs.floor & mask) * static_cast<std::uint64_t>(ch.geo.slot_size));
-      if (shm::load_acquire(ch.slots[gs.floor & mask].stamp) == want) {
-        const std::uint64_t ts =
-            std::atomic_ref<const std::uint64_t>(hdr->timestamp_ns).load(std::memory_order_relaxed);
-        if (ts != 0 && ts < now_rt) gs.oldest_unacked_age_ns = now_rt - ts;
-      }
-    }
     const ConsumerEntry* cons = ch.consumers(i);
     for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
       const std::uint64_t c = shm::load_acquire(cons[k].control);
@@ -145,6 +135,19 @@ ChannelStats snapshot(const ChannelState& ch) {
   for (auto& gs : s.groups) {
     gs.pending = behind(gs.next);
     gs.unfinished = behind(gs.floor);
+    // The age of the first unfinished message, taken or not yet taken by
+    // any consumer (a group with no consumers ages too), if the ring still
+    // holds it committed.
+    if (gs.floor < s.head) {
+      const std::uint64_t want = make_stamp(gs.floor, kStampCommitted);
+      const auto* hdr = reinterpret_cast<const SlotHeader*>(
+          ch.data + (gs.floor & mask) * static_cast<std::uint64_t>(ch.geo.slot_size));
+      if (shm::load_acquire(ch.slots[gs.floor & mask].stamp) == want) {
+        const std::uint64_t ts =
+            std::atomic_ref<const std::uint64_t>(hdr->timestamp_ns).load(std::memory_order_relaxed);
+        if (ts != 0 && ts < now_rt) gs.oldest_unacked_age_ns = now_rt - ts;
+      }
+    }
   }
   s.depth = gate == UINT64_MAX ? 0 : behind(gate);
   return s;

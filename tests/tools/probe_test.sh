@@ -257,6 +257,16 @@ else
 fi
 
 # ---- rm ---------------------------------------------------------------------------
+run "$SHMBUS" rm "$CH" --bus "$BUS" --subscriber reader
+check "rm --subscriber forgets a durable cursor" grep -q "^removed durable subscriber 'reader'" <<<"$out"
+run "$SHMBUS" rm "$CH" --bus "$BUS" --subscriber reader
+check "rm --subscriber of an unknown name exits 2" test "$rc" -eq 2
+run "$SHMBUS" rm "$CH" --bus "$BUS" --group shell
+check "rm --group removes a group" grep -q "^removed group 'shell'" <<<"$out"
+json=$("$SHMBUS" stat "$CH" --bus "$BUS" --json)
+json_check "the forgotten subscriber and group are gone" "
+assert not [s for s in d['subscribers'] if s['name'] == 'reader'], d['subscribers']
+assert [g['name'] for g in d['groups']] == ['workers'], d['groups']"
 run "$SHMBUS" rm "$CH" --bus "$BUS"
 check "rm refuses while a live process uses the channel" test "$rc" -eq 1 -a -n "$(grep 'live processes' "$TMP/err")"
 exec {HOLD[1]}>&-
