@@ -25,9 +25,21 @@
 //                              idle subscribers attached: should be flat in N.
 //   BM_ClockMonotonic          baseline, same run: one clock_gettime(CLOCK_MONOTONIC)
 //                              (publish stamps messages; receive reads the clock).
+//   BM_Publish/user_timestamp  BM_Publish/drop_oldest with meta.timestamp_ns set by
+//                              the caller: the same path without the clock read.
+//   BM_PublishSize/S           publish S bytes (drop_oldest, no reader): the copy's share.
+//   BM_Poll/empty              poll a channel with nothing new: what a spinning
+//                              subscriber pays per spin.
+//   BM_PublishReadBatch/B      publish B messages, then read them with one
+//                              zero-copy read_batch (one cursor store per batch);
+//                              compare per message with BM_PublishPoll.
+//   BM_PublishPollBatch/B      the same with the copy-out poll_batch.
+//   BM_ReceiveAck/batch_api    publish 64, receive_batch 64, ack_batch 64; compare
+//                              per message with BM_ReceiveAck/one_by_one.
 //
-// Each reports ns per operation (one iteration = one op as named above) and
-// items/s. Channels live on the bus "bench-<pid>" with unique names and are
+// Each reports ns per iteration and items/s; batch benchmarks run B messages
+// per iteration and say so in the counter msgs_per_iter (ns per message =
+// time / msgs_per_iter). Channels live on the bus "bench-<pid>" with unique names and are
 // removed when each benchmark run ends (and at exit, for one that failed).
 //
 //   shmbus_micro_bench [--benchmark_filter=REGEX] [--benchmark_min_time=S] ...
@@ -93,11 +105,12 @@ class Registry {
 /// A channel for one benchmark run, removed (with its DLQ) when the run ends.
 class BenchChannel {
  public:
-  BenchChannel(const char* stem, Policy policy, std::uint32_t max_subscribers = 32) {
+  BenchChannel(const char* stem, Policy policy, std::uint32_t max_subscribers = 32,
+               std::uint32_t slot_size = kSlotSize) {
     name_ = Registry::get().make(stem);
     ChannelOptions o;
     o.capacity = kCapacity;
-    o.slot_size = kSlotSize;
+    o.slot_size = slot_size;
     o.policy = policy;
     o.max_subscribers = max_subscribers;
     auto ch = Channel::create(name_, o, bench_bus());
@@ -316,6 +329,113 @@ void BM_ClockMonotonic(benchmark::State& state) {
   finish(state);
 }
 
+// --- more paths: no clock, sizes, empty polls, batch APIs ------------------------------
+
+void BM_Publish_UserTimestamp(benchmark::State& state) {
+  BenchChannel ch("pub-ts", Policy::drop_oldest);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  auto pub = ch->publisher();
+  if (!pub) return (void)fail(state, pub.error().message());
+  const auto p = payload();
+  shmbus::MessageMeta meta;
+  meta.timestamp_ns = 1;  // set by the caller: publish reads no clock
+  for (auto _ : state) {
+    const PublishStatus st = pub->publish(p, meta);
+    if (st != PublishStatus::ok) return (void)fail(state, std::string(shmbus::to_string(st)));
+  }
+  finish(state);
+}
+
+void BM_PublishSize(benchmark::State& state) {
+  const auto size = static_cast<std::size_t>(state.range(0));
+  const auto slot = static_cast<std::uint32_t>((64 + size + 63) / 64 * 64);
+  BenchChannel ch("pub-size", Policy::drop_oldest, 32, slot);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  auto pub = ch->publisher();
+  if (!pub) return (void)fail(state, pub.error().message());
+  std::vector<std::byte> p(size, std::byte{0x5a});
+  for (auto _ : state) {
+    const PublishStatus st = pub->publish(p);
+    if (st != PublishStatus::ok) return (void)fail(state, std::string(shmbus::to_string(st)));
+  }
+  state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(size));
+  finish(state);
+}
+
+void BM_Poll_Empty(benchmark::State& state) {
+  BenchChannel ch("poll-empty", Policy::block);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  shmbus::SubscribeOptions so;
+  so.wait = shmbus::WaitStrategy::busy_spin;
+  auto sub = ch->subscribe(so);
+  if (!sub) return (void)fail(state, sub.error().message());
+  std::array<std::byte, kPayload> buf{};
+  shmbus::Message m;
+  for (auto _ : state) {
+    if (sub->poll(m, buf) != PollStatus::empty) return (void)fail(state, "poll: not empty");
+  }
+  finish(state);
+}
+
+/// publish `batch` (untimed share included), then one read_batch / poll_batch.
+template <bool kCopy>
+void publish_then_batch(benchmark::State& state) {
+  const auto batch = static_cast<std::size_t>(state.range(0));
+  BenchChannel ch(kCopy ? "pollbatch" : "readbatch", Policy::block);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  auto pub = ch->publisher();
+  shmbus::SubscribeOptions so;
+  so.start = shmbus::StartAt::earliest();
+  so.wait = shmbus::WaitStrategy::busy_spin;
+  auto sub = ch->subscribe(so);
+  if (!pub || !sub) return (void)fail(state, "publisher / subscriber");
+  const auto p = payload();
+  std::vector<shmbus::Message> out(batch);
+  std::vector<std::byte> arena(batch * kPayload);
+  std::uint64_t sink = 0;
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < batch; ++i) {
+      if (pub->publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
+    }
+    std::size_t n = 0;
+    if constexpr (kCopy) {
+      n = sub->poll_batch(out, arena);
+    } else {
+      n = sub->read_batch([&](const shmbus::Message& m) noexcept { sink += m.payload.size(); }, batch);
+    }
+    if (n != batch) return (void)fail(state, "the batch read " + std::to_string(n));
+  }
+  benchmark::DoNotOptimize(sink);
+  state.counters["msgs_per_iter"] = static_cast<double>(batch);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch));
+}
+void BM_PublishReadBatch(benchmark::State& state) { publish_then_batch<false>(state); }
+void BM_PublishPollBatch(benchmark::State& state) { publish_then_batch<true>(state); }
+
+void BM_ReceiveAck_BatchApi(benchmark::State& state) {
+  constexpr std::size_t kB = 64;
+  BenchChannel ch("recvack-api", Policy::block);
+  if (!ch.ok()) return (void)fail(state, ch.error());
+  auto pub = ch->publisher();
+  auto consumer = ch->join_group("g", bench_group());
+  if (!pub) return (void)fail(state, pub.error().message());
+  if (!consumer) return (void)fail(state, consumer.error().message());
+  const auto p = payload();
+  std::vector<shmbus::Delivery> ds(kB);
+  std::vector<std::byte> arena(kB * kPayload);
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < kB; ++i) {
+      if (pub->publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
+    }
+    PollStatus last = PollStatus::ok;
+    const std::size_t n = consumer->receive_batch(ds, arena, &last);
+    if (n != kB) return (void)fail(state, "receive_batch: " + std::to_string(n) + ", " + std::string(shmbus::to_string(last)));
+    if (consumer->ack_batch(ds) != kB) return (void)fail(state, "ack_batch");
+  }
+  state.counters["msgs_per_iter"] = static_cast<double>(kB);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kB));
+}
+
 BENCHMARK(BM_ClockMonotonic);
 BENCHMARK(BM_Publish_DropOldest)->Name("BM_Publish/drop_oldest");
 BENCHMARK(BM_Publish_BlockConsumed)->Name("BM_Publish/block_consumed");
@@ -324,6 +444,12 @@ BENCHMARK(BM_ClaimCommit);
 BENCHMARK(BM_ReceiveAck_OneByOne)->Name("BM_ReceiveAck/one_by_one");
 BENCHMARK(BM_ReceiveAck_Batched)->Name("BM_ReceiveAck/batched");
 BENCHMARK(BM_PublishFanout)->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(16);
+BENCHMARK(BM_Publish_UserTimestamp)->Name("BM_Publish/user_timestamp");
+BENCHMARK(BM_PublishSize)->Arg(8)->Arg(64)->Arg(512)->Arg(4096)->Arg(65536);
+BENCHMARK(BM_Poll_Empty)->Name("BM_Poll/empty");
+BENCHMARK(BM_PublishReadBatch)->Arg(16)->Arg(256);
+BENCHMARK(BM_PublishPollBatch)->Arg(16)->Arg(256);
+BENCHMARK(BM_ReceiveAck_BatchApi)->Name("BM_ReceiveAck/batch_api");
 
 }  // namespace
 

@@ -1,38 +1,53 @@
-// Cross-process ping-pong latency: shmbus against the floor, in the same run.
+// Cross-process ping-pong latency: shmbus against the floor and the usual
+// alternatives, all measured in the same run.
 //
 // Two processes (the parent "pinger" A and a forked "ponger" B), pinned to two
-// CPUs. Each round trip: A stamps CLOCK_MONOTONIC, sends, waits for the
-// answer, stamps again; the difference is one sample. Transports, measured in
-// interleaved blocks so that a host that moves the virtual CPUs mid-run hits
-// all of them alike (DESIGN.md section 7: quote ratios, never absolute times):
+// CPUs. Each round trip: A writes the round number into its message, stamps
+// CLOCK_MONOTONIC, sends, waits for the echo, stamps again; the difference is
+// one sample, recorded into a log-linear histogram (bench/histogram.hpp).
+// The echo's round number is checked. Transports (--transports, default all):
 //
-//   floor    one 64-byte cache line in a MAP_SHARED mapping made before fork:
-//            A writes 2i+1, B waits for it and writes 2i+2, A waits for that.
-//            Two cache-line transfers per round trip: nothing can beat it.
-//   shmbus   two channels, "ping" (A -> B) and "pong" (B -> A); A publishes
-//            round i's payload, B polls it (copy-out), publishes it back, A
-//            polls the echo and checks it.
-//   eventfd  (--blocking only) two eventfds, blocking read(): what a kernel
-//            wake-up costs, the yardstick for a sleeping subscriber.
+//   floor         one 64-byte cache line in a MAP_SHARED mapping: A writes
+//                 2i+1, B waits for it and writes 2i+2, A waits for that. Two
+//                 cache-line transfers per round trip: nothing can beat it.
+//   floor_copy    the floor plus the payload: A copies its message into a
+//                 shared buffer, B copies it out and into a second shared
+//                 buffer, A copies that out. What any copying shared-memory
+//                 transport must at least do for the size.
+//   shmbus_spin   two shmbus channels, "ping" (A -> B) and "pong" (B -> A);
+//                 publish, then poll (copy-out) in a busy-spin loop.
+//   shmbus_block  the same with WaitStrategy::block subscribers: poll, then
+//                 Subscriber::wait() (spins a while, then sleeps on the
+//                 channel's futex).
+//   eventfd       two eventfds, blocking read(): a kernel wake-up with no
+//                 payload, the yardstick for a sleeping subscriber.
+//   pipe          two pipes, blocking read()/write() of the whole message.
+//   unix          a socketpair(AF_UNIX, SOCK_STREAM), blocking.
+//   posix_mq      two POSIX message queues (mq_send / mq_receive).
+//   boost_mq      two Boost.Interprocess message_queues (send / receive).
+//   zmq           ZeroMQ PAIR sockets over ipc:// (each process its own context).
+//   mc_queue      moodycamel::ConcurrentQueue between two threads of process A
+//                 (no process boundary), try_dequeue in a busy-spin loop; the
+//                 payload is copied in and out of a buffer pool as shmbus does.
+//   mc_blocking   moodycamel::BlockingConcurrentQueue, wait_dequeue.
 //
-// Waiting: busy-spin by default (poll in a loop with PAUSE; the floor spins
-// the same way). --blocking makes both shmbus subscribers use
-// WaitStrategy::block and Subscriber::wait(), which spins a while before it
-// sleeps on the channel's futex: with back-to-back round trips it rarely
-// sleeps, so --gap-us N inserts an untimed pause before each round trip to
-// make the ponger fall asleep; the report counts voluntary context switches
-// per round trip so that one can see which path was measured.
+// Method: every transport gets --warmup untimed round trips, then the timed
+// rounds run in --blocks interleaved blocks (floor, floor_copy, shmbus, ...,
+// floor, ...), each block led by 100 untimed round trips, so that a host that
+// moves the virtual CPUs mid-run hits every transport alike. Each sample
+// includes one clock_gettime pair; its cost is measured and shown. "paired"
+// is the median over blocks of (block p50 / the floor's block p50 with the
+// same index): blocks with the same index ran back to back. Voluntary
+// context switches per round trip (each side's thread) tell which path was
+// measured: ~0 means nobody slept, ~1 means one side slept every time.
+// --gap-us N pauses (untimed) before each round trip, so blocking waiters
+// fall asleep: the sleeping path of shmbus_block against eventfd.
 //
-// Policy: `block` by default. It is the default policy and the lossless one,
-// so the numbers include everything a reliable request/response pays: the
-// publisher's gate check, the reader's cursor store (seq_cst) and its check
-// for sleeping publishers. drop_oldest (--policy drop_oldest) skips those and
-// validates a seqlock instead; with one message in flight nothing is ever
-// lapped, so it would flatter the bus for users who cannot drop messages.
+// Channels use the `block` policy (the default and lossless one), so the
+// numbers include what a reliable request/response pays: the gate check, the
+// reader's seq_cst cursor store and its check for sleeping publishers.
 //
-// Each sample includes one clock_gettime pair; its cost is measured and shown.
-//
-//   shmbus_pingpong [--rounds N] [--warmup N] [--size BYTES] [--blocking]
+//   shmbus_pingpong [--rounds N] [--warmup N] [--sizes 8,64,...] [--transports a,b|all]
 //                   [--gap-us N] [--policy block|drop_oldest] [--cpus A,B]
 //                   [--blocks K] [--json FILE]
 #include <shmbus/shmbus.hpp>
@@ -46,69 +61,105 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <ctime>
+#include <memory>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
+#include <boost/date_time/posix_time/posix_time_types.hpp>
+#include <boost/interprocess/ipc/message_queue.hpp>
+#include <concurrentqueue/blockingconcurrentqueue.h>
+#include <concurrentqueue/concurrentqueue.h>
+#include <nlohmann/json.hpp>
+#include <zmq.h>
+
 #include <fcntl.h>
-#include <sched.h>
+#include <mqueue.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "bench_util.hpp"
+
 namespace {
 
+namespace bu = shmbus::benchutil;
+namespace bip = boost::interprocess;
+using bu::cpu_relax;
+using bu::die;
+using bu::die_errno;
+using bu::Histogram;
+using bu::now_ns;
 using shmbus::Channel;
 using shmbus::ChannelOptions;
 using shmbus::Message;
 using shmbus::Policy;
 using shmbus::PollStatus;
 using shmbus::PublishStatus;
-using shmbus::StartAt;
-using shmbus::SubscribeOptions;
-using shmbus::WaitStrategy;
 
 constexpr std::uint64_t kSpinCheckMask = (1u << 22) - 1;  // spins between liveness checks
 constexpr std::uint64_t kPeerTimeoutNs = 10'000'000'000ULL;
-constexpr std::uint32_t kCapacity = 1024;
+constexpr std::uint64_t kLeadIn = 100;  // untimed round trips before each timed block
+constexpr std::size_t kPoolSlots = 16;  // moodycamel payload buffers per direction
 
-inline std::uint64_t now_ns() noexcept {
-  timespec ts{};
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
+// --- transports --------------------------------------------------------------------
 
-/// Set when both processes must share one CPU: a spinner then yields, or
-/// every hand-off would wait for a scheduler tick (the numbers are then
-/// meaningless, but the smoke test still finishes).
-bool g_one_cpu = false;
+enum class Kind : int {
+  floor,
+  floor_copy,
+  shmbus_spin,
+  shmbus_block,
+  eventfd,
+  pipe,
+  unix_socket,
+  posix_mq,
+  boost_mq,
+  zmq,
+  mc_queue,
+  mc_blocking,
+};
+constexpr int kKinds = 12;
 
-inline void cpu_relax() noexcept {
-  if (g_one_cpu) {
-    ::sched_yield();
-    return;
+struct KindInfo {
+  Kind kind;
+  const char* name;
+  bool thread;  ///< runs between two threads of process A (no process boundary)
+};
+constexpr std::array<KindInfo, kKinds> kInfo{{
+    {Kind::floor, "floor", false},
+    {Kind::floor_copy, "floor_copy", false},
+    {Kind::shmbus_spin, "shmbus_spin", false},
+    {Kind::shmbus_block, "shmbus_block", false},
+    {Kind::eventfd, "eventfd", false},
+    {Kind::pipe, "pipe", false},
+    {Kind::unix_socket, "unix", false},
+    {Kind::posix_mq, "posix_mq", false},
+    {Kind::boost_mq, "boost_mq", false},
+    {Kind::zmq, "zmq", false},
+    {Kind::mc_queue, "mc_queue", true},
+    {Kind::mc_blocking, "mc_blocking", true},
+}};
+const KindInfo& info(Kind k) { return kInfo[static_cast<std::size_t>(k)]; }
+
+std::optional<Kind> parse_kind(std::string_view s) {
+  for (const KindInfo& i : kInfo) {
+    if (s == i.name) return i.kind;
   }
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  asm volatile("yield");
-#endif
+  return std::nullopt;
 }
 
 struct Config {
   std::uint64_t rounds = 100'000;
   std::uint64_t warmup = 10'000;
   std::uint64_t blocks = 10;  ///< interleaved blocks per transport
-  std::size_t size = 64;      ///< payload bytes
-  bool blocking = false;
+  std::vector<std::uint64_t> sizes{64};
+  std::vector<Kind> kinds;    ///< floor always first
   std::uint64_t gap_ns = 0;   ///< untimed pause before each round trip
   Policy policy = Policy::block;
   std::array<int, 2> cpus{-1, -1};  ///< -1: the first two CPUs we may run on
@@ -116,26 +167,17 @@ struct Config {
   std::string bus;
 };
 
-// The floor's cache line, on its own 128-byte slot (adjacent-line prefetch).
-struct alignas(128) FloorLine {
-  std::atomic<std::uint64_t> ball;
-  std::uint8_t pad[120];
-};
-static_assert(sizeof(FloorLine) == 128);
-static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
-
+/// Set by SIGINT / SIGTERM (g_interrupted too) and by SIGCHLD while a run
+/// is on (a ponger that died): blocking calls see EINTR, spins check it.
 volatile std::sig_atomic_t g_stop = 0;
-extern "C" void on_signal(int) { g_stop = 1; }
+volatile std::sig_atomic_t g_interrupted = 0;
+extern "C" void on_signal(int) {
+  g_interrupted = 1;
+  g_stop = 1;
+}
+extern "C" void on_child(int) { g_stop = 1; }
 
-/// A fatal error. Thrown (not exit()ed) so that the parent unwinds through
-/// its channel guard; the ponger catches it and _exit()s.
-struct Fatal : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
-
-[[noreturn]] void die(const std::string& what) { throw Fatal(what); }
-
-/// Gives up a spin that lasts too long (a dead or stuck peer, or SIGINT).
+/// Gives up a spin that lasts too long (a dead or stuck peer, or a signal).
 /// Checked every kSpinCheckMask+1 spins, in every transport alike.
 struct SpinGuard {
   std::uint64_t spins = 0;
@@ -148,297 +190,699 @@ struct SpinGuard {
   }
 };
 
-bool pin_to(int cpu) {
-  cpu_set_t set;
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  return ::sched_setaffinity(0, sizeof set, &set) == 0;
+/// A blocking call interrupted by a signal retries unless we are stopping.
+void check_eintr(const char* what) {
+  if (errno != EINTR || g_stop != 0) die_errno(what);
 }
 
-std::uint64_t voluntary_switches() {
-  rusage ru{};
-  ::getrusage(RUSAGE_SELF, &ru);
-  return static_cast<std::uint64_t>(ru.ru_nvcsw);
+void write_full(int fd, const std::byte* p, std::size_t n, const char* what) {
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0) {
+      check_eintr(what);
+      continue;
+    }
+    p += w;
+    n -= static_cast<std::size_t>(w);
+  }
 }
 
-void pause_ns(std::uint64_t ns) {
-  if (ns == 0) return;
-  const std::uint64_t until = now_ns() + ns;
-  while (now_ns() < until) cpu_relax();
+void read_full(int fd, std::byte* p, std::size_t n, const char* what) {
+  while (n > 0) {
+    const ssize_t r = ::read(fd, p, n);
+    if (r < 0) {
+      check_eintr(what);
+      continue;
+    }
+    if (r == 0) die(std::string(what) + ": the peer closed");
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
 }
 
-// --- one side of a shmbus channel pair ------------------------------------------
+// The floor's cache line, on its own 128-byte slot (adjacent-line prefetch).
+struct alignas(128) FloorLine {
+  std::atomic<std::uint64_t> ball;
+  std::uint8_t pad[120];
+};
+static_assert(sizeof(FloorLine) == 128);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
-struct BusEnd {
-  Channel in_ch;
-  Channel out_ch;
+/// Everything made before fork that both processes share.
+struct Shared {
+  FloorLine* line = nullptr;       ///< floor
+  FloorLine* copy_line = nullptr;  ///< floor_copy's flag
+  std::byte* copy_ping = nullptr;  ///< floor_copy's buffers (size bytes each)
+  std::byte* copy_pong = nullptr;
+  int efd_ping = -1, efd_pong = -1;
+  int pipe_ping[2] = {-1, -1}, pipe_pong[2] = {-1, -1};
+  int sock[2] = {-1, -1};
+  mqd_t mq_ping = -1, mq_pong = -1;
+  std::string mq_ping_name, mq_pong_name;
+  std::string bmq_ping_name, bmq_pong_name;
+  std::string zmq_endpoint;
+  int ctl_go[2] = {-1, -1};     ///< A -> B: a thread block is over, continue
+  int ctl_ready[2] = {-1, -1};  ///< B -> A: continuing
+  std::array<std::string, kKinds> unavailable{};  ///< why a transport cannot run at this size
+};
+
+/// The pinger's and ponger's message buffers.
+struct Buffers {
+  std::vector<std::byte> out, in;
+  explicit Buffers(std::size_t size) : out(size), in(size) {}
+  void prepare(std::uint64_t round) noexcept { std::memcpy(out.data(), &round, sizeof round); }
+  void check(std::uint64_t round, std::size_t got, const char* what) const {
+    std::uint64_t echoed = 0;
+    if (got != in.size()) {
+      die(std::string(what) + ": echo of " + std::to_string(got) + " bytes, expected " +
+          std::to_string(in.size()));
+    }
+    std::memcpy(&echoed, in.data(), sizeof echoed);
+    if (echoed != round) {
+      die(std::string(what) + ": echo of round " + std::to_string(echoed) + ", expected " +
+          std::to_string(round));
+    }
+  }
+};
+
+// floor -------------------------------------------------------------------------------
+
+struct FloorT {
+  static constexpr bool kChecks = false;
+  FloorLine* line;
+  std::uint64_t next = 0;  ///< both sides count the same sequence of values
+
+  std::size_t exchange(Buffers&) {
+    const std::uint64_t serve = ++next;  // odd: A's serve
+    const std::uint64_t want = ++next;   // even: B's return
+    SpinGuard guard;
+    // SYNC(ball): release / acquire pair with the ponger; the value is all we share.
+    line->ball.store(serve, std::memory_order_release);
+    while (line->ball.load(std::memory_order_acquire) != want) {
+      cpu_relax();
+      if (guard.expired()) die("floor: the peer stopped answering");
+    }
+    return 0;  // nothing to check: the value was the message
+  }
+  void echo(std::vector<std::byte>&) {
+    const std::uint64_t serve = ++next;
+    const std::uint64_t back = ++next;
+    SpinGuard guard;
+    while (line->ball.load(std::memory_order_acquire) != serve) {
+      cpu_relax();
+      if (guard.expired()) die("floor (ponger): the peer stopped serving");
+    }
+    line->ball.store(back, std::memory_order_release);
+  }
+};
+
+struct FloorCopyT {
+  static constexpr bool kChecks = true;
+  FloorLine* line;
+  std::byte* ping;
+  std::byte* pong;
+  std::uint64_t next = 0;
+
+  std::size_t exchange(Buffers& b) {
+    const std::uint64_t serve = ++next;
+    const std::uint64_t want = ++next;
+    SpinGuard guard;
+    std::memcpy(ping, b.out.data(), b.out.size());
+    // SYNC(copy-flag): release publishes the buffer; pairs with the ponger's acquire.
+    line->ball.store(serve, std::memory_order_release);
+    while (line->ball.load(std::memory_order_acquire) != want) {
+      cpu_relax();
+      if (guard.expired()) die("floor_copy: the peer stopped answering");
+    }
+    std::memcpy(b.in.data(), pong, b.in.size());
+    return b.in.size();
+  }
+  void echo(std::vector<std::byte>& buf) {
+    const std::uint64_t serve = ++next;
+    const std::uint64_t back = ++next;
+    SpinGuard guard;
+    while (line->ball.load(std::memory_order_acquire) != serve) {
+      cpu_relax();
+      if (guard.expired()) die("floor_copy (ponger): the peer stopped serving");
+    }
+    std::memcpy(buf.data(), ping, buf.size());
+    std::memcpy(pong, buf.data(), buf.size());
+    line->ball.store(back, std::memory_order_release);
+  }
+};
+
+// shmbus ------------------------------------------------------------------------------
+
+struct ShmbusT {
+  static constexpr bool kChecks = true;
+  Channel in_ch, out_ch;
   shmbus::Subscriber in;
   shmbus::Publisher out;
-  std::vector<std::byte> buf;
   bool blocking = false;
+  const char* name = "shmbus";
 
   /// Opens both channels in this process (real multi-process use) and attaches.
-  static BusEnd open(const Config& cfg, const char* in_name, const char* out_name) {
-    BusEnd e;
-    auto in_ch = Channel::open(in_name, cfg.bus);
-    if (!in_ch) die("open " + std::string(in_name) + ": " + in_ch.error().message());
-    auto out_ch = Channel::open(out_name, cfg.bus);
-    if (!out_ch) die("open " + std::string(out_name) + ": " + out_ch.error().message());
-    e.in_ch = std::move(in_ch.value());
-    e.out_ch = std::move(out_ch.value());
-    SubscribeOptions so;
-    so.start = StartAt::earliest();
-    so.wait = cfg.blocking ? WaitStrategy::block : WaitStrategy::busy_spin;
-    auto sub = e.in_ch.subscribe(so);
-    if (!sub) die("subscribe: " + sub.error().message());
-    e.in = std::move(sub.value());
-    auto pub = e.out_ch.publisher();
-    if (!pub) die("publisher: " + pub.error().message());
-    e.out = std::move(pub.value());
-    e.buf.assign(std::max<std::size_t>(cfg.size, 8) + 64, std::byte{0});
-    e.blocking = cfg.blocking;
-    return e;
+  void open(const std::string& bus, const std::string& in_name, const std::string& out_name,
+            bool block) {
+    blocking = block;
+    name = block ? "shmbus_block" : "shmbus_spin";
+    auto ic = Channel::open(in_name, bus);
+    if (!ic) die("open " + in_name + ": " + ic.error().message());
+    auto oc = Channel::open(out_name, bus);
+    if (!oc) die("open " + out_name + ": " + oc.error().message());
+    in_ch = std::move(ic.value());
+    out_ch = std::move(oc.value());
+    shmbus::SubscribeOptions so;
+    so.start = shmbus::StartAt::earliest();
+    so.wait = block ? shmbus::WaitStrategy::block : shmbus::WaitStrategy::busy_spin;
+    auto sub = in_ch.subscribe(so);
+    if (!sub) die("subscribe " + in_name + ": " + sub.error().message());
+    in = std::move(sub.value());
+    auto pub = out_ch.publisher();
+    if (!pub) die("publisher " + out_name + ": " + pub.error().message());
+    out = std::move(pub.value());
   }
 
-  /// Waits for the next message; returns its payload (in buf).
-  std::span<const std::byte> receive() {
+  std::size_t receive(std::span<std::byte> buf) {
     Message m;
     SpinGuard guard;
     for (;;) {
       const PollStatus st = in.poll(m, buf);
-      if (st == PollStatus::ok) return m.payload;
-      if (st != PollStatus::empty) die("poll: " + std::string(shmbus::to_string(st)));
+      if (st == PollStatus::ok) return m.payload.size();
+      if (st != PollStatus::empty) die(std::string(name) + ": poll: " + std::string(shmbus::to_string(st)));
       if (blocking) {
         const PollStatus w = in.wait(1'000'000'000ULL);
         if (w != PollStatus::ok && w != PollStatus::timeout) {
-          die("wait: " + std::string(shmbus::to_string(w)));
+          die(std::string(name) + ": wait: " + std::string(shmbus::to_string(w)));
         }
-        if (g_stop) die("interrupted");
+        if (g_stop != 0) die("interrupted");
       } else {
         cpu_relax();
       }
-      if (guard.expired()) die("the peer stopped answering");
+      if (guard.expired()) die(std::string(name) + ": the peer stopped answering");
     }
   }
-
-  void send(std::span<const std::byte> payload) {
-    const PublishStatus st = out.publish(payload);
-    if (st != PublishStatus::ok) die("publish: " + std::string(shmbus::to_string(st)));
+  void send(std::span<const std::byte> p) {
+    const PublishStatus st = out.publish(p);
+    if (st != PublishStatus::ok) die(std::string(name) + ": publish: " + std::string(shmbus::to_string(st)));
+  }
+  std::size_t exchange(Buffers& b) {
+    send(b.out);
+    return receive(b.in);
+  }
+  void echo(std::vector<std::byte>& buf) {
+    const std::size_t n = receive(buf);
+    send(std::span<const std::byte>(buf.data(), n));
   }
 };
 
-// --- transports: A's timed side and B's echo side --------------------------------
+// kernel transports -------------------------------------------------------------------
 
-enum class Transport : int { floor = 0, shmbus = 1, eventfd = 2 };
-constexpr int kTransports = 3;
-const char* name_of(Transport t) {
-  switch (t) {
-    case Transport::floor: return "floor";
-    case Transport::shmbus: return "shmbus";
-    case Transport::eventfd: return "eventfd";
-  }
-  return "?";
-}
-
-struct Shared {
-  FloorLine* line = nullptr;  ///< MAP_SHARED before fork
-  std::uint64_t floor_next = 0;
-  int efd_ping = -1;  ///< eventfds made before fork
-  int efd_pong = -1;
-};
-
-struct Pinger {
-  const Config& cfg;
-  Shared& sh;
-  BusEnd bus;
-  std::vector<std::byte> msg;
-  std::uint64_t round = 0;
-
-  std::uint64_t floor_once() {
-    const std::uint64_t serve = ++sh.floor_next;  // odd: A's serve
-    const std::uint64_t want = ++sh.floor_next;   // even: B's return
-    SpinGuard guard;
-    const std::uint64_t t0 = now_ns();
-    // SYNC(ball): release / acquire pair with the ponger; the value is all we share.
-    sh.line->ball.store(serve, std::memory_order_release);
-    while (sh.line->ball.load(std::memory_order_acquire) != want) {
-      cpu_relax();
-      if (guard.expired()) die("floor: the peer stopped answering");
-    }
-    return now_ns() - t0;
-  }
-
-  std::uint64_t shmbus_once() {
-    ++round;
-    std::memcpy(msg.data(), &round, sizeof round);
-    const std::uint64_t t0 = now_ns();
-    bus.send(msg);
-    const auto echo = bus.receive();
-    const std::uint64_t t1 = now_ns();
-    std::uint64_t got = 0;
-    if (echo.size() != msg.size()) die("shmbus: echo of the wrong size");
-    std::memcpy(&got, echo.data(), sizeof got);
-    if (got != round) die("shmbus: echo of round " + std::to_string(got) + ", expected " +
-                          std::to_string(round));
-    return t1 - t0;
-  }
-
-  std::uint64_t eventfd_once() {
-    std::uint64_t one = 1;
-    std::uint64_t v = 0;
-    const std::uint64_t t0 = now_ns();
-    if (::write(sh.efd_ping, &one, sizeof one) != sizeof one) die("eventfd write");
-    while (::read(sh.efd_pong, &v, sizeof v) != sizeof v) {
-      if (errno != EINTR || g_stop) die("eventfd read");
-    }
-    return now_ns() - t0;
-  }
-
-  std::uint64_t once(Transport t) {
-    pause_ns(cfg.gap_ns);
-    switch (t) {
-      case Transport::floor: return floor_once();
-      case Transport::shmbus: return shmbus_once();
-      case Transport::eventfd: return eventfd_once();
-    }
-    return 0;
-  }
-};
-
-struct Ponger {
-  Shared& sh;
-  BusEnd bus;
-
-  void floor_once() {
-    const std::uint64_t serve = ++sh.floor_next;
-    const std::uint64_t back = ++sh.floor_next;
-    SpinGuard guard;
-    while (sh.line->ball.load(std::memory_order_acquire) != serve) {
-      cpu_relax();
-      if (guard.expired()) die("floor (ponger): the peer stopped serving");
-    }
-    sh.line->ball.store(back, std::memory_order_release);
-  }
-
-  void shmbus_once() {
-    const auto m = bus.receive();
-    bus.send(m);  // echo (m points into our copy-out buffer)
-  }
-
-  void eventfd_once() {
-    std::uint64_t v = 0;
-    while (::read(sh.efd_ping, &v, sizeof v) != sizeof v) {
-      if (errno != EINTR || g_stop) die("eventfd read (ponger)");
-    }
+struct EventfdT {
+  static constexpr bool kChecks = false;
+  int tx = -1, rx = -1;
+  void signal() {
     const std::uint64_t one = 1;
-    if (::write(sh.efd_pong, &one, sizeof one) != sizeof one) die("eventfd write (ponger)");
+    while (::write(tx, &one, sizeof one) != sizeof one) check_eintr("eventfd write");
   }
+  void await() {
+    std::uint64_t v = 0;
+    while (::read(rx, &v, sizeof v) != sizeof v) check_eintr("eventfd read");
+  }
+  std::size_t exchange(Buffers&) {
+    signal();
+    await();
+    return 0;  // a wake-up, no payload
+  }
+  void echo(std::vector<std::byte>&) {
+    await();
+    signal();
+  }
+};
 
-  void once(Transport t) {
-    switch (t) {
-      case Transport::floor: floor_once(); break;
-      case Transport::shmbus: shmbus_once(); break;
-      case Transport::eventfd: eventfd_once(); break;
+/// pipe and unix socket: whole messages over a byte stream.
+struct StreamT {
+  static constexpr bool kChecks = true;
+  int tx = -1, rx = -1;
+  const char* what = "stream";
+  std::size_t exchange(Buffers& b) {
+    write_full(tx, b.out.data(), b.out.size(), what);
+    read_full(rx, b.in.data(), b.in.size(), what);
+    return b.in.size();
+  }
+  void echo(std::vector<std::byte>& buf) {
+    read_full(rx, buf.data(), buf.size(), what);
+    write_full(tx, buf.data(), buf.size(), what);
+  }
+};
+
+struct PosixMqT {
+  static constexpr bool kChecks = true;
+  mqd_t tx = -1, rx = -1;
+  void send(const std::byte* p, std::size_t n) {
+    while (::mq_send(tx, reinterpret_cast<const char*>(p), n, 0) != 0) check_eintr("mq_send");
+  }
+  std::size_t receive(std::byte* p, std::size_t n) {
+    for (;;) {
+      const ssize_t r = ::mq_receive(rx, reinterpret_cast<char*>(p), n, nullptr);
+      if (r >= 0) return static_cast<std::size_t>(r);
+      check_eintr("mq_receive");
     }
   }
+  std::size_t exchange(Buffers& b) {
+    send(b.out.data(), b.out.size());
+    return receive(b.in.data(), b.in.size());
+  }
+  void echo(std::vector<std::byte>& buf) {
+    const std::size_t n = receive(buf.data(), buf.size());
+    send(buf.data(), n);
+  }
 };
 
-/// The deterministic schedule both processes follow: warm-up of each
-/// transport, then `blocks` rounds of (floor, shmbus[, eventfd]) blocks.
-struct Step {
-  Transport t;
-  std::uint64_t n;
-  bool timed;
+struct BoostMqT {
+  static constexpr bool kChecks = true;
+  std::unique_ptr<bip::message_queue> tx, rx;
+  void open(const std::string& tx_name, const std::string& rx_name) {
+    try {
+      tx = std::make_unique<bip::message_queue>(bip::open_only, tx_name.c_str());
+      rx = std::make_unique<bip::message_queue>(bip::open_only, rx_name.c_str());
+    } catch (const std::exception& e) {
+      die(std::string("boost message_queue open: ") + e.what());
+    }
+  }
+  std::size_t receive(std::byte* p, std::size_t n) {
+    bip::message_queue::size_type got = 0;
+    unsigned prio = 0;
+    SpinGuard guard;
+    for (;;) {
+      // Timed, so that a dead peer or a signal cannot hang us forever.
+      const auto deadline = boost::posix_time::microsec_clock::universal_time() +
+                            boost::posix_time::seconds(1);
+      if (rx->timed_receive(p, n, got, prio, deadline)) return got;
+      if (g_stop != 0) die("boost_mq: interrupted");
+      guard.spins = kSpinCheckMask;  // every timeout counts towards the peer timeout
+      if (guard.expired()) die("boost_mq: the peer stopped answering");
+    }
+  }
+  std::size_t exchange(Buffers& b) {
+    tx->send(b.out.data(), b.out.size(), 0);
+    return receive(b.in.data(), b.in.size());
+  }
+  void echo(std::vector<std::byte>& buf) {
+    const std::size_t n = receive(buf.data(), buf.size());
+    tx->send(buf.data(), n, 0);
+  }
 };
 
-std::vector<Transport> transports(const Config& cfg) {
-  std::vector<Transport> ts{Transport::floor, Transport::shmbus};
-  if (cfg.blocking) ts.push_back(Transport::eventfd);
-  return ts;
+struct ZmqT {
+  static constexpr bool kChecks = true;
+  void* ctx = nullptr;
+  void* sock = nullptr;
+  ZmqT() = default;
+  ZmqT(const ZmqT&) = delete;
+  ZmqT& operator=(const ZmqT&) = delete;
+  ~ZmqT() {
+    if (sock != nullptr) ::zmq_close(sock);
+    if (ctx != nullptr) ::zmq_ctx_term(ctx);
+  }
+  void open(const std::string& endpoint, bool bind) {
+    ctx = ::zmq_ctx_new();
+    if (ctx == nullptr) die(std::string("zmq_ctx_new: ") + ::zmq_strerror(::zmq_errno()));
+    sock = ::zmq_socket(ctx, ZMQ_PAIR);
+    if (sock == nullptr) die(std::string("zmq_socket: ") + ::zmq_strerror(::zmq_errno()));
+    const int linger = 0;
+    ::zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    const int timeout_ms = 1000;  // a dead peer or a signal cannot hang us forever
+    ::zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
+    const int rc = bind ? ::zmq_bind(sock, endpoint.c_str()) : ::zmq_connect(sock, endpoint.c_str());
+    if (rc != 0) die("zmq " + std::string(bind ? "bind " : "connect ") + endpoint + ": " + ::zmq_strerror(::zmq_errno()));
+  }
+  void send(const std::byte* p, std::size_t n) {
+    while (::zmq_send(sock, p, n, 0) < 0) {
+      if (::zmq_errno() != EINTR || g_stop != 0) die(std::string("zmq_send: ") + ::zmq_strerror(::zmq_errno()));
+    }
+  }
+  std::size_t receive(std::byte* p, std::size_t n) {
+    SpinGuard guard;
+    for (;;) {
+      const int r = ::zmq_recv(sock, p, n, 0);
+      if (r >= 0) return static_cast<std::size_t>(r);
+      const int e = ::zmq_errno();
+      if ((e != EINTR && e != EAGAIN) || g_stop != 0) die(std::string("zmq_recv: ") + ::zmq_strerror(e));
+      if (e == EAGAIN) {
+        guard.spins = kSpinCheckMask;
+        if (guard.expired()) die("zmq: the peer stopped answering");
+      }
+    }
+  }
+  std::size_t exchange(Buffers& b) {
+    send(b.out.data(), b.out.size());
+    return receive(b.in.data(), b.in.size());
+  }
+  void echo(std::vector<std::byte>& buf) {
+    const std::size_t n = receive(buf.data(), buf.size());
+    send(buf.data(), n);
+  }
+};
+
+// moodycamel, between two threads of process A -------------------------------------
+
+struct Token {
+  std::uint64_t slot = 0;
+  std::uint64_t length = 0;
+};
+
+/// Both directions of one moodycamel queue kind, with the payload pools.
+template <class Q>
+struct McPair {
+  Q ping{64}, pong{64};
+  std::vector<std::byte> ping_pool, pong_pool;
+  std::size_t size;
+  explicit McPair(std::size_t sz) : ping_pool(sz * kPoolSlots), pong_pool(sz * kPoolSlots), size(sz) {}
+
+  static Token take(Q& q, const char* what) {
+    Token t;
+    SpinGuard guard;
+    if constexpr (std::is_same_v<Q, moodycamel::BlockingConcurrentQueue<Token>>) {
+      while (!q.wait_dequeue_timed(t, std::int64_t{1'000'000})) {
+        guard.spins = kSpinCheckMask;
+        if (guard.expired()) die(std::string(what) + ": the peer stopped answering");
+      }
+    } else {
+      while (!q.try_dequeue(t)) {
+        cpu_relax();
+        if (guard.expired()) die(std::string(what) + ": the peer stopped answering");
+      }
+    }
+    return t;
+  }
+};
+
+template <class Q>
+struct McPinger {
+  static constexpr bool kChecks = true;
+  McPair<Q>& p;
+  const char* what;
+  std::uint64_t slot = 0;
+  std::size_t exchange(Buffers& b) {
+    const std::uint64_t s = slot++ % kPoolSlots;
+    std::memcpy(p.ping_pool.data() + s * p.size, b.out.data(), b.out.size());
+    if (!p.ping.enqueue(Token{s, b.out.size()})) die(std::string(what) + ": enqueue");
+    const Token t = McPair<Q>::take(p.pong, what);
+    std::memcpy(b.in.data(), p.pong_pool.data() + t.slot * p.size, t.length);
+    return t.length;
+  }
+};
+
+template <class Q>
+void mc_echo(McPair<Q>& p, std::vector<std::byte>& buf, const char* what) {
+  const Token t = McPair<Q>::take(p.ping, what);
+  std::memcpy(buf.data(), p.ping_pool.data() + t.slot * p.size, t.length);
+  std::memcpy(p.pong_pool.data() + t.slot * p.size, buf.data(), t.length);
+  if (!p.pong.enqueue(t)) die(std::string(what) + ": enqueue");
 }
 
-std::vector<Step> schedule(const Config& cfg) {
+// --- the schedule ------------------------------------------------------------------
+
+/// Both processes (and the echo thread) follow the same deterministic list.
+struct Step {
+  Kind kind;
+  std::uint64_t untimed;
+  std::uint64_t timed;
+};
+
+std::vector<Step> schedule(const Config& cfg, const std::vector<Kind>& kinds) {
   std::vector<Step> s;
-  for (Transport t : transports(cfg)) s.push_back({t, cfg.warmup, false});
+  for (Kind k : kinds) s.push_back({k, cfg.warmup, 0});
   for (std::uint64_t b = 0; b < cfg.blocks; ++b) {
     const std::uint64_t n = cfg.rounds / cfg.blocks + (b < cfg.rounds % cfg.blocks ? 1 : 0);
-    for (Transport t : transports(cfg)) s.push_back({t, n, true});
+    for (Kind k : kinds) s.push_back({k, kLeadIn, n});
   }
   return s;
 }
 
-// --- statistics ------------------------------------------------------------------
-
-struct Percentiles {
-  static constexpr std::array<double, 5> kAt{50.0, 90.0, 99.0, 99.9, 99.99};
-  static constexpr std::array<const char*, 6> kNames{"p50", "p90", "p99", "p99.9", "p99.99", "max"};
-  std::array<double, 6> v{};  ///< ns: the five percentiles, then max
-  double mean = 0;
+/// Per-transport tallies of context switches (timed rounds only).
+struct Switches {
+  std::array<std::uint64_t, kKinds> voluntary{};
+  std::array<std::uint64_t, kKinds> involuntary{};
 };
 
-Percentiles percentiles(std::vector<std::uint64_t> s) {
-  Percentiles p;
-  if (s.empty()) return p;
-  std::sort(s.begin(), s.end());
-  for (std::size_t i = 0; i < Percentiles::kAt.size(); ++i) {
-    // nearest-rank: the smallest sample with at least p% of samples <= it
-    const double rank = Percentiles::kAt[i] / 100.0 * static_cast<double>(s.size());
-    std::size_t idx = static_cast<std::size_t>(rank);
-    if (static_cast<double>(idx) < rank) ++idx;
-    idx = std::clamp<std::size_t>(idx, 1, s.size()) - 1;
-    p.v[i] = static_cast<double>(s[idx]);
-  }
-  p.v[5] = static_cast<double>(s.back());
-  double sum = 0;
-  for (std::uint64_t x : s) sum += static_cast<double>(x);
-  p.mean = sum / static_cast<double>(s.size());
-  return p;
-}
-
-struct ClockCost {
-  double p50 = 0;
-  double min = 0;
-};
-
-ClockCost clock_cost() {
-  std::vector<std::uint64_t> d(200'000);
-  for (auto& x : d) {
-    const std::uint64_t a = now_ns();
-    x = now_ns() - a;
-  }
-  std::sort(d.begin(), d.end());
-  return {static_cast<double>(d[d.size() / 2]), static_cast<double>(d.front())};
-}
-
-// --- processes -------------------------------------------------------------------
-
-/// What the ponger reports back at the end.
+/// The ponger's report at the end.
 struct PongReport {
-  std::uint64_t switches[kTransports] = {};
+  Switches sw;
   std::int32_t cpu = -1;
   std::int32_t ok = 0;
 };
 
+/// What the echo thread (moodycamel) is told before each block.
+struct ThreadOrder {
+  std::int32_t kind = -1;  ///< -1: exit
+  std::uint64_t untimed = 0;
+  std::uint64_t timed = 0;
+};
+
+// --- one size: setup, fork, run, collect ---------------------------------------------
+
+struct SizeResult {
+  std::size_t size = 0;
+  std::vector<Kind> kinds;
+  std::array<Histogram, kKinds> hist;
+  /// p50 and p99 of each timed block, in schedule order: blocks of different
+  /// transports with the same index ran back to back, so their ratio is
+  /// paired (immune to the host moving the CPUs between blocks).
+  std::array<std::vector<std::uint64_t>, kKinds> block_p50, block_p99;
+  Switches a_sw, b_sw;
+  std::array<std::string, kKinds> unavailable{};
+  int a_cpu = -1, b_cpu = -1;
+  double seconds = 0;
+};
+
+std::string channel_name(const char* stem, bool block) { return std::string(stem) + (block ? "-block" : "-spin"); }
+
+/// Removes every named object of one size's run on every exit path.
+class Cleanup {
+ public:
+  explicit Cleanup(const Config& cfg, Shared& sh) : cfg_(cfg), sh_(sh) {}
+  ~Cleanup() {
+    for (bool block : {false, true}) {
+      for (const char* n : {"ping", "pong"}) (void)Channel::remove(channel_name(n, block), cfg_.bus);
+    }
+    if (!sh_.mq_ping_name.empty()) ::mq_unlink(sh_.mq_ping_name.c_str());
+    if (!sh_.mq_pong_name.empty()) ::mq_unlink(sh_.mq_pong_name.c_str());
+    if (!sh_.bmq_ping_name.empty()) bip::message_queue::remove(sh_.bmq_ping_name.c_str());
+    if (!sh_.bmq_pong_name.empty()) bip::message_queue::remove(sh_.bmq_pong_name.c_str());
+    if (!sh_.zmq_endpoint.empty()) ::unlink(sh_.zmq_endpoint.substr(6).c_str());  // "ipc://"
+  }
+  Cleanup(const Cleanup&) = delete;
+  Cleanup& operator=(const Cleanup&) = delete;
+
+ private:
+  const Config& cfg_;
+  Shared& sh_;
+};
+
+bool uses(const std::vector<Kind>& kinds, Kind k) {
+  return std::find(kinds.begin(), kinds.end(), k) != kinds.end();
+}
+
+/// Creates the shared objects of one run (before fork). A transport that
+/// cannot run at this size (a POSIX mq larger than the system allows) is
+/// recorded as unavailable, with the reason, and left out of the run.
+void setup_shared(const Config& cfg, std::size_t size, std::vector<Kind>& kinds, Shared& sh) {
+  void* mem = ::mmap(nullptr, 2 * sizeof(FloorLine) + 2 * size, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) die_errno("mmap");
+  std::memset(mem, 0, 2 * sizeof(FloorLine) + 2 * size);  // pre-faulted for both processes
+  sh.line = new (mem) FloorLine{};
+  sh.copy_line = new (static_cast<std::byte*>(mem) + sizeof(FloorLine)) FloorLine{};
+  sh.copy_ping = static_cast<std::byte*>(mem) + 2 * sizeof(FloorLine);
+  sh.copy_pong = sh.copy_ping + size;
+
+  if (uses(kinds, Kind::shmbus_spin) || uses(kinds, Kind::shmbus_block)) {
+    ChannelOptions o;
+    o.slot_size = static_cast<std::uint32_t>((64 + size + 63) / 64 * 64);
+    // A ring of up to 1024 slots, at most ~16 MiB: one message is in flight,
+    // but the ring is walked as in real use (new slots, not one hot slot).
+    std::uint32_t cap = 1024;
+    while (cap > 16 && static_cast<std::uint64_t>(cap) * o.slot_size > (16u << 20)) cap /= 2;
+    o.capacity = cap;
+    o.policy = cfg.policy;
+    for (bool block : {false, true}) {
+      for (const char* n : {"ping", "pong"}) {
+        auto ch = Channel::create(channel_name(n, block), o, cfg.bus);
+        if (!ch) die("create " + channel_name(n, block) + ": " + ch.error().message());
+      }
+    }
+  }
+  if (uses(kinds, Kind::eventfd)) {
+    sh.efd_ping = ::eventfd(0, EFD_CLOEXEC);
+    sh.efd_pong = ::eventfd(0, EFD_CLOEXEC);
+    if (sh.efd_ping < 0 || sh.efd_pong < 0) die_errno("eventfd");
+  }
+  if (uses(kinds, Kind::pipe)) {
+    if (::pipe2(sh.pipe_ping, O_CLOEXEC) != 0 || ::pipe2(sh.pipe_pong, O_CLOEXEC) != 0) die_errno("pipe");
+  }
+  if (uses(kinds, Kind::unix_socket)) {
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sh.sock) != 0) die_errno("socketpair");
+  }
+  const std::string tag = std::to_string(::getpid());
+  if (uses(kinds, Kind::posix_mq)) {
+    mq_attr attr{};
+    attr.mq_maxmsg = 4;
+    attr.mq_msgsize = static_cast<long>(size);
+    sh.mq_ping_name = "/shmbus-pp-ping-" + tag;
+    sh.mq_pong_name = "/shmbus-pp-pong-" + tag;
+    sh.mq_ping = ::mq_open(sh.mq_ping_name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &attr);
+    if (sh.mq_ping != static_cast<mqd_t>(-1)) {
+      sh.mq_pong = ::mq_open(sh.mq_pong_name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &attr);
+    }
+    if (sh.mq_ping == static_cast<mqd_t>(-1) || sh.mq_pong == static_cast<mqd_t>(-1)) {
+      sh.unavailable[static_cast<int>(Kind::posix_mq)] =
+          std::string("mq_open with mq_msgsize ") + std::to_string(size) + ": " + std::strerror(errno) +
+          " (see /proc/sys/fs/mqueue/msgsize_max)";
+      kinds.erase(std::remove(kinds.begin(), kinds.end(), Kind::posix_mq), kinds.end());
+    }
+  }
+  if (uses(kinds, Kind::boost_mq)) {
+    sh.bmq_ping_name = "shmbus-pp-bping-" + tag;
+    sh.bmq_pong_name = "shmbus-pp-bpong-" + tag;
+    try {
+      bip::message_queue::remove(sh.bmq_ping_name.c_str());
+      bip::message_queue::remove(sh.bmq_pong_name.c_str());
+      bip::message_queue q1(bip::create_only, sh.bmq_ping_name.c_str(), 4, size);
+      bip::message_queue q2(bip::create_only, sh.bmq_pong_name.c_str(), 4, size);
+    } catch (const std::exception& e) {
+      die(std::string("boost message_queue create: ") + e.what());
+    }
+  }
+  if (uses(kinds, Kind::zmq)) sh.zmq_endpoint = "ipc:///tmp/shmbus-pp-" + tag + ".ipc";
+  if (::pipe2(sh.ctl_go, O_CLOEXEC) != 0 || ::pipe2(sh.ctl_ready, O_CLOEXEC) != 0) die_errno("pipe");
+}
+
+// --- the loops ---------------------------------------------------------------------
+
+using McQueue = moodycamel::ConcurrentQueue<Token>;
+using McBlocking = moodycamel::BlockingConcurrentQueue<Token>;
+
+/// n round trips of one transport on the pinger's side; each timed one is
+/// recorded into h (nullptr: untimed) and its echo checked.
+template <class T>
+void ping_n(T& t, Buffers& b, std::uint64_t n, Histogram* h, std::uint64_t& round,
+            std::uint64_t gap_ns, const char* name) {
+  for (std::uint64_t i = 0; i < n; ++i) {
+    bu::pause_ns(gap_ns);
+    b.prepare(++round);
+    const std::uint64_t t0 = now_ns();
+    const std::size_t got = t.exchange(b);
+    const std::uint64_t t1 = now_ns();
+    if (h != nullptr) h->record(t1 - t0);
+    if constexpr (T::kChecks) b.check(round, got, name);
+  }
+}
+
+template <class T>
+void echo_n(T& t, std::vector<std::byte>& buf, std::uint64_t n) {
+  for (std::uint64_t i = 0; i < n; ++i) t.echo(buf);
+}
+
+/// The pinger's side of every transport of one run.
+struct PingerSide {
+  FloorT floor;
+  FloorCopyT floor_copy;
+  ShmbusT spin, block;
+  EventfdT efd;
+  StreamT pipe, sock;
+  PosixMqT mq;
+  BoostMqT bmq;
+  ZmqT zmq;
+  McPair<McQueue>* mcq = nullptr;
+  McPair<McBlocking>* mcb = nullptr;
+
+  void run(Kind k, Buffers& b, std::uint64_t n, Histogram* h, std::uint64_t& round, std::uint64_t gap) {
+    const char* name = info(k).name;
+    switch (k) {
+      case Kind::floor: return ping_n(floor, b, n, h, round, gap, name);
+      case Kind::floor_copy: return ping_n(floor_copy, b, n, h, round, gap, name);
+      case Kind::shmbus_spin: return ping_n(spin, b, n, h, round, gap, name);
+      case Kind::shmbus_block: return ping_n(block, b, n, h, round, gap, name);
+      case Kind::eventfd: return ping_n(efd, b, n, h, round, gap, name);
+      case Kind::pipe: return ping_n(pipe, b, n, h, round, gap, name);
+      case Kind::unix_socket: return ping_n(sock, b, n, h, round, gap, name);
+      case Kind::posix_mq: return ping_n(mq, b, n, h, round, gap, name);
+      case Kind::boost_mq: return ping_n(bmq, b, n, h, round, gap, name);
+      case Kind::zmq: return ping_n(zmq, b, n, h, round, gap, name);
+      case Kind::mc_queue: {
+        McPinger<McQueue> p{*mcq, name};
+        return ping_n(p, b, n, h, round, gap, name);
+      }
+      case Kind::mc_blocking: {
+        McPinger<McBlocking> p{*mcb, name};
+        return ping_n(p, b, n, h, round, gap, name);
+      }
+    }
+  }
+};
+
 /// The forked ponger. Never returns (and never unwinds) into the parent's
-/// frames, so the parent's channel guard cannot run in it.
-[[noreturn]] void run_ponger(const Config& cfg, Shared& sh, int report_fd, bool pin) {
+/// frames, so the parent's cleanup cannot run in it.
+[[noreturn]] void run_ponger(const Config& cfg, std::size_t size, const std::vector<Kind>& kinds,
+                             Shared& sh, int report_fd, bool pin) {
   ::signal(SIGINT, SIG_DFL);
   ::signal(SIGTERM, SIG_DFL);
+  ::signal(SIGCHLD, SIG_DFL);
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   try {
     PongReport rep;
-    if (pin && pin_to(cfg.cpus[1])) rep.cpu = cfg.cpus[1];
-    Ponger b{sh, BusEnd::open(cfg, "ping", "pong")};
-    char c = 1;
+    if (pin && bu::pin_to(cfg.cpus[1])) rep.cpu = cfg.cpus[1];
+    std::vector<std::byte> buf(size);
+    FloorT floor{sh.line};
+    FloorCopyT floor_copy{sh.copy_line, sh.copy_ping, sh.copy_pong};
+    ShmbusT spin, block;
+    if (uses(kinds, Kind::shmbus_spin)) spin.open(cfg.bus, channel_name("ping", false), channel_name("pong", false), false);
+    if (uses(kinds, Kind::shmbus_block)) block.open(cfg.bus, channel_name("ping", true), channel_name("pong", true), true);
+    EventfdT efd{sh.efd_pong, sh.efd_ping};
+    StreamT pipe{sh.pipe_pong[1], sh.pipe_ping[0], "pipe (ponger)"};
+    StreamT sock{sh.sock[1], sh.sock[1], "unix (ponger)"};
+    PosixMqT mq{sh.mq_pong, sh.mq_ping};
+    BoostMqT bmq;
+    if (uses(kinds, Kind::boost_mq)) bmq.open(sh.bmq_pong_name, sh.bmq_ping_name);
+    ZmqT zmq;
+    if (uses(kinds, Kind::zmq)) zmq.open(sh.zmq_endpoint, true);
     // Attached: tell the pinger, which only then sends its first ping.
+    char c = 1;
     if (::write(report_fd, &c, 1) != 1) ::_exit(1);
-    for (const Step& st : schedule(cfg)) {
-      const std::uint64_t before = voluntary_switches();
-      for (std::uint64_t i = 0; i < st.n; ++i) b.once(st.t);
-      if (st.timed) rep.switches[static_cast<int>(st.t)] += voluntary_switches() - before;
+
+    auto echo = [&](Kind k, std::uint64_t n) {
+      switch (k) {
+        case Kind::floor: return echo_n(floor, buf, n);
+        case Kind::floor_copy: return echo_n(floor_copy, buf, n);
+        case Kind::shmbus_spin: return echo_n(spin, buf, n);
+        case Kind::shmbus_block: return echo_n(block, buf, n);
+        case Kind::eventfd: return echo_n(efd, buf, n);
+        case Kind::pipe: return echo_n(pipe, buf, n);
+        case Kind::unix_socket: return echo_n(sock, buf, n);
+        case Kind::posix_mq: return echo_n(mq, buf, n);
+        case Kind::boost_mq: return echo_n(bmq, buf, n);
+        case Kind::zmq: return echo_n(zmq, buf, n);
+        case Kind::mc_queue:
+        case Kind::mc_blocking: return;  // threads of the pinger's process
+      }
+    };
+    for (const Step& st : schedule(cfg, kinds)) {
+      if (info(st.kind).thread) {
+        // Asleep while two threads of A run this block; A wakes us after it.
+        read_full(sh.ctl_go[0], reinterpret_cast<std::byte*>(&c), 1, "control pipe");
+        write_full(sh.ctl_ready[1], reinterpret_cast<const std::byte*>(&c), 1, "control pipe");
+        continue;
+      }
+      echo(st.kind, st.untimed);
+      const std::uint64_t v0 = bu::voluntary_switches(), i0 = bu::involuntary_switches();
+      echo(st.kind, st.timed);
+      rep.sw.voluntary[static_cast<int>(st.kind)] += bu::voluntary_switches() - v0;
+      rep.sw.involuntary[static_cast<int>(st.kind)] += bu::involuntary_switches() - i0;
     }
     rep.ok = 1;
-    if (::write(report_fd, &rep, sizeof rep) != static_cast<ssize_t>(sizeof rep)) ::_exit(1);
+    write_full(report_fd, reinterpret_cast<const std::byte*>(&rep), sizeof rep, "report pipe");
     ::_exit(0);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "shmbus_pingpong (ponger): %s\n", e.what());
@@ -447,51 +891,293 @@ struct PongReport {
   ::_exit(1);
 }
 
-bool read_full(int fd, void* p, std::size_t n) {
-  auto* b = static_cast<char*>(p);
-  while (n > 0) {
-    const ssize_t r = ::read(fd, b, n);
-    if (r < 0 && errno == EINTR) {
-      if (g_stop) return false;
-      continue;
-    }
-    if (r <= 0) return false;
-    b += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
+/// The moodycamel echo side: a thread of the pinger's process pinned to the
+/// ponger's CPU, sleeping on a pipe between its blocks.
+struct EchoThread {
+  int orders[2] = {-1, -1};
+  std::thread thread;
+  Switches sw;
+  std::string error;
 
-class ChannelGuard {
- public:
-  explicit ChannelGuard(std::string bus) : bus_(std::move(bus)) {}
-  ~ChannelGuard() {
-    for (const char* n : {"ping", "pong"}) (void)Channel::remove(n, bus_);
+  void start(McPair<McQueue>* mcq, McPair<McBlocking>* mcb, std::size_t size, int cpu) {
+    if (::pipe2(orders, O_CLOEXEC) != 0) die_errno("pipe");
+    // Signals stay with the main thread (its blocking calls must see EINTR).
+    sigset_t all, old;
+    ::sigfillset(&all);
+    ::pthread_sigmask(SIG_BLOCK, &all, &old);
+    thread = std::thread([this, mcq, mcb, size, cpu] {
+      try {
+        if (cpu >= 0) bu::pin_to(cpu);
+        std::vector<std::byte> buf(size);
+        for (;;) {
+          ThreadOrder o;
+          read_full(orders[0], reinterpret_cast<std::byte*>(&o), sizeof o, "echo thread orders");
+          if (o.kind < 0) return;
+          const Kind k = static_cast<Kind>(o.kind);
+          auto echo = [&](std::uint64_t n) {
+            for (std::uint64_t i = 0; i < n; ++i) {
+              if (k == Kind::mc_queue) {
+                mc_echo(*mcq, buf, "mc_queue (echo)");
+              } else {
+                mc_echo(*mcb, buf, "mc_blocking (echo)");
+              }
+            }
+          };
+          echo(o.untimed);
+          const std::uint64_t v0 = bu::voluntary_switches(), i0 = bu::involuntary_switches();
+          echo(o.timed);
+          sw.voluntary[o.kind] += bu::voluntary_switches() - v0;
+          sw.involuntary[o.kind] += bu::involuntary_switches() - i0;
+        }
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+    });
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   }
-  ChannelGuard(const ChannelGuard&) = delete;
-  ChannelGuard& operator=(const ChannelGuard&) = delete;
-
- private:
-  std::string bus_;
+  void order(Kind k, std::uint64_t untimed, std::uint64_t timed) {
+    const ThreadOrder o{static_cast<std::int32_t>(k), untimed, timed};
+    write_full(orders[1], reinterpret_cast<const std::byte*>(&o), sizeof o, "echo thread orders");
+  }
+  void stop() {
+    if (!thread.joinable()) return;
+    const ThreadOrder o{};
+    (void)::write(orders[1], &o, sizeof o);  // best effort: it may be mid-block and time out
+    thread.join();
+    ::close(orders[0]);
+    ::close(orders[1]);
+  }
 };
 
+SizeResult run_size(const Config& cfg, std::size_t size, bool can_pin) {
+  SizeResult res;
+  res.size = size;
+  std::vector<Kind> kinds = cfg.kinds;
+  Shared sh;
+  Cleanup cleanup(cfg, sh);
+  setup_shared(cfg, size, kinds, sh);
+  res.unavailable = sh.unavailable;
+  res.kinds = kinds;
+
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) die_errno("pipe");
+  g_stop = g_interrupted;
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t child = ::fork();
+  if (child < 0) die_errno("fork");
+  if (child == 0) {
+    ::close(report[0]);
+    for (int fd : {sh.pipe_ping[1], sh.pipe_pong[0], sh.sock[0], sh.ctl_go[1], sh.ctl_ready[0]}) {
+      if (fd >= 0) ::close(fd);
+    }
+    run_ponger(cfg, size, kinds, sh, report[1], can_pin);
+  }
+  // The ponger's ends, closed here so that a dead ponger reads as EOF.
+  for (int fd : {report[1], sh.pipe_ping[0], sh.pipe_pong[1], sh.sock[1], sh.ctl_go[0], sh.ctl_ready[1]}) {
+    if (fd >= 0) ::close(fd);
+  }
+
+  PingerSide a;
+  EchoThread echo;
+  std::unique_ptr<McPair<McQueue>> mcq;
+  std::unique_ptr<McPair<McBlocking>> mcb;
+  bool reaped = false;  // the ponger finished and was waited for already
+  auto fail = [&](const std::string& what) {
+    g_stop = 1;
+    if (!reaped) {
+      ::kill(child, SIGKILL);
+      ::waitpid(child, nullptr, 0);
+    }
+    echo.stop();
+    die(what);
+  };
+  try {
+    if (can_pin && bu::pin_to(cfg.cpus[0])) res.a_cpu = cfg.cpus[0];
+    a.floor = FloorT{sh.line};
+    a.floor_copy = FloorCopyT{sh.copy_line, sh.copy_ping, sh.copy_pong};
+    if (uses(kinds, Kind::shmbus_spin)) a.spin.open(cfg.bus, channel_name("pong", false), channel_name("ping", false), false);
+    if (uses(kinds, Kind::shmbus_block)) a.block.open(cfg.bus, channel_name("pong", true), channel_name("ping", true), true);
+    a.efd = EventfdT{sh.efd_ping, sh.efd_pong};
+    a.pipe = StreamT{sh.pipe_ping[1], sh.pipe_pong[0], "pipe"};
+    a.sock = StreamT{sh.sock[0], sh.sock[0], "unix"};
+    a.mq = PosixMqT{sh.mq_ping, sh.mq_pong};
+    if (uses(kinds, Kind::boost_mq)) a.bmq.open(sh.bmq_ping_name, sh.bmq_pong_name);
+    if (uses(kinds, Kind::zmq)) a.zmq.open(sh.zmq_endpoint, false);
+    if (uses(kinds, Kind::mc_queue) || uses(kinds, Kind::mc_blocking)) {
+      mcq = std::make_unique<McPair<McQueue>>(size);
+      mcb = std::make_unique<McPair<McBlocking>>(size);
+      a.mcq = mcq.get();
+      a.mcb = mcb.get();
+      echo.start(a.mcq, a.mcb, size, can_pin ? cfg.cpus[1] : -1);
+    }
+    Buffers b(size);
+    char c = 0;
+    read_full(report[0], reinterpret_cast<std::byte*>(&c), 1, "the ponger did not start");
+
+    std::uint64_t round = 0;
+    Histogram block;  // the current timed block
+    const std::uint64_t start = now_ns();
+    for (const Step& st : schedule(cfg, kinds)) {
+      const int k = static_cast<int>(st.kind);
+      const bool thread = info(st.kind).thread;
+      if (thread) echo.order(st.kind, st.untimed, st.timed);
+      a.run(st.kind, b, st.untimed, nullptr, round, cfg.gap_ns);
+      const std::uint64_t v0 = bu::voluntary_switches(), i0 = bu::involuntary_switches();
+      block.reset();
+      a.run(st.kind, b, st.timed, &block, round, cfg.gap_ns);
+      res.a_sw.voluntary[k] += bu::voluntary_switches() - v0;
+      res.a_sw.involuntary[k] += bu::involuntary_switches() - i0;
+      if (st.timed > 0) {
+        res.hist[k].merge(block);
+        res.block_p50[k].push_back(block.percentile(50));
+        res.block_p99[k].push_back(block.percentile(99));
+      }
+      if (thread) {
+        write_full(sh.ctl_go[1], reinterpret_cast<const std::byte*>(&c), 1, "control pipe");
+        read_full(sh.ctl_ready[0], reinterpret_cast<std::byte*>(&c), 1, "control pipe");
+      }
+      if (g_stop != 0) {
+        if (g_interrupted != 0) die("interrupted");
+        // SIGCHLD: a ponger that failed is fatal; one that finished its
+        // schedule (it may exit right after the last echo) is not.
+        int status = 0;
+        const pid_t r = ::waitpid(child, &status, WNOHANG);
+        if (r == child) {
+          reaped = true;
+          if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0) {
+            die(std::string("the ponger exited (") +
+                (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
+                                     : "exit " + std::to_string(WEXITSTATUS(status))) + ")");
+          }
+        }
+        g_stop = 0;
+      }
+    }
+    res.seconds = static_cast<double>(now_ns() - start) / 1e9;
+    PongReport rep;
+    read_full(report[0], reinterpret_cast<std::byte*>(&rep), sizeof rep, "the ponger's report");
+    if (rep.ok != 1) die("the ponger failed");
+    res.b_sw = rep.sw;
+    res.b_cpu = rep.cpu;
+  } catch (const std::exception& e) {
+    ::close(report[0]);
+    fail(e.what());
+  }
+  ::close(report[0]);
+  if (!reaped) ::waitpid(child, nullptr, 0);
+  echo.stop();
+  if (!echo.error.empty()) die("echo thread: " + echo.error);
+  for (Kind k : kinds) {
+    if (info(k).thread) {
+      res.b_sw.voluntary[static_cast<int>(k)] = echo.sw.voluntary[static_cast<int>(k)];
+      res.b_sw.involuntary[static_cast<int>(k)] = echo.sw.involuntary[static_cast<int>(k)];
+    }
+  }
+  for (int fd : {sh.efd_ping, sh.efd_pong, sh.pipe_ping[1], sh.pipe_pong[0], sh.sock[0], sh.ctl_go[1], sh.ctl_ready[0]}) {
+    if (fd >= 0) ::close(fd);
+  }
+  if (sh.mq_ping != static_cast<mqd_t>(-1)) ::mq_close(sh.mq_ping);
+  if (sh.mq_pong != static_cast<mqd_t>(-1)) ::mq_close(sh.mq_pong);
+  ::munmap(sh.line, 2 * sizeof(FloorLine) + 2 * size);
+  g_stop = g_interrupted;
+  return res;
+}
+
+// --- report ------------------------------------------------------------------------
+
+double ratio(double a, double b) { return b > 0 ? a / b : 0.0; }
+
+/// The median over blocks of (this transport's block percentile / the
+/// floor's in the block with the same index): a ratio immune to the host
+/// moving the CPUs between blocks. 0 when there are no blocks.
+double paired_ratio(const std::vector<std::uint64_t>& t, const std::vector<std::uint64_t>& floor) {
+  std::vector<double> r;
+  for (std::size_t b = 0; b < std::min(t.size(), floor.size()); ++b) {
+    if (floor[b] > 0) r.push_back(static_cast<double>(t[b]) / static_cast<double>(floor[b]));
+  }
+  if (r.empty()) return 0.0;
+  std::sort(r.begin(), r.end());
+  return r.size() % 2 == 1 ? r[r.size() / 2] : (r[r.size() / 2 - 1] + r[r.size() / 2]) / 2;
+}
+
+void print_size(const Config& cfg, const SizeResult& r) {
+  const Histogram& fl = r.hist[static_cast<int>(Kind::floor)];
+  const double rounds = static_cast<double>(cfg.rounds);
+  std::printf("\n%zu-byte messages: %llu timed round trips per transport, %.1f s, CPUs %d/%d%s\n", r.size,
+              static_cast<unsigned long long>(cfg.rounds), r.seconds, r.a_cpu, r.b_cpu,
+              cfg.gap_ns != 0 ? (", gap " + std::to_string(cfg.gap_ns / 1000) + " us before each").c_str() : "");
+  std::printf("%-13s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s %11s\n", "ns", "p50", "p90", "p99", "p99.9",
+              "p99.99", "max", "mean", "p50/flr", "p99/flr", "paired", "vcsw/rt A/B");
+  for (Kind k : r.kinds) {
+    const int i = static_cast<int>(k);
+    const Histogram& h = r.hist[i];
+    std::printf("%-13s", info(k).name);
+    for (double p : bu::kReportPercentiles) std::printf(" %9llu", static_cast<unsigned long long>(h.percentile(p)));
+    std::printf(" %9llu %9.0f %7.2fx %7.2fx %7.2fx %5.2f/%.2f\n", static_cast<unsigned long long>(h.max()), h.mean(),
+                ratio(static_cast<double>(h.percentile(50)), static_cast<double>(fl.percentile(50))),
+                ratio(static_cast<double>(h.percentile(99)), static_cast<double>(fl.percentile(99))),
+                paired_ratio(r.block_p50[i], r.block_p50[static_cast<int>(Kind::floor)]),
+                static_cast<double>(r.a_sw.voluntary[i]) / rounds, static_cast<double>(r.b_sw.voluntary[i]) / rounds);
+  }
+  for (const KindInfo& ki : kInfo) {
+    const std::string& why = r.unavailable[static_cast<int>(ki.kind)];
+    if (!why.empty()) std::printf("%-13s not run: %s\n", ki.name, why.c_str());
+  }
+}
+
+nlohmann::ordered_json size_json(const Config& cfg, const SizeResult& r) {
+  nlohmann::ordered_json j;
+  j["size"] = r.size;
+  j["gap_us"] = cfg.gap_ns / 1000;
+  j["cpus"] = {r.a_cpu, r.b_cpu};
+  j["seconds"] = r.seconds;
+  nlohmann::ordered_json ts = nlohmann::ordered_json::object();
+  const double rounds = static_cast<double>(cfg.rounds);
+  for (Kind k : r.kinds) {
+    const int i = static_cast<int>(k);
+    nlohmann::ordered_json t = bu::to_json(r.hist[i]);
+    t["voluntary_switches_per_rt"] = {static_cast<double>(r.a_sw.voluntary[i]) / rounds,
+                                      static_cast<double>(r.b_sw.voluntary[i]) / rounds};
+    t["involuntary_switches_per_rt"] = {static_cast<double>(r.a_sw.involuntary[i]) / rounds,
+                                        static_cast<double>(r.b_sw.involuntary[i]) / rounds};
+    t["threads"] = info(k).thread;
+    t["block_p50"] = r.block_p50[i];
+    t["block_p99"] = r.block_p99[i];
+    ts[info(k).name] = std::move(t);
+  }
+  j["transports"] = std::move(ts);
+  nlohmann::ordered_json un = nlohmann::ordered_json::object();
+  for (const KindInfo& ki : kInfo) {
+    const std::string& why = r.unavailable[static_cast<int>(ki.kind)];
+    if (!why.empty()) un[ki.name] = why;
+  }
+  j["unavailable"] = std::move(un);
+  return j;
+}
+
 void usage(const char* argv0) {
+  std::string names;
+  for (const KindInfo& k : kInfo) names += std::string(names.empty() ? "" : ",") + k.name;
   std::fprintf(stderr,
                "usage: %s [options]\n"
-               "  --rounds N      timed round trips per transport (default 100000)\n"
-               "  --warmup N      untimed round trips per transport first (default 10000)\n"
-               "  --size BYTES    payload size, >= 8 (default 64)\n"
-               "  --blocking      subscribers wait with WaitStrategy::block (adds an eventfd baseline)\n"
-               "  --gap-us N      untimed pause before each round trip (lets a blocking waiter sleep)\n"
-               "  --policy P      block (default) or drop_oldest\n"
-               "  --cpus A,B      CPUs for the pinger and the ponger (default: the first two allowed)\n"
-               "  --blocks K      interleaved blocks per transport (default 10)\n"
-               "  --json FILE     also write the numbers as JSON\n",
-               argv0);
+               "  --rounds N        timed round trips per transport and size (default 100000)\n"
+               "  --warmup N        untimed round trips per transport first (default 10000)\n"
+               "  --sizes A,B,...   payload sizes in bytes, each 8..1048576 (default 64)\n"
+               "  --size N          one size\n"
+               "  --transports L    comma-separated, or 'all' (default all; floor is always run):\n"
+               "                    %s\n"
+               "  --gap-us N        untimed pause before each round trip (lets blocking waiters sleep)\n"
+               "  --policy P        shmbus channel policy: block (default) or drop_oldest\n"
+               "  --cpus A,B        CPUs for the pinger and the ponger (default: the first two allowed)\n"
+               "  --blocks K        interleaved blocks per transport (default 10)\n"
+               "  --json FILE       also write the results as JSON\n",
+               argv0, names.c_str());
 }
 
 std::optional<Config> parse(int argc, char** argv) {
   Config cfg;
+  std::string transports = "all";
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     const bool has = i + 1 < argc;
@@ -505,14 +1191,16 @@ std::optional<Config> parse(int argc, char** argv) {
       cfg.rounds = v;
     } else if (a == "--warmup" && has && num(v)) {
       cfg.warmup = v;
-    } else if (a == "--size" && has && num(v) && v >= 8 && v <= (1u << 20)) {
-      cfg.size = v;
+    } else if (a == "--size" && has && num(v)) {
+      cfg.sizes = {v};
+    } else if (a == "--sizes" && has) {
+      if (!bu::parse_list(argv[++i], cfg.sizes)) return std::nullopt;
+    } else if (a == "--transports" && has) {
+      transports = argv[++i];
     } else if (a == "--gap-us" && has && num(v)) {
       cfg.gap_ns = v * 1000;
     } else if (a == "--blocks" && has && num(v) && v > 0) {
       cfg.blocks = v;
-    } else if (a == "--blocking") {
-      cfg.blocking = true;
     } else if (a == "--policy" && has) {
       const auto p = shmbus::parse_policy(argv[++i]);
       if (!p || *p == Policy::reject) return std::nullopt;
@@ -522,7 +1210,29 @@ std::optional<Config> parse(int argc, char** argv) {
     } else if (a == "--json" && has) {
       cfg.json = argv[++i];
     } else {
+      std::fprintf(stderr, "shmbus_pingpong: bad or incomplete option '%s'\n", argv[i]);
       return std::nullopt;
+    }
+  }
+  for (std::uint64_t s : cfg.sizes) {
+    if (s < 8 || s > (1u << 20)) {
+      std::fprintf(stderr, "shmbus_pingpong: size %llu out of range 8..1048576\n", static_cast<unsigned long long>(s));
+      return std::nullopt;
+    }
+  }
+  cfg.kinds = {Kind::floor};
+  if (transports == "all") {
+    for (const KindInfo& k : kInfo) {
+      if (k.kind != Kind::floor) cfg.kinds.push_back(k.kind);
+    }
+  } else {
+    for (const std::string& n : bu::split_list(transports)) {
+      const auto k = parse_kind(n);
+      if (!k) {
+        std::fprintf(stderr, "shmbus_pingpong: unknown transport '%s'\n", n.c_str());
+        return std::nullopt;
+      }
+      if (!uses(cfg.kinds, *k)) cfg.kinds.push_back(*k);
     }
   }
   cfg.blocks = std::min(cfg.blocks, cfg.rounds);
@@ -530,164 +1240,53 @@ std::optional<Config> parse(int argc, char** argv) {
 }
 
 void run(Config cfg) {
-  // Pinning: two distinct CPUs this process may run on.
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  ::sched_getaffinity(0, sizeof allowed, &allowed);
+  const nlohmann::ordered_json host = bu::host_info();  // before pinning narrows the allowed CPUs
+  const std::vector<int> allowed = bu::allowed_cpus();
   if (cfg.cpus[0] < 0 || cfg.cpus[1] < 0) {
-    int k = 0;
-    for (int c = 0; c < CPU_SETSIZE && k < 2; ++c) {
-      if (CPU_ISSET(c, &allowed)) cfg.cpus[k++] = c;
-    }
+    for (std::size_t k = 0; k < 2; ++k) cfg.cpus[k] = k < allowed.size() ? allowed[k] : -1;
   }
-  const bool can_pin = cfg.cpus[0] != cfg.cpus[1] && cfg.cpus[0] >= 0 && cfg.cpus[1] >= 0 &&
-                       cfg.cpus[0] < CPU_SETSIZE && cfg.cpus[1] < CPU_SETSIZE &&
-                       CPU_ISSET(cfg.cpus[0], &allowed) && CPU_ISSET(cfg.cpus[1], &allowed);
+  auto ok = [&](int c) { return std::find(allowed.begin(), allowed.end(), c) != allowed.end(); };
+  const bool can_pin = cfg.cpus[0] != cfg.cpus[1] && ok(cfg.cpus[0]) && ok(cfg.cpus[1]);
   if (!can_pin) {
-    g_one_cpu = CPU_COUNT(&allowed) < 2;
+    bu::spin_yields() = allowed.size() < 2;
     std::fprintf(stderr, "shmbus_pingpong: warning: CPUs %d,%d not both available; not pinning%s "
                          "(numbers will be noisy)\n", cfg.cpus[0], cfg.cpus[1],
-                 g_one_cpu ? ", one CPU: spinners yield" : "");
+                 bu::spin_yields() ? ", one CPU: spinners yield" : "");
   }
-
-  // Channels: ping (A -> B) and pong (B -> A), created before fork; each
-  // process then opens them itself.
-  ChannelGuard guard(cfg.bus);
-  ChannelOptions o;
-  o.capacity = kCapacity;
-  o.slot_size = static_cast<std::uint32_t>((48 + cfg.size + 63) / 64 * 64);
-  o.policy = cfg.policy;
-  for (const char* n : {"ping", "pong"}) {
-    auto ch = Channel::create(n, o, cfg.bus);
-    if (!ch) die(std::string("create ") + n + ": " + ch.error().message());
-  }
-
-  Shared sh;
-  void* mem = ::mmap(nullptr, sizeof(FloorLine), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                     -1, 0);
-  if (mem == MAP_FAILED) die(std::string("mmap: ") + std::strerror(errno));
-  sh.line = new (mem) FloorLine{};  // touched here: pre-faulted for both processes
-  sh.line->ball.store(0, std::memory_order_relaxed);  // relaxed: before fork
-  if (cfg.blocking) {
-    sh.efd_ping = ::eventfd(0, EFD_CLOEXEC);
-    sh.efd_pong = ::eventfd(0, EFD_CLOEXEC);
-    if (sh.efd_ping < 0 || sh.efd_pong < 0) die(std::string("eventfd: ") + std::strerror(errno));
-  }
-  int report[2];
-  if (::pipe2(report, O_CLOEXEC) != 0) die("pipe");
-
-  std::fflush(stdout);
-  const pid_t child = ::fork();
-  if (child < 0) die(std::string("fork: ") + std::strerror(errno));
-  if (child == 0) {
-    ::close(report[0]);
-    run_ponger(cfg, sh, report[1], can_pin);
-  }
-  ::close(report[1]);
-  auto fail = [&](const std::string& what) {
-    ::kill(child, SIGKILL);
-    ::waitpid(child, nullptr, 0);
-    die(what);
-  };
-
-  int a_cpu = -1;
-  if (can_pin && pin_to(cfg.cpus[0])) a_cpu = cfg.cpus[0];
-  const ClockCost clk = clock_cost();
-  Pinger a{cfg, sh, BusEnd::open(cfg, "pong", "ping"), std::vector<std::byte>(cfg.size), 0};
-  char c = 0;
-  if (!read_full(report[0], &c, 1)) fail("the ponger did not start");
-
-  std::array<std::vector<std::uint64_t>, kTransports> samples;
-  for (Transport t : transports(cfg)) {
-    auto& v = samples[static_cast<int>(t)];
-    v.assign(cfg.rounds, 0);  // touch the pages now, not while timing
-    v.clear();                // keeps the capacity
-  }
-  std::array<std::uint64_t, kTransports> a_switches{};
-  const std::uint64_t run_start = now_ns();
-  for (const Step& st : schedule(cfg)) {
-    auto& out = samples[static_cast<int>(st.t)];
-    const std::uint64_t before = voluntary_switches();
-    for (std::uint64_t i = 0; i < st.n; ++i) {
-      const std::uint64_t d = a.once(st.t);
-      if (st.timed) out.push_back(d);
-    }
-    if (st.timed) a_switches[static_cast<int>(st.t)] += voluntary_switches() - before;
-    if (g_stop) fail("interrupted");
-  }
-  const double run_s = static_cast<double>(now_ns() - run_start) / 1e9;
-  PongReport rep;
-  if (!read_full(report[0], &rep, sizeof rep) || rep.ok != 1) fail("the ponger failed");
-  int status = 0;
-  ::waitpid(child, &status, 0);
-
-  // --- report ---------------------------------------------------------------------
-  std::array<Percentiles, kTransports> pct;
-  for (Transport t : transports(cfg)) pct[static_cast<int>(t)] = percentiles(samples[static_cast<int>(t)]);
-  const Percentiles& fl = pct[0];
-  const Percentiles& sb = pct[1];
-  const Percentiles& ev = pct[2];
-
-  std::printf("shmbus ping-pong: %llu round trips per transport (+%llu warm-up, %llu interleaved "
-              "blocks), %zu-byte payload, policy %s, %s%s, CPUs %d/%d, %.1f s\n",
+  if (can_pin) bu::pin_to(cfg.cpus[0]);
+  const Histogram clk = bu::clock_pair_cost();
+  std::printf("shmbus ping-pong: %llu round trips per transport and size (+%llu warm-up, %llu interleaved "
+              "blocks of +%llu lead-in), policy %s, pinger CPU %d, ponger CPU %d\n",
               static_cast<unsigned long long>(cfg.rounds), static_cast<unsigned long long>(cfg.warmup),
-              static_cast<unsigned long long>(cfg.blocks), cfg.size,
-              std::string(shmbus::to_string(cfg.policy)).c_str(),
-              cfg.blocking ? "blocking subscribers (WaitStrategy::block)" : "busy-spin subscribers",
-              cfg.gap_ns != 0 ? (", gap " + std::to_string(cfg.gap_ns / 1000) + " us").c_str() : "",
-              a_cpu, rep.cpu, run_s);
-  std::printf("clock_gettime pair: p50 %.0f ns, min %.0f ns (inside every sample below)\n", clk.p50,
-              clk.min);
-  std::printf("\n%-8s %10s %10s %8s", "ns", "floor", "shmbus", "ratio");
-  if (cfg.blocking) std::printf(" %10s %13s", "eventfd", "shmbus/evfd");
-  std::printf("\n");
-  for (std::size_t i = 0; i < Percentiles::kNames.size(); ++i) {
-    std::printf("%-8s %10.0f %10.0f %7.2fx", Percentiles::kNames[i], fl.v[i], sb.v[i],
-                fl.v[i] > 0 ? sb.v[i] / fl.v[i] : 0.0);
-    if (cfg.blocking) std::printf(" %10.0f %12.2fx", ev.v[i], ev.v[i] > 0 ? sb.v[i] / ev.v[i] : 0.0);
-    std::printf("\n");
-  }
-  std::printf("%-8s %10.0f %10.0f %7.2fx", "mean", fl.mean, sb.mean, fl.mean > 0 ? sb.mean / fl.mean : 0.0);
-  if (cfg.blocking) std::printf(" %10.0f %12.2fx", ev.mean, ev.mean > 0 ? sb.mean / ev.mean : 0.0);
-  std::printf("\n");
-  const double rounds = static_cast<double>(cfg.rounds);
-  std::printf("\nvoluntary context switches per round trip (pinger / ponger):");
-  for (Transport t : transports(cfg)) {
-    const int k = static_cast<int>(t);
-    std::printf("  %s %.3f / %.3f", name_of(t), static_cast<double>(a_switches[k]) / rounds,
-                static_cast<double>(rep.switches[k]) / rounds);
-  }
-  std::printf("\n");
+              static_cast<unsigned long long>(cfg.blocks), static_cast<unsigned long long>(kLeadIn),
+              std::string(shmbus::to_string(cfg.policy)).c_str(), cfg.cpus[0], cfg.cpus[1]);
+  std::printf("clock_gettime pair (inside every sample): p50 %llu ns, p99 %llu ns, min %llu ns\n",
+              static_cast<unsigned long long>(clk.percentile(50)), static_cast<unsigned long long>(clk.percentile(99)),
+              static_cast<unsigned long long>(clk.min()));
 
+  nlohmann::ordered_json out;
+  out["program"] = "pingpong";
+  out["host"] = host;
+  nlohmann::ordered_json names = nlohmann::ordered_json::array();
+  for (Kind k : cfg.kinds) names.push_back(info(k).name);
+  out["config"] = {{"rounds", cfg.rounds}, {"warmup", cfg.warmup}, {"blocks", cfg.blocks},
+                   {"lead_in", kLeadIn}, {"sizes", cfg.sizes}, {"transports", names},
+                   {"gap_us", cfg.gap_ns / 1000}, {"policy", std::string(shmbus::to_string(cfg.policy))},
+                   {"cpus", {cfg.cpus[0], cfg.cpus[1]}}, {"pinned", can_pin}};
+  out["clock_pair"] = bu::to_json(clk);
+  out["runs"] = nlohmann::ordered_json::array();
+  for (std::uint64_t size : cfg.sizes) {
+    const SizeResult r = run_size(cfg, size, can_pin);
+    print_size(cfg, r);
+    std::fflush(stdout);
+    out["runs"].push_back(size_json(cfg, r));
+  }
   if (!cfg.json.empty()) {
     FILE* f = std::fopen(cfg.json.c_str(), "w");
-    if (f == nullptr) die("cannot write " + cfg.json + ": " + std::strerror(errno));
-    std::fprintf(f, "{\n  \"config\": {\"rounds\": %llu, \"warmup\": %llu, \"blocks\": %llu, "
-                    "\"size\": %zu, \"policy\": \"%s\", \"blocking\": %s, \"gap_us\": %llu, "
-                    "\"cpus\": [%d, %d]},\n",
-                 static_cast<unsigned long long>(cfg.rounds), static_cast<unsigned long long>(cfg.warmup),
-                 static_cast<unsigned long long>(cfg.blocks), cfg.size,
-                 std::string(shmbus::to_string(cfg.policy)).c_str(), cfg.blocking ? "true" : "false",
-                 static_cast<unsigned long long>(cfg.gap_ns / 1000), a_cpu, rep.cpu);
-    std::fprintf(f, "  \"clock_pair_ns\": {\"p50\": %.0f, \"min\": %.0f},\n", clk.p50, clk.min);
-    auto obj = [&](const char* key, const Percentiles& p, int k) {
-      std::fprintf(f, "  \"%s\": {", key);
-      for (std::size_t i = 0; i < Percentiles::kNames.size(); ++i) {
-        std::fprintf(f, "\"%s\": %.0f, ", Percentiles::kNames[i], p.v[i]);
-      }
-      std::fprintf(f, "\"mean\": %.1f, \"switches_per_round\": [%.4f, %.4f]},\n", p.mean,
-                   static_cast<double>(a_switches[k]) / rounds,
-                   static_cast<double>(rep.switches[k]) / rounds);
-    };
-    obj("floor", fl, 0);
-    obj("shmbus", sb, 1);
-    if (cfg.blocking) obj("eventfd", ev, 2);
-    std::fprintf(f, "  \"ratio_shmbus_floor\": {");
-    for (std::size_t i = 0; i < Percentiles::kNames.size(); ++i) {
-      std::fprintf(f, "\"%s\": %.3f%s", Percentiles::kNames[i], fl.v[i] > 0 ? sb.v[i] / fl.v[i] : 0.0,
-                   i + 1 < Percentiles::kNames.size() ? ", " : "");
-    }
-    std::fprintf(f, "}\n}\n");
+    if (f == nullptr) die_errno("cannot write " + cfg.json);
+    const std::string text = out.dump(1);
+    std::fwrite(text.data(), 1, text.size(), f);
+    std::fputc('\n', f);
     std::fclose(f);
   }
 }
@@ -708,8 +1307,12 @@ int main(int argc, char** argv) {
   ::sigemptyset(&sa.sa_mask);
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
+  struct sigaction sc{};
+  sc.sa_handler = on_child;  // no SA_RESTART: a blocked call returns EINTR
+  ::sigemptyset(&sc.sa_mask);
+  ::sigaction(SIGCHLD, &sc, nullptr);
   try {
-    run(cfg);  // removes its channels on every exit path
+    run(cfg);  // removes what it created on every exit path
   } catch (const std::exception& e) {
     std::fprintf(stderr, "shmbus_pingpong: %s\n", e.what());
     return 1;

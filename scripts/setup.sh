@@ -14,6 +14,7 @@ PACKAGES=(
   libfmt-dev              # formatting
   libzmq3-dev             # ZeroMQ ipc:// baseline
   python3                 # the probe test parses its JSON output
+  python3-matplotlib      # scripts/bench.sh draws its plots (run with /usr/bin/python3)
   prometheus              # promtool: the probe test checks its exposition text
   curl                    # the probe test scrapes `shmbus metrics`
   libhiredis-dev          # `shmbus bridge` to and from Redis Streams

@@ -4,7 +4,10 @@
 #      smoke run and the benchmark smoke runs (every ctest label but `slow`);
 #   2. ThreadSanitizer: the concurrency (threaded stress) tests;
 #   3. AddressSanitizer + UBSan: the unit and multiprocess tests.
-# Opt-in slow tiers: SHMBUS_SLOW=1 scripts/test.sh (adds the `slow` label).
+# Opt-in slow tiers: SHMBUS_SLOW=1 scripts/test.sh (adds the `slow` label:
+# 1000-trial crash soaks and the 10-minute torture soak). By hand:
+#   ctest --test-dir build -L slow -LE soak    the 1000-trial tiers only
+#   ctest --test-dir build -L soak             the 10-minute soak only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -47,6 +47,11 @@ class Publisher {
   /// (backpressure applies as for publish). Write into claim.payload, then
   /// commit() or abort(). A claim left uncommitted past the channel's unblock
   /// timeout is taken away (commit then returns `abandoned`).
+  /// Holding several claims at once is allowed, but on a `block` channel do
+  /// not wait for space (a blocking try_claim or publish) while holding an
+  /// uncommitted claim: readers stop at that claim, so the space never comes
+  /// until the unblock timeout takes the claim away. Claim with
+  /// timeout_ns = 0 instead, or commit first.
   /// Not thread-safe: one caller at a time per handle.
   PublishStatus try_claim(std::size_t max_length, Claim& claim,
                           std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {

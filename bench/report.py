@@ -1,0 +1,551 @@
+#!/usr/bin/env python3
+"""Builds the benchmark report from the JSON the benchmark programs wrote.
+
+Reads, from --in DIR (any that exist):
+  pingpong.json        shmbus_pingpong, back-to-back round trips, several sizes
+  pingpong_sleep.json  shmbus_pingpong --gap-us N: blocking waiters fall asleep
+  throughput.json      shmbus_throughput
+  micro.json           shmbus_micro_bench --benchmark_out (Google Benchmark)
+Writes to --out DIR:
+  results.md    tables: every latency figure with its ratio to the floor,
+                shmbus against each baseline at p50 and p99, the targets,
+                throughput, fan-out, groups, micro-benchmarks
+  results.json  everything above in one machine-readable file (inputs + targets)
+  latency_percentiles.png, latency_by_size.png, fanout.png, throughput.png
+
+Exit status: 0, 1 on bad input, 77 when --require-plots is given and
+matplotlib is not installed (the test harness reports that as skipped).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+PCTS = ["p50", "p90", "p99", "p99.9", "p99.99", "max"]
+KERNEL_BASELINES = ["pipe", "unix", "posix_mq", "boost_mq", "zmq"]
+LABELS = {
+    "floor": "floor (1 cache line)",
+    "floor_copy": "floor + payload copy",
+    "shmbus_spin": "shmbus, busy-spin",
+    "shmbus_block": "shmbus, blocking",
+    "eventfd": "eventfd (wake-up only)",
+    "pipe": "pipe",
+    "unix": "Unix socket",
+    "posix_mq": "POSIX mq",
+    "boost_mq": "Boost.Interprocess mq",
+    "zmq": "ZeroMQ ipc://",
+    "mc_queue": "moodycamel CQ (threads)",
+    "mc_blocking": "moodycamel BCQ (threads)",
+}
+
+
+ORDER = list(LABELS.keys())
+
+
+def color(name):
+    import matplotlib
+    cmap = matplotlib.colormaps["tab20"] if hasattr(matplotlib, "colormaps") else matplotlib.cm.get_cmap("tab20")
+    i = ORDER.index(name) if name in ORDER else len(ORDER)
+    return cmap((2 * i) % 20 / 20 + (0.05 if i >= 10 else 0.0))
+
+
+def load(path):
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def fmt_ns(v):
+    if v is None:
+        return "n/a"
+    if v >= 1e6:
+        return f"{v / 1e6:.2f} ms"
+    if v >= 1e4:
+        return f"{v / 1e3:.1f} µs"
+    if v >= 1e3:
+        return f"{v / 1e3:.2f} µs"
+    return f"{v:.0f} ns"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "n/a"
+    if r >= 100:
+        return f"{r:.0f}×"
+    if r >= 10:
+        return f"{r:.1f}×"
+    return f"{r:.2f}×"
+
+
+def paired(t, fl, key="p50"):
+    """Median over blocks of t's block percentile / the floor's in the same block."""
+    a, b = t.get(f"block_{key}"), fl.get(f"block_{key}")
+    if not a or not b:
+        return None
+    r = sorted(x / y for x, y in zip(a, b) if y > 0)
+    if not r:
+        return None
+    n = len(r)
+    return r[n // 2] if n % 2 else (r[n // 2 - 1] + r[n // 2]) / 2
+
+
+def pick_run(pp, size):
+    for run in pp["runs"]:
+        if run["size"] == size:
+            return run
+    return None
+
+
+def main_size(pp):
+    sizes = [r["size"] for r in pp["runs"]]
+    return 64 if 64 in sizes else sizes[0]
+
+
+# --- latency -----------------------------------------------------------------------
+
+def latency_table(run, md):
+    ts = run["transports"]
+    fl = ts["floor"]
+    fc = ts.get("floor_copy")
+    md.append(f"| {run['size']} B | " + " | ".join(PCTS) +
+              " | p50, p99 ÷ floor, paired | p50 ÷ floor+copy | sleeps/rt (A/B) |")
+    md.append("|" + "---|" * (len(PCTS) + 4))
+    for name, t in ts.items():
+        cells = [f"{fmt_ns(t[p])} ({fmt_ratio(ratio(t[p], fl[p]))})" for p in PCTS]
+        sw = t.get("voluntary_switches_per_rt", [0, 0])
+        pr = f"{fmt_ratio(paired(t, fl, 'p50'))}, {fmt_ratio(paired(t, fl, 'p99'))}"
+        md.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + f" | {pr}" +
+                  f" | {fmt_ratio(ratio(t['p50'], fc['p50'])) if fc else 'n/a'} | {sw[0]:.2f} / {sw[1]:.2f} |")
+    for name, why in run.get("unavailable", {}).items():
+        md.append(f"| {LABELS.get(name, name)} | not run: {why} |" + " |" * (len(PCTS) + 2))
+
+
+def versus_table(run, md):
+    ts = run["transports"]
+    subjects = [s for s in ("shmbus_spin", "shmbus_block") if s in ts]
+    head = "| baseline | p50 | p99 | " + " | ".join(
+        f"{LABELS[s]} ÷ baseline, p50 | p99" for s in subjects) + " |"
+    md.append(head)
+    md.append("|" + "---|" * (3 + 2 * len(subjects)))
+    for name, t in ts.items():
+        if name in subjects:
+            continue
+        cells = []
+        for s in subjects:
+            cells.append(fmt_ratio(ratio(ts[s]["p50"], t["p50"])))
+            cells.append(fmt_ratio(ratio(ts[s]["p99"], t["p99"])))
+        md.append(f"| {LABELS.get(name, name)} | {fmt_ns(t['p50'])} | {fmt_ns(t['p99'])} | " + " | ".join(cells) + " |")
+
+
+# --- targets -------------------------------------------------------------------------
+
+def targets(pp, sleep, tp, micro):
+    out = []
+
+    def add(name, value, limit, ok, detail):
+        out.append({"target": name, "measured": value, "limit": limit, "met": ok, "detail": detail})
+
+    if pp:
+        run = pick_run(pp, main_size(pp))
+        ts = run["transports"]
+        fl, sp = ts["floor"], ts.get("shmbus_spin")
+        if sp:
+            for p, lim in (("p50", 1.2), ("p99", 1.3), ("p99.99", 2.0)):
+                pooled = ratio(sp[p], fl[p])
+                pr = paired(sp, fl, p) if p in ("p50", "p99") else None
+                r = pr if pr is not None else pooled
+                detail = f"shmbus {fmt_ns(sp[p])}, floor {fmt_ns(fl[p])}: {fmt_ratio(pooled)} over the whole run"
+                if pr is not None:
+                    detail += f"; {fmt_ratio(pr)} paired by block (the figure judged)"
+                add(f"busy-spin ping-pong {p} ≤ {lim}× floor ({run['size']} B)", r, lim, r is not None and r <= lim,
+                    detail)
+            for b in KERNEL_BASELINES:
+                if b in ts:
+                    r = ratio(ts[b]["p50"], sp["p50"])
+                    add(f"busy-spin p50 ≥ 30× lower than {LABELS[b]}", r, 30, r is not None and r >= 30,
+                        f"{LABELS[b]} {fmt_ns(ts[b]['p50'])}, shmbus {fmt_ns(sp['p50'])}")
+        if "shmbus_block" in ts and "eventfd" in ts:
+            r = ratio(ts["shmbus_block"]["p50"], ts["eventfd"]["p50"])
+            add("blocking subscriber p50 ≤ eventfd p50 (back-to-back)", r, 1.0, r is not None and r <= 1.0,
+                f"shmbus {fmt_ns(ts['shmbus_block']['p50'])}, eventfd {fmt_ns(ts['eventfd']['p50'])}")
+    if sleep:
+        ts = sleep["runs"][0]["transports"]
+        if "shmbus_block" in ts and "eventfd" in ts:
+            r = ratio(ts["shmbus_block"]["p50"], ts["eventfd"]["p50"])
+            add(f"blocking subscriber p50 ≤ eventfd p50 (asleep: {sleep['config']['gap_us']} µs gap)", r, 1.0,
+                r is not None and r <= 1.0,
+                f"shmbus {fmt_ns(ts['shmbus_block']['p50'])}, eventfd {fmt_ns(ts['eventfd']['p50'])}; "
+                f"sleeps/rt shmbus {ts['shmbus_block']['voluntary_switches_per_rt']}, "
+                f"eventfd {ts['eventfd']['voluntary_switches_per_rt']}")
+    if tp:
+        fan = [p for p in tp["points"] if p["scenario"] == "fanout" and p["policy"] == "drop_oldest"]
+        by_n = {p["subscribers"]: p for p in fan}
+        if 1 in by_n and max(by_n) > 1:
+            n = max(by_n)
+            r = ratio(by_n[n]["ns_per_publish"], by_n[1]["ns_per_publish"])
+            add(f"publish cost with {n} subscribers ≤ 1.2× with 1 (processes, drop_oldest)", r, 1.2,
+                r is not None and r <= 1.2,
+                f"{by_n[n]['ns_per_publish']:.1f} ns vs {by_n[1]['ns_per_publish']:.1f} ns per publish"
+                + (" (oversubscribed)" if by_n[n].get("oversubscribed") else ""))
+        one = [p for p in tp["points"] if p["scenario"] == "pubsub" and p["transport"] == "shmbus"
+               and p["publishers"] == 1 and p["size"] == 64 and "read_batch" in p["mode"]]
+        one.sort(key=lambda p: p["msgs_per_s"], reverse=True)
+        if one:
+            v = one[0]["msgs_per_s"] / 1e6
+            spsc = next((p for p in tp["points"] if p["transport"] == "spsc_ring"), None)
+            add("1 publisher → 1 subscriber, 64 B, batching: ≥ 20 M msg/s", v, 20, v >= 20,
+                f"{v:.2f} M msg/s with {one[0]['mode']} (median of {len(one[0]['msgs_per_s_runs'])})"
+                + (f"; the minimal SPSC ring: {spsc['msgs_per_s'] / 1e6:.2f} M msg/s" if spsc else ""))
+    if micro:
+        m = micro_times(micro)
+        a, b = m.get("BM_PublishFanout/1"), m.get("BM_PublishFanout/16")
+        if a and b:
+            r = ratio(b, a)
+            add("publish cost with 16 idle subscribers ≤ 1.2× with 1 (micro-benchmark)", r, 1.2, r <= 1.2,
+                f"{b:.1f} ns vs {a:.1f} ns")
+    return out
+
+
+# --- micro ---------------------------------------------------------------------------
+
+def micro_times(micro):
+    """ns per message of CPU time (a single-threaded benchmark that is preempted
+    loses wall time, not CPU time): the median aggregate where repetitions ran,
+    else the run."""
+    scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}
+    runs, medians = {}, {}
+    for b in micro.get("benchmarks", []):
+        name = b.get("run_name", b["name"])
+        per = b.get("msgs_per_iter", 1.0) or 1.0
+        v = b["cpu_time"] * scale.get(b.get("time_unit", "ns"), 1.0) / per
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[name] = v
+        elif "error_occurred" not in b:
+            runs.setdefault(name, v)
+    runs.update(medians)
+    return runs
+
+
+MICRO_ORDER = [
+    ("BM_ClockMonotonic", "one clock_gettime(CLOCK_MONOTONIC): the yardstick"),
+    ("BM_Publish/drop_oldest", "publish 64 B, no reader (the message is stamped with CLOCK_REALTIME)"),
+    ("BM_Publish/user_timestamp", "the same, timestamp given by the caller: no clock read"),
+    ("BM_Publish/block_consumed", "publish 64 B on a block channel with a reader (gate check)"),
+    ("BM_PublishSize", "publish N bytes, no reader"),
+    ("BM_ClaimCommit", "try_claim + write 64 B + commit"),
+    ("BM_Poll/empty", "poll with nothing new (one spin of a busy subscriber)"),
+    ("BM_PublishPoll", "publish + copy-out poll, one message at a time"),
+    ("BM_PublishReadBatch", "publish N, then one zero-copy read_batch of N"),
+    ("BM_PublishPollBatch", "publish N, then one copy-out poll_batch of N"),
+    ("BM_ReceiveAck/one_by_one", "publish + receive + ack"),
+    ("BM_ReceiveAck/batched", "receive + ack (publishing untimed)"),
+    ("BM_ReceiveAck/batch_api", "publish 64, receive_batch 64, ack_batch 64"),
+    ("BM_PublishFanout", "publish 64 B with N idle subscribers"),
+]
+
+
+def micro_key(name):
+    for i, (prefix, _) in enumerate(MICRO_ORDER):
+        if name == prefix or name.startswith(prefix + "/"):
+            tail = name[len(prefix) + 1:]
+            return (i, int(tail) if tail.isdigit() else 0, name)
+    return (len(MICRO_ORDER), 0, name)
+
+
+def micro_what(name):
+    i = micro_key(name)[0]
+    return MICRO_ORDER[i][1] if i < len(MICRO_ORDER) else ""
+
+
+# --- plots ---------------------------------------------------------------------------
+
+def plots(pp, tp, micro, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    files = []
+    style = {"dpi": 80, "bbox_inches": "tight"}
+    if pp:
+        run = pick_run(pp, main_size(pp))
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for name, t in run["transports"].items():
+            xs, ys = [], []
+            for p, v in t["curve"]:
+                if p >= 100:
+                    continue
+                xs.append(1.0 / (1.0 - p / 100.0))
+                ys.append(max(v, 1))
+            ax.plot(xs, ys, label=LABELS.get(name, name), lw=1.8 if name.startswith(("shmbus", "floor")) else 1.1,
+                    ls="-" if name.startswith(("shmbus", "floor")) else "--", color=color(name))
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = [1, 2, 10, 100, 1000, 10000, 100000]
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: {1: "0", 2: "50", 10: "90", 100: "99", 1000: "99.9",
+                                                                   10000: "99.99", 100000: "99.999"}.get(int(round(x)), "")))
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("round trip (ns, log)")
+        ax.set_title(f"Ping-pong latency by percentile, {run['size']}-byte messages")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        f = os.path.join(out, "latency_percentiles.png")
+        fig.savefig(f, **style)
+        plt.close(fig)
+        files.append(f)
+
+        fig, ax = plt.subplots(figsize=(8, 5))
+        names = list(run["transports"].keys())
+        for name in names:
+            xs, ys = [], []
+            for r in pp["runs"]:
+                t = r["transports"].get(name)
+                if t:
+                    xs.append(r["size"])
+                    ys.append(t["p50"])
+            ax.plot(xs, ys, marker="o", ms=3, label=LABELS.get(name, name), color=color(name),
+                    ls="-" if name.startswith(("shmbus", "floor")) else "--")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        sizes = [r["size"] for r in pp["runs"]]
+        ax.xaxis.set_major_locator(FixedLocator(sizes))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.set_xlabel("message size (bytes)")
+        ax.set_ylabel("p50 round trip (ns, log)")
+        ax.set_title("Ping-pong p50 by message size")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        f = os.path.join(out, "latency_by_size.png")
+        fig.savefig(f, **style)
+        plt.close(fig)
+        files.append(f)
+    if tp:
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for pol in ("drop_oldest", "block"):
+            pts = sorted((p for p in tp["points"] if p["scenario"] == "fanout" and p["policy"] == pol),
+                         key=lambda p: p["subscribers"])
+            if pts:
+                ax.plot([p["subscribers"] for p in pts], [p["ns_per_publish"] for p in pts], marker="o",
+                        label=f"processes, {pol} (median chunk)")
+        if micro:
+            m = micro_times(micro)
+            xs = [n for n in (1, 2, 4, 8, 16) if f"BM_PublishFanout/{n}" in m]
+            if xs:
+                ax.plot(xs, [m[f"BM_PublishFanout/{n}"] for n in xs], marker="s", ls="--",
+                        label="idle subscribers (micro-benchmark)")
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator([1, 2, 4, 8, 16]))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.set_xlabel("subscribers")
+        ax.set_ylabel("ns per publish")
+        ax.set_ylim(bottom=0)
+        ax.set_title("Fan-out: publish cost by subscriber count (64 B)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        f = os.path.join(out, "fanout.png")
+        fig.savefig(f, **style)
+        plt.close(fig)
+        files.append(f)
+
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        series = {}
+        for p in tp["points"]:
+            if p["scenario"] != "pubsub":
+                continue
+            key = f"{p['transport']}, {p['mode']}"
+            series.setdefault(key, []).append((p["publishers"], p["msgs_per_s"] / 1e6))
+        for key, pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=key,
+                    ls="-" if key.startswith("shmbus") else "--")
+        xs = sorted({x for pts in series.values() for x, _ in pts})
+        ax.xaxis.set_major_locator(FixedLocator(xs))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.set_xlabel("producers (processes; moodycamel: threads)")
+        ax.set_ylabel("M messages/s (64 B)")
+        ax.set_ylim(bottom=0)
+        ax.set_title("Throughput by producer count, one reader")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        f = os.path.join(out, "throughput.png")
+        fig.savefig(f, **style)
+        plt.close(fig)
+        files.append(f)
+    return files
+
+
+# --- the markdown ------------------------------------------------------------------------
+
+def markdown(pp, sleep, tp, micro, tg, img_prefix):
+    md = []
+    host = (pp or tp or {}).get("host", {})
+    if host:
+        md.append(f"Host: {host.get('cpu_model', '?')}, {host.get('online_cpus', '?')} CPUs online, "
+                  f"allowed {host.get('allowed_cpus', '?')}.")
+        md.append("")
+    if tg:
+        md.append("### Targets")
+        md.append("")
+        md.append("| target | measured | met | detail |")
+        md.append("|---|---|---|---|")
+        for t in tg:
+            v = t["measured"]
+            vs = "n/a" if v is None else (f"{v:.2f}×" if "M msg/s" not in t["target"] else f"{v:.2f} M msg/s")
+            md.append(f"| {t['target']} | {vs} | {'yes' if t['met'] else '**no**'} | {t['detail']} |")
+        md.append("")
+    if pp:
+        c = pp["config"]
+        clk = pp["clock_pair"]
+        md.append("### Ping-pong latency (round trip, two processes pinned to two CPUs)")
+        md.append("")
+        md.append(f"{c['rounds']} timed round trips per transport and size, after {c['warmup']} warm-up; "
+                  f"{c['blocks']} interleaved blocks of each transport, each led by {c['lead_in']} untimed round "
+                  f"trips; CPUs {c['cpus']}; channel policy `{c['policy']}`. Each figure is followed by its ratio "
+                  f"to the floor measured in the same run; \"paired\" is the median over the blocks of the block's "
+                  f"percentile ÷ the floor's in the block of the same index (they ran back to back), which a change "
+                  f"of CPU placement during the run does not skew. The clock pair inside every sample costs "
+                  f"{fmt_ns(clk['p50'])} at p50 ({fmt_ns(clk['p99'])} at p99). \"sleeps/rt\" is voluntary context "
+                  f"switches per round trip of the pinger / ponger thread.")
+        md.append("")
+        for run in pp["runs"]:
+            latency_table(run, md)
+            md.append("")
+        run = pick_run(pp, main_size(pp))
+        md.append(f"#### shmbus against each baseline, {run['size']} B (ratio < 1: shmbus is faster)")
+        md.append("")
+        versus_table(run, md)
+        md.append("")
+        if img_prefix is not None:
+            md.append(f"![latency by percentile]({img_prefix}latency_percentiles.png)")
+            md.append("")
+            md.append(f"![p50 by size]({img_prefix}latency_by_size.png)")
+            md.append("")
+    if sleep:
+        run = sleep["runs"][0]
+        md.append(f"### Sleeping waiters: a {sleep['config']['gap_us']} µs pause before each round trip")
+        md.append("")
+        md.append(f"{sleep['config']['rounds']} round trips, {run['size']} B. The pause lets a blocking waiter fall "
+                  "asleep, so this measures the wake-up path (futex for shmbus, the kernel for eventfd).")
+        md.append("")
+        latency_table(run, md)
+        md.append("")
+    if tp:
+        md.append("### Throughput")
+        md.append("")
+        md.append(f"Messages per point: {tp['config']['messages']} (fan-out and groups: a quarter), median of "
+                  f"{tp['config']['repeat']} rounds (each round runs every point once); ring capacity "
+                  f"{tp['config']['capacity']}. \"÷ spsc ring\": the ratio to the minimal SPSC ring between two "
+                  "processes, measured in the same rounds. "
+                  "\"oversubscribed\": more processes than CPUs, waits yield; such figures measure the scheduler "
+                  "as much as the bus.")
+        md.append("")
+        pts = tp["points"]
+        spsc = next((p for p in pts if p["transport"] == "spsc_ring"), None)
+        md.append("| scenario | transport | producers | readers | size | reader API | M msg/s | ÷ spsc ring | "
+                  "ns/publish (median chunk) | note |")
+        md.append("|---|---|---|---|---|---|---|---|---|---|")
+        for p in pts:
+            readers = p.get("subscribers", p.get("consumers", ""))
+            note = []
+            if p.get("oversubscribed"):
+                note.append("oversubscribed")
+            if p.get("lost"):
+                note.append(f"lost {p['lost']} (drop_oldest)")
+            if p.get("threads"):
+                note.append("threads, one process")
+            if p["scenario"] in ("fanout", "group") or p["policy"] != "block":
+                note.append(p["policy"])
+            r = ratio(p["msgs_per_s"], spsc["msgs_per_s"]) if spsc else None
+            nsp = f"{p['ns_per_publish']:.1f}" if "ns_per_publish" in p else ""
+            md.append(f"| {p['scenario']} | {p['transport']} | {p['publishers']} | {readers} | {p['size']} | "
+                      f"{p['mode']} | {p['msgs_per_s'] / 1e6:.2f} | {fmt_ratio(r)} | {nsp} | {', '.join(note)} |")
+        md.append("")
+        fan = [p for p in pts if p["scenario"] == "fanout"]
+        if fan:
+            md.append("#### Fan-out: publish cost by subscriber count (ratio to 1 subscriber)")
+            md.append("")
+            md.append("| policy | " + " | ".join(str(p["subscribers"]) for p in fan if p["policy"] == fan[0]["policy"]) + " |")
+            md.append("|---|" + "---|" * len([p for p in fan if p["policy"] == fan[0]["policy"]]))
+            for pol in ("drop_oldest", "block"):
+                row = [p for p in fan if p["policy"] == pol]
+                if not row:
+                    continue
+                base = row[0]["ns_per_publish"]
+                md.append(f"| {pol} | " + " | ".join(f"{p['ns_per_publish']:.1f} ns ({fmt_ratio(ratio(p['ns_per_publish'], base))})"
+                                                     for p in row) + " |")
+            md.append("")
+        if img_prefix is not None:
+            md.append(f"![fan-out]({img_prefix}fanout.png)")
+            md.append("")
+            md.append(f"![throughput]({img_prefix}throughput.png)")
+            md.append("")
+    if micro:
+        m = micro_times(micro)
+        md.append("### Micro-benchmarks (one thread, Google Benchmark, CPU time, median of the repetitions)")
+        md.append("")
+        clock = m.get("BM_ClockMonotonic")
+        md.append("| benchmark | what one message costs | ns per message | ÷ clock_gettime |")
+        md.append("|---|---|---|---|")
+        for name, v in sorted(m.items(), key=lambda kv: micro_key(kv[0])):
+            md.append(f"| {name} | {micro_what(name)} | {v:.1f} | {fmt_ratio(ratio(v, clock))} |")
+        md.append("")
+    return "\n".join(md) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--in", dest="inp", required=True, help="directory with the programs' JSON")
+    ap.add_argument("--out", required=True, help="directory for results.md, results.json and the PNGs")
+    ap.add_argument("--img-prefix", default="", help="path prefix of the images in results.md")
+    ap.add_argument("--require-plots", action="store_true", help="exit 77 if matplotlib is missing")
+    ap.add_argument("--no-plots", action="store_true")
+    a = ap.parse_args()
+
+    pp = load(os.path.join(a.inp, "pingpong.json"))
+    sleep = load(os.path.join(a.inp, "pingpong_sleep.json"))
+    tp = load(os.path.join(a.inp, "throughput.json"))
+    micro = load(os.path.join(a.inp, "micro.json"))
+    if not any((pp, sleep, tp, micro)):
+        print(f"report.py: no results in {a.inp}", file=sys.stderr)
+        return 1
+    os.makedirs(a.out, exist_ok=True)
+    tg = targets(pp, sleep, tp, micro)
+
+    files = []
+    if not a.no_plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            if a.require_plots:
+                print("report.py: python3-matplotlib is not installed; plots skipped", file=sys.stderr)
+                return 77
+            print("report.py: warning: python3-matplotlib is not installed; no plots", file=sys.stderr)
+        else:
+            files = plots(pp, tp, micro, a.out)
+    md = markdown(pp, sleep, tp, micro, tg, a.img_prefix if files else None)
+    with open(os.path.join(a.out, "results.md"), "w") as f:
+        f.write(md)
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump({"pingpong": pp, "pingpong_sleep": sleep, "throughput": tp, "micro": micro, "targets": tg}, f,
+                  indent=1)
+    for f in files:
+        if os.path.getsize(f) == 0:
+            print(f"report.py: empty plot {f}", file=sys.stderr)
+            return 1
+    print(f"report.py: wrote {os.path.join(a.out, 'results.md')}, results.json" +
+          (", " + ", ".join(os.path.basename(f) for f in files) if files else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
