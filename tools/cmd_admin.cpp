@@ -305,7 +305,7 @@ int cmd_dlq_list(const DlqArgs& a) {
   if (a.json) {
     std::cout << nlohmann::json{{"schema_version", 1}, {"group", a.group}, {"channel", ref->channel},
                                 {"dlq", ref->dlq}, {"dead_letters", items}}
-                     .dump(2)
+                     .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
               << '\n';
   } else {
     std::cout << "DLQ " << ref->dlq << " of group " << a.group << " on channel " << ref->channel << '\n';

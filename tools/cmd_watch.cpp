@@ -187,7 +187,7 @@ int cmd_watch(const WatchArgs& a) {
     }
     const nlohmann::json f = frame_json(prev, cur);
     if (a.json) {
-      std::cout << f.dump() << std::endl;
+      std::cout << json_text(f) << std::endl;
     } else {
       if (clear) std::cout << "\033[H\033[2J";
       else if (n > 0) std::cout << '\n';

@@ -99,6 +99,13 @@ std::uint32_t consumers_alive(const GroupStats& g);
 nlohmann::json ls_json(const std::string& bus, const std::vector<Snapshot>& rows);
 nlohmann::json stat_json(const ChannelStats& s, const std::vector<DlqInfo>& dlqs);
 
+/// Serialises JSON for output. Names read from a corrupted segment may not
+/// be valid UTF-8: such bytes are replaced (U+FFFD) instead of failing the
+/// whole document.
+inline std::string json_text(const nlohmann::json& j, int indent = -1) {
+  return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
 /// Prometheus text exposition (format 0.0.4) of snapshots; see
 /// probe_prometheus.cpp for the metric names.
 std::string prometheus_text(const std::string& bus, const std::vector<Snapshot>& snaps);

@@ -173,7 +173,7 @@ void print_message(std::ostream& os, const Message& m, PayloadFormat f) {
     } else {
       j["payload_base64"] = base64(m.payload);
     }
-    os << j.dump() << '\n';
+    os << json_text(j) << '\n';
     return;
   }
   os << "#" << m.sequence << ' ' << iso_time(m.timestamp_ns) << " key=" << m.key

@@ -56,7 +56,7 @@ int cmd_ls(const InspectArgs& a) {
     return kExitError;
   }
   if (a.json) {
-    std::cout << ls_json(a.bus, rows).dump(2) << '\n';
+    std::cout << json_text(ls_json(a.bus, rows), 2) << '\n';
   } else if (a.prometheus) {
     std::cout << prometheus_text(a.bus, rows);
   } else {
@@ -126,7 +126,7 @@ int cmd_stat(const InspectArgs& a) {
     return kExitError;
   }
   if (a.json) {
-    std::cout << stat_json(*snap.stats, snap.dlqs).dump(2) << '\n';
+    std::cout << json_text(stat_json(*snap.stats, snap.dlqs), 2) << '\n';
   } else if (a.prometheus) {
     std::cout << prometheus_text(a.bus, {snap});
   } else {
