@@ -14,6 +14,8 @@ PACKAGES=(
   libfmt-dev              # formatting
   libzmq3-dev             # ZeroMQ ipc:// baseline
   python3                 # the probe test parses its JSON output
+  clang libclang-rt-14-dev  # libFuzzer targets (fuzz/)
+  spin                    # model checks of the publish and lease protocols (model/)
   python3-matplotlib      # scripts/bench.sh draws its plots (run with /usr/bin/python3)
   prometheus              # promtool: the probe test checks its exposition text
   curl                    # the probe test scrapes `shmbus metrics`

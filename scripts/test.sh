@@ -46,4 +46,13 @@ build build-asan "shmbus_unit_tests;shmbus_process_tests;shmbus_group_process_te
 ASAN_OPTIONS="detect_leaks=1 abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1" \
   ctest --test-dir build-asan --output-on-failure -L "unit|multiprocess"
 
+echo "== libFuzzer (clang, ASan + UBSan): every fuzz target for 15 s"
+# SHMBUS_SLOW=1 adds the long runs (label fuzz_long, SHMBUS_FUZZ_LONG_SECONDS
+# per target, 1800 by default). docs/verification.md says what is fuzzed.
+FUZZ_LABELS='^fuzz$'
+if [ "${SHMBUS_SLOW:-0}" = "1" ]; then FUZZ_LABELS='^fuzz$|^fuzz_long$'; fi
+build build-fuzz "shmbus_fuzz_header;shmbus_fuzz_channel;shmbus_fuzz_probe" \
+  -DCMAKE_CXX_COMPILER=clang++ -DSHMBUS_BUILD_FUZZERS=ON "${SAN_ARGS[@]}"
+ctest --test-dir build-fuzz --output-on-failure -L "$FUZZ_LABELS"
+
 echo "== all test tiers passed"

@@ -424,10 +424,14 @@ void GroupCore::advance_floor() noexcept {
     const bool done = (w != 0 && lease_final(lf.state) && lf.lap == lap(f)) ||
                       f + mask_ + 1 < head;
     if (!done) break;
+    // Every sequence below head - capacity has had its slot reused: pass
+    // them all in one step. (One CAS each would make a group that fell far
+    // behind on a drop_oldest channel, or a corrupted floor, walk billions.)
+    const std::uint64_t to = f + mask_ + 1 < head ? std::min(nx, head - (mask_ + 1)) : f + 1;
     // SYNC(floor): seq_cst, read by gating_minimum (acquire) before a
     // publisher overwrites the slot; then the sleep-flag check.
-    if (g_->floor.compare_exchange_weak(f, f + 1, std::memory_order_seq_cst, std::memory_order_acquire)) {
-      ++f;
+    if (g_->floor.compare_exchange_weak(f, to, std::memory_order_seq_cst, std::memory_order_acquire)) {
+      f = to;
       moved = true;
     }
   }

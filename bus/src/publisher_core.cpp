@@ -91,11 +91,22 @@ bool PublisherCore::reserve(std::uint64_t& seq, std::uint64_t timeout_ns,
     // relaxed: head is only a ticket dispenser; the stamp CAS in take_slot
     // orders everything that matters.
     seq = prod_->head.fetch_add(1, std::memory_order_relaxed);
+    if (seq > kMaxSequence) {  // only a corrupted head gets here: see below
+      why = PublishStatus::invalid;
+      return false;
+    }
     return true;
   }
   std::uint64_t head = shm::load_relaxed(prod_->head);
   std::uint64_t blocked_since = 0;
   for (;;) {
+    // A stamp holds 62 bits of sequence: a head past kMaxSequence (never
+    // reached by counting; only a corrupted segment holds one) would make
+    // take_slot's stamps lose their top bits and retry forever.
+    if (head > kMaxSequence) {
+      why = PublishStatus::invalid;
+      return false;
+    }
     if (head >= gate_ + capacity_) {
       // Cached gate says full: take another publisher's fresher value, then rescan.
       gate_ = std::max(gate_, shm::load_acquire(prod_->gate_cache));
