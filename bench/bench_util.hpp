@@ -1,13 +1,17 @@
 // What every benchmark program shares: the clock, CPU pinning, spinning,
-// context-switch counts, the clock's own cost, and the JSON shape of a
-// latency histogram. Header-only; benchmark programs only.
+// context-switch counts, the clock's own cost, the JSON shape of a latency
+// histogram, forked children and shared mappings, and main() itself.
+// Header-only; benchmark programs only.
 #pragma once
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <exception>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -15,7 +19,10 @@
 #include <nlohmann/json.hpp>
 
 #include <sched.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "histogram.hpp"
@@ -188,6 +195,80 @@ inline nlohmann::ordered_json host_info() {
   }
   j["cpu_model"] = model;
   return j;
+}
+
+/// The median of v (the mean of the middle two for an even count); 0 when
+/// empty. Thread-safe.
+inline double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+}
+
+/// Maps `n` bytes of anonymous memory shared with the processes forked after
+/// this, zeroed (which also pre-faults it here). Dies on failure; the caller
+/// unmaps it. Thread-safe.
+inline void* map_shared(std::size_t n) {
+  void* m = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) die_errno("mmap");
+  std::memset(m, 0, n);
+  return m;
+}
+
+/// fork() for a benchmark's helper process: stdio is flushed first (nothing
+/// buffered is written twice), and the child is killed when its parent dies
+/// and takes SIGINT's default action. Returns what fork() returns (-1 with
+/// errno set on failure). Not thread-safe: call it from the main thread.
+inline pid_t fork_child() {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::signal(SIGINT, SIG_DFL);
+  }
+  return pid;
+}
+
+/// How a waited-for process ended, from waitpid's status: "signal 9" or
+/// "exit 1". Thread-safe.
+inline std::string exit_description(int status) {
+  return WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
+                             : "exit " + std::to_string(WEXITSTATUS(status));
+}
+
+/// Writes j to the file at `path` (indented by one, with a final newline);
+/// dies if it cannot be opened. Thread-safe.
+inline void write_json(const std::string& path, const nlohmann::ordered_json& j) {
+  FILE* f = std::fopen(path.c_str(), "w");
+  if (f == nullptr) die_errno("cannot write " + path);
+  const std::string text = j.dump(1);
+  std::fwrite(text.data(), 1, text.size(), f);
+  std::fputc('\n', f);
+  std::fclose(f);
+}
+
+/// main() of a benchmark program: parse(argc, argv) gives an optional
+/// configuration (nothing: usage(argv[0]) is printed and 2 returned); its
+/// `bus` is set to "<bus_stem>-<pid>", then run(config) runs. Returns 0, or 1
+/// after printing "<program>: <what>" for anything run threw.
+template <class Parse, class Usage, class Run>
+int bench_main(int argc, char** argv, const char* program, const char* bus_stem, Parse&& parse,
+               Usage&& usage, Run&& run) {
+  const auto parsed = parse(argc, argv);
+  if (!parsed) {
+    usage(argv[0]);
+    return 2;
+  }
+  auto cfg = *parsed;
+  cfg.bus = std::string(bus_stem) + "-" + std::to_string(::getpid());
+  try {
+    run(cfg);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s: %s\n", program, e.what());
+    return 1;
+  }
+  return 0;
 }
 
 }  // namespace shmbus::benchutil

@@ -54,6 +54,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -155,30 +156,115 @@ void finish(benchmark::State& state) {
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
 }
 
+/// The counters of a run that moves `batch` messages per iteration.
+void finish_batches(benchmark::State& state, std::size_t batch) {
+  state.counters["msgs_per_iter"] = static_cast<double>(batch);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch));
+}
+
+/// A subscriber that never sleeps (so a publish never wakes a futex), from `start`.
+shmbus::SubscribeOptions spin_subscriber(shmbus::StartAt start) {
+  shmbus::SubscribeOptions so;
+  so.start = start;
+  so.wait = shmbus::WaitStrategy::busy_spin;
+  return so;
+}
+
+/// A group consumer that never sleeps, from the earliest message.
+shmbus::GroupOptions bench_group() {
+  shmbus::GroupOptions g;
+  g.start = shmbus::StartAt::earliest();
+  g.wait = shmbus::WaitStrategy::busy_spin;
+  return g;  // default lease (30 s): nothing expires during a run
+}
+
+/// The reader a Rig attaches after its publisher.
+enum class Reader { none, subscriber, group };
+
+/// What most runs set up: a BenchChannel, its publisher and, as asked, a
+/// spin_subscriber from the earliest message or a consumer of group "g" (in
+/// that order). ok() is false when a step failed: the run was then failed
+/// with the reason.
+class Rig {
+ public:
+  Rig(benchmark::State& state, const char* stem, Policy policy, Reader reader = Reader::none,
+      std::uint32_t slot_size = kSlotSize)
+      : ch(stem, policy, 32, slot_size), ok_(open(state, reader)) {}
+
+  [[nodiscard]] bool ok() const { return ok_; }
+
+  BenchChannel ch;
+  shmbus::Publisher pub;
+  shmbus::Subscriber sub;     ///< Reader::subscriber only
+  shmbus::Consumer consumer;  ///< Reader::group only
+
+ private:
+  bool open(benchmark::State& state, Reader reader) {
+    if (!ch.ok()) return fail(state, ch.error());
+    auto p = ch->publisher();
+    if (reader == Reader::subscriber) {
+      auto s = ch->subscribe(spin_subscriber(shmbus::StartAt::earliest()));
+      if (!p || !s) return fail(state, "publisher / subscriber");
+      sub = std::move(s.value());
+    } else if (reader == Reader::group) {
+      auto c = ch->join_group("g", bench_group());
+      if (!p) return fail(state, p.error().message());
+      if (!c) return fail(state, c.error().message());
+      consumer = std::move(c.value());
+    } else if (!p) {
+      return fail(state, p.error().message());
+    }
+    pub = std::move(p.value());
+    return true;
+  }
+
+  bool ok_;
+};
+
+/// The timed loop of the publish-only runs: pub.publish(args...) once per
+/// iteration; fails the run on any status but ok. The loop itself is here:
+/// no call per iteration beyond publish's own.
+template <class... Args>
+void publish_loop(benchmark::State& state, shmbus::Publisher& pub, const Args&... args) {
+  for (auto _ : state) {
+    const PublishStatus st = pub.publish(args...);
+    if (st != PublishStatus::ok) return (void)fail(state, std::string(shmbus::to_string(st)));
+  }
+}
+
+/// Publishes p `n` times (timeout 0); false once it failed the run. Always
+/// inlined: it runs inside timed loops, where a call would be measured too.
+[[gnu::always_inline]] inline bool publish_n(benchmark::State& state, shmbus::Publisher& pub,
+                                             const std::array<std::byte, kPayload>& p, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (pub.publish(p, {}, 0) != PublishStatus::ok) return fail(state, "publish");
+  }
+  return true;
+}
+
+/// One receive into d and buf, then its ack; false once it failed the run.
+/// Always inlined: it runs inside timed loops.
+[[gnu::always_inline]] inline bool receive_ack(benchmark::State& state, shmbus::Consumer& consumer,
+                                               shmbus::Delivery& d, std::span<std::byte> buf) {
+  const PollStatus st = consumer.receive(d, buf);
+  if (st != PollStatus::ok) return fail(state, "receive: " + std::string(shmbus::to_string(st)));
+  const shmbus::AckStatus a = consumer.ack(d);
+  if (a != shmbus::AckStatus::ok) return fail(state, "ack: " + std::string(shmbus::to_string(a)));
+  return true;
+}
+
 // --- publish -------------------------------------------------------------------------
 
 void BM_Publish_DropOldest(benchmark::State& state) {
-  BenchChannel ch("pub-drop", Policy::drop_oldest);
-  if (!ch.ok()) return (void)fail(state, ch.error());
-  auto pub = ch->publisher();
-  if (!pub) return (void)fail(state, pub.error().message());
-  const auto p = payload();
-  for (auto _ : state) {
-    const PublishStatus st = pub->publish(p);
-    if (st != PublishStatus::ok) return (void)fail(state, std::string(shmbus::to_string(st)));
-  }
+  Rig r(state, "pub-drop", Policy::drop_oldest);
+  if (!r.ok()) return;
+  publish_loop(state, r.pub, payload());
   finish(state);
 }
 
 void BM_Publish_BlockConsumed(benchmark::State& state) {
-  BenchChannel ch("pub-block", Policy::block);
-  if (!ch.ok()) return (void)fail(state, ch.error());
-  auto pub = ch->publisher();
-  shmbus::SubscribeOptions so;
-  so.start = shmbus::StartAt::earliest();
-  so.wait = shmbus::WaitStrategy::busy_spin;
-  auto sub = ch->subscribe(so);
-  if (!pub || !sub) return (void)fail(state, "publisher / subscriber");
+  Rig r(state, "pub-block", Policy::block, Reader::subscriber);
+  if (!r.ok()) return;
   const auto p = payload();
   std::uint64_t in_ring = 0;
   std::uint64_t sink = 0;
@@ -187,13 +273,13 @@ void BM_Publish_BlockConsumed(benchmark::State& state) {
       // The consuming subscriber, untimed: half a ring at a time, so the
       // publisher stays on its cached-gate fast path most of the time.
       state.PauseTiming();
-      const std::size_t n = sub->read_batch([&](const shmbus::Message& m) noexcept { sink += m.payload.size(); },
-                                            kBatch);
+      const std::size_t n = r.sub.read_batch([&](const shmbus::Message& m) noexcept { sink += m.payload.size(); },
+                                             kBatch);
       state.ResumeTiming();
       if (n != kBatch) return (void)fail(state, "the subscriber read " + std::to_string(n));
       in_ring = 0;
     }
-    const PublishStatus st = pub->publish(p, {}, 0);
+    const PublishStatus st = r.pub.publish(p, {}, 0);
     if (st != PublishStatus::ok) return (void)fail(state, std::string(shmbus::to_string(st)));
     ++in_ring;
   }
@@ -202,76 +288,50 @@ void BM_Publish_BlockConsumed(benchmark::State& state) {
 }
 
 void BM_PublishPoll(benchmark::State& state) {
-  BenchChannel ch("pubpoll", Policy::block);
-  if (!ch.ok()) return (void)fail(state, ch.error());
-  auto pub = ch->publisher();
-  shmbus::SubscribeOptions so;
-  so.start = shmbus::StartAt::earliest();
-  so.wait = shmbus::WaitStrategy::busy_spin;
-  auto sub = ch->subscribe(so);
-  if (!pub || !sub) return (void)fail(state, "publisher / subscriber");
+  Rig r(state, "pubpoll", Policy::block, Reader::subscriber);
+  if (!r.ok()) return;
   const auto p = payload();
   std::array<std::byte, kPayload> buf{};
   shmbus::Message m;
   for (auto _ : state) {
-    if (pub->publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
-    if (sub->poll(m, buf) != PollStatus::ok) return (void)fail(state, "poll");
+    if (r.pub.publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
+    if (r.sub.poll(m, buf) != PollStatus::ok) return (void)fail(state, "poll");
     benchmark::DoNotOptimize(m.payload.data());
   }
   finish(state);
 }
 
 void BM_ClaimCommit(benchmark::State& state) {
-  BenchChannel ch("claim", Policy::drop_oldest);
-  if (!ch.ok()) return (void)fail(state, ch.error());
-  auto pub = ch->publisher();
-  if (!pub) return (void)fail(state, pub.error().message());
+  Rig r(state, "claim", Policy::drop_oldest);
+  if (!r.ok()) return;
   const auto p = payload();
   for (auto _ : state) {
     shmbus::Claim claim;
-    if (pub->try_claim(kPayload, claim) != PublishStatus::ok) return (void)fail(state, "try_claim");
+    if (r.pub.try_claim(kPayload, claim) != PublishStatus::ok) return (void)fail(state, "try_claim");
     std::memcpy(claim.payload.data(), p.data(), kPayload);
-    if (pub->commit(claim, kPayload) != PublishStatus::ok) return (void)fail(state, "commit");
+    if (r.pub.commit(claim, kPayload) != PublishStatus::ok) return (void)fail(state, "commit");
   }
   finish(state);
 }
 
 // --- groups: receive + ack -------------------------------------------------------------
 
-shmbus::GroupOptions bench_group() {
-  shmbus::GroupOptions g;
-  g.start = shmbus::StartAt::earliest();
-  g.wait = shmbus::WaitStrategy::busy_spin;
-  return g;  // default lease (30 s): nothing expires during a run
-}
-
 void BM_ReceiveAck_OneByOne(benchmark::State& state) {
-  BenchChannel ch("recvack", Policy::block);
-  if (!ch.ok()) return (void)fail(state, ch.error());
-  auto pub = ch->publisher();
-  auto consumer = ch->join_group("g", bench_group());
-  if (!pub) return (void)fail(state, pub.error().message());
-  if (!consumer) return (void)fail(state, consumer.error().message());
+  Rig r(state, "recvack", Policy::block, Reader::group);
+  if (!r.ok()) return;
   const auto p = payload();
   std::array<std::byte, kPayload> buf{};
   shmbus::Delivery d;
   for (auto _ : state) {
-    if (pub->publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
-    const PollStatus st = consumer->receive(d, buf);
-    if (st != PollStatus::ok) return (void)fail(state, "receive: " + std::string(shmbus::to_string(st)));
-    const shmbus::AckStatus a = consumer->ack(d);
-    if (a != shmbus::AckStatus::ok) return (void)fail(state, "ack: " + std::string(shmbus::to_string(a)));
+    if (r.pub.publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
+    if (!receive_ack(state, r.consumer, d, buf)) return;
   }
   finish(state);
 }
 
 void BM_ReceiveAck_Batched(benchmark::State& state) {
-  BenchChannel ch("recvack-b", Policy::block);
-  if (!ch.ok()) return (void)fail(state, ch.error());
-  auto pub = ch->publisher();
-  auto consumer = ch->join_group("g", bench_group());
-  if (!pub) return (void)fail(state, pub.error().message());
-  if (!consumer) return (void)fail(state, consumer.error().message());
+  Rig r(state, "recvack-b", Policy::block, Reader::group);
+  if (!r.ok()) return;
   const auto p = payload();
   std::array<std::byte, kPayload> buf{};
   shmbus::Delivery d;
@@ -279,16 +339,11 @@ void BM_ReceiveAck_Batched(benchmark::State& state) {
   for (auto _ : state) {
     if (left == 0) {
       state.PauseTiming();  // publish a batch, untimed
-      for (std::uint64_t i = 0; i < kBatch; ++i) {
-        if (pub->publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
-      }
+      if (!publish_n(state, r.pub, p, kBatch)) return;
       left = kBatch;
       state.ResumeTiming();
     }
-    const PollStatus st = consumer->receive(d, buf);
-    if (st != PollStatus::ok) return (void)fail(state, "receive: " + std::string(shmbus::to_string(st)));
-    const shmbus::AckStatus a = consumer->ack(d);
-    if (a != shmbus::AckStatus::ok) return (void)fail(state, "ack: " + std::string(shmbus::to_string(a)));
+    if (!receive_ack(state, r.consumer, d, buf)) return;
     --left;
   }
   finish(state);
@@ -302,20 +357,13 @@ void BM_PublishFanout(benchmark::State& state) {
   if (!ch.ok()) return (void)fail(state, ch.error());
   std::vector<shmbus::Subscriber> subs;
   for (std::uint32_t i = 0; i < subscribers; ++i) {
-    shmbus::SubscribeOptions so;
-    so.start = shmbus::StartAt::latest();
-    so.wait = shmbus::WaitStrategy::busy_spin;  // idle, never asleep: no futex wake
-    auto s = ch->subscribe(so);
+    auto s = ch->subscribe(spin_subscriber(shmbus::StartAt::latest()));  // idle, never asleep: no futex wake
     if (!s) return (void)fail(state, s.error().message());
     subs.push_back(std::move(s.value()));
   }
   auto pub = ch->publisher();
   if (!pub) return (void)fail(state, pub.error().message());
-  const auto p = payload();
-  for (auto _ : state) {
-    const PublishStatus st = pub->publish(p);
-    if (st != PublishStatus::ok) return (void)fail(state, std::string(shmbus::to_string(st)));
-  }
+  publish_loop(state, *pub, payload());
   state.counters["subscribers"] = subscribers;
   finish(state);
 }
@@ -332,32 +380,21 @@ void BM_ClockMonotonic(benchmark::State& state) {
 // --- more paths: no clock, sizes, empty polls, batch APIs ------------------------------
 
 void BM_Publish_UserTimestamp(benchmark::State& state) {
-  BenchChannel ch("pub-ts", Policy::drop_oldest);
-  if (!ch.ok()) return (void)fail(state, ch.error());
-  auto pub = ch->publisher();
-  if (!pub) return (void)fail(state, pub.error().message());
-  const auto p = payload();
+  Rig r(state, "pub-ts", Policy::drop_oldest);
+  if (!r.ok()) return;
   shmbus::MessageMeta meta;
   meta.timestamp_ns = 1;  // set by the caller: publish reads no clock
-  for (auto _ : state) {
-    const PublishStatus st = pub->publish(p, meta);
-    if (st != PublishStatus::ok) return (void)fail(state, std::string(shmbus::to_string(st)));
-  }
+  publish_loop(state, r.pub, payload(), meta);
   finish(state);
 }
 
 void BM_PublishSize(benchmark::State& state) {
   const auto size = static_cast<std::size_t>(state.range(0));
   const auto slot = static_cast<std::uint32_t>((64 + size + 63) / 64 * 64);
-  BenchChannel ch("pub-size", Policy::drop_oldest, 32, slot);
-  if (!ch.ok()) return (void)fail(state, ch.error());
-  auto pub = ch->publisher();
-  if (!pub) return (void)fail(state, pub.error().message());
-  std::vector<std::byte> p(size, std::byte{0x5a});
-  for (auto _ : state) {
-    const PublishStatus st = pub->publish(p);
-    if (st != PublishStatus::ok) return (void)fail(state, std::string(shmbus::to_string(st)));
-  }
+  Rig r(state, "pub-size", Policy::drop_oldest, Reader::none, slot);
+  if (!r.ok()) return;
+  const std::vector<std::byte> p(size, std::byte{0x5a});
+  publish_loop(state, r.pub, p);
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations()) * static_cast<std::int64_t>(size));
   finish(state);
 }
@@ -365,9 +402,7 @@ void BM_PublishSize(benchmark::State& state) {
 void BM_Poll_Empty(benchmark::State& state) {
   BenchChannel ch("poll-empty", Policy::block);
   if (!ch.ok()) return (void)fail(state, ch.error());
-  shmbus::SubscribeOptions so;
-  so.wait = shmbus::WaitStrategy::busy_spin;
-  auto sub = ch->subscribe(so);
+  auto sub = ch->subscribe(spin_subscriber(shmbus::StartAt::latest()));
   if (!sub) return (void)fail(state, sub.error().message());
   std::array<std::byte, kPayload> buf{};
   shmbus::Message m;
@@ -381,59 +416,43 @@ void BM_Poll_Empty(benchmark::State& state) {
 template <bool kCopy>
 void publish_then_batch(benchmark::State& state) {
   const auto batch = static_cast<std::size_t>(state.range(0));
-  BenchChannel ch(kCopy ? "pollbatch" : "readbatch", Policy::block);
-  if (!ch.ok()) return (void)fail(state, ch.error());
-  auto pub = ch->publisher();
-  shmbus::SubscribeOptions so;
-  so.start = shmbus::StartAt::earliest();
-  so.wait = shmbus::WaitStrategy::busy_spin;
-  auto sub = ch->subscribe(so);
-  if (!pub || !sub) return (void)fail(state, "publisher / subscriber");
+  Rig r(state, kCopy ? "pollbatch" : "readbatch", Policy::block, Reader::subscriber);
+  if (!r.ok()) return;
   const auto p = payload();
   std::vector<shmbus::Message> out(batch);
   std::vector<std::byte> arena(batch * kPayload);
   std::uint64_t sink = 0;
   for (auto _ : state) {
-    for (std::size_t i = 0; i < batch; ++i) {
-      if (pub->publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
-    }
+    if (!publish_n(state, r.pub, p, batch)) return;
     std::size_t n = 0;
     if constexpr (kCopy) {
-      n = sub->poll_batch(out, arena);
+      n = r.sub.poll_batch(out, arena);
     } else {
-      n = sub->read_batch([&](const shmbus::Message& m) noexcept { sink += m.payload.size(); }, batch);
+      n = r.sub.read_batch([&](const shmbus::Message& m) noexcept { sink += m.payload.size(); }, batch);
     }
     if (n != batch) return (void)fail(state, "the batch read " + std::to_string(n));
   }
   benchmark::DoNotOptimize(sink);
-  state.counters["msgs_per_iter"] = static_cast<double>(batch);
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * batch));
+  finish_batches(state, batch);
 }
 void BM_PublishReadBatch(benchmark::State& state) { publish_then_batch<false>(state); }
 void BM_PublishPollBatch(benchmark::State& state) { publish_then_batch<true>(state); }
 
 void BM_ReceiveAck_BatchApi(benchmark::State& state) {
   constexpr std::size_t kB = 64;
-  BenchChannel ch("recvack-api", Policy::block);
-  if (!ch.ok()) return (void)fail(state, ch.error());
-  auto pub = ch->publisher();
-  auto consumer = ch->join_group("g", bench_group());
-  if (!pub) return (void)fail(state, pub.error().message());
-  if (!consumer) return (void)fail(state, consumer.error().message());
+  Rig r(state, "recvack-api", Policy::block, Reader::group);
+  if (!r.ok()) return;
   const auto p = payload();
   std::vector<shmbus::Delivery> ds(kB);
   std::vector<std::byte> arena(kB * kPayload);
   for (auto _ : state) {
-    for (std::size_t i = 0; i < kB; ++i) {
-      if (pub->publish(p, {}, 0) != PublishStatus::ok) return (void)fail(state, "publish");
-    }
+    if (!publish_n(state, r.pub, p, kB)) return;
     PollStatus last = PollStatus::ok;
-    const std::size_t n = consumer->receive_batch(ds, arena, &last);
+    const std::size_t n = r.consumer.receive_batch(ds, arena, &last);
     if (n != kB) return (void)fail(state, "receive_batch: " + std::to_string(n) + ", " + std::string(shmbus::to_string(last)));
-    if (consumer->ack_batch(ds) != kB) return (void)fail(state, "ack_batch");
+    if (r.consumer.ack_batch(ds) != kB) return (void)fail(state, "ack_batch");
   }
-  state.counters["msgs_per_iter"] = static_cast<double>(kB);
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * kB));
+  finish_batches(state, kB);
 }
 
 BENCHMARK(BM_ClockMonotonic);

@@ -79,7 +79,6 @@
 #include <mqueue.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -228,6 +227,17 @@ struct alignas(128) FloorLine {
 static_assert(sizeof(FloorLine) == 128);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
+/// Spins until the line holds `value` (the peer's turn is over); dies with
+/// `stalled` if the peer stops. Always inlined: it is the measured wait itself.
+[[gnu::always_inline]] inline void await_ball(const FloorLine* line, std::uint64_t value, const char* stalled) {
+  SpinGuard guard;
+  // SYNC(ball) / SYNC(copy-flag): acquire, pairs with the peer's release store of `value`.
+  while (line->ball.load(std::memory_order_acquire) != value) {
+    cpu_relax();
+    if (guard.expired()) die(stalled);
+  }
+}
+
 /// Everything made before fork that both processes share.
 struct Shared {
   FloorLine* line = nullptr;       ///< floor
@@ -275,23 +285,15 @@ struct FloorT {
   std::size_t exchange(Buffers&) {
     const std::uint64_t serve = ++next;  // odd: A's serve
     const std::uint64_t want = ++next;   // even: B's return
-    SpinGuard guard;
     // SYNC(ball): release / acquire pair with the ponger; the value is all we share.
     line->ball.store(serve, std::memory_order_release);
-    while (line->ball.load(std::memory_order_acquire) != want) {
-      cpu_relax();
-      if (guard.expired()) die("floor: the peer stopped answering");
-    }
+    await_ball(line, want, "floor: the peer stopped answering");
     return 0;  // nothing to check: the value was the message
   }
   void echo(std::vector<std::byte>&) {
     const std::uint64_t serve = ++next;
     const std::uint64_t back = ++next;
-    SpinGuard guard;
-    while (line->ball.load(std::memory_order_acquire) != serve) {
-      cpu_relax();
-      if (guard.expired()) die("floor (ponger): the peer stopped serving");
-    }
+    await_ball(line, serve, "floor (ponger): the peer stopped serving");
     line->ball.store(back, std::memory_order_release);
   }
 };
@@ -306,25 +308,17 @@ struct FloorCopyT {
   std::size_t exchange(Buffers& b) {
     const std::uint64_t serve = ++next;
     const std::uint64_t want = ++next;
-    SpinGuard guard;
     std::memcpy(ping, b.out.data(), b.out.size());
     // SYNC(copy-flag): release publishes the buffer; pairs with the ponger's acquire.
     line->ball.store(serve, std::memory_order_release);
-    while (line->ball.load(std::memory_order_acquire) != want) {
-      cpu_relax();
-      if (guard.expired()) die("floor_copy: the peer stopped answering");
-    }
+    await_ball(line, want, "floor_copy: the peer stopped answering");
     std::memcpy(b.in.data(), pong, b.in.size());
     return b.in.size();
   }
   void echo(std::vector<std::byte>& buf) {
     const std::uint64_t serve = ++next;
     const std::uint64_t back = ++next;
-    SpinGuard guard;
-    while (line->ball.load(std::memory_order_acquire) != serve) {
-      cpu_relax();
-      if (guard.expired()) die("floor_copy (ponger): the peer stopped serving");
-    }
+    await_ball(line, serve, "floor_copy (ponger): the peer stopped serving");
     std::memcpy(buf.data(), ping, buf.size());
     std::memcpy(pong, buf.data(), buf.size());
     line->ball.store(back, std::memory_order_release);
@@ -398,6 +392,22 @@ struct ShmbusT {
 
 // kernel transports -------------------------------------------------------------------
 
+/// exchange() of a transport of whole messages, T::send(p, n) and
+/// T::receive(p, capacity) -> bytes received: the pinger's message out, the
+/// echo in. Always inlined: it is the measured round trip itself.
+template <class T>
+[[gnu::always_inline]] inline std::size_t send_then_receive(T& t, Buffers& b) {
+  t.send(b.out.data(), b.out.size());
+  return t.receive(b.in.data(), b.in.size());
+}
+
+/// echo() of such a transport: a message in, the same bytes back.
+template <class T>
+[[gnu::always_inline]] inline void receive_then_send(T& t, std::vector<std::byte>& buf) {
+  const std::size_t n = t.receive(buf.data(), buf.size());
+  t.send(buf.data(), n);
+}
+
 struct EventfdT {
   static constexpr bool kChecks = false;
   int tx = -1, rx = -1;
@@ -449,14 +459,8 @@ struct PosixMqT {
       check_eintr("mq_receive");
     }
   }
-  std::size_t exchange(Buffers& b) {
-    send(b.out.data(), b.out.size());
-    return receive(b.in.data(), b.in.size());
-  }
-  void echo(std::vector<std::byte>& buf) {
-    const std::size_t n = receive(buf.data(), buf.size());
-    send(buf.data(), n);
-  }
+  std::size_t exchange(Buffers& b) { return send_then_receive(*this, b); }
+  void echo(std::vector<std::byte>& buf) { receive_then_send(*this, buf); }
 };
 
 struct BoostMqT {
@@ -484,14 +488,9 @@ struct BoostMqT {
       if (guard.expired()) die("boost_mq: the peer stopped answering");
     }
   }
-  std::size_t exchange(Buffers& b) {
-    tx->send(b.out.data(), b.out.size(), 0);
-    return receive(b.in.data(), b.in.size());
-  }
-  void echo(std::vector<std::byte>& buf) {
-    const std::size_t n = receive(buf.data(), buf.size());
-    tx->send(buf.data(), n, 0);
-  }
+  void send(const std::byte* p, std::size_t n) { tx->send(p, n, 0); }
+  std::size_t exchange(Buffers& b) { return send_then_receive(*this, b); }
+  void echo(std::vector<std::byte>& buf) { receive_then_send(*this, buf); }
 };
 
 struct ZmqT {
@@ -535,14 +534,8 @@ struct ZmqT {
       }
     }
   }
-  std::size_t exchange(Buffers& b) {
-    send(b.out.data(), b.out.size());
-    return receive(b.in.data(), b.in.size());
-  }
-  void echo(std::vector<std::byte>& buf) {
-    const std::size_t n = receive(buf.data(), buf.size());
-    send(buf.data(), n);
-  }
+  std::size_t exchange(Buffers& b) { return send_then_receive(*this, b); }
+  void echo(std::vector<std::byte>& buf) { receive_then_send(*this, buf); }
 };
 
 // moodycamel, between two threads of process A -------------------------------------
@@ -625,6 +618,16 @@ std::vector<Step> schedule(const Config& cfg, const std::vector<Kind>& kinds) {
 struct Switches {
   std::array<std::uint64_t, kKinds> voluntary{};
   std::array<std::uint64_t, kKinds> involuntary{};
+
+  /// Runs `block` (the timed rounds of transport k) and adds the calling
+  /// thread's context switches during it to k's tallies.
+  template <class Block>
+  void count(int k, Block&& block) {
+    const std::uint64_t v0 = bu::voluntary_switches(), i0 = bu::involuntary_switches();
+    block();
+    voluntary[k] += bu::voluntary_switches() - v0;
+    involuntary[k] += bu::involuntary_switches() - i0;
+  }
 };
 
 /// The ponger's report at the end.
@@ -689,10 +692,7 @@ bool uses(const std::vector<Kind>& kinds, Kind k) {
 /// cannot run at this size (a POSIX mq larger than the system allows) is
 /// recorded as unavailable, with the reason, and left out of the run.
 void setup_shared(const Config& cfg, std::size_t size, std::vector<Kind>& kinds, Shared& sh) {
-  void* mem = ::mmap(nullptr, 2 * sizeof(FloorLine) + 2 * size, PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (mem == MAP_FAILED) die_errno("mmap");
-  std::memset(mem, 0, 2 * sizeof(FloorLine) + 2 * size);  // pre-faulted for both processes
+  void* mem = bu::map_shared(2 * sizeof(FloorLine) + 2 * size);  // pre-faulted for both processes
   sh.line = new (mem) FloorLine{};
   sh.copy_line = new (static_cast<std::byte*>(mem) + sizeof(FloorLine)) FloorLine{};
   sh.copy_ping = static_cast<std::byte*>(mem) + 2 * sizeof(FloorLine);
@@ -827,10 +827,8 @@ struct PingerSide {
 /// frames, so the parent's cleanup cannot run in it.
 [[noreturn]] void run_ponger(const Config& cfg, std::size_t size, const std::vector<Kind>& kinds,
                              Shared& sh, int report_fd, bool pin) {
-  ::signal(SIGINT, SIG_DFL);
-  ::signal(SIGTERM, SIG_DFL);
+  ::signal(SIGTERM, SIG_DFL);  // bu::fork_child reset SIGINT and set the parent-death signal
   ::signal(SIGCHLD, SIG_DFL);
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   try {
     PongReport rep;
     if (pin && bu::pin_to(cfg.cpus[1])) rep.cpu = cfg.cpus[1];
@@ -876,10 +874,7 @@ struct PingerSide {
         continue;
       }
       echo(st.kind, st.untimed);
-      const std::uint64_t v0 = bu::voluntary_switches(), i0 = bu::involuntary_switches();
-      echo(st.kind, st.timed);
-      rep.sw.voluntary[static_cast<int>(st.kind)] += bu::voluntary_switches() - v0;
-      rep.sw.involuntary[static_cast<int>(st.kind)] += bu::involuntary_switches() - i0;
+      rep.sw.count(static_cast<int>(st.kind), [&] { echo(st.kind, st.timed); });
     }
     rep.ok = 1;
     write_full(report_fd, reinterpret_cast<const std::byte*>(&rep), sizeof rep, "report pipe");
@@ -924,10 +919,7 @@ struct EchoThread {
             }
           };
           echo(o.untimed);
-          const std::uint64_t v0 = bu::voluntary_switches(), i0 = bu::involuntary_switches();
-          echo(o.timed);
-          sw.voluntary[o.kind] += bu::voluntary_switches() - v0;
-          sw.involuntary[o.kind] += bu::involuntary_switches() - i0;
+          sw.count(o.kind, [&] { echo(o.timed); });
         }
       } catch (const std::exception& e) {
         error = e.what();
@@ -962,9 +954,7 @@ SizeResult run_size(const Config& cfg, std::size_t size, bool can_pin) {
   int report[2];
   if (::pipe2(report, O_CLOEXEC) != 0) die_errno("pipe");
   g_stop = g_interrupted;
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const pid_t child = ::fork();
+  const pid_t child = bu::fork_child();
   if (child < 0) die_errno("fork");
   if (child == 0) {
     ::close(report[0]);
@@ -1023,11 +1013,8 @@ SizeResult run_size(const Config& cfg, std::size_t size, bool can_pin) {
       const bool thread = info(st.kind).thread;
       if (thread) echo.order(st.kind, st.untimed, st.timed);
       a.run(st.kind, b, st.untimed, nullptr, round, cfg.gap_ns);
-      const std::uint64_t v0 = bu::voluntary_switches(), i0 = bu::involuntary_switches();
       block.reset();
-      a.run(st.kind, b, st.timed, &block, round, cfg.gap_ns);
-      res.a_sw.voluntary[k] += bu::voluntary_switches() - v0;
-      res.a_sw.involuntary[k] += bu::involuntary_switches() - i0;
+      res.a_sw.count(k, [&] { a.run(st.kind, b, st.timed, &block, round, cfg.gap_ns); });
       if (st.timed > 0) {
         res.hist[k].merge(block);
         res.block_p50[k].push_back(block.percentile(50));
@@ -1046,9 +1033,7 @@ SizeResult run_size(const Config& cfg, std::size_t size, bool can_pin) {
         if (r == child) {
           reaped = true;
           if (WIFSIGNALED(status) || WEXITSTATUS(status) != 0) {
-            die(std::string("the ponger exited (") +
-                (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
-                                     : "exit " + std::to_string(WEXITSTATUS(status))) + ")");
+            die("the ponger exited (" + bu::exit_description(status) + ")");
           }
         }
         g_stop = 0;
@@ -1096,9 +1081,7 @@ double paired_ratio(const std::vector<std::uint64_t>& t, const std::vector<std::
   for (std::size_t b = 0; b < std::min(t.size(), floor.size()); ++b) {
     if (floor[b] > 0) r.push_back(static_cast<double>(t[b]) / static_cast<double>(floor[b]));
   }
-  if (r.empty()) return 0.0;
-  std::sort(r.begin(), r.end());
-  return r.size() % 2 == 1 ? r[r.size() / 2] : (r[r.size() / 2 - 1] + r[r.size() / 2]) / 2;
+  return bu::median(std::move(r));
 }
 
 void print_size(const Config& cfg, const SizeResult& r) {
@@ -1281,41 +1264,22 @@ void run(Config cfg) {
     std::fflush(stdout);
     out["runs"].push_back(size_json(cfg, r));
   }
-  if (!cfg.json.empty()) {
-    FILE* f = std::fopen(cfg.json.c_str(), "w");
-    if (f == nullptr) die_errno("cannot write " + cfg.json);
-    const std::string text = out.dump(1);
-    std::fwrite(text.data(), 1, text.size(), f);
-    std::fputc('\n', f);
-    std::fclose(f);
-  }
+  if (!cfg.json.empty()) bu::write_json(cfg.json, out);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const auto parsed = parse(argc, argv);
-  if (!parsed) {
-    usage(argv[0]);
-    return 2;
-  }
-  Config cfg = *parsed;
-  cfg.bus = "pingpong-" + std::to_string(::getpid());
-
-  struct sigaction sa{};
-  sa.sa_handler = on_signal;
-  ::sigemptyset(&sa.sa_mask);
-  ::sigaction(SIGINT, &sa, nullptr);
-  ::sigaction(SIGTERM, &sa, nullptr);
-  struct sigaction sc{};
-  sc.sa_handler = on_child;  // no SA_RESTART: a blocked call returns EINTR
-  ::sigemptyset(&sc.sa_mask);
-  ::sigaction(SIGCHLD, &sc, nullptr);
-  try {
+  return shmbus::benchutil::bench_main(argc, argv, "shmbus_pingpong", "pingpong", parse, usage, [](Config& cfg) {
+    struct sigaction sa{};
+    sa.sa_handler = on_signal;
+    ::sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
+    struct sigaction sc{};
+    sc.sa_handler = on_child;  // no SA_RESTART: a blocked call returns EINTR
+    ::sigemptyset(&sc.sa_mask);
+    ::sigaction(SIGCHLD, &sc, nullptr);
     run(cfg);  // removes what it created on every exit path
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "shmbus_pingpong: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  });
 }

@@ -268,6 +268,39 @@ def micro_what(name):
 
 # --- plots ---------------------------------------------------------------------------
 
+# Legend to the right of the plot (many transports), or inside it (a few series).
+SIDE_LEGEND = {"fontsize": 7, "loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
+INNER_LEGEND = {"fontsize": 8}
+
+
+def ours(name):
+    """Whether a transport is shmbus or the floor (drawn solid; baselines dashed)."""
+    return name.startswith(("shmbus", "floor"))
+
+
+def exact_ticks(ax, xs):
+    """Ticks on the x axis at exactly xs, labelled as plain numbers."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+    ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+
+
+def save_plot(fig, ax, path, title, xlabel, ylabel, legend, y_from_zero=False):
+    """Labels one plot, adds its grid and legend (keyword arguments), writes it
+    to path and closes it. Returns path."""
+    import matplotlib.pyplot as plt
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if y_from_zero:
+        ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(**legend)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def plots(pp, tp, micro, out):
     import matplotlib
     matplotlib.use("Agg")
@@ -275,7 +308,6 @@ def plots(pp, tp, micro, out):
     from matplotlib.ticker import FixedLocator, FuncFormatter
 
     files = []
-    style = {"dpi": 80, "bbox_inches": "tight"}
     if pp:
         run = pick_run(pp, main_size(pp))
         fig, ax = plt.subplots(figsize=(8, 5))
@@ -286,23 +318,17 @@ def plots(pp, tp, micro, out):
                     continue
                 xs.append(1.0 / (1.0 - p / 100.0))
                 ys.append(max(v, 1))
-            ax.plot(xs, ys, label=LABELS.get(name, name), lw=1.8 if name.startswith(("shmbus", "floor")) else 1.1,
-                    ls="-" if name.startswith(("shmbus", "floor")) else "--", color=color(name))
+            ax.plot(xs, ys, label=LABELS.get(name, name), lw=1.8 if ours(name) else 1.1,
+                    ls="-" if ours(name) else "--", color=color(name))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ticks = [1, 2, 10, 100, 1000, 10000, 100000]
         ax.xaxis.set_major_locator(FixedLocator(ticks))
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: {1: "0", 2: "50", 10: "90", 100: "99", 1000: "99.9",
                                                                    10000: "99.99", 100000: "99.999"}.get(int(round(x)), "")))
-        ax.set_xlabel("percentile")
-        ax.set_ylabel("round trip (ns, log)")
-        ax.set_title(f"Ping-pong latency by percentile, {run['size']}-byte messages")
-        ax.grid(True, which="major", alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        f = os.path.join(out, "latency_percentiles.png")
-        fig.savefig(f, **style)
-        plt.close(fig)
-        files.append(f)
+        files.append(save_plot(fig, ax, os.path.join(out, "latency_percentiles.png"),
+                               f"Ping-pong latency by percentile, {run['size']}-byte messages",
+                               "percentile", "round trip (ns, log)", SIDE_LEGEND))
 
         fig, ax = plt.subplots(figsize=(8, 5))
         names = list(run["transports"].keys())
@@ -314,21 +340,12 @@ def plots(pp, tp, micro, out):
                     xs.append(r["size"])
                     ys.append(t["p50"])
             ax.plot(xs, ys, marker="o", ms=3, label=LABELS.get(name, name), color=color(name),
-                    ls="-" if name.startswith(("shmbus", "floor")) else "--")
+                    ls="-" if ours(name) else "--")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
-        sizes = [r["size"] for r in pp["runs"]]
-        ax.xaxis.set_major_locator(FixedLocator(sizes))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-        ax.set_xlabel("message size (bytes)")
-        ax.set_ylabel("p50 round trip (ns, log)")
-        ax.set_title("Ping-pong p50 by message size")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-        f = os.path.join(out, "latency_by_size.png")
-        fig.savefig(f, **style)
-        plt.close(fig)
-        files.append(f)
+        exact_ticks(ax, [r["size"] for r in pp["runs"]])
+        files.append(save_plot(fig, ax, os.path.join(out, "latency_by_size.png"), "Ping-pong p50 by message size",
+                               "message size (bytes)", "p50 round trip (ns, log)", SIDE_LEGEND))
     if tp:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for pol in ("drop_oldest", "block"):
@@ -344,18 +361,10 @@ def plots(pp, tp, micro, out):
                 ax.plot(xs, [m[f"BM_PublishFanout/{n}"] for n in xs], marker="s", ls="--",
                         label="idle subscribers (micro-benchmark)")
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_locator(FixedLocator([1, 2, 4, 8, 16]))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-        ax.set_xlabel("subscribers")
-        ax.set_ylabel("ns per publish")
-        ax.set_ylim(bottom=0)
-        ax.set_title("Fan-out: publish cost by subscriber count (64 B)")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        f = os.path.join(out, "fanout.png")
-        fig.savefig(f, **style)
-        plt.close(fig)
-        files.append(f)
+        exact_ticks(ax, [1, 2, 4, 8, 16])
+        files.append(save_plot(fig, ax, os.path.join(out, "fanout.png"),
+                               "Fan-out: publish cost by subscriber count (64 B)", "subscribers", "ns per publish",
+                               INNER_LEGEND, y_from_zero=True))
 
         fig, ax = plt.subplots(figsize=(7, 4.2))
         series = {}
@@ -368,19 +377,11 @@ def plots(pp, tp, micro, out):
             pts.sort()
             ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", label=key,
                     ls="-" if key.startswith("shmbus") else "--")
-        xs = sorted({x for pts in series.values() for x, _ in pts})
-        ax.xaxis.set_major_locator(FixedLocator(xs))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
-        ax.set_xlabel("producers (processes; moodycamel: threads)")
-        ax.set_ylabel("M messages/s (64 B)")
-        ax.set_ylim(bottom=0)
-        ax.set_title("Throughput by producer count, one reader")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        f = os.path.join(out, "throughput.png")
-        fig.savefig(f, **style)
-        plt.close(fig)
-        files.append(f)
+        exact_ticks(ax, sorted({x for pts in series.values() for x, _ in pts}))
+        files.append(save_plot(fig, ax, os.path.join(out, "throughput.png"),
+                               "Throughput by producer count, one reader",
+                               "producers (processes; moodycamel: threads)", "M messages/s (64 B)", INNER_LEGEND,
+                               y_from_zero=True))
     return files
 
 

@@ -67,7 +67,6 @@
 
 #include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -79,6 +78,7 @@ namespace bu = shmbus::benchutil;
 using bu::die;
 using bu::die_errno;
 using bu::Histogram;
+using bu::median;
 using bu::now_ns;
 using shmbus::Channel;
 using shmbus::ChannelOptions;
@@ -215,23 +215,19 @@ Outcome run_processes(Control& ctl, std::vector<Role>& roles) {
       if (k.fd >= 0) ::close(k.fd);
     }
   };
-  std::fflush(stdout);
-  std::fflush(stderr);
   for (Role& r : roles) {
     int p[2];
     if (::pipe2(p, O_CLOEXEC) != 0) {
       kill_all();
       die_errno("pipe");
     }
-    const pid_t pid = ::fork();
+    const pid_t pid = bu::fork_child();
     if (pid < 0) {
       kill_all();
       die_errno("fork");
     }
     if (pid == 0) {
       ::close(p[0]);
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-      ::signal(SIGINT, SIG_DFL);
       Report rep;
       try {
         g_report_fd = p[1];
@@ -291,9 +287,7 @@ Outcome run_processes(Control& ctl, std::vector<Role>& roles) {
       ::waitpid(kids[i].pid, &status, 0);
       kids[i].pid = -1;
       if (failure.empty()) {
-        failure = "process " + std::to_string(i) + " died without a report (" +
-                  (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
-                                       : "exit " + std::to_string(WEXITSTATUS(status))) + ")";
+        failure = "process " + std::to_string(i) + " died without a report (" + bu::exit_description(status) + ")";
       }
       continue;
     }
@@ -317,13 +311,25 @@ Outcome run_processes(Control& ctl, std::vector<Role>& roles) {
   return out;
 }
 
-/// Maps `n` bytes shared with the children, zeroed (pre-faulted).
+/// `n` bytes shared with the children (bu::map_shared: zeroed, pre-faulted),
+/// seen as a T, unmapped when it goes out of scope.
 template <class T>
-T* map_shared(std::size_t n = sizeof(T)) {
-  void* m = ::mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-  if (m == MAP_FAILED) die_errno("mmap");
-  std::memset(m, 0, n);
-  return static_cast<T*>(m);
+class SharedMap {
+ public:
+  explicit SharedMap(std::size_t n = sizeof(T)) : p_(static_cast<T*>(bu::map_shared(n))), n_(n) {}
+  ~SharedMap() { ::munmap(p_, n_); }
+  SharedMap(const SharedMap&) = delete;
+  SharedMap& operator=(const SharedMap&) = delete;
+  [[nodiscard]] T* get() const noexcept { return p_; }
+
+ private:
+  T* p_;
+  std::size_t n_;
+};
+
+/// Messages per second: `messages` moved between t_start and t_end (ns).
+double rate(std::uint64_t messages, std::uint64_t t_start, std::uint64_t t_end) {
+  return static_cast<double>(messages) / (static_cast<double>(t_end - t_start) / 1e9);
 }
 
 /// Where processes run: publishers from the first CPU up, readers from the
@@ -375,6 +381,16 @@ Channel open_channel(const Config& cfg, const std::string& name) {
   auto ch = Channel::open(name, cfg.bus);
   if (!ch) die("open " + name + ": " + ch.error().message());
   return std::move(ch.value());
+}
+
+/// Options of a reader (SubscribeOptions or GroupOptions): from the first
+/// message, busy-spinning, or yielding where processes share CPUs.
+template <class Options>
+Options reader_options() {
+  Options o;
+  o.start = shmbus::StartAt::earliest();
+  o.wait = g_crowded ? shmbus::WaitStrategy::yield : shmbus::WaitStrategy::busy_spin;
+  return o;
 }
 
 /// How a publisher writes: one publish() per message, or kClaimBatch
@@ -473,10 +489,7 @@ Role subscriber_role(const Config& cfg, Control& ctl, const std::string& name,
                      bool lossy) {
   return {[&cfg, &ctl, name, publishers, total, size, mode, lossy](Report& rep) {
             Channel ch = open_channel(cfg, name);
-            shmbus::SubscribeOptions so;
-            so.start = shmbus::StartAt::earliest();
-            so.wait = g_crowded ? shmbus::WaitStrategy::yield : shmbus::WaitStrategy::busy_spin;
-            auto sub = ch.subscribe(so);
+            auto sub = ch.subscribe(reader_options<shmbus::SubscribeOptions>());
             if (!sub) die("subscribe: " + sub.error().message());
             std::vector<std::uint64_t> next(publishers, 0);
             std::vector<std::byte> buf(size);
@@ -562,10 +575,7 @@ Role consumer_role(const Config& cfg, Control& ctl, const std::string& name, std
                    std::size_t size, AckMode mode) {
   return {[&cfg, &ctl, name, total, size, mode](Report& rep) {
             Channel ch = open_channel(cfg, name);
-            shmbus::GroupOptions go;
-            go.start = shmbus::StartAt::earliest();
-            go.wait = g_crowded ? shmbus::WaitStrategy::yield : shmbus::WaitStrategy::busy_spin;
-            auto consumer = ch.join_group("g", go);
+            auto consumer = ch.join_group("g", reader_options<shmbus::GroupOptions>());
             if (!consumer) die("join_group: " + consumer.error().message());
             std::vector<shmbus::Delivery> ds(kGroupBatch);
             std::vector<std::byte> arena(kGroupBatch * size);
@@ -627,12 +637,6 @@ struct Point {
   std::uint64_t lost = 0;
   double sleeps_per_msg = 0;
 };
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v.size() % 2 == 1 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
-}
 
 nlohmann::ordered_json point_json(const Point& p) {
   nlohmann::ordered_json j = p.desc;
@@ -709,7 +713,8 @@ void run_shmbus(const Config& cfg, const ShmbusSpec& s, std::uint64_t& serial, P
       auto ch = Channel::create(guard.name(), o, cfg.bus);
       if (!ch) die("create " + guard.name() + ": " + ch.error().message());
     }
-    Control* ctl = map_shared<Control>();
+    const SharedMap<Control> ctl_map;
+    Control* ctl = ctl_map.get();
     std::vector<Role> roles;
     const std::uint64_t total = s.messages;
     // Every process attaches before the common start, so the readers (and
@@ -729,14 +734,7 @@ void run_shmbus(const Config& cfg, const ShmbusSpec& s, std::uint64_t& serial, P
       role.cpu = pl.writer_cpus[i];
       roles.push_back(std::move(role));
     }
-    Outcome out;
-    try {
-      out = run_processes(*ctl, roles);
-    } catch (...) {
-      ::munmap(ctl, sizeof(Control));
-      throw;
-    }
-    ::munmap(ctl, sizeof(Control));
+    const Outcome out = run_processes(*ctl, roles);
     std::uint64_t t_end = 0, read = 0, lost = 0, sum = 0, vol = 0;
     std::vector<double> pub_p50, pub_p99;
     for (std::uint64_t i = 0; i < s.readers; ++i) {
@@ -762,7 +760,7 @@ void run_shmbus(const Config& cfg, const ShmbusSpec& s, std::uint64_t& serial, P
             std::to_string(total) + " (checksum " + std::to_string(want) + ")");
       }
     }
-    pt.rates.push_back(static_cast<double>(total) / (static_cast<double>(t_end - out.t_start) / 1e9));
+    pt.rates.push_back(rate(total, out.t_start, t_end));
     pt.ns_per_publish.push_back(median(pub_p50));
     pt.ns_per_publish_p99.push_back(median(pub_p99));
     pt.lost += lost;
@@ -792,8 +790,10 @@ void run_spsc(const Config& cfg, std::size_t size, Point& pt) {
   const std::uint64_t cap = kCapacity;
   const std::size_t bytes = sizeof(SpscHeader) + cap * stride;
   {
-    Control* ctl = map_shared<Control>();
-    auto* hdr = map_shared<SpscHeader>(bytes);
+    const SharedMap<Control> ctl_map;
+    const SharedMap<SpscHeader> hdr_map(bytes);
+    Control* ctl = ctl_map.get();
+    SpscHeader* hdr = hdr_map.get();
     std::byte* slots = reinterpret_cast<std::byte*>(hdr) + sizeof(SpscHeader);
     const std::uint64_t total = cfg.messages;
     std::vector<Role> roles;
@@ -854,18 +854,9 @@ void run_spsc(const Config& cfg, std::size_t size, Point& pt) {
                        rep.count = total;
                      },
                      pl.writer_cpus[0]});
-    Outcome out;
-    try {
-      out = run_processes(*ctl, roles);
-    } catch (...) {
-      ::munmap(ctl, sizeof(Control));
-      ::munmap(hdr, bytes);
-      throw;
-    }
-    ::munmap(ctl, sizeof(Control));
-    ::munmap(hdr, bytes);
+    const Outcome out = run_processes(*ctl, roles);
     if (out.reports[0].checksum != total * (total - 1) / 2) die("spsc: checksum mismatch");
-    pt.rates.push_back(static_cast<double>(total) / (static_cast<double>(out.reports[0].t_end - out.t_start) / 1e9));
+    pt.rates.push_back(rate(total, out.t_start, out.reports[0].t_end));
   }
   g_crowded = false;
 }
@@ -883,7 +874,8 @@ void run_mc(const Config& cfg, std::uint64_t producers, bool bulk, Point& pt) {
              {"size", 64}, {"mode", bulk ? "try_dequeue_bulk" : "try_dequeue"}, {"policy", "unbounded"},
              {"messages", cfg.messages}, {"oversubscribed", pl.crowded}, {"threads", true}};
   {
-    Control* ctl = map_shared<Control>();
+    const SharedMap<Control> ctl_map;
+    Control* ctl = ctl_map.get();
     const std::uint64_t total = cfg.messages;
     std::vector<Role> roles;
     roles.push_back({[&](Report& rep) {
@@ -942,15 +934,8 @@ void run_mc(const Config& cfg, std::uint64_t producers, bool bulk, Point& pt) {
                        rep.checksum = sum;
                      },
                      -1});
-    Outcome out;
-    try {
-      out = run_processes(*ctl, roles);
-    } catch (...) {
-      ::munmap(ctl, sizeof(Control));
-      throw;
-    }
-    ::munmap(ctl, sizeof(Control));
-    pt.rates.push_back(static_cast<double>(total) / (static_cast<double>(out.reports[0].t_end - out.t_start) / 1e9));
+    const Outcome out = run_processes(*ctl, roles);
+    pt.rates.push_back(rate(total, out.t_start, out.reports[0].t_end));
   }
 }
 
@@ -1072,21 +1057,11 @@ void run(const Config& cfg) {
   if (wanted(cfg, "pubsub")) {
     for (std::uint64_t p : cfg.publishers) {
       for (ReadMode m : {ReadMode::poll, ReadMode::read_batch}) {
-        ShmbusSpec s;
-        s.scenario = "pubsub";
-        s.publishers = p;
-        s.read = m;
-        s.messages = cfg.messages;
-        shmbus_task(s);
+        shmbus_task({.scenario = "pubsub", .publishers = p, .read = m, .messages = cfg.messages});
       }
-      for (ReadMode m : {ReadMode::read_batch, ReadMode::read_batch_backoff}) {
-        ShmbusSpec s;  // batching on both sides
-        s.scenario = "pubsub";
-        s.publishers = p;
-        s.read = m;
-        s.write = PubMode::claim_batch;
-        s.messages = cfg.messages;
-        shmbus_task(s);
+      for (ReadMode m : {ReadMode::read_batch, ReadMode::read_batch_backoff}) {  // batching on both sides
+        shmbus_task({.scenario = "pubsub", .publishers = p, .read = m, .write = PubMode::claim_batch,
+                     .messages = cfg.messages});
       }
     }
   }
@@ -1097,35 +1072,20 @@ void run(const Config& cfg) {
   }
   if (wanted(cfg, "sizes")) {
     for (std::uint64_t size : cfg.sizes) {
-      ShmbusSpec s;
-      s.scenario = "sizes";
-      s.size = size;
-      s.messages = size > 1024 ? quarter : cfg.messages;
-      shmbus_task(s);
+      shmbus_task({.scenario = "sizes", .size = size, .messages = size > 1024 ? quarter : cfg.messages});
     }
   }
   if (wanted(cfg, "fanout")) {
     for (Policy pol : {Policy::drop_oldest, Policy::block}) {
       for (std::uint64_t n : cfg.subscribers) {
-        ShmbusSpec s;
-        s.scenario = "fanout";
-        s.readers = n;
-        s.policy = pol;
-        s.messages = quarter;
-        shmbus_task(s);
+        shmbus_task({.scenario = "fanout", .readers = n, .policy = pol, .messages = quarter});
       }
     }
   }
   if (wanted(cfg, "group")) {
     for (std::uint64_t c : cfg.consumers) {
       for (AckMode m : {AckMode::single, AckMode::batch}) {
-        ShmbusSpec s;
-        s.scenario = "group";
-        s.readers = c;
-        s.group = true;
-        s.ack = m;
-        s.messages = quarter;
-        shmbus_task(s);
+        shmbus_task({.scenario = "group", .readers = c, .group = true, .ack = m, .messages = quarter});
       }
     }
   }
@@ -1145,30 +1105,12 @@ void run(const Config& cfg) {
                      {"capacity", kCapacity}, {"read_batch", kReadBatch}, {"group_batch", kGroupBatch}};
     out["points"] = nlohmann::ordered_json::array();
     for (const Point& p : points) out["points"].push_back(point_json(p));
-    FILE* f = std::fopen(cfg.json.c_str(), "w");
-    if (f == nullptr) die_errno("cannot write " + cfg.json);
-    const std::string text = out.dump(1);
-    std::fwrite(text.data(), 1, text.size(), f);
-    std::fputc('\n', f);
-    std::fclose(f);
+    bu::write_json(cfg.json, out);
   }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  const auto parsed = parse(argc, argv);
-  if (!parsed) {
-    usage(argv[0]);
-    return 2;
-  }
-  Config cfg = *parsed;
-  cfg.bus = "throughput-" + std::to_string(::getpid());
-  try {
-    run(cfg);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "shmbus_throughput: %s\n", e.what());
-    return 1;
-  }
-  return 0;
+  return shmbus::benchutil::bench_main(argc, argv, "shmbus_throughput", "throughput", parse, usage, run);
 }

@@ -31,6 +31,8 @@
 //                (defaults: 5000 messages, 64 slots, 20 us; every policy)
 #include <shmbus/shmbus.hpp>
 
+#include "pipe_io.hpp"
+
 #include <cerrno>
 #include <chrono>
 #include <csignal>
@@ -51,6 +53,9 @@
 #include <unistd.h>
 
 namespace {
+
+using shmbus_examples::read_all;
+using shmbus_examples::write_all;
 
 using shmbus::Channel;
 using shmbus::Policy;
@@ -104,30 +109,6 @@ struct Report {
   char error[160] = {};
 };
 static_assert(sizeof(Report) < PIPE_BUF);
-
-bool write_all(int fd, const void* p, std::size_t n) {
-  const auto* b = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, b, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    b += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
-
-bool read_all(int fd, void* p, std::size_t n) {
-  auto* b = static_cast<char*>(p);
-  while (n > 0) {
-    const ssize_t r = ::read(fd, b, n);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) return false;
-    b += r;
-    n -= static_cast<std::size_t>(r);
-  }
-  return true;
-}
 
 [[noreturn]] void report_and_exit(int fd, Report& r, const std::string& error = {}) {
   r.ok = error.empty() ? 1 : 0;

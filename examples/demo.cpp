@@ -60,6 +60,8 @@
 //   shmbus_demo --groups-only part 4 only
 #include <shmbus/shmbus.hpp>
 
+#include "pipe_io.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cerrno>
@@ -85,6 +87,8 @@
 #include <unistd.h>
 
 namespace {
+
+using shmbus_examples::write_all;
 
 using shmbus::Channel;
 using shmbus::ChannelOptions;
@@ -181,18 +185,6 @@ static_assert(sizeof(Report) < PIPE_BUF);
 
 volatile std::sig_atomic_t g_stop = 0;
 extern "C" void on_signal(int) { g_stop = 1; }
-
-bool write_all(int fd, const void* p, std::size_t n) {
-  const auto* b = static_cast<const char*>(p);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, b, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    b += w;
-    n -= static_cast<std::size_t>(w);
-  }
-  return true;
-}
 
 /// Blocks until the write end of `fd`'s pipe is closed by everybody (EOF):
 /// the parent closing its end is a broadcast to all children at once.

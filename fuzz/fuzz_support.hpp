@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <span>
 #include <string>
 #include <vector>
@@ -94,5 +95,13 @@ class Bytes {
 /// A name stored in shared memory, if it is a valid shmbus name (1..63 of
 /// [A-Za-z0-9_-]); else `fallback`. Thread-safe.
 std::string valid_name_or(const char* raw, std::size_t max, const std::string& fallback);
+
+/// The 8 bytes at `offset` of an image of `size` bytes (native order), or 0
+/// past its end.
+inline std::uint64_t word_at(const std::uint8_t* image, std::size_t size, std::size_t offset) {
+  std::uint64_t v = 0;
+  if (offset + 8 <= size) std::memcpy(&v, image + offset, 8);
+  return v;
+}
 
 }  // namespace shmbus::fuzz

@@ -25,12 +25,6 @@
 namespace shmbus::fuzz {
 namespace {
 
-std::uint64_t word_at(const std::uint8_t* image, std::size_t size, std::size_t offset) {
-  std::uint64_t v = 0;
-  if (offset + 8 <= size) std::memcpy(&v, image + offset, 8);
-  return v;
-}
-
 void exercise(Channel& ch) {
   (void)ch.stats();
   (void)ch.options();

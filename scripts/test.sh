@@ -3,9 +3,13 @@
 #   1. the normal build: unit, concurrency and multiprocess tests, the demo
 #      smoke run and the benchmark smoke runs (every ctest label but `slow`);
 #   2. ThreadSanitizer: the concurrency (threaded stress) tests;
-#   3. AddressSanitizer + UBSan: the unit and multiprocess tests.
+#   3. AddressSanitizer + UBSan: the whole suite again (every program the
+#      normal build makes, with every test but the Spin models, which check
+#      Promela and not our C++);
+#   4. libFuzzer: each fuzz target for 15 s.
 # Opt-in slow tiers: SHMBUS_SLOW=1 scripts/test.sh (adds the `slow` label:
-# 1000-trial crash soaks and the 10-minute torture soak). By hand:
+# 1000-trial crash soaks, the 10-minute torture soak and the large Spin
+# models, in the normal build; the long fuzz runs). By hand:
 #   ctest --test-dir build -L slow -LE soak    the 1000-trial tiers only
 #   ctest --test-dir build -L soak             the 10-minute soak only
 set -euo pipefail
@@ -34,6 +38,7 @@ build build all
 # 2-core machine shared by parallel tests would only make them slower.
 ctest --test-dir build --output-on-failure "${LABEL_ARGS[@]}"
 
+# The TSan and fuzz tiers build only the programs they run.
 SAN_ARGS=(-DSHMBUS_BUILD_BENCHMARKS=OFF -DSHMBUS_BUILD_EXAMPLES=OFF -DSHMBUS_BUILD_TOOLS=OFF)
 
 echo "== ThreadSanitizer: concurrency tests"
@@ -41,10 +46,15 @@ build build-tsan shmbus_stress_tests -DSHMBUS_SANITIZE=thread "${SAN_ARGS[@]}"
 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
   ctest --test-dir build-tsan --output-on-failure -L concurrency
 
-echo "== AddressSanitizer + UBSan: unit and multiprocess tests"
-build build-asan "shmbus_unit_tests;shmbus_process_tests;shmbus_group_process_tests;shmbus_c_api_test;shmbus_torture_tests" -DSHMBUS_SANITIZE=address "${SAN_ARGS[@]}"
+echo "== AddressSanitizer + UBSan: the whole suite"
+# Library, tests, CLI, examples, demo, bridge, benchmarks (their smoke runs),
+# the C API and package consumers (built with the same flags), the Python
+# example (runtimes preloaded) and the fuzz regressions. Not the Spin models:
+# they check Promela, not our code. The slow tiers (SHMBUS_SLOW=1) run in the
+# normal build only.
+build build-asan all -DSHMBUS_SANITIZE=address
 ASAN_OPTIONS="detect_leaks=1 abort_on_error=0" UBSAN_OPTIONS="print_stacktrace=1" \
-  ctest --test-dir build-asan --output-on-failure -L "unit|multiprocess"
+  ctest --test-dir build-asan --output-on-failure -LE '^(model|model_long|slow)$'
 
 echo "== libFuzzer (clang, ASan + UBSan): every fuzz target for 15 s"
 # SHMBUS_SLOW=1 adds the long runs (label fuzz_long, SHMBUS_FUZZ_LONG_SECONDS

@@ -4,6 +4,7 @@
 #include <thread>
 
 #include <shmbus/bus/init_wait.hpp>
+#include <shmbus/bus/settings_check.hpp>
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
 #include <shmbus/shm/liveness.hpp>
@@ -327,8 +328,7 @@ namespace {
 
 Result<void> check_expected(const Geometry& g, const ChannelOptions& want, std::string_view name) {
   const ChannelOptions have = options_of(g);
-  struct P { const char* field; std::uint64_t have, want; };
-  const P params[] = {
+  const SettingCheck checks[] = {
       {"slot_size", have.slot_size, want.slot_size},
       {"capacity", have.capacity, want.capacity},
       {"policy", static_cast<std::uint64_t>(have.policy), static_cast<std::uint64_t>(want.policy)},
@@ -339,17 +339,11 @@ Result<void> check_expected(const Geometry& g, const ChannelOptions& want, std::
       {"unblock_timeout_ns", have.unblock_timeout_ns, want.unblock_timeout_ns},
       {"eviction_timeout_ns", have.eviction_timeout_ns, want.eviction_timeout_ns},
   };
-  for (const P& p : params) {
-    if (p.have == p.want) continue;
-    std::string hv = num(p.have), wv = num(p.want);
-    if (std::string_view(p.field) == "policy") {
-      hv = std::string(to_string(have.policy));
-      wv = std::string(to_string(want.policy));
-    }
-    return Error(ErrorCode::parameter_mismatch, "channel '" + std::string(name) + "' exists with " +
-                                                    p.field + " " + hv + "; asked for " + wv);
-  }
-  return {};
+  // The policy by its name; every other setting as a number.
+  const SettingFormatter show = [](std::string_view field, std::uint64_t v) {
+    return field == "policy" ? std::string(to_string(static_cast<Policy>(v))) : num(v);
+  };
+  return check_settings("channel '" + std::string(name) + "'", checks, show);
 }
 
 Result<std::shared_ptr<ChannelState>> open_impl(std::string_view bus, std::string_view name,

@@ -7,6 +7,7 @@
 #include <optional>
 
 #include <shmbus/bus/channel_state.hpp>
+#include <shmbus/bus/settings_check.hpp>
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
 #include <shmbus/shm/liveness.hpp>
@@ -208,21 +209,13 @@ Result<DedupGeometry> validate_header(const DedupHeader& h, std::size_t segment_
 
 Result<void> check_expected(const DedupGeometry& have, const DedupGeometry& want,
                             std::string_view name) {
-  struct P { const char* field; std::uint64_t have, want; };
-  const P params[] = {
+  const SettingCheck checks[] = {
       {"capacity", have.capacity, want.capacity},
       {"probe_window", have.window, want.window},
       {"ttl_ns", have.ttl_ns, want.ttl_ns},
       {"claim_timeout_ns", have.claim_timeout_ns, want.claim_timeout_ns},
   };
-  for (const P& p : params) {
-    if (p.have != p.want) {
-      return Error(ErrorCode::parameter_mismatch, "dedup table '" + std::string(name) +
-                                                      "' exists with " + p.field + " " +
-                                                      num(p.have) + "; asked for " + num(p.want));
-    }
-  }
-  return {};
+  return check_settings("dedup table '" + std::string(name) + "'", checks);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include <shmbus/bus/settings_check.hpp>
 #include <shmbus/bus/slots.hpp>
 #include <shmbus/bus/subscriber_core.hpp>
 #include <shmbus/bus/tables.hpp>
@@ -95,37 +96,20 @@ Result<void> check_group_options(const GroupOptions& o) {
 // The settings stored in a group entry, compared with the options of a joiner.
 Result<void> check_same_settings(const GroupEntry& g, const GroupOptions& o, const std::string& dlq,
                                  std::string_view name) {
-  struct F { const char* field; std::uint64_t have, want; };
-  const F fields[] = {
+  const SettingCheck checks[] = {
       {"visibility_timeout_ns", g.visibility_timeout_ns, o.visibility_timeout_ns},
       {"max_deliveries", g.max_deliveries, o.max_deliveries},
       {"backoff_base_ns", g.backoff_base_ns, o.backoff_base_ns},
       {"backoff_cap_ns", g.backoff_cap_ns, o.backoff_cap_ns},
       {"jitter_permille", g.jitter_permille, o.jitter_permille},
   };
-  for (const F& f : fields) {
-    if (f.have != f.want) {
-      return Error(ErrorCode::parameter_mismatch, "group '" + std::string(name) + "' exists with " +
-                                                      f.field + " " + num(f.have) + "; asked for " +
-                                                      num(f.want));
-    }
-  }
+  if (auto r = check_settings("group '" + std::string(name) + "'", checks); !r) return r;
   const std::string have_dlq = read_name(g.dlq);
   if (have_dlq != dlq) {
     return Error(ErrorCode::parameter_mismatch, "group '" + std::string(name) + "' exists with dlq '" +
                                                     have_dlq + "'; asked for '" + dlq + "'");
   }
   return {};
-}
-
-std::uint64_t start_position(const ChannelState& ch, const StartAt& start) noexcept {
-  switch (start.kind) {
-    case StartAt::Kind::earliest: return oldest_sequence(ch);
-    case StartAt::Kind::latest: return shm::load_acquire(ch.producer->head);
-    case StartAt::Kind::sequence: return std::min(start.value, kMaxSequence);
-    case StartAt::Kind::timestamp: return sequence_at_time(ch, start.value);
-  }
-  return shm::load_acquire(ch.producer->head);
 }
 
 // Finds or creates group `name`; returns its index.
@@ -249,8 +233,12 @@ std::string dlq_channel_name(std::string_view channel, const GroupOptions& opts)
   return opts.dlq.empty() ? std::string(channel) + "-dlq" : opts.dlq;
 }
 
-ChannelOptions dlq_channel_options(const Geometry& source) {
+// A DLQ is created with its source channel's permission bits, so every
+// process that may join the group may open its DLQ too.
+ChannelOptions dlq_channel_options(const ChannelState& source_ch) {
+  const Geometry& source = source_ch.geo;
   ChannelOptions o;
+  if (auto mode = source_ch.segment.mode()) o.mode = mode.value() & 0666;
   const std::uint64_t need = kSlotHeaderSize + sizeof(DlqRecord) + source.max_payload;
   o.slot_size = static_cast<std::uint32_t>((need + 63) / 64 * 64);
   o.capacity = std::max<std::uint32_t>(64, std::min<std::uint32_t>(source.capacity, 4096));
@@ -330,7 +318,7 @@ Result<std::unique_ptr<GroupCore>> GroupCore::join(std::shared_ptr<ChannelState>
 
   // The DLQ exists before any message can need it, with a durable cursor
   // that retains dead letters until they are redriven.
-  auto dlq_ch = open_or_create_channel(ch->bus, dlq, dlq_channel_options(ch->geo));
+  auto dlq_ch = open_or_create_channel(ch->bus, dlq, dlq_channel_options(*ch));
   if (!dlq_ch) {
     return Error(dlq_ch.error().code(), "DLQ of group '" + std::string(name) + "': " + dlq_ch.error().message());
   }
@@ -489,6 +477,7 @@ bool GroupCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
     back.attempt = lf.attempt > 0 ? lf.attempt - 1 : 0;
     back.deadline_ms = now_ms();
     (void)shm::cas_acq_rel(leases_[seq & mask_], w, make_lease(back));
+    last_scan_ns_ = 0;  // due now: a retry with a larger buffer finds it at once
     out.message.payload = std::span<const std::byte>(slot + kSlotHeaderSize, hdr.length);
     st = PollStatus::buffer_too_small;
     return true;
@@ -503,13 +492,7 @@ bool GroupCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
   out.lease = lease;
   out.group = gi_;
   out.deadline_ns = 0;
-  out.message.sequence = seq;
-  out.message.timestamp_ns = hdr.timestamp_ns;
-  out.message.key = hdr.key;
-  out.message.correlation_id = hdr.correlation_id;
-  out.message.type = hdr.type;
-  out.message.attempt = lf.attempt;
-  out.message.payload = std::span<const std::byte>(buffer.data(), hdr.length);
+  out.message = message_from(hdr, seq, lf.attempt, buffer.data());
   g_->delivered.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   shm::single_writer_add(me_->delivered, 1);
   st = PollStatus::ok;

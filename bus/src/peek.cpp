@@ -40,13 +40,7 @@ PollStatus peek_message(const ChannelState& ch, std::uint64_t seq, Message& out,
   }
   racy_copy(buffer.data(), slot + kSlotHeaderSize, hdr.length);
   if (!validated()) return PollStatus::lapped;
-  out.sequence = seq;
-  out.timestamp_ns = hdr.timestamp_ns;
-  out.key = hdr.key;
-  out.correlation_id = hdr.correlation_id;
-  out.type = hdr.type;
-  out.attempt = hdr.attempt;
-  out.payload = std::span<const std::byte>(buffer.data(), hdr.length);
+  out = message_from(hdr, seq, hdr.attempt, buffer.data());
   return PollStatus::ok;
 }
 

@@ -146,13 +146,7 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
         publish_cursor();
         return PollStatus::corrupted;
       }
-      out.sequence = cursor_;
-      out.timestamp_ns = hdr.timestamp_ns;
-      out.key = hdr.key;
-      out.correlation_id = hdr.correlation_id;
-      out.type = hdr.type;
-      out.attempt = hdr.attempt;
-      out.payload = std::span<const std::byte>(slot + kSlotHeaderSize, hdr.length);
+      out = message_from(hdr, cursor_, hdr.attempt, slot + kSlotHeaderSize);
       pending_stamp_ = st;
       pending_ = true;
       return PollStatus::ok;

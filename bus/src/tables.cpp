@@ -196,6 +196,16 @@ std::uint64_t oldest_sequence(const ChannelState& ch) noexcept {
   return head > ch.geo.capacity ? head - ch.geo.capacity : 0;
 }
 
+std::uint64_t start_position(const ChannelState& ch, const StartAt& start) noexcept {
+  switch (start.kind) {
+    case StartAt::Kind::earliest: return oldest_sequence(ch);
+    case StartAt::Kind::latest: return shm::load_acquire(ch.producer->head);
+    case StartAt::Kind::sequence: return std::min(start.value, kMaxSequence);
+    case StartAt::Kind::timestamp: return sequence_at_time(ch, start.value);
+  }
+  return shm::load_acquire(ch.producer->head);
+}
+
 namespace {
 
 // Reads slot `seq`'s timestamp if the slot holds it committed (validated by
@@ -244,15 +254,6 @@ Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view na
   const shm::ProcessId me = shm::self_process();
   (void)reclaim_dead(ch);
 
-  auto start_cursor = [&]() -> std::uint64_t {
-    switch (start.kind) {
-      case StartAt::Kind::earliest: return oldest_sequence(ch);
-      case StartAt::Kind::latest: return shm::load_acquire(ch.producer->head);
-      case StartAt::Kind::sequence: return std::min(start.value, kMaxSequence);
-      case StartAt::Kind::timestamp: return sequence_at_time(ch, start.value);
-    }
-    return shm::load_acquire(ch.producer->head);
-  };
 
   // Finishes an attach: claiming/resuming -> active, one CAS (a concurrent
   // reclaim may have judged us dead meanwhile; then we start over).
@@ -331,7 +332,7 @@ Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view na
       shm::store_relaxed(e.lost, std::uint64_t{0});
       shm::store_relaxed(e.lapped_events, std::uint64_t{0});
       shm::store_relaxed(e.evict_watch_since_ns, std::uint64_t{0});
-      const std::uint64_t cursor = start_cursor();
+      const std::uint64_t cursor = start_position(ch, start);
       shm::store_release(e.cursor, cursor);
       if (durable) {
         // Announce the name, then settle a race with a concurrent creator.

@@ -95,7 +95,8 @@ class Channel {
 
   /// Joins consumer group `group` (created with `opts` if it does not exist;
   /// an existing group must have the same settings). Also creates the
-  /// group's DLQ channel if needed. table_full if no group or consumer entry
+  /// group's DLQ channel if needed, with this channel's permission bits.
+  /// table_full if no group or consumer entry
   /// is free. Thread-safe.
   Result<Consumer> join_group(std::string_view group, const GroupOptions& opts = {});
 

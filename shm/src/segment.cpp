@@ -177,14 +177,31 @@ Result<std::vector<SegmentInfo>> Segment::list(std::string_view prefix) {
   return out;
 }
 
-Result<std::size_t> Segment::size() const {
+namespace {
+
+// fstat of an open segment; errors name it.
+Result<struct stat> stat_segment(int fd, const std::string& name) {
   struct stat st {};
-  if (::fstat(impl_->shm.get_mapping_handle().handle, &st) != 0) {
+  if (::fstat(fd, &st) != 0) {
     const int err = errno;
-    return Error(ErrorCode::system, "cannot stat shared-memory segment '" + name_ + "': " +
+    return Error(ErrorCode::system, "cannot stat shared-memory segment '" + name + "': " +
                                         std::strerror(err), err);
   }
-  return static_cast<std::size_t>(st.st_size);
+  return st;
+}
+
+}  // namespace
+
+Result<std::size_t> Segment::size() const {
+  auto st = stat_segment(impl_->shm.get_mapping_handle().handle, name_);
+  if (!st) return st.error();
+  return static_cast<std::size_t>(st.value().st_size);
+}
+
+Result<std::uint32_t> Segment::mode() const {
+  auto st = stat_segment(impl_->shm.get_mapping_handle().handle, name_);
+  if (!st) return st.error();
+  return static_cast<std::uint32_t>(st.value().st_mode & 07777);
 }
 
 Result<Mapping> Segment::map(std::size_t offset, std::size_t length, Access access,

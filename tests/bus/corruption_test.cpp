@@ -19,27 +19,66 @@ using namespace shmbus::test;
 
 namespace {
 
-// A writable view of a channel's whole segment, as a hostile process has.
+ChannelOptions small() {
+  ChannelOptions o;
+  o.capacity = 8;
+  o.slot_size = 128;
+  return o;
+}
+
+// A writable view of a channel's segment, as a hostile process has (or a
+// creator that has not finished its initialisation).
 struct RawView {
   shm::Segment seg;
   shm::Mapping map;
   ChannelHeader* hdr = nullptr;
+
+  /// Maps the whole segment of the existing channel `name`.
   explicit RawView(const ScopedChannelName& name) {
     auto s = shm::Segment::open(segment_name(kTestBus, name.str()), shm::Access::read_write);
     REQUIRE(s);
     seg = std::move(s.value());
-    auto m = seg.map(0, seg.size().value(), shm::Access::read_write, false);
+    map_first(seg.size().value());
+  }
+
+  /// Creates the segment of channel `name`, sized for small(), and maps its
+  /// header page only: what a creator has before its initialisation ends.
+  static RawView unfinished(const ScopedChannelName& name) { return RawView(name, small()); }
+
+ private:
+  RawView(const ScopedChannelName& name, const ChannelOptions& o) {
+    auto g = compute_geometry(o);
+    REQUIRE(g);
+    auto s = shm::Segment::create(segment_name(kTestBus, name.str()), g->total_size, 0600);
+    REQUIRE(s);
+    seg = std::move(s.value());
+    map_first(kHeaderPage);
+  }
+
+  /// Maps the first `bytes` of the segment, writable, and points hdr there.
+  void map_first(std::size_t bytes) {
+    auto m = seg.map(0, bytes, shm::Access::read_write, false);
     REQUIRE(m);
     map = std::move(m.value());
     hdr = reinterpret_cast<ChannelHeader*>(map.data());
   }
 };
 
-ChannelOptions small() {
-  ChannelOptions o;
-  o.capacity = 8;
-  o.slot_size = 128;
-  return o;
+/// A channel in use: its handle, a subscriber and a publisher.
+struct LiveChannel {
+  Channel ch;
+  Subscriber sub;
+  Publisher pub;
+};
+
+/// Creates channel `name` (small()) with a subscriber and a publisher; fails
+/// the test if any of them fails.
+LiveChannel make_live_channel(const ScopedChannelName& name) {
+  Channel ch = make_channel(name, small());
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  return {std::move(ch), std::move(sub.value()), std::move(pub.value())};
 }
 
 std::string open_error(const ScopedChannelName& name, ErrorCode expect) {
@@ -103,50 +142,41 @@ TEST_CASE("out-of-range header fields are refused with the field named") {
 
 TEST_CASE("a slot with an impossible length is skipped, counted as lost, never read past its end") {
   ScopedChannelName name;
-  Channel ch = make_channel(name, small());
-  auto sub = ch.subscribe();
-  auto pub = ch.publisher();
-  REQUIRE((sub && pub));
-  REQUIRE(pub->publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
-  REQUIRE(pub->publish(bytes_of(std::uint64_t{2})) == PublishStatus::ok);
+  auto [ch, sub, pub] = make_live_channel(name);
+  REQUIRE(pub.publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
+  REQUIRE(pub.publish(bytes_of(std::uint64_t{2})) == PublishStatus::ok);
   RawView v(name);
   auto* slot0 = reinterpret_cast<SlotHeader*>(v.map.data() + v.hdr->data_offset);
   slot0->length = 0xFFFFFFF0u;
   Message m;
   std::byte buf[128];
-  CHECK(sub->poll(m, buf) == PollStatus::corrupted);
-  CHECK(sub->counters().lost == 1);
-  REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+  CHECK(sub.poll(m, buf) == PollStatus::corrupted);
+  CHECK(sub.counters().lost == 1);
+  REQUIRE(sub.poll(m, buf) == PollStatus::ok);
   CHECK(value_of<std::uint64_t>(m.payload) == 2);
 }
 
 TEST_CASE("a hostile stamp far in the future is treated as a lap, bounded") {
   ScopedChannelName name;
-  Channel ch = make_channel(name, small());
-  auto sub = ch.subscribe();
-  auto pub = ch.publisher();
-  REQUIRE((sub && pub));
-  REQUIRE(pub->publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
+  auto [ch, sub, pub] = make_live_channel(name);
+  REQUIRE(pub.publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
   RawView v(name);
   auto* stamps = reinterpret_cast<std::atomic<std::uint64_t>*>(v.map.data() + v.hdr->stamps_offset);
   stamps[0].store(make_stamp(kMaxSequence, kStampCommitted));
   Message m;
   std::byte buf[128];
-  CHECK(sub->poll(m, buf) == PollStatus::lapped);
-  CHECK(sub->counters().lost == 1);
-  CHECK(sub->poll(m, buf) == PollStatus::empty);
+  CHECK(sub.poll(m, buf) == PollStatus::lapped);
+  CHECK(sub.counters().lost == 1);
+  CHECK(sub.poll(m, buf) == PollStatus::empty);
 }
 
 TEST_CASE("hostile cursors and counters do not break publishing or the snapshot") {
   ScopedChannelName name;
-  Channel ch = make_channel(name, small());
-  auto sub = ch.subscribe();
-  auto pub = ch.publisher();
-  REQUIRE((sub && pub));
+  auto [ch, sub, pub] = make_live_channel(name);
   RawView v(name);
   auto* subs = reinterpret_cast<SubscriberEntry*>(v.map.data() + v.hdr->subscribers_offset);
   subs[0].cursor.store(~0ULL);  // far ahead: gates nothing
-  for (std::uint64_t i = 0; i < 20; ++i) REQUIRE(pub->publish(bytes_of(i), {}, 0) == PublishStatus::ok);
+  for (std::uint64_t i = 0; i < 20; ++i) REQUIRE(pub.publish(bytes_of(i), {}, 0) == PublishStatus::ok);
   const ChannelStats st = ch.stats();
   CHECK(st.head == 20);
   CHECK(st.subscribers.size() == 1);
@@ -154,32 +184,20 @@ TEST_CASE("hostile cursors and counters do not break publishing or the snapshot"
 
 TEST_CASE("an opener waits for a live creator's initialisation, bounded") {
   ScopedChannelName name;
-  auto g = compute_geometry(small());
-  REQUIRE(g);
-  auto seg = shm::Segment::create(segment_name(kTestBus, name.str()), g->total_size, 0600);
-  REQUIRE(seg);
-  auto m = seg->map(0, kHeaderPage, shm::Access::read_write, false);
-  REQUIRE(m);
-  auto* h = reinterpret_cast<ChannelHeader*>(m->data());
-  h->init_owner.store(shm::pack_process(shm::self_process()));  // alive: this process
-  h->init_state.store(kInitRunning);
+  RawView v = RawView::unfinished(name);
+  v.hdr->init_owner.store(shm::pack_process(shm::self_process()));  // alive: this process
+  v.hdr->init_state.store(kInitRunning);
   const std::string msg = open_error(name, ErrorCode::timeout);
   CHECK(contains(msg, "still being initialised"));
 }
 
 TEST_CASE("an initialisation whose creator died is refused by open and taken over by open_or_create") {
   ScopedChannelName name;
-  auto g = compute_geometry(small());
-  REQUIRE(g);
-  auto seg = shm::Segment::create(segment_name(kTestBus, name.str()), g->total_size, 0600);
-  REQUIRE(seg);
-  auto m = seg->map(0, kHeaderPage, shm::Access::read_write, false);
-  REQUIRE(m);
-  auto* h = reinterpret_cast<ChannelHeader*>(m->data());
+  RawView v = RawView::unfinished(name);
   const pid_t dead = fork_child([] { return 0; });
   REQUIRE(wait_child(dead) == 0);
-  h->init_owner.store(static_cast<std::uint64_t>(dead) << 32);
-  h->init_state.store(kInitRunning);
+  v.hdr->init_owner.store(static_cast<std::uint64_t>(dead) << 32);
+  v.hdr->init_state.store(kInitRunning);
   CHECK(contains(open_error(name, ErrorCode::corrupted), "half-initialised"));
   auto taken = Channel::open_or_create(name.str(), small(), kTestBus);
   REQUIRE(taken);

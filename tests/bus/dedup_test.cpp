@@ -61,6 +61,17 @@ void wait_ms(std::uint64_t ms) {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
+/// Checks that the claim on `id`, whose owner is gone or late, is taken over
+/// by the next begin (first, then in_progress; the table's only takeover),
+/// and that `id` is done once completed.
+void check_taken_over(DedupTable& t, std::uint64_t id) {
+  CHECK(t.begin(id) == DedupStatus::first);
+  CHECK(t.begin(id) == DedupStatus::in_progress);
+  CHECK(t.stats().takeovers == 1);
+  t.complete(id);
+  CHECK(t.begin(id) == DedupStatus::done);
+}
+
 // A writable view of a table's header, as a hostile process has.
 struct RawHeader {
   shm::Segment seg;
@@ -156,12 +167,8 @@ TEST_CASE("a claim past its claim timeout is taken over by the next begin", "[de
   REQUIRE(t.begin(8) == DedupStatus::first);
   CHECK(t.begin(8) == DedupStatus::in_progress);
   wait_ms(20);
-  CHECK(t.begin(8) == DedupStatus::first);
-  CHECK(t.begin(8) == DedupStatus::in_progress);
-  CHECK(t.stats().takeovers == 1);
   // The late worker still completes: the work was done, so the id is done.
-  t.complete(8);
-  CHECK(t.begin(8) == DedupStatus::done);
+  check_taken_over(t, 8);
 }
 
 TEST_CASE("the claim of a SIGKILLed process is taken over at once", "[dedup]") {
@@ -181,11 +188,7 @@ TEST_CASE("the claim of a SIGKILLed process is taken over at once", "[dedup]") {
   CHECK(t.begin(1001) == DedupStatus::in_progress);  // its owner is alive
   ::kill(child, SIGKILL);
   REQUIRE(wait_child(child) == 128 + SIGKILL);
-  CHECK(t.begin(1001) == DedupStatus::first);  // long before the 60 s claim timeout
-  CHECK(t.begin(1001) == DedupStatus::in_progress);
-  CHECK(t.stats().takeovers == 1);
-  t.complete(1001);
-  CHECK(t.begin(1001) == DedupStatus::done);
+  check_taken_over(t, 1001);  // long before the 60 s claim timeout
 }
 
 TEST_CASE("a full probe window reports full and records nothing until an entry frees up", "[dedup]") {
@@ -310,32 +313,22 @@ TEST_CASE("opening a dedup table with other parameters names both values", "[ded
 
 TEST_CASE("dedup table bad input: names, options, empty handles, removal", "[dedup]") {
   ScopedTableName name;
-  auto bad = [&](const DedupOptions& o, const std::string& part) {
+  // small_table() with one thing `spoil`ed is refused, with `part` named.
+  auto bad = [&](auto spoil, const std::string& part) {
+    DedupOptions o = small_table();
+    spoil(o);
     auto r = DedupTable::open_or_create(name.str(), o, kTestBus);
     REQUIRE_FALSE(r);
     CHECK(r.error().code() == ErrorCode::invalid_argument);
     CHECK(contains(r.error().message(), part));
   };
-  DedupOptions o = small_table();
-  o.capacity = 1000;
-  bad(o, "capacity");
-  o = small_table();
-  o.capacity = 8;
-  bad(o, "capacity");
-  o = small_table();
-  o.probe_window = 0;
-  bad(o, "probe_window");
-  o = small_table();
-  o.probe_window = 2048;
-  bad(o, "probe_window");
-  o = small_table();
-  o.claim_timeout_ns = 1000;
-  bad(o, "claim_timeout_ns");
-  o = small_table(/*ttl_ms=*/10, /*claim_ms=*/20);
-  bad(o, "ttl_ns");
-  o = small_table();
-  o.mode = 01777;
-  bad(o, "mode");
+  bad([](DedupOptions& o) { o.capacity = 1000; }, "capacity");
+  bad([](DedupOptions& o) { o.capacity = 8; }, "capacity");
+  bad([](DedupOptions& o) { o.probe_window = 0; }, "probe_window");
+  bad([](DedupOptions& o) { o.probe_window = 2048; }, "probe_window");
+  bad([](DedupOptions& o) { o.claim_timeout_ns = 1000; }, "claim_timeout_ns");
+  bad([](DedupOptions& o) { o = small_table(/*ttl_ms=*/10, /*claim_ms=*/20); }, "ttl_ns");
+  bad([](DedupOptions& o) { o.mode = 01777; }, "mode");
 
   auto dotted = DedupTable::open_or_create("a.b", small_table(), kTestBus);
   REQUIRE_FALSE(dotted);

@@ -44,6 +44,7 @@
 #include <shmbus/bus/group_core.hpp>
 #include <shmbus/shm/clock.hpp>
 
+#include "group_test_util.hpp"
 #include "test_support.hpp"
 
 using namespace shmbus;
@@ -79,36 +80,6 @@ void spin_for(std::uint64_t iterations) {
 [[noreturn, maybe_unused]] void pause_forever() {
   for (;;) ::pause();
 }
-
-/// A T in an anonymous MAP_SHARED mapping: made before fork, so what a child
-/// writes there is seen by the parent, also after the child was killed.
-/// T holds only lock-free atomics and plain data.
-template <class T>
-class SharedMap {
- public:
-  SharedMap() {
-    void* m = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) FAIL("mmap: " << std::strerror(errno));
-    p_ = new (m) T();
-  }
-  ~SharedMap() {
-    p_->~T();
-    (void)::munmap(p_, sizeof(T));
-  }
-  SharedMap(const SharedMap&) = delete;
-  SharedMap& operator=(const SharedMap&) = delete;
-  T* operator->() const { return p_; }
-  T& operator*() const { return *p_; }
-
- private:
-  T* p_ = nullptr;
-};
-
-/// Removes a test channel's DLQ ("<channel>-dlq" on the test bus).
-struct DlqGuard {
-  std::string name;
-  ~DlqGuard() { (void)Channel::remove(name, kTestBus); }
-};
 
 ChannelOptions block_channel(std::uint32_t capacity) {
   ChannelOptions o;
@@ -146,6 +117,15 @@ const GroupStats* find_group_stats(const ChannelStats& st, std::string_view name
   return nullptr;
 }
 
+/// The stats of group "g" of `ch`, from a fresh snapshot; fails the test if
+/// the channel has no such group.
+[[maybe_unused]] GroupStats group_g_stats(const Channel& ch) {
+  const ChannelStats st = ch.stats();
+  const GroupStats* gs = find_group_stats(st, "g");
+  REQUIRE(gs != nullptr);
+  return *gs;
+}
+
 /// Publishes the values 0..n-1 (each equal to the sequence it will get on a
 /// fresh channel). Used from the parent when the ring holds all n.
 [[maybe_unused]] void publish_values(Channel& ch, std::uint64_t n, std::uint64_t poison_at = ~0ULL,
@@ -156,6 +136,45 @@ const GroupStats* find_group_stats(const ChannelStats& st, std::string_view name
     const std::uint64_t payload = v == poison_at ? (v | poison_bit) : v;
     REQUIRE(pub->publish(bytes_of(payload), {}, kBoundNs) == PublishStatus::ok);
   }
+}
+
+/// What a consumer process holds: its own handle on the channel and its
+/// consumer of group "g".
+struct GroupMember {
+  Channel channel;
+  Consumer consumer;
+  std::byte buffer[64];  ///< where take_one() puts the message
+
+  /// Opens channel `name` on the test bus and joins group "g" with `g`.
+  /// Returns 0, or the child's exit code: 10 if the open failed, 11 if the
+  /// join did.
+  int join(const std::string& name, const GroupOptions& g) {
+    auto c = Channel::open(name, kTestBus);
+    if (!c) return 10;
+    channel = std::move(c.value());
+    auto con = channel.join_group("g", g);
+    if (!con) return 11;
+    consumer = std::move(con.value());
+    return 0;
+  }
+
+  /// Joins as join() does, then receives one message into `d` (bounded).
+  /// Returns 0, or the child's exit code: join()'s, or 12 if none came.
+  int take_one(const std::string& name, const GroupOptions& g, Delivery& d) {
+    if (const int rc = join(name, g); rc != 0) return rc;
+    return consumer.receive_wait(d, buffer, kBoundNs) == PollStatus::ok ? 0 : 12;
+  }
+};
+
+/// Body of a consumer process that takes one message, reports its sequence
+/// on `took` and holds the lease until it is killed. Exits as
+/// GroupMember::take_one() says if it cannot.
+[[maybe_unused]] int hold_one(const std::string& name, const GroupOptions& g, Event& took) {
+  GroupMember member;
+  Delivery d;
+  if (const int rc = member.take_one(name, g, d); rc != 0) return rc;
+  took.signal(d.sequence);
+  pause_forever();
 }
 
 // ---------------------------------------------------------------------------
@@ -262,10 +281,8 @@ void enter(TrialLedger& t, int me, Phase p) {
 int ledger_consumer(const std::string& name, const GroupOptions& g, TrialLedger& t, int me,
                     std::uint64_t seed) {
   ConsumerLedger& led = t.consumers[me];
-  auto ch = Channel::open(name, kTestBus);
-  if (!ch) return 10;
-  auto c = ch->join_group("g", g);
-  if (!c) return 11;
+  GroupMember member;
+  if (const int rc = member.join(name, g); rc != 0) return rc;
   std::mt19937_64 rng(seed);
   std::uniform_int_distribution<std::uint64_t> work(0, 300'000);  // "processing"
   std::uniform_int_distribution<std::uint64_t> pause(0, 2'000);   // around the ack
@@ -276,7 +293,7 @@ int ledger_consumer(const std::string& name, const GroupOptions& g, TrialLedger&
     enter(t, me, kReceiving);
     Delivery d;
     std::byte buf[64];
-    const PollStatus st = c->receive_wait(d, buf, 5'000'000);
+    const PollStatus st = member.consumer.receive_wait(d, buf, 5'000'000);
     if (st == PollStatus::timeout || st == PollStatus::empty) continue;
     if (st != PollStatus::ok) {
       led.error.store(100 + static_cast<std::uint32_t>(st), std::memory_order_release);
@@ -300,7 +317,7 @@ int ledger_consumer(const std::string& name, const GroupOptions& g, TrialLedger&
     spin_for(work(rng));
     enter(t, me, kAcking);
     spin_for(pause(rng));
-    const AckStatus a = c->ack(d);
+    const AckStatus a = member.consumer.ack(d);
     if (a == AckStatus::ok) {
       enter(t, me, kAckedUnmarked);
       e.state.store(kAckOk, std::memory_order_release);
@@ -339,8 +356,7 @@ struct CrashFigures {
 /// One trial: see the TEST_CASE below. Adds to `fig`.
 void crash_trial(std::mt19937_64& rng, std::uint64_t trial, CrashFigures& fig) {
   constexpr std::uint32_t kN = 200;
-  ScopedChannelName name("gp-crash");
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name("gp-crash");
   Channel ch = make_channel(name, block_channel(64));  // < kN: the publisher waits on the floor
   GroupOptions g;
   g.start = StartAt::earliest();
@@ -643,8 +659,7 @@ TEST_CASE("a poison message reaches the DLQ after exactly max_deliveries and nev
   constexpr std::uint64_t kPoisonAt = 7;
   constexpr std::uint64_t kPoisonBit = 1ULL << 63;
   constexpr std::uint32_t kMaxDeliveries = 3;
-  ScopedChannelName name("gp-poison");
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name("gp-poison");
   Channel ch = make_channel(name, block_channel(64));
   GroupOptions g;
   g.visibility_timeout_ns = 60'000'000'000ULL;
@@ -661,16 +676,14 @@ TEST_CASE("a poison message reaches the DLQ after exactly max_deliveries and nev
   };
   SharedMap<Shared> sh;
   auto body = [&]() -> int {
-    auto c = Channel::open(name.str(), kTestBus);
-    if (!c) return 10;
-    auto con = c->join_group("g", g);
-    if (!con) return 11;
+    GroupMember member;
+    if (const int rc = member.join(name.str(), g); rc != 0) return rc;
     const auto deadline = Clock::now() + kBound;
     while (sh->stop.load(std::memory_order_acquire) == 0) {
       if (Clock::now() >= deadline) return 12;
       Delivery d;
       std::byte buf[64];
-      const PollStatus st = con->receive_wait(d, buf, 20'000'000);
+      const PollStatus st = member.consumer.receive_wait(d, buf, 20'000'000);
       if (st == PollStatus::timeout || st == PollStatus::empty) continue;
       if (st != PollStatus::ok) return 13;
       const auto v = value_of<std::uint64_t>(d.message.payload);
@@ -681,7 +694,7 @@ TEST_CASE("a poison message reaches the DLQ after exactly max_deliveries and nev
         pause_forever();
       }
       if (v != d.sequence || v >= kN) return 14;
-      if (con->ack(d) == AckStatus::ok) {
+      if (member.consumer.ack(d) == AckStatus::ok) {
         sh->acks[v].fetch_add(1, std::memory_order_acq_rel);
       } else {
         sh->errors.fetch_add(1, std::memory_order_relaxed);
@@ -710,11 +723,9 @@ TEST_CASE("a poison message reaches the DLQ after exactly max_deliveries and nev
     const int rc = c->wait();
     if (rc != 0) (rc == kKilled ? crashes : other_exits) += 1;
   }
-  const ChannelStats st = ch.stats();
-  const GroupStats* gs = find_group_stats(st, "g");
-  REQUIRE(gs != nullptr);
-  INFO("floor " << gs->floor << ", acked " << gs->acked << ", dead-lettered " << gs->dead_lettered
-                << ", redelivered " << gs->redelivered << ", crashes " << crashes);
+  const GroupStats gs = group_g_stats(ch);
+  INFO("floor " << gs.floor << ", acked " << gs.acked << ", dead-lettered " << gs.dead_lettered
+                << ", redelivered " << gs.redelivered << ", crashes " << crashes);
   REQUIRE(done);
   CHECK(other_exits == 0);
   CHECK(sh->errors.load() == 0);
@@ -726,33 +737,20 @@ TEST_CASE("a poison message reaches the DLQ after exactly max_deliveries and nev
     INFO("sequence " << s);
     CHECK(sh->acks[s].load() == (s == kPoisonAt ? 0u : 1u));
   }
-  CHECK(gs->floor == kN);
-  CHECK(gs->acked == kN - 1);
-  CHECK(gs->dead_lettered == 1);
-  CHECK(gs->redelivered == kMaxDeliveries - 1);
-  CHECK(gs->lost == 0);
-  CHECK(gs->expired == 0);  // the dead owners were detected, not waited out
-  CHECK(gs->dead_consumer_releases == kMaxDeliveries);
+  CHECK(gs.floor == kN);
+  CHECK(gs.acked == kN - 1);
+  CHECK(gs.dead_lettered == 1);
+  CHECK(gs.redelivered == kMaxDeliveries - 1);
+  CHECK(gs.lost == 0);
+  CHECK(gs.expired == 0);  // the dead owners were detected, not waited out
+  CHECK(gs.dead_consumer_releases == kMaxDeliveries);
 
   // The DLQ holds the poison message, once, with its record.
-  auto d = Channel::open(dlq.name, kTestBus);
-  REQUIRE(d);
-  auto reader = d->subscribe({"", StartAt::earliest()});
-  REQUIRE(reader);
-  Message m;
-  std::byte rbuf[512];
-  REQUIRE(reader->poll(m, rbuf) == PollStatus::ok);
-  bus::DlqRecord rec;
-  REQUIRE(m.payload.size() == sizeof rec + sizeof(std::uint64_t));
-  std::memcpy(&rec, m.payload.data(), sizeof rec);
-  CHECK(rec.original_sequence == kPoisonAt);
-  CHECK(rec.attempts == kMaxDeliveries);
-  CHECK(rec.reason == static_cast<std::uint32_t>(DeadLetterReason::max_deliveries));
-  CHECK(std::string(rec.group) == "g");
-  CHECK(std::string(rec.source) == name.str());
-  CHECK(value_of<std::uint64_t>(m.payload.subspan(sizeof rec)) == (kPoisonAt | kPoisonBit));
-  CHECK(m.attempt == kMaxDeliveries);
-  CHECK(reader->poll(m, rbuf) == PollStatus::empty);  // dead-lettered once
+  DlqReader reader(name.dlq());
+  const bus::DlqRecord rec = reader.next(sizeof(std::uint64_t));
+  check_max_deliveries_letter(rec, reader.message(), kPoisonAt, kMaxDeliveries, "g", name.str());
+  CHECK(value_of<std::uint64_t>(reader.payload()) == (kPoisonAt | kPoisonBit));
+  CHECK(reader.poll() == PollStatus::empty);  // dead-lettered once
 }
 
 namespace {
@@ -772,8 +770,7 @@ bool is_stopped(pid_t pid) {
 /// replacement would take itself for their (live) owner and wait out the
 /// minute-long lease. Returns the replacement's receive status.
 PollStatus take_over_dead_entry(std::uint64_t skip, Delivery& d) {
-  ScopedChannelName name("gp-reuse");
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name("gp-reuse");
   ChannelOptions o = block_channel(4);
   o.max_consumers = 1;
   Channel ch = make_channel(name, o);
@@ -795,17 +792,7 @@ PollStatus take_over_dead_entry(std::uint64_t skip, Delivery& d) {
   }  // leaves: the only consumer entry is free again
   REQUIRE(pub->publish(bytes_of(skip), {}, kBoundNs) == PublishStatus::ok);
   Event took;
-  Child holder([&]() -> int {
-    auto c = Channel::open(name.str(), kTestBus);
-    if (!c) return 10;
-    auto con = c->join_group("g", g);
-    if (!con) return 11;
-    Delivery x;
-    std::byte b[64];
-    if (con->receive_wait(x, b, kBoundNs) != PollStatus::ok) return 12;
-    took.signal(x.sequence);
-    pause_forever();
-  });
+  Child holder([&] { return hold_one(name.str(), g, took); });
   std::uint64_t seq = ~0ULL;
   REQUIRE(took.wait(seq, ms_left(Clock::now() + kBound)));
   REQUIRE(seq == skip);
@@ -837,8 +824,7 @@ TEST_CASE("a replacement that reuses a dead consumer's entry gets its leases at 
 
 TEST_CASE("a consumer that hangs without dying has its lease expire and the message redelivered") {
   constexpr std::uint64_t kVisibilityNs = 200'000'000;  // 200 ms
-  ScopedChannelName name("gp-hang");
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name("gp-hang");
   Channel ch = make_channel(name, block_channel(16));
   GroupOptions g;
   g.visibility_timeout_ns = kVisibilityNs;
@@ -848,19 +834,15 @@ TEST_CASE("a consumer that hangs without dying has its lease expire and the mess
 
   Event got, go, result;
   Child hung([&]() -> int {
-    auto c = Channel::open(name.str(), kTestBus);
-    if (!c) return 10;
-    auto con = c->join_group("g", g);
-    if (!con) return 11;
+    GroupMember member;
     Delivery d;
-    std::byte buf[64];
-    if (con->receive_wait(d, buf, kBoundNs) != PollStatus::ok) return 12;
+    if (const int rc = member.take_one(name.str(), g, d); rc != 0) return rc;
     got.signal(d.sequence);
     got.signal(d.attempt);
     got.signal(d.deadline_ns);
     // Stopped here by the parent; once continued, it tries its late ack.
     if (!go.wait(static_cast<int>(2 * kBound / 1ms))) return 13;
-    result.signal(static_cast<std::uint64_t>(con->ack(d)));
+    result.signal(static_cast<std::uint64_t>(member.consumer.ack(d)));
     pause_forever();
   });
   std::uint64_t seq = ~0ULL, attempt = 0, deadline_ns = 0;
@@ -889,14 +871,12 @@ TEST_CASE("a consumer that hangs without dying has its lease expire and the mess
   CHECK(d.attempt == 2);
   CHECK(got_at + 1'000'000 >= deadline_ns);
   {
-    const ChannelStats st = ch.stats();
-    const GroupStats* gs = find_group_stats(st, "g");
-    REQUIRE(gs != nullptr);
-    CHECK(gs->expired == 1);
-    CHECK(gs->redelivered == 1);
-    CHECK(gs->dead_consumer_releases == 0);
+    const GroupStats gs = group_g_stats(ch);
+    CHECK(gs.expired == 1);
+    CHECK(gs.redelivered == 1);
+    CHECK(gs.dead_consumer_releases == 0);
     bool hung_alive = false;
-    for (const auto& c : gs->consumers) {
+    for (const auto& c : gs.consumers) {
       hung_alive |= c.pid == static_cast<std::uint32_t>(hung.pid()) && c.alive;
     }
     CHECK(hung_alive);
@@ -910,12 +890,10 @@ TEST_CASE("a consumer that hangs without dying has its lease expire and the mess
   REQUIRE(result.wait(late, ms_left(Clock::now() + kBound)));
   CHECK(static_cast<AckStatus>(late) == AckStatus::lease_lost);
   CHECK(hung.kill_and_wait() == kKilled);
-  const ChannelStats st = ch.stats();
-  const GroupStats* gs = find_group_stats(st, "g");
-  REQUIRE(gs != nullptr);
-  CHECK(gs->acked == 1);
-  CHECK(gs->floor == 1);
-  CHECK(gs->in_flight == 0);
+  const GroupStats gs = group_g_stats(ch);
+  CHECK(gs.acked == 1);
+  CHECK(gs.floor == 1);
+  CHECK(gs.in_flight == 0);
 }
 
 TEST_CASE("when all consumers are dead, a new consumer joins and finishes the work") {
@@ -924,8 +902,7 @@ TEST_CASE("when all consumers are dead, a new consumer joins and finishes the wo
   // minute, so a new consumer can only finish in time through dead-consumer
   // detection.
   constexpr std::uint64_t kN = 20;
-  ScopedChannelName name("gp-alldead");
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name("gp-alldead");
   Channel ch = make_channel(name, block_channel(32));
   GroupOptions g;
   g.visibility_timeout_ns = 60'000'000'000ULL;
@@ -934,17 +911,7 @@ TEST_CASE("when all consumers are dead, a new consumer joins and finishes the wo
   publish_values(ch, kN);
 
   Event took;
-  auto holder = [&]() -> int {
-    auto c = Channel::open(name.str(), kTestBus);
-    if (!c) return 10;
-    auto con = c->join_group("g", g);
-    if (!con) return 11;
-    Delivery d;
-    std::byte buf[64];
-    if (con->receive_wait(d, buf, kBoundNs) != PollStatus::ok) return 12;
-    took.signal(d.sequence);
-    pause_forever();
-  };
+  auto holder = [&] { return hold_one(name.str(), g, took); };
   Child a(holder), b(holder);
   std::uint64_t s1 = ~0ULL, s2 = ~0ULL;
   REQUIRE(took.wait(s1, ms_left(Clock::now() + kBound)));
@@ -953,13 +920,11 @@ TEST_CASE("when all consumers are dead, a new consumer joins and finishes the wo
   REQUIRE(a.kill_and_wait() == kKilled);
   REQUIRE(b.kill_and_wait() == kKilled);
   {
-    const ChannelStats st = ch.stats();
-    const GroupStats* gs = find_group_stats(st, "g");
-    REQUIRE(gs != nullptr);
-    CHECK(gs->in_flight == 2);
-    CHECK(gs->floor == 0);
-    CHECK(gs->acked == 0);
-    for (const auto& c : gs->consumers) CHECK_FALSE(c.alive);
+    const GroupStats gs = group_g_stats(ch);
+    CHECK(gs.in_flight == 2);
+    CHECK(gs.floor == 0);
+    CHECK(gs.acked == 0);
+    for (const auto& c : gs.consumers) CHECK_FALSE(c.alive);
   }
 
   struct Shared {
@@ -969,19 +934,17 @@ TEST_CASE("when all consumers are dead, a new consumer joins and finishes the wo
   SharedMap<Shared> sh;
   const auto start = Clock::now();
   Child finisher([&]() -> int {
-    auto c = Channel::open(name.str(), kTestBus);
-    if (!c) return 10;
-    auto con = c->join_group("g", g);
-    if (!con) return 11;
+    GroupMember member;
+    if (const int rc = member.join(name.str(), g); rc != 0) return rc;
     const auto deadline = Clock::now() + kBound;
     for (std::uint64_t done = 0; done < kN;) {
       if (Clock::now() >= deadline) return 12;
       Delivery d;
       std::byte buf[64];
-      const PollStatus st = con->receive_wait(d, buf, 20'000'000);
+      const PollStatus st = member.consumer.receive_wait(d, buf, 20'000'000);
       if (st == PollStatus::timeout || st == PollStatus::empty) continue;
       if (st != PollStatus::ok || d.sequence >= kN) return 13;
-      if (con->ack(d) != AckStatus::ok) return 14;
+      if (member.consumer.ack(d) != AckStatus::ok) return 14;
       sh->acks[d.sequence].fetch_add(1, std::memory_order_acq_rel);
       sh->attempts[d.sequence].store(d.attempt, std::memory_order_release);
       ++done;
@@ -997,15 +960,13 @@ TEST_CASE("when all consumers are dead, a new consumer joins and finishes the wo
     CHECK(sh->acks[s].load() == 1);
     CHECK(sh->attempts[s].load() == (s == s1 || s == s2 ? 2u : 1u));
   }
-  const ChannelStats st = ch.stats();
-  const GroupStats* gs = find_group_stats(st, "g");
-  REQUIRE(gs != nullptr);
-  CHECK(gs->floor == kN);
-  CHECK(gs->acked == kN);
-  CHECK(gs->redelivered == 2);
-  CHECK(gs->expired == 0);  // detected dead, not waited out
-  CHECK(gs->dead_consumer_releases == 2);
-  CHECK(gs->in_flight == 0);
+  const GroupStats gs = group_g_stats(ch);
+  CHECK(gs.floor == kN);
+  CHECK(gs.acked == kN);
+  CHECK(gs.redelivered == 2);
+  CHECK(gs.expired == 0);  // detected dead, not waited out
+  CHECK(gs.dead_consumer_releases == 2);
+  CHECK(gs.in_flight == 0);
 }
 
 #endif  // !SHMBUS_CRASH_SOAK

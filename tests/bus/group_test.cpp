@@ -2,7 +2,6 @@
 // the DLQ record, gating by the group floor, and bad input.
 #include <catch2/catch.hpp>
 
-#include <cstring>
 #include <set>
 #include <string>
 #include <vector>
@@ -10,6 +9,7 @@
 #include <shmbus/bus/group_core.hpp>
 #include <shmbus/shm/clock.hpp>
 
+#include "group_test_util.hpp"
 #include "test_support.hpp"
 
 using namespace shmbus;
@@ -34,19 +34,27 @@ GroupOptions fast_group(std::uint32_t max_deliveries = 3, std::uint64_t visibili
   return g;
 }
 
-/// Removes a test channel's DLQ too.
-struct DlqGuard {
-  std::string name;
-  ~DlqGuard() { (void)Channel::remove(name, kTestBus); }
+/// A consumer of group "g" and a publisher on one channel.
+struct Worker {
+  Consumer c;
+  Publisher pub;
 };
+
+/// Joins group "g" of `ch` with `g` and makes a publisher; fails the test if
+/// either fails.
+Worker join_with_publisher(Channel& ch, const GroupOptions& g) {
+  auto c = ch.join_group("g", g);
+  auto pub = ch.publisher();
+  REQUIRE((c && pub));
+  return {std::move(c.value()), std::move(pub.value())};
+}
 
 std::uint64_t u64_of(const Delivery& d) { return value_of<std::uint64_t>(d.message.payload); }
 
 }  // namespace
 
 TEST_CASE("each message of a group goes to one consumer, and ack finishes it") {
-  ScopedChannelName name;
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
   auto a = ch.join_group("workers", fast_group());
   auto b = ch.join_group("workers", fast_group());
@@ -79,23 +87,20 @@ TEST_CASE("each message of a group goes to one consumer, and ack finishes it") {
 }
 
 TEST_CASE("an expired lease is redelivered with attempt + 1 and the old ack is refused") {
-  ScopedChannelName name;
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
-  auto c = ch.join_group("g", fast_group(5, 20));
-  auto pub = ch.publisher();
-  REQUIRE((c && pub));
-  REQUIRE(pub->publish(bytes_of(std::uint64_t{7})) == PublishStatus::ok);
+  auto [c, pub] = join_with_publisher(ch, fast_group(5, 20));
+  REQUIRE(pub.publish(bytes_of(std::uint64_t{7})) == PublishStatus::ok);
   std::byte buf[128];
   Delivery first;
-  REQUIRE(c->receive(first, buf) == PollStatus::ok);
+  REQUIRE(c.receive(first, buf) == PollStatus::ok);
   // Wait out the lease (its deadline, not another process).
   Delivery again;
-  REQUIRE(c->receive_wait(again, buf, 2'000'000'000ULL) == PollStatus::ok);
+  REQUIRE(c.receive_wait(again, buf, 2'000'000'000ULL) == PollStatus::ok);
   CHECK(again.sequence == first.sequence);
   CHECK(again.attempt == 2);
-  CHECK(c->ack(first) == AckStatus::lease_lost);
-  CHECK(c->ack(again) == AckStatus::ok);
+  CHECK(c.ack(first) == AckStatus::lease_lost);
+  CHECK(c.ack(again) == AckStatus::ok);
   const ChannelStats st = ch.stats();
   CHECK(st.groups[0].expired == 1);
   CHECK(st.groups[0].redelivered == 1);
@@ -103,37 +108,33 @@ TEST_CASE("an expired lease is redelivered with attempt + 1 and the old ack is r
 }
 
 TEST_CASE("nack makes a message due after its delay; extend keeps it leased") {
-  ScopedChannelName name;
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
-  auto c = ch.join_group("g", fast_group(5, 30));
-  auto pub = ch.publisher();
-  REQUIRE((c && pub));
-  REQUIRE(pub->publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
-  REQUIRE(pub->publish(bytes_of(std::uint64_t{2})) == PublishStatus::ok);
+  auto [c, pub] = join_with_publisher(ch, fast_group(5, 30));
+  REQUIRE(pub.publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
+  REQUIRE(pub.publish(bytes_of(std::uint64_t{2})) == PublishStatus::ok);
   std::byte buf[128];
   Delivery d1, d2;
-  REQUIRE(c->receive(d1, buf) == PollStatus::ok);
+  REQUIRE(c.receive(d1, buf) == PollStatus::ok);
   const auto t0 = shm::monotonic_ns();
-  REQUIRE(c->nack(d1, 20'000'000) == AckStatus::ok);
-  CHECK(c->nack(d1, 0) == AckStatus::lease_lost);
-  REQUIRE(c->receive(d2, buf) == PollStatus::ok);
+  REQUIRE(c.nack(d1, 20'000'000) == AckStatus::ok);
+  CHECK(c.nack(d1, 0) == AckStatus::lease_lost);
+  REQUIRE(c.receive(d2, buf) == PollStatus::ok);
   CHECK(u64_of(d2) == 2);
   // Heartbeat: extend message 2 well past its visibility timeout.
-  REQUIRE(c->extend(d2, 5'000'000'000ULL) == AckStatus::ok);
+  REQUIRE(c.extend(d2, 5'000'000'000ULL) == AckStatus::ok);
   Delivery d3;
-  REQUIRE(c->receive_wait(d3, buf, 2'000'000'000ULL) == PollStatus::ok);
+  REQUIRE(c.receive_wait(d3, buf, 2'000'000'000ULL) == PollStatus::ok);
   CHECK(shm::monotonic_ns() - t0 >= 19'000'000);  // not before the nack delay (ms clock)
   CHECK(u64_of(d3) == 1);
   CHECK(d3.attempt == 2);
-  CHECK(c->ack(d3) == AckStatus::ok);
-  CHECK(c->ack(d2) == AckStatus::ok);  // still ours thanks to extend
+  CHECK(c.ack(d3) == AckStatus::ok);
+  CHECK(c.ack(d2) == AckStatus::ok);  // still ours thanks to extend
   CHECK(ch.stats().groups[0].nacked == 1);
 }
 
 TEST_CASE("backoff grows exponentially from the base, is capped, and stays within the jitter") {
-  ScopedChannelName name;
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
   GroupOptions g = fast_group();
   g.backoff_base_ns = 1'000'000;
@@ -152,31 +153,28 @@ TEST_CASE("backoff grows exponentially from the base, is capped, and stays withi
 }
 
 TEST_CASE("a message that keeps failing reaches the DLQ after exactly max deliveries, with its record") {
-  ScopedChannelName name;
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
-  auto c = ch.join_group("g", fast_group(3, 10));
-  auto pub = ch.publisher();
-  REQUIRE((c && pub));
+  auto [c, pub] = join_with_publisher(ch, fast_group(3, 10));
   MessageMeta meta;
   meta.key = 99;
   meta.type = 4;
-  REQUIRE(pub->publish(std::string_view("poison"), meta) == PublishStatus::ok);
-  REQUIRE(pub->publish(std::string_view("fine"), meta) == PublishStatus::ok);
+  REQUIRE(pub.publish(std::string_view("poison"), meta) == PublishStatus::ok);
+  REQUIRE(pub.publish(std::string_view("fine"), meta) == PublishStatus::ok);
   std::byte buf[128];
   int poison_deliveries = 0;
   bool fine_acked = false;
   const auto deadline = shm::monotonic_ns() + 5'000'000'000ULL;
   while (shm::monotonic_ns() < deadline && !(fine_acked && ch.stats().groups[0].dead_lettered == 1)) {
     Delivery d;
-    if (c->receive_wait(d, buf, 50'000'000) != PollStatus::ok) continue;
+    if (c.receive_wait(d, buf, 50'000'000) != PollStatus::ok) continue;
     const std::string text(reinterpret_cast<const char*>(d.message.payload.data()), d.message.payload.size());
     if (text == "poison") {
       ++poison_deliveries;
       CHECK(d.attempt == static_cast<std::uint32_t>(poison_deliveries));
-      REQUIRE(c->nack(d, 0) == AckStatus::ok);  // "crashes" every time
+      REQUIRE(c.nack(d, 0) == AckStatus::ok);  // "crashes" every time
     } else {
-      fine_acked = c->ack(d) == AckStatus::ok;  // the others are not held up
+      fine_acked = c.ack(d) == AckStatus::ok;  // the others are not held up
     }
   }
   CHECK(fine_acked);
@@ -185,95 +183,73 @@ TEST_CASE("a message that keeps failing reaches the DLQ after exactly max delive
   CHECK(st.groups[0].dead_lettered == 1);
   CHECK(st.groups[0].floor == 2);
   // The DLQ record: original sequence, attempts, group, reason, payload.
-  auto d = Channel::open(dlq.name, kTestBus);
-  REQUIRE(d);
-  auto reader = d->subscribe({"", StartAt::earliest()});
-  REQUIRE(reader);
-  Message m;
-  std::byte rbuf[512];
-  REQUIRE(reader->poll(m, rbuf) == PollStatus::ok);
-  bus::DlqRecord rec;
-  REQUIRE(m.payload.size() == sizeof rec + 6);
-  std::memcpy(&rec, m.payload.data(), sizeof rec);
-  CHECK(rec.original_sequence == 0);
-  CHECK(rec.attempts == 3);
-  CHECK(rec.reason == static_cast<std::uint32_t>(DeadLetterReason::max_deliveries));
-  CHECK(std::string(rec.group) == "g");
-  CHECK(std::string(rec.source) == name.str());
-  CHECK(std::string(reinterpret_cast<const char*>(m.payload.data() + sizeof rec), 6) == "poison");
+  DlqReader reader(name.dlq());
+  const bus::DlqRecord rec = reader.next(6);
+  const Message& m = reader.message();
+  check_max_deliveries_letter(rec, m, 0, 3, "g", name.str());
+  CHECK(std::string(reinterpret_cast<const char*>(reader.payload().data()), 6) == "poison");
   CHECK(m.key == 99);
   CHECK(m.type == 4);
-  CHECK(m.attempt == 3);
 }
 
 TEST_CASE("dead letters can be redriven back to the source channel") {
-  ScopedChannelName name;
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
-  auto c = ch.join_group("g", fast_group(3, 10));
-  auto pub = ch.publisher();
-  REQUIRE((c && pub));
-  REQUIRE(pub->publish(std::string_view("bad")) == PublishStatus::ok);
+  auto [c, pub] = join_with_publisher(ch, fast_group(3, 10));
+  REQUIRE(pub.publish(std::string_view("bad")) == PublishStatus::ok);
   std::byte buf[128];
   Delivery d;
-  REQUIRE(c->receive(d, buf) == PollStatus::ok);
-  REQUIRE(c->dead_letter(d) == AckStatus::ok);
+  REQUIRE(c.receive(d, buf) == PollStatus::ok);
+  REQUIRE(c.dead_letter(d) == AckStatus::ok);
   CHECK(ch.stats().groups[0].dead_lettered == 1);
-  auto n = ch.redrive_dlq(dlq.name);
+  auto n = ch.redrive_dlq(name.dlq());
   REQUIRE(n);
   CHECK(n.value() == 1);
   Delivery again;
-  REQUIRE(c->receive(again, buf) == PollStatus::ok);
+  REQUIRE(c.receive(again, buf) == PollStatus::ok);
   CHECK(std::string(reinterpret_cast<const char*>(again.message.payload.data()), 3) == "bad");
   CHECK(again.sequence == 1);
   CHECK(again.attempt == 1);
-  auto none = ch.redrive_dlq(dlq.name);
+  auto none = ch.redrive_dlq(name.dlq());
   REQUIRE(none);
   CHECK(none.value() == 0);
 }
 
 TEST_CASE("block: the group floor holds publishers until the group acks") {
-  ScopedChannelName name;
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name;
   Channel ch = make_channel(name, small(Policy::block, 4));
-  auto c = ch.join_group("g", fast_group(5, 10'000));
-  auto pub = ch.publisher();
-  REQUIRE((c && pub));
-  for (std::uint64_t i = 0; i < 4; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
-  CHECK(pub->publish(bytes_of(std::uint64_t{4}), {}, 0) == PublishStatus::timeout);
+  auto [c, pub] = join_with_publisher(ch, fast_group(5, 10'000));
+  for (std::uint64_t i = 0; i < 4; ++i) REQUIRE(pub.publish(bytes_of(i)) == PublishStatus::ok);
+  CHECK(pub.publish(bytes_of(std::uint64_t{4}), {}, 0) == PublishStatus::timeout);
   std::byte buf[128];
   Delivery d;
-  REQUIRE(c->receive(d, buf) == PollStatus::ok);
-  CHECK(pub->publish(bytes_of(std::uint64_t{4}), {}, 0) == PublishStatus::timeout);  // leased, not acked
-  REQUIRE(c->ack(d) == AckStatus::ok);
-  CHECK(pub->publish(bytes_of(std::uint64_t{4}), {}, 0) == PublishStatus::ok);
+  REQUIRE(c.receive(d, buf) == PollStatus::ok);
+  CHECK(pub.publish(bytes_of(std::uint64_t{4}), {}, 0) == PublishStatus::timeout);  // leased, not acked
+  REQUIRE(c.ack(d) == AckStatus::ok);
+  CHECK(pub.publish(bytes_of(std::uint64_t{4}), {}, 0) == PublishStatus::ok);
 }
 
 TEST_CASE("drop_oldest: a group that falls a ring behind counts what it lost") {
-  ScopedChannelName name;
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name;
   Channel ch = make_channel(name, small(Policy::drop_oldest, 4));
-  auto c = ch.join_group("g", fast_group());
-  auto pub = ch.publisher();
-  REQUIRE((c && pub));
-  for (std::uint64_t i = 0; i < 10; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  auto [c, pub] = join_with_publisher(ch, fast_group());
+  for (std::uint64_t i = 0; i < 10; ++i) REQUIRE(pub.publish(bytes_of(i)) == PublishStatus::ok);
   std::byte buf[128];
   std::vector<std::uint64_t> got;
   for (;;) {
     Delivery d;
-    const PollStatus st = c->receive(d, buf);
+    const PollStatus st = c.receive(d, buf);
     if (st == PollStatus::empty) break;
     if (st != PollStatus::ok) continue;
     got.push_back(u64_of(d));
-    REQUIRE(c->ack(d) == AckStatus::ok);
+    REQUIRE(c.ack(d) == AckStatus::ok);
   }
   CHECK(got == std::vector<std::uint64_t>{6, 7, 8, 9});
   CHECK(ch.stats().groups[0].lost == 6);
 }
 
 TEST_CASE("groups and subscribers see the same channel independently") {
-  ScopedChannelName name;
-  DlqGuard dlq1{name.str() + "-dlq"};
+  ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
   auto g1 = ch.join_group("one", fast_group());
   auto g2 = ch.join_group("two", fast_group());
@@ -298,8 +274,7 @@ TEST_CASE("groups and subscribers see the same channel independently") {
 }
 
 TEST_CASE("group bad input: foreign leases, other settings, full tables") {
-  ScopedChannelName name;
-  DlqGuard dlq{name.str() + "-dlq"};
+  ScopedGroupChannelName name;
   ChannelOptions o = small();
   o.max_groups = 1;
   o.max_consumers = 1;
@@ -327,4 +302,25 @@ TEST_CASE("group bad input: foreign leases, other settings, full tables") {
   CHECK(empty.ack(bogus) == AckStatus::invalid);
   std::byte buf[8];
   CHECK(empty.receive(bogus, buf) == PollStatus::invalid);
+}
+
+TEST_CASE("a message refused for a small buffer goes to the next receive with a larger one, as the same "
+          "attempt") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small());
+  // A long visibility timeout: redelivery scans are 10 ms apart, so only the
+  // refusal itself can make the message due again at once.
+  auto [c, pub] = join_with_publisher(ch, fast_group(3, 10'000));
+  const std::string text(40, 'x');
+  REQUIRE(pub.publish(std::as_bytes(std::span(text))) == PublishStatus::ok);
+  Delivery d;
+  std::byte tiny[8];
+  REQUIRE(c.receive(d, tiny) == PollStatus::buffer_too_small);
+  CHECK(d.message.payload.size() == text.size());  // the size it needs
+  std::byte buf[128];
+  REQUIRE(c.receive(d, buf) == PollStatus::ok);
+  CHECK(d.attempt == 1);  // the refused hand-over did not count
+  CHECK(std::string(reinterpret_cast<const char*>(d.message.payload.data()), d.message.payload.size()) == text);
+  CHECK(c.ack(d) == AckStatus::ok);
+  CHECK(c.receive(d, buf) == PollStatus::empty);
 }

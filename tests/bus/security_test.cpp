@@ -157,7 +157,7 @@ TEST_CASE("a reader's payloads are mapped read-only: writing into a message it r
 }
 
 TEST_CASE("segments are 0600 by default and another user opens no channel, DLQ or dedup table of ours; a "
-          "wider mode lets it in") {
+          "wider mode lets it in, DLQ included") {
   if (::geteuid() != 0) {
     WARN("skipped: needs root, to fork a child that drops to uid " << kNobody);
     return;
@@ -166,6 +166,7 @@ TEST_CASE("segments are 0600 by default and another user opens no channel, DLQ o
   ScopedChannelName shared("sec-uid-wide");
   ScopedChannelName observable("sec-uid-ro");
   DlqGuard dlq{name.str() + "-dlq"};
+  DlqGuard shared_dlq{shared.str() + "-dlq"};
   DedupGuard dedup{"sec-dedup-" + std::to_string(::getpid())};
   Channel ch = make_channel(name, small());
   { auto g = ch.join_group("g", {}); REQUIRE(g); }  // makes the DLQ channel
@@ -183,11 +184,13 @@ TEST_CASE("segments are 0600 by default and another user opens no channel, DLQ o
   auto pub = open_to_all.publisher();
   REQUIRE(pub);
   REQUIRE(pub->publish(text("hello")) == PublishStatus::ok);
+  { auto g = open_to_all.join_group("g", {}); REQUIRE(g); }  // its DLQ takes the channel's mode
   ChannelOptions ro = small();
   ro.mode = 0644;
   Channel readable = make_channel(observable, ro);
   CHECK(shm_mode(bus::segment_name(kTestBus, shared.str())) == 0666);
   CHECK(shm_mode(bus::segment_name(kTestBus, observable.str())) == 0644);
+  CHECK(shm_mode(bus::segment_name(kTestBus, shared_dlq.name)) == 0666);
 
   // What the other user got, one code per check (0: as expected).
   Child other([&]() -> int {
@@ -215,6 +218,9 @@ TEST_CASE("segments are 0600 by default and another user opens no channel, DLQ o
     Message m;
     std::byte buf[128];
     if (sub->poll(m, buf) != PollStatus::ok || as_text(m.payload) != "hello") return 32;
+    // ...and join the group, whose DLQ it can open as well.
+    auto group = g->join_group("g", {});
+    if (!group) return 33;
     return 0;
   });
   CHECK(other.wait() == 0);

@@ -6,10 +6,19 @@
 #                 find_package(shmbus) (static and shared targets, a C program)
 #                 and with pkg-config (C and C++, shared and static); runs all.
 #   subdirectory: builds the consumer with add_subdirectory(<source tree>).
-# Usage: install_test.sh MODE WORKDIR BUILD_DIR SOURCE_DIR VERSION CMAKE CC CXX
+# Usage: install_test.sh MODE WORKDIR BUILD_DIR SOURCE_DIR VERSION CMAKE CC CXX [SANITIZER_FLAGS]
+#   SANITIZER_FLAGS: the flags of a sanitizer build of BUILD_DIR (one word
+#   list); the consumers are compiled and linked with them too.
 set -euo pipefail
+# grep in a pipe reads all of its input (no -q): with pipefail, a writer cut
+# off by an early exit would fail the pipe with SIGPIPE.
 
 MODE="$1" WORK="$2" BUILD="$3" SRC="$4" VERSION="$5" CMAKE="$6" CC="$7" CXX="$8"
+SAN="${9:-}"
+read -r -a SAN_FLAGS <<<"$SAN"
+# The same flags for a CMake-built consumer.
+CMAKE_SAN_ARGS=(-DCMAKE_C_FLAGS="$SAN" -DCMAKE_CXX_FLAGS="$SAN"
+                -DCMAKE_EXE_LINKER_FLAGS="$SAN" -DCMAKE_SHARED_LINKER_FLAGS="$SAN")
 CONSUMER="$SRC/tests/package/consumer"
 BUS="shmbuspkg$$"
 JOBS="${JOBS:-2}"
@@ -65,14 +74,14 @@ if [ "$MODE" = "installed" ]; then
   step "find_package(shmbus) consumer"
   "$CMAKE" -S "$CONSUMER" -B "$WORK/consumer" -DCMAKE_PREFIX_PATH="$PREFIX" \
     -DCMAKE_C_COMPILER="$CC" -DCMAKE_CXX_COMPILER="$CXX" -DCMAKE_BUILD_TYPE=Release \
-    -DSHMBUS_EXPECTED_VERSION="$VERSION" >"$WORK/configure.log" \
+    -DSHMBUS_EXPECTED_VERSION="$VERSION" "${CMAKE_SAN_ARGS[@]}" >"$WORK/configure.log" \
     || { cat "$WORK/configure.log"; fail "configure with find_package"; }
   grep -q "shmbus $VERSION from $LIBDIR/cmake/shmbus" "$WORK/configure.log" \
     || { cat "$WORK/configure.log"; fail "find_package did not pick the installed package"; }
   "$CMAKE" --build "$WORK/consumer" -j "$JOBS" || fail "build with find_package"
-  ldd "$WORK/consumer/consumer_shared" | grep -q "$LIBDIR/libshmbus.so" \
+  ldd "$WORK/consumer/consumer_shared" | grep -F "$LIBDIR/libshmbus.so" >/dev/null \
     || { ldd "$WORK/consumer/consumer_shared"; fail "consumer_shared does not load the installed libshmbus.so"; }
-  if ldd "$WORK/consumer/consumer_static" | grep -q libshmbus; then fail "consumer_static loads libshmbus.so"; fi
+  if ldd "$WORK/consumer/consumer_static" | grep libshmbus >/dev/null; then fail "consumer_static loads libshmbus.so"; fi
   run_consumer "$WORK/consumer/consumer_static" "C++ consumer ok"
   run_consumer "$WORK/consumer/consumer_shared" "C++ consumer ok"
   run_consumer "$WORK/consumer/consumer_c" "C consumer ok"
@@ -84,18 +93,18 @@ if [ "$MODE" = "installed" ]; then
   read -r -a LIBS <<<"$(pkg-config --libs shmbus)"
   pc_libdir=$(pkg-config --variable=libdir shmbus)
   [ "$(realpath "$pc_libdir")" = "$(realpath "$LIBDIR")" ] || fail "pkg-config libdir $pc_libdir is not $LIBDIR"
-  "$CC" -std=c11 -Wall -Wextra -Werror "${CFLAGS[@]}" "$CONSUMER/main.c" -o "$WORK/pc_c" "${LIBS[@]}" \
+  "$CC" -std=c11 -Wall -Wextra -Werror "${SAN_FLAGS[@]}" "${CFLAGS[@]}" "$CONSUMER/main.c" -o "$WORK/pc_c" "${LIBS[@]}" \
     -Wl,-rpath,"$pc_libdir" || fail "C build with pkg-config"
-  "$CXX" -std=c++20 -Wall -Wextra -Werror "${CFLAGS[@]}" -DSHMBUS_EXPECTED_VERSION="\"$VERSION\"" \
+  "$CXX" -std=c++20 -Wall -Wextra -Werror "${SAN_FLAGS[@]}" "${CFLAGS[@]}" -DSHMBUS_EXPECTED_VERSION="\"$VERSION\"" \
     "$CONSUMER/main.cpp" -o "$WORK/pc_cxx" "${LIBS[@]}" -Wl,-rpath,"$pc_libdir" || fail "C++ build with pkg-config"
   # Static: libshmbus.a, then what `pkg-config --static` adds for it (Libs.private).
   private=()
   for flag in $(pkg-config --static --libs shmbus); do
     case "$flag" in -lshmbus|-L*) ;; *) private+=("$flag") ;; esac
   done
-  "$CC" -std=c11 "${CFLAGS[@]}" "$CONSUMER/main.c" -o "$WORK/pc_c_static" "$pc_libdir/libshmbus.a" \
+  "$CC" -std=c11 "${SAN_FLAGS[@]}" "${CFLAGS[@]}" "$CONSUMER/main.c" -o "$WORK/pc_c_static" "$pc_libdir/libshmbus.a" \
     "${private[@]}" || fail "static C build with pkg-config's Libs.private (${private[*]})"
-  if ldd "$WORK/pc_c_static" | grep -q libshmbus; then fail "pc_c_static loads libshmbus.so"; fi
+  if ldd "$WORK/pc_c_static" | grep libshmbus >/dev/null; then fail "pc_c_static loads libshmbus.so"; fi
   run_consumer "$WORK/pc_c" "C consumer ok"
   run_consumer "$WORK/pc_cxx" "C++ consumer ok"
   run_consumer "$WORK/pc_c_static" "C consumer ok"
@@ -106,16 +115,16 @@ elif [ "$MODE" = "subdirectory" ]; then
   "$CMAKE" -S "$CONSUMER" -B "$WORK/consumer" -DSHMBUS_CONSUMER_MODE=add_subdirectory \
     -DSHMBUS_SOURCE_DIR="$SRC" -DCMAKE_C_COMPILER="$CC" -DCMAKE_CXX_COMPILER="$CXX" \
     -DCMAKE_BUILD_TYPE=Quick -DCMAKE_CXX_FLAGS_QUICK=-O0 -DCMAKE_C_FLAGS_QUICK=-O0 \
-    -DSHMBUS_EXPECTED_VERSION="$VERSION" >"$WORK/configure.log" \
+    -DSHMBUS_EXPECTED_VERSION="$VERSION" "${CMAKE_SAN_ARGS[@]}" >"$WORK/configure.log" \
     || { cat "$WORK/configure.log"; fail "configure with add_subdirectory"; }
   # A subproject builds no tests, benchmarks, tools or examples, and installs nothing.
   for t in shmbus_unit_tests shmbus_cli shmbus_demo; do
-    if "$CMAKE" --build "$WORK/consumer" --target help | grep -qw "$t"; then
+    if "$CMAKE" --build "$WORK/consumer" --target help | grep -w "$t" >/dev/null; then
       fail "the subproject defines $t"
     fi
   done
   "$CMAKE" --build "$WORK/consumer" -j "$JOBS" || fail "build with add_subdirectory"
-  ldd "$WORK/consumer/consumer_shared" | grep -q "$WORK/consumer/shmbus/libshmbus.so" \
+  ldd "$WORK/consumer/consumer_shared" | grep -F "$WORK/consumer/shmbus/libshmbus.so" >/dev/null \
     || { ldd "$WORK/consumer/consumer_shared"; fail "consumer_shared does not load the subproject's libshmbus.so"; }
   run_consumer "$WORK/consumer/consumer_static" "C++ consumer ok"
   run_consumer "$WORK/consumer/consumer_shared" "C++ consumer ok"

@@ -7,8 +7,11 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <new>
 #include <span>
 #include <string>
+#include <system_error>
+#include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -134,6 +137,31 @@ class Event {
 
  private:
   int fds_[2] = {-1, -1};
+};
+
+/// A T in an anonymous MAP_SHARED mapping: made before fork, so what a child
+/// writes there is seen by the parent, also after the child was killed.
+/// T holds only lock-free atomics and plain data. Throws std::system_error
+/// if the mapping fails.
+template <class T>
+class SharedMap {
+ public:
+  SharedMap() {
+    void* m = ::mmap(nullptr, sizeof(T), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap");
+    p_ = new (m) T();
+  }
+  ~SharedMap() {
+    p_->~T();
+    (void)::munmap(p_, sizeof(T));
+  }
+  SharedMap(const SharedMap&) = delete;
+  SharedMap& operator=(const SharedMap&) = delete;
+  T* operator->() const { return p_; }
+  T& operator*() const { return *p_; }
+
+ private:
+  T* p_ = nullptr;
 };
 
 }  // namespace shmbus::test

@@ -111,6 +111,11 @@ check "check names the lagging subscriber" grep -q "^WARNING $CH: subscriber lag
 run "$SHMBUS" check --bus "$BUS" --max-dlq 0
 check "check DLQ critical exits 2" test "$rc" -eq 2
 check "check names the DLQ" grep -q "^CRITICAL $CH: group workers DLQ $CH-dlq depth 1 > 0" <<<"$out"
+run "$SHMBUS" check --bus "$BUS" --max-lag 0 --channel "$CH" --channel "$CH-dlq"
+check "check --max-lag leaves the DLQ's letters to --max-dlq" bash -c '! grep -q "subscriber dlq lag" <<<"$1"' _ "$out"
+check "check --max-lag still judges the other subscribers" grep -q "^CRITICAL $CH: subscriber lagger lag 7 > 0" <<<"$out"
+run "$SHMBUS" check --bus "$BUS" --max-lag 0 --channel "$CH-dlq"
+check "check of the DLQ alone judges its retainer's lag" grep -q "^CRITICAL $CH-dlq: subscriber dlq lag 1 > 0" <<<"$out"
 run "$SHMBUS" check --bus "$BUS" --dead-owners
 check "check --dead-owners exits 1" test "$rc" -eq 1
 check "check names the dead consumer" grep -q "^WARNING $CH: group workers consumer #[0-9]* owner pid [0-9]* is dead" <<<"$out"
@@ -153,15 +158,19 @@ json_check "peek and tail moved no cursor" "
 (s,) = [s for s in d['subscribers'] if s['name'] == 'lagger']
 assert s['cursor'] == 3 and d['groups'][0]['next'] == 3, d"
 
-# tail -f follows new messages; publish feeds them from the shell.
+# tail -f follows new messages; publish feeds them from the shell. tail
+# prints the last message first: once that line is read it has taken the
+# head, so what is published next is new to it.
 mkfifo "$TMP/tail.out"
-"$SHMBUS" tail "$CH" --bus "$BUS" -n 0 -f >"$TMP/tail.out" &
+"$SHMBUS" tail "$CH" --bus "$BUS" -n 1 -f >"$TMP/tail.out" &
 TAIL_PID=$!
 exec {TFD}<"$TMP/tail.out"
+read -r -t 30 line <&"$TFD"
+check "tail -f starts with the last message" grep -q "^#9 " <<<"$line"
 printf 'alpha\nbeta\ngamma\n' | "$SHMBUS" publish "$CH" --bus "$BUS" --key 7 2>"$TMP/err"
 check "publish says what it published" grep -q "3 message(s) published" "$TMP/err"
 got=()
-for i in 1 2 3; do read -r line <&"$TFD"; got+=("$line"); done
+for i in 1 2 3; do read -r -t 30 line <&"$TFD"; got+=("$line"); done
 check "tail -f printed the published lines in order" \
   test "${got[0]##* }${got[1]##* }${got[2]##* }" = "alphabetagamma"
 check "tail -f shows the key" grep -q "key=7" <<<"${got[0]}"

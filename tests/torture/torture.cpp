@@ -268,25 +268,7 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 /// The ledger in an anonymous MAP_SHARED mapping made before fork.
-class SharedLedger {
- public:
-  SharedLedger() {
-    void* m = ::mmap(nullptr, sizeof(TrialLedger), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-    if (m == MAP_FAILED) FAIL("mmap: " << std::strerror(errno));
-    p_ = new (m) TrialLedger();
-  }
-  ~SharedLedger() {
-    p_->~TrialLedger();
-    (void)::munmap(p_, sizeof(TrialLedger));
-  }
-  SharedLedger(const SharedLedger&) = delete;
-  SharedLedger& operator=(const SharedLedger&) = delete;
-  TrialLedger& operator*() const { return *p_; }
-  TrialLedger* operator->() const { return p_; }
-
- private:
-  TrialLedger* p_ = nullptr;
-};
+using SharedLedger = SharedMap<TrialLedger>;
 
 template <class L>
 int fail(L& led, ChildError e, std::uint64_t value, int rc) {

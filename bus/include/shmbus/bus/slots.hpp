@@ -5,8 +5,11 @@
 #include <cstdint>
 #include <cstring>
 
-#include <shmbus/bus/layout.hpp>
 #include <atomic>
+#include <span>
+
+#include <shmbus/bus/layout.hpp>
+#include <shmbus/bus/types.hpp>
 
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
@@ -31,6 +34,23 @@ inline void racy_copy(void* dst, const void* src, std::size_t n) noexcept {
 inline const std::byte* slot_at(const std::byte* data, std::uint64_t seq, std::uint64_t mask,
                                 std::uint32_t slot_size) noexcept {
   return data + (seq & mask) * static_cast<std::uint64_t>(slot_size);
+}
+
+/// The message a reader hands out for sequence `seq`: the metadata of `hdr`
+/// (a copy of the slot's header), `attempt` (the header's, or a group
+/// delivery's) and the payload where it was read (in the slot for a zero-copy
+/// read, else in the caller's buffer). Trusts `hdr.length`: check it first.
+inline Message message_from(const SlotHeader& hdr, std::uint64_t seq, std::uint32_t attempt,
+                            const std::byte* payload) noexcept {
+  Message m;
+  m.sequence = seq;
+  m.timestamp_ns = hdr.timestamp_ns;
+  m.key = hdr.key;
+  m.correlation_id = hdr.correlation_id;
+  m.type = hdr.type;
+  m.attempt = attempt;
+  m.payload = std::span<const std::byte>(payload, hdr.length);
+  return m;
 }
 
 /// How long a claim must have been seen stuck before its writer's liveness

@@ -89,4 +89,9 @@ std::uint64_t sequence_at_time(const ChannelState& ch, std::uint64_t t_realtime_
 /// The oldest sequence that may still be readable: head - capacity, or 0.
 std::uint64_t oldest_sequence(const ChannelState& ch) noexcept;
 
+/// Where a new subscriber's cursor or a new group's floor starts: the oldest
+/// readable sequence, the head, a given sequence (clamped to kMaxSequence),
+/// or the first message at or after a time.
+std::uint64_t start_position(const ChannelState& ch, const StartAt& start) noexcept;
+
 }  // namespace shmbus::bus

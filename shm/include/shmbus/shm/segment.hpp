@@ -78,6 +78,9 @@ class Segment {
   /// Current size in bytes (fstat): a creator may not have sized it yet.
   [[nodiscard]] Result<std::size_t> size() const;
 
+  /// Permission bits (fstat), as given at create or changed since.
+  [[nodiscard]] Result<std::uint32_t> mode() const;
+
   /// Maps [offset, offset + length); offset must be page-aligned. With
   /// `populate` every page is faulted in now (MAP_POPULATE) so the hot path
   /// never takes a page fault.
