@@ -43,7 +43,7 @@ void fuzz_channel(const std::uint8_t* image, std::size_t size) {
   if (auto ch = Channel::open(kChannel, fuzz_bus(), kInitWaitNs)) exercise(ch.value());
 
   bus::OpenOptions observer;
-  observer.init_wait_ns = kInitWaitNs;
+  observer.open_wait_ns = kInitWaitNs;
   observer.mode = bus::MapMode::observer;
   if (auto st = bus::open_channel(fuzz_bus(), kChannel, observer)) (void)bus::snapshot(*st.value());
 

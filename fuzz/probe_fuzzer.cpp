@@ -54,7 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     render(probe::take_snapshot(kChannel, fuzz_bus()));
   } else {
     bus::OpenOptions o;
-    o.init_wait_ns = kInitWaitNs;
+    o.open_wait_ns = kInitWaitNs;
     o.mode = bus::MapMode::observer;
     probe::Snapshot snap;
     snap.name = kChannel;

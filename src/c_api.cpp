@@ -152,6 +152,8 @@ int status_of(PollStatus s) noexcept {
     case PollStatus::timeout: return SHMBUS_TIMEOUT;
     case PollStatus::corrupted: return SHMBUS_CORRUPTED;
     case PollStatus::invalid: return SHMBUS_INVALID;
+    case PollStatus::removed: return SHMBUS_REMOVED;
+    case PollStatus::segment_lost: return SHMBUS_SEGMENT_LOST;
   }
   return SHMBUS_INTERNAL;
 }
@@ -164,6 +166,8 @@ int status_of(PublishStatus s) noexcept {
     case PublishStatus::too_large: return SHMBUS_TOO_LARGE;
     case PublishStatus::abandoned: return SHMBUS_ABANDONED;
     case PublishStatus::invalid: return SHMBUS_INVALID;
+    case PublishStatus::removed: return SHMBUS_REMOVED;
+    case PublishStatus::segment_lost: return SHMBUS_SEGMENT_LOST;
   }
   return SHMBUS_INTERNAL;
 }
@@ -414,6 +418,8 @@ const char* shmbus_strerror(int status) {
     case SHMBUS_LEASE_LOST: return "lease_lost";
     case SHMBUS_DLQ_UNAVAILABLE: return "dlq_unavailable";
     case SHMBUS_INVALID: return "invalid";
+    case SHMBUS_REMOVED: return "removed";
+    case SHMBUS_SEGMENT_LOST: return "segment_lost";
     case SHMBUS_OUT_OF_MEMORY: return "out_of_memory";
     case SHMBUS_INTERNAL: return "internal";
     default: return "unknown";

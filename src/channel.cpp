@@ -13,15 +13,16 @@ namespace shmbus {
 
 Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opts,
                                 std::string_view bus) {
-  auto s = bus::create_channel(bus, name, opts);
+  auto s = bus::create_channel(bus, name, opts, opts.trust);
   if (!s) return s.error();
   return Channel(std::move(s.value()));
 }
 
 Result<Channel> Channel::open(std::string_view name, std::string_view bus,
-                              std::uint64_t init_wait_ns) {
+                              std::uint64_t open_wait_ns, const Trust& trust) {
   bus::OpenOptions o;
-  o.init_wait_ns = init_wait_ns;
+  o.open_wait_ns = open_wait_ns;
+  o.trust = trust;
   auto s = bus::open_channel(bus, name, o);
   if (!s) return s.error();
   return Channel(std::move(s.value()));
@@ -29,7 +30,7 @@ Result<Channel> Channel::open(std::string_view name, std::string_view bus,
 
 Result<Channel> Channel::open_or_create(std::string_view name, const ChannelOptions& opts,
                                         std::string_view bus) {
-  auto s = bus::open_or_create_channel(bus, name, opts);
+  auto s = bus::open_or_create_channel(bus, name, opts, opts.trust);
   if (!s) return s.error();
   return Channel(std::move(s.value()));
 }
@@ -46,6 +47,20 @@ Result<void> Channel::remove(std::string_view name, std::string_view bus) {
   return bus::remove_channel(bus, name);
 }
 
+Result<bool> Channel::remove_if_unused(std::string_view name, std::string_view bus) {
+  return bus::remove_channel_if_unused(bus, name);
+}
+
+Result<bool> Channel::in_use(std::string_view name, std::string_view bus) {
+  return bus::channel_in_use(bus, name);
+}
+
+PollStatus Channel::liveness() const noexcept {
+  if (!state_) return PollStatus::invalid;
+  const std::uint64_t r = state_->check_removed();
+  return r == bus::kChannelLive ? PollStatus::ok : bus::poll_status_of_removed(r);
+}
+
 Result<std::vector<ChannelInfo>> Channel::list(std::string_view bus) {
   if (auto r = bus::validate_name("bus", bus); !r) return r.error();
   const std::string prefix = "shmbus." + std::string(bus) + ".";
@@ -53,7 +68,7 @@ Result<std::vector<ChannelInfo>> Channel::list(std::string_view bus) {
   if (!segs) return segs.error();
   std::vector<ChannelInfo> out;
   for (const auto& s : segs.value()) {
-    out.push_back({s.name.substr(prefix.size()), s.size, s.mode});
+    out.push_back({s.name.substr(prefix.size()), s.size, s.mode, s.uid, s.kind});
   }
   return out;
 }

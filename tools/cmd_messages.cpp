@@ -58,7 +58,13 @@ int print_range(const Channel& ch, std::uint64_t from, std::uint64_t count, bool
       ++seq;
       continue;
     }
-    // empty: not committed yet
+    // empty: not committed yet. A follower that waits on a channel that was
+    // removed (or whose file shrank) would wait for ever: stop, and say why.
+    if (const PollStatus gone = ch.liveness(); gone != PollStatus::ok) {
+      std::cout.flush();
+      std::cerr << "shmbus: channel '" << ch.name() << "' " << gone_reason(gone) << "; stopping\n";
+      return kExitError;
+    }
     if (!follow) {
       if (seq >= ch.head()) break;
       // A claim in flight below the head: wait for it (a stalled claim is
@@ -198,6 +204,10 @@ int cmd_subscribe(const ReadArgs& a) {
     while (!stop_requested() && (a.count == 0 || printed < a.count) && !idle_over()) {
       Delivery d;
       const PollStatus st = con->receive_wait(d, buf, wait_ns);
+      if (st == PollStatus::removed || st == PollStatus::segment_lost) {
+        std::cerr << "shmbus subscribe: channel '" << a.channel << "' " << gone_reason(st) << "; stopping\n";
+        return kExitError;
+      }
       if (st != PollStatus::ok) continue;
       print_message(std::cout, d.message, *fmt);
       std::cout.flush();  // printed before the ack: at-least-once
@@ -218,6 +228,10 @@ int cmd_subscribe(const ReadArgs& a) {
   while (!stop_requested() && (a.count == 0 || printed < a.count) && !idle_over()) {
     Message m;
     const PollStatus st = sub->poll_wait(m, buf, wait_ns);
+    if (st == PollStatus::removed || st == PollStatus::segment_lost) {
+      std::cerr << "shmbus subscribe: channel '" << a.channel << "' " << gone_reason(st) << "; stopping\n";
+      return kExitError;
+    }
     if (st == PollStatus::lapped) {
       std::cerr << "shmbus subscribe: lapped: messages were overwritten before they were read\n";
       continue;

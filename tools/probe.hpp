@@ -38,6 +38,10 @@ void add_watch_commands(CLI::App& app, Action& action);     // watch, check, met
 void add_message_commands(CLI::App& app, Action& action);   // peek, tail, publish, subscribe
 void add_admin_commands(CLI::App& app, Action& action);     // create, rm, gc, dlq
 
+/// Why a follower stops on `removed` / `segment_lost`: "was removed" or
+/// "lost its pages: its file was truncated by another process".
+const char* gone_reason(PollStatus st) noexcept;
+
 /// Set by SIGINT/SIGTERM once install_stop_handlers() ran; long-running
 /// commands (watch, tail -f, subscribe, metrics) poll it and exit cleanly.
 bool stop_requested() noexcept;

@@ -16,6 +16,12 @@
 
 namespace shmbus::probe {
 
+const char* gone_reason(PollStatus st) noexcept {
+  return st == PollStatus::segment_lost
+             ? "lost its pages: its file was truncated by another process"
+             : "was removed (shmbus rm, gc, or its file was deleted)";
+}
+
 namespace {
 std::atomic<bool> g_stop{false};
 void on_stop_signal(int) { g_stop.store(true, std::memory_order_relaxed); }

@@ -3,7 +3,6 @@
 #include <cstring>
 #include <thread>
 
-#include <shmbus/bus/init_wait.hpp>
 #include <shmbus/bus/settings_check.hpp>
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
@@ -47,6 +46,7 @@ namespace {
 // header: layout_version and magic, then init_state = ready with release.
 void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
   const shm::ProcessId me = shm::self_process();
+  shm::store_relaxed(h->init_owner, shm::pack_process(me));  // who made it (informational)
   h->abi_fingerprint = abi_fingerprint();
   h->epoch = shm::random_u64();
   h->created_realtime_ns = shm::realtime_ns();
@@ -75,17 +75,6 @@ void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
   shm::store_relaxed(h->magic, kMagic);                    // ordered by the release below
   // SYNC(init): release, pairs with the acquire of init_state in open_channel.
   shm::store_release(h->init_state, static_cast<std::uint32_t>(kInitReady));
-}
-
-// Claims the right to initialise: CAS init_owner from `expected_owner` (0 for
-// a fresh segment, a dead owner for a takeover) to this process. Owner pid
-// and start time are one word, so no opener can pair a new pid with an old
-// start time and take the new owner for dead.
-bool claim_init(ChannelHeader* h, std::uint64_t expected_owner) {
-  std::uint64_t exp = expected_owner;
-  if (!shm::cas_acq_rel(h->init_owner, exp, shm::pack_process(shm::self_process()))) return false;
-  shm::store_release(h->init_state, static_cast<std::uint32_t>(kInitRunning));
-  return true;
 }
 
 }  // namespace
@@ -293,35 +282,36 @@ Result<std::shared_ptr<ChannelState>> attach(shm::Segment seg, const std::string
 }
 
 Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::string_view name,
-                                                     const ChannelOptions& opts) {
+                                                     const ChannelOptions& opts,
+                                                     const shm::Trust& trust) {
   if (auto r = validate_name("bus", bus); !r) return r.error();
   if (auto r = validate_name("channel", name); !r) return r.error();
   auto g = compute_geometry(opts);
   if (!g) return g.error();
   const std::string seg_name = segment_name(bus, name);
-  auto seg = shm::Segment::create(seg_name, g->total_size, opts.mode);
-  if (!seg) {
-    if (seg.error().code() == ErrorCode::already_exists) {
+  // Made, sized and initialised without a name; linked only when complete.
+  // A creator killed at any point before the link leaves nothing behind; one
+  // killed after it leaves a complete channel.
+  auto seg = shm::Segment::create_unnamed(seg_name, g->total_size, opts.mode);
+  if (!seg) return seg.error();
+  seg->set_lost_marker(offsetof(ChannelHeader, removed), kChannelLost);
+  {
+    auto hdr_map = seg->map(0, kHeaderPage, shm::Access::read_write, true);
+    if (!hdr_map) return hdr_map.error();
+    initialise(reinterpret_cast<ChannelHeader*>(hdr_map->data()), g.value(), name);
+  }
+  if (auto r = seg->link(); !r) {
+    if (r.error().code() == ErrorCode::already_exists) {
       return Error(ErrorCode::already_exists,
                    "channel '" + std::string(name) + "' already exists on bus '" +
                        std::string(bus) + "'");
     }
-    return seg.error();
+    return r.error();
   }
-  auto hdr_map = seg->map(0, kHeaderPage, shm::Access::read_write, true);
-  if (!hdr_map) {
-    (void)shm::Segment::remove(seg_name);
-    return hdr_map.error();
-  }
-  auto* h = reinterpret_cast<ChannelHeader*>(hdr_map->data());
-  if (!claim_init(h, 0)) {
-    return Error(ErrorCode::busy, "initialisation of channel '" + std::string(name) +
-                                      "' was taken over by pid " +
-                                      num(shm::packed_pid(shm::load_relaxed(h->init_owner))));
-  }
-  initialise(h, g.value(), name);
-  return attach(std::move(seg.value()), std::string(bus), std::string(name), g.value(),
-                MapMode::participant);
+  auto st = attach(std::move(seg.value()), std::string(bus), std::string(name), g.value(),
+                   MapMode::participant);
+  if (st) st.value()->trust = trust;
+  return st;
 }
 
 namespace {
@@ -347,14 +337,15 @@ Result<void> check_expected(const Geometry& g, const ChannelOptions& want, std::
 }
 
 Result<std::shared_ptr<ChannelState>> open_impl(std::string_view bus, std::string_view name,
-                                                const OpenOptions& opts,
-                                                const ChannelOptions* takeover) {
+                                                const OpenOptions& opts) {
   if (auto r = validate_name("bus", bus); !r) return r.error();
   if (auto r = validate_name("channel", name); !r) return r.error();
   const std::string seg_name = segment_name(bus, name);
   const std::string chan(name);
-  auto seg = shm::Segment::open(seg_name, opts.mode == MapMode::observer ? shm::Access::read_only
-                                                                         : shm::Access::read_write);
+  auto seg = shm::Segment::open(seg_name,
+                                opts.mode == MapMode::observer ? shm::Access::read_only
+                                                               : shm::Access::read_write,
+                                opts.trust, opts.open_wait_ns);
   if (!seg) {
     if (seg.error().code() == ErrorCode::not_found) {
       return Error(ErrorCode::not_found,
@@ -362,80 +353,57 @@ Result<std::shared_ptr<ChannelState>> open_impl(std::string_view bus, std::strin
     }
     return seg.error();
   }
-  shm::Mapping hdr_map;
-  const InitProbe p = wait_for_init<ChannelHeader>(seg.value(), kHeaderPage, opts.init_wait_ns, hdr_map);
-  switch (p.outcome) {
-    case InitWait::ready: break;
-    case InitWait::never_sized:
-      return Error(ErrorCode::corrupted, "channel '" + chan +
-                                             "' exists but was never sized (its creator died "
-                                             "while creating it?); remove it with 'shmbus rm'");
-    case InitWait::timed_out:
-      return Error(ErrorCode::timeout, "channel '" + chan + "' is still being initialised by pid " +
-                                           num(shm::packed_pid(p.owner)) + " after the open timeout");
-    case InitWait::abandoned: {
-      if (takeover == nullptr || opts.mode == MapMode::observer) {
-        const std::string who = p.owner == 0
-                                    ? std::string("a creator that never recorded itself")
-                                    : "pid " + num(shm::packed_pid(p.owner)) + ", which is gone";
-        return Error(ErrorCode::corrupted,
-                     "channel '" + chan + "' was left half-initialised by " + who +
-                         "; open it with parameters to take over, or remove it");
-      }
-      auto g = compute_geometry(*takeover);
-      if (!g) return g.error();
-      auto sz = seg->size();
-      if (!sz) return sz.error();
-      if (sz.value() != g->total_size) {
-        return Error(ErrorCode::parameter_mismatch,
-                     "channel '" + chan + "' was left half-initialised with size " +
-                         num(sz.value()) + "; the given parameters need " + num(g->total_size) +
-                         "; remove it first");
-      }
-      auto* h = reinterpret_cast<ChannelHeader*>(hdr_map.data());
-      if (!claim_init(h, p.owner)) {
-        // Somebody else took over first: wait for them like any opener.
-        return open_impl(bus, name, opts, nullptr);
-      }
-      auto ctl = seg->map(0, g->data_offset, shm::Access::read_write, false);
-      if (!ctl) return ctl.error();
-      // Zero everything after the init words: the dead creator may have
-      // written part of the tables.
-      std::memset(ctl->data() + offsetof(ChannelHeader, abi_fingerprint), 0,
-                  g->data_offset - offsetof(ChannelHeader, abi_fingerprint));
-      initialise(h, g.value(), name);
-      break;
-    }
-  }
+  seg->set_lost_marker(offsetof(ChannelHeader, removed), kChannelLost);
   auto sz = seg->size();
   if (!sz) return sz.error();
-  auto g = validate_header(*reinterpret_cast<const ChannelHeader*>(hdr_map.data()), sz.value(), chan);
+  if (sz.value() < kHeaderPage) {
+    // Never made by create (which names a segment only once it is whole):
+    // refuse it rather than guess, and never initialise over it.
+    return Error(ErrorCode::corrupted,
+                 "channel '" + chan + "' is corrupted: its segment is " + num(sz.value()) +
+                     " bytes, smaller than a channel header (" + num(kHeaderPage) +
+                     "); it was not made by this version of shmbus: remove it with 'shmbus rm'");
+  }
+  auto hdr_map = seg->map(0, kHeaderPage, shm::Access::read_only, false);
+  if (!hdr_map) return hdr_map.error();
+  const auto* h = reinterpret_cast<const ChannelHeader*>(hdr_map->data());
+  // SYNC(init): acquire, pairs with the release of init_state in initialise
+  // (and the link that follows it: a named channel is always initialised).
+  const std::uint32_t init = shm::load_acquire(h->init_state);
+  auto g = validate_header(*h, sz.value(), chan);
   if (!g) return g.error();
+  if (init != kInitReady) {
+    return Error(ErrorCode::corrupted, "channel '" + chan + "' is corrupted: init_state = " +
+                                           num(init) + " (expected " + num(kInitReady) +
+                                           "); a named channel is always initialised, so it is "
+                                           "not re-initialised: remove it with 'shmbus rm'");
+  }
   if (opts.expect) {
     if (auto r = check_expected(g.value(), *opts.expect, name); !r) return r.error();
   }
-  return attach(std::move(seg.value()), std::string(bus), chan, g.value(), opts.mode);
+  auto st = attach(std::move(seg.value()), std::string(bus), chan, g.value(), opts.mode);
+  if (st) st.value()->trust = opts.trust;
+  return st;
 }
 
 }  // namespace
 
 Result<std::shared_ptr<ChannelState>> open_channel(std::string_view bus, std::string_view name,
                                                    const OpenOptions& opts) {
-  return open_impl(bus, name, opts, nullptr);
+  return open_impl(bus, name, opts);
 }
 
 Result<std::shared_ptr<ChannelState>> open_or_create_channel(std::string_view bus,
                                                              std::string_view name,
-                                                             const ChannelOptions& opts) {
+                                                             const ChannelOptions& opts,
+                                                             const shm::Trust& trust) {
   for (int attempt = 0; attempt < 8; ++attempt) {
-    auto c = create_channel(bus, name, opts);
-    // busy: an opener took over our fresh segment's init; open it like them.
-    if (c || (c.error().code() != ErrorCode::already_exists && c.error().code() != ErrorCode::busy)) {
-      return c;
-    }
+    auto c = create_channel(bus, name, opts, trust);
+    if (c || c.error().code() != ErrorCode::already_exists) return c;
     OpenOptions o;
     o.expect = opts;
-    auto r = open_impl(bus, name, o, &opts);
+    o.trust = trust;
+    auto r = open_impl(bus, name, o);
     if (r || r.error().code() != ErrorCode::not_found) return r;
     // Removed between our create and open: try again.
   }
@@ -443,15 +411,87 @@ Result<std::shared_ptr<ChannelState>> open_or_create_channel(std::string_view bu
                                     "' keeps appearing and disappearing; giving up");
 }
 
+namespace {
+
+Error no_channel(std::string_view bus, std::string_view name) {
+  return Error(ErrorCode::not_found,
+               "channel '" + std::string(name) + "' does not exist on bus '" + std::string(bus) + "'");
+}
+
+}  // namespace
+
 Result<void> remove_channel(std::string_view bus, std::string_view name) {
   if (auto r = validate_name("bus", bus); !r) return r.error();
   if (auto r = validate_name("channel", name); !r) return r.error();
-  auto r = shm::Segment::remove(segment_name(bus, name));
-  if (!r && r.error().code() == ErrorCode::not_found) {
-    return Error(ErrorCode::not_found,
-                 "channel '" + std::string(name) + "' does not exist on bus '" + std::string(bus) + "'");
+  const std::string seg_name = segment_name(bus, name);
+  // Tell the handles that still map it, before the name goes. Best effort:
+  // a name that is not a channel (a FIFO, another version, a file we may
+  // not write) is removed all the same, and handles of a channel whose mark
+  // we could not write still notice the unlink (check_removed).
+  if (auto seg = shm::Segment::open(seg_name, shm::Access::read_write, {}, 0)) {
+    auto sz = seg->size();
+    if (sz && sz.value() >= kHeaderPage) {
+      if (auto m = seg->map(0, kHeaderPage, shm::Access::read_write, false)) {
+        auto* h = reinterpret_cast<ChannelHeader*>(m->data());
+        if (shm::load_relaxed(h->magic) == kMagic) {
+          // SYNC(removed): release; handles read it relaxed (a flag, no data).
+          shm::store_release(h->removed, static_cast<std::uint64_t>(kChannelRemoved));
+        }
+      }
+    }
   }
+  auto r = shm::Segment::remove(seg_name);
+  if (!r && r.error().code() == ErrorCode::not_found) return no_channel(bus, name);
   return r;
+}
+
+Result<bool> remove_channel_if_unused(std::string_view bus, std::string_view name) {
+  if (auto r = validate_name("bus", bus); !r) return r.error();
+  if (auto r = validate_name("channel", name); !r) return r.error();
+  auto r = shm::Segment::remove_if_unused(segment_name(bus, name));
+  if (!r && r.error().code() == ErrorCode::not_found) return no_channel(bus, name);
+  return r;
+}
+
+Result<bool> channel_in_use(std::string_view bus, std::string_view name) {
+  if (auto r = validate_name("bus", bus); !r) return r.error();
+  if (auto r = validate_name("channel", name); !r) return r.error();
+  auto r = shm::Segment::in_use(segment_name(bus, name));
+  if (!r && r.error().code() == ErrorCode::not_found) return no_channel(bus, name);
+  return r;
+}
+
+Result<void> ChannelState::require_live() {
+  const std::uint64_t r = check_removed();
+  if (r == kChannelLive) return {};
+  if (r == kChannelLost) {
+    return Error(ErrorCode::corrupted, "channel '" + name + "' on bus '" + bus +
+                                           "': its segment shrank under this process (another "
+                                           "process truncated it); its messages are gone");
+  }
+  return Error(ErrorCode::not_found, "channel '" + name + "' on bus '" + bus +
+                                         "' was removed; open it again by name");
+}
+
+std::uint64_t ChannelState::check_removed() noexcept {
+  const std::uint64_t h = removed_fast();
+  if (h != kChannelLive) return h;
+  const std::uint64_t local = local_removed_.load(std::memory_order_relaxed);  // relaxed: a flag
+  if (local != kChannelLive) return local;
+  if (segment.lost()) {
+    local_removed_.store(kChannelLost, std::memory_order_relaxed);
+    return kChannelLost;
+  }
+  if (!segment.unlinked()) return kChannelLive;
+  local_removed_.store(kChannelRemoved, std::memory_order_relaxed);
+  if (mode_ == MapMode::participant) {
+    std::uint64_t live = kChannelLive;
+    // Tell every other handle too. SYNC(removed): release CAS; never
+    // overwrites kChannelLost in a private replacement page.
+    (void)header->removed.compare_exchange_strong(live, kChannelRemoved, std::memory_order_release,
+                                                  std::memory_order_relaxed);
+  }
+  return kChannelRemoved;
 }
 
 Result<std::vector<std::string>> list_channels(std::string_view bus) {

@@ -1,6 +1,5 @@
 #include <shmbus/bus/dedup.hpp>
 
-#include <shmbus/bus/init_wait.hpp>
 
 #include <algorithm>
 #include <cstring>
@@ -32,7 +31,6 @@ namespace shmbus::bus {
 namespace {
 
 constexpr std::uint64_t kNsPerMs = 1'000'000;
-constexpr std::uint64_t kInitWaitNs = 2'000'000'000ULL;
 /// begin/complete start over at most this often before giving up (contention).
 constexpr int kMaxRounds = 1000;
 /// How long a caller waits for another process's binding of the same window
@@ -152,19 +150,11 @@ void initialise(DedupHeader* h, const DedupGeometry& g, std::string_view name) {
   write_name(h->name, name);
   shm::store_relaxed(h->layout_version, kDedupLayoutVersion);
   shm::store_relaxed(h->magic, kDedupMagic);
-  // SYNC(dedup-init): release, pairs with the acquire in wait_for_init.
+  shm::store_relaxed(h->init_owner, shm::pack_process(shm::self_process()));  // informational
+  // SYNC(dedup-init): release, pairs with the acquire in open_existing (the
+  // table is linked under its name only after this).
   shm::store_release(h->init_state, std::uint64_t{kInitReady});
 }
-
-// Claims the right to initialise: CAS init_owner from `expected_owner` (0 on
-// a fresh segment, a dead owner for a takeover) to this process.
-bool claim_init(DedupHeader* h, std::uint64_t expected_owner) {
-  std::uint64_t exp = expected_owner;
-  if (!shm::cas_acq_rel(h->init_owner, exp, shm::pack_process(shm::self_process()))) return false;
-  shm::store_release(h->init_state, std::uint64_t{kInitRunning});
-  return true;
-}
-
 
 // Every header field against what this library would write for the same
 // parameters; the parameters themselves are range-checked again.
@@ -233,61 +223,32 @@ struct Opened {
   DedupGeometry geo;
 };
 
-// Opens an existing table: waits for its initialisation (taking over a dead
-// creator's, if `takeover`), validates the header, checks the parameters.
+// Opens an existing table: validates the header, checks the parameters. A
+// table is named only once initialised, so one that is not is corrupted:
+// refused, never re-initialised.
 Result<Opened> open_existing(const std::string& seg_name, const std::string& table,
-                             const DedupGeometry& want, bool takeover) {
-  auto seg = shm::Segment::open(seg_name, shm::Access::read_write);
+                             const DedupGeometry& want, const shm::Trust& trust) {
+  auto seg = shm::Segment::open(seg_name, shm::Access::read_write, trust);
   if (!seg) return seg.error();
-  shm::Mapping hdr_map;
-  const InitProbe p = wait_for_init<DedupHeader>(seg.value(), kDedupHeaderSize, kInitWaitNs, hdr_map);
-  switch (p.outcome) {
-    case InitWait::ready: break;
-    case InitWait::never_sized:
-      return Error(ErrorCode::corrupted, "dedup table '" + table +
-                                             "' exists but was never sized (its creator died "
-                                             "while creating it?); remove it");
-    case InitWait::timed_out:
-      return Error(ErrorCode::timeout, "dedup table '" + table +
-                                           "' is still being initialised by pid " +
-                                           num(shm::packed_pid(p.owner)) + " after 2 s");
-    case InitWait::abandoned: {
-      if (!takeover) {
-        return Error(ErrorCode::corrupted,
-                     "dedup table '" + table + "' was left half-initialised; remove it");
-      }
-      auto sz = seg->size();
-      if (!sz) return sz.error();
-      if (sz.value() != want.total_size) {
-        return Error(ErrorCode::parameter_mismatch,
-                     "dedup table '" + table + "' was left half-initialised with size " +
-                         num(sz.value()) + "; the given parameters need " +
-                         num(want.total_size) + "; remove it first");
-      }
-      auto* h = reinterpret_cast<DedupHeader*>(hdr_map.data());
-      if (!claim_init(h, p.owner)) return open_existing(seg_name, table, want, false);
-      auto all = seg->map(0, want.total_size, shm::Access::read_write, false);
-      if (!all) return all.error();
-      // The dead creator may have written part of the header: clear all of
-      // it after the init words, and every entry. relaxed: published by the
-      // release of init_state in initialise().
-      auto* hw = reinterpret_cast<std::atomic<std::uint64_t>*>(all->data());
-      for (std::size_t i = offsetof(DedupHeader, abi_fingerprint) / 8; i < kDedupHeaderSize / 8; ++i) {
-        shm::store_relaxed(hw[i], std::uint64_t{0});
-      }
-      auto* es = reinterpret_cast<DedupEntry*>(all->data() + want.entries_offset);
-      for (std::uint64_t i = 0; i < want.capacity; ++i) {
-        shm::store_relaxed(es[i].id, std::uint64_t{0});
-        shm::store_relaxed(es[i].state, std::uint64_t{0});
-      }
-      initialise(h, want, table);
-      break;
-    }
-  }
   auto sz = seg->size();
   if (!sz) return sz.error();
-  auto g = validate_header(*reinterpret_cast<const DedupHeader*>(hdr_map.data()), sz.value(), table);
+  if (sz.value() < kDedupHeaderSize) {
+    return Error(ErrorCode::corrupted,
+                 "dedup table '" + table + "' is corrupted: its segment is " + num(sz.value()) +
+                     " bytes, smaller than its header (" + num(kDedupHeaderSize) + "); remove it");
+  }
+  auto hdr_map = seg->map(0, kDedupHeaderSize, shm::Access::read_only, false);
+  if (!hdr_map) return hdr_map.error();
+  const auto* h = reinterpret_cast<const DedupHeader*>(hdr_map->data());
+  // SYNC(dedup-init): acquire, pairs with the release in initialise.
+  const std::uint64_t init = shm::load_acquire(h->init_state);
+  auto g = validate_header(*h, sz.value(), table);
   if (!g) return g.error();
+  if (init != kInitReady) {
+    return Error(ErrorCode::corrupted, "dedup table '" + table + "' is corrupted: init_state = " +
+                                           num(init) + " (expected " + num(kInitReady) +
+                                           "); it is not re-initialised: remove it");
+  }
   if (auto r = check_expected(g.value(), want, table); !r) return r.error();
   return Opened{std::move(seg.value()), g.value()};
 }
@@ -311,24 +272,21 @@ Result<std::unique_ptr<DedupCore>> DedupCore::open_or_create(std::string_view bu
   const std::string table(name);
   std::optional<Opened> opened;
   for (int attempt = 0; attempt < 8 && !opened; ++attempt) {
-    auto seg = shm::Segment::create(seg_name, want->total_size, opts.mode);
-    if (seg) {
+    // Made and initialised unnamed, then linked: never seen half made.
+    auto seg = shm::Segment::create_unnamed(seg_name, want->total_size, opts.mode);
+    if (!seg) return seg.error();
+    {
       auto hdr_map = seg->map(0, kDedupHeaderSize, shm::Access::read_write, true);
-      if (!hdr_map) {
-        (void)shm::Segment::remove(seg_name);
-        return hdr_map.error();
-      }
-      auto* h = reinterpret_cast<DedupHeader*>(hdr_map->data());
-      if (claim_init(h, 0)) {
-        initialise(h, want.value(), name);
-        opened = Opened{std::move(seg.value()), want.value()};
-        break;
-      }
-      // An opener took over our fresh segment's initialisation: open it.
-    } else if (seg.error().code() != ErrorCode::already_exists) {
-      return seg.error();
+      if (!hdr_map) return hdr_map.error();
+      initialise(reinterpret_cast<DedupHeader*>(hdr_map->data()), want.value(), name);
     }
-    auto o = open_existing(seg_name, table, want.value(), true);
+    auto linked = seg->link();
+    if (linked) {
+      opened = Opened{std::move(seg.value()), want.value()};
+      break;
+    }
+    if (linked.error().code() != ErrorCode::already_exists) return linked.error();
+    auto o = open_existing(seg_name, table, want.value(), opts.trust);
     if (o) {
       opened = std::move(o.value());
     } else if (o.error().code() != ErrorCode::not_found) {

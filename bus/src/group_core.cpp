@@ -651,6 +651,8 @@ PollStatus GroupCore::receive(Delivery& out, std::span<std::byte> buffer) noexce
   // Due redeliveries first (they are older), at most every scan interval.
   if (take_due(out, buffer, st, now)) return st;
   if (take_new(out, buffer, st, now)) return st;
+  // relaxed: a flag that carries no data (see SubscriberCore::begin_read).
+  if (const std::uint64_t r = ch_->removed_fast(); r != kChannelLive) return poll_status_of_removed(r);
   return PollStatus::empty;
 }
 
@@ -661,11 +663,16 @@ PollStatus GroupCore::receive_wait(Delivery& out, std::span<std::byte> buffer,
   const std::uint64_t deadline = timeout_ns > UINT64_MAX - start ? UINT64_MAX : start + timeout_ns;
   ProducerBlock& prod = *ch_->producer;
   std::uint64_t sleep_ns = 1000;
+  std::uint64_t last_gone_check = start;
   for (int round = 0;; ++round) {
     const PollStatus st = receive(out, buffer);
     if (st != PollStatus::empty) return st;
     const std::uint64_t now = shm::monotonic_ns();
     if (now >= deadline) return PollStatus::timeout;
+    if (now - last_gone_check >= 5'000'000) {  // the fstat behind check_removed, every 5 ms
+      last_gone_check = now;
+      if (const std::uint64_t r = ch_->check_removed(); r != kChannelLive) return poll_status_of_removed(r);
+    }
     if (round < 1000 || wait_ == WaitStrategy::busy_spin) {
       shm::cpu_relax();
       continue;

@@ -28,6 +28,7 @@ void PublisherCore::release() noexcept {
 }
 
 Result<std::unique_ptr<PublisherCore>> PublisherCore::create(std::shared_ptr<ChannelState> ch) {
+  if (auto r = ch->require_live(); !r) return r.error();
   auto data = ch->writable_data();
   if (!data) return data.error();
   auto idx = attach_publisher(*ch);
@@ -35,6 +36,7 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::create(std::shared_ptr<Cha
   auto owned = std::make_unique<PublisherCore>();
   PublisherCore& p = *owned;
   p.prod_ = ch->producer;
+  p.removed_ = &ch->header->removed;
   p.entry_ = &ch->publishers[idx.value()];
   p.slots_ = ch->slots;
   p.data_ = data.value();
@@ -67,11 +69,22 @@ std::uint64_t PublisherCore::refresh_gate(std::uint64_t head, bool housekeeping)
   return gate_;
 }
 
+std::uint64_t PublisherCore::gone(bool slow) noexcept {
+  // relaxed: a flag that carries no data.
+  const std::uint64_t r = removed_->load(std::memory_order_relaxed);
+  if (r != kChannelLive || !slow) return r;
+  const std::uint64_t now = shm::monotonic_ns();
+  if (now - last_removed_check_ns_ < kHousekeepingEveryNs) return kChannelLive;
+  last_removed_check_ns_ = now;
+  return ch_->check_removed();
+}
+
 bool PublisherCore::wait_for_space(std::uint64_t head, std::uint64_t deadline) noexcept {
   for (int spin = 0;; ++spin) {
     if (head < refresh_gate(head, true) + capacity_) return true;
     const std::uint64_t now = shm::monotonic_ns();
     if (now >= deadline) return false;
+    if (gone(spin >= kSpinBeforeSleep) != kChannelLive) return false;  // nobody will read: stop
     if (spin < kSpinBeforeSleep) {
       shm::cpu_relax();
       continue;
@@ -126,6 +139,10 @@ bool PublisherCore::reserve(std::uint64_t& seq, std::uint64_t timeout_ns,
         const bool space = timeout_ns != 0 && wait_for_space(head, deadline);
         shm::single_writer_add(entry_->blocked_ns, shm::monotonic_ns() - blocked_since);
         blocked_since = 0;
+        if (const std::uint64_t r = gone(false); !space && r != kChannelLive) {
+          why = publish_status_of_removed(r);
+          return false;
+        }
         if (!space) {
           shm::single_writer_add(entry_->timeouts, 1);
           why = PublishStatus::timeout;
@@ -211,6 +228,10 @@ PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
     if (spins < 1024) {
       shm::cpu_relax();
     } else {
+      if (const std::uint64_t r = gone(true); r != kChannelLive) {
+        // Give the slot back to nobody: the channel is gone for every reader.
+        return publish_status_of_removed(r);
+      }
       shm::yield_cpu();  // the writer we wait for may need this core
     }
     st = shm::load_acquire(stamp);
@@ -221,6 +242,7 @@ PublishStatus PublisherCore::claim(std::size_t max_length, ClaimToken& out,
                                    std::uint64_t timeout_ns) noexcept {
   if (!ch_) return PublishStatus::invalid;
   if (max_length > max_payload_) return PublishStatus::too_large;
+  if (const std::uint64_t r = gone(false); r != kChannelLive) return publish_status_of_removed(r);
   std::uint64_t seq = 0;
   PublishStatus why = PublishStatus::ok;
   if (!reserve(seq, timeout_ns, why)) return why;
@@ -275,6 +297,9 @@ PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length,
   }
   shm::single_writer_add(entry_->published, 1);
   wake_subscribers();
+  // Removed (or its pages lost) while we wrote: the message is in a channel
+  // nobody will read again. Say so rather than `ok`.
+  if (const std::uint64_t r = gone(false); r != kChannelLive) return publish_status_of_removed(r);
   return PublishStatus::ok;
 }
 

@@ -17,6 +17,7 @@ namespace {
 constexpr int kSpinBeforeWaiting = 1000;
 constexpr std::uint32_t kStallCheckEvery = 1024;  // empty polls between stall checks (power of 2)
 constexpr std::uint64_t kMaxSleepSliceNs = 50'000'000;
+constexpr std::uint64_t kRemovedCheckEveryNs = 5'000'000;  // fstat at most this often while waiting
 
 }  // namespace
 
@@ -36,11 +37,13 @@ void SubscriberCore::release() noexcept {
 
 Result<std::unique_ptr<SubscriberCore>> SubscriberCore::create(std::shared_ptr<ChannelState> ch,
                                                                const SubscribeOptions& opts) {
+  if (auto r = ch->require_live(); !r) return r.error();
   auto a = attach_subscriber(*ch, opts.name, opts.start);
   if (!a) return a.error();
   auto owned = std::make_unique<SubscriberCore>();
   SubscriberCore& s = *owned;
   s.prod_ = ch->producer;
+  s.removed_ = &ch->header->removed;
   s.entry_ = &ch->subscribers[a->index];
   s.slots_ = ch->slots;
   s.data_ = ch->data;
@@ -80,6 +83,11 @@ void SubscriberCore::seek(std::uint64_t seq) noexcept {
 
 PollStatus SubscriberCore::on_lapped() noexcept {
   pending_ = false;
+  // A slot that changed under us because the segment's pages were lost (or
+  // the channel removed and overwritten) is no lap: report that instead.
+  if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) {
+    return poll_status_of_removed(r);  // relaxed: a flag
+  }
   // acquire: a fresh head to find the oldest sequence still in the ring.
   const std::uint64_t head = shm::load_acquire(prod_->head);
   const std::uint64_t oldest = head > capacity_ ? head - capacity_ : 0;
@@ -93,6 +101,11 @@ PollStatus SubscriberCore::on_lapped() noexcept {
 
 PollStatus SubscriberCore::on_evicted() noexcept {
   pending_ = false;
+  // An entry that changed because the segment's pages were lost is no
+  // eviction: report the loss.
+  if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) {
+    return poll_status_of_removed(r);  // relaxed: a flag
+  }
   std::uint64_t cur = shm::load_acquire(entry_->control);
   if (control_state(cur) != kEntryEvicted || control_pid(cur) != control_pid(control_)) {
     return PollStatus::invalid;  // the entry was taken from us (we were thought dead)
@@ -160,6 +173,11 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
       if (stamp_seq(st) > cursor_) return on_lapped();
     }
     if ((++empty_polls_ & (kStallCheckEvery - 1)) == 0) check_stall(st);
+    // relaxed: a flag that carries no data. Only when there is nothing to
+    // read: what was committed before a removal is still delivered.
+    if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) {
+      return poll_status_of_removed(r);
+    }
     return PollStatus::empty;
   }
 }
@@ -212,6 +230,14 @@ PollStatus SubscriberCore::wait(std::uint64_t timeout_ns) noexcept {
     if (now >= deadline) return PollStatus::timeout;
     check_stall(shm::load_acquire(slots_[cursor_ & mask_].stamp));
     if (ready()) return PollStatus::ok;
+    // Gone (removed by name, by anyone; or its pages lost): nothing will
+    // come. The fstat behind check_removed runs at most every few ms.
+    std::uint64_t gone = removed_->load(std::memory_order_relaxed);  // relaxed: a flag
+    if (gone == kChannelLive && now - last_removed_check_ns_ >= kRemovedCheckEveryNs) {
+      last_removed_check_ns_ = now;
+      gone = ch_->check_removed();
+    }
+    if (gone != kChannelLive) return poll_status_of_removed(gone);
     switch (wait_) {
       case WaitStrategy::busy_spin:
         for (int i = 0; i < 1024; ++i) {

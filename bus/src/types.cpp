@@ -10,6 +10,8 @@ std::string_view to_string(PublishStatus s) noexcept {
     case PublishStatus::too_large: return "too_large";
     case PublishStatus::abandoned: return "abandoned";
     case PublishStatus::invalid: return "invalid";
+    case PublishStatus::removed: return "removed";
+    case PublishStatus::segment_lost: return "segment_lost";
   }
   return "unknown";
 }
@@ -23,6 +25,8 @@ std::string_view to_string(PollStatus s) noexcept {
     case PollStatus::timeout: return "timeout";
     case PollStatus::corrupted: return "corrupted";
     case PollStatus::invalid: return "invalid";
+    case PollStatus::removed: return "removed";
+    case PollStatus::segment_lost: return "segment_lost";
   }
   return "unknown";
 }

@@ -42,6 +42,8 @@ ABANDONED = 37
 LEASE_LOST = 38
 DLQ_UNAVAILABLE = 39
 INVALID = 40
+REMOVED = 41
+SEGMENT_LOST = 42
 
 POLICY = {"block": 1, "drop_oldest": 2, "reject": 3}
 WAIT = {"busy_spin": 0, "yield": 1, "backoff": 2, "block": 3}

@@ -30,6 +30,10 @@ struct ChannelInfo {
   std::string name;
   std::uint64_t size_bytes = 0;
   std::uint32_t mode = 0;
+  std::uint32_t uid = 0;  ///< owner
+  /// "" for a regular file; otherwise what squats the name ("fifo",
+  /// "symlink", "directory", "socket", "device"): never opened, removable.
+  std::string kind;
 };
 
 /// A message read from a DLQ channel, decoded: where it came from, why it
@@ -62,25 +66,45 @@ class Channel {
   static Result<Channel> create(std::string_view name, const ChannelOptions& opts = {},
                                 std::string_view bus = kDefaultBus);
 
-  /// Opens an existing channel, waiting up to init_wait_ns for a concurrent
-  /// creator to finish. Refuses another layout version or a corrupted
-  /// header with an error naming the field. Thread-safe.
+  /// Opens an existing channel. Refuses another layout version or a
+  /// corrupted header with an error naming the field; a name that is not a
+  /// regular file (FIFO, symlink) with invalid_argument; a segment owned by a
+  /// uid other than this process's, root's or one in `trust` with
+  /// permission_denied naming the owner, mode and path. Waits up to
+  /// open_wait_ns (then busy) while a remover holds the segment. A channel
+  /// is visible under its name only once fully created, so there is never a
+  /// half-made one to wait for. Thread-safe.
   static Result<Channel> open(std::string_view name, std::string_view bus = kDefaultBus,
-                              std::uint64_t init_wait_ns = 2'000'000'000ULL);
+                              std::uint64_t open_wait_ns = 2'000'000'000ULL,
+                              const Trust& trust = {});
 
   /// Opens the channel if it exists — its parameters must equal `opts`
-  /// (parameter_mismatch names both values) — or creates it. Takes over an
-  /// initialisation whose creator died. Thread-safe.
+  /// (parameter_mismatch names both values; its owner must be trusted as for
+  /// open, by opts.trust) — or creates it. Never re-initialises an existing
+  /// segment: a corrupted one is an error naming the field. Thread-safe.
   static Result<Channel> open_or_create(std::string_view name, const ChannelOptions& opts = {},
                                         std::string_view bus = kDefaultBus);
 
   /// Opens a channel read-only, to observe it (the probe): no publisher or
-  /// subscriber can be made from it. Thread-safe.
+  /// subscriber can be made from it. Any owner's channel may be observed (a
+  /// hostile header yields errors, never a crash). Thread-safe.
   static Result<Channel> open_read_only(std::string_view name, std::string_view bus = kDefaultBus);
 
-  /// Removes a channel's name; processes that have it mapped keep working.
-  /// Thread-safe.
+  /// Removes a channel: marks it removed in its header — every live handle's
+  /// publish, poll and receive then return `removed` — and removes its name.
+  /// A later create of the same name makes a new, unrelated channel. Also
+  /// removes a name that is not a channel (a FIFO). Thread-safe.
   static Result<void> remove(std::string_view name, std::string_view bus = kDefaultBus);
+
+  /// Removes a channel only if no process has it open — by any handle, with
+  /// or without a publisher, subscriber or consumer (each open handle holds a
+  /// shared lock on the segment until closed or its process dies). Returns
+  /// false, removing nothing, if one does. Thread-safe.
+  static Result<bool> remove_if_unused(std::string_view name, std::string_view bus = kDefaultBus);
+
+  /// Whether any process (this one included) has the channel open.
+  /// Thread-safe.
+  static Result<bool> in_use(std::string_view name, std::string_view bus = kDefaultBus);
 
   /// Channels of a bus, by name. Thread-safe.
   static Result<std::vector<ChannelInfo>> list(std::string_view bus = kDefaultBus);
@@ -136,6 +160,12 @@ class Channel {
   /// The first retained sequence published at or after `realtime_ns`
   /// (CLOCK_REALTIME), or head() if none. Thread-safe.
   [[nodiscard]] std::uint64_t sequence_at(std::uint64_t realtime_ns) const noexcept;
+
+  /// Whether this channel is gone for this handle: `removed` (its name was
+  /// removed, by anyone, in any way), `segment_lost` (its file shrank under
+  /// this process), or `ok`. Does a system call (fstat): for idle paths.
+  /// Thread-safe.
+  [[nodiscard]] PollStatus liveness() const noexcept;
 
   /// A snapshot of counters, cursors and owners. Thread-safe.
   [[nodiscard]] ChannelStats stats() const;

@@ -87,6 +87,8 @@ enum shmbus_status {
   SHMBUS_LEASE_LOST = 38,        /**< the lease expired or was already ended: the ack/nack did nothing */
   SHMBUS_DLQ_UNAVAILABLE = 39,   /**< the dead-letter channel cannot take the message now; it stays with the group */
   SHMBUS_INVALID = 40,           /**< the handle or delivery is not usable here (not this consumer's) */
+  SHMBUS_REMOVED = 41,           /**< the channel was removed (rm, gc, or its file unlinked): reopen it by name */
+  SHMBUS_SEGMENT_LOST = 42,      /**< the channel's file shrank under this process: the handle is dead */
   /* Failures of the interface itself. */
   SHMBUS_OUT_OF_MEMORY = 48,     /**< an allocation failed */
   SHMBUS_INTERNAL = 49           /**< an unexpected internal error (a bug): see shmbus_last_error() */

@@ -2,25 +2,24 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <boost/interprocess/exceptions.hpp>
-#include <boost/interprocess/mapped_region.hpp>
-#include <boost/interprocess/permissions.hpp>
-#include <boost/interprocess/shared_memory_object.hpp>
-
-namespace bip = boost::interprocess;
+#include <shmbus/shm/clock.hpp>
+#include <shmbus/shm/fault_guard.hpp>
 
 namespace shmbus::shm {
 
 namespace {
 
 constexpr const char* kShmDir = "/dev/shm";
+std::string path_of(const std::string& name) { return std::string(kShmDir) + "/" + name; }
 
 std::string mode_string(std::uint32_t mode) {
   char buf[8];
@@ -28,17 +27,24 @@ std::string mode_string(std::uint32_t mode) {
   return buf;
 }
 
-// Permission bits of /dev/shm/<name>, or -1 if it cannot be stat'ed.
-long stat_mode(const std::string& name) {
-  struct stat st {};
-  const std::string path = std::string(kShmDir) + "/" + name;
-  if (::stat(path.c_str(), &st) != 0) return -1;
-  return static_cast<long>(st.st_mode & 07777);
+const char* kind_of(mode_t m) {
+  if (S_ISREG(m)) return "";
+  if (S_ISFIFO(m)) return "fifo";
+  if (S_ISLNK(m)) return "symlink";
+  if (S_ISDIR(m)) return "directory";
+  if (S_ISSOCK(m)) return "socket";
+  return "device";
 }
 
-Error from_exception(const bip::interprocess_exception& e, const std::string& what,
-                     const std::string& name) {
-  const int err = e.get_native_error();
+Result<void> check_name(const std::string& name) {
+  if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
+    return Error(ErrorCode::invalid_argument, "segment name '" + name + "' is empty or has '/'");
+  }
+  return {};
+}
+
+// An errno from opening, creating or removing `name`, as an Error.
+Error errno_error(int err, const std::string& what, const std::string& name) {
   ErrorCode code = ErrorCode::system;
   std::string detail = std::strerror(err);
   switch (err) {
@@ -47,10 +53,17 @@ Error from_exception(const bip::interprocess_exception& e, const std::string& wh
     case EACCES:
     case EPERM: {
       code = ErrorCode::permission_denied;
-      const long m = stat_mode(name);
-      if (m >= 0) detail += " (segment mode " + mode_string(static_cast<std::uint32_t>(m)) + ")";
+      struct stat st {};
+      if (::lstat(path_of(name).c_str(), &st) == 0) {
+        detail += " (" + path_of(name) + ": owner uid " + std::to_string(st.st_uid) + ", mode " +
+                  mode_string(st.st_mode) + ")";
+      }
       break;
     }
+    case ELOOP:
+      code = ErrorCode::invalid_argument;
+      detail = path_of(name) + " is a symbolic link; shmbus follows none";
+      break;
     case ENOSPC:
     case ENOMEM: code = ErrorCode::no_space; break;
     case EINVAL:
@@ -58,6 +71,31 @@ Error from_exception(const bip::interprocess_exception& e, const std::string& wh
     default: break;
   }
   return Error(code, what + " shared-memory segment '" + name + "': " + detail, err);
+}
+
+bool trusted(const struct stat& st, const Trust& trust) {
+  const uid_t me = ::geteuid();
+  if (st.st_uid == me || st.st_uid == 0) return true;
+  if (std::find(trust.uids.begin(), trust.uids.end(), st.st_uid) != trust.uids.end()) return true;
+  return std::find(trust.gids.begin(), trust.gids.end(), st.st_gid) != trust.gids.end();
+}
+
+// Takes a shared flock on fd, waiting (bounded) while somebody holds it
+// exclusively. false with errno set on failure.
+bool lock_shared(int fd, std::uint64_t wait_ns) {
+  const std::uint64_t now = monotonic_ns();
+  const std::uint64_t deadline = wait_ns > UINT64_MAX - now ? UINT64_MAX : now + wait_ns;
+  std::uint64_t pause = 10'000;
+  for (;;) {
+    if (::flock(fd, LOCK_SH | LOCK_NB) == 0) return true;
+    if (errno != EWOULDBLOCK && errno != EINTR) return false;
+    if (monotonic_ns() >= deadline) {
+      errno = EWOULDBLOCK;
+      return false;
+    }
+    sleep_ns(pause);
+    pause = std::min<std::uint64_t>(pause * 2, 10'000'000);
+  }
 }
 
 }  // namespace
@@ -69,90 +107,221 @@ std::size_t page_size() noexcept {
 
 // --- Mapping -----------------------------------------------------------------
 
-struct Mapping::Impl {
-  bip::mapped_region region;
-};
-
 Mapping::Mapping() = default;
-Mapping::Mapping(Mapping&&) noexcept = default;
-Mapping& Mapping::operator=(Mapping&&) noexcept = default;
-Mapping::~Mapping() = default;
+
+Mapping::Mapping(Mapping&& o) noexcept
+    : data_(o.data_), size_(o.size_), access_(o.access_), guard_slot_(o.guard_slot_) {
+  o.data_ = nullptr;
+  o.size_ = 0;
+  o.guard_slot_ = -1;
+}
+
+Mapping& Mapping::operator=(Mapping&& o) noexcept {
+  if (this != &o) {
+    reset();
+    data_ = o.data_;
+    size_ = o.size_;
+    access_ = o.access_;
+    guard_slot_ = o.guard_slot_;
+    o.data_ = nullptr;
+    o.size_ = 0;
+    o.guard_slot_ = -1;
+  }
+  return *this;
+}
+
+Mapping::~Mapping() { reset(); }
+
+void Mapping::reset() noexcept {
+  if (data_ == nullptr) return;
+  fault_guard::unregister_mapping(guard_slot_);  // before the range can be reused
+  (void)::munmap(data_, size_);
+  data_ = nullptr;
+  size_ = 0;
+  guard_slot_ = -1;
+}
 
 // --- Segment -----------------------------------------------------------------
 
-struct Segment::Impl {
-  bip::shared_memory_object shm;
-};
-
 Segment::Segment() = default;
-Segment::Segment(Segment&&) noexcept = default;
-Segment& Segment::operator=(Segment&&) noexcept = default;
-Segment::~Segment() = default;
 
-Result<Segment> Segment::create(const std::string& name, std::size_t size, std::uint32_t mode) {
-  if (name.empty() || name.find('/') != std::string::npos) {
-    return Error(ErrorCode::invalid_argument, "segment name '" + name + "' is empty or has '/'");
+Segment::Segment(Segment&& o) noexcept
+    : fd_(o.fd_), named_(o.named_), key_(o.key_), marker_offset_(o.marker_offset_),
+      marker_value_(o.marker_value_), name_(std::move(o.name_)), access_(o.access_) {
+  o.fd_ = -1;
+}
+
+Segment& Segment::operator=(Segment&& o) noexcept {
+  if (this != &o) {
+    close();
+    fd_ = o.fd_;
+    named_ = o.named_;
+    key_ = o.key_;
+    marker_offset_ = o.marker_offset_;
+    marker_value_ = o.marker_value_;
+    name_ = std::move(o.name_);
+    access_ = o.access_;
+    o.fd_ = -1;
   }
+  return *this;
+}
+
+Segment::~Segment() { close(); }
+
+void Segment::close() noexcept {
+  if (fd_ >= 0) ::close(fd_);  // drops the shared flock too
+  fd_ = -1;
+}
+
+Result<Segment> Segment::create_unnamed(const std::string& name, std::size_t size,
+                                        std::uint32_t mode) {
+  if (auto r = check_name(name); !r) return r.error();
   Segment seg;
   seg.name_ = name;
   seg.access_ = Access::read_write;
-  seg.impl_ = std::make_unique<Impl>();
-  try {
-    bip::permissions perm(mode & 0777);  // Boost applies it with fchmod: umask does not narrow it
-    seg.impl_->shm = bip::shared_memory_object(bip::create_only, name.c_str(), bip::read_write, perm);
-  } catch (const bip::interprocess_exception& e) {
-    return from_exception(e, "cannot create", name);
-  }
-  // From here on a failure must not leave a half-made segment behind.
-  auto fail = [&](ErrorCode code, const std::string& msg, int err) -> Result<Segment> {
-    bip::shared_memory_object::remove(name.c_str());
-    return Error(code, msg, err);
-  };
-  const int fd = seg.impl_->shm.get_mapping_handle().handle;
-  // posix_fallocate both sizes the object and reserves its pages, so a full
+  seg.key_ = fault_guard::new_key();
+  seg.fd_ = ::open(kShmDir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (seg.fd_ < 0) return errno_error(errno, "cannot create", name);
+  // fchmod: the umask narrowed the mode given to open.
+  if (::fchmod(seg.fd_, mode & 0777) != 0) return errno_error(errno, "cannot set the mode of", name);
+  // posix_fallocate both sizes the file and reserves its pages, so a full
   // /dev/shm fails now (ENOSPC) rather than with SIGBUS on first touch.
-  const int rc = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+  const int rc = ::posix_fallocate(seg.fd_, 0, static_cast<off_t>(size));
   if (rc != 0) {
     const ErrorCode code = (rc == ENOSPC || rc == ENOMEM || rc == EFBIG) ? ErrorCode::no_space
                                                                          : ErrorCode::system;
-    return fail(code,
-                "cannot reserve " + std::to_string(size) + " bytes for shared-memory segment '" +
-                    name + "' in /dev/shm: " + std::strerror(rc),
-                rc);
+    return Error(code,
+                 "cannot reserve " + std::to_string(size) + " bytes for shared-memory segment '" +
+                     name + "' in /dev/shm: " + std::strerror(rc),
+                 rc);
   }
+  // Shared from the start: once linked, the segment is in use by its creator.
+  if (::flock(seg.fd_, LOCK_SH) != 0) return errno_error(errno, "cannot lock", name);
   return seg;
 }
 
-Result<Segment> Segment::open(const std::string& name, Access access) {
-  if (name.empty() || name.find('/') != std::string::npos) {
-    return Error(ErrorCode::invalid_argument, "segment name '" + name + "' is empty or has '/'");
+Result<void> Segment::link() {
+  if (fd_ < 0 || named_) {
+    return Error(ErrorCode::invalid_argument, "segment '" + name_ + "' is not an unnamed segment");
   }
-  Segment seg;
-  seg.name_ = name;
-  seg.access_ = access;
-  seg.impl_ = std::make_unique<Impl>();
-  try {
-    seg.impl_->shm = bip::shared_memory_object(
-        bip::open_only, name.c_str(), access == Access::read_write ? bip::read_write : bip::read_only);
-  } catch (const bip::interprocess_exception& e) {
-    return from_exception(e, access == Access::read_write ? "cannot open (read-write)"
-                                                          : "cannot open (read-only)",
-                          name);
+  const std::string proc = "/proc/self/fd/" + std::to_string(fd_);
+  const std::string path = path_of(name_);
+  // Through /proc (needs no privilege); AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH.
+  if (::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, path.c_str(), AT_SYMLINK_FOLLOW) != 0) {
+    const int err = errno;
+    if (err != ENOENT || ::linkat(fd_, "", AT_FDCWD, path.c_str(), AT_EMPTY_PATH) != 0) {
+      return errno_error(err == ENOENT ? errno : err, "cannot name", name_);
+    }
   }
+  named_ = true;
+  return {};
+}
+
+Result<Segment> Segment::create(const std::string& name, std::size_t size, std::uint32_t mode) {
+  auto seg = create_unnamed(name, size, mode);
+  if (!seg) return seg;
+  if (auto r = seg->link(); !r) return r.error();
   return seg;
+}
+
+Result<Segment> Segment::open(const std::string& name, Access access, const Trust& trust,
+                              std::uint64_t lock_wait_ns) {
+  if (auto r = check_name(name); !r) return r.error();
+  const std::string path = path_of(name);
+  const char* what = access == Access::read_write ? "cannot open (read-write)" : "cannot open (read-only)";
+  for (int attempt = 0;; ++attempt) {
+    Segment seg;
+    seg.name_ = name;
+    seg.access_ = access;
+    seg.named_ = true;
+    seg.key_ = fault_guard::new_key();
+    // O_NOFOLLOW: no symlink; O_NONBLOCK: a FIFO or device does not block the open.
+    const int flags = (access == Access::read_write ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK |
+                      O_CLOEXEC | O_NOCTTY;
+    seg.fd_ = ::open(path.c_str(), flags);
+    if (seg.fd_ < 0) return errno_error(errno, what, name);
+    struct stat st {};
+    if (::fstat(seg.fd_, &st) != 0) return errno_error(errno, "cannot stat", name);
+    if (!S_ISREG(st.st_mode)) {
+      return Error(ErrorCode::invalid_argument,
+                   std::string(what) + " shared-memory segment '" + name + "': " + path + " is a " +
+                       kind_of(st.st_mode) + ", not a regular file; remove it (shmbus rm --force)");
+    }
+    if (access == Access::read_write && !trusted(st, trust)) {
+      return Error(ErrorCode::permission_denied,
+                   std::string(what) + " shared-memory segment '" + name + "': " + path +
+                       " is owned by uid " + std::to_string(st.st_uid) + " (gid " +
+                       std::to_string(st.st_gid) + ", mode " + mode_string(st.st_mode) +
+                       "), not by this process's uid " + std::to_string(::geteuid()) +
+                       " or root; trust that owner explicitly to use it",
+                   EPERM);
+    }
+    if (::fcntl(seg.fd_, F_SETFL, ::fcntl(seg.fd_, F_GETFL) & ~O_NONBLOCK) != 0) {
+      return errno_error(errno, what, name);
+    }
+    if (!lock_shared(seg.fd_, lock_wait_ns)) {
+      const int err = errno;
+      if (err == EWOULDBLOCK) {
+        return Error(ErrorCode::busy, std::string(what) + " shared-memory segment '" + name +
+                                          "': another process holds it locked exclusively",
+                     err);
+      }
+      return errno_error(err, "cannot lock", name);
+    }
+    // A remover may have unlinked the name while we waited for the lock:
+    // this fd is then the old segment. Open the name again.
+    if (::fstat(seg.fd_, &st) != 0) return errno_error(errno, "cannot stat", name);
+    if (st.st_nlink == 0 && attempt < 8) continue;
+    if (st.st_nlink == 0) return errno_error(ENOENT, what, name);
+    return seg;
+  }
 }
 
 Result<void> Segment::remove(const std::string& name) {
-  const std::string path = "/" + name;
-  if (::shm_unlink(path.c_str()) != 0) {
-    const int err = errno;
-    const ErrorCode code = err == ENOENT                   ? ErrorCode::not_found
-                           : (err == EACCES || err == EPERM) ? ErrorCode::permission_denied
-                                                             : ErrorCode::system;
-    return Error(code, "cannot remove shared-memory segment '" + name + "': " + std::strerror(err),
-                 err);
-  }
+  if (auto r = check_name(name); !r) return r.error();
+  if (::unlink(path_of(name).c_str()) != 0) return errno_error(errno, "cannot remove", name);
   return {};
+}
+
+Result<bool> Segment::remove_if_unused(const std::string& name) {
+  if (auto r = check_name(name); !r) return r.error();
+  const int fd = ::open(path_of(name).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return errno_error(errno, "cannot open", name);
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    ::close(fd);
+    if (err == EWOULDBLOCK) return false;
+    return errno_error(err, "cannot lock", name);
+  }
+  // Nobody has it open, and nobody can take a shared lock until we close:
+  // an opener that got the fd meanwhile finds the link count 0 and retries.
+  struct stat by_fd {}, by_path {};
+  bool same = ::fstat(fd, &by_fd) == 0 && ::lstat(path_of(name).c_str(), &by_path) == 0 &&
+              by_fd.st_ino == by_path.st_ino && by_fd.st_dev == by_path.st_dev;
+  Result<bool> out = false;
+  if (same) {
+    if (::unlink(path_of(name).c_str()) == 0) {
+      out = true;
+    } else {
+      out = errno_error(errno, "cannot remove", name);
+    }
+  }
+  ::close(fd);
+  return out;
+}
+
+Result<bool> Segment::in_use(const std::string& name) {
+  if (auto r = check_name(name); !r) return r.error();
+  const int fd = ::open(path_of(name).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return errno_error(errno, "cannot open", name);
+  bool used = false;
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    used = errno == EWOULDBLOCK;
+  } else {
+    (void)::flock(fd, LOCK_UN);
+  }
+  ::close(fd);
+  return used;
 }
 
 Result<std::vector<SegmentInfo>> Segment::list(std::string_view prefix) {
@@ -168,9 +337,9 @@ Result<std::vector<SegmentInfo>> Segment::list(std::string_view prefix) {
     if (n == "." || n == ".." || n.substr(0, prefix.size()) != prefix) continue;
     struct stat st {};
     if (::fstatat(::dirfd(dir), ent->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
-    if (!S_ISREG(st.st_mode)) continue;
     out.push_back({std::string(n), static_cast<std::uint64_t>(st.st_size),
-                   static_cast<std::uint32_t>(st.st_mode & 07777), static_cast<std::uint32_t>(st.st_uid)});
+                   static_cast<std::uint32_t>(st.st_mode & 07777), static_cast<std::uint32_t>(st.st_uid),
+                   kind_of(st.st_mode)});
   }
   ::closedir(dir);
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
@@ -193,15 +362,27 @@ Result<struct stat> stat_segment(int fd, const std::string& name) {
 }  // namespace
 
 Result<std::size_t> Segment::size() const {
-  auto st = stat_segment(impl_->shm.get_mapping_handle().handle, name_);
+  auto st = stat_segment(fd_, name_);
   if (!st) return st.error();
   return static_cast<std::size_t>(st.value().st_size);
 }
 
 Result<std::uint32_t> Segment::mode() const {
-  auto st = stat_segment(impl_->shm.get_mapping_handle().handle, name_);
+  auto st = stat_segment(fd_, name_);
   if (!st) return st.error();
   return static_cast<std::uint32_t>(st.value().st_mode & 07777);
+}
+
+bool Segment::unlinked() const noexcept {
+  struct stat st {};
+  return named_ && fd_ >= 0 && ::fstat(fd_, &st) == 0 && st.st_nlink == 0;
+}
+
+bool Segment::lost() const noexcept { return fault_guard::lost(key_); }
+
+void Segment::set_lost_marker(std::size_t offset, std::uint64_t value) noexcept {
+  marker_offset_ = offset;
+  marker_value_ = value;
 }
 
 Result<Mapping> Segment::map(std::size_t offset, std::size_t length, Access access,
@@ -215,19 +396,21 @@ Result<Mapping> Segment::map(std::size_t offset, std::size_t length, Access acce
     return Error(ErrorCode::permission_denied,
                  "cannot map segment '" + name_ + "' read-write: it was opened read-only");
   }
+  if (fd_ < 0) return Error(ErrorCode::invalid_argument, "segment '" + name_ + "' is not open");
+  const int prot = access == Access::read_write ? PROT_READ | PROT_WRITE : PROT_READ;
+  const int flags = MAP_SHARED | (populate ? MAP_POPULATE : 0);
+  void* p = ::mmap(nullptr, length, prot, flags, fd_, static_cast<off_t>(offset));
+  if (p == MAP_FAILED) return errno_error(errno, "cannot map", name_);
   Mapping m;
-  m.impl_ = std::make_unique<Mapping::Impl>();
-  try {
-    const int flags = populate ? MAP_POPULATE : bip::default_map_options;
-    m.impl_->region = bip::mapped_region(impl_->shm,
-                                         access == Access::read_write ? bip::read_write : bip::read_only,
-                                         static_cast<bip::offset_t>(offset), length, nullptr, flags);
-  } catch (const bip::interprocess_exception& e) {
-    return from_exception(e, "cannot map", name_);
-  }
-  m.data_ = static_cast<std::byte*>(m.impl_->region.get_address());
-  m.size_ = m.impl_->region.get_size();
+  m.data_ = static_cast<std::byte*>(p);
+  m.size_ = length;
   m.access_ = access;
+  const std::uint64_t marker = marker_offset_ != UINT64_MAX && marker_offset_ >= offset &&
+                                       marker_offset_ - offset < length
+                                   ? marker_offset_ - offset
+                                   : UINT64_MAX;
+  m.guard_slot_ = fault_guard::register_mapping(p, length, key_, access == Access::read_write, marker,
+                                                marker_value_);
   return m;
 }
 

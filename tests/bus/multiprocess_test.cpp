@@ -234,7 +234,7 @@ TEST_CASE("a publisher killed with SIGKILL between claim and commit does not sta
   CHECK(after.subscribers[0].lost == 0);
 }
 
-TEST_CASE("a durable subscriber killed mid-stream resumes with no gap or duplicate") {
+TEST_CASE("a durable subscriber killed mid-stream resumes at the cursor it published") {
   // N messages are in the ring before the reader starts (capacity N: nothing
   // is ever overwritten). The child reports every value it reads through a
   // pipe, free-running; the parent SIGKILLs it once K reports arrived, so the

@@ -3,6 +3,7 @@
 // uses the channel, so the mappings outlive the last Publisher/Subscriber.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -67,8 +68,13 @@ enum class MapMode : std::uint8_t {
 };
 
 struct OpenOptions {
-  /// Bounded wait for a concurrent creator to finish initialising.
-  std::uint64_t init_wait_ns = 2'000'000'000ULL;
+  /// Bounded wait while another process holds the segment exclusively (a
+  /// remover, for the instant of its unlink). A create is never seen half
+  /// done: it is linked under its name only once initialised.
+  std::uint64_t open_wait_ns = 2'000'000'000ULL;
+  /// Owners whose segments a participant open accepts besides its own uid and
+  /// root (observers read any owner's segment).
+  shm::Trust trust;
   /// If set, the segment's parameters must equal these (error names both).
   std::optional<ChannelOptions> expect;
   MapMode mode = MapMode::participant;
@@ -108,30 +114,72 @@ class ChannelState {
 
   [[nodiscard]] bool read_only() const noexcept { return mode_ == MapMode::observer; }
 
+  /// The header's RemovedState as last written (kChannelLive while usable).
+  /// One relaxed load of a read-mostly line: for hot paths. Thread-safe.
+  [[nodiscard]] std::uint64_t removed_fast() const noexcept {
+    // relaxed: a flag that carries no data; a late observation only delays
+    // the report by one call.
+    return header->removed.load(std::memory_order_relaxed);
+  }
+
+  /// The slow check: the header's word, then whether the segment's name is
+  /// gone (fstat; e.g. unlinked by hand), which it then records in the header
+  /// (participants) or locally (observers). A system call: call it when
+  /// idle, not per message. Thread-safe.
+  std::uint64_t check_removed() noexcept;
+
+  /// check_removed as a setup-path error: not_found ("was removed") or
+  /// corrupted ("its segment shrank"). For making new handles.
+  Result<void> require_live();
+
+  /// Owners trusted when this channel was opened (its DLQs are opened alike).
+  shm::Trust trust;
+
  private:
   friend Result<std::shared_ptr<ChannelState>> attach(shm::Segment, const std::string&,
                                                       const std::string&, const Geometry&, MapMode);
   MapMode mode_ = MapMode::participant;
+  std::atomic<std::uint64_t> local_removed_{kChannelLive};
   std::mutex rw_mu_;
   shm::Mapping data_rw_;
 };
 
-/// Creates a channel exclusively and initialises it.
+/// What a handle reports once removed_fast()/check_removed() is not
+/// kChannelLive (any other value read from a corrupted header: removed).
+inline PollStatus poll_status_of_removed(std::uint64_t removed) noexcept {
+  return removed == kChannelLost ? PollStatus::segment_lost : PollStatus::removed;
+}
+inline PublishStatus publish_status_of_removed(std::uint64_t removed) noexcept {
+  return removed == kChannelLost ? PublishStatus::segment_lost : PublishStatus::removed;
+}
+
+/// Creates a channel exclusively: made and initialised unnamed, then linked
+/// under its name (already_exists if taken), so nobody ever sees it half made.
 Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::string_view name,
-                                                     const ChannelOptions& opts);
+                                                     const ChannelOptions& opts,
+                                                     const shm::Trust& trust = {});
 
 /// Opens an existing channel, waiting (bounded) for its initialisation.
 Result<std::shared_ptr<ChannelState>> open_channel(std::string_view bus, std::string_view name,
                                                    const OpenOptions& opts);
 
 /// Opens the channel if it exists (checking its parameters), else creates it.
-/// Takes over an initialisation whose creator died.
 Result<std::shared_ptr<ChannelState>> open_or_create_channel(std::string_view bus,
                                                              std::string_view name,
-                                                             const ChannelOptions& opts);
+                                                             const ChannelOptions& opts,
+                                                             const shm::Trust& trust = {});
 
-/// Removes the channel's name; mapped handles keep working until closed.
+/// Marks the channel removed in its header (live handles report `removed`
+/// from then on), then removes its name. Also removes a name that is not a
+/// channel (a FIFO, a file of another version).
 Result<void> remove_channel(std::string_view bus, std::string_view name);
+
+/// Removes the channel only if no process has it open (by any handle, with
+/// or without a table entry): false if one does.
+Result<bool> remove_channel_if_unused(std::string_view bus, std::string_view name);
+
+/// Whether some process has the channel open. Thread-safe.
+Result<bool> channel_in_use(std::string_view bus, std::string_view name);
 
 /// Names of the channels of a bus (segments "shmbus.<bus>.*").
 Result<std::vector<std::string>> list_channels(std::string_view bus);

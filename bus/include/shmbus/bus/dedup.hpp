@@ -65,6 +65,8 @@ struct DedupOptions {
   /// 2^34 ms.
   std::uint64_t claim_timeout_ns = 30'000'000'000ULL;  // 30 s
   std::uint32_t mode = 0600;  ///< permission bits of the segment
+  /// Owners besides this process's uid and root whose existing table is accepted.
+  shm::Trust trust;
 };
 
 /// A snapshot of a dedup table, for monitoring and tests.

@@ -32,7 +32,7 @@ inline constexpr std::size_t kCacheLine = 64;       // fixed: this is an ABI
 inline constexpr std::size_t kHotSlot = 128;        // own slot for hot words (adjacent-line prefetch)
 inline constexpr std::size_t kHeaderPage = 4096;
 inline constexpr std::uint64_t kMagic = 0x5355424d48530a01ULL;  // "\x01\nSHMBUS" little-endian-ish
-inline constexpr std::uint32_t kLayoutVersion = 1;  // bump on any change below
+inline constexpr std::uint32_t kLayoutVersion = 2;  // bump on any change below
 inline constexpr std::size_t kNameMax = 63;          // channel / subscriber names, without NUL
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -45,8 +45,18 @@ enum class Policy : std::uint32_t {
   reject = 3,       ///< a publish that would overwrite unread data fails with `full`
 };
 
-/// ChannelHeader.init_state values.
+/// ChannelHeader.init_state values. A channel is linked under its name only
+/// once it is initialised, so every named channel says kInitReady; the other
+/// values remain for the dedup table's header.
 enum InitState : std::uint32_t { kInitNone = 0, kInitRunning = 1, kInitReady = 2 };
+
+/// ChannelHeader.removed values: why handles of this process must stop.
+enum RemovedState : std::uint64_t {
+  kChannelLive = 0,     ///< in use
+  kChannelRemoved = 1,  ///< its name was removed (rm, gc, Channel::remove, or unlinked by hand)
+  kChannelLost = 2,     ///< its file shrank under this process: written only into this
+                        ///< process's private replacement pages (shm fault guard)
+};
 
 // A 64-byte name stored as eight 64-bit words: names are rewritten when a
 // table entry is reused while other processes scan the table, so each word is
@@ -59,7 +69,7 @@ static_assert(sizeof(NameWords) == 64);
 //  ChannelHeader (page 0)
 //  0       magic (u64, written last at init, release)
 //  8       layout_version (u32)   12 init_state (u32)
-//  16      init_owner (u64: packed pid + start time)   24 reserved0
+//  16      init_owner (u64: packed pid + start time)   24 removed (RemovedState)
 //  32      abi_fingerprint        40 epoch          48 created_realtime_ns
 //  56      creator_pid (u32)      60 policy (u32)
 //  64      slot_size  68 capacity  72 max_subscribers  76 max_publishers
@@ -75,7 +85,7 @@ struct ChannelHeader {
   std::atomic<std::uint32_t> layout_version;
   std::atomic<std::uint32_t> init_state;
   std::atomic<std::uint64_t> init_owner;  // shm::pack_process of the initialiser
-  std::uint64_t reserved0;
+  std::atomic<std::uint64_t> removed;     // RemovedState: set (release) before the name goes
   std::uint64_t abi_fingerprint;
   std::uint64_t epoch;
   std::uint64_t created_realtime_ns;
@@ -108,7 +118,7 @@ static_assert(offsetof(ChannelHeader, magic) == 0);
 static_assert(offsetof(ChannelHeader, layout_version) == 8);
 static_assert(offsetof(ChannelHeader, init_state) == 12);
 static_assert(offsetof(ChannelHeader, init_owner) == 16);
-static_assert(offsetof(ChannelHeader, reserved0) == 24);
+static_assert(offsetof(ChannelHeader, removed) == 24);
 static_assert(offsetof(ChannelHeader, abi_fingerprint) == 32);
 static_assert(offsetof(ChannelHeader, epoch) == 40);
 static_assert(offsetof(ChannelHeader, created_realtime_ns) == 48);

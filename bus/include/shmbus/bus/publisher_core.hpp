@@ -50,6 +50,9 @@ class PublisherCore {
  private:
   bool reserve(std::uint64_t& seq, std::uint64_t timeout_ns, PublishStatus& why) noexcept;
   bool wait_for_space(std::uint64_t head, std::uint64_t deadline) noexcept;
+  /// kChannelLive, or why this channel is gone (removed_fast; with `slow`,
+  /// also the fstat check, at most every few ms).
+  std::uint64_t gone(bool slow) noexcept;
   std::uint64_t refresh_gate(std::uint64_t head, bool housekeeping) noexcept;
   PublishStatus take_slot(std::uint64_t seq) noexcept;
   void wake_subscribers() noexcept;
@@ -57,6 +60,7 @@ class PublisherCore {
 
   std::shared_ptr<ChannelState> ch_;
   ProducerBlock* prod_ = nullptr;
+  const std::atomic<std::uint64_t>* removed_ = nullptr;  ///< the header's RemovedState
   PublisherEntry* entry_ = nullptr;
   SlotControl* slots_ = nullptr;
   std::byte* data_ = nullptr;
@@ -69,6 +73,7 @@ class PublisherCore {
   Policy policy_ = Policy::block;
   std::uint64_t gate_ = 0;             ///< local copy of the gating minimum
   std::uint64_t last_housekeeping_ns_ = 0;
+  std::uint64_t last_removed_check_ns_ = 0;
   std::uint32_t self_pid_ = 0;         ///< for the slot writer word
   bool waited_ = false;                ///< the last reserve waited for space
 };

@@ -75,6 +75,8 @@ class SubscriberCore {
 
   std::shared_ptr<ChannelState> ch_;
   ProducerBlock* prod_ = nullptr;
+  const std::atomic<std::uint64_t>* removed_ = nullptr;  ///< the header's RemovedState
+  std::uint64_t last_removed_check_ns_ = 0;
   SubscriberEntry* entry_ = nullptr;
   SlotControl* slots_ = nullptr;
   const std::byte* data_ = nullptr;

@@ -11,10 +11,14 @@
 #include <string_view>
 
 #include <shmbus/bus/layout.hpp>
+#include <shmbus/shm/trust.hpp>
 
 namespace shmbus {
 
 using bus::Policy;
+/// Owners, besides this process's uid and root, whose existing segments a
+/// participant (anything but a read-only open) accepts. See docs/guarantees.md.
+using Trust = shm::Trust;
 
 /// Result of a publish, claim or commit. Backpressure is a result, not an error.
 enum class [[nodiscard]] PublishStatus : std::uint8_t {
@@ -24,6 +28,10 @@ enum class [[nodiscard]] PublishStatus : std::uint8_t {
   too_large,   ///< the message does not fit the slot's payload
   abandoned,   ///< the claim was taken away (the writer stalled past the unblock timeout)
   invalid,     ///< the handle or claim is not usable (moved-from, already committed)
+  removed,     ///< the channel was removed (rm, gc, Channel::remove, or its file
+               ///< unlinked): nothing published now reaches a reader; reopen by name
+  segment_lost,  ///< the channel's file shrank under this process: its pages are
+                 ///< gone and the handle is dead (the process survives; see guarantees)
 };
 
 /// Result of a poll or read.
@@ -35,6 +43,8 @@ enum class [[nodiscard]] PollStatus : std::uint8_t {
   timeout,           ///< a waiting poll gave up
   corrupted,         ///< a slot held an impossible value: skipped, counted as lost
   invalid,           ///< the handle is not usable (moved-from)
+  removed,           ///< the channel was removed and holds nothing more: reopen it by name
+  segment_lost,      ///< the channel's file shrank under this process: the handle is dead
 };
 
 /// Readable names for the status enums ("timeout"). Thread-safe.
@@ -90,6 +100,9 @@ struct ChannelOptions {
   /// Block policy only: a subscriber that stays a full ring behind for longer
   /// than this is evicted (detached as lapped). 0 disables eviction.
   std::uint64_t eviction_timeout_ns = 0;
+  /// Not a channel parameter: whose existing segment open_or_create (and a
+  /// group's DLQ) accepts besides this process's uid and root.
+  Trust trust;
 };
 
 /// Where a new subscriber starts reading.
