@@ -2,7 +2,9 @@
 // `--prometheus` and `shmbus metrics`. Every family has HELP and TYPE lines;
 // counters end in _total, times are in seconds; labels are bus, channel and,
 // per entry, subscriber / group / consumer. Anonymous subscribers are
-// labelled "#<table index>". A DLQ channel's retaining cursor (durable
+// labelled "#<table index>"; a name no valid entry can hold (a corrupted
+// segment's) or one used twice gets "#<table index>" appended, so every
+// series is unique. A DLQ channel's retaining cursor (durable
 // subscriber "dlq") carries role="dlq_retainer": its lag is the DLQ's
 // depth, not a slow reader. Label values are valid UTF-8 whatever the
 // segment holds (other bytes become U+FFFD, as in the JSON output), with
@@ -31,6 +33,7 @@
 //     _oldest_unacked_age_seconds, _consumers{state}, _dlq_depth,
 //     _delivered_total, _acked_total, _redelivered_total, _dead_lettered_total,
 //     _nacked_total, _expired_total, _lost_total
+#include <algorithm>
 #include <map>
 #include <set>
 #include <sstream>
@@ -111,6 +114,20 @@ constexpr const char* kCounter = "counter";
 double secs(std::uint64_t ns) { return static_cast<double>(ns) / 1e9; }
 double d(std::uint64_t v) { return static_cast<double>(v); }
 
+/// The label of a table entry: its name, or "#<index>" if it has none. A
+/// name that is not one a valid entry can hold (letters, digits, '_', '-':
+/// a corrupted segment's) or that an earlier entry of the channel already
+/// used gets "#<index>" appended, so every series stays unique ('#' is in
+/// no valid name).
+std::string entry_label(const std::string& name, std::uint32_t index, std::set<std::string>& used) {
+  if (name.empty()) return "#" + num(index);
+  const bool plain = std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+  if (plain && used.insert(name).second) return name;
+  return name + "#" + num(index);
+}
+
 /// Whether `sub` is the cursor that retains a DLQ's letters: the durable
 /// subscriber "dlq" of a channel that some group of the exposition names as
 /// its DLQ, or of a channel without a group table (every DLQ is created so).
@@ -146,9 +163,10 @@ void channel_metrics(Exposition& x, const Exposition::Labels& ch, const ChannelS
   x.add("shmbus_producer_blocked_seconds_total", kCounter, "Time publishers spent blocked on a full ring.", ch, secs(p.blocked_ns));
   x.add("shmbus_producer_aborted_total", kCounter, "Claims given back by their publisher.", ch, d(p.aborted));
 
+  std::set<std::string> used;
   for (const auto& sub : s.subscribers) {
     auto l = ch;
-    l.emplace_back("subscriber", sub.name.empty() ? "#" + num(sub.index) : sub.name);
+    l.emplace_back("subscriber", entry_label(sub.name, sub.index, used));
     if (is_dlq_retainer(s, sub, dlq_names)) l.emplace_back("role", "dlq_retainer");
     x.add("shmbus_subscriber_lag", kGauge, "Messages between the head and the subscriber's cursor.", l, d(sub.lag));
     x.add("shmbus_subscriber_cursor", kGauge, "Next sequence the subscriber reads.", l, d(sub.cursor));
@@ -156,10 +174,11 @@ void channel_metrics(Exposition& x, const Exposition::Labels& ch, const ChannelS
     x.add("shmbus_subscriber_delivered_total", kCounter, "Messages delivered to the subscriber.", l, d(sub.delivered));
     x.add("shmbus_subscriber_lost_total", kCounter, "Messages the subscriber lost (lapped or corrupted).", l, d(sub.lost));
   }
+  std::set<std::string> used_groups;
   for (std::size_t i = 0; i < s.groups.size(); ++i) {
     const auto& g = s.groups[i];
     auto l = ch;
-    l.emplace_back("group", g.name);
+    l.emplace_back("group", entry_label(g.name, g.index, used_groups));
     x.add("shmbus_group_pending", kGauge, "Messages not yet delivered to any consumer.", l, d(g.pending));
     x.add("shmbus_group_unfinished", kGauge, "Messages not yet acked or dead-lettered (head - floor).", l, d(g.unfinished));
     x.add("shmbus_group_in_flight", kGauge, "Leases held now.", l, d(g.in_flight));

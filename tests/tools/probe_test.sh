@@ -92,34 +92,37 @@ check "ls --prometheus: other subscribers carry no role" \
 check "stat --prometheus of the DLQ alone labels its retainer" \
   grep -qx "shmbus_subscriber_lag{bus=\"$BUS\",channel=\"$CH-dlq\",subscriber=\"dlq\",role=\"dlq_retainer\"} 1" "$TMP/dlq.prom"
 
-# A subscriber name that is not UTF-8 (the name words of a real entry
-# overwritten, as a corrupted or hostile segment holds them): the text stays
-# valid for the whole bus.
+# Subscriber names that are not UTF-8 (the name words of two real entries
+# overwritten with the same bytes, as a corrupted or hostile segment may hold
+# them): the text stays valid for the whole bus, every series unique.
 "$SHMBUS" create badname --bus "$BUS" --capacity 16 2>/dev/null
 echo one | "$SHMBUS" publish badname --bus "$BUS" 2>/dev/null
-"$SHMBUS" subscribe badname --bus "$BUS" --name victim --from earliest -n 1 >/dev/null
-check "a durable subscriber's name is overwritten with bytes that are not UTF-8" python3 - "/dev/shm/shmbus.$BUS.badname" <<'PY'
+"$SHMBUS" subscribe badname --bus "$BUS" --name victim1 --from earliest -n 1 >/dev/null
+"$SHMBUS" subscribe badname --bus "$BUS" --name victim2 --from earliest -n 1 >/dev/null
+check "two durable subscribers' names are overwritten with bytes that are not UTF-8" python3 - "/dev/shm/shmbus.$BUS.badname" <<'PY'
 import struct, sys
 with open(sys.argv[1], 'r+b') as f:
     hdr = f.read(4096)
     max_subscribers = struct.unpack_from('<I', hdr, 72)[0]
     subscribers_offset = struct.unpack_from('<Q', hdr, 112)[0]
+    n = 0
     for i in range(max_subscribers):
         name_at = subscribers_offset + 256 * i + 32  # SubscriberEntry.name
         f.seek(name_at)
-        if f.read(64).rstrip(b'\0') == b'victim':
+        if f.read(64).rstrip(b'\0') in (b'victim1', b'victim2'):
             f.seek(name_at)
             f.write(b'vic\xfftim\xc0"\\\n\xe2\x82'.ljust(64, b'\0'))
-            sys.exit(0)
-sys.exit('no subscriber named victim')
+            n += 1
+sys.exit(0 if n == 2 else 'victim1 and victim2 not found')
 PY
 "$SHMBUS" stat badname --bus "$BUS" --prometheus >"$TMP/badname.prom"
-check "stat --prometheus with a name that is not UTF-8 passes promtool check metrics" \
+check "stat --prometheus with names that are not UTF-8 passes promtool check metrics" \
   promtool check metrics <"$TMP/badname.prom"
-check "the bad bytes are replaced and quote, backslash, newline escaped" \
-  grep -qF "subscriber=\"vic"$'\xef\xbf\xbd'"tim"$'\xef\xbf\xbd'"\\\"\\\\\\n"$'\xef\xbf\xbd'"\"} 0" "$TMP/badname.prom"
+bad_label="subscriber=\"vic"$'\xef\xbf\xbd'"tim"$'\xef\xbf\xbd'"\\\"\\\\\\n"$'\xef\xbf\xbd'
+check "the bad bytes are replaced, quote, backslash and newline escaped, the entries told apart" \
+  test "$(grep -F "shmbus_subscriber_lag{" "$TMP/badname.prom" | grep -cF -e "$bad_label#0\"} 0" -e "$bad_label#1\"} 0")" -eq 2
 "$SHMBUS" ls --bus "$BUS" --prometheus >"$TMP/ls-badname.prom"
-check "ls --prometheus with a name that is not UTF-8 passes promtool check metrics" \
+check "ls --prometheus with names that are not UTF-8 passes promtool check metrics" \
   promtool check metrics <"$TMP/ls-badname.prom"
 "$FIXTURE" "$BUS" badname --remove >/dev/null 2>&1
 
