@@ -83,7 +83,8 @@ struct Owners {
 };
 Owners count_owners(const ChannelStats& s);
 
-/// Producer counters summed over the publisher table.
+/// The channel's producer counters: sums over every publisher entry, free
+/// ones included, so they never go back while the channel exists.
 struct ProducerTotals {
   std::uint64_t published = 0;
   std::uint64_t rejected = 0;
@@ -108,6 +109,13 @@ nlohmann::json stat_json(const ChannelStats& s, const std::vector<DlqInfo>& dlqs
 /// whole document.
 inline std::string json_text(const nlohmann::json& j, int indent = -1) {
   return j.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+/// `s` with every byte that is not part of valid UTF-8 replaced by U+FFFD,
+/// exactly as json_text replaces them (the same code does it), for outputs
+/// other than JSON, such as Prometheus label values.
+inline std::string valid_utf8(const std::string& s) {
+  return nlohmann::json::parse(json_text(nlohmann::json(s))).get<std::string>();
 }
 
 /// Prometheus text exposition (format 0.0.4) of snapshots; see

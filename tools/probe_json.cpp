@@ -35,9 +35,9 @@
 //     "creator_pid": N, "epoch": N, "created_realtime_ns": N,
 //     "evictions": N, "dead_reclaimed": N,
 //     "owners_alive": N, "owners_total": N,
-//     "producer": { "published": N, "rejected": N, "timeouts": N,
-//                   "blocked_ns": N, "aborted": N, "abandoned": N },
-//     "publishers": [ { "index": N, "pid": N, "alive": bool, "published": N,
+//     "producer": { "published": N, "rejected": N, "timeouts": N,   // channel totals: every
+//                   "blocked_ns": N, "aborted": N, "abandoned": N }, // publisher ever attached
+//     "publishers": [ { "index": N, "pid": N, "alive": bool, "published": N,  // since it attached
 //                       "rejected": N, "timeouts": N, "blocked_ns": N,
 //                       "aborted": N, "lost_claims": N } ],
 //     "subscribers": [ { "index": N, "name": "lagger" | null (anonymous),
@@ -83,13 +83,11 @@ Owners count_owners(const ChannelStats& s) {
 ProducerTotals producer_totals(const ChannelStats& s) {
   ProducerTotals t;
   t.published = s.published;
+  t.rejected = s.rejected;
+  t.timeouts = s.timeouts;
+  t.blocked_ns = s.blocked_ns;
+  t.aborted = s.aborted;
   t.abandoned = s.abandoned;
-  for (const auto& p : s.publishers) {
-    t.rejected += p.rejected;
-    t.timeouts += p.timeouts;
-    t.blocked_ns += p.blocked_ns;
-    t.aborted += p.aborted;
-  }
   return t;
 }
 

@@ -2,8 +2,20 @@
 // `--prometheus` and `shmbus metrics`. Every family has HELP and TYPE lines;
 // counters end in _total, times are in seconds; labels are bus, channel and,
 // per entry, subscriber / group / consumer. Anonymous subscribers are
-// labelled "#<table index>". Checked by `promtool check metrics` in the
-// tests.
+// labelled "#<table index>"; a name no valid entry can hold (a corrupted
+// segment's) or one used twice gets "#<table index>" appended, so every
+// series is unique. A DLQ channel's retaining cursor (durable
+// subscriber "dlq") carries role="dlq_retainer": its lag is the DLQ's
+// depth, not a slow reader. Label values are valid UTF-8 whatever the
+// segment holds (other bytes become U+FFFD, as in the JSON output), with
+// backslash, double quote and newline escaped. Checked by `promtool check
+// metrics` in the tests.
+//
+// Every _total is monotonic for the life of the channel: the producer
+// totals are sums over every publisher entry, whose counters are never
+// reset (docs/protocol.md, PublisherEntry). Per-entry counters (subscriber,
+// group) start at 0 when their entry or group is created anew under the
+// same label, which Prometheus handles as a counter reset.
 //
 // Families:
 //   shmbus_channel_up{bus,channel}                 1 if the segment could be read, else 0
@@ -14,14 +26,19 @@
 //   shmbus_channel_owners{state=alive|dead}
 //   shmbus_channel_abandoned_total, shmbus_channel_evictions_total
 //   shmbus_producer_published_total, _rejected_total, _timeouts_total,
-//     _blocked_seconds_total, _aborted_total       summed over attached publishers
+//     _blocked_seconds_total, _aborted_total       channel totals (every publisher ever attached)
 //   shmbus_subscriber_lag, _cursor, _alive, _delivered_total, _lost_total
+//                                                  {subscriber[,role="dlq_retainer"]}
 //   shmbus_group_pending, _unfinished, _in_flight, _due,
 //     _oldest_unacked_age_seconds, _consumers{state}, _dlq_depth,
 //     _delivered_total, _acked_total, _redelivered_total, _dead_lettered_total,
 //     _nacked_total, _expired_total, _lost_total
+#include <algorithm>
 #include <map>
+#include <set>
 #include <sstream>
+
+#include <shmbus/bus/group_core.hpp>
 
 #include "probe.hpp"
 
@@ -29,9 +46,11 @@ namespace shmbus::probe {
 
 namespace {
 
+/// A label value as the exposition format wants it: valid UTF-8 (names come
+/// from shared memory and may hold anything), with \, " and newline escaped.
 std::string escape_label(const std::string& v) {
   std::string out;
-  for (char c : v) {
+  for (char c : valid_utf8(v)) {
     if (c == '\\') out += "\\\\";
     else if (c == '"') out += "\\\"";
     else if (c == '\n') out += "\\n";
@@ -95,8 +114,29 @@ constexpr const char* kCounter = "counter";
 double secs(std::uint64_t ns) { return static_cast<double>(ns) / 1e9; }
 double d(std::uint64_t v) { return static_cast<double>(v); }
 
+/// The label of a table entry: its name, or "#<index>" if it has none. A
+/// name that is not one a valid entry can hold (letters, digits, '_', '-':
+/// a corrupted segment's) or that an earlier entry of the channel already
+/// used gets "#<index>" appended, so every series stays unique ('#' is in
+/// no valid name).
+std::string entry_label(const std::string& name, std::uint32_t index, std::set<std::string>& used) {
+  if (name.empty()) return "#" + num(index);
+  const bool plain = std::all_of(name.begin(), name.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
+  });
+  if (plain && used.insert(name).second) return name;
+  return name + "#" + num(index);
+}
+
+/// Whether `sub` is the cursor that retains a DLQ's letters: the durable
+/// subscriber "dlq" of a channel that some group of the exposition names as
+/// its DLQ, or of a channel without a group table (every DLQ is created so).
+bool is_dlq_retainer(const ChannelStats& s, const SubscriberStats& sub, const std::set<std::string>& dlqs) {
+  return sub.durable && sub.name == bus::kDlqRetainer && (s.max_groups == 0 || dlqs.count(s.name) != 0);
+}
+
 void channel_metrics(Exposition& x, const Exposition::Labels& ch, const ChannelStats& s,
-                     const std::vector<DlqInfo>& dlqs) {
+                     const std::vector<DlqInfo>& dlqs, const std::set<std::string>& dlq_names) {
   x.add("shmbus_channel_up", kGauge, "Whether the channel's segment could be read (1) or not (0).", ch, 1);
   auto info = ch;
   info.emplace_back("policy", std::string(to_string(s.policy)));
@@ -117,25 +157,28 @@ void channel_metrics(Exposition& x, const Exposition::Labels& ch, const ChannelS
   x.add("shmbus_channel_evictions_total", kCounter, "Subscribers evicted for staying a full ring behind.", ch, d(s.evictions));
 
   const ProducerTotals p = producer_totals(s);
-  x.add("shmbus_producer_published_total", kCounter, "Messages published by the attached publishers.", ch, d(p.published));
+  x.add("shmbus_producer_published_total", kCounter, "Messages published on the channel, by every publisher.", ch, d(p.published));
   x.add("shmbus_producer_rejected_total", kCounter, "Publishes refused on a full ring (reject policy).", ch, d(p.rejected));
   x.add("shmbus_producer_timeouts_total", kCounter, "Blocked publishes that timed out.", ch, d(p.timeouts));
   x.add("shmbus_producer_blocked_seconds_total", kCounter, "Time publishers spent blocked on a full ring.", ch, secs(p.blocked_ns));
   x.add("shmbus_producer_aborted_total", kCounter, "Claims given back by their publisher.", ch, d(p.aborted));
 
+  std::set<std::string> used;
   for (const auto& sub : s.subscribers) {
     auto l = ch;
-    l.emplace_back("subscriber", sub.name.empty() ? "#" + num(sub.index) : sub.name);
+    l.emplace_back("subscriber", entry_label(sub.name, sub.index, used));
+    if (is_dlq_retainer(s, sub, dlq_names)) l.emplace_back("role", "dlq_retainer");
     x.add("shmbus_subscriber_lag", kGauge, "Messages between the head and the subscriber's cursor.", l, d(sub.lag));
     x.add("shmbus_subscriber_cursor", kGauge, "Next sequence the subscriber reads.", l, d(sub.cursor));
     x.add("shmbus_subscriber_alive", kGauge, "Whether the subscriber's process is alive.", l, sub.alive ? 1 : 0);
     x.add("shmbus_subscriber_delivered_total", kCounter, "Messages delivered to the subscriber.", l, d(sub.delivered));
     x.add("shmbus_subscriber_lost_total", kCounter, "Messages the subscriber lost (lapped or corrupted).", l, d(sub.lost));
   }
+  std::set<std::string> used_groups;
   for (std::size_t i = 0; i < s.groups.size(); ++i) {
     const auto& g = s.groups[i];
     auto l = ch;
-    l.emplace_back("group", g.name);
+    l.emplace_back("group", entry_label(g.name, g.index, used_groups));
     x.add("shmbus_group_pending", kGauge, "Messages not yet delivered to any consumer.", l, d(g.pending));
     x.add("shmbus_group_unfinished", kGauge, "Messages not yet acked or dead-lettered (head - floor).", l, d(g.unfinished));
     x.add("shmbus_group_in_flight", kGauge, "Leases held now.", l, d(g.in_flight));
@@ -165,13 +208,17 @@ void channel_metrics(Exposition& x, const Exposition::Labels& ch, const ChannelS
 
 std::string prometheus_text(const std::string& bus, const std::vector<Snapshot>& snaps) {
   Exposition x;
+  std::set<std::string> dlq_names;
+  for (const auto& snap : snaps)
+    if (snap.stats)
+      for (const auto& g : snap.stats->groups) dlq_names.insert(g.dlq);
   for (const auto& snap : snaps) {
     const Exposition::Labels ch{{"bus", bus}, {"channel", snap.name}};
     if (!snap.stats) {
       x.add("shmbus_channel_up", kGauge, "Whether the channel's segment could be read (1) or not (0).", ch, 0);
       continue;
     }
-    channel_metrics(x, ch, *snap.stats, snap.dlqs);
+    channel_metrics(x, ch, *snap.stats, snap.dlqs, dlq_names);
   }
   return x.text();
 }

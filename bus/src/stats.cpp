@@ -36,27 +36,42 @@ ChannelStats snapshot(const ChannelState& ch) {
   s.capacity = ch.geo.capacity;
   s.slot_size = ch.geo.slot_size;
   s.max_payload = ch.geo.max_payload;
+  s.max_groups = ch.geo.max_groups;
   s.abandoned = shm::load_relaxed(ch.producer->abandoned);
   s.evictions = shm::load_relaxed(ch.producer->evictions);
   s.dead_reclaimed = shm::load_relaxed(ch.producer->dead_reclaimed);
   s.creator_pid = ch.header->creator_pid;
   s.epoch = ch.header->epoch;
   s.created_realtime_ns = ch.header->created_realtime_ns;
+  // Producer totals over every entry, free ones included: an entry's
+  // counters are never reset (tables.cpp, attach_publisher), so each term
+  // and the sum only grow. Per publisher: counter - base, what the current
+  // owner did (saturating: the entry may change owners while we read).
+  const auto since = [](const std::atomic<std::uint64_t>& ctr, const std::atomic<std::uint64_t>& base) {
+    const std::uint64_t b = shm::load_relaxed(base);
+    const std::uint64_t v = shm::load_relaxed(ctr);
+    return v > b ? v - b : 0;
+  };
   for (std::uint32_t i = 0; i < ch.geo.max_publishers; ++i) {
     const PublisherEntry& e = ch.publishers[i];
     const std::uint64_t c = shm::load_acquire(e.control);
+    s.published += shm::load_relaxed(e.published);
+    s.rejected += shm::load_relaxed(e.rejected);
+    s.timeouts += shm::load_relaxed(e.timeouts);
+    s.blocked_ns += shm::load_relaxed(e.blocked_ns);
+    s.aborted += shm::load_relaxed(e.aborted);
+    s.lost_claims += shm::load_relaxed(e.lost_claims);
     if (control_state(c) != kEntryActive) continue;
     PublisherStats p;
     p.index = i;
     p.pid = control_pid(c);
     p.alive = alive(c, e.owner_start);
-    p.published = shm::load_relaxed(e.published);
-    p.rejected = shm::load_relaxed(e.rejected);
-    p.timeouts = shm::load_relaxed(e.timeouts);
-    p.blocked_ns = shm::load_relaxed(e.blocked_ns);
-    p.aborted = shm::load_relaxed(e.aborted);
-    p.lost_claims = shm::load_relaxed(e.lost_claims);
-    s.published += p.published;
+    p.published = since(e.published, e.base_published);
+    p.rejected = since(e.rejected, e.base_rejected);
+    p.timeouts = since(e.timeouts, e.base_timeouts);
+    p.blocked_ns = since(e.blocked_ns, e.base_blocked_ns);
+    p.aborted = since(e.aborted, e.base_aborted);
+    p.lost_claims = since(e.lost_claims, e.base_lost_claims);
     s.publishers.push_back(p);
   }
   // Cursors and floors are read before the head (and lags derived after),

@@ -74,18 +74,24 @@ Result<std::uint32_t> attach_publisher(ChannelState& ch) {
       PublisherEntry& e = ch.publishers[i];
       std::uint64_t c = shm::load_acquire(e.control);
       if (control_state(c) == kEntryActive && pass == 1 && owner_dead(c, e.owner_start)) {
-        // A dead publisher's entry: take it over (its counters restart).
+        // A dead publisher's entry: take it over (its counters go on).
         if (!shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0))) continue;
         c = make_control(kEntryFree, 0);
       }
       if (control_state(c) != kEntryFree) continue;
       if (!shm::cas_acq_rel(e.control, c, make_control(kEntryClaiming, me.pid))) continue;
       shm::store_relaxed(e.owner_start, me.start_time);
-      // relaxed: counters are statistics, published by the release below.
-      for (auto* ctr : {&e.published, &e.rejected, &e.timeouts, &e.blocked_ns, &e.aborted,
-                        &e.lost_claims}) {
-        shm::store_relaxed(*ctr, std::uint64_t{0});
-      }
+      // The counters are never reset, so the channel's totals (the sum over
+      // every entry) never go back; the base words record where this owner
+      // starts. The previous owner is gone: it detached (its last stores are
+      // ordered before the CAS that freed the entry, which our CAS above
+      // acquired) or it died. relaxed: statistics, published by the release below.
+      shm::store_relaxed(e.base_published, shm::load_relaxed(e.published));
+      shm::store_relaxed(e.base_rejected, shm::load_relaxed(e.rejected));
+      shm::store_relaxed(e.base_timeouts, shm::load_relaxed(e.timeouts));
+      shm::store_relaxed(e.base_blocked_ns, shm::load_relaxed(e.blocked_ns));
+      shm::store_relaxed(e.base_aborted, shm::load_relaxed(e.aborted));
+      shm::store_relaxed(e.base_lost_claims, shm::load_relaxed(e.lost_claims));
       shm::store_release(e.control, make_control(kEntryActive, me.pid));
       return i;
     }

@@ -210,7 +210,7 @@ typedef struct shmbus_channel_stats {
   uint64_t head;          /**< next sequence to be claimed */
   uint64_t oldest;        /**< oldest sequence possibly still in the ring */
   uint64_t depth;         /**< head - slowest gating cursor: unread by someone */
-  uint64_t published;     /**< sum over the current publisher entries */
+  uint64_t published;     /**< messages published on the channel (never goes back) */
   uint64_t abandoned;     /**< claims marked abandoned by others */
   uint64_t evictions;     /**< subscribers evicted for staying a full ring behind */
   uint32_t capacity;

@@ -788,3 +788,109 @@ TEST_CASE("a forked child dropping an inherited subscriber handle leaves the par
   CHECK(st.subscribers[0].alive);
   CHECK(st.publishers.size() == 1);
 }
+
+namespace {
+
+/// The channel's producer totals, checked to never go back between snapshots.
+struct ProducerTotalsWatch {
+  std::uint64_t published = 0;
+  std::uint64_t timeouts = 0;
+  std::uint64_t blocked_ns = 0;
+  /// Takes a snapshot; its totals must not be below the previous one's.
+  ChannelStats next(const Channel& ch, const char* when) {
+    const ChannelStats s = ch.stats();
+    INFO(when);
+    CHECK(s.published >= published);
+    CHECK(s.timeouts >= timeouts);
+    CHECK(s.blocked_ns >= blocked_ns);
+    published = s.published;
+    timeouts = s.timeouts;
+    blocked_ns = s.blocked_ns;
+    return s;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("channel producer totals never go back when a publisher exits or is killed with SIGKILL") {
+  ScopedChannelName name("mp-totals");
+  constexpr std::uint32_t kCapacity = 16;
+  Channel ch = make_channel(name, block_channel(kCapacity));
+  auto sub = ch.subscribe({"", StartAt::earliest()});  // holds the ring: nothing read yet
+  REQUIRE(sub);
+  auto a = ch.publisher();
+  REQUIRE(a);
+  ProducerTotalsWatch w;
+  for (std::uint64_t i = 0; i < 3; ++i) REQUIRE(a->publish(bytes_of(i), {}, 0) == PublishStatus::ok);
+  {
+    auto b = ch.publisher();
+    REQUIRE(b);
+    for (std::uint64_t i = 3; i < kCapacity; ++i) REQUIRE(b->publish(bytes_of(i), {}, 0) == PublishStatus::ok);
+    // The ring is full: one timeout each.
+    REQUIRE(b->publish(bytes_of(std::uint64_t{99}), {}, 0) == PublishStatus::timeout);
+    REQUIRE(a->publish(bytes_of(std::uint64_t{99}), {}, 0) == PublishStatus::timeout);
+    const ChannelStats s = w.next(ch, "two publishers attached");
+    CHECK(s.published == kCapacity);
+    CHECK(s.timeouts == 2);
+  }
+  {
+    const ChannelStats s = w.next(ch, "after the second publisher was destroyed");
+    CHECK(s.published == kCapacity);
+    CHECK(s.timeouts == 2);
+    REQUIRE(s.publishers.size() == 1);
+    CHECK(s.publishers[0].published == 3);  // per publisher: what the handle did
+    CHECK(s.publishers[0].timeouts == 1);
+  }
+
+  // Room for 8, then a publisher in another process fills it, times out once
+  // and is killed.
+  Message m;
+  std::byte buf[64];
+  for (int i = 0; i < 8; ++i) REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+  Event full;
+  Child writer([&]() -> int {
+    auto c = Channel::open(name.str(), kTestBus);
+    if (!c) return 10;
+    auto p = c->publisher();
+    if (!p) return 11;
+    for (std::uint64_t i = 0; i < 8; ++i)
+      if (p->publish(bytes_of(i), {}, 0) != PublishStatus::ok) return 12;
+    if (p->publish(bytes_of(std::uint64_t{99}), {}, 0) != PublishStatus::timeout) return 13;
+    full.signal();
+    pause_forever();
+  });
+  REQUIRE(full.wait(ms_left(Clock::now() + kBound)));
+  {
+    const ChannelStats s = w.next(ch, "the child publisher attached");
+    CHECK(s.published == kCapacity + 8);
+    CHECK(s.timeouts == 3);
+  }
+  REQUIRE(writer.kill_and_wait() == kKilled);
+  w.next(ch, "the child publisher killed, its entry not yet reclaimed");
+  CHECK(ch.reclaim_dead() >= 1);
+  {
+    const ChannelStats s = w.next(ch, "the dead publisher's entry reclaimed");
+    CHECK(s.published == kCapacity + 8);
+    CHECK(s.timeouts == 3);
+    CHECK(s.publishers.size() == 1);
+  }
+
+  // New publishers take the freed entries: they start at 0, the totals go on.
+  for (int i = 0; i < 8; ++i) REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+  auto c = ch.publisher();
+  auto d = ch.publisher();
+  REQUIRE((c && d));
+  REQUIRE(d->publish(bytes_of(std::uint64_t{1}), {}, 0) == PublishStatus::ok);
+  const ChannelStats s = w.next(ch, "two new publishers on the freed entries");
+  CHECK(s.published == kCapacity + 9);
+  CHECK(s.timeouts == 3);
+  REQUIRE(s.publishers.size() == 3);
+  std::uint64_t per_publisher_published = 0;
+  std::uint64_t per_publisher_timeouts = 0;
+  for (const auto& p : s.publishers) {
+    per_publisher_published += p.published;
+    per_publisher_timeouts += p.timeouts;
+  }
+  CHECK(per_publisher_published == 3 + 1);  // a's 3 and d's 1: nothing inherited
+  CHECK(per_publisher_timeouts == 1);
+}

@@ -30,6 +30,7 @@ cleanup() {
   [ -n "${HOLD_PID:-}" ] && kill "$HOLD_PID" 2>/dev/null
   [ -n "${METRICS_PID:-}" ] && kill "$METRICS_PID" 2>/dev/null
   [ -n "${TAIL_PID:-}" ] && kill "$TAIL_PID" 2>/dev/null
+  [ -n "${PUB_PID:-}" ] && kill "$PUB_PID" 2>/dev/null
   for c in "$CH" scratch broken badcap; do "$FIXTURE" "$BUS" "$c" --remove >/dev/null 2>&1; done
   rm -f "/dev/shm/shmbus.$BUS."*
   rm -rf "$TMP"
@@ -83,6 +84,84 @@ check "stat --prometheus: lagger lag 7" grep -qx "shmbus_subscriber_lag{bus=\"$B
 check "stat --prometheus: DLQ depth 1" grep -qx "shmbus_group_dlq_depth{bus=\"$BUS\",channel=\"$CH\",group=\"workers\"} 1" "$TMP/stat.prom"
 "$SHMBUS" ls --bus "$BUS" --prometheus >"$TMP/ls.prom"
 check "ls --prometheus passes promtool check metrics" promtool check metrics <"$TMP/ls.prom"
+check "ls --prometheus: the DLQ's retainer is labelled" \
+  grep -qx "shmbus_subscriber_lag{bus=\"$BUS\",channel=\"$CH-dlq\",subscriber=\"dlq\",role=\"dlq_retainer\"} 1" "$TMP/ls.prom"
+check "ls --prometheus: other subscribers carry no role" \
+  grep -qx "shmbus_subscriber_lag{bus=\"$BUS\",channel=\"$CH\",subscriber=\"lagger\"} 7" "$TMP/ls.prom"
+"$SHMBUS" stat "$CH-dlq" --bus "$BUS" --prometheus >"$TMP/dlq.prom"
+check "stat --prometheus of the DLQ alone labels its retainer" \
+  grep -qx "shmbus_subscriber_lag{bus=\"$BUS\",channel=\"$CH-dlq\",subscriber=\"dlq\",role=\"dlq_retainer\"} 1" "$TMP/dlq.prom"
+
+# Subscriber names that are not UTF-8 (the name words of two real entries
+# overwritten with the same bytes, as a corrupted or hostile segment may hold
+# them): the text stays valid for the whole bus, every series unique.
+"$SHMBUS" create badname --bus "$BUS" --capacity 16 2>/dev/null
+echo one | "$SHMBUS" publish badname --bus "$BUS" 2>/dev/null
+"$SHMBUS" subscribe badname --bus "$BUS" --name victim1 --from earliest -n 1 >/dev/null
+"$SHMBUS" subscribe badname --bus "$BUS" --name victim2 --from earliest -n 1 >/dev/null
+check "two durable subscribers' names are overwritten with bytes that are not UTF-8" python3 - "/dev/shm/shmbus.$BUS.badname" <<'PY'
+import struct, sys
+with open(sys.argv[1], 'r+b') as f:
+    hdr = f.read(4096)
+    max_subscribers = struct.unpack_from('<I', hdr, 72)[0]
+    subscribers_offset = struct.unpack_from('<Q', hdr, 112)[0]
+    n = 0
+    for i in range(max_subscribers):
+        name_at = subscribers_offset + 256 * i + 32  # SubscriberEntry.name
+        f.seek(name_at)
+        if f.read(64).rstrip(b'\0') in (b'victim1', b'victim2'):
+            f.seek(name_at)
+            f.write(b'vic\xfftim\xc0"\\\n\xe2\x82'.ljust(64, b'\0'))
+            n += 1
+sys.exit(0 if n == 2 else 'victim1 and victim2 not found')
+PY
+"$SHMBUS" stat badname --bus "$BUS" --prometheus >"$TMP/badname.prom"
+check "stat --prometheus with names that are not UTF-8 passes promtool check metrics" \
+  promtool check metrics <"$TMP/badname.prom"
+bad_label="subscriber=\"vic"$'\xef\xbf\xbd'"tim"$'\xef\xbf\xbd'"\\\"\\\\\\n"$'\xef\xbf\xbd'
+check "the bad bytes are replaced, quote, backslash and newline escaped, the entries told apart" \
+  test "$(grep -F "shmbus_subscriber_lag{" "$TMP/badname.prom" | grep -cF -e "$bad_label#0\"} 0" -e "$bad_label#1\"} 0")" -eq 2
+"$SHMBUS" ls --bus "$BUS" --prometheus >"$TMP/ls-badname.prom"
+check "ls --prometheus with names that are not UTF-8 passes promtool check metrics" \
+  promtool check metrics <"$TMP/ls-badname.prom"
+"$FIXTURE" "$BUS" badname --remove >/dev/null 2>&1
+
+# Producer totals across a publisher's exit: a publisher attached (publish
+# reading a FIFO) publishes 3 after an earlier one published 1 and exited;
+# the totals keep both, also once this one exits; a later publisher's
+# timeout stays counted after it exits.
+prom_total() {  # prom_total FAMILY FILE: the value on channel mono
+  awk -v k="$1{bus=\"$BUS\",channel=\"mono\"}" '$1 == k { print $2 }' "$2"
+}
+"$SHMBUS" create mono --bus "$BUS" --capacity 16 2>/dev/null
+echo first | "$SHMBUS" publish mono --bus "$BUS" 2>/dev/null
+"$SHMBUS" subscribe mono --bus "$BUS" --name holder --from earliest -n 1 >/dev/null  # holds the ring at 1
+mkfifo "$TMP/pub.in"
+"$SHMBUS" publish mono --bus "$BUS" <"$TMP/pub.in" 2>/dev/null &
+PUB_PID=$!
+exec {PFD}>"$TMP/pub.in"
+printf 'a\nb\nc\n' >&"$PFD"
+for _ in $(seq 300); do  # until the 3 lines are in (the head, from another family, says so)
+  "$SHMBUS" stat mono --bus "$BUS" --prometheus >"$TMP/mono1.prom"
+  [ "$(prom_total shmbus_channel_messages_total "$TMP/mono1.prom")" = 4 ] && break
+  sleep 0.1
+done
+check "a live publisher published 3 after one that exited" test "$(prom_total shmbus_channel_messages_total "$TMP/mono1.prom")" = 4
+check "published_total counts the exited publisher too" test "$(prom_total shmbus_producer_published_total "$TMP/mono1.prom")" = 4
+exec {PFD}>&-
+wait "$PUB_PID"; PUB_PID=
+"$SHMBUS" stat mono --bus "$BUS" --prometheus >"$TMP/mono2.prom"
+check "published_total stays at 4 after the live publisher exited" \
+  test "$(prom_total shmbus_producer_published_total "$TMP/mono2.prom")" = 4
+seq 1 14 | "$SHMBUS" publish mono --bus "$BUS" --timeout 0 2>/dev/null  # 13 fill the ring, the 14th times out
+"$SHMBUS" ls --bus "$BUS" --prometheus >"$TMP/mono3.prom"
+check "after a publisher that timed out exited: published_total 17" \
+  test "$(prom_total shmbus_producer_published_total "$TMP/mono3.prom")" = 17
+check "after a publisher that timed out exited: timeouts_total 1" \
+  test "$(prom_total shmbus_producer_timeouts_total "$TMP/mono3.prom")" = 1
+check "blocked_seconds_total is still there after the publishers exited" \
+  test -n "$(prom_total shmbus_producer_blocked_seconds_total "$TMP/mono3.prom")"
+"$FIXTURE" "$BUS" mono --remove >/dev/null 2>&1
 
 mkfifo "$TMP/metrics.out"
 "$SHMBUS" metrics --listen 127.0.0.1:0 --bus "$BUS" >"$TMP/metrics.out" &

@@ -195,8 +195,14 @@ inline constexpr std::uint32_t control_pid(std::uint64_t c) noexcept {
 
 //  PublisherEntry (128 B): one per Publisher handle; counters have a single
 //  writer (the owning handle), so they are updated without locked operations.
-//  0 control  8 owner_start  16 published  24 rejected  32 timeouts
-//  40 blocked_ns  48 aborted  56 lost_claims (claims taken away as abandoned)
+//  The counters are never reset: an entry freed and taken again keeps
+//  counting, so the sum over all entries (free ones included) is the
+//  channel's monotonic total. The owner records the counters at attach in
+//  the base words; counter - base is what the current owner did.
+//    0 control  8 owner_start  16 published  24 rejected  32 timeouts
+//   40 blocked_ns  48 aborted  56 lost_claims (claims taken away as abandoned)
+//   64 base_published  72 base_rejected  80 base_timeouts  88 base_blocked_ns
+//   96 base_aborted  104 base_lost_claims  112 reserved (16 B)
 struct PublisherEntry {
   std::atomic<std::uint64_t> control;
   std::atomic<std::uint64_t> owner_start;
@@ -206,7 +212,13 @@ struct PublisherEntry {
   std::atomic<std::uint64_t> blocked_ns;
   std::atomic<std::uint64_t> aborted;
   std::atomic<std::uint64_t> lost_claims;
-  std::uint8_t reserved[64];
+  std::atomic<std::uint64_t> base_published;
+  std::atomic<std::uint64_t> base_rejected;
+  std::atomic<std::uint64_t> base_timeouts;
+  std::atomic<std::uint64_t> base_blocked_ns;
+  std::atomic<std::uint64_t> base_aborted;
+  std::atomic<std::uint64_t> base_lost_claims;
+  std::uint8_t reserved[16];
 };
 static_assert(std::is_standard_layout_v<PublisherEntry>);
 static_assert(sizeof(PublisherEntry) == 128);
@@ -218,6 +230,13 @@ static_assert(offsetof(PublisherEntry, timeouts) == 32);
 static_assert(offsetof(PublisherEntry, blocked_ns) == 40);
 static_assert(offsetof(PublisherEntry, aborted) == 48);
 static_assert(offsetof(PublisherEntry, lost_claims) == 56);
+static_assert(offsetof(PublisherEntry, base_published) == 64);
+static_assert(offsetof(PublisherEntry, base_rejected) == 72);
+static_assert(offsetof(PublisherEntry, base_timeouts) == 80);
+static_assert(offsetof(PublisherEntry, base_blocked_ns) == 88);
+static_assert(offsetof(PublisherEntry, base_aborted) == 96);
+static_assert(offsetof(PublisherEntry, base_lost_claims) == 104);
+static_assert(offsetof(PublisherEntry, reserved) == 112);
 
 /// SubscriberEntry.flags bits.
 inline constexpr std::uint32_t kSubDurable = 1u;

@@ -10,6 +10,8 @@
 
 namespace shmbus {
 
+/// One attached publisher: its counters since it attached (the entry's
+/// counters minus their values when this owner took it).
 struct PublisherStats {
   std::uint32_t index = 0;
   std::uint32_t pid = 0;
@@ -77,10 +79,19 @@ struct ChannelStats {
   std::uint32_t capacity = 0;
   std::uint32_t slot_size = 0;
   std::uint32_t max_payload = 0;
+  std::uint32_t max_groups = 0;      ///< group table entries (0 on a DLQ channel)
   std::uint64_t head = 0;            ///< next sequence to be claimed
   std::uint64_t oldest = 0;          ///< oldest sequence possibly still in the ring
   std::uint64_t depth = 0;           ///< head - slowest gating cursor (unread by someone)
-  std::uint64_t published = 0;       ///< sum over current publisher entries
+  // Producer totals: sums over every publisher entry, free ones included.
+  // An entry's counters are never reset, so these never go back while the
+  // channel exists, also when publishers exit or die.
+  std::uint64_t published = 0;
+  std::uint64_t rejected = 0;
+  std::uint64_t timeouts = 0;
+  std::uint64_t blocked_ns = 0;
+  std::uint64_t aborted = 0;
+  std::uint64_t lost_claims = 0;
   std::uint64_t abandoned = 0;       ///< claims marked abandoned by others
   std::uint64_t evictions = 0;
   std::uint64_t dead_reclaimed = 0;  ///< subscriber entries recovered from dead owners
