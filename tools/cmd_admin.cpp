@@ -100,12 +100,12 @@ std::vector<std::string> existing_dlqs(const Snapshot& snap) {
   return out;
 }
 
-// A channel of the bus, other than those in `leaving`, with a group whose
-// DLQ is `dlq`: "group G of channel C", or empty.
-std::string other_dlq_user(const std::vector<Snapshot>& bus_snaps, const std::set<std::string>& leaving,
-                           const std::string& dlq) {
+// A channel of the bus, other than `name` and those already removed, with a
+// group whose DLQ is `dlq`: "group G of channel C", or empty.
+std::string other_dlq_user(const std::vector<Snapshot>& bus_snaps, const std::string& name,
+                           const std::set<std::string>& removed, const std::string& dlq) {
   for (const auto& o : bus_snaps) {
-    if (!o.stats || leaving.count(o.name) != 0) continue;
+    if (!o.stats || o.name == name || removed.count(o.name) != 0) continue;
     for (const auto& g : o.stats->groups)
       if (g.dlq == dlq) return "group " + g.name + " of channel " + o.name;
   }
@@ -115,9 +115,7 @@ std::string other_dlq_user(const std::vector<Snapshot>& bus_snaps, const std::se
 int cmd_rm(const RmArgs& a) {
   if (!a.subscriber.empty() || !a.group.empty()) return rm_member(a);
   int worst = kExitOk;
-  // Channels named here or removed so far: a DLQ that only they use goes too.
-  std::set<std::string> leaving(a.channels.begin(), a.channels.end());
-  std::set<std::string> removed;
+  std::set<std::string> removed;  // by this command, DLQs included
   std::optional<std::vector<Snapshot>> bus_snaps;  // read once, if a DLQ is to go
   for (const auto& name : a.channels) {
     if (removed.count(name) != 0) continue;  // went as the DLQ of a channel named before it
@@ -161,7 +159,7 @@ int cmd_rm(const RmArgs& a) {
           return std::max(worst, kExitError);
         }
       }
-      if (const std::string user = other_dlq_user(*bus_snaps, leaving, dlq); !user.empty()) {
+      if (const std::string user = other_dlq_user(*bus_snaps, name, removed, dlq); !user.empty()) {
         std::cout << "kept DLQ channel " << dlq << " of channel " << name << ": it is also the DLQ of " << user
                   << '\n';
         continue;
@@ -200,7 +198,6 @@ int cmd_rm(const RmArgs& a) {
         continue;
       }
       removed.insert(dlq);
-      leaving.insert(dlq);
       std::cout << "removed DLQ channel " << dlq << " of channel " << name << " (--keep-dlq keeps it)\n";
     }
   }

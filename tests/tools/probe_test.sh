@@ -32,6 +32,7 @@ cleanup() {
   [ -n "${HOLD_PID:-}" ] && kill "$HOLD_PID" 2>/dev/null
   [ -n "${METRICS_PID:-}" ] && kill "$METRICS_PID" 2>/dev/null
   [ -n "${TAIL_PID:-}" ] && kill "$TAIL_PID" 2>/dev/null
+  [ -n "${DLQSUB_PID:-}" ] && kill "$DLQSUB_PID" 2>/dev/null
   for c in "$CH" scratch broken badcap fresh kept goodnum; do "$FIXTURE" "$BUS" "$c" --remove >/dev/null 2>&1; done
   rm -f "/dev/shm/shmbus.$BUS."*
   rm -rf "$TMP"
@@ -253,6 +254,18 @@ check "subscribe --help says where each starts" \
 
 # ---- a DLQ goes with its channel (unless --keep-dlq); gc collects orphaned DLQs ----
 check "joining a group made the DLQ channel" test -e "/dev/shm/shmbus.$BUS.fresh-dlq"
+# A live reader of the DLQ makes rm refuse (the DLQ would go too). Wait for
+# its table entry to show before trying.
+"$SHMBUS" subscribe fresh-dlq --bus "$BUS" >/dev/null 2>&1 &
+DLQSUB_PID=$!
+for _ in $(seq 200); do
+  "$SHMBUS" stat fresh-dlq --bus "$BUS" | grep -Eq "^- +active +$DLQSUB_PID +yes " && break
+  sleep 0.05
+done
+run "$SHMBUS" rm fresh --bus "$BUS"
+check "rm refuses while a live process uses the channel's DLQ, and says how to go on" \
+  test "$rc" -eq 1 -a -e "/dev/shm/shmbus.$BUS.fresh" -a -n "$(grep "DLQ channel 'fresh-dlq' has 1 entries owned by live processes; --keep-dlq" "$TMP/err")"
+kill -TERM "$DLQSUB_PID"; wait "$DLQSUB_PID"; DLQSUB_PID=
 run "$SHMBUS" rm fresh --bus "$BUS"; echo "$out"
 check "rm exits 0" test "$rc" -eq 0
 check "rm removed the channel" test ! -e "/dev/shm/shmbus.$BUS.fresh"
