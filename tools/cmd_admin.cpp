@@ -37,7 +37,7 @@ int cmd_create(CreateArgs a) {
     if (used != a.mode.size() || mode > 0777) throw std::invalid_argument("mode");
     a.opts.mode = static_cast<std::uint32_t>(mode);
   } catch (const std::exception&) {
-    std::cerr << "shmbus create: bad --mode '" << a.mode << "': octal permission bits such as 0600\n";
+    std::cerr << "shmbus create: bad --mode '" << a.mode << "': octal permission bits in 0..0777, such as 0600\n";
     return kExitError;
   }
   a.opts.unblock_timeout_ns = seconds_to_ns(a.unblock_timeout_s);

@@ -320,6 +320,7 @@ check "publish --key past 2^64" bad_number 1 --key publish "$CH" --bus "$BUS" --
 check "bridge --db -1" bad_number 1 --db bridge to-redis "$CH" --bus "$BUS" --stream s --db -1
 check "metrics --listen with a bad port" bad_number 1 --listen metrics --bus "$BUS" --listen 127.0.0.1:65536
 check "metrics --listen with a port followed by junk" bad_number 1 --listen metrics --bus "$BUS" --listen 127.0.0.1:80x
+check "create --mode -1" bad_number 1 --mode create badnum --bus "$BUS" --mode -1
 check "no refused create made a channel" test ! -e "/dev/shm/shmbus.$BUS.badnum"
 run "$SHMBUS" create goodnum --bus "$BUS" --unblock-timeout 0.5 --eviction-timeout 2.5 --capacity 16
 check "create takes fractional seconds in range" test "$rc" -eq 0
