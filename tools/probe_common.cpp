@@ -6,7 +6,6 @@
 #include <atomic>
 #include <cctype>
 #include <charconv>
-#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <ctime>
@@ -248,7 +247,7 @@ CLI::Validator seconds_in(double min, double max) {
 std::uint64_t seconds_to_ns(double seconds) noexcept {
   if (!(seconds > 0)) return 0;
   if (seconds >= 18'446'744'073.0) return UINT64_MAX;  // 2^64 ns
-  return static_cast<std::uint64_t>(std::llround(seconds * 1e9));
+  return static_cast<std::uint64_t>(seconds * 1e9 + 0.5);  // below 2^64 here: defined
 }
 
 std::optional<StartAt> parse_start(const std::string& s, std::string& error) {
