@@ -1163,20 +1163,22 @@ void add_common_options(CLI::App* cmd, BridgeCommon& o) {
       ->capture_default_str();
   cmd->add_option("--db", o.db, "Redis database number (SELECT)")
       ->capture_default_str()
-      ->check(CLI::Range(0, 1'000'000));
+      ->check(integer_in(0, 1'000'000));
   cmd->add_option("--bus", o.bus, "Bus name")->capture_default_str();
   cmd->add_option("--batch", o.batch, "Messages per round trip to Redis")
       ->capture_default_str()
-      ->check(CLI::Range(1U, 100'000U));
+      ->check(integer_in(1, 100'000));
   cmd->add_option("--count", o.count, "Stop after this many messages (0: run until a signal)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(0, UINT64_MAX));
   cmd->add_option("--idle-exit", o.idle_exit_ms,
                   "Stop after this many milliseconds with nothing to forward (0: never)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(0, 365ULL * 86'400'000));
   cmd->add_option("--reconnect-timeout", o.reconnect_timeout_s,
                   "Seconds to keep retrying a lost or refusing Redis before exiting with 3")
       ->capture_default_str()
-      ->check(CLI::Range(0.0, 86400.0));
+      ->check(seconds_in(0, 86400));
   cmd->add_flag("--quiet", o.quiet, "Print only warnings and errors");
 }
 
@@ -1194,7 +1196,8 @@ void add_bridge_command(CLI::App& app, Action& action) {
       "to-redis", "Forward CHANNEL to a Redis stream (XADD) until SIGINT/SIGTERM");
   add_common_options(t, *to);
   t->add_option("--maxlen", to->maxlen, "Trim the stream to about this many entries (0: never)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(0, UINT64_MAX));
   t->add_flag("--approx", to->approx, "Trim with MAXLEN ~ (whole nodes: cheaper, inexact)");
   t->add_option("--subscriber", to->subscriber,
                 "Durable checkpoint subscriber name (default: redis-<stream key>)");
@@ -1218,14 +1221,15 @@ void add_bridge_command(CLI::App& app, Action& action) {
       ->capture_default_str();
   f->add_option("--block-ms", from->block_ms, "XREADGROUP BLOCK milliseconds")
       ->capture_default_str()
-      ->check(CLI::Range(1ULL, 60'000ULL));
+      ->check(integer_in(1, 60'000));
   f->add_option("--claim-idle", from->claim_idle_ms,
                 "XAUTOCLAIM entries other consumers left pending this many ms (0: off)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(0, 365ULL * 86'400'000));
   f->add_option("--publish-timeout", from->publish_timeout_ms,
                 "Milliseconds one publish waits on a full channel before it is retried")
       ->capture_default_str()
-      ->check(CLI::Range(1ULL, 60'000ULL));
+      ->check(integer_in(1, 60'000));
   f->callback([&action, from] { action = [from] { return run_from_redis(*from); }; });
 
   auto rm = std::make_shared<RemoveCheckpointOptions>();

@@ -1,8 +1,12 @@
 // `shmbus create`, `rm`, `gc` and `dlq list|show|redrive`: commands that
 // change a bus (except dlq list/show, which only peek). Each says what it
 // did; --dry-run shows what gc would do without doing it.
+#include <algorithm>
 #include <iostream>
 #include <memory>
+#include <set>
+
+#include <shmbus/bus/group_core.hpp>
 
 #include "probe.hpp"
 
@@ -33,11 +37,11 @@ int cmd_create(CreateArgs a) {
     if (used != a.mode.size() || mode > 0777) throw std::invalid_argument("mode");
     a.opts.mode = static_cast<std::uint32_t>(mode);
   } catch (const std::exception&) {
-    std::cerr << "shmbus create: bad --mode '" << a.mode << "': octal permission bits such as 0600\n";
+    std::cerr << "shmbus create: bad --mode '" << a.mode << "': octal permission bits in 0..0777, such as 0600\n";
     return kExitError;
   }
-  a.opts.unblock_timeout_ns = static_cast<std::uint64_t>(a.unblock_timeout_s * 1e9);
-  a.opts.eviction_timeout_ns = static_cast<std::uint64_t>(a.eviction_timeout_s * 1e9);
+  a.opts.unblock_timeout_ns = seconds_to_ns(a.unblock_timeout_s);
+  a.opts.eviction_timeout_ns = seconds_to_ns(a.eviction_timeout_s);
   auto ch = Channel::create(a.channel, a.opts, a.bus);
   if (!ch) {
     std::cerr << "shmbus create: channel '" << a.channel << "' on bus '" << a.bus
@@ -55,6 +59,7 @@ struct RmArgs {
   std::string bus{kDefaultBus};
   std::vector<std::string> channels;
   bool force = false;
+  bool keep_dlq = false;   // leave the DLQ channels of the channel's groups
   std::string subscriber;  // forget this durable subscriber instead
   std::string group;       // remove this group instead
 };
@@ -81,10 +86,51 @@ int rm_member(const RmArgs& a) {
   return kExitOk;
 }
 
+// The DLQ channels of a channel's groups that exist, each once.
+std::vector<std::string> existing_dlqs(const Snapshot& snap) {
+  std::vector<std::string> out;
+  if (!snap.stats) return out;
+  for (std::size_t i = 0; i < snap.stats->groups.size() && i < snap.dlqs.size(); ++i) {
+    const std::string& d = snap.stats->groups[i].dlq;
+    if (snap.dlqs[i].exists && !d.empty() && d != snap.name &&
+        std::find(out.begin(), out.end(), d) == out.end()) {
+      out.push_back(d);
+    }
+  }
+  return out;
+}
+
+// A channel of the bus, other than `name` and those already removed, with a
+// group whose DLQ is `dlq`: "group G of channel C", or empty.
+std::string other_dlq_user(const std::vector<Snapshot>& bus_snaps, const std::string& name,
+                           const std::set<std::string>& removed, const std::string& dlq) {
+  for (const auto& o : bus_snaps) {
+    if (!o.stats || o.name == name || removed.count(o.name) != 0) continue;
+    for (const auto& g : o.stats->groups)
+      if (g.dlq == dlq) return "group " + g.name + " of channel " + o.name;
+  }
+  return {};
+}
+
 int cmd_rm(const RmArgs& a) {
   if (!a.subscriber.empty() || !a.group.empty()) return rm_member(a);
   int worst = kExitOk;
+  std::set<std::string> removed;  // by this command, DLQs included
+  std::optional<std::vector<Snapshot>> bus_snaps;  // read once, if a DLQ is to go
   for (const auto& name : a.channels) {
+    if (removed.count(name) != 0) continue;  // went as the DLQ of a channel named before it
+    if (auto why = not_a_segment(name, a.bus)) {
+      // Not a channel (a FIFO, a link...): nobody can be attached to it, and
+      // it is never opened (an open of a FIFO would block).
+      if (auto r = Channel::remove(name, a.bus); !r) {
+        std::cerr << "shmbus rm: " << name << ": " << r.error().message() << '\n';
+        worst = std::max(worst, kExitError);
+        continue;
+      }
+      std::cout << "removed " << name << " from bus " << a.bus << ": " << *why << '\n';
+      removed.insert(name);
+      continue;
+    }
     Snapshot snap = take_snapshot(name, a.bus);
     if (!snap.stats && snap.error_code == "not_found") {
       std::cerr << "shmbus rm: no channel '" << name << "' on bus '" << a.bus << "'\n";
@@ -100,13 +146,60 @@ int cmd_rm(const RmArgs& a) {
         continue;
       }
     }
+    // Its groups' DLQs go with it, unless --keep-dlq, or another channel's
+    // group uses the same DLQ, or (without --force) a live process uses it.
+    std::vector<std::string> dlqs;
+    bool refused = false;
+    for (const auto& dlq : a.keep_dlq ? std::vector<std::string>{} : existing_dlqs(snap)) {
+      if (!bus_snaps) {
+        bus_snaps.emplace();
+        std::string error;
+        if (!take_all(a.bus, *bus_snaps, error)) {
+          std::cerr << "shmbus rm: " << error << '\n';
+          return std::max(worst, kExitError);
+        }
+      }
+      if (const std::string user = other_dlq_user(*bus_snaps, name, removed, dlq); !user.empty()) {
+        std::cout << "kept DLQ channel " << dlq << " of channel " << name << ": it is also the DLQ of " << user
+                  << '\n';
+        continue;
+      }
+      if (!a.force) {
+        const Snapshot d = take_snapshot(dlq, a.bus);
+        const std::uint32_t alive = d.stats ? count_owners(*d.stats).alive : 0;
+        if (alive != 0) {
+          std::cerr << "shmbus rm: channel '" << name << "': its DLQ channel '" << dlq << "' has " << alive
+                    << " entries owned by live processes; --keep-dlq keeps the DLQ, --force removes both\n";
+          refused = true;
+          break;
+        }
+      }
+      dlqs.push_back(dlq);
+    }
+    if (refused) {
+      worst = std::max(worst, kExitError);
+      continue;
+    }
     auto r = Channel::remove(name, a.bus);
     if (!r) {
       std::cerr << "shmbus rm: channel '" << name << "': " << r.error().message() << '\n';
       worst = std::max(worst, kExitError);
       continue;
     }
+    removed.insert(name);
     std::cout << "removed channel " << name << " from bus " << a.bus << '\n';
+    for (const auto& dlq : dlqs) {
+      if (removed.count(dlq) != 0) continue;
+      if (auto rd = Channel::remove(dlq, a.bus); !rd) {
+        if (rd.error().code() == ErrorCode::not_found) continue;  // gone meanwhile
+        std::cerr << "shmbus rm: DLQ channel '" << dlq << "' of channel '" << name << "': " << rd.error().message()
+                  << '\n';
+        worst = std::max(worst, kExitError);
+        continue;
+      }
+      removed.insert(dlq);
+      std::cout << "removed DLQ channel " << dlq << " of channel " << name << " (--keep-dlq keeps it)\n";
+    }
   }
   return worst;
 }
@@ -138,6 +231,111 @@ bool unused(const ChannelStats& s, double min_age_s) {
          static_cast<double>(now - s.created_realtime_ns) / 1e9 >= min_age_s;
 }
 
+// ---- gc: orphaned DLQs ---------------------------------------------------
+//
+// A DLQ channel is kept alive by its retainer, the durable subscriber
+// bus::kDlqRetainer ("dlq") that holds its dead letters, so unused() never
+// takes it. Once its source channel is gone nothing can redrive those
+// letters, and the DLQ would stay for ever: collect_orphaned_dlqs removes it.
+
+// The source channels whose dead letters `dlq` holds (each record names its
+// source), or, when it holds none, the <source> of a "<source>-dlq" name.
+// Nothing if a held message is not a dead letter or no source can be told:
+// then it is not (only) a DLQ and stays.
+std::optional<std::set<std::string>> dlq_sources(const std::string& dlq, const std::string& bus) {
+  auto ch = Channel::open_read_only(dlq, bus);
+  if (!ch) return std::nullopt;
+  std::set<std::string> sources;
+  std::vector<std::byte> buf(ch->max_payload());
+  const std::uint64_t head = ch->head();
+  for (std::uint64_t seq = ch->oldest(); seq < head; ++seq) {
+    Message m;
+    if (ch->peek(seq, m, buf) != PollStatus::ok) continue;  // overwritten, abandoned or in flight
+    const auto letter = decode_dead_letter(m);
+    if (!letter) return std::nullopt;
+    sources.insert(letter->source);
+  }
+  constexpr std::string_view kSuffix = "-dlq";
+  if (sources.empty() && dlq.size() > kSuffix.size() &&
+      std::string_view(dlq).substr(dlq.size() - kSuffix.size()) == kSuffix) {
+    sources.insert(dlq.substr(0, dlq.size() - kSuffix.size()));
+  }
+  if (sources.empty()) return std::nullopt;
+  return sources;
+}
+
+// Why `snap` is an orphaned DLQ ("source orders is gone"), or empty if it is
+// not: it has the retainer and no other durable subscriber, no group and no
+// live user; it is at least min_age old; no group of another channel on the
+// bus names it as its DLQ; and none of its sources exists any more.
+// `gone`: channels removed by this run (or that a dry run would remove).
+std::string orphaned_dlq(const Snapshot& snap, const std::vector<Snapshot>& snaps,
+                         const std::set<std::string>& gone, const GcArgs& a) {
+  if (!snap.stats || gone.count(snap.name) != 0) return {};
+  const ChannelStats& s = *snap.stats;
+  bool retained = false;
+  for (const auto& sub : s.subscribers) {
+    if (!sub.durable) continue;
+    if (sub.name != bus::kDlqRetainer) return {};
+    retained = true;
+  }
+  if (!retained || !s.groups.empty() || count_owners(s).alive != 0) return {};
+  const std::uint64_t now = realtime_now_ns();
+  if (s.created_realtime_ns == 0 || now < s.created_realtime_ns ||
+      static_cast<double>(now - s.created_realtime_ns) / 1e9 < a.min_age_s) {
+    return {};
+  }
+  for (const auto& o : snaps) {
+    if (gone.count(o.name) != 0) continue;
+    // An unreadable channel may have a group using it; a name that is not a
+    // segment at all (a FIFO, a link) has none.
+    if (!o.stats) {
+      if (not_a_segment(o.name, a.bus)) continue;
+      return {};
+    }
+    for (const auto& g : o.stats->groups)
+      if (g.dlq == snap.name) return {};
+  }
+  const auto sources = dlq_sources(snap.name, a.bus);
+  if (!sources) return {};
+  std::string names;
+  for (const auto& src : *sources) {
+    for (const auto& o : snaps)
+      if (o.name == src && gone.count(src) == 0) return {};
+    names += (names.empty() ? "" : ", ") + src;
+  }
+  return "source " + names + (sources->size() == 1 ? " is" : " are") + " gone";
+}
+
+// Removes (or, with --dry-run, names) every orphaned DLQ of the bus. Returns
+// false if one could not be removed.
+bool collect_orphaned_dlqs(const GcArgs& a, const std::vector<Snapshot>& snaps, std::set<std::string>& gone,
+                           std::uint32_t& removed, bool& acted) {
+  bool ok = true;
+  for (const auto& snap : snaps) {
+    const std::string why = orphaned_dlq(snap, snaps, gone, a);
+    if (why.empty()) continue;
+    acted = true;
+    std::uint64_t waiting = 0;
+    for (const auto& sub : snap.stats->subscribers)
+      if (sub.durable) waiting = sub.lag;
+    std::cout << snap.name << ": " << (a.dry_run ? "would " : "") << "remove orphaned DLQ (" << why << "; "
+              << waiting << " dead letter(s) waiting)\n";
+    if (a.dry_run) {
+      gone.insert(snap.name);
+      continue;
+    }
+    if (auto r = Channel::remove(snap.name, a.bus); !r) {
+      std::cerr << "shmbus gc: " << snap.name << ": " << r.error().message() << '\n';
+      ok = false;
+      continue;
+    }
+    gone.insert(snap.name);
+    ++removed;
+  }
+  return ok;
+}
+
 int cmd_gc(const GcArgs& a) {
   std::vector<Snapshot> snaps;
   std::string error;
@@ -149,6 +347,7 @@ int cmd_gc(const GcArgs& a) {
   int rc = kExitOk;
   std::uint32_t reclaimed = 0, removed = 0;
   bool acted = false;
+  std::set<std::string> gone;  // removed (or, dry, to be removed) by this run
   for (const auto& snap : snaps) {
     if (!snap.stats) {
       std::cerr << "shmbus gc: skipping " << snap.name << ": " << snap.error_code << ": " << snap.error_message << '\n';
@@ -168,6 +367,7 @@ int cmd_gc(const GcArgs& a) {
         }
         ++removed;
       }
+      gone.insert(snap.name);
       continue;
     }
     if (dead == 0) continue;
@@ -187,6 +387,7 @@ int cmd_gc(const GcArgs& a) {
     std::cout << snap.name << ": reclaimed " << n << " entr" << (n == 1 ? "y" : "ies")
               << " of dead processes (leases of dead consumers are due again)\n";
   }
+  if (!a.keep_unused && !collect_orphaned_dlqs(a, snaps, gone, removed, acted)) rc = kExitError;
   if (!a.dry_run) {
     std::cout << "gc: reclaimed " << reclaimed << " entr" << (reclaimed == 1 ? "y" : "ies") << ", removed "
               << removed << " channel(s)\n";
@@ -379,20 +580,33 @@ void add_admin_commands(CLI::App& app, Action& action) {
   auto* create = app.add_subcommand("create", "Create a channel");
   create->add_option("CHANNEL", c->channel, "Channel name")->required();
   create->add_option("--bus", c->bus, "Bus name")->capture_default_str();
-  create->add_option("--capacity", c->opts.capacity, "Slots (a power of two)")->capture_default_str();
+  // The ranges are ChannelOptions' (include/shmbus/types.hpp); the library
+  // checks the rest (a power of two, a multiple of 64) and names the field.
+  create->add_option("--capacity", c->opts.capacity, "Slots (a power of two)")
+      ->capture_default_str()
+      ->check(integer_in(2, 1U << 30));
   create->add_option("--slot-size", c->opts.slot_size, "Bytes per slot, 48-byte header included (multiple of 64)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(integer_in(64, 16U << 20));
   create->add_option("--policy", c->policy, "block, drop_oldest or reject")->capture_default_str();
-  create->add_option("--max-subscribers", c->opts.max_subscribers, "Subscriber table entries")->capture_default_str();
-  create->add_option("--max-publishers", c->opts.max_publishers, "Publisher table entries")->capture_default_str();
-  create->add_option("--max-groups", c->opts.max_groups, "Consumer groups")->capture_default_str();
-  create->add_option("--max-consumers", c->opts.max_consumers, "Consumers per group")->capture_default_str();
+  create->add_option("--max-subscribers", c->opts.max_subscribers, "Subscriber table entries")
+      ->capture_default_str()
+      ->check(integer_in(1, 4096));
+  create->add_option("--max-publishers", c->opts.max_publishers, "Publisher table entries")
+      ->capture_default_str()
+      ->check(integer_in(1, 4096));
+  create->add_option("--max-groups", c->opts.max_groups, "Consumer groups")->capture_default_str()->check(integer_in(0, 256));
+  create->add_option("--max-consumers", c->opts.max_consumers, "Consumers per group")
+      ->capture_default_str()
+      ->check(integer_in(1, bus::kMaxConsumers));
   create->add_option("--mode", c->mode, "Permission bits (octal)")->capture_default_str();
   create->add_option("--unblock-timeout", c->unblock_timeout_s, "Seconds before a stalled claim is abandoned")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(seconds_in(0.000001, 3600));
   create->add_option("--eviction-timeout", c->eviction_timeout_s,
                      "block policy: evict a subscriber a full ring behind for this long (0: never)")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(seconds_in(0, 86400));
   create->callback([c, &action] { action = [c] { return cmd_create(*c); }; });
 
   auto r = std::make_shared<RmArgs>();
@@ -400,6 +614,9 @@ void add_admin_commands(CLI::App& app, Action& action) {
   rm->add_option("CHANNEL", r->channels, "Channel names")->required();
   rm->add_option("--bus", r->bus, "Bus name")->capture_default_str();
   rm->add_flag("--force", r->force, "Remove even if live processes use it (they keep their mapping)");
+  rm->add_flag("--keep-dlq", r->keep_dlq,
+               "Keep the DLQ channels of the channel's groups (by default they are removed with it, "
+               "unless another channel's group uses them)");
   rm->add_option("--subscriber", r->subscriber,
                  "Instead: forget this durable subscriber's cursor (refused while its process lives)");
   rm->add_option("--group", r->group, "Instead: remove this consumer group (refused while a member lives)");
@@ -407,12 +624,15 @@ void add_admin_commands(CLI::App& app, Action& action) {
 
   auto g = std::make_shared<GcArgs>();
   auto* gc = app.add_subcommand(
-      "gc", "Reclaim table entries and leases of dead processes; remove channels nobody uses");
+      "gc", "Reclaim table entries and leases of dead processes; remove channels nobody uses and DLQs whose "
+            "source channel is gone");
   gc->add_option("--bus", g->bus, "Bus name")->capture_default_str();
   gc->add_flag("--dry-run", g->dry_run, "Only say what would be done");
-  gc->add_flag("--keep-unused", g->keep_unused, "Do not remove unused channels");
-  gc->add_option("--min-age", g->min_age_s, "Only remove unused channels created at least this many seconds ago")
-      ->capture_default_str();
+  gc->add_flag("--keep-unused", g->keep_unused, "Do not remove unused channels nor orphaned DLQs");
+  gc->add_option("--min-age", g->min_age_s,
+                 "Only remove unused channels and orphaned DLQs created at least this many seconds ago")
+      ->capture_default_str()
+      ->check(seconds_in(0, 10 * 365.0 * 86400));
   gc->callback([g, &action] { action = [g] { return cmd_gc(*g); }; });
 
   auto d = std::make_shared<DlqArgs>();
@@ -425,13 +645,15 @@ void add_admin_commands(CLI::App& app, Action& action) {
   list->callback([d, &action] { action = [d] { return cmd_dlq_list(*d); }; });
   auto* show = dlq->add_subcommand("show", "Show one dead letter with its payload");
   add_dlq_target(show, *d);
-  show->add_option("DLQ_SEQ", d->sequence, "Its sequence in the DLQ (see dlq list)")->required();
+  show->add_option("DLQ_SEQ", d->sequence, "Its sequence in the DLQ (see dlq list)")
+      ->required()
+      ->check(integer_in(0, UINT64_MAX));
   show->add_option("--format", d->format, "text, hex or json")->capture_default_str();
   show->callback([d, &action] { action = [d] { return cmd_dlq_show(*d); }; });
   auto* redrive = dlq->add_subcommand(
       "redrive", "Republish the waiting dead letters to the group's channel (at-least-once), oldest first");
   add_dlq_target(redrive, *d);
-  redrive->add_option("--max", d->max, "At most this many");
+  redrive->add_option("--max", d->max, "At most this many")->check(integer_in(0, UINT64_MAX));
   redrive->callback([d, &action] { action = [d] { return cmd_dlq_redrive(*d); }; });
 }
 

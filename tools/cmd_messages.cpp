@@ -12,6 +12,9 @@ namespace shmbus::probe {
 
 namespace {
 
+// --idle-exit: up to a year (0: never).
+constexpr double kMaxIdleExitSeconds = 365.0 * 86400;
+
 struct ReadArgs {
   std::string bus{kDefaultBus};
   std::string channel;
@@ -70,7 +73,7 @@ int print_range(const Channel& ch, std::uint64_t from, std::uint64_t count, bool
       // A claim in flight below the head: wait for it (a stalled claim is
       // abandoned by readers after the unblock timeout).
     }
-    if (idle_exit_s > 0 && static_cast<double>(monotonic_now_ns() - idle_since) / 1e9 >= idle_exit_s) break;
+    if (idle_exit_s > 0 && monotonic_now_ns() - idle_since >= seconds_to_ns(idle_exit_s)) break;
     std::cout.flush();
     std::this_thread::sleep_for(std::chrono::microseconds(backoff_us));
     backoff_us = std::min<std::uint64_t>(backoff_us * 2, 20'000);
@@ -149,7 +152,7 @@ int cmd_publish(const PublishArgs& a) {
   MessageMeta meta;
   meta.key = a.key;
   meta.type = a.type;
-  const auto timeout_ns = static_cast<std::uint64_t>(a.timeout_s * 1e9);
+  const std::uint64_t timeout_ns = seconds_to_ns(a.timeout_s);
   std::uint64_t n = 0;
   auto send = [&](std::string_view payload) {
     const PublishStatus st = pub->publish(payload, meta, timeout_ns);
@@ -176,7 +179,10 @@ int cmd_publish(const PublishArgs& a) {
 int cmd_subscribe(const ReadArgs& a) {
   const auto fmt = parse_format(a.format);
   std::string err;
-  const auto at = parse_start(a.from.empty() ? "latest" : a.from, err);
+  // Where the API starts when nothing is said: a new subscriber at the
+  // latest message (SubscribeOptions), a new group at the earliest
+  // (GroupOptions).
+  const auto at = parse_start(!a.from.empty() ? a.from : a.group.empty() ? "latest" : "earliest", err);
   if (!fmt || !at) {
     std::cerr << "shmbus subscribe: " << (fmt ? err : "bad --format '" + a.format + "': text, hex or json") << '\n';
     return kExitError;
@@ -189,7 +195,7 @@ int cmd_subscribe(const ReadArgs& a) {
   std::uint64_t printed = 0;
   std::uint64_t idle_since = monotonic_now_ns();
   const auto idle_over = [&] {
-    return a.idle_exit_s > 0 && static_cast<double>(monotonic_now_ns() - idle_since) / 1e9 >= a.idle_exit_s;
+    return a.idle_exit_s > 0 && monotonic_now_ns() - idle_since >= seconds_to_ns(a.idle_exit_s);
   };
   const std::uint64_t wait_ns = 100'000'000ULL;  // re-check the stop flag this often
   if (!a.group.empty()) {
@@ -261,15 +267,21 @@ void add_message_commands(CLI::App& app, Action& action) {
   peek->add_option("--from", p->from,
                    "earliest | latest | SEQ | -30s/-5m/-2h/-1d | @UNIX_SECONDS | YYYY-MM-DDTHH:MM:SS (UTC)")
       ->capture_default_str();
-  peek->add_option("-n,--count", p->count, "At most this many messages (0: up to the head)")->capture_default_str();
+  peek->add_option("-n,--count", p->count, "At most this many messages (0: up to the head)")
+      ->capture_default_str()
+      ->check(integer_in(0, UINT64_MAX));
   peek->callback([p, &action] { action = [p] { return cmd_peek(*p); }; });
 
   auto t = std::make_shared<ReadArgs>();
   auto* tail = app.add_subcommand("tail", "Show the last messages without consuming them; -f follows");
   add_read_options(tail, *t);
-  tail->add_option("-n,--count", t->count, "How many of the last messages")->capture_default_str();
+  tail->add_option("-n,--count", t->count, "How many of the last messages")
+      ->capture_default_str()
+      ->check(integer_in(0, UINT64_MAX));
   tail->add_flag("-f,--follow", t->follow, "Keep printing new messages until interrupted");
-  tail->add_option("--idle-exit", t->idle_exit_s, "With -f: stop after this many seconds without a new message");
+  tail->add_option("--idle-exit", t->idle_exit_s,
+                   "With -f: stop after this many seconds without a new message (0: never)")
+      ->check(seconds_in(0, kMaxIdleExitSeconds));
   tail->callback([t, &action] { action = [t] { return cmd_tail(*t); }; });
 
   auto pa = std::make_shared<PublishArgs>();
@@ -278,9 +290,11 @@ void add_message_commands(CLI::App& app, Action& action) {
   publish->add_option("--bus", pa->bus, "Bus name")->capture_default_str();
   publish->add_option("--file", pa->file, "Read from this file instead of stdin");
   publish->add_flag("--whole", pa->whole, "Publish the whole input as one message instead of one per line");
-  publish->add_option("--key", pa->key, "Message key")->capture_default_str();
-  publish->add_option("--type", pa->type, "Message type")->capture_default_str();
-  publish->add_option("--timeout", pa->timeout_s, "Seconds a publish may block on a full ring")->capture_default_str();
+  publish->add_option("--key", pa->key, "Message key")->capture_default_str()->check(integer_in(0, UINT64_MAX));
+  publish->add_option("--type", pa->type, "Message type")->capture_default_str()->check(integer_in(0, UINT32_MAX));
+  publish->add_option("--timeout", pa->timeout_s, "Seconds a publish may block on a full ring (0: do not wait)")
+      ->capture_default_str()
+      ->check(seconds_in(0, 86400));
   publish->callback([pa, &action] { action = [pa] { return cmd_publish(*pa); }; });
 
   auto s = std::make_shared<ReadArgs>();
@@ -288,12 +302,18 @@ void add_message_commands(CLI::App& app, Action& action) {
   auto* subscribe = app.add_subcommand(
       "subscribe", "Consume messages and print them: as a subscriber, or as a group consumer (--group, acks each)");
   add_read_options(subscribe, *s);
-  subscribe->add_option("--from", s->from, "Start position of a new subscriber or group (default latest)");
+  subscribe->add_option("--from", s->from,
+                        "Where a new subscriber or group starts: earliest | latest | SEQ | -30s/-5m/-2h/-1d | "
+                        "@UNIX_SECONDS | YYYY-MM-DDTHH:MM:SS (UTC). Default: latest for a subscriber, earliest "
+                        "for a group (as the API). A durable subscriber resumes its cursor and an existing "
+                        "group its position, whatever --from says");
   subscribe->add_option("--name", s->name, "Durable subscriber name (resumes its cursor)");
   subscribe->add_option("--group", s->group, "Consume through this consumer group, acking after printing");
   subscribe->add_option("-n,--count", s->count, "Stop after this many messages (0: until interrupted)")
-      ->capture_default_str();
-  subscribe->add_option("--idle-exit", s->idle_exit_s, "Stop after this many seconds without a message");
+      ->capture_default_str()
+      ->check(integer_in(0, UINT64_MAX));
+  subscribe->add_option("--idle-exit", s->idle_exit_s, "Stop after this many seconds without a message (0: never)")
+      ->check(seconds_in(0, kMaxIdleExitSeconds));
   subscribe->callback([s, &action] { action = [s] { return cmd_subscribe(*s); }; });
 }
 

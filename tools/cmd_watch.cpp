@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <iostream>
@@ -151,7 +152,7 @@ void print_frame(const nlohmann::json& f, const WatchArgs& a) {
 }
 
 bool sleep_interruptibly(double seconds) {
-  const std::uint64_t until = monotonic_now_ns() + static_cast<std::uint64_t>(seconds * 1e9);
+  const std::uint64_t until = monotonic_now_ns() + seconds_to_ns(seconds);
   while (!stop_requested()) {
     const std::uint64_t now = monotonic_now_ns();
     if (now >= until) return true;
@@ -163,10 +164,6 @@ bool sleep_interruptibly(double seconds) {
 int cmd_watch(const WatchArgs& a) {
   if (!a.all && a.channel.empty()) {
     std::cerr << "shmbus watch: name a CHANNEL or give --all\n";
-    return kExitError;
-  }
-  if (!(a.interval_s >= 0.01)) {
-    std::cerr << "shmbus watch: --interval must be at least 0.01 s\n";
     return kExitError;
   }
   install_stop_handlers();
@@ -209,24 +206,31 @@ struct Threshold {
   std::optional<double> crit;
 };
 
-/// "C" (critical above C) or "W,C" (warning above W, critical above C).
+// A threshold bound: a finite number >= 0 (no nan, inf or negative limit,
+// which would make a check always or never fire).
+constexpr double kMaxThreshold = 1e15;
+
+std::optional<double> parse_limit(std::string_view s) {
+  double v = 0;
+  const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || r.ec != std::errc{} || r.ptr != s.data() + s.size() || !(v >= 0 && v <= kMaxThreshold)) {
+    return std::nullopt;
+  }
+  return v;
+}
+
+/// "C" (critical above C) or "W,C" (warning above W, critical above C),
+/// each in 0..kMaxThreshold, W <= C.
 std::optional<Threshold> parse_threshold(const std::string& s) {
   Threshold t;
   const auto comma = s.find(',');
-  try {
-    std::size_t used = 0;
-    if (comma == std::string::npos) {
-      t.crit = std::stod(s, &used);
-      if (used != s.size()) return std::nullopt;
-    } else {
-      const std::string w = s.substr(0, comma), c = s.substr(comma + 1);
-      t.warn = std::stod(w, &used);
-      if (used != w.size()) return std::nullopt;
-      t.crit = std::stod(c, &used);
-      if (used != c.size() || *t.crit < *t.warn) return std::nullopt;
-    }
-  } catch (const std::exception&) {
-    return std::nullopt;
+  if (comma == std::string::npos) {
+    t.crit = parse_limit(s);
+    if (!t.crit) return std::nullopt;
+  } else {
+    t.warn = parse_limit(std::string_view(s).substr(0, comma));
+    t.crit = parse_limit(std::string_view(s).substr(comma + 1));
+    if (!t.warn || !t.crit || *t.crit < *t.warn) return std::nullopt;
   }
   return t;
 }
@@ -267,12 +271,15 @@ int cmd_check(const CheckArgs& a) {
   const auto parse = [](const std::string& opt, const std::string& v, std::optional<Threshold>& out) {
     if (v.empty()) return true;
     out = parse_threshold(v);
-    if (!out) std::cerr << "shmbus check: " << opt << " '" << v << "': expected LIMIT or WARN,CRIT\n";
+    if (!out) {
+      std::cerr << "shmbus check: " << opt << " '" << v
+                << "': expected LIMIT or WARN,CRIT, numbers in 0..1e+15 with WARN <= CRIT\n";
+    }
     return out.has_value();
   };
   if (!parse("--max-lag", a.max_lag, lag) || !parse("--max-dlq", a.max_dlq, dlq) ||
       !parse("--max-oldest-unacked", a.max_oldest_unacked, unacked)) {
-    return 3;  // UNKNOWN, as monitoring plugins say: the check itself could not run
+    return kExitCheckUnknown;  // as monitoring plugins say: the check itself could not run
   }
   std::vector<Snapshot> snaps;
   if (a.channels.empty()) {
@@ -407,15 +414,16 @@ int cmd_metrics(const MetricsArgs& a) {
     return kExitError;
   }
   const std::string host = a.listen.substr(0, colon);
-  int port = -1;
-  try {
-    port = std::stoi(a.listen.substr(colon + 1));
-  } catch (const std::exception&) {
-  }
+  const std::string port_text = a.listen.substr(colon + 1);
+  unsigned port = 0;
+  const auto pr = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  const bool port_ok = !port_text.empty() && pr.ec == std::errc{} &&
+                       pr.ptr == port_text.data() + port_text.size() && port <= 65535;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
-  if (port < 0 || port > 65535 || inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    std::cerr << "shmbus metrics: --listen '" << a.listen << "': expected an IPv4 address and a port\n";
+  if (!port_ok || inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
+    std::cerr << "shmbus metrics: --listen '" << a.listen
+              << "': expected an IPv4 address and a port in 0..65535\n";
     return kExitError;
   }
   addr.sin_port = htons(static_cast<std::uint16_t>(port));
@@ -454,8 +462,12 @@ void add_watch_commands(CLI::App& app, Action& action) {
   watch->add_option("CHANNEL", w->channel, "Channel name");
   watch->add_flag("--all", w->all, "Watch every channel of the bus");
   watch->add_option("--bus", w->bus, "Bus name")->capture_default_str();
-  watch->add_option("--interval", w->interval_s, "Seconds between samples")->capture_default_str();
-  watch->add_option("--count", w->count, "Stop after this many refreshes (0: until interrupted)")->capture_default_str();
+  watch->add_option("--interval", w->interval_s, "Seconds between samples")
+      ->capture_default_str()
+      ->check(seconds_in(0.01, 86400));
+  watch->add_option("--count", w->count, "Stop after this many refreshes (0: until interrupted)")
+      ->capture_default_str()
+      ->check(integer_in(0, UINT64_MAX));
   watch->add_flag("--json", w->json, "Print one JSON object per refresh (one per line)");
   watch->add_flag("--no-clear", w->no_clear, "Do not clear the screen between refreshes");
   watch->callback([w, &action] { action = [w] { return cmd_watch(*w); }; });

@@ -31,6 +31,7 @@ using Action = std::function<int()>;
 inline constexpr int kExitOk = 0;
 inline constexpr int kExitError = 1;       ///< an error (some channel could not be read, bad input)
 inline constexpr int kExitNotFound = 2;    ///< the named channel (or group) does not exist
+inline constexpr int kExitCheckUnknown = 3;  ///< `check` could not run (bad options): UNKNOWN
 
 // ---- command registration (one function per file) ---------------------------
 void add_inspect_commands(CLI::App& app, Action& action);   // ls, stat (probe_main.cpp)
@@ -48,6 +49,20 @@ bool stop_requested() noexcept;
 /// Installs SIGINT/SIGTERM handlers (without SA_RESTART, so a blocking
 /// accept() or read() returns EINTR).
 void install_stop_handlers();
+
+// ---- numeric options ---------------------------------------------------------
+
+/// CLI11 validators for numeric options. Each accepts only a plain decimal
+/// number in [min, max] and refuses anything else (a sign, nan, inf, 1e30,
+/// 0x10, a value past the range) with a message giving the range; CLI11 puts
+/// the option's name in front ("--timeout: -1 is not a number of seconds in
+/// 0..86400"). They run on the text before CLI11 converts it, so a value the
+/// conversion would wrap (-1 as an unsigned) never gets through. Thread-safe.
+CLI::Validator integer_in(std::uint64_t min, std::uint64_t max);
+CLI::Validator seconds_in(double min, double max);
+/// Seconds (checked by seconds_in) as nanoseconds, rounded; 0 below 0 and
+/// UINT64_MAX past it, never undefined. Thread-safe.
+std::uint64_t seconds_to_ns(double seconds) noexcept;
 
 // ---- snapshots -------------------------------------------------------------
 
@@ -157,6 +172,14 @@ std::string escape_text(std::span<const std::byte> p);
 std::optional<StartAt> parse_start(const std::string& s, std::string& error);
 /// The first sequence a start position names on a channel.
 std::uint64_t resolve_start(const Channel& ch, const StartAt& at);
+
+/// Why the name of channel `name` on `bus` in /dev/shm is not a channel
+/// segment ("'/dev/shm/...' is a FIFO (owner uid 0, mode 0644), not a
+/// shared-memory segment"; a symbolic link, a directory...), or
+/// nothing when it is a regular file or absent (opening then reports
+/// not_found). Looks with lstat, so the probe never opens a FIFO (an open
+/// would block) nor follows a link. Thread-safe.
+std::optional<std::string> not_a_segment(const std::string& name, const std::string& bus);
 
 /// Opens a channel read-only, or prints why not (to stderr) and sets the
 /// exit code: kExitNotFound if it does not exist, else kExitError.

@@ -1,6 +1,8 @@
 // Helpers shared by the shmbus CLI's commands: tables, number and time
 // formatting, message printing, start positions, opening channels,
 // snapshots and stop signals.
+#include <sys/stat.h>
+
 #include <atomic>
 #include <cctype>
 #include <charconv>
@@ -11,6 +13,7 @@
 #include <ostream>
 
 #include <nlohmann/json.hpp>
+#include <shmbus/bus/channel_state.hpp>
 
 #include "probe.hpp"
 
@@ -205,6 +208,54 @@ bool parse_u64(std::string_view s, std::uint64_t& v) {
 
 }  // namespace
 
+namespace {
+
+// A range bound in plain decimals: "86400", "0.01", "0.000001".
+std::string bound_text(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6f", v);
+  std::string t = buf;
+  while (t.back() == '0') t.pop_back();
+  if (t.back() == '.') t.pop_back();
+  return t;
+}
+
+}  // namespace
+
+CLI::Validator integer_in(std::uint64_t min, std::uint64_t max) {
+  const std::string range = num(min) + ".." + num(max);
+  return CLI::Validator(
+      [min, max, range](std::string& s) -> std::string {
+        std::uint64_t v = 0;
+        if (!parse_u64(s, v) || v < min || v > max) return s + " is not an integer in " + range;
+        return {};
+      },
+      "in " + range);
+}
+
+CLI::Validator seconds_in(double min, double max) {
+  const std::string range = bound_text(min) + ".." + bound_text(max);
+  return CLI::Validator(
+      [min, max, range](std::string& s) -> std::string {
+        double v = 0;
+        // from_chars: decimal or exponent form only (no hex, no leading '+');
+        // "nan" and "inf" parse and then fail the range test, as NaN fails
+        // every comparison.
+        const auto r = std::from_chars(s.data(), s.data() + s.size(), v);
+        if (s.empty() || r.ec != std::errc{} || r.ptr != s.data() + s.size() || !(v >= min && v <= max)) {
+          return s + " is not a number of seconds in " + range;
+        }
+        return {};
+      },
+      "seconds in " + range);
+}
+
+std::uint64_t seconds_to_ns(double seconds) noexcept {
+  if (!(seconds > 0)) return 0;
+  if (seconds >= 18'446'744'073.0) return UINT64_MAX;  // 2^64 ns
+  return static_cast<std::uint64_t>(seconds * 1e9 + 0.5);  // below 2^64 here: defined
+}
+
 std::optional<StartAt> parse_start(const std::string& s, std::string& error) {
   if (s == "earliest") return StartAt::earliest();
   if (s == "latest") return StartAt::latest();
@@ -252,6 +303,23 @@ std::uint64_t resolve_start(const Channel& ch, const StartAt& at) {
   return ch.head();
 }
 
+std::optional<std::string> not_a_segment(const std::string& name, const std::string& bus) {
+  const std::string path = "/dev/shm/" + bus::segment_name(bus, name);
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) return std::nullopt;
+  const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
+                     : S_ISLNK(st.st_mode) ? "a symbolic link"
+                     : S_ISDIR(st.st_mode) ? "a directory"
+                     : S_ISSOCK(st.st_mode) ? "a socket"
+                     : S_ISCHR(st.st_mode) ? "a character device"
+                     : S_ISBLK(st.st_mode) ? "a block device"
+                                           : "not a regular file";
+  char mode[8];
+  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+  return "'" + path + "' is " + kind + " (owner uid " + num(st.st_uid) + ", mode " + mode +
+         "), not a shared-memory segment";
+}
+
 namespace {
 
 std::optional<Channel> report_open(Result<Channel> ch, const std::string& name,
@@ -268,13 +336,25 @@ std::optional<Channel> report_open(Result<Channel> ch, const std::string& name,
   return std::nullopt;
 }
 
+// A name that is not a segment is refused before any open (see not_a_segment).
+bool refuse_non_segment(const std::string& name, const std::string& bus, int& exit_code) {
+  const auto why = not_a_segment(name, bus);
+  if (!why) return false;
+  std::cerr << "shmbus: cannot open channel '" << name << "' on bus '" << bus << "': " << *why
+            << "; shmbus rm removes it\n";
+  exit_code = kExitError;
+  return true;
+}
+
 }  // namespace
 
 std::optional<Channel> open_observer(const std::string& name, const std::string& bus, int& exit_code) {
+  if (refuse_non_segment(name, bus, exit_code)) return std::nullopt;
   return report_open(Channel::open_read_only(name, bus), name, bus, exit_code);
 }
 
 std::optional<Channel> open_participant(const std::string& name, const std::string& bus, int& exit_code) {
+  if (refuse_non_segment(name, bus, exit_code)) return std::nullopt;
   return report_open(Channel::open(name, bus, 200'000'000ULL), name, bus, exit_code);
 }
 
@@ -282,6 +362,11 @@ Snapshot take_snapshot(const std::string& name, const std::string& bus) {
   Snapshot snap;
   snap.name = name;
   snap.taken_ns = monotonic_now_ns();
+  if (auto why = not_a_segment(name, bus)) {
+    snap.error_code = std::string(to_string(ErrorCode::invalid_argument));
+    snap.error_message = *why + "; shmbus rm removes it";
+    return snap;
+  }
   auto ch = Channel::open_read_only(name, bus);
   if (!ch) {
     snap.error_code = std::string(to_string(ch.error().code()));
@@ -292,8 +377,10 @@ Snapshot take_snapshot(const std::string& name, const std::string& bus) {
   for (const auto& g : snap.stats->groups) {
     DlqInfo d;
     if (!g.dlq.empty()) {
-      auto q = Channel::open_read_only(g.dlq, bus);
-      if (q) {
+      if (auto why = not_a_segment(g.dlq, bus)) {
+        d.exists = true;
+        d.error = std::string(to_string(ErrorCode::invalid_argument)) + ": " + *why;
+      } else if (auto q = Channel::open_read_only(g.dlq, bus)) {
         d.exists = true;
         d.depth = q->stats().depth;
       } else if (q.error().code() != ErrorCode::not_found) {

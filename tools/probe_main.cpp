@@ -3,9 +3,9 @@
 //
 // This file holds main and the two basic inspecting commands, `ls` and
 // `stat`; the others register themselves from their own files (probe.hpp).
-// Exit codes: 0 ok; 1 an error (some channel could not be read, bad input);
-// 2 the named channel does not exist. `check` exits 0/1/2 for
-// ok/warning/critical.
+// Exit codes: 0 ok; 1 an error (some channel could not be read, bad input,
+// a bad option value); 2 the named channel does not exist. `check` exits
+// 0/1/2 for ok/warning/critical and 3 for bad options.
 #include <iostream>
 #include <memory>
 #include <string>
@@ -175,7 +175,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // Prints the help, or the error naming the option; bad input exits 1
+    // (3, UNKNOWN, for check), as docs/probe.md says, not CLI11's own codes.
+    if (app.exit(e) == 0) return kExitOk;
+    return app.got_subcommand("check") ? kExitCheckUnknown : kExitError;
   }
   if (!action) return kExitError;
   try {
