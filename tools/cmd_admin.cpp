@@ -112,6 +112,14 @@ std::string other_dlq_user(const std::vector<Snapshot>& bus_snaps, const std::st
   return {};
 }
 
+// Whether any process has the channel open (an open handle holds a shared
+// lock on it, table entry or not). A channel that cannot be checked counts
+// as in use: nothing is removed on a guess.
+bool in_use_by_any(const std::string& name, const std::string& bus) {
+  auto r = Channel::in_use(name, bus);
+  return !r ? r.error().code() != ErrorCode::not_found : r.value();
+}
+
 int cmd_rm(const RmArgs& a) {
   if (!a.subscriber.empty() || !a.group.empty()) return rm_member(a);
   int worst = kExitOk;
@@ -141,7 +149,15 @@ int cmd_rm(const RmArgs& a) {
       const Owners o = count_owners(*snap.stats);
       if (o.alive != 0) {
         std::cerr << "shmbus rm: channel '" << name << "' has " << o.alive
-                  << " entries owned by live processes; --force removes it anyway (they keep their mapping)\n";
+                  << " entries owned by live processes; --force removes it anyway (their calls then "
+                     "return 'removed')\n";
+        worst = std::max(worst, kExitError);
+        continue;
+      }
+      if (in_use_by_any(name, a.bus)) {
+        std::cerr << "shmbus rm: channel '" << name
+                  << "' is open in a live process (without a table entry yet); --force removes it anyway "
+                     "(their calls then return 'removed')\n";
         worst = std::max(worst, kExitError);
         continue;
       }
@@ -167,7 +183,7 @@ int cmd_rm(const RmArgs& a) {
       if (!a.force) {
         const Snapshot d = take_snapshot(dlq, a.bus);
         const std::uint32_t alive = d.stats ? count_owners(*d.stats).alive : 0;
-        if (alive != 0) {
+        if (alive != 0 || in_use_by_any(dlq, a.bus)) {
           std::cerr << "shmbus rm: channel '" << name << "': its DLQ channel '" << dlq << "' has " << alive
                     << " entries owned by live processes; --keep-dlq keeps the DLQ, --force removes both\n";
           refused = true;
@@ -319,15 +335,24 @@ bool collect_orphaned_dlqs(const GcArgs& a, const std::vector<Snapshot>& snaps, 
     std::uint64_t waiting = 0;
     for (const auto& sub : snap.stats->subscribers)
       if (sub.durable) waiting = sub.lag;
+    if (a.dry_run ? in_use_by_any(snap.name, a.bus) : false) {
+      std::cout << snap.name << ": would keep orphaned DLQ (open in a live process)\n";
+      continue;
+    }
     std::cout << snap.name << ": " << (a.dry_run ? "would " : "") << "remove orphaned DLQ (" << why << "; "
               << waiting << " dead letter(s) waiting)\n";
     if (a.dry_run) {
       gone.insert(snap.name);
       continue;
     }
-    if (auto r = Channel::remove(snap.name, a.bus); !r) {
+    auto r = Channel::remove_if_unused(snap.name, a.bus);
+    if (!r) {
       std::cerr << "shmbus gc: " << snap.name << ": " << r.error().message() << '\n';
       ok = false;
+      continue;
+    }
+    if (!r.value()) {
+      std::cout << snap.name << ": kept orphaned DLQ (open in a live process)\n";
       continue;
     }
     gone.insert(snap.name);
@@ -358,15 +383,30 @@ int cmd_gc(const GcArgs& a) {
     const std::uint32_t dead = dead_entries(s);
     acted = acted || dead != 0 || (!a.keep_unused && unused(s, a.min_age_s));
     if (!a.keep_unused && unused(s, a.min_age_s)) {
-      std::cout << snap.name << ": " << would << "remove (no live user, no durable subscriber or group)\n";
-      if (!a.dry_run) {
-        if (auto r = Channel::remove(snap.name, a.bus); !r) {
-          std::cerr << "shmbus gc: " << snap.name << ": " << r.error().message() << '\n';
-          rc = kExitError;
+      // No table entry is live, but a process may have the channel open
+      // without one (a publisher not made yet, a tail -f): never remove it
+      // then. remove_if_unused decides and removes in one step.
+      if (a.dry_run) {
+        if (in_use_by_any(snap.name, a.bus)) {
+          std::cout << snap.name << ": would keep (open in a live process)\n";
           continue;
         }
-        ++removed;
+        std::cout << snap.name << ": would remove (no live user, no durable subscriber or group)\n";
+        gone.insert(snap.name);
+        continue;
       }
+      auto r = Channel::remove_if_unused(snap.name, a.bus);
+      if (!r) {
+        std::cerr << "shmbus gc: " << snap.name << ": " << r.error().message() << '\n';
+        rc = kExitError;
+        continue;
+      }
+      if (!r.value()) {
+        std::cout << snap.name << ": kept (open in a live process)\n";
+        continue;
+      }
+      std::cout << snap.name << ": removed (no live user, no durable subscriber or group)\n";
+      ++removed;
       gone.insert(snap.name);
       continue;
     }
@@ -376,7 +416,7 @@ int cmd_gc(const GcArgs& a) {
                 << " of dead processes\n";
       continue;
     }
-    auto ch = Channel::open(snap.name, a.bus, 200'000'000ULL);
+    auto ch = Channel::open(snap.name, a.bus, 200'000'000ULL, cli_trust());
     if (!ch) {
       std::cerr << "shmbus gc: " << snap.name << ": " << ch.error().message() << '\n';
       rc = kExitError;

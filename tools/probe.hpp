@@ -39,6 +39,10 @@ void add_watch_commands(CLI::App& app, Action& action);     // watch, check, met
 void add_message_commands(CLI::App& app, Action& action);   // peek, tail, publish, subscribe
 void add_admin_commands(CLI::App& app, Action& action);     // create, rm, gc, dlq
 
+/// The owners the command line trusts (--trust-uid, --trust-gid): passed to
+/// every participant open (Channel::open), on top of the caller's uid and root.
+Trust& cli_trust();
+
 /// Why a follower stops on `removed` / `segment_lost`: "was removed" or
 /// "lost its pages: its file was truncated by another process".
 const char* gone_reason(PollStatus st) noexcept;

@@ -19,6 +19,11 @@
 
 namespace shmbus::probe {
 
+Trust& cli_trust() {
+  static Trust trust;
+  return trust;
+}
+
 const char* gone_reason(PollStatus st) noexcept {
   return st == PollStatus::segment_lost
              ? "lost its pages: its file was truncated by another process"
@@ -355,7 +360,7 @@ std::optional<Channel> open_observer(const std::string& name, const std::string&
 
 std::optional<Channel> open_participant(const std::string& name, const std::string& bus, int& exit_code) {
   if (refuse_non_segment(name, bus, exit_code)) return std::nullopt;
-  return report_open(Channel::open(name, bus, 200'000'000ULL), name, bus, exit_code);
+  return report_open(Channel::open(name, bus, 200'000'000ULL, cli_trust()), name, bus, exit_code);
 }
 
 Snapshot take_snapshot(const std::string& name, const std::string& bus) {

@@ -163,6 +163,16 @@ int main(int argc, char** argv) {
   CLI::App app{"shmbus: inspect and use shmbus channels (docs/probe.md)", "shmbus"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show the help of every command");
+  // Before or after the command: `shmbus publish orders --trust-uid 1001`.
+  app.fallthrough();
+  app.add_option("--trust-uid", cli_trust().uids,
+                 "Also use channels owned by this uid (repeatable). Commands that take part "
+                 "(publish, subscribe, rm, gc, dlq redrive, create) refuse a channel owned by "
+                 "another uid than yours or root's")
+      ->check(integer_in(0, 4294967295.0));
+  app.add_option("--trust-gid", cli_trust().gids,
+                 "Also use channels whose group is this gid (repeatable)")
+      ->check(integer_in(0, 4294967295.0));
 
   Action action;
   add_inspect_commands(app, action);
