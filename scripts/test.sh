@@ -36,6 +36,8 @@ echo "== normal build"
 build build all
 # Tests run one at a time: they spin, fork and time out on purpose, and a
 # 2-core machine shared by parallel tests would only make them slower.
+# Every ctest call here has --no-tests=error: a tier that selects no test
+# fails instead of passing (docs/verification.md, section 3.2).
 ctest --test-dir build --no-tests=error --output-on-failure "${LABEL_ARGS[@]}"
 
 # The TSan and fuzz tiers build only the programs they run.

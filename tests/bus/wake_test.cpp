@@ -14,9 +14,7 @@
 #include <catch2/catch.hpp>
 
 #include <atomic>
-#include <cinttypes>
 #include <cstdio>
-#include <string>
 #include <thread>
 
 #include <fcntl.h>
