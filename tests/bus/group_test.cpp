@@ -118,7 +118,9 @@ TEST_CASE("an expired lease is redelivered with attempt + 1 and the old ack is r
 TEST_CASE("nack makes a message due after its delay, and extend keeps it leased") {
   ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
-  auto [c, pub] = join_with_publisher(ch, fast_group(5, 30));
+  // A 200 ms lease: long enough that message 2 is extended well before it
+  // would expire, short enough to wait past its first deadline below.
+  auto [c, pub] = join_with_publisher(ch, fast_group(5, 200));
   REQUIRE(pub.publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
   REQUIRE(pub.publish(bytes_of(std::uint64_t{2})) == PublishStatus::ok);
   std::byte buf[128];
@@ -130,6 +132,7 @@ TEST_CASE("nack makes a message due after its delay, and extend keeps it leased"
   REQUIRE(c.receive(d2, buf) == PollStatus::ok);
   CHECK(u64_of(d2) == 2);
   // Heartbeat: extend message 2 well past its visibility timeout.
+  const std::uint64_t first_deadline = d2.deadline_ns;
   REQUIRE(c.extend(d2, 5'000'000'000ULL) == AckStatus::ok);
   Delivery d3;
   REQUIRE(c.receive_wait(d3, buf, 2'000'000'000ULL) == PollStatus::ok);
@@ -137,8 +140,18 @@ TEST_CASE("nack makes a message due after its delay, and extend keeps it leased"
   CHECK(u64_of(d3) == 1);
   CHECK(d3.attempt == 2);
   CHECK(c.ack(d3) == AckStatus::ok);
+  // Past message 2's first deadline (plus a ms of clock rounding), nothing
+  // is redelivered: the extended lease holds.
+  Delivery d4;
+  while (shm::monotonic_ns() < first_deadline + 2'000'000) {
+    REQUIRE(c.receive(d4, buf) == PollStatus::empty);
+  }
+  CHECK(c.receive(d4, buf) == PollStatus::empty);
   CHECK(c.ack(d2) == AckStatus::ok);  // still ours thanks to extend
-  CHECK(ch.stats().groups[0].nacked == 1);
+  const ChannelStats st = ch.stats();
+  CHECK(st.groups[0].nacked == 1);
+  CHECK(st.groups[0].expired == 0);
+  CHECK(st.groups[0].redelivered == 1);  // message 1, after its nack
 }
 
 TEST_CASE("backoff grows exponentially from the base, is capped, and stays within the jitter") {
