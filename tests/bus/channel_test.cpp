@@ -13,7 +13,7 @@ namespace {
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 }  // namespace
 
-TEST_CASE("create is exclusive; open finds the channel with its parameters") {
+TEST_CASE("create is exclusive, and open finds the channel with its parameters") {
   ScopedChannelName name;
   ChannelOptions o;
   o.capacity = 64;

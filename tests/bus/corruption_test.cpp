@@ -3,6 +3,8 @@
 // initialisation hand-shake: bounded waits and take-over of a dead creator.
 #include <catch2/catch.hpp>
 
+#include <regex>
+
 #include <fcntl.h>
 #include <sys/mman.h>
 
@@ -120,7 +122,14 @@ TEST_CASE("out-of-range header fields are refused with the field named") {
   }
   SECTION("capacity larger than the segment") {
     v.hdr->capacity = 1u << 20;
-    CHECK(open_error(name, ErrorCode::corrupted).size() > 0);
+    // A field that follows from the capacity is named, with the value the
+    // header holds and the one the capacity implies (or the segment's size).
+    const std::string msg = open_error(name, ErrorCode::corrupted);
+    INFO(msg);
+    CHECK(contains(msg, "channel '" + name.str() + "' is corrupted: "));
+    CHECK(std::regex_search(msg, std::regex("(capacity|group_stride|total_size|groups_offset|stamps_offset|"
+                                            "data_offset) = [0-9]+ (\\(expected [0-9]+\\)|exceeds the "
+                                            "segment's size [0-9]+)")));
   }
   SECTION("an offset pointing elsewhere") {
     v.hdr->data_offset = 12;

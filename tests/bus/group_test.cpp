@@ -2,10 +2,18 @@
 // the DLQ record, gating by the group floor, and bad input.
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <shmbus/bus/channel_state.hpp>
 #include <shmbus/bus/group_core.hpp>
 #include <shmbus/shm/clock.hpp>
 
@@ -107,10 +115,12 @@ TEST_CASE("an expired lease is redelivered with attempt + 1 and the old ack is r
   CHECK(st.groups[0].acked == 1);
 }
 
-TEST_CASE("nack makes a message due after its delay; extend keeps it leased") {
+TEST_CASE("nack makes a message due after its delay, and extend keeps it leased") {
   ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
-  auto [c, pub] = join_with_publisher(ch, fast_group(5, 30));
+  // A 200 ms lease: long enough that message 2 is extended well before it
+  // would expire, short enough to wait past its first deadline below.
+  auto [c, pub] = join_with_publisher(ch, fast_group(5, 200));
   REQUIRE(pub.publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
   REQUIRE(pub.publish(bytes_of(std::uint64_t{2})) == PublishStatus::ok);
   std::byte buf[128];
@@ -122,6 +132,7 @@ TEST_CASE("nack makes a message due after its delay; extend keeps it leased") {
   REQUIRE(c.receive(d2, buf) == PollStatus::ok);
   CHECK(u64_of(d2) == 2);
   // Heartbeat: extend message 2 well past its visibility timeout.
+  const std::uint64_t first_deadline = d2.deadline_ns;
   REQUIRE(c.extend(d2, 5'000'000'000ULL) == AckStatus::ok);
   Delivery d3;
   REQUIRE(c.receive_wait(d3, buf, 2'000'000'000ULL) == PollStatus::ok);
@@ -129,8 +140,22 @@ TEST_CASE("nack makes a message due after its delay; extend keeps it leased") {
   CHECK(u64_of(d3) == 1);
   CHECK(d3.attempt == 2);
   CHECK(c.ack(d3) == AckStatus::ok);
+  // Past message 2's first deadline, by more than the ms clock's rounding
+  // plus two redelivery scans (every 10 ms here), nothing is redelivered:
+  // the extended lease holds. (The last receive comes after that time, so
+  // it scans for due leases whatever the scheduler did.)
+  Delivery d4;
+  PollStatus later = PollStatus::empty;
+  while (later == PollStatus::empty && shm::monotonic_ns() < first_deadline + 25'000'000) {
+    later = c.receive(d4, buf);
+  }
+  if (later == PollStatus::empty) later = c.receive(d4, buf);
+  CHECK(later == PollStatus::empty);
   CHECK(c.ack(d2) == AckStatus::ok);  // still ours thanks to extend
-  CHECK(ch.stats().groups[0].nacked == 1);
+  const ChannelStats st = ch.stats();
+  CHECK(st.groups[0].nacked == 1);
+  CHECK(st.groups[0].expired == 0);
+  CHECK(st.groups[0].redelivered == 1);  // message 1, after its nack
 }
 
 TEST_CASE("backoff grows exponentially from the base, is capped, and stays within the jitter") {
@@ -246,6 +271,176 @@ TEST_CASE("drop_oldest: a group that falls a ring behind counts what it lost") {
   }
   CHECK(got == std::vector<std::uint64_t>{6, 7, 8, 9});
   CHECK(ch.stats().groups[0].lost == 6);
+}
+
+TEST_CASE("drop_oldest: a lease still held on a slot that publishers overwrite counts as lost, once") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small(Policy::drop_oldest, 4));
+  // A 60 s lease: it cannot expire (and be redelivered) during the test.
+  auto [c, pub] = join_with_publisher(ch, fast_group(3, 60'000));
+  std::byte buf[128];
+  REQUIRE(pub.publish(bytes_of(std::uint64_t{0})) == PublishStatus::ok);
+  Delivery held;
+  REQUIRE(c.receive(held, buf) == PollStatus::ok);
+  REQUIRE(held.sequence == 0);
+  // Sequence 4 overwrites slot 0 while sequence 0 is still leased.
+  for (std::uint64_t i = 1; i <= 4; ++i) REQUIRE(pub.publish(bytes_of(i)) == PublishStatus::ok);
+  std::vector<std::uint64_t> got;
+  for (;;) {
+    Delivery d;
+    const PollStatus st = c.receive(d, buf);
+    if (st == PollStatus::empty) break;
+    REQUIRE(st == PollStatus::ok);
+    got.push_back(u64_of(d));
+    REQUIRE(c.ack(d) == AckStatus::ok);
+  }
+  CHECK(got == std::vector<std::uint64_t>{1, 2, 3, 4});
+  CHECK(c.ack(held) == AckStatus::lease_lost);  // its message is gone
+  const ChannelStats st = ch.stats();
+  REQUIRE(st.groups.size() == 1);
+  const GroupStats& g = st.groups[0];
+  CHECK(g.lost == 1);
+  CHECK(g.delivered == 5);
+  CHECK(g.acked == 4);
+  CHECK(g.floor == 5);
+  CHECK(g.in_flight == 0);
+}
+
+namespace {
+
+/// The page a consumer must not read yet, and what the SIGSEGV handler of
+/// the test below does when it does: it parks the consumer at that load
+/// until another thread has moved the group on, then lets the load go on.
+struct ParkAtPage {
+  std::byte* page = nullptr;
+  std::size_t size = 0;
+  std::atomic<bool> parked{false};
+  std::atomic<bool> release{false};
+};
+ParkAtPage g_park;
+struct sigaction g_previous_segv;
+
+void park_on_fault(int, siginfo_t* info, void*) {
+  auto* addr = static_cast<std::byte*>(info->si_addr);
+  if (addr < g_park.page || addr >= g_park.page + g_park.size) {
+    // Not our page: a real fault. Let the previous handler (or the default
+    // action) have it when the instruction runs again.
+    ::sigaction(SIGSEGV, &g_previous_segv, nullptr);
+    return;
+  }
+  g_park.parked.store(true);
+  while (!g_park.release.load()) ::sched_yield();
+  ::mprotect(g_park.page, g_park.size, PROT_READ | PROT_WRITE);
+}
+
+}  // namespace
+
+TEST_CASE("a consumer held up between reading next and the lease word for a whole lap takes nothing "
+          "of the later lap") {
+  // take_new reads `next`, the slot's stamp and the slot's lease word, then
+  // reads `next` again: an unchanged `next` proves that the stamp and the
+  // lease word belong to the same sequence. Here the consumer is stopped
+  // exactly before its lease-word load (the word's page is made unreadable
+  // in its mapping, and the fault handler waits) while another consumer
+  // and a publisher, through a mapping of their own, move the group on by a
+  // whole lap. Without the re-check it would pair the stale stamp of 1023
+  // with the lease word of 2047, take that word and count a phantom loss.
+  constexpr std::uint32_t kCapacity = 1024;
+  constexpr std::uint64_t kAt = kCapacity - 1;  // the sequence the consumer is stopped at
+  ScopedGroupChannelName name;
+  ChannelOptions o = small(Policy::block, kCapacity);
+  o.slot_size = 64;
+  o.max_groups = 1;
+  Channel ch = make_channel(name, o);
+  auto mine = ch.join_group("g", fast_group(3, 60'000));
+  REQUIRE(mine);
+  auto other_ch = Channel::open(name.str(), kTestBus);  // another mapping of the segment
+  REQUIRE(other_ch);
+  Worker w = join_with_publisher(*other_ch, fast_group(3, 60'000));
+  Consumer& other = w.c;
+  Publisher& pub = w.pub;
+  std::byte buf[64];
+  auto take_and_ack = [&](std::uint64_t from, std::uint64_t to) {  // [from, to)
+    bool ok = true;
+    std::byte own[64];
+    for (std::uint64_t i = from; i < to; ++i) {
+      Delivery d;
+      ok = ok && other.receive(d, own) == PollStatus::ok && u64_of(d) == i && other.ack(d) == AckStatus::ok;
+    }
+    return ok;
+  };
+  for (std::uint64_t i = 0; i < kAt; ++i) REQUIRE(pub.publish(bytes_of(i)) == PublishStatus::ok);
+  REQUIRE(take_and_ack(0, kAt));
+  REQUIRE(pub.publish(bytes_of(kAt)) == PublishStatus::ok);  // next == kAt, committed, lease word unused
+
+  // The page of kAt's lease word, in the mapping `mine` reads through. It must
+  // hold nothing else the consumer reads first (next, floor, the stamps).
+  const auto& state = ch.state();
+  const std::size_t page_size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  auto page_of = [&](const void* p) {
+    return reinterpret_cast<std::uintptr_t>(p) / page_size;
+  };
+  const auto* lease_word = &state->leases(0)[kAt & (kCapacity - 1)];
+  REQUIRE(page_of(lease_word) != page_of(&state->group(0)->next));
+  REQUIRE(page_of(lease_word) != page_of(&state->group(0)->floor));
+  REQUIRE(page_of(lease_word) != page_of(&state->slots[kAt & (kCapacity - 1)].stamp));
+  REQUIRE(page_of(lease_word) != page_of(&state->producer->head));
+  g_park.page = reinterpret_cast<std::byte*>(page_of(lease_word) * page_size);
+  g_park.size = page_size;
+  g_park.parked.store(false);
+  g_park.release.store(false);
+
+  struct sigaction park{};
+  park.sa_sigaction = park_on_fault;
+  park.sa_flags = SA_SIGINFO;
+  sigemptyset(&park.sa_mask);
+  REQUIRE(::sigaction(SIGSEGV, &park, &g_previous_segv) == 0);
+  const bool armed = ::mprotect(g_park.page, page_size, PROT_NONE) == 0;
+
+  // While `mine` is parked: the other consumer takes kAt, then a publisher
+  // laps the ring and the other consumer takes and acks all of it, so kAt's
+  // slot holds 2047, acked, and `next` is 2048.
+  std::atomic<bool> give_up{false};
+  bool lapped_ok = false;
+  std::thread mover([&] {
+    while (!g_park.parked.load()) {
+      if (give_up.load()) return;
+      ::sched_yield();
+    }
+    lapped_ok = take_and_ack(kAt, kAt + 1);
+    for (std::uint64_t i = kAt + 1; lapped_ok && i < kAt + 1 + kCapacity; ++i) {
+      lapped_ok = pub.publish(bytes_of(i), {}, 0) == PublishStatus::ok;
+    }
+    lapped_ok = lapped_ok && take_and_ack(kAt + 1, kAt + 1 + kCapacity);
+    g_park.release.store(true);
+  });
+  Delivery d;
+  const PollStatus st = armed ? mine->receive(d, buf) : PollStatus::invalid;
+  // Restore everything before any check can end the test.
+  const bool was_parked = g_park.parked.load();
+  give_up.store(true);
+  mover.join();
+  (void)::mprotect(g_park.page, page_size, PROT_READ | PROT_WRITE);
+  (void)::sigaction(SIGSEGV, &g_previous_segv, nullptr);
+
+  REQUIRE(armed);
+  REQUIRE(was_parked);  // the consumer did stop at kAt's lease word
+  REQUIRE(lapped_ok);
+  CHECK(st == PollStatus::empty);  // 2048 is not published: nothing to take
+  const ChannelStats stats = ch.stats();
+  REQUIRE(stats.groups.size() == 1);
+  const GroupStats& g = stats.groups[0];
+  CHECK(g.lost == 0);
+  CHECK(g.delivered == kAt + 1 + kCapacity);
+  CHECK(g.acked == kAt + 1 + kCapacity);
+  CHECK(g.next == kAt + 1 + kCapacity);
+  CHECK(g.floor == kAt + 1 + kCapacity);
+  CHECK(g.in_flight == 0);
+  // Both consumers go on as before.
+  REQUIRE(pub.publish(bytes_of(std::uint64_t{4242})) == PublishStatus::ok);
+  REQUIRE(mine->receive(d, buf) == PollStatus::ok);
+  CHECK(u64_of(d) == 4242);
+  CHECK(mine->ack(d) == AckStatus::ok);
 }
 
 TEST_CASE("groups and subscribers see the same channel independently") {

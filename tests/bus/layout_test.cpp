@@ -2,6 +2,9 @@
 // change that moves anything fails loudly (layout.hpp also static_asserts).
 #include <catch2/catch.hpp>
 
+#include <initializer_list>
+#include <string_view>
+
 #include <shmbus/bus/channel_state.hpp>
 #include <shmbus/bus/layout.hpp>
 
@@ -61,7 +64,75 @@ TEST_CASE("the geometry lays regions out in order, aligned, data on a page bound
   CHECK(g->max_payload == 256 - 48);
 }
 
-TEST_CASE("the ABI fingerprint is stable within a build") {
-  CHECK(abi_fingerprint() == abi_fingerprint());
-  CHECK(abi_fingerprint() != 0);
+namespace {
+
+constexpr std::uint64_t kFnvPrime = 0x100000001b3ULL;
+constexpr std::uint64_t kFnvOffsetBasis = 14695981039346656037ULL;  // FNV-1a 64
+// The basis layout.hpp (and dedup.hpp) start from: FNV-1a's offset basis
+// without its last digit. Changing it now would change every fingerprint
+// (and make this build refuse the segments of every earlier one).
+constexpr std::uint64_t kFingerprintBasis = 1469598103934665603ULL;
+
+/// FNV-1a over the little-endian bytes of each number from `basis`, written
+/// here independently of layout.hpp (docs/protocol.md section 3.5).
+std::uint64_t fnv1a_of_numbers(std::uint64_t basis, std::initializer_list<std::uint64_t> numbers) {
+  std::uint64_t h = basis;
+  for (std::uint64_t n : numbers) {
+    for (int i = 0; i < 8; ++i) {
+      h ^= (n >> (8 * i)) & 0xffu;
+      h *= kFnvPrime;
+    }
+  }
+  return h;
+}
+
+std::uint64_t fnv1a_of_text(std::string_view text) {
+  std::uint64_t h = kFnvOffsetBasis;
+  for (char c : text) {
+    h ^= static_cast<unsigned char>(c);
+    h *= kFnvPrime;
+  }
+  return h;
+}
+
+}  // namespace
+
+TEST_CASE("the ABI fingerprint hashes the 16 layout numbers that protocol.md lists, in its order") {
+  // The step is FNV-1a's (published test vectors for the standard basis).
+  CHECK(fnv1a_of_text("") == 0xcbf29ce484222325ULL);
+  CHECK(fnv1a_of_text("a") == 0xaf63dc4c8601ec8cULL);
+  CHECK(fnv1a_of_text("foobar") == 0x85944171f73967e8ULL);
+  // The numbers, in the documented order, as this layout has them. A change
+  // to any of them changes the fingerprint, so builds with the old and the
+  // new layout refuse each other's segments: update these numbers together
+  // with layout.hpp, docs/protocol.md and (for an incompatible change)
+  // kLayoutVersion.
+  const std::uint64_t documented = fnv1a_of_numbers(kFingerprintBasis, {
+      1,     // kLayoutVersion
+      4096,  // sizeof(ChannelHeader)
+      512,   // sizeof(ProducerBlock)
+      128,   // sizeof(PublisherEntry)
+      256,   // sizeof(SubscriberEntry)
+      48,    // sizeof(SlotHeader)
+      16,    // sizeof(SlotControl)
+      640,   // sizeof(GroupEntry)
+      64,    // sizeof(ConsumerEntry)
+      384,   // offsetof(GroupEntry, floor)
+      160,   // offsetof(ChannelHeader, name)
+      260,   // offsetof(ProducerBlock, sub_futex)
+      128,   // offsetof(SubscriberEntry, cursor)
+      40,    // offsetof(SlotHeader, attempt)
+      64,    // kCacheLine
+      128,   // kHotSlot
+  });
+  CHECK(abi_fingerprint() == documented);
+  // The same numbers as this build computes them.
+  CHECK(abi_fingerprint() ==
+        fnv1a_of_numbers(kFingerprintBasis,
+                         {kLayoutVersion, sizeof(ChannelHeader), sizeof(ProducerBlock),
+                          sizeof(PublisherEntry), sizeof(SubscriberEntry), sizeof(SlotHeader),
+                          sizeof(SlotControl), sizeof(GroupEntry), sizeof(ConsumerEntry),
+                          offsetof(GroupEntry, floor), offsetof(ChannelHeader, name),
+                          offsetof(ProducerBlock, sub_futex), offsetof(SubscriberEntry, cursor),
+                          offsetof(SlotHeader, attempt), kCacheLine, kHotSlot}));
 }

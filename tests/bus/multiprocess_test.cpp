@@ -234,6 +234,51 @@ TEST_CASE("a publisher killed with SIGKILL between claim and commit does not sta
   CHECK(after.subscribers[0].lost == 0);
 }
 
+TEST_CASE("a publisher that laps a claim whose writer was killed takes the slot back, with no reader "
+          "to do it") {
+  // No subscriber and no group: the next publisher on the dead claim's slot
+  // is the only one who can notice. The unblock timeout is 10 minutes, so
+  // within the 10 s bound only its dead-writer check (the slot's writer word
+  // names a dead process) can free the slot.
+  const Policy policy = GENERATE(Policy::block, Policy::drop_oldest);
+  INFO("policy " << to_string(policy));
+  ScopedChannelName name("mp-lapclaim");
+  ChannelOptions o = block_channel(4);
+  o.policy = policy;
+  o.unblock_timeout_ns = 600'000'000'000ULL;
+  Channel ch = make_channel(name, o);
+
+  Event claimed;
+  Child writer([&]() -> int {
+    auto c = Channel::open(name.str(), kTestBus);
+    if (!c) return 10;
+    auto pub = c->publisher();
+    if (!pub) return 11;
+    Claim claim;
+    if (pub->try_claim(8, claim) != PublishStatus::ok) return 12;
+    claimed.signal(claim.sequence);
+    pause_forever();
+  });
+  std::uint64_t claimed_seq = ~0ULL;
+  REQUIRE(claimed.wait(claimed_seq, ms_left(Clock::now() + kBound)));
+  REQUIRE(claimed_seq == 0);
+  REQUIRE(writer.kill_and_wait() == kKilled);
+
+  // Sequences 1..4: sequence 4 needs slot 0, which the dead claim holds.
+  Child publisher([&] { return publish_range(name.str(), 1, o.capacity); });
+  REQUIRE(publisher.wait() == 0);  // -2: still waiting for the dead writer at the bound
+  const ChannelStats st = ch.stats();
+  CHECK(st.head == o.capacity + 1);
+  CHECK(st.abandoned == 1);
+  // A reader from the oldest message finds 1..4, sequence 4 intact in slot 0.
+  auto sub = ch.subscribe({"", StartAt::earliest()});
+  REQUIRE(sub);
+  std::vector<std::uint64_t> got;
+  CHECK(read_through(*sub, o.capacity, got, Clock::now() + kBound) == PollStatus::ok);
+  CHECK(contiguous_from(got, 1));
+  CHECK(got.size() == o.capacity);
+}
+
 TEST_CASE("a durable subscriber killed mid-stream resumes at the cursor it published") {
   // N messages are in the ring before the reader starts (capacity N: nothing
   // is ever overwritten). The child reports every value it reads through a

@@ -257,7 +257,7 @@ TEST_CASE("block with eviction: a stuck subscriber is detached as lapped and lea
   CHECK(next >= 1);
 }
 
-TEST_CASE("a live writer silent past the unblock timeout loses its claim; its late commit touches nothing") {
+TEST_CASE("a live writer silent past the unblock timeout loses its claim, and its late commit touches nothing") {
   ScopedChannelName name;
   ChannelOptions o = small(Policy::block, 4);
   o.unblock_timeout_ns = 20'000'000;  // 20 ms
@@ -268,6 +268,7 @@ TEST_CASE("a live writer silent past the unblock timeout loses its claim; its la
   REQUIRE((sub && slow && fast));
   Claim stalled;
   REQUIRE(slow->try_claim(8, stalled) == PublishStatus::ok);
+  REQUIRE(stalled.sequence == 0);
   REQUIRE(fast->publish(bytes_of(std::uint64_t{100})) == PublishStatus::ok);
   // The reader waits out the unblock timeout (the writer is alive), then
   // skips the silent claim.
@@ -276,17 +277,42 @@ TEST_CASE("a live writer silent past the unblock timeout loses its claim; its la
   REQUIRE(sub->poll_wait(m, buf, 2'000'000'000ULL) == PollStatus::ok);
   CHECK(value_of<std::uint64_t>(m.payload) == 100);
   CHECK(ch.stats().abandoned == 1);
-  // Lap the ring so a newer message sits in the stalled claim's slot.
-  for (std::uint64_t i = 101; i < 105; ++i) REQUIRE(fast->publish(bytes_of(i)) == PublishStatus::ok);
-  // The late commit learns its claim was taken and writes nothing. (Payload
-  // bytes a zero-copy writer stores after losing its claim would land in
-  // the newer message: docs/protocol.md, "Limits".)
-  CHECK(slow->commit(stalled, 8) == PublishStatus::abandoned);
-  for (std::uint64_t i = 101; i < 104; ++i) {
-    REQUIRE(sub->poll(m, buf) == PollStatus::ok);
-    CHECK(value_of<std::uint64_t>(m.payload) == i);
+  // Lap the ring: sequence 4 (value 103) now sits in the stalled claim's
+  // slot. Each message carries its value as key, to tell whose header is there.
+  for (std::uint64_t i = 101; i < 105; ++i) {
+    MessageMeta meta;
+    meta.key = i;
+    REQUIRE(fast->publish(bytes_of(i), meta) == PublishStatus::ok);
   }
-  CHECK(ch.stats().publishers[0].lost_claims + ch.stats().publishers[1].lost_claims == 1);
+  // The late commit, with another length and other metadata, learns that its
+  // claim was taken and writes nothing: not the slot header of the message
+  // that holds the slot now. (Payload bytes a zero-copy writer stores after
+  // losing its claim would land in the newer message: docs/protocol.md,
+  // "Limits".)
+  MessageMeta late;
+  late.key = 0xdead;
+  late.correlation_id = 0xbeef;
+  late.type = 77;
+  late.timestamp_ns = 1;
+  CHECK(slow->commit(stalled, 3, late) == PublishStatus::abandoned);
+  CHECK_FALSE(stalled.active);
+  for (std::uint64_t i = 101; i < 105; ++i) {
+    INFO("value " << i);
+    REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+    CHECK(m.sequence == i - 99);
+    CHECK(value_of<std::uint64_t>(m.payload) == i);
+    CHECK(m.payload.size() == 8);
+    CHECK(m.key == i);
+    CHECK(m.correlation_id == 0);
+    CHECK(m.type == 0);
+    CHECK(m.timestamp_ns != 1);
+  }
+  CHECK(sub->poll(m, buf) == PollStatus::empty);
+  const ChannelStats st = ch.stats();
+  CHECK(st.publishers[0].lost_claims + st.publishers[1].lost_claims == 1);
+  CHECK(st.publishers[0].published + st.publishers[1].published == 5);
+  REQUIRE(st.subscribers.size() == 1);
+  CHECK(st.subscribers[0].lost == 0);
 }
 
 TEST_CASE("empty and moved-from handles answer invalid instead of crashing") {

@@ -156,8 +156,8 @@ TEST_CASE("a reader's payloads are mapped read-only: writing into a message it r
   CHECK(as_text(m.payload) == original);
 }
 
-TEST_CASE("segments are 0600 by default and another user opens no channel, DLQ or dedup table of ours; a "
-          "wider mode lets it in, DLQ included") {
+TEST_CASE("segments are 0600 by default and another user opens no channel, DLQ or dedup table of ours, but "
+          "a wider mode lets it in, DLQ included") {
   if (::geteuid() != 0) {
     WARN("skipped: needs root, to fork a child that drops to uid " << kNobody);
     return;

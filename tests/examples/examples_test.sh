@@ -156,7 +156,9 @@ case_order_pipeline() {
   run "$op" await --bus "$BUS" --group email --head "$((n + 1))" --timeout 60
   check "email finished the redriven copy too" test "$rc" -eq 0
   run "$cli" dlq list billing --bus "$BUS"
-  check "the DLQ is empty now" test "$(grep -c 'OrderPlaced' <<<"$out")" -eq 0
+  check "shmbus dlq list (after the redrive) exits 0" test "$rc" -eq 0
+  check "...lists the DLQ of billing" grep -q "^DLQ orders-dlq of group billing on channel orders$" <<<"$out"
+  check "...and the DLQ is empty now" test "$(grep -c 'OrderPlaced' <<<"$out")" -eq 0
   run "$cli" check --bus "$BUS" --max-dlq 0 --max-lag 0
   check "shmbus check is OK again (exit 0)" test "$rc" -eq 0
   run "$cli" gc --bus "$BUS" --keep-unused
