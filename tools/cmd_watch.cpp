@@ -500,7 +500,8 @@ int cmd_metrics(const MetricsArgs& a) {
   }
 
   httplib::Server server;
-  const auto timeout = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::duration<double>(a.timeout_s));
+  const auto timeout =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::duration<double>(a.timeout_s));
   const auto whole_s = static_cast<std::time_t>(timeout.count() / 1'000'000);
   const auto usec = static_cast<std::time_t>(timeout.count() % 1'000'000);
   server.set_read_timeout(whole_s, usec);
@@ -513,7 +514,8 @@ int cmd_metrics(const MetricsArgs& a) {
 
   // Snapshots are taken one at a time (a scrape maps every channel); the
   // response is written after the lock is released, so a client that does
-  // not read holds only its own connection, for at most --timeout.
+  // not read holds only its own connection, until a write has waited
+  // --timeout.
   std::mutex snapshot_mutex;
   const std::string bus = a.bus;
   server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {

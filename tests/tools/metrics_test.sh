@@ -132,10 +132,8 @@ start_peer "$host" "$port" idle 5
 check "5 idle connections are open" test "$peer_ready" = ready
 # Two are served (a thread each), the accept thread holds the third until a
 # slot frees, and two wait in the kernel's accept queue.
-for _ in $(seq 1 500); do
-  [ "$(listen_backlog "$port")" = 2 ] && break
-  sleep 0.02
-done
+deadline=$((SECONDS + 20))
+while [ "$(listen_backlog "$port")" != 2 ] && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.05; done
 check "past --max-connections connections wait in the listen backlog" test "$(listen_backlog "$port")" = 2
 threads=$(awk '/^Threads:/ {print $2}' "/proc/$METRICS_PID/status")
 check "2 connections hold 2 threads besides main and the signal thread (saw $threads)" test "$threads" -le 4
