@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -509,6 +510,12 @@ int cmd_metrics(const MetricsArgs& a) {
   // httplib counts the keep-alive wait in whole seconds (at least 1).
   server.set_keep_alive_timeout(std::max<std::time_t>(1, static_cast<std::time_t>(std::ceil(a.timeout_s))));
   server.set_payload_max_length(4096);  // a scrape has no body
+  // httplib's default also sets SO_REUSEPORT, which would let a second
+  // `shmbus metrics` (another bus, say) share the port silently.
+  server.set_socket_options([](socket_t sock) {
+    const int one = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  });
   const auto max = static_cast<std::size_t>(a.max_connections);
   server.new_task_queue = [max] { return new ConnectionPool(max); };
 

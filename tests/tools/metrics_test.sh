@@ -118,6 +118,9 @@ check "a scrape succeeds while clients do not read their answers" scrape "$url" 
 check "a second scrape succeeds too" scrape "$url" "$TMP/stuck2.prom"
 stop_peer
 
+timeout 10 "$SHMBUS" metrics --bus "$BUS" --listen "127.0.0.1:$port" >/dev/null 2>"$TMP/twice.err"; rc=$?
+check "a second server on the same port fails (exit 1, says why)" \
+  test "$rc" -eq 1 -a -n "$(grep 'cannot listen on 127.0.0.1:' "$TMP/twice.err")"
 code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' "${url%/metrics}/other")
 check "other paths answer 404" test "$code" = 404
 code=$(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -X POST "$url")
