@@ -386,9 +386,11 @@ class ConnectionPool final : public httplib::TaskQueue {
     slot_free_.wait(lock, [&] { return open_ < max_; });
     ++open_;
     tasks_.push_back(std::move(fn));
-    // A worker that just finished a task is not yet waiting; when every
-    // thread is started, one of them picks the task up when it loops.
-    if (idle_ == 0 && threads_.size() < max_) threads_.emplace_back([this] { work(); });
+    // More tasks waiting than idle workers: start one more thread (an idle
+    // worker already woken for an earlier task is not free for this one).
+    // Once all `max_` are started, a worker that is finishing a task (open_
+    // counts it still) picks this one up when it loops.
+    if (tasks_.size() > idle_ && threads_.size() < max_) threads_.emplace_back([this] { work(); });
     else task_ready_.notify_one();
   }
 
