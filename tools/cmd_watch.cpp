@@ -361,7 +361,7 @@ struct MetricsArgs {
 
 inline constexpr long long kMaxConnectionsLimit = 1024;
 inline constexpr double kMinTimeout = 0.1;
-inline constexpr double kMaxTimeout = 3600.0;
+inline constexpr double kMaxTimeout = 300.0;  // also bounds how long a stop waits for open connections
 
 // Serves each connection on a thread of its own, at most `max` at once.
 // cpp-httplib 0.11.4's ThreadPool has a fixed number of workers and an
@@ -635,7 +635,7 @@ void add_watch_commands(CLI::App& app, Action& action) {
                       "Connections served at once, 1 to 1024 (more wait in the listen backlog)")
       ->capture_default_str();
   metrics->add_option("--timeout", m->timeout_s,
-                      "Seconds, 0.1 to 3600: read and write timeout, and how long an idle connection is kept")
+                      "Seconds, 0.1 to 300: read and write timeout, and how long an idle connection is kept")
       ->capture_default_str();
   metrics->callback([m, &action] { action = [m] { return cmd_metrics(*m); }; });
 }

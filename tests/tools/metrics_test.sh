@@ -180,10 +180,11 @@ bad() {  # bad EXPECTED-STDERR-REGEX ARGS...: exits 1 at once, naming the option
   local brc=$?
   [ "$brc" -eq 1 ] && grep -qE -- "$want" "$TMP/bad.err"
 }
-check "--timeout nan is refused" bad '--timeout must be from 0.1 to 3600 seconds' --listen 127.0.0.1:0 --timeout nan
-check "--timeout inf is refused" bad '--timeout must be from 0.1 to 3600' --listen 127.0.0.1:0 --timeout inf
-check "--timeout -1 is refused" bad '--timeout must be from 0.1 to 3600' --listen 127.0.0.1:0 --timeout -1
-check "--timeout 0 is refused" bad '--timeout must be from 0.1 to 3600' --listen 127.0.0.1:0 --timeout 0
+check "--timeout nan is refused" bad '--timeout must be from 0.1 to 300 seconds' --listen 127.0.0.1:0 --timeout nan
+check "--timeout inf is refused" bad '--timeout must be from 0.1 to 300 ' --listen 127.0.0.1:0 --timeout inf
+check "--timeout -1 is refused" bad '--timeout must be from 0.1 to 300 ' --listen 127.0.0.1:0 --timeout -1
+check "--timeout 0 is refused" bad '--timeout must be from 0.1 to 300 ' --listen 127.0.0.1:0 --timeout 0
+check "--timeout 301 is refused" bad '--timeout must be from 0.1 to 300 ' --listen 127.0.0.1:0 --timeout 301
 check "--max-connections 0 is refused" bad '--max-connections must be from 1 to 1024' --listen 127.0.0.1:0 --max-connections 0
 check "--max-connections -3 is refused" bad '--max-connections must be from 1 to 1024' --listen 127.0.0.1:0 --max-connections -3
 check "--max-connections 5000 is refused" bad '--max-connections must be from 1 to 1024' --listen 127.0.0.1:0 --max-connections 5000
