@@ -20,6 +20,7 @@ PACKAGES=(
   prometheus              # promtool: the probe test checks its exposition text
   curl                    # the probe test scrapes `shmbus metrics`
   libhiredis-dev          # `shmbus bridge` to and from Redis Streams
+  libcpp-httplib-dev      # `shmbus metrics` serves HTTP (concurrent connections, timeouts)
   redis-server redis-tools  # the bridge's tests run a real Redis
 )
 

@@ -1,21 +1,31 @@
 // `shmbus watch`, `shmbus check` and `shmbus metrics`: the monitoring
 // commands. All read-only (snapshots of read-only mappings).
 #include <arpa/inet.h>
+#include <netdb.h>
 #include <netinet/in.h>
-#include <poll.h>
+#include <pthread.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <charconv>
+#include <chrono>
 #include <cmath>
+#include <condition_variable>
+#include <csignal>
 #include <cstring>
+#include <deque>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <set>
-#include <sstream>
 #include <thread>
+
+#include <httplib.h>
 
 #include <shmbus/bus/group_core.hpp>
 
@@ -351,106 +361,246 @@ int cmd_check(const CheckArgs& a) {
 struct MetricsArgs {
   std::string bus{kDefaultBus};
   std::string listen = "127.0.0.1:9464";
+  long long max_connections = 64;  // connections served at once
+  double timeout_s = 5.0;          // read, write and keep-alive idle timeout
 };
 
-bool send_all(int fd, const std::string& s) {
-  std::size_t off = 0;
-  while (off < s.size()) {
-    const ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    off += static_cast<std::size_t>(n);
+inline constexpr long long kMaxConnectionsLimit = 1024;
+inline constexpr double kMinTimeout = 0.1;
+inline constexpr double kMaxTimeout = 300.0;  // also bounds how long a stop waits for open connections
+
+// Serves each connection on a thread of its own, at most `max` at once.
+// cpp-httplib 0.11.4's ThreadPool has a fixed number of workers and an
+// unbounded queue: an idle socket holds a worker for the keep-alive timeout,
+// so N idle sockets delay a scrape by N / workers timeouts, and a flood of
+// connections queues without bound (its enqueue cannot refuse: the task owns
+// the socket and is the only thing that closes it). Here a connection never
+// waits behind another while fewer than `max` are open; past `max` the accept
+// thread waits for one to finish, so further connections wait in the
+// kernel's listen backlog (and then are refused by the kernel) instead of in
+// memory. Threads are started on demand, reused, and joined at shutdown.
+// Thread-safe: enqueue is called by the accept thread, workers run the tasks.
+class ConnectionPool final : public httplib::TaskQueue {
+ public:
+  explicit ConnectionPool(std::size_t max) : max_(max) {}
+  ConnectionPool(const ConnectionPool&) = delete;
+  ConnectionPool& operator=(const ConnectionPool&) = delete;
+  ~ConnectionPool() override = default;
+
+  void enqueue(std::function<void()> fn) override {
+    std::unique_lock<std::mutex> lock(mutex_);
+    slot_free_.wait(lock, [&] { return open_ < max_; });
+    ++open_;
+    tasks_.push_back(std::move(fn));
+    // More tasks waiting than idle workers: start one more thread (an idle
+    // worker already woken for an earlier task is not free for this one).
+    // Once all `max_` are started, a worker that is finishing a task (open_
+    // counts it still) picks this one up when it loops.
+    if (tasks_.size() > idle_ && threads_.size() < max_) threads_.emplace_back([this] { work(); });
+    else task_ready_.notify_one();
   }
+
+  void shutdown() override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      shutdown_ = true;
+    }
+    task_ready_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  void work() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      ++idle_;
+      task_ready_.wait(lock, [&] { return !tasks_.empty() || shutdown_; });
+      --idle_;
+      if (tasks_.empty()) return;  // shut down, nothing left to serve
+      std::function<void()> fn = std::move(tasks_.front());
+      tasks_.pop_front();
+      lock.unlock();
+      fn();  // serves the connection, then closes it
+      lock.lock();
+      --open_;
+      slot_free_.notify_one();
+    }
+  }
+
+  const std::size_t max_;
+  std::mutex mutex_;
+  std::condition_variable task_ready_;
+  std::condition_variable slot_free_;
+  std::deque<std::function<void()>> tasks_;
+  std::vector<std::thread> threads_;
+  std::size_t open_ = 0;  // connections queued or being served
+  std::size_t idle_ = 0;  // threads waiting for a task
+  bool shutdown_ = false;
+};
+
+struct ListenAddress {
+  std::string host;  // numeric, without brackets
+  int port = -1;
+  bool ipv6 = false;
+  bool loopback = false;
+};
+
+// Parses HOST:PORT, where HOST is a numeric IPv4 address or a bracketed
+// IPv6 address ("[::1]:9464"); false with a message naming the option.
+bool parse_listen(const std::string& text, ListenAddress& out, std::string& error) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string::npos || colon + 1 == text.size()) {
+    error = "--listen wants HOST:PORT (IPv6: [ADDR]:PORT), got '" + text + "'";
+    return false;
+  }
+  std::string host = text.substr(0, colon);
+  const std::string port_text = text.substr(colon + 1);
+  int port = -1;
+  const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (ec != std::errc{} || end != port_text.data() + port_text.size() || port < 0 || port > 65535) {
+    error = "--listen '" + text + "': the port must be a number from 0 to 65535 (0: any free port)";
+    return false;
+  }
+  out.ipv6 = host.size() >= 2 && host.front() == '[' && host.back() == ']';
+  if (out.ipv6) host = host.substr(1, host.size() - 2);
+  if (out.ipv6) {
+    in6_addr a6{};
+    if (inet_pton(AF_INET6, host.c_str(), &a6) != 1) {
+      error = "--listen '" + text + "': '" + host + "' is not an IPv6 address";
+      return false;
+    }
+    out.loopback = IN6_IS_ADDR_LOOPBACK(&a6) ||
+                   (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);  // ::ffff:127.x.y.z
+  } else {
+    in_addr a4{};
+    if (inet_pton(AF_INET, host.c_str(), &a4) != 1) {
+      error = "--listen '" + text + "': expected an IPv4 address (a.b.c.d:PORT) or an IPv6 one ([ADDR]:PORT)";
+      return false;
+    }
+    out.loopback = (ntohl(a4.s_addr) >> 24) == 127;
+  }
+  out.host = host;
+  out.port = port;
   return true;
 }
 
-std::string http_response(int status, const char* reason, const char* type, const std::string& body) {
-  return "HTTP/1.1 " + std::to_string(status) + ' ' + reason + "\r\nContent-Type: " + type +
-         "\r\nContent-Length: " + std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
-}
-
-// Serves one connection: reads the request head (bounded in size and time),
-// answers GET /metrics with a fresh exposition of the bus.
-void serve(int fd, const std::string& bus) {
-  std::string req;
-  char buf[1024];
-  const std::uint64_t deadline = monotonic_now_ns() + 2'000'000'000ULL;
-  while (req.find("\r\n\r\n") == std::string::npos && req.size() < 8192) {
-    pollfd p{fd, POLLIN, 0};
-    const std::uint64_t now = monotonic_now_ns();
-    if (now >= deadline || ::poll(&p, 1, static_cast<int>((deadline - now) / 1'000'000 + 1)) <= 0) return;
-    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return;
-    req.append(buf, static_cast<std::size_t>(n));
-  }
-  const auto line_end = req.find("\r\n");
-  std::istringstream first(req.substr(0, line_end));
-  std::string method, target;
-  first >> method >> target;
-  if (method != "GET" && method != "HEAD") {
-    send_all(fd, http_response(405, "Method Not Allowed", "text/plain", "only GET\n"));
-    return;
-  }
-  if (target != "/metrics" && target.rfind("/metrics?", 0) != 0) {
-    send_all(fd, http_response(404, "Not Found", "text/plain", "shmbus serves /metrics\n"));
-    return;
-  }
-  std::vector<Snapshot> snaps;
-  std::string error;
-  if (!take_all(bus, snaps, error)) {
-    send_all(fd, http_response(500, "Internal Server Error", "text/plain", error + "\n"));
-    return;
-  }
-  std::string body = prometheus_text(bus, snaps);
-  std::string resp = http_response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", body);
-  if (method == "HEAD") resp.resize(resp.size() - body.size());
-  send_all(fd, resp);
-}
-
 int cmd_metrics(const MetricsArgs& a) {
-  const auto colon = a.listen.rfind(':');
-  if (colon == std::string::npos) {
-    std::cerr << "shmbus metrics: --listen wants HOST:PORT, got '" << a.listen << "'\n";
+  if (a.max_connections < 1 || a.max_connections > kMaxConnectionsLimit) {
+    std::cerr << "shmbus metrics: --max-connections must be from 1 to " << kMaxConnectionsLimit << ", got "
+              << a.max_connections << '\n';
     return kExitError;
   }
-  const std::string host = a.listen.substr(0, colon);
-  const std::string port_text = a.listen.substr(colon + 1);
-  unsigned port = 0;
-  const auto pr = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
-  const bool port_ok = !port_text.empty() && pr.ec == std::errc{} &&
-                       pr.ptr == port_text.data() + port_text.size() && port <= 65535;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  if (!port_ok || inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
-    std::cerr << "shmbus metrics: --listen '" << a.listen
-              << "': expected an IPv4 address and a port in 0..65535\n";
+  if (!std::isfinite(a.timeout_s) || a.timeout_s < kMinTimeout || a.timeout_s > kMaxTimeout) {
+    std::cerr << "shmbus metrics: --timeout must be from " << kMinTimeout << " to " << kMaxTimeout
+              << " seconds, got " << a.timeout_s << '\n';
     return kExitError;
   }
-  addr.sin_port = htons(static_cast<std::uint16_t>(port));
-  const int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  const int one = 1;
-  ::setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (s < 0 || ::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(s, 16) != 0) {
-    std::cerr << "shmbus metrics: cannot listen on " << a.listen << ": " << std::strerror(errno) << '\n';
-    if (s >= 0) ::close(s);
+  ListenAddress addr;
+  std::string error;
+  if (!parse_listen(a.listen, addr, error)) {
+    std::cerr << "shmbus metrics: " << error << '\n';
     return kExitError;
   }
-  socklen_t len = sizeof addr;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&addr), &len);
-  install_stop_handlers();
-  std::cout << "shmbus metrics: serving bus " << a.bus << " on http://" << host << ':' << ntohs(addr.sin_port)
-            << "/metrics" << std::endl;
-  while (!stop_requested()) {
-    const int c = ::accept4(s, nullptr, nullptr, SOCK_CLOEXEC);
-    if (c < 0) {
-      if (errno == EINTR || errno == ECONNABORTED) continue;
-      std::cerr << "shmbus metrics: accept: " << std::strerror(errno) << '\n';
-      break;
+  if (!addr.loopback) {
+    std::cerr << "shmbus metrics: warning: --listen " << a.listen
+              << " is not a loopback address: it exposes the bus to the network (channel, subscriber and "
+                 "group names and counters, to anyone who can connect, with no authentication); prefer "
+                 "127.0.0.1 or [::1] behind a proxy or a firewall\n";
+  }
+
+  httplib::Server server;
+  const auto timeout =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::duration<double>(a.timeout_s));
+  const auto whole_s = static_cast<std::time_t>(timeout.count() / 1'000'000);
+  const auto usec = static_cast<std::time_t>(timeout.count() % 1'000'000);
+  server.set_read_timeout(whole_s, usec);
+  server.set_write_timeout(whole_s, usec);
+  // httplib counts the keep-alive wait in whole seconds (at least 1).
+  server.set_keep_alive_timeout(std::max<std::time_t>(1, static_cast<std::time_t>(std::ceil(a.timeout_s))));
+  server.set_payload_max_length(4096);  // a scrape has no body
+  // httplib's default also sets SO_REUSEPORT, which would let a second
+  // `shmbus metrics` (another bus, say) share the port silently.
+  server.set_socket_options([](socket_t sock) {
+    const int one = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  });
+  const auto max = static_cast<std::size_t>(a.max_connections);
+  server.new_task_queue = [max] { return new ConnectionPool(max); };
+
+  // Snapshots are taken one at a time (a scrape maps every channel); the
+  // response is written after the lock is released, so a client that does
+  // not read holds only its own connection, until a write has waited
+  // --timeout.
+  std::mutex snapshot_mutex;
+  const std::string bus = a.bus;
+  server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (req.method == "GET" || req.method == "HEAD") return httplib::Server::HandlerResponse::Unhandled;
+    res.status = 405;
+    res.set_header("Allow", "GET, HEAD");
+    res.set_content("only GET\n", "text/plain");
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  server.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+    std::vector<Snapshot> snaps;
+    std::string take_error;
+    std::string body;
+    {
+      std::lock_guard<std::mutex> lock(snapshot_mutex);
+      if (take_all(bus, snaps, take_error)) body = prometheus_text(bus, snaps);
     }
-    serve(c, a.bus);
-    ::close(c);
+    if (!take_error.empty()) {
+      res.status = 500;
+      res.set_content(take_error + "\n", "text/plain");
+      return;
+    }
+    res.set_content(std::move(body), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    if (res.status == 404) res.set_content("shmbus serves /metrics\n", "text/plain");
+  });
+
+  const int port = addr.port == 0 ? server.bind_to_any_port(addr.host, AI_NUMERICHOST)
+                                  : (server.bind_to_port(addr.host, addr.port, AI_NUMERICHOST) ? addr.port : -1);
+  if (port < 0) {
+    std::cerr << "shmbus metrics: cannot listen on " << a.listen << ": " << std::strerror(errno) << '\n';
+    return kExitError;
   }
-  ::close(s);
+
+  // SIGINT and SIGTERM are taken by sigwait on one thread: blocked here
+  // before any other thread starts, so every thread inherits the mask.
+  std::signal(SIGPIPE, SIG_IGN);  // a client that hangs up is an error return, not a signal
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::atomic<bool> signalled{false};
+  std::atomic<bool> listener_done{false};
+  std::thread stopper([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    // SYNC(signalled): release, pairs with the acquire after listen returns.
+    signalled.store(true, std::memory_order_release);
+    // stop() does nothing until the listener runs: retry until it returned.
+    // SYNC(listener_done): acquire, pairs with the release after listen returns.
+    while (!listener_done.load(std::memory_order_acquire)) {
+      server.stop();
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+
+  const std::string shown = addr.ipv6 ? '[' + addr.host + ']' : addr.host;
+  std::cout << "shmbus metrics: serving bus " << a.bus << " on http://" << shown << ':' << port << "/metrics"
+            << std::endl;
+  const bool ok = server.listen_after_bind();  // returns after stop(), or on an accept error
+  // SYNC(listener_done): release, pairs with the acquire in the stopper.
+  listener_done.store(true, std::memory_order_release);
+  pthread_kill(stopper.native_handle(), SIGTERM);  // wakes the stopper if the listener failed on its own
+  stopper.join();
+  if (!ok && !signalled.load(std::memory_order_acquire)) {
+    std::cerr << "shmbus metrics: the listener on " << a.listen << " stopped: accept failed\n";
+    return kExitError;
+  }
   return kExitOk;
 }
 
@@ -486,8 +636,19 @@ void add_watch_commands(CLI::App& app, Action& action) {
 
   auto m = std::make_shared<MetricsArgs>();
   auto* metrics = app.add_subcommand("metrics", "Serve /metrics over HTTP for a Prometheus scrape");
-  metrics->add_option("--listen", m->listen, "IPv4 address and port (port 0: any free port)")->capture_default_str();
+  metrics->add_option("--listen", m->listen,
+                      "ADDR:PORT, ADDR an IPv4 address or a bracketed IPv6 one ([::1]:9464); port 0: any free "
+                      "port; an address other than loopback warns that it exposes the bus")
+      ->capture_default_str();
   metrics->add_option("--bus", m->bus, "Bus name")->capture_default_str();
+  metrics->add_option("--max-connections", m->max_connections,
+                      "Connections served at once, 1 to 1024 (more wait in the listen backlog)")
+      ->check(integer_in(1, 1024))
+      ->capture_default_str();
+  metrics->add_option("--timeout", m->timeout_s,
+                      "Seconds, 0.1 to 300: read and write timeout, and how long an idle connection is kept")
+      ->check(seconds_in(0.1, 300))
+      ->capture_default_str();
   metrics->callback([m, &action] { action = [m] { return cmd_metrics(*m); }; });
 }
 

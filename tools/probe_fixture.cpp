@@ -8,6 +8,9 @@
 //                                              subscriber, print "ready", and hold them
 //                                              until stdin closes
 //   shmbus_probe_fixture BUS CHANNEL --remove  remove CHANNEL and CHANNEL-dlq
+//   shmbus_probe_fixture BUS CHANNEL --wide N  create CHANNEL with N durable subscribers
+//                                              with 63-character names (a large
+//                                              Prometheus page: about 1.2 KB each)
 // Errors go to stderr with exit code 1.
 #include <signal.h>
 #include <sys/wait.h>
@@ -15,6 +18,8 @@
 
 #include <array>
 #include <cstddef>
+#include <cstdint>
+#include <exception>
 #include <iostream>
 #include <string>
 
@@ -106,10 +111,35 @@ int hold(const std::string& bus, const std::string& name) {
   return 0;
 }
 
+int wide(const std::string& bus, const std::string& name, const std::string& count) {
+  std::uint32_t n = 0;
+  try {
+    n = static_cast<std::uint32_t>(std::stoul(count));
+  } catch (const std::exception&) {
+    return fail("--wide wants a count of subscribers, got '" + count + "'");
+  }
+  ChannelOptions opts;
+  opts.capacity = 2;
+  opts.slot_size = 64;
+  opts.max_subscribers = n;
+  opts.max_publishers = 1;
+  opts.max_groups = 1;
+  auto ch = Channel::create(name, opts, bus);
+  if (!ch) return fail(ch.error().message());
+  for (std::uint32_t i = 0; i < n; ++i) {
+    SubscribeOptions so;
+    so.name = std::to_string(i);
+    so.name.insert(0, 63 - so.name.size(), 's');  // the longest name the table holds
+    auto sub = ch->subscribe(so);
+    if (!sub) return fail(sub.error().message());
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) return fail("usage: shmbus_probe_fixture BUS CHANNEL [--hold|--remove]");
+  if (argc < 3) return fail("usage: shmbus_probe_fixture BUS CHANNEL [--hold|--remove|--wide N]");
   const std::string bus = argv[1];
   const std::string name = argv[2];
   const std::string mode = argc > 3 ? argv[3] : "";
@@ -119,6 +149,7 @@ int main(int argc, char** argv) {
     return r ? 0 : fail(r.error().message());
   }
   if (mode == "--hold") return hold(bus, name);
+  if (mode == "--wide" && argc > 4) return wide(bus, name, argv[4]);
   if (!mode.empty()) return fail("unknown option " + mode);
   return create(bus, name);
 }

@@ -169,10 +169,10 @@ int main(int argc, char** argv) {
                  "Also use channels owned by this uid (repeatable). Commands that take part "
                  "(publish, subscribe, rm, gc, dlq redrive, create) refuse a channel owned by "
                  "another uid than yours or root's")
-      ->check(integer_in(0, 4294967295.0));
+      ->check(integer_in(0, 4294967295ULL));
   app.add_option("--trust-gid", cli_trust().gids,
                  "Also use channels whose group is this gid (repeatable)")
-      ->check(integer_in(0, 4294967295.0));
+      ->check(integer_in(0, 4294967295ULL));
 
   Action action;
   add_inspect_commands(app, action);
