@@ -368,7 +368,6 @@ int cmd_gc(const GcArgs& a) {
     std::cerr << "shmbus gc: " << error << '\n';
     return kExitError;
   }
-  const char* would = a.dry_run ? "would " : "";
   int rc = kExitOk;
   std::uint32_t reclaimed = 0, removed = 0;
   bool acted = false;
@@ -405,7 +404,7 @@ int cmd_gc(const GcArgs& a) {
         std::cout << snap.name << ": kept (open in a live process)\n";
         continue;
       }
-      std::cout << snap.name << ": removed (no live user, no durable subscriber or group)\n";
+      std::cout << snap.name << ": remove (no live user, no durable subscriber or group)\n";
       ++removed;
       gone.insert(snap.name);
       continue;

@@ -458,7 +458,7 @@ bool parse_listen(const std::string& text, ListenAddress& out, std::string& erro
   int port = -1;
   const auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
   if (ec != std::errc{} || end != port_text.data() + port_text.size() || port < 0 || port > 65535) {
-    error = "--listen '" + text + "': the port must be a number from 0 to 65535 (0: any free port)";
+    error = "--listen '" + text + "': the port must be a number in 0..65535 (0: any free port)";
     return false;
   }
   out.ipv6 = host.size() >= 2 && host.front() == '[' && host.back() == ']';

@@ -180,15 +180,15 @@ bad() {  # bad EXPECTED-STDERR-REGEX ARGS...: exits 1 at once, naming the option
   local brc=$?
   [ "$brc" -eq 1 ] && grep -qE -- "$want" "$TMP/bad.err"
 }
-check "--timeout nan is refused" bad '--timeout must be from 0.1 to 300 seconds' --listen 127.0.0.1:0 --timeout nan
-check "--timeout inf is refused" bad '--timeout must be from 0.1 to 300 ' --listen 127.0.0.1:0 --timeout inf
-check "--timeout -1 is refused" bad '--timeout must be from 0.1 to 300 ' --listen 127.0.0.1:0 --timeout -1
-check "--timeout 0 is refused" bad '--timeout must be from 0.1 to 300 ' --listen 127.0.0.1:0 --timeout 0
-check "--timeout 301 is refused" bad '--timeout must be from 0.1 to 300 ' --listen 127.0.0.1:0 --timeout 301
-check "--max-connections 0 is refused" bad '--max-connections must be from 1 to 1024' --listen 127.0.0.1:0 --max-connections 0
-check "--max-connections -3 is refused" bad '--max-connections must be from 1 to 1024' --listen 127.0.0.1:0 --max-connections -3
-check "--max-connections 5000 is refused" bad '--max-connections must be from 1 to 1024' --listen 127.0.0.1:0 --max-connections 5000
-check "a port past 65535 is refused" bad 'port must be a number from 0 to 65535' --listen 127.0.0.1:70000
+check "--timeout nan is refused" bad '--timeout: nan is not a number of seconds in 0.1..300' --listen 127.0.0.1:0 --timeout nan
+check "--timeout inf is refused" bad 'is not a number of seconds in 0.1..300' --listen 127.0.0.1:0 --timeout inf
+check "--timeout -1 is refused" bad 'is not a number of seconds in 0.1..300' --listen 127.0.0.1:0 --timeout -1
+check "--timeout 0 is refused" bad 'is not a number of seconds in 0.1..300' --listen 127.0.0.1:0 --timeout 0
+check "--timeout 301 is refused" bad 'is not a number of seconds in 0.1..300' --listen 127.0.0.1:0 --timeout 301
+check "--max-connections 0 is refused" bad 'is not an integer in 1..1024' --listen 127.0.0.1:0 --max-connections 0
+check "--max-connections -3 is refused" bad 'is not an integer in 1..1024' --listen 127.0.0.1:0 --max-connections -3
+check "--max-connections 5000 is refused" bad 'is not an integer in 1..1024' --listen 127.0.0.1:0 --max-connections 5000
+check "a port past 65535 is refused" bad 'port must be a number in 0..65535' --listen 127.0.0.1:70000
 check "a host name is refused" bad 'expected an IPv4 address' --listen localhost:0
 check "an unbracketed IPv6 address is refused" bad 'expected an IPv4 address' --listen ::1:0
 check "a bad IPv6 address is refused" bad 'is not an IPv6 address' --listen '[::g]:0'

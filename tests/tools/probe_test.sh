@@ -34,6 +34,7 @@ cleanup() {
   [ -n "${TAIL_PID:-}" ] && kill "$TAIL_PID" 2>/dev/null
   [ -n "${PUB_PID:-}" ] && kill "$PUB_PID" 2>/dev/null
   [ -n "${DLQSUB_PID:-}" ] && kill "$DLQSUB_PID" 2>/dev/null
+  [ -n "${FOLLOW_PID:-}" ] && kill "$FOLLOW_PID" 2>/dev/null
   for c in "$CH" scratch broken badcap fresh kept goodnum; do "$FIXTURE" "$BUS" "$c" --remove >/dev/null 2>&1; done
   rm -f "/dev/shm/shmbus.$BUS."*
   rm -rf "$TMP"
@@ -474,6 +475,57 @@ rm -f "/dev/shm/shmbus.$BUS.broken" "/dev/shm/shmbus.$BUS.badcap"
 run "$SHMBUS" gc --bus "$BUS" --min-age 0; echo "$out"
 check "gc removes an orphaned DLQ whose dead letters name the gone source" \
   test "$rc" -eq 0 -a ! -e "/dev/shm/shmbus.$BUS.$CH-dlq" -a -n "$(grep "^$CH-dlq: remove orphaned DLQ (source $CH is gone" <<<"$out")"
+
+# Removal and truncation under live followers (issue: removal under live
+# users; a shrunk segment). A follower that only peeks has no table entry,
+# but it has the channel open: gc keeps the channel, rm refuses without
+# --force, and once it is removed (or truncated) the follower stops with a
+# message instead of following a dead segment for ever.
+follow_start() {  # follow_start CHANNEL CMD...: starts CMD, waits for its first line
+  local chan="$1"; shift
+  rm -f "$TMP/follow.out"; mkfifo "$TMP/follow.out"
+  timeout 60 "$@" >"$TMP/follow.out" 2>"$TMP/follow.err" &
+  FOLLOW_PID=$!
+  exec {FFD}<"$TMP/follow.out"
+  read -r -t 30 line <&"$FFD"
+  check "$chan: the follower printed its first message" grep -q "first" <<<"$line"
+}
+follow_end() {  # follow_end: waits for the follower; sets rc
+  wait "$FOLLOW_PID"; rc=$?; FOLLOW_PID=
+  exec {FFD}<&-
+}
+"$SHMBUS" create followed --bus "$BUS" >/dev/null
+echo first | "$SHMBUS" publish followed --bus "$BUS" 2>/dev/null
+follow_start followed "$SHMBUS" tail followed --bus "$BUS" -n 1 -f
+run "$SHMBUS" gc --bus "$BUS" --min-age 0
+check "gc keeps a channel open in a live process with no table entry" \
+  test -e "/dev/shm/shmbus.$BUS.followed" -a -n "$(grep '^followed: kept (open in a live process)' <<<"$out")"
+run "$SHMBUS" rm followed --bus "$BUS"
+check "rm refuses a channel open in a live process" test "$rc" -eq 1 -a -n "$(grep 'open in a live process' "$TMP/err")"
+run "$SHMBUS" rm followed --bus "$BUS" --force
+check "rm --force removes it anyway" test "$rc" -eq 0 -a ! -e "/dev/shm/shmbus.$BUS.followed"
+follow_end
+check "tail -f stops when its channel is removed (not a hang: 124)" test "$rc" -eq 1
+check "tail -f says the channel was removed" grep -q "'followed' was removed" "$TMP/follow.err"
+
+"$SHMBUS" create followed --bus "$BUS" >/dev/null
+echo first | "$SHMBUS" publish followed --bus "$BUS" 2>/dev/null
+follow_start followed "$SHMBUS" subscribe followed --bus "$BUS" --name keeper --from earliest
+run "$SHMBUS" rm followed --bus "$BUS" --force
+follow_end
+check "subscribe stops when its channel is removed" test "$rc" -eq 1
+check "subscribe says the channel was removed" grep -q "'followed' was removed" "$TMP/follow.err"
+
+"$SHMBUS" create followed --bus "$BUS" >/dev/null
+echo first | "$SHMBUS" publish followed --bus "$BUS" 2>/dev/null
+follow_start followed "$SHMBUS" tail followed --bus "$BUS" -n 1 -f
+truncate -s 4096 "/dev/shm/shmbus.$BUS.followed"
+follow_end
+check "tail -f survives its segment being truncated and stops (no SIGBUS: 135)" test "$rc" -eq 1
+check "tail -f says the segment was truncated" grep -q "'followed' lost its pages" "$TMP/follow.err"
+run "$SHMBUS" stat followed --bus "$BUS"
+check "stat of a truncated channel is an error, not a crash" test "$rc" -eq 1
+rm -f "/dev/shm/shmbus.$BUS.followed"
 
 help_ok() { "$SHMBUS" "$@" --help >/dev/null; }
 for c in ls stat watch check metrics peek tail publish subscribe create rm gc dlq "dlq list" "dlq show" "dlq redrive"; do
