@@ -120,6 +120,19 @@ bool in_use_by_any(const std::string& name, const std::string& bus) {
   return !r ? r.error().code() != ErrorCode::not_found : r.value();
 }
 
+enum class GcRemoval { removed, kept, failed };
+
+// gc's removal: only if no process has the channel open (decided and done
+// in one step by remove_if_unused); an error is printed.
+GcRemoval gc_remove(const std::string& name, const std::string& bus) {
+  auto r = Channel::remove_if_unused(name, bus);
+  if (!r) {
+    std::cerr << "shmbus gc: " << name << ": " << r.error().message() << '\n';
+    return GcRemoval::failed;
+  }
+  return r.value() ? GcRemoval::removed : GcRemoval::kept;
+}
+
 int cmd_rm(const RmArgs& a) {
   if (!a.subscriber.empty() || !a.group.empty()) return rm_member(a);
   int worst = kExitOk;
@@ -345,16 +358,10 @@ bool collect_orphaned_dlqs(const GcArgs& a, const std::vector<Snapshot>& snaps, 
       gone.insert(snap.name);
       continue;
     }
-    auto r = Channel::remove_if_unused(snap.name, a.bus);
-    if (!r) {
-      std::cerr << "shmbus gc: " << snap.name << ": " << r.error().message() << '\n';
-      ok = false;
-      continue;
-    }
-    if (!r.value()) {
-      std::cout << snap.name << ": kept orphaned DLQ (open in a live process)\n";
-      continue;
-    }
+    const GcRemoval r = gc_remove(snap.name, a.bus);
+    if (r == GcRemoval::failed) ok = false;
+    if (r == GcRemoval::kept) std::cout << snap.name << ": kept orphaned DLQ (open in a live process)\n";
+    if (r != GcRemoval::removed) continue;
     gone.insert(snap.name);
     ++removed;
   }
@@ -394,16 +401,10 @@ int cmd_gc(const GcArgs& a) {
         gone.insert(snap.name);
         continue;
       }
-      auto r = Channel::remove_if_unused(snap.name, a.bus);
-      if (!r) {
-        std::cerr << "shmbus gc: " << snap.name << ": " << r.error().message() << '\n';
-        rc = kExitError;
-        continue;
-      }
-      if (!r.value()) {
-        std::cout << snap.name << ": kept (open in a live process)\n";
-        continue;
-      }
+      const GcRemoval r = gc_remove(snap.name, a.bus);
+      if (r == GcRemoval::failed) rc = kExitError;
+      if (r == GcRemoval::kept) std::cout << snap.name << ": kept (open in a live process)\n";
+      if (r != GcRemoval::removed) continue;
       std::cout << snap.name << ": remove (no live user, no durable subscriber or group)\n";
       ++removed;
       gone.insert(snap.name);

@@ -283,21 +283,38 @@ Result<void> Segment::remove(const std::string& name) {
   return {};
 }
 
-Result<bool> Segment::remove_if_unused(const std::string& name) {
-  if (auto r = check_name(name); !r) return r.error();
+namespace {
+
+// Opens `name` (never following a link, never blocking on a FIFO) and tries
+// an exclusive flock. Returns the fd, locked exclusively (nobody else has
+// the segment open), or -1 with `in_use` set when somebody holds a lock.
+Result<int> open_exclusive(const std::string& name, bool& in_use) {
   const int fd = ::open(path_of(name).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return errno_error(errno, "cannot open", name);
+  in_use = false;
   if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     ::close(fd);
-    if (err == EWOULDBLOCK) return false;
-    return errno_error(err, "cannot lock", name);
+    if (err != EWOULDBLOCK) return errno_error(err, "cannot lock", name);
+    in_use = true;
+    return -1;
   }
+  return fd;
+}
+
+}  // namespace
+
+Result<bool> Segment::remove_if_unused(const std::string& name) {
+  if (auto r = check_name(name); !r) return r.error();
+  bool used = false;
+  auto fd = open_exclusive(name, used);
+  if (!fd) return fd.error();
+  if (used) return false;
   // Nobody has it open, and nobody can take a shared lock until we close:
   // an opener that got the fd meanwhile finds the link count 0 and retries.
   struct stat by_fd {}, by_path {};
-  bool same = ::fstat(fd, &by_fd) == 0 && ::lstat(path_of(name).c_str(), &by_path) == 0 &&
-              by_fd.st_ino == by_path.st_ino && by_fd.st_dev == by_path.st_dev;
+  const bool same = ::fstat(fd.value(), &by_fd) == 0 && ::lstat(path_of(name).c_str(), &by_path) == 0 &&
+                    by_fd.st_ino == by_path.st_ino && by_fd.st_dev == by_path.st_dev;
   Result<bool> out = false;
   if (same) {
     if (::unlink(path_of(name).c_str()) == 0) {
@@ -306,21 +323,16 @@ Result<bool> Segment::remove_if_unused(const std::string& name) {
       out = errno_error(errno, "cannot remove", name);
     }
   }
-  ::close(fd);
+  ::close(fd.value());
   return out;
 }
 
 Result<bool> Segment::in_use(const std::string& name) {
   if (auto r = check_name(name); !r) return r.error();
-  const int fd = ::open(path_of(name).c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return errno_error(errno, "cannot open", name);
   bool used = false;
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    used = errno == EWOULDBLOCK;
-  } else {
-    (void)::flock(fd, LOCK_UN);
-  }
-  ::close(fd);
+  auto fd = open_exclusive(name, used);
+  if (!fd) return fd.error();
+  if (!used) ::close(fd.value());  // drops the lock
   return used;
 }
 
