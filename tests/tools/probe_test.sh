@@ -314,6 +314,14 @@ run "$SHMBUS" dlq list workers --channel last --bus "$BUS2"; echo "$out"
 check "the DLQ holds the message after 1 attempt, reason max_deliveries" grep -Eq "^0 +last +0 +workers +1 +max_deliveries " <<<"$out"
 run "$SHMBUS" check --bus "$BUS2" --max-dlq 0
 check "check --max-dlq still fires, now on the DLQ's depth" grep -q "^CRITICAL last: group workers DLQ last-dlq depth 1 > 0" <<<"$out"
+# ---- peek --from a time older than the ring: the same warning as for a SEQ ----
+run "$SHMBUS" create wrapped --bus "$BUS2" --capacity 4 --slot-size 128 --policy drop_oldest
+seq 0 9 | "$SHMBUS" publish wrapped --bus "$BUS2" >/dev/null 2>&1
+run "$SHMBUS" peek wrapped --bus "$BUS2" --from 2; echo "$out"
+check "peek --from an overwritten SEQ warns" grep -q "^shmbus peek: #2 is no longer in the ring; starting at the oldest, #6" "$TMP/err"
+run "$SHMBUS" peek wrapped --bus "$BUS2" --from -1d; echo "$out"; cat "$TMP/err"
+check "peek --from a time older than the ring warns with the count" grep -q "^shmbus peek: messages since -1d are no longer all in the ring: up to 6 overwritten (#0 to #5); starting at the oldest, #6" "$TMP/err"
+check "...and prints what the ring holds" test "$(wc -l <<<"$out")" -eq 4
 "$FIXTURE" "$BUS2" last --remove >/dev/null 2>&1
 rm -f "/dev/shm/shmbus.$BUS2."*
 
