@@ -75,6 +75,7 @@
 #define NIDX 2            /* consumer entries per group (max_consumers) */
 #define NPROC 4           /* consumer pids 1..3 (0 = nobody) */
 #define NONE 255
+#define NOOWN 3           /* kLeaseNoOwner: a lease held by dead_letter_due, no consumer entry */
 
 /* Stamp word: make_stamp(seq, state) */
 #define S_EMPTY 0
@@ -270,11 +271,22 @@ inline owner_dead(o) {
   oc = 0
 }
 
-/* send_to_dlq(q, held): copy to the DLQ (may be refused), then G9. */
-inline send_to_dlq(q, hw) {
+/* send_to_dlq(q, held, back): copy to the DLQ (may be refused), then G9.
+ * On a refusal, back == 0 leaves the dead-lettering word to its deadline
+ * (dead_letter, take_due); back == 1 turns it due again, one CAS from the
+ * held word (G4r after a final nack, and dead_letter_due's refusal). */
+inline send_to_dlq(q, hw, back) {
   if
 #ifndef NO_DLQ_FAILURE
-  :: skip          /* the DLQ refused (full, or not creatable): dlq_failures */
+  :: back == 0 -> skip   /* the DLQ refused (full, or not creatable): dlq_failures */
+  :: back == 1 ->
+     crash_point();
+     atomic {
+       if
+       :: lease[(q) % CAP] == hw -> lease[(q) % CAP] = MK(L_DUE, WATT(hw), WOWN(hw), LAP(q)); check_i1(q)   /* G4r */
+       :: else -> skip
+       fi
+     }
 #endif
   :: atomic { if :: dlq[q] < 2 -> dlq[q]++ :: else -> skip fi };   /* committed to the DLQ (ghost count saturates) */
      crash_point();
@@ -408,7 +420,9 @@ inline take_due() {
      :: WST(w) == L_LEASED || WST(w) == L_DEADLETTERING ->
         if
         :: ready = 1       /* the deadline was reached */
-        :: owner_dead(WOWN(w));
+        :: WOWN(w) == NOOWN -> skip   /* a dead_letter_due mover's lease: its deadline only */
+        :: WOWN(w) != NOOWN ->
+           owner_dead(WOWN(w));
            if
            :: odead ->
               w2 = lease[s % CAP];
@@ -440,7 +454,7 @@ inline take_due() {
           fi
         };
         if
-        :: ok -> send_to_dlq(s, lw)
+        :: ok -> send_to_dlq(s, lw, 0)
         :: else -> skip
         fi;
         goto td_next
@@ -564,14 +578,24 @@ join:
            :: ok -> crash_point(); advance_floor()
            :: else -> skip
            fi
-        :: finish(MK(L_DUE, WATT(hw), me, LAP(q)), F_NONE)         /* G4: nack */
+#ifdef OLD_FINAL_NACK
+        :: finish(MK(L_DUE, WATT(hw), me, LAP(q)), F_NONE)         /* G4: nack, also of the last attempt (before) */
+#else
+        :: WATT(hw) < MAXDEL -> finish(MK(L_DUE, WATT(hw), me, LAP(q)), F_NONE)   /* G4: nack */
+        :: WATT(hw) >= MAXDEL ->                                    /* G4f: the last attempt's nack */
+           finish(MK(L_DEADLETTERING, WATT(hw), me, LAP(q)), F_NONE);
+           if
+           :: ok -> send_to_dlq(q, MK(L_DEADLETTERING, WATT(hw), me, LAP(q)), 1)
+           :: else -> skip
+           fi
+#endif
 #ifdef WITH_EXTEND
         :: finish(hw, F_NONE);                                      /* G5: extend */
            if :: ok -> atomic { held_seq[p] = q; held_word[p] = hw } :: else -> skip fi
 #endif
         :: finish(MK(L_DEADLETTERING, WATT(hw), me, LAP(q)), F_NONE);   /* G6: dead_letter */
            if
-           :: ok -> send_to_dlq(q, MK(L_DEADLETTERING, WATT(hw), me, LAP(q)))
+           :: ok -> send_to_dlq(q, MK(L_DEADLETTERING, WATT(hw), me, LAP(q)), 0)
            :: else -> skip
            fi
         :: atomic { held_seq[p] = NONE; held_word[p] = 0 }          /* forgotten: it expires */
@@ -608,6 +632,78 @@ active proctype publisher() {
   pub_done = 1
 }
 
+#ifdef MOVER
+/* dead_letter_due (Channel::dead_letter_due, shmbus gc): a participant that
+ * is no consumer moves the messages due for the DLQ -- out of deliveries and
+ * nobody working on them -- with G8x, then send_to_dlq (a refusal turns the
+ * word due again). Its leases carry owner NOOWN: only their deadline ends
+ * them. It may crash too (pid 3, never a consumer's). To bound the search it
+ * makes MOVES looks, each at one sequence of [floor, next) it picks (the
+ * code's sweep visits each in turn; which one it reaches first, and when, is
+ * the scheduler's choice either way). */
+#ifndef MOVES
+#define MOVES 2
+#endif
+proctype mover(byte p; bit may_crash) {
+  byte s, f, nx, af, anx, ahd, oc, o, moves;
+  short w, lw, aw;
+  bit ok, ready;
+  byte i1n, i1p, i1q;
+  atomic { held_seq[p] = NONE; held_word[p] = 0; myidx[p] = NONE; alive[p] = 1 };
+  do
+  :: moves < MOVES && !(floor == NMSG && pub_done) ->
+     moves++;
+     atomic { f = floor; nx = next };
+     if :: nx > f && nx - f > CAP -> f = nx - CAP :: else -> skip fi;
+     if :: f >= nx -> goto mv_next :: else -> skip fi;
+     s = f;
+     do                                   /* pick one sequence of [f, nx) */
+     :: s + 1 < nx -> s++
+     :: break
+     od;
+     w = lease[s % CAP];
+     ready = 0;
+     if
+     :: w == 0 || WLAP(w) != LAP(s) -> skip
+     :: w != 0 && WLAP(w) == LAP(s) && WST(w) == L_DUE && WATT(w) >= MAXDEL -> ready = 1
+     :: w != 0 && WLAP(w) == LAP(s) &&
+        ((WST(w) == L_LEASED && WATT(w) >= MAXDEL) || WST(w) == L_DEADLETTERING) ->
+        if
+        :: ready = 1       /* the deadline was reached */
+        :: skip            /* not yet */
+        :: WOWN(w) != NOOWN ->
+           o = WOWN(w); oc = ctl[o];   /* owner gone: entry not active, or its process dead */
+           if
+           :: CST(oc) != E_ACTIVE || !alive[CPID(oc)] -> ready = 1
+           :: else -> skip
+           fi
+        fi
+     :: else -> skip
+     fi;
+     if
+     :: ready ->
+        lw = MK(L_DEADLETTERING, WATT(w), NOOWN, LAP(s));
+        atomic {
+          if
+          :: lease[s % CAP] == w -> lease[s % CAP] = lw; check_i1(s); ok = 1    /* G8x */
+          :: else -> ok = 0
+          fi
+        };
+        if
+        :: ok -> send_to_dlq(s, lw, 1)
+        :: else -> skip
+        fi
+     :: else -> skip
+     fi;
+mv_next:
+     s = 0; f = 0; nx = 0; w = 0; lw = 0; o = 0; oc = 0; ready = 0; ok = 0
+  :: else -> break
+  od;
+done:
+  skip
+}
+#endif
+
 /* I2, once the floor has passed everything. */
 active proctype end_check() {
   byte q = 0;
@@ -634,6 +730,9 @@ init {
 #endif
 #if REJOIN
     run consumer(3, 1, 0);   /* joins late, may reuse a freed index */
+#endif
+#ifdef MOVER
+    run mover(3, 1);         /* dead_letter_due, with no consumer entry (use with REJOIN 0) */
 #endif
   }
 }

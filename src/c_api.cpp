@@ -584,6 +584,7 @@ int shmbus_channel_get_group_stats(const shmbus_channel* channel, const char* gr
       c.lost = g.lost;
       c.consumers = static_cast<std::uint32_t>(g.consumers.size());
       c.max_deliveries = g.max_deliveries;
+      c.dlq_due = g.dlq_due;
       return write_sized(fn, c, out, size);
     }
     return fail(SHMBUS_NOT_FOUND, fn,

@@ -117,6 +117,11 @@ std::uint32_t Channel::reclaim_dead() {
   return bus::reclaim_dead(*state_) + bus::reclaim_dead_consumers(*state_);
 }
 
+Result<std::uint64_t> Channel::dead_letter_due() {
+  if (!state_) return Error(ErrorCode::invalid_argument, "dead_letter_due() on an empty Channel handle");
+  return bus::dead_letter_due(state_);
+}
+
 PollStatus Channel::peek(std::uint64_t sequence, Message& out, std::span<std::byte> buffer) const noexcept {
   return state_ ? bus::peek_message(*state_, sequence, out, buffer) : PollStatus::invalid;
 }

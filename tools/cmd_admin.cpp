@@ -368,6 +368,34 @@ bool collect_orphaned_dlqs(const GcArgs& a, const std::vector<Snapshot>& snaps, 
   return ok;
 }
 
+// Messages due for their group's DLQ (out of deliveries, nobody working on
+// them): moved by gc, since with no consumer alive nobody else would.
+std::uint64_t dlq_due(const ChannelStats& s) {
+  std::uint64_t n = 0;
+  for (const auto& g : s.groups) n += g.dlq_due;
+  return n;
+}
+
+// gc's DLQ pass over one channel: moves what is due for the DLQ and says how
+// many. Returns an exit code.
+int move_due_dead_letters(const std::string& name, const GcArgs& a, std::uint64_t due, std::uint64_t& moved) {
+  if (a.dry_run) {
+    std::cout << name << ": would move " << due << " message(s) due for the DLQ to their DLQ\n";
+    return kExitOk;
+  }
+  auto ch = Channel::open(name, a.bus, 200'000'000ULL, cli_trust());
+  auto n = ch ? ch->dead_letter_due() : Result<std::uint64_t>(ch.error());
+  if (!n) {
+    std::cerr << "shmbus gc: " << name << ": moving dead letters: " << n.error().message() << '\n';
+    return kExitError;
+  }
+  moved += n.value();
+  std::cout << name << ": moved " << n.value() << " message(s) due for the DLQ to their DLQ";
+  if (n.value() < due) std::cout << " (" << due - n.value() << " not moved: taken meanwhile, or the DLQ is full)";
+  std::cout << '\n';
+  return kExitOk;
+}
+
 int cmd_gc(const GcArgs& a) {
   std::vector<Snapshot> snaps;
   std::string error;
@@ -377,6 +405,7 @@ int cmd_gc(const GcArgs& a) {
   }
   int rc = kExitOk;
   std::uint32_t reclaimed = 0, removed = 0;
+  std::uint64_t moved_dead_letters = 0;
   bool acted = false;
   std::set<std::string> gone;  // removed (or, dry, to be removed) by this run
   for (const auto& snap : snaps) {
@@ -386,6 +415,10 @@ int cmd_gc(const GcArgs& a) {
       continue;
     }
     const ChannelStats& s = *snap.stats;
+    if (const std::uint64_t due = dlq_due(s); due != 0) {
+      acted = true;
+      rc = std::max(rc, move_due_dead_letters(snap.name, a, due, moved_dead_letters));
+    }
     const std::uint32_t dead = dead_entries(s);
     acted = acted || dead != 0 || (!a.keep_unused && unused(s, a.min_age_s));
     if (!a.keep_unused && unused(s, a.min_age_s)) {
@@ -430,7 +463,7 @@ int cmd_gc(const GcArgs& a) {
   if (!a.keep_unused && !collect_orphaned_dlqs(a, snaps, gone, removed, acted)) rc = kExitError;
   if (!a.dry_run) {
     std::cout << "gc: reclaimed " << reclaimed << " entr" << (reclaimed == 1 ? "y" : "ies") << ", removed "
-              << removed << " channel(s)\n";
+              << removed << " channel(s), moved " << moved_dead_letters << " dead letter(s) to DLQs\n";
   } else if (!acted) {
     std::cout << "gc: nothing to do\n";
   }

@@ -98,6 +98,12 @@ int cmd_peek(const ReadArgs& a) {
     if (at->kind == StartAt::Kind::sequence) {
       std::cerr << "shmbus peek: #" << from << " is no longer in the ring; starting at the oldest, #"
                 << ch->oldest() << '\n';
+    } else if (at->kind == StartAt::Kind::timestamp) {
+      // The oldest message held is already newer than the time asked for,
+      // and older ones were overwritten: some of them may be from then.
+      std::cerr << "shmbus peek: messages since " << a.from << " are no longer all in the ring: up to "
+                << ch->oldest() - from << " overwritten (#" << from << " to #" << ch->oldest() - 1
+                << "); starting at the oldest, #" << ch->oldest() << '\n';
     }
     from = ch->oldest();
   }

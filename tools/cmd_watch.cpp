@@ -328,13 +328,16 @@ int cmd_check(const CheckArgs& a) {
       ck.limit(lag, static_cast<double>(g.unfinished), s.name + ": group " + g.name + " lag", "");
       ck.limit(unacked, static_cast<double>(g.oldest_unacked_age_ns) / 1e9,
                s.name + ": group " + g.name + " oldest unacked", "s");
-      if (i < snap.dlqs.size() && snap.dlqs[i].exists) {
-        if (!snap.dlqs[i].error.empty()) {
-          ck.report(kCritical, s.name + ": group " + g.name + " DLQ " + g.dlq + " unreadable: " + snap.dlqs[i].error);
-        } else {
-          ck.limit(dlq, static_cast<double>(snap.dlqs[i].depth),
-                   s.name + ": group " + g.name + " DLQ " + g.dlq + " depth", "");
-        }
+      // Dead letters: those in the DLQ plus those due for it (out of
+      // deliveries, not yet moved: with no consumer alive they wait there).
+      const bool have_dlq = i < snap.dlqs.size() && snap.dlqs[i].exists;
+      if (have_dlq && !snap.dlqs[i].error.empty()) {
+        ck.report(kCritical, s.name + ": group " + g.name + " DLQ " + g.dlq + " unreadable: " + snap.dlqs[i].error);
+      } else if (have_dlq || g.dlq_due != 0) {
+        const std::uint64_t depth = have_dlq ? snap.dlqs[i].depth : 0;
+        const std::string parts = g.dlq_due == 0 ? "" : " " + num(depth) + " + due " + num(g.dlq_due) + " =";
+        ck.limit(dlq, static_cast<double>(depth + g.dlq_due),
+                 s.name + ": group " + g.name + " DLQ " + g.dlq + " depth" + parts, "");
       }
     }
     if (a.dead_owners) {

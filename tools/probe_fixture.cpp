@@ -7,6 +7,11 @@
 //   shmbus_probe_fixture BUS CHANNEL --hold    attach a live publisher and an anonymous
 //                                              subscriber, print "ready", and hold them
 //                                              until stdin closes
+//   shmbus_probe_fixture BUS CHANNEL --last-attempt
+//                                              create CHANNEL: group "workers" with
+//                                              max_deliveries 1, one message leased (its
+//                                              last attempt) by a consumer process that
+//                                              was then killed; no consumer left
 //   shmbus_probe_fixture BUS CHANNEL --remove  remove CHANNEL and CHANNEL-dlq
 //   shmbus_probe_fixture BUS CHANNEL --wide N  create CHANNEL with N durable subscribers
 //                                              with 63-character names (a large
@@ -34,24 +39,24 @@ int fail(const std::string& what) {
   return 1;
 }
 
-GroupOptions group_options() {
+GroupOptions group_options(std::uint32_t max_deliveries = 3) {
   GroupOptions go;
   go.start = StartAt::earliest();
   go.visibility_timeout_ns = 3'600'000'000'000ULL;  // the dead consumer's lease stays in flight
-  go.max_deliveries = 3;
+  go.max_deliveries = max_deliveries;
   return go;
 }
 
 // A consumer process that takes one lease and is killed before its ack. The
 // pipe tells the parent the lease is held, so the kill lands after it.
-int leave_dead_consumer(Channel& ch) {
+int leave_dead_consumer(Channel& ch, std::uint32_t max_deliveries = 3) {
   int fds[2];
   if (pipe(fds) != 0) return fail("pipe");
   const pid_t pid = fork();
   if (pid < 0) return fail("fork");
   if (pid == 0) {
     close(fds[0]);
-    auto c = ch.join_group("workers", group_options());
+    auto c = ch.join_group("workers", group_options(max_deliveries));
     std::array<std::byte, 256> buf{};
     Delivery d;
     char ok = (c && c->receive(d, buf) == PollStatus::ok) ? 'y' : 'n';
@@ -97,6 +102,19 @@ int create(const std::string& bus, const std::string& name) {
   return leave_dead_consumer(*ch);
 }
 
+int create_last_attempt(const std::string& bus, const std::string& name) {
+  ChannelOptions opts;
+  opts.capacity = 64;
+  auto ch = Channel::create(name, opts, bus);
+  if (!ch) return fail(ch.error().message());
+  {
+    auto pub = ch->publisher();
+    if (!pub) return fail(pub.error().message());
+    if (pub->publish(std::string_view("last chance")) != PublishStatus::ok) return fail("publish failed");
+  }
+  return leave_dead_consumer(*ch, 1);
+}
+
 int hold(const std::string& bus, const std::string& name) {
   auto ch = Channel::open(name, bus);
   if (!ch) return fail(ch.error().message());
@@ -139,7 +157,7 @@ int wide(const std::string& bus, const std::string& name, const std::string& cou
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) return fail("usage: shmbus_probe_fixture BUS CHANNEL [--hold|--remove|--wide N]");
+  if (argc < 3) return fail("usage: shmbus_probe_fixture BUS CHANNEL [--hold|--last-attempt|--remove|--wide N]");
   const std::string bus = argv[1];
   const std::string name = argv[2];
   const std::string mode = argc > 3 ? argv[3] : "";
@@ -150,6 +168,7 @@ int main(int argc, char** argv) {
   }
   if (mode == "--hold") return hold(bus, name);
   if (mode == "--wide" && argc > 4) return wide(bus, name, argv[4]);
+  if (mode == "--last-attempt") return create_last_attempt(bus, name);
   if (!mode.empty()) return fail("unknown option " + mode);
   return create(bus, name);
 }

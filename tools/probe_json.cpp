@@ -46,6 +46,7 @@
 //                        "delivered": N, "lost": N, "lapped_events": N } ],
 //     "groups": [ { "index": N, "name": "...", "next": N, "floor": N,
 //                   "pending": N, "unfinished": N, "in_flight": N, "due": N,
+//                   "dlq_due": N,   // out of deliveries, not yet in the DLQ
 //                   "oldest_unacked_age_ns": N, "visibility_timeout_ns": N,
 //                   "max_deliveries": N, "delivered": N, "acked": N,
 //                   "redelivered": N, "dead_lettered": N, "nacked": N,
@@ -172,6 +173,7 @@ json stat_json(const ChannelStats& s, const std::vector<DlqInfo>& dlqs) {
            {"unfinished", g.unfinished},
            {"in_flight", g.in_flight},
            {"due", g.due},
+           {"dlq_due", g.dlq_due},
            {"oldest_unacked_age_ns", g.oldest_unacked_age_ns},
            {"visibility_timeout_ns", g.visibility_timeout_ns},
            {"max_deliveries", g.max_deliveries},

@@ -96,14 +96,14 @@ void print_stat_table(const ChannelStats& s, const std::vector<DlqInfo>& dlqs) {
   }
   std::cout << "\ngroups: " << s.groups.size() << "\n";
   if (s.groups.empty()) return;
-  Table t({"GROUP", "NEXT", "FLOOR", "PENDING", "IN_FLIGHT", "DUE", "DELIVERED", "ACKED",
+  Table t({"GROUP", "NEXT", "FLOOR", "PENDING", "IN_FLIGHT", "DUE", "DLQ_DUE", "DELIVERED", "ACKED",
            "REDELIVERED", "DEAD", "OLDEST_UNACKED", "CONSUMERS", "DLQ", "DLQ_DEPTH"});
   for (std::size_t i = 0; i < s.groups.size(); ++i) {
     const auto& g = s.groups[i];
     const DlqInfo d = i < dlqs.size() ? dlqs[i] : DlqInfo{};
     const std::string dlq_depth = !d.exists ? "-" : (d.error.empty() ? num(d.depth) : "error");
     t.add({g.name, num(g.next), num(g.floor), num(g.pending), num(g.in_flight), num(g.due),
-           num(g.delivered), num(g.acked), num(g.redelivered), num(g.dead_lettered),
+           num(g.dlq_due), num(g.delivered), num(g.acked), num(g.redelivered), num(g.dead_lettered),
            duration(g.oldest_unacked_age_ns),
            num(consumers_alive(g)) + "/" + num(g.consumers.size()), g.dlq.empty() ? "-" : g.dlq,
            dlq_depth});

@@ -29,7 +29,7 @@
 //     _blocked_seconds_total, _aborted_total       channel totals (every publisher ever attached)
 //   shmbus_subscriber_lag, _cursor, _alive, _delivered_total, _lost_total
 //                                                  {subscriber[,role="dlq_retainer"]}
-//   shmbus_group_pending, _unfinished, _in_flight, _due,
+//   shmbus_group_pending, _unfinished, _in_flight, _due, _dlq_due,
 //     _oldest_unacked_age_seconds, _consumers{state}, _dlq_depth,
 //     _delivered_total, _acked_total, _redelivered_total, _dead_lettered_total,
 //     _nacked_total, _expired_total, _lost_total
@@ -183,6 +183,8 @@ void channel_metrics(Exposition& x, const Exposition::Labels& ch, const ChannelS
     x.add("shmbus_group_unfinished", kGauge, "Messages not yet acked or dead-lettered (head - floor).", l, d(g.unfinished));
     x.add("shmbus_group_in_flight", kGauge, "Leases held now.", l, d(g.in_flight));
     x.add("shmbus_group_due", kGauge, "Nacked messages waiting for their retry time.", l, d(g.due));
+    x.add("shmbus_group_dlq_due", kGauge,
+          "Messages out of deliveries that nobody is working on, not yet moved to the DLQ.", l, d(g.dlq_due));
     x.add("shmbus_group_oldest_unacked_age_seconds", kGauge, "Age of the oldest unfinished message.", l, secs(g.oldest_unacked_age_ns));
     const std::uint32_t up = consumers_alive(g);
     auto la = l;

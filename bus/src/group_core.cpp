@@ -75,6 +75,136 @@ std::uint32_t release_dead_consumers(const ChannelState& ch, std::uint32_t gi) n
   return n;
 }
 
+// One group's shared words, as the functions below (used by consumers and
+// by dead_letter_due alike) need them.
+struct GroupView {
+  const ChannelState* ch;
+  GroupEntry* g;
+  std::atomic<std::uint64_t>* leases;
+  std::uint64_t mask;
+  std::uint32_t shift;
+  [[nodiscard]] std::uint32_t lap(std::uint64_t seq) const noexcept {
+    return static_cast<std::uint32_t>((seq >> shift) & 0xffffu);
+  }
+};
+
+GroupView group_view(const ChannelState& ch, std::uint32_t gi) noexcept {
+  return {&ch, ch.group(gi), ch.leases(gi), ch.geo.capacity - 1,
+          static_cast<std::uint32_t>(__builtin_ctzll(ch.geo.capacity))};
+}
+
+// Moves the group's floor over every finished (or overwritten) sequence.
+void advance_floor_of(const GroupView& v) noexcept {
+  GroupEntry& g = *v.g;
+  std::uint64_t f = shm::load_acquire(g.floor);
+  const std::uint64_t nx = shm::load_acquire(g.next);
+  const std::uint64_t head = shm::load_acquire(v.ch->producer->head);
+  bool moved = false;
+  while (f < nx) {
+    const std::uint64_t w = shm::load_acquire(v.leases[f & v.mask]);
+    const LeaseFields lf = lease_fields(w);
+    // Done, or overwritten: sequence f + capacity was claimed, which on a
+    // drop_oldest channel reuses f's slot. (On block and reject channels the
+    // floor itself holds that claim back, so this never skips a live lease.)
+    const bool done = (w != 0 && lease_final(lf.state) && lf.lap == v.lap(f)) || f + v.mask + 1 < head;
+    if (!done) break;
+    // Every sequence below head - capacity has had its slot reused: pass
+    // them all in one step. (One CAS each would make a group that fell far
+    // behind on a drop_oldest channel, or a corrupted floor, walk billions.)
+    const std::uint64_t to = f + v.mask + 1 < head ? std::min(nx, head - (v.mask + 1)) : f + 1;
+    // SYNC(floor): seq_cst, read by gating_minimum (acquire) before a
+    // publisher overwrites the slot; then the sleep-flag check.
+    if (g.floor.compare_exchange_weak(f, to, std::memory_order_seq_cst, std::memory_order_acquire)) {
+      f = to;
+      moved = true;
+    }
+  }
+  if (moved) shm::wake_sleepers(v.ch->producer->pub_sleeping, v.ch->producer->pub_futex);
+}
+
+// Copies message `seq`, which the caller holds with the dead-lettering lease
+// word `held`, to the DLQ through `pub`, then marks it dead-lettered (G9).
+// dlq_unavailable (counted in dlq_failures) if the DLQ cannot take it now:
+// the lease is left as it is, for the caller to decide.
+AckStatus copy_to_dlq(const GroupView& v, PublisherCore& pub, std::uint64_t seq, std::uint64_t held,
+                      DeadLetterReason reason, bool* marked = nullptr) noexcept {
+  const ChannelState& ch = *v.ch;
+  GroupEntry& g = *v.g;
+  auto fail = [&] {
+    g.dlq_failures.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    return AckStatus::dlq_unavailable;
+  };
+  const std::byte* slot = slot_at(ch.data, seq, v.mask, ch.geo.slot_size);
+  SlotHeader hdr;
+  racy_copy(&hdr, slot, sizeof hdr);
+  const std::uint64_t want = make_stamp(seq, kStampCommitted);
+  std::uint64_t w = held;
+  LeaseFields lf = lease_fields(held);
+  if (hdr.length > ch.geo.max_payload || hdr.sequence != seq) {
+    std::atomic_thread_fence(std::memory_order_acquire);
+    lf.state = kLeaseLost;
+    if (shm::cas_acq_rel(v.leases[seq & v.mask], w, make_lease(lf))) {
+      g.lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      advance_floor_of(v);
+    }
+    return AckStatus::ok;
+  }
+  ClaimToken claim;
+  if (pub.claim(sizeof(DlqRecord) + hdr.length, claim, 0) != PublishStatus::ok) return fail();
+  DlqRecord rec{};
+  rec.original_sequence = seq;
+  rec.original_timestamp_ns = hdr.timestamp_ns;
+  rec.attempts = lf.attempt;
+  rec.reason = static_cast<std::uint32_t>(reason);
+  rec.payload_length = hdr.length;
+  const std::string group = read_name(g.name);
+  std::memcpy(rec.group, group.data(), std::min(group.size(), sizeof rec.group - 1));
+  std::memcpy(rec.source, ch.name.data(), std::min(ch.name.size(), sizeof rec.source - 1));
+  std::memcpy(claim.payload.data(), &rec, sizeof rec);
+  racy_copy(claim.payload.data() + sizeof rec, slot + kSlotHeaderSize, hdr.length);
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (shm::load_relaxed(ch.slots[seq & v.mask].stamp) != want) {
+    // Overwritten while we copied (drop_oldest): nothing sound to keep.
+    pub.abort(claim);
+    lf.state = kLeaseLost;
+    if (shm::cas_acq_rel(v.leases[seq & v.mask], w, make_lease(lf))) {
+      g.lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      advance_floor_of(v);
+    }
+    return AckStatus::ok;
+  }
+  MessageMeta meta;
+  meta.key = hdr.key;
+  meta.correlation_id = hdr.correlation_id;
+  meta.type = hdr.type;
+  meta.timestamp_ns = hdr.timestamp_ns;
+  if (pub.commit(claim, sizeof rec + hdr.length, meta, lf.attempt) != PublishStatus::ok) return fail();
+  // Copied: the message is done for the group. If our lease was taken
+  // meanwhile (we were slower than its deadline), the DLQ may get it twice:
+  // dead-lettering is at-least-once too.
+  lf.state = kLeaseDeadLettered;
+  lf.deadline_ms = 0;
+  if (shm::cas_acq_rel(v.leases[seq & v.mask], w, make_lease(lf))) {
+    g.dead_lettered.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    if (marked != nullptr) *marked = true;
+    advance_floor_of(v);
+  }
+  return AckStatus::ok;
+}
+
+// Opens (creating if needed) a group's DLQ channel, with the durable
+// subscriber that retains its dead letters until they are redriven.
+Result<std::shared_ptr<ChannelState>> open_dlq(const ChannelState& ch, const std::string& dlq) {
+  auto dlq_ch = open_or_create_channel(ch.bus, dlq, dlq_channel_options(ch));
+  if (!dlq_ch) return dlq_ch.error();
+  SubscribeOptions so;
+  so.name = std::string(kDlqRetainer);
+  so.start = StartAt::earliest();
+  auto retainer = SubscriberCore::create(dlq_ch.value(), so);
+  if (!retainer && retainer.error().code() != ErrorCode::busy) return retainer.error();
+  return dlq_ch;  // the retainer is detached: it keeps its cursor and holds the dead letters
+}
+
 Result<void> check_group_options(const GroupOptions& o) {
   if (o.visibility_timeout_ns < kNsPerMs || o.visibility_timeout_ns >= kMaxLeaseMs * kNsPerMs) {
     return invalid("visibility_timeout_ns " + num(o.visibility_timeout_ns) +
@@ -166,7 +296,11 @@ Result<std::uint32_t> find_or_create_group(ChannelState& ch, std::string_view na
       for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
         shm::store_relaxed(cons[k].control, std::uint64_t{0});
       }
-      const std::uint64_t start = start_position(ch, o.start);
+      std::uint64_t start_lost = 0;
+      const std::uint64_t start = start_position(ch, o.start, &start_lost);
+      // Started at a time older than the ring: what may have been published
+      // since then and was overwritten is lost to the group, as in a lap.
+      shm::store_relaxed(g.lost, start_lost);  // relaxed: published by the CAS to active below
       shm::store_relaxed(g.next, start);
       shm::store_relaxed(g.floor, start);
       // Announce the name (the fence orders it before our look at the
@@ -273,6 +407,77 @@ std::uint32_t reclaim_dead_consumers(ChannelState& ch) noexcept {
   return n;
 }
 
+Result<std::uint64_t> dead_letter_due(const std::shared_ptr<ChannelState>& chp) {
+  ChannelState& ch = *chp;
+  if (ch.read_only()) {
+    return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
+  }
+  std::uint64_t moved = 0;
+  for (std::uint32_t gi = 0; gi < ch.geo.max_groups; ++gi) {
+    if (control_state(shm::load_acquire(ch.group(gi)->control)) != kEntryActive) continue;
+    const GroupView v = group_view(ch, gi);
+    const GroupEntry& g = *v.g;
+    const std::uint32_t max_deliveries = g.max_deliveries;
+    const std::uint64_t visibility_ns = g.visibility_timeout_ns;
+    const ConsumerEntry* cons = ch.consumers(gi);
+    // A lease's owner is gone when its entry is no longer active (it left,
+    // or the index is being reused) or its process is dead.
+    const auto owner_gone = [&](std::uint32_t k) {
+      if (k >= ch.geo.max_consumers) return true;
+      const std::uint64_t c = shm::load_acquire(cons[k].control);
+      if (control_state(c) != kEntryActive) return true;
+      return shm::process_liveness({control_pid(c), shm::load_relaxed(cons[k].owner_start)}) ==
+             shm::Liveness::dead;
+    };
+    std::shared_ptr<ChannelState> dlq_ch;
+    std::unique_ptr<PublisherCore> pub;
+    std::uint64_t f = shm::load_acquire(g.floor);
+    const std::uint64_t nx = shm::load_acquire(g.next);
+    if (nx > f && nx - f > v.mask + 1) f = nx - (v.mask + 1);
+    for (std::uint64_t s = f; s < nx; ++s) {
+      std::atomic<std::uint64_t>& lw = v.leases[s & v.mask];
+      std::uint64_t w = shm::load_acquire(lw);
+      const std::uint64_t nms = now_ms();
+      if (!due_for_dlq(w, v.lap(s), max_deliveries, nms, owner_gone)) continue;
+      if (!pub) {
+        const std::string dlq = read_name(g.dlq);
+        auto d = open_dlq(ch, dlq);
+        if (!d) {
+          return Error(d.error().code(), "DLQ '" + dlq + "' of group '" + read_name(g.name) +
+                                             "' on channel '" + ch.name + "': " + d.error().message());
+        }
+        dlq_ch = std::move(d.value());
+        auto p = PublisherCore::create(dlq_ch);
+        if (!p) {
+          return Error(p.error().code(), "DLQ '" + dlq + "' of group '" + read_name(g.name) +
+                                             "' on channel '" + ch.name + "': " + p.error().message());
+        }
+        pub = std::move(p.value());
+      }
+      const LeaseFields lf = lease_fields(w);
+      // G8x: taken for the DLQ by a mover that is no consumer: owner
+      // kLeaseNoOwner, so only the deadline ends this lease if we die.
+      const std::uint64_t held = make_lease(
+          {kLeaseDeadLettering, lf.attempt, kLeaseNoOwner, lf.lap, nms + ceil_ms(visibility_ns)});
+      if (!shm::cas_acq_rel(lw, w, held)) continue;  // somebody else moved it
+      if (lf.state == kLeaseLeased) v.g->expired.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      bool marked = false;
+      const AckStatus st = copy_to_dlq(v, *pub, s, held, DeadLetterReason::max_deliveries, &marked);
+      if (st == AckStatus::dlq_unavailable) {
+        // Not now: due for the DLQ again at once, for the next mover.
+        LeaseFields back = lease_fields(held);
+        back.state = kLeaseDue;
+        back.deadline_ms = nms;
+        std::uint64_t h = held;
+        (void)shm::cas_acq_rel(lw, h, make_lease(back));
+        continue;
+      }
+      moved += marked ? 1 : 0;
+    }
+  }
+  return moved;
+}
+
 Result<void> remove_group(ChannelState& ch, std::string_view name) {
   if (ch.read_only()) {
     return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
@@ -318,17 +523,10 @@ Result<std::unique_ptr<GroupCore>> GroupCore::join(std::shared_ptr<ChannelState>
 
   // The DLQ exists before any message can need it, with a durable cursor
   // that retains dead letters until they are redriven.
-  auto dlq_ch = open_or_create_channel(ch->bus, dlq, dlq_channel_options(*ch));
+  auto dlq_ch = open_dlq(*ch, dlq);
   if (!dlq_ch) {
     return Error(dlq_ch.error().code(), "DLQ of group '" + std::string(name) + "': " + dlq_ch.error().message());
   }
-  {
-    SubscribeOptions so;
-    so.name = std::string(kDlqRetainer);
-    so.start = StartAt::earliest();
-    auto retainer = SubscriberCore::create(dlq_ch.value(), so);
-    if (!retainer && retainer.error().code() != ErrorCode::busy) return retainer.error();
-  }  // detached: it keeps its cursor and holds the dead letters
 
   auto gi = find_or_create_group(*ch, name, opts, dlq);
   if (!gi) return gi.error();
@@ -399,34 +597,11 @@ std::uint64_t GroupCore::backoff_ns(std::uint32_t attempt) noexcept {
 }
 
 void GroupCore::advance_floor() noexcept {
-  std::uint64_t f = shm::load_acquire(g_->floor);
-  const std::uint64_t nx = shm::load_acquire(g_->next);
-  const std::uint64_t head = shm::load_acquire(ch_->producer->head);
-  bool moved = false;
-  while (f < nx) {
-    const std::uint64_t w = shm::load_acquire(leases_[f & mask_]);
-    const LeaseFields lf = lease_fields(w);
-    // Done, or overwritten: sequence f + capacity was claimed, which on a
-    // drop_oldest channel reuses f's slot. (On block and reject channels the
-    // floor itself holds that claim back, so this never skips a live lease.)
-    const bool done = (w != 0 && lease_final(lf.state) && lf.lap == lap(f)) ||
-                      f + mask_ + 1 < head;
-    if (!done) break;
-    // Every sequence below head - capacity has had its slot reused: pass
-    // them all in one step. (One CAS each would make a group that fell far
-    // behind on a drop_oldest channel, or a corrupted floor, walk billions.)
-    const std::uint64_t to = f + mask_ + 1 < head ? std::min(nx, head - (mask_ + 1)) : f + 1;
-    // SYNC(floor): seq_cst, read by gating_minimum (acquire) before a
-    // publisher overwrites the slot; then the sleep-flag check.
-    if (g_->floor.compare_exchange_weak(f, to, std::memory_order_seq_cst, std::memory_order_acquire)) {
-      f = to;
-      moved = true;
-    }
-  }
-  if (moved) shm::wake_sleepers(ch_->producer->pub_sleeping, ch_->producer->pub_futex);
+  advance_floor_of({ch_.get(), g_, leases_, mask_, lap_shift_});
 }
 
 bool GroupCore::owner_dead(std::uint32_t owner) noexcept {
+  if (owner == kLeaseNoOwner) return false;  // a mover outside the group: its deadline decides
   if (owner >= owner_cache_.size()) return true;
   const std::uint64_t now = shm::monotonic_ns();
   if (now - owner_cache_ns_ > kOwnerCacheNs) {
@@ -725,14 +900,43 @@ AckStatus GroupCore::nack(const Delivery& d, std::uint64_t delay_ns) noexcept {
   if (!ch_ || d.group != gi_) return AckStatus::invalid;
   LeaseFields lf = lease_fields(d.lease);
   if (lf.state != kLeaseLeased || lf.owner != ci_ || lf.lap != lap(d.sequence)) return AckStatus::invalid;
+  const std::uint64_t due_ms =
+      now_ms() + ceil_ms(std::min<std::uint64_t>(delay_ns, (kMaxLeaseMs - 1) * kNsPerMs));
+  if (lf.attempt >= max_deliveries_) return nack_final(d, due_ms);
   lf.state = kLeaseDue;
-  lf.deadline_ms = now_ms() + ceil_ms(std::min<std::uint64_t>(delay_ns, (kMaxLeaseMs - 1) * kNsPerMs));
+  lf.deadline_ms = due_ms;
   const AckStatus st = finish(d, make_lease(lf));
   if (st != AckStatus::ok) return st;
   g_->nacked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   shm::single_writer_add(me_->nacked, 1);
   if (delay_ns == 0) last_scan_ns_ = 0;  // due now: look at once
   return AckStatus::ok;
+}
+
+AckStatus GroupCore::nack_final(const Delivery& d, std::uint64_t due_ms) noexcept {
+  // The last allowed attempt failed: no retry can follow, so the message
+  // goes to the DLQ now, within this call (G4f: leased -> dead-lettering,
+  // one CAS, then the copy and G9), not one backoff later on somebody's
+  // receive. A consumer killed after the CAS leaves a dead-lettering lease
+  // whose deadline (or dead owner) lets anybody finish it.
+  LeaseFields lf = lease_fields(d.lease);
+  lf.state = kLeaseDeadLettering;
+  lf.deadline_ms = now_ms() + ceil_ms(visibility_ns_);
+  const std::uint64_t held = make_lease(lf);
+  const AckStatus st = finish(d, held);
+  if (st != AckStatus::ok) return st;
+  g_->nacked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  shm::single_writer_add(me_->nacked, 1);
+  const AckStatus sent = send_to_dlq(d.sequence, held, DeadLetterReason::max_deliveries);
+  if (sent != AckStatus::dlq_unavailable) return sent;
+  // The DLQ cannot take it now: it stays due for the DLQ (G4r: one CAS back
+  // to due, attempt kept), retried after the nack's delay by any receive or
+  // dead_letter_due, and counted as due for the DLQ meanwhile.
+  lf.state = kLeaseDue;
+  lf.deadline_ms = due_ms;
+  std::uint64_t w = held;
+  (void)shm::cas_acq_rel(leases_[d.sequence & mask_], w, make_lease(lf));
+  return AckStatus::dlq_unavailable;
 }
 
 AckStatus GroupCore::nack_with_backoff(const Delivery& d) noexcept {
@@ -768,73 +972,17 @@ AckStatus GroupCore::dead_letter(const Delivery& d) noexcept {
 
 AckStatus GroupCore::send_to_dlq(std::uint64_t seq, std::uint64_t held,
                                  DeadLetterReason reason) noexcept {
-  const ChannelState& ch = *ch_;
-  auto fail = [&] {
-    // The lease stays `dead-lettering` until its deadline; then the scan
-    // tries again (the DLQ may be full, or not creatable right now).
-    g_->dlq_failures.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-    return AckStatus::dlq_unavailable;
-  };
   if (!dlq_pub_) {
     auto p = PublisherCore::create(dlq_ch_);
-    if (!p) return fail();
+    if (!p) {
+      // The lease stays as it is: dead-lettering until its deadline (then
+      // the scan tries again), or due again after a final nack.
+      g_->dlq_failures.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      return AckStatus::dlq_unavailable;
+    }
     dlq_pub_ = std::move(p.value());
   }
-  const std::byte* slot = slot_at(ch.data, seq, mask_, ch.geo.slot_size);
-  SlotHeader hdr;
-  racy_copy(&hdr, slot, sizeof hdr);
-  const std::uint64_t want = make_stamp(seq, kStampCommitted);
-  std::uint64_t w = held;
-  LeaseFields lf = lease_fields(held);
-  if (hdr.length > ch.geo.max_payload || hdr.sequence != seq) {
-    std::atomic_thread_fence(std::memory_order_acquire);
-    lf.state = kLeaseLost;
-    if (shm::cas_acq_rel(leases_[seq & mask_], w, make_lease(lf))) {
-      g_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-      advance_floor();
-    }
-    return AckStatus::ok;
-  }
-  ClaimToken claim;
-  if (dlq_pub_->claim(sizeof(DlqRecord) + hdr.length, claim, 0) != PublishStatus::ok) return fail();
-  DlqRecord rec{};
-  rec.original_sequence = seq;
-  rec.original_timestamp_ns = hdr.timestamp_ns;
-  rec.attempts = lf.attempt;
-  rec.reason = static_cast<std::uint32_t>(reason);
-  rec.payload_length = hdr.length;
-  const std::string group = read_name(g_->name);
-  std::memcpy(rec.group, group.data(), std::min(group.size(), sizeof rec.group - 1));
-  std::memcpy(rec.source, ch.name.data(), std::min(ch.name.size(), sizeof rec.source - 1));
-  std::memcpy(claim.payload.data(), &rec, sizeof rec);
-  racy_copy(claim.payload.data() + sizeof rec, slot + kSlotHeaderSize, hdr.length);
-  std::atomic_thread_fence(std::memory_order_acquire);
-  if (shm::load_relaxed(ch.slots[seq & mask_].stamp) != want) {
-    // Overwritten while we copied (drop_oldest): nothing sound to keep.
-    dlq_pub_->abort(claim);
-    lf.state = kLeaseLost;
-    if (shm::cas_acq_rel(leases_[seq & mask_], w, make_lease(lf))) {
-      g_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-      advance_floor();
-    }
-    return AckStatus::ok;
-  }
-  MessageMeta meta;
-  meta.key = hdr.key;
-  meta.correlation_id = hdr.correlation_id;
-  meta.type = hdr.type;
-  meta.timestamp_ns = hdr.timestamp_ns;
-  if (dlq_pub_->commit(claim, sizeof rec + hdr.length, meta, lf.attempt) != PublishStatus::ok) return fail();
-  // Copied: the message is done for the group. If our lease was taken
-  // meanwhile (we were slower than its deadline), the DLQ may get it twice:
-  // dead-lettering is at-least-once too.
-  lf.state = kLeaseDeadLettered;
-  lf.deadline_ms = 0;
-  if (shm::cas_acq_rel(leases_[seq & mask_], w, make_lease(lf))) {
-    g_->dead_lettered.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-    advance_floor();
-  }
-  return AckStatus::ok;
+  return copy_to_dlq({ch_.get(), g_, leases_, mask_, lap_shift_}, *dlq_pub_, seq, held, reason);
 }
 
 Result<std::uint64_t> redrive_dead_letters(const std::shared_ptr<ChannelState>& source,

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <shmbus/bus/group_core.hpp>
 #include <shmbus/bus/tables.hpp>
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
@@ -119,14 +120,32 @@ ChannelStats snapshot(const ChannelState& ch) {
     gs.dlq_failures = shm::load_relaxed(g.dlq_failures);
     gs.dead_consumer_releases = shm::load_relaxed(g.dead_consumer_releases);
     const std::atomic<std::uint64_t>* leases = ch.leases(i);
+    const ConsumerEntry* cons = ch.consumers(i);
+    // Whether a lease's owner is gone (judged from the consumer table, as a
+    // consumer's receive does; once per owner per snapshot).
+    std::vector<std::int8_t> gone(ch.geo.max_consumers, -1);
+    const auto owner_gone = [&](std::uint32_t k) {
+      if (k >= ch.geo.max_consumers) return true;
+      if (gone[k] < 0) {
+        const std::uint64_t c = shm::load_acquire(cons[k].control);
+        gone[k] = control_state(c) != kEntryActive || !alive(c, cons[k].owner_start) ? 1 : 0;
+      }
+      return gone[k] == 1;
+    };
+    const std::uint64_t now_ms = shm::monotonic_ns() / 1'000'000;  // the lease clock
     const std::uint64_t from = gs.next - gs.floor > mask + 1 ? gs.next - (mask + 1) : gs.floor;
     for (std::uint64_t q = from; q < gs.next; ++q) {
-      const LeaseFields lf = lease_fields(shm::load_relaxed(leases[q & mask]));
-      if (lf.lap != ((q >> lap_shift) & 0xffffu)) continue;
+      const std::uint64_t w = shm::load_relaxed(leases[q & mask]);
+      const LeaseFields lf = lease_fields(w);
+      const auto lap = static_cast<std::uint32_t>((q >> lap_shift) & 0xffffu);
+      if (lf.lap != lap) continue;
+      if (due_for_dlq(w, lap, gs.max_deliveries, now_ms, owner_gone)) {
+        ++gs.dlq_due;
+        continue;
+      }
       gs.in_flight += lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering;
       gs.due += lf.state == kLeaseDue;
     }
-    const ConsumerEntry* cons = ch.consumers(i);
     for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
       const std::uint64_t c = shm::load_acquire(cons[k].control);
       if (control_state(c) != kEntryActive) continue;

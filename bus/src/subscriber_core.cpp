@@ -56,6 +56,7 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::create(std::shared_ptr<C
   s.control_ = a->control;
   s.cursor_ = a->cursor;
   s.resumed_ = a->resumed;
+  s.report_start_loss_ = a->start_lost != 0;
   s.wake_publishers_ = ch->geo.policy == Policy::block;
   s.wait_ = opts.wait;
   s.ch_ = std::move(ch);
@@ -78,6 +79,7 @@ void SubscriberCore::seek(std::uint64_t seq) noexcept {
   if (!ch_) return;
   cursor_ = std::min(seq, kMaxSequence);
   pending_ = false;
+  report_start_loss_ = false;  // a new position: its own poll reports what it finds
   publish_cursor();
 }
 
@@ -127,7 +129,7 @@ void SubscriberCore::check_stall(std::uint64_t st) noexcept {
 }
 
 bool SubscriberCore::ready() noexcept {
-  if (!ch_) return true;
+  if (!ch_ || report_start_loss_) return true;
   if (shm::load_relaxed(entry_->control) != control_) return true;
   const std::uint64_t st = slots_[cursor_ & mask_].stamp.load(std::memory_order_seq_cst);
   if (stamp_state(st) == kStampEmpty) return false;
@@ -138,6 +140,13 @@ bool SubscriberCore::ready() noexcept {
 PollStatus SubscriberCore::begin_read(Message& out) noexcept {
   if (!ch_) return PollStatus::invalid;
   pending_ = false;
+  if (report_start_loss_) [[unlikely]] {
+    // Started at a time older than the ring: what was overwritten since
+    // then was counted at attach (entry lost, lapped_events); say so once,
+    // as a seek to an overwritten sequence does.
+    report_start_loss_ = false;
+    return PollStatus::lapped;
+  }
   // relaxed: only compared with our own value; on_evicted re-reads with acquire.
   if (shm::load_relaxed(entry_->control) != control_) return on_evicted();
   for (;;) {

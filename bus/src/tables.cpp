@@ -202,12 +202,17 @@ std::uint64_t oldest_sequence(const ChannelState& ch) noexcept {
   return head > ch.geo.capacity ? head - ch.geo.capacity : 0;
 }
 
-std::uint64_t start_position(const ChannelState& ch, const StartAt& start) noexcept {
+std::uint64_t start_position(const ChannelState& ch, const StartAt& start, std::uint64_t* lost) noexcept {
+  if (lost != nullptr) *lost = 0;
   switch (start.kind) {
     case StartAt::Kind::earliest: return oldest_sequence(ch);
     case StartAt::Kind::latest: return shm::load_acquire(ch.producer->head);
     case StartAt::Kind::sequence: return std::min(start.value, kMaxSequence);
-    case StartAt::Kind::timestamp: return sequence_at_time(ch, start.value);
+    case StartAt::Kind::timestamp: {
+      const TimePosition p = locate_time(ch, start.value);
+      if (lost != nullptr) *lost = p.overwritten;
+      return p.sequence;
+    }
   }
   return shm::load_acquire(ch.producer->head);
 }
@@ -230,8 +235,9 @@ bool slot_timestamp(const ChannelState& ch, std::uint64_t seq, std::uint64_t& ts
 
 }  // namespace
 
-std::uint64_t sequence_at_time(const ChannelState& ch, std::uint64_t t) noexcept {
-  std::uint64_t lo = oldest_sequence(ch);
+TimePosition locate_time(const ChannelState& ch, std::uint64_t t) noexcept {
+  const std::uint64_t oldest = oldest_sequence(ch);
+  std::uint64_t lo = oldest;
   std::uint64_t hi = shm::load_acquire(ch.producer->head);
   // Invariant: every readable sequence < lo has ts < t; answer in [lo, hi].
   while (lo < hi) {
@@ -245,7 +251,19 @@ std::uint64_t sequence_at_time(const ChannelState& ch, std::uint64_t t) noexcept
       hi = mid;
     }
   }
-  return lo;
+  // lo == oldest > 0: the oldest retained message (read, validated) is
+  // already at or after t, and the ring has wrapped, so messages before it
+  // were overwritten; their times are gone, so any of them may have been
+  // published at or after t. (lo > oldest: a message the ring held before
+  // lo was older than t, so nothing since t is missing -- unless a
+  // drop_oldest writer overwrote the oldest slots during this search, which
+  // the search cannot tell from old messages.)
+  return {lo, lo == oldest && oldest > 0 ? oldest : 0};
+}
+
+std::uint64_t sequence_at_time(const ChannelState& ch, std::uint64_t t) noexcept {
+  const TimePosition p = locate_time(ch, t);
+  return p.sequence - p.overwritten;
 }
 
 Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view name,
@@ -338,7 +356,14 @@ Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view na
       shm::store_relaxed(e.lost, std::uint64_t{0});
       shm::store_relaxed(e.lapped_events, std::uint64_t{0});
       shm::store_relaxed(e.evict_watch_since_ns, std::uint64_t{0});
-      const std::uint64_t cursor = start_position(ch, start);
+      std::uint64_t start_lost = 0;
+      const std::uint64_t cursor = start_position(ch, start, &start_lost);
+      if (start_lost != 0) {
+        // Started at a time older than the ring: counted now (the entry
+        // shows it at once), reported by the first poll.
+        shm::store_relaxed(e.lost, start_lost);
+        shm::store_relaxed(e.lapped_events, std::uint64_t{1});
+      }
       shm::store_release(e.cursor, cursor);
       if (durable) {
         // Announce the name, then settle a race with a concurrent creator.
@@ -355,7 +380,10 @@ Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view na
           break;
         }
       }
-      if (auto a = activate(e, i, held, false, cursor)) return *a;
+      if (auto a = activate(e, i, held, false, cursor)) {
+        a->start_lost = start_lost;
+        return *a;
+      }
       retry = true;
       break;
     }

@@ -143,6 +143,19 @@ class Channel {
   /// entries were freed; 0 on a read-only channel. Thread-safe.
   std::uint32_t reclaim_dead();
 
+  /// Moves to their DLQs, in every group of this channel, the messages that
+  /// are due for the DLQ (GroupStats::dlq_due): their last allowed delivery's
+  /// lease expired or its consumer died, or a final nack found the DLQ full.
+  /// Any participant may call it (shmbus gc does), with or without a live
+  /// consumer; consumers' receive() does the same for their group. Each
+  /// message is taken with one CAS on its lease word, so concurrent movers
+  /// and consumers never both dead-letter it (but one killed midway leaves it
+  /// to the next after a visibility timeout: at-least-once, as ever). A
+  /// message the DLQ cannot take now stays due. Returns how many reached a
+  /// DLQ; permission_denied on a read-only channel. Thread-safe; makes system
+  /// calls (liveness, opening DLQs): not for a hot loop.
+  Result<std::uint64_t> dead_letter_due();
+
   /// Copies message `sequence` into `buffer` without consuming it: no
   /// cursor, no table entry, nothing written (works on read-only channels).
   /// ok; empty if it is not committed yet; lapped if it was overwritten
@@ -158,7 +171,12 @@ class Channel {
   /// The oldest sequence the ring may still hold. Thread-safe.
   [[nodiscard]] std::uint64_t oldest() const noexcept;
   /// The first retained sequence published at or after `realtime_ns`
-  /// (CLOCK_REALTIME), or head() if none. Thread-safe.
+  /// (CLOCK_REALTIME), or head() if none. If the oldest retained message is
+  /// already at or after that time and the ring has wrapped, the messages
+  /// before it (whose times are gone) may have been published since then:
+  /// returns 0, below oldest(), so that peek() there reports `lapped` and
+  /// oldest() - 0 is the most that can have been lost, as for an
+  /// overwritten sequence. Thread-safe.
   [[nodiscard]] std::uint64_t sequence_at(std::uint64_t realtime_ns) const noexcept;
 
   /// Whether this channel is gone for this handle: `removed` (its name was

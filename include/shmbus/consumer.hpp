@@ -63,13 +63,17 @@ class Consumer {
     return n;
   }
 
-  /// Gives the message back, due again after delay_ns. Not thread-safe.
+  /// Gives the message back, due again after delay_ns. On its last allowed
+  /// attempt (d.attempt == max_deliveries) the message goes to the DLQ now,
+  /// within this call; dlq_unavailable if the DLQ cannot take it now (it
+  /// stays due for the DLQ and is retried after delay_ns). Not thread-safe.
   AckStatus nack(const Delivery& d, std::uint64_t delay_ns) noexcept {
     return core_ ? core_->nack(d, delay_ns) : AckStatus::invalid;
   }
 
   /// Gives the message back, due after the group's backoff for its attempt
-  /// (exponential from backoff_base_ns, capped, with jitter). Not thread-safe.
+  /// (exponential from backoff_base_ns, capped, with jitter); on the last
+  /// allowed attempt, to the DLQ at once (as nack(d, delay)). Not thread-safe.
   AckStatus nack(const Delivery& d) noexcept {
     return core_ ? core_->nack_with_backoff(d) : AckStatus::invalid;
   }

@@ -241,6 +241,7 @@ typedef struct shmbus_group_stats {
   uint64_t lost;                   /**< `drop_oldest`: overwritten before delivery */
   uint32_t consumers;              /**< member entries in use */
   uint32_t max_deliveries;
+  uint64_t dlq_due;                /**< out of deliveries, nobody working on them: due for the DLQ */
 } shmbus_group_stats;
 
 /** One subscriber's cursor and counters, as its owner sees them. */

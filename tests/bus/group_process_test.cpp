@@ -969,4 +969,48 @@ TEST_CASE("when all consumers are dead, a new consumer joins and finishes the wo
   CHECK(gs.in_flight == 0);
 }
 
+TEST_CASE("a consumer killed on its last attempt, with no consumer left, leaves a message due for the DLQ "
+          "that dead_letter_due moves") {
+  // Before: the message waited in its lease for a receive that never came
+  // (no consumer is left), and nothing counted it as a dead letter.
+  constexpr std::uint64_t kVisibilityNs = 100'000'000;  // 100 ms
+  ScopedGroupChannelName name("gp-last");
+  Channel ch = make_channel(name, block_channel(16));
+  GroupOptions g;
+  g.visibility_timeout_ns = kVisibilityNs;
+  g.max_deliveries = 1;
+  publish_values(ch, 1);
+  Event took;
+  Child holder([&] { return hold_one(name.str(), g, took); });
+  std::uint64_t seq = ~0ULL;
+  REQUIRE(took.wait(seq, ms_left(Clock::now() + kBound)));
+  REQUIRE(seq == 0);
+  const auto taken = Clock::now();
+  REQUIRE(holder.kill_and_wait() == kKilled);
+  // Nobody receives from now on. Wait out the lease deadline too (bounded),
+  // so both ways of judging the lease (its dead owner, its deadline) agree.
+  GroupStats gs = group_g_stats(ch);
+  while ((gs.dlq_due == 0 || Clock::now() - taken < std::chrono::nanoseconds(kVisibilityNs)) &&
+         Clock::now() - taken < kBound) {
+    ::sched_yield();
+    gs = group_g_stats(ch);
+  }
+  CHECK(gs.dlq_due == 1);
+  CHECK(gs.in_flight == 0);
+  CHECK(gs.dead_lettered == 0);
+  REQUIRE(gs.consumers.size() == 1);
+  CHECK_FALSE(gs.consumers[0].alive);
+  auto moved = ch.dead_letter_due();
+  REQUIRE(moved);
+  CHECK(moved.value() == 1);
+  gs = group_g_stats(ch);
+  CHECK(gs.dlq_due == 0);
+  CHECK(gs.dead_lettered == 1);
+  CHECK(gs.floor == 1);
+  DlqReader reader(name.dlq());
+  const bus::DlqRecord rec = reader.next(sizeof(std::uint64_t));
+  check_max_deliveries_letter(rec, reader.message(), 0, 1, "g", name.str());
+  CHECK(reader.poll() == PollStatus::empty);
+}
+
 #endif  // !SHMBUS_CRASH_SOAK

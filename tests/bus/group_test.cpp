@@ -519,3 +519,184 @@ TEST_CASE("a message refused for a small buffer goes to the next receive with a 
   CHECK(c.ack(d) == AckStatus::ok);
   CHECK(c.receive(d, buf) == PollStatus::empty);
 }
+
+// ---- the last attempt: dead-lettered at once, or due for the DLQ ----------
+
+namespace {
+
+/// The stats of the channel's only group.
+GroupStats only_group(const Channel& ch) {
+  const ChannelStats st = ch.stats();
+  REQUIRE(st.groups.size() == 1);
+  return st.groups[0];
+}
+
+}  // namespace
+
+TEST_CASE("the final nack sends the message to the DLQ within the nack call, with no receive after it") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small());
+  auto [c, pub] = join_with_publisher(ch, fast_group(2, 10'000));
+  REQUIRE(pub.publish(std::string_view("poison")) == PublishStatus::ok);
+  std::byte buf[128];
+  Delivery first;
+  REQUIRE(c.receive(first, buf) == PollStatus::ok);
+  REQUIRE(c.nack(first, 0) == AckStatus::ok);  // attempt 1 of 2: due again
+  CHECK(only_group(ch).dead_lettered == 0);
+  Delivery last;
+  REQUIRE(c.receive_wait(last, buf, 2'000'000'000ULL) == PollStatus::ok);
+  REQUIRE(last.attempt == 2);
+  // The last attempt fails, asking for an hour's delay: no retry can follow,
+  // so the delay must not hold the message back from the DLQ.
+  REQUIRE(c.nack(last, 3'600'000'000'000ULL) == AckStatus::ok);
+  const GroupStats gs = only_group(ch);
+  CHECK(gs.dead_lettered == 1);
+  CHECK(gs.floor == 1);
+  CHECK(gs.due == 0);
+  CHECK(gs.in_flight == 0);
+  DlqReader reader(name.dlq());
+  const bus::DlqRecord rec = reader.next(6);
+  check_max_deliveries_letter(rec, reader.message(), 0, 2, "g", name.str());
+}
+
+TEST_CASE("a nack with the group's backoff on the last attempt also dead-letters at once") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small());
+  GroupOptions g = fast_group(1, 10'000);
+  g.backoff_base_ns = 1'000'000'000;  // a second: far longer than this test looks
+  g.backoff_cap_ns = 1'000'000'000;
+  auto [c, pub] = join_with_publisher(ch, g);
+  REQUIRE(pub.publish(std::string_view("once")) == PublishStatus::ok);
+  std::byte buf[128];
+  Delivery d;
+  REQUIRE(c.receive(d, buf) == PollStatus::ok);
+  REQUIRE(d.attempt == 1);
+  REQUIRE(c.nack(d) == AckStatus::ok);
+  CHECK(only_group(ch).dead_lettered == 1);
+  DlqReader reader(name.dlq());
+  check_max_deliveries_letter(reader.next(4), reader.message(), 0, 1, "g", name.str());
+}
+
+TEST_CASE("a last lease that expired is due for the DLQ in the stats, and dead_letter_due moves it without "
+          "any receive") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small());
+  auto [c, pub] = join_with_publisher(ch, fast_group(1, 20));
+  REQUIRE(pub.publish(std::string_view("late")) == PublishStatus::ok);
+  std::byte buf[128];
+  Delivery d;
+  REQUIRE(c.receive(d, buf) == PollStatus::ok);
+  REQUIRE(d.attempt == 1);
+  CHECK(only_group(ch).dlq_due == 0);  // leased, its deadline ahead: in flight
+  CHECK(only_group(ch).in_flight == 1);
+  // The consumer hangs on its last attempt. Wait out the lease deadline
+  // (bounded): the stats see it from the lease word alone.
+  GroupStats gs = only_group(ch);
+  const std::uint64_t bound = shm::monotonic_ns() + 10'000'000'000ULL;
+  while (gs.dlq_due == 0 && shm::monotonic_ns() < bound) gs = only_group(ch);
+  CHECK(gs.dlq_due == 1);
+  CHECK(gs.in_flight == 0);
+  CHECK(gs.dead_lettered == 0);
+  auto moved = ch.dead_letter_due();
+  REQUIRE(moved);
+  CHECK(moved.value() == 1);
+  gs = only_group(ch);
+  CHECK(gs.dlq_due == 0);
+  CHECK(gs.dead_lettered == 1);
+  CHECK(gs.expired == 1);
+  CHECK(gs.floor == 1);
+  CHECK(c.ack(d) == AckStatus::lease_lost);  // the hung consumer wakes up too late
+  auto again = ch.dead_letter_due();
+  REQUIRE(again);
+  CHECK(again.value() == 0);
+  DlqReader reader(name.dlq());
+  check_max_deliveries_letter(reader.next(4), reader.message(), 0, 1, "g", name.str());
+  CHECK(reader.poll() == PollStatus::empty);  // moved once
+}
+
+TEST_CASE("a final nack that the DLQ cannot take stays due for the DLQ until there is room") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small());
+  auto [c, pub] = join_with_publisher(ch, fast_group(1, 10'000));
+  // Fill the DLQ: its retaining cursor holds every slot.
+  auto dlq = Channel::open(name.dlq(), kTestBus);
+  REQUIRE(dlq);
+  {
+    auto filler = dlq->publisher();
+    REQUIRE(filler);
+    while (filler->publish(std::string_view("filler"), {}, 0) == PublishStatus::ok) {
+    }
+  }
+  const std::uint64_t fillers = dlq->head();
+  REQUIRE(pub.publish(std::string_view("stuck")) == PublishStatus::ok);
+  std::byte buf[128];
+  Delivery d;
+  REQUIRE(c.receive(d, buf) == PollStatus::ok);
+  CHECK(c.nack(d, 0) == AckStatus::dlq_unavailable);
+  GroupStats gs = only_group(ch);
+  CHECK(gs.dlq_due == 1);
+  CHECK(gs.due == 0);
+  CHECK(gs.dead_lettered == 0);
+  CHECK(gs.dlq_failures >= 1);
+  auto none = ch.dead_letter_due();  // still full
+  REQUIRE(none);
+  CHECK(none.value() == 0);
+  CHECK(only_group(ch).dlq_due == 1);
+  {
+    // An operator drains the fillers through the retaining cursor.
+    auto retainer = dlq->subscribe({std::string(bus::kDlqRetainer), StartAt::earliest()});
+    REQUIRE(retainer);
+    Message m;
+    for (std::uint64_t i = 0; i < fillers; ++i) REQUIRE(retainer->poll(m, buf) == PollStatus::ok);
+  }
+  auto moved = ch.dead_letter_due();
+  REQUIRE(moved);
+  CHECK(moved.value() == 1);
+  gs = only_group(ch);
+  CHECK(gs.dlq_due == 0);
+  CHECK(gs.dead_lettered == 1);
+  CHECK(gs.floor == 1);
+}
+
+TEST_CASE("dead_letter_due refuses a read-only channel") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small());
+  auto ro = Channel::open_read_only(name.str(), kTestBus);
+  REQUIRE(ro);
+  auto r = ro->dead_letter_due();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code() == ErrorCode::permission_denied);
+}
+
+TEST_CASE("a group started at a time older than the ring counts the overwritten messages as lost") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small(Policy::drop_oldest, 4));
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  for (std::uint64_t i = 0; i < 10; ++i) {
+    MessageMeta m;
+    m.timestamp_ns = 1000 + i * 10;
+    REQUIRE(pub->publish(bytes_of(i), m) == PublishStatus::ok);
+  }
+  GroupOptions g = fast_group();
+  g.start = StartAt::at_time(1005);  // older than the oldest held message (1060)
+  auto c = ch.join_group("g", g);
+  REQUIRE(c);
+  CHECK(only_group(ch).lost == 6);  // as a group lapped there counts them
+  std::byte buf[128];
+  for (std::uint64_t i = 6; i < 10; ++i) {
+    Delivery d;
+    REQUIRE(c->receive(d, buf) == PollStatus::ok);
+    CHECK(u64_of(d) == i);
+    REQUIRE(c->ack(d) == AckStatus::ok);
+  }
+  GroupOptions inside = fast_group();
+  inside.start = StartAt::at_time(1065);
+  auto c2 = ch.join_group("h", inside);
+  REQUIRE(c2);
+  for (const auto& gs : ch.stats().groups)
+    if (gs.name == "h") CHECK(gs.lost == 0);
+  Delivery d;
+  REQUIRE(c2->receive(d, buf) == PollStatus::ok);
+  CHECK(u64_of(d) == 7);
+}

@@ -190,6 +190,79 @@ TEST_CASE("start positions: earliest, latest, a sequence, a timestamp") {
   CHECK(poll_u64(*at_time) == 5);
 }
 
+TEST_CASE("a start at a time older than the ring reports lapped with the overwritten count, as a start at "
+          "an overwritten sequence does") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::drop_oldest, 4));
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  for (std::uint64_t i = 0; i < 10; ++i) {
+    MessageMeta m;
+    m.timestamp_ns = 1000 + i * 10;
+    REQUIRE(pub->publish(bytes_of(i), m) == PublishStatus::ok);
+  }
+  REQUIRE(ch.oldest() == 6);  // 6..9 retained (times 1060..1090); 0..5 overwritten
+  // Time 1005: the oldest message held (1060) is newer, and 6 messages before
+  // it were overwritten, any of which may be from 1005 on.
+  CHECK(ch.sequence_at(1005) == 0);  // below oldest(): a peek there says lapped
+  Message m;
+  std::byte buf[128];
+  CHECK(ch.peek(ch.sequence_at(1005), m, buf) == PollStatus::lapped);
+  auto by_time = ch.subscribe({"", StartAt::at_time(1005)});
+  auto by_seq = ch.subscribe({"", StartAt::at_sequence(0)});
+  REQUIRE((by_time && by_seq));
+  for (Subscriber* s : {&by_time.value(), &by_seq.value()}) {
+    PollStatus st;
+    poll_u64(*s, &st);
+    CHECK(st == PollStatus::lapped);
+    CHECK(s->counters().lost == 6);
+    for (std::uint64_t i = 6; i < 10; ++i) CHECK(poll_u64(*s) == i);
+    CHECK(s->counters().delivered + s->counters().lost == 10);
+  }
+  // The loss shows in the stats at once, before any poll.
+  auto late = ch.subscribe({"watcher", StartAt::at_time(0)});
+  REQUIRE(late);
+  bool found = false;
+  for (const auto& e : ch.stats().subscribers) {
+    if (e.name != "watcher") continue;
+    found = true;
+    CHECK(e.lost == 6);
+    CHECK(e.lapped_events == 1);
+  }
+  CHECK(found);
+}
+
+TEST_CASE("a start at a time the ring still covers loses nothing, wrapped or not") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::drop_oldest, 4));
+  auto pub = ch.publisher();
+  REQUIRE(pub);
+  const auto publish_at = [&](std::uint64_t i) {
+    MessageMeta m;
+    m.timestamp_ns = 1000 + i * 10;
+    REQUIRE(pub->publish(bytes_of(i), m) == PublishStatus::ok);
+  };
+  for (std::uint64_t i = 0; i < 3; ++i) publish_at(i);
+  // Not wrapped: a time before every message starts at 0, nothing lost.
+  CHECK(ch.sequence_at(0) == 0);
+  auto all = ch.subscribe({"", StartAt::at_time(0)});
+  REQUIRE(all);
+  PollStatus st;
+  CHECK(poll_u64(*all, &st) == 0);
+  CHECK(st == PollStatus::ok);
+  for (std::uint64_t i = 3; i < 10; ++i) publish_at(i);
+  // Wrapped, but message 6 (1060) is older than 1065: the ring holds
+  // everything since then.
+  CHECK(ch.sequence_at(1065) == 7);
+  auto inside = ch.subscribe({"", StartAt::at_time(1065)});
+  REQUIRE(inside);
+  CHECK(poll_u64(*inside, &st) == 7);
+  CHECK(st == PollStatus::ok);
+  CHECK(inside->counters().lost == 0);
+  // After the newest message: the head, nothing lost.
+  CHECK(ch.sequence_at(5000) == 10);
+}
+
 TEST_CASE("batch reads deliver consecutive messages with one cursor update") {
   ScopedChannelName name;
   Channel ch = make_channel(name, small(Policy::block, 64));

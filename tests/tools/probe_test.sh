@@ -36,7 +36,7 @@ cleanup() {
   [ -n "${DLQSUB_PID:-}" ] && kill "$DLQSUB_PID" 2>/dev/null
   [ -n "${FOLLOW_PID:-}" ] && kill "$FOLLOW_PID" 2>/dev/null
   for c in "$CH" scratch broken badcap fresh kept goodnum; do "$FIXTURE" "$BUS" "$c" --remove >/dev/null 2>&1; done
-  rm -f "/dev/shm/shmbus.$BUS."*
+  rm -f "/dev/shm/shmbus.$BUS."* "/dev/shm/shmbus.${BUS}last."*
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -526,6 +526,48 @@ check "tail -f says the segment was truncated" grep -q "'followed' lost its page
 run "$SHMBUS" stat followed --bus "$BUS"
 check "stat of a truncated channel is an error, not a crash" test "$rc" -eq 1
 rm -f "/dev/shm/shmbus.$BUS.followed"
+
+# ---- a message out of deliveries with no consumer alive ------------------------
+# Its last attempt's consumer was killed and nobody is left to receive: stat,
+# Prometheus and check --max-dlq count it as due for the DLQ, and gc moves it.
+# (A bus of its own, so the gc runs above and below are not disturbed.)
+BUS2="${BUS}last"
+"$FIXTURE" "$BUS2" last --last-attempt || { echo "FAIL: fixture could not create the last-attempt channel"; fails=$((fails + 1)); }
+run "$SHMBUS" stat last --bus "$BUS2"; echo "$out"
+check "stat table has a DLQ_DUE column" grep -Eq "^GROUP .* DLQ_DUE " <<<"$out"
+json=$("$SHMBUS" stat last --bus "$BUS2" --json)
+json_check "stat --json: the dead consumer's last attempt is due for the DLQ, not in flight" "
+(g,) = d['groups']
+assert g['dlq_due'] == 1 and g['in_flight'] == 0 and g['due'] == 0, g
+assert g['consumers_alive'] == 0 and g['dead_lettered'] == 0 and g['dlq']['depth'] == 0, g"
+"$SHMBUS" stat last --bus "$BUS2" --prometheus >"$TMP/last.prom"
+check "stat --prometheus: dlq_due 1" grep -qx "shmbus_group_dlq_due{bus=\"$BUS2\",channel=\"last\",group=\"workers\"} 1" "$TMP/last.prom"
+check "stat --prometheus with dlq_due passes promtool" promtool check metrics <"$TMP/last.prom"
+run "$SHMBUS" check --bus "$BUS2" --max-dlq 0
+check "check --max-dlq fires on a message due for the DLQ (exit 2)" test "$rc" -eq 2
+check "check --max-dlq counts depth + due" grep -q "^CRITICAL last: group workers DLQ last-dlq depth 0 + due 1 = 1 > 0" <<<"$out"
+run "$SHMBUS" gc --bus "$BUS2" --keep-unused --dry-run; echo "$out"
+check "gc --dry-run would move the due dead letter" grep -q "^last: would move 1 message(s) due for the DLQ" <<<"$out"
+run "$SHMBUS" gc --bus "$BUS2" --keep-unused; echo "$out"
+check "gc says it moved the due dead letter" grep -q "^last: moved 1 message(s) due for the DLQ to their DLQ" <<<"$out"
+json=$("$SHMBUS" stat last --bus "$BUS2" --json)
+json_check "after gc: dead-lettered, in the DLQ, nothing due" "
+(g,) = d['groups']
+assert g['dlq_due'] == 0 and g['dead_lettered'] == 1 and g['floor'] == 1 and g['dlq']['depth'] == 1, g"
+run "$SHMBUS" dlq list workers --channel last --bus "$BUS2"; echo "$out"
+check "the DLQ holds the message after 1 attempt, reason max_deliveries" grep -Eq "^0 +last +0 +workers +1 +max_deliveries " <<<"$out"
+run "$SHMBUS" check --bus "$BUS2" --max-dlq 0
+check "check --max-dlq still fires, now on the DLQ's depth" grep -q "^CRITICAL last: group workers DLQ last-dlq depth 1 > 0" <<<"$out"
+# ---- peek --from a time older than the ring: the same warning as for a SEQ ----
+run "$SHMBUS" create wrapped --bus "$BUS2" --capacity 4 --slot-size 128 --policy drop_oldest
+seq 0 9 | "$SHMBUS" publish wrapped --bus "$BUS2" >/dev/null 2>&1
+run "$SHMBUS" peek wrapped --bus "$BUS2" --from 2; echo "$out"
+check "peek --from an overwritten SEQ warns" grep -q "^shmbus peek: #2 is no longer in the ring; starting at the oldest, #6" "$TMP/err"
+run "$SHMBUS" peek wrapped --bus "$BUS2" --from -1d; echo "$out"; cat "$TMP/err"
+check "peek --from a time older than the ring warns with the count" grep -q "^shmbus peek: messages since -1d are no longer all in the ring: up to 6 overwritten (#0 to #5); starting at the oldest, #6" "$TMP/err"
+check "...and prints what the ring holds" test "$(wc -l <<<"$out")" -eq 4
+"$FIXTURE" "$BUS2" last --remove >/dev/null 2>&1
+rm -f "/dev/shm/shmbus.$BUS2."*
 
 help_ok() { "$SHMBUS" "$@" --help >/dev/null; }
 for c in ls stat watch check metrics peek tail publish subscribe create rm gc dlq "dlq list" "dlq show" "dlq redrive"; do

@@ -52,7 +52,7 @@ std::string dlq_channel_name(std::string_view channel, const GroupOptions& opts)
 
 /// Options of a DLQ channel for a source channel: room for the source's
 /// largest payload plus a DlqRecord; block policy (retained until redriven).
-ChannelOptions dlq_channel_options(const Geometry& source);
+ChannelOptions dlq_channel_options(const ChannelState& source);
 
 /// Finds a group by name; -1 if absent. Thread-safe.
 int find_group(const ChannelState& ch, std::string_view name) noexcept;
@@ -60,6 +60,49 @@ int find_group(const ChannelState& ch, std::string_view name) noexcept;
 /// Removes a group (its leases and cursor are forgotten). busy if a live
 /// consumer is a member. Thread-safe.
 Result<void> remove_group(ChannelState& ch, std::string_view name);
+
+/// The owner index of a lease held by a participant that is not a consumer
+/// of the group (dead_letter_due): no consumer entry has it, so only the
+/// lease's deadline ends it, never a liveness judgement.
+inline constexpr std::uint32_t kLeaseNoOwner = 255;
+static_assert(kMaxConsumers <= kLeaseNoOwner, "consumer indexes must stay below kLeaseNoOwner");
+
+/// Whether lease word `w` (for a sequence of lap `lap`) is a message that has
+/// used all `max_deliveries` deliveries and that nobody is working on: its
+/// last lease expired or its owner is gone (`owner_gone(index)`), a
+/// dead-lettering whose deadline passed or whose owner is gone, or a final
+/// nack that the DLQ could not take (due, attempt >= max_deliveries). Such a
+/// message is "due for the DLQ": it is never delivered again. `now_ms` is
+/// the lease clock (CLOCK_MONOTONIC ms). Pure but for owner_gone.
+template <class OwnerGone>
+bool due_for_dlq(std::uint64_t w, std::uint32_t lap, std::uint32_t max_deliveries, std::uint64_t now_ms,
+                 OwnerGone&& owner_gone) {
+  if (w == 0) return false;
+  const LeaseFields lf = lease_fields(w);
+  if (lf.lap != lap) return false;
+  switch (lf.state) {
+    case kLeaseDue: return lf.attempt >= max_deliveries;
+    case kLeaseLeased:
+      if (lf.attempt < max_deliveries) return false;
+      [[fallthrough]];
+    case kLeaseDeadLettering:
+      return lease_time_reached(lf.deadline_ms, now_ms) ||
+             (lf.owner != kLeaseNoOwner && owner_gone(static_cast<std::uint32_t>(lf.owner)));
+    default: return false;
+  }
+}
+
+/// Dead-letters, in every group of `ch`, the messages due for the DLQ (see
+/// due_for_dlq): each is taken with one CAS on its lease word (to
+/// dead-lettering, owner kLeaseNoOwner, deadline one visibility timeout
+/// away, so a mover killed midway leaves it to the next one), copied to the
+/// group's DLQ and marked dead-lettered, exactly as a consumer's receive
+/// does. A message the DLQ cannot take now stays due (counted in
+/// dlq_failures). Returns how many reached a DLQ. permission_denied on a
+/// read-only channel; an error if a DLQ cannot be opened. Thread-safe (any
+/// number of movers and consumers at once); makes system calls (liveness,
+/// opening the DLQs): not for a hot path.
+Result<std::uint64_t> dead_letter_due(const std::shared_ptr<ChannelState>& ch);
 
 /// Frees the consumer entries of every group whose owning process is gone,
 /// making their leases due for redelivery at once. Returns how many entries
@@ -82,6 +125,10 @@ class GroupCore {
   PollStatus receive(Delivery& out, std::span<std::byte> buffer) noexcept;
   PollStatus receive_wait(Delivery& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept;
   AckStatus ack(const Delivery& d) noexcept;
+  /// Makes the delivery due again after delay_ns; on its last allowed
+  /// attempt (attempt >= max_deliveries) dead-letters it at once instead
+  /// (dlq_unavailable if the DLQ cannot take it now: it stays due and is
+  /// retried after delay_ns).
   AckStatus nack(const Delivery& d, std::uint64_t delay_ns) noexcept;
   AckStatus nack_with_backoff(const Delivery& d) noexcept;
   AckStatus extend(Delivery& d, std::uint64_t visibility_ns) noexcept;
@@ -102,6 +149,7 @@ class GroupCore {
                PollStatus& st) noexcept;
   bool owner_dead(std::uint32_t owner) noexcept;
   AckStatus finish(const Delivery& d, std::uint64_t next_word) noexcept;
+  AckStatus nack_final(const Delivery& d, std::uint64_t due_ms) noexcept;
   AckStatus send_to_dlq(std::uint64_t seq, std::uint64_t held, DeadLetterReason reason) noexcept;
   void advance_floor() noexcept;
   void release() noexcept;

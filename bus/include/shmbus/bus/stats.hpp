@@ -55,8 +55,13 @@ struct GroupStats {
   std::uint64_t floor = 0;          ///< every sequence below is finished
   std::uint64_t pending = 0;        ///< head - next: committed or claimed, not yet delivered
   std::uint64_t unfinished = 0;     ///< head - floor: not yet acked / dead-lettered
-  std::uint64_t in_flight = 0;      ///< leases held now (leased or being dead-lettered)
-  std::uint64_t due = 0;            ///< nacked, waiting for their retry time
+  std::uint64_t in_flight = 0;      ///< leases held now (leased or being dead-lettered), dlq_due excluded
+  std::uint64_t due = 0;            ///< nacked, waiting for their retry time (dlq_due excluded)
+  /// Out of deliveries and nobody working on them: the last lease expired,
+  /// its consumer died, a dead-lettering stalled, or a final nack the DLQ
+  /// could not take. Never delivered again; the next receive of any
+  /// consumer, or Channel::dead_letter_due (shmbus gc), moves them to the DLQ.
+  std::uint64_t dlq_due = 0;
   std::uint64_t oldest_unacked_age_ns = 0;  ///< now - publish time of the message at floor
   std::uint64_t visibility_timeout_ns = 0;
   std::uint32_t max_deliveries = 0;

@@ -92,6 +92,7 @@ class SubscriberCore {
   bool pending_ = false;
   bool wake_publishers_ = false;  ///< block policy: publishers may sleep on our cursor
   bool resumed_ = false;
+  bool report_start_loss_ = false;  ///< started at a time older than the ring: the first read says lapped
   WaitStrategy wait_ = WaitStrategy::block;
   std::uint32_t empty_polls_ = 0;
   StallWatch stall_;

@@ -51,6 +51,10 @@ struct SubscriberAttach {
   std::uint64_t control = 0;  ///< the control word this handle owns (ACTIVE | pid)
   std::uint64_t cursor = 0;   ///< where reading starts
   bool resumed = false;       ///< a durable subscriber resumed an existing cursor
+  /// A new subscriber started at a time older than the ring: messages that
+  /// may have been published since then were overwritten. Already counted
+  /// in the entry's `lost` (and one lapped event); the first poll reports it.
+  std::uint64_t start_lost = 0;
 };
 
 /// Attaches a subscriber (anonymous if name is empty, else durable) starting
@@ -82,8 +86,29 @@ bool reclaim_and_evict(ChannelState& ch, std::uint64_t head, std::uint64_t now_n
 /// that are gone. Returns how many entries changed. Thread-safe.
 std::uint32_t reclaim_dead(ChannelState& ch) noexcept;
 
+/// Where the messages published at or after a time start.
+struct TimePosition {
+  /// The first retained sequence whose timestamp is >= t, or head if none.
+  std::uint64_t sequence = 0;
+  /// How many sequences before `sequence` the ring no longer holds although
+  /// they may have been published at or after t: every overwritten one
+  /// (sequence 0 up to the oldest retained), when the oldest retained
+  /// message is already at or after t and the ring has wrapped; else 0. The
+  /// overwritten messages' times are gone, so this is an upper bound of the
+  /// loss (exact when t is at or before the channel's creation).
+  std::uint64_t overwritten = 0;
+};
+
 /// Finds the first sequence in [oldest, head) whose timestamp is >= t
-/// (binary search over validated slot reads), or head if none.
+/// (binary search over validated slot reads) and whether messages since t
+/// were overwritten (see TimePosition).
+TimePosition locate_time(const ChannelState& ch, std::uint64_t t_realtime_ns) noexcept;
+
+/// The first sequence that may hold a message published at or after t:
+/// locate_time's sequence, or, when messages since t were overwritten, the
+/// first of those (0): below the oldest retained sequence, so that a peek
+/// or a seek there reports `lapped` with the count, as for any overwritten
+/// sequence.
 std::uint64_t sequence_at_time(const ChannelState& ch, std::uint64_t t_realtime_ns) noexcept;
 
 /// The oldest sequence that may still be readable: head - capacity, or 0.
@@ -91,7 +116,10 @@ std::uint64_t oldest_sequence(const ChannelState& ch) noexcept;
 
 /// Where a new subscriber's cursor or a new group's floor starts: the oldest
 /// readable sequence, the head, a given sequence (clamped to kMaxSequence),
-/// or the first message at or after a time.
-std::uint64_t start_position(const ChannelState& ch, const StartAt& start) noexcept;
+/// or the first retained message at or after a time. For a time, `*lost`
+/// (if given) gets locate_time's `overwritten` (else 0): the caller counts
+/// it as lost and reports it, as a reader lapped there would.
+std::uint64_t start_position(const ChannelState& ch, const StartAt& start,
+                             std::uint64_t* lost = nullptr) noexcept;
 
 }  // namespace shmbus::bus

@@ -114,6 +114,11 @@ struct StartAt {
   static StartAt earliest() noexcept { return {Kind::earliest, 0}; }
   static StartAt latest() noexcept { return {Kind::latest, 0}; }
   static StartAt at_sequence(std::uint64_t s) noexcept { return {Kind::sequence, s}; }
+  /// The first message published at or after the time. If the ring no
+  /// longer holds every message since then (its oldest is newer and older
+  /// ones were overwritten), the first poll returns `lapped` and `lost`
+  /// counts every overwritten sequence (an upper bound: their times are
+  /// gone); a group counts them in its `lost`.
   static StartAt at_time(std::uint64_t realtime_ns) noexcept { return {Kind::timestamp, realtime_ns}; }
 };
 
