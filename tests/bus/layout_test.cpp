@@ -108,7 +108,7 @@ TEST_CASE("the ABI fingerprint hashes the 16 layout numbers that protocol.md lis
   // with layout.hpp, docs/protocol.md and (for an incompatible change)
   // kLayoutVersion.
   const std::uint64_t documented = fnv1a_of_numbers(kFingerprintBasis, {
-      1,     // kLayoutVersion
+      2,     // kLayoutVersion
       4096,  // sizeof(ChannelHeader)
       512,   // sizeof(ProducerBlock)
       128,   // sizeof(PublisherEntry)
