@@ -325,10 +325,15 @@ SHMBUS_API int shmbus_group_options_init(shmbus_group_options* opts, size_t size
 SHMBUS_API int shmbus_channel_create(const char* bus, const char* name,
                                      const shmbus_channel_options* opts, shmbus_channel** out);
 
-/** Opens an existing channel, waiting up to init_wait_ns for a concurrent
- *  creator to finish (SHMBUS_DEFAULT_INIT_WAIT_NS is a good bound). Refuses
- *  another layout version or a corrupted header with a message naming the
- *  field. Thread-safe. */
+/** Opens an existing channel. A channel is visible under its name only once
+ *  fully created, so there is no creator to wait for: init_wait_ns bounds
+ *  only the wait while a remover holds the segment exclusively for its
+ *  unlink (SHMBUS_DEFAULT_INIT_WAIT_NS is a good bound; then SHMBUS_BUSY).
+ *  Refuses another layout version or a corrupted header with a message
+ *  naming the field; a FIFO or symlink under the name
+ *  (SHMBUS_INVALID_ARGUMENT); a segment owned by a uid other than this
+ *  process's or root's (SHMBUS_PERMISSION_DENIED, naming owner, mode and
+ *  path). Thread-safe. */
 SHMBUS_API int shmbus_channel_open(const char* bus, const char* name, uint64_t init_wait_ns,
                                    shmbus_channel** out);
 

@@ -175,7 +175,8 @@ static void test_status_names(void) {
                        SHMBUS_VERSION_MISMATCH, SHMBUS_CORRUPTED, SHMBUS_TIMEOUT, SHMBUS_TABLE_FULL,
                        SHMBUS_BUSY, SHMBUS_SYSTEM, SHMBUS_EMPTY, SHMBUS_LAPPED, SHMBUS_BUFFER_TOO_SMALL,
                        SHMBUS_FULL, SHMBUS_TOO_LARGE, SHMBUS_ABANDONED, SHMBUS_LEASE_LOST,
-                       SHMBUS_DLQ_UNAVAILABLE, SHMBUS_INVALID, SHMBUS_OUT_OF_MEMORY, SHMBUS_INTERNAL};
+                       SHMBUS_DLQ_UNAVAILABLE, SHMBUS_INVALID, SHMBUS_REMOVED, SHMBUS_SEGMENT_LOST,
+                       SHMBUS_OUT_OF_MEMORY, SHMBUS_INTERNAL};
   const size_t n = sizeof codes / sizeof codes[0];
   for (size_t i = 0; i < n; ++i) {
     const char* a = shmbus_strerror(codes[i]);
@@ -322,6 +323,23 @@ static void test_publish_and_poll(void) {
   CHECK_RC(shmbus_subscriber_poll(sub, &m, buf, sizeof buf), SHMBUS_OK);
   CHECK(m.sequence == 0 && memcmp(buf, "hello", 5) == 0);
 
+  release(NULL, sub, pub, ch);
+}
+
+static void test_removed_channel(void) {
+  const char* name = unique_name("capi-removed");
+  shmbus_channel* ch = make_channel(name, 64, SHMBUS_POLICY_BLOCK);
+  shmbus_subscriber* sub = subscribe_earliest(ch);
+  shmbus_publisher* pub = make_publisher(ch);
+  publish_text(pub, "before", 1);
+  CHECK_RC(shmbus_channel_remove(BUS, name), SHMBUS_OK);
+  /* Handles learn it: never `ok` into a channel nobody can read. */
+  CHECK_RC(shmbus_publish(pub, "after", 5, NULL, 0), SHMBUS_REMOVED);
+  char buf[256];
+  shmbus_message m;
+  CHECK_RC(shmbus_subscriber_poll(sub, &m, buf, sizeof buf), SHMBUS_OK); /* committed before */
+  CHECK_RC(shmbus_subscriber_poll(sub, &m, buf, sizeof buf), SHMBUS_REMOVED);
+  CHECK_RC(shmbus_subscriber_poll_wait(sub, &m, buf, sizeof buf, TEN_SECONDS_NS), SHMBUS_REMOVED);
   release(NULL, sub, pub, ch);
 }
 
@@ -712,6 +730,7 @@ static const struct test_case cases[] = {
   {"options from a newer caller are accepted only with a zero tail", test_options_from_a_newer_caller},
   {"create open and open_or_create report errors with context", test_create_open_errors},
   {"a message published from C is polled back with its metadata", test_publish_and_poll},
+  {"a removed channel makes publish and poll return removed", test_removed_channel},
   {"a too small buffer reports the size needed and keeps the message", test_buffer_too_small},
   {"publishing more than the max payload is refused with both sizes", test_too_large},
   {"a reject channel returns full and stats show depth and lag", test_reject_full_and_stats},
