@@ -75,8 +75,6 @@ class SubscriberCore {
 
   std::shared_ptr<ChannelState> ch_;
   ProducerBlock* prod_ = nullptr;
-  const std::atomic<std::uint64_t>* removed_ = nullptr;  ///< the header's RemovedState
-  std::uint64_t last_removed_check_ns_ = 0;
   SubscriberEntry* entry_ = nullptr;
   SlotControl* slots_ = nullptr;
   const std::byte* data_ = nullptr;
@@ -96,6 +94,11 @@ class SubscriberCore {
   WaitStrategy wait_ = WaitStrategy::block;
   std::uint32_t empty_polls_ = 0;
   StallWatch stall_;
+  // Cold: read only on the empty, lapped, evicted and waiting paths. Kept
+  // after the hot members so that they keep their places (the ping-pong
+  // latency moved by 20% when these two sat among them).
+  const std::atomic<std::uint64_t>* removed_ = nullptr;  ///< the header's RemovedState
+  std::uint64_t last_removed_check_ns_ = 0;
 };
 
 }  // namespace shmbus::bus
