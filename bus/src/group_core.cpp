@@ -140,14 +140,19 @@ AckStatus copy_to_dlq(const GroupView& v, PublisherCore& pub, std::uint64_t seq,
   const std::uint64_t want = make_stamp(seq, kStampCommitted);
   std::uint64_t w = held;
   LeaseFields lf = lease_fields(held);
-  if (hdr.length > ch.geo.max_payload || hdr.sequence != seq) {
-    std::atomic_thread_fence(std::memory_order_acquire);
+  // The slot no longer holds the message (overwritten, drop_oldest) or is
+  // impossible: nothing sound to keep. Ends the lease as lost, counted.
+  auto mark_lost = [&]() {
     lf.state = kLeaseLost;
     if (shm::cas_acq_rel(v.leases[seq & v.mask], w, make_lease(lf))) {
       g.lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
       advance_floor_of(v);
     }
     return AckStatus::ok;
+  };
+  if (hdr.length > ch.geo.max_payload || hdr.sequence != seq) {
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return mark_lost();
   }
   ClaimToken claim;
   if (pub.claim(sizeof(DlqRecord) + hdr.length, claim, 0) != PublishStatus::ok) return fail();
@@ -166,12 +171,7 @@ AckStatus copy_to_dlq(const GroupView& v, PublisherCore& pub, std::uint64_t seq,
   if (shm::load_relaxed(ch.slots[seq & v.mask].stamp) != want) {
     // Overwritten while we copied (drop_oldest): nothing sound to keep.
     pub.abort(claim);
-    lf.state = kLeaseLost;
-    if (shm::cas_acq_rel(v.leases[seq & v.mask], w, make_lease(lf))) {
-      g.lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-      advance_floor_of(v);
-    }
-    return AckStatus::ok;
+    return mark_lost();
   }
   MessageMeta meta;
   meta.key = hdr.key;
