@@ -673,11 +673,7 @@ TEST_CASE("a group started at a time older than the ring counts the overwritten 
   Channel ch = make_channel(name, small(Policy::drop_oldest, 4));
   auto pub = ch.publisher();
   REQUIRE(pub);
-  for (std::uint64_t i = 0; i < 10; ++i) {
-    MessageMeta m;
-    m.timestamp_ns = 1000 + i * 10;
-    REQUIRE(pub->publish(bytes_of(i), m) == PublishStatus::ok);
-  }
+  REQUIRE(publish_stamped(*pub, 10, 1000, 10));
   GroupOptions g = fast_group();
   g.start = StartAt::at_time(1005);  // older than the oldest held message (1060)
   auto c = ch.join_group("g", g);

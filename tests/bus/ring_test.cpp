@@ -172,11 +172,7 @@ TEST_CASE("start positions: earliest, latest, a sequence, a timestamp") {
   Channel ch = make_channel(name, small(Policy::drop_oldest, 16));
   auto pub = ch.publisher();
   REQUIRE(pub);
-  for (std::uint64_t i = 0; i < 10; ++i) {
-    MessageMeta m;
-    m.timestamp_ns = 1000 + i * 10;
-    REQUIRE(pub->publish(bytes_of(i), m) == PublishStatus::ok);
-  }
+  REQUIRE(publish_stamped(*pub, 10, 1000, 10));
   auto earliest = ch.subscribe({"", StartAt::earliest()});
   auto latest = ch.subscribe({"", StartAt::latest()});
   auto at_seq = ch.subscribe({"", StartAt::at_sequence(7)});
@@ -196,11 +192,7 @@ TEST_CASE("a start at a time older than the ring reports lapped with the overwri
   Channel ch = make_channel(name, small(Policy::drop_oldest, 4));
   auto pub = ch.publisher();
   REQUIRE(pub);
-  for (std::uint64_t i = 0; i < 10; ++i) {
-    MessageMeta m;
-    m.timestamp_ns = 1000 + i * 10;
-    REQUIRE(pub->publish(bytes_of(i), m) == PublishStatus::ok);
-  }
+  REQUIRE(publish_stamped(*pub, 10, 1000, 10));
   REQUIRE(ch.oldest() == 6);  // 6..9 retained (times 1060..1090); 0..5 overwritten
   // Time 1005: the oldest message held (1060) is newer, and 6 messages before
   // it were overwritten, any of which may be from 1005 on.

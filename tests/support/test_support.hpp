@@ -108,6 +108,18 @@ std::span<const std::byte> bytes_of(const T& v) {
   return std::as_bytes(std::span<const T>(&v, 1));
 }
 
+/// Publishes the values 0..n-1 (as 8-byte payloads) stamped t0, t0 + step,
+/// ... (made-up CLOCK_REALTIME ns, for start-at-time tests). False as soon
+/// as one publish is not ok.
+inline bool publish_stamped(Publisher& pub, std::uint64_t n, std::uint64_t t0, std::uint64_t step) {
+  for (std::uint64_t i = 0; i < n; ++i) {
+    MessageMeta m;
+    m.timestamp_ns = t0 + i * step;
+    if (pub.publish(bytes_of(i), m) != PublishStatus::ok) return false;
+  }
+  return true;
+}
+
 /// Reads a trivially copyable value from the front of a payload.
 template <class T>
 T value_of(std::span<const std::byte> p) {
