@@ -60,6 +60,21 @@ void spin_for(int iterations) {
   for (;;) ::pause();
 }
 
+/// A child's body: opens `channel`, claims 8 bytes (half-writes them if
+/// `scribble`), signals the claimed sequence and parks with the claim open,
+/// to be killed. Returns only on a setup failure (10, 11, 12).
+int claim_and_hang(const std::string& channel, Event& claimed, bool scribble) {
+  auto c = Channel::open(channel, kTestBus);
+  if (!c) return 10;
+  auto pub = c->publisher();
+  if (!pub) return 11;
+  Claim claim;
+  if (pub->try_claim(8, claim) != PublishStatus::ok) return 12;
+  if (scribble) std::memset(claim.payload.data(), 0xab, 8);  // half-written, never committed
+  claimed.signal(claim.sequence);
+  pause_forever();
+}
+
 ChannelOptions block_channel(std::uint32_t capacity, std::uint32_t slot_size = 128) {
   ChannelOptions o;
   o.capacity = capacity;
@@ -185,17 +200,7 @@ TEST_CASE("a publisher killed with SIGKILL between claim and commit does not sta
   REQUIRE(sub);
 
   Event claimed;
-  Child writer([&]() -> int {
-    auto c = Channel::open(name.str(), kTestBus);
-    if (!c) return 10;
-    auto pub = c->publisher();
-    if (!pub) return 11;
-    Claim claim;
-    if (pub->try_claim(8, claim) != PublishStatus::ok) return 12;
-    std::memset(claim.payload.data(), 0xab, 8);  // half-written, never committed
-    claimed.signal(claim.sequence);
-    pause_forever();
-  });
+  Child writer([&] { return claim_and_hang(name.str(), claimed, true); });
   std::uint64_t claimed_seq = ~0ULL;
   REQUIRE(claimed.wait(claimed_seq, ms_left(Clock::now() + kBound)));
   REQUIRE(claimed_seq == 0);
@@ -249,16 +254,7 @@ TEST_CASE("a publisher that laps a claim whose writer was killed takes the slot 
   Channel ch = make_channel(name, o);
 
   Event claimed;
-  Child writer([&]() -> int {
-    auto c = Channel::open(name.str(), kTestBus);
-    if (!c) return 10;
-    auto pub = c->publisher();
-    if (!pub) return 11;
-    Claim claim;
-    if (pub->try_claim(8, claim) != PublishStatus::ok) return 12;
-    claimed.signal(claim.sequence);
-    pause_forever();
-  });
+  Child writer([&] { return claim_and_hang(name.str(), claimed, false); });
   std::uint64_t claimed_seq = ~0ULL;
   REQUIRE(claimed.wait(claimed_seq, ms_left(Clock::now() + kBound)));
   REQUIRE(claimed_seq == 0);
