@@ -445,20 +445,28 @@ Result<void> remove_channel(std::string_view bus, std::string_view name) {
   return r;
 }
 
-Result<bool> remove_channel_if_unused(std::string_view bus, std::string_view name) {
+namespace {
+
+// Runs a segment-level lock probe (remove_if_unused, in_use) on a
+// channel's segment, with the names checked and not_found worded for a
+// channel.
+Result<bool> probe_segment(std::string_view bus, std::string_view name,
+                           Result<bool> (*probe)(const std::string&)) {
   if (auto r = validate_name("bus", bus); !r) return r.error();
   if (auto r = validate_name("channel", name); !r) return r.error();
-  auto r = shm::Segment::remove_if_unused(segment_name(bus, name));
+  auto r = probe(segment_name(bus, name));
   if (!r && r.error().code() == ErrorCode::not_found) return no_channel(bus, name);
   return r;
 }
 
+}  // namespace
+
+Result<bool> remove_channel_if_unused(std::string_view bus, std::string_view name) {
+  return probe_segment(bus, name, &shm::Segment::remove_if_unused);
+}
+
 Result<bool> channel_in_use(std::string_view bus, std::string_view name) {
-  if (auto r = validate_name("bus", bus); !r) return r.error();
-  if (auto r = validate_name("channel", name); !r) return r.error();
-  auto r = shm::Segment::in_use(segment_name(bus, name));
-  if (!r && r.error().code() == ErrorCode::not_found) return no_channel(bus, name);
-  return r;
+  return probe_segment(bus, name, &shm::Segment::in_use);
 }
 
 Result<void> ChannelState::require_live() {
