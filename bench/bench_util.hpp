@@ -1,10 +1,13 @@
 // What every benchmark program shares: the clock, CPU pinning, spinning,
 // context-switch counts, the clock's own cost, the JSON shape of a latency
-// histogram, forked children and shared mappings, and main() itself.
-// Header-only; benchmark programs only.
+// histogram, forked children and shared mappings, the minimal SPSC ring that
+// serves as a baseline, and main() itself.
+// Header-only; benchmark programs only (it does not use the library).
 #pragma once
 
 #include <algorithm>
+#include <atomic>
+#include <cstddef>
 #include <cerrno>
 #include <cstdint>
 #include <csignal>
@@ -247,6 +250,104 @@ inline void write_json(const std::string& path, const nlohmann::ordered_json& j)
   std::fputc('\n', f);
   std::fclose(f);
 }
+
+/// The minimal single-producer single-consumer ring that the benchmarks
+/// measure shmbus against: what two cores move with no protocol at all.
+/// In a MAP_SHARED mapping: the header (head and tail, each on its own
+/// 128-byte line, as adjacent-line prefetch pairs lines), then `capacity`
+/// slots of `stride` bytes, a multiple of 64: the length (8 bytes), then the
+/// payload. Each side keeps its own index and a cached copy of the other
+/// side's (as rigtorp's SPSCQueue does), so it reads the other side's line
+/// only when the cached copy says the ring is full (producer) or empty
+/// (consumer). Single-threaded on each side; the two sides may be in two
+/// processes.
+struct alignas(128) SpscHeader {
+  alignas(128) std::atomic<std::uint64_t> head;  ///< next slot to write (the producer's)
+  alignas(128) std::atomic<std::uint64_t> tail;  ///< next slot to read (the consumer's)
+};
+static_assert(sizeof(SpscHeader) == 256);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+/// The ring's geometry. `capacity` is a power of two.
+struct SpscGeometry {
+  std::uint64_t capacity = 0;
+  std::size_t stride = 0;  ///< bytes per slot: 8 + the largest payload, rounded up to 64
+
+  SpscGeometry(std::uint64_t cap, std::size_t max_payload)
+      : capacity(cap), stride((sizeof(std::uint64_t) + max_payload + 63) / 64 * 64) {}
+  /// Bytes of the mapping: the header and the slots.
+  [[nodiscard]] std::size_t bytes() const noexcept { return sizeof(SpscHeader) + capacity * stride; }
+  [[nodiscard]] std::byte* slot(SpscHeader* h, std::uint64_t i) const noexcept {
+    return reinterpret_cast<std::byte*>(h) + sizeof(SpscHeader) + (i & (capacity - 1)) * stride;
+  }
+};
+
+/// The producer's side. Not thread-safe: one producer.
+struct SpscProducer {
+  SpscHeader* hdr = nullptr;
+  SpscGeometry geo{1, 0};
+  std::uint64_t head = 0;        ///< this side's index (the shared copy is hdr->head)
+  std::uint64_t tail_cache = 0;  ///< the consumer's tail as last read
+
+  /// Whether a slot is free, reading the consumer's tail only when the
+  /// cached copy says the ring is full.
+  [[nodiscard]] bool has_space() noexcept {
+    if (head - tail_cache < geo.capacity) return true;
+    // SYNC(spsc-tail): acquire, pairs with the consumer's release: the slot
+    // it freed is read before we overwrite it.
+    tail_cache = hdr->tail.load(std::memory_order_acquire);
+    return head - tail_cache < geo.capacity;
+  }
+  /// Writes a message into the next slot and publishes it (call after
+  /// has_space()). n <= the geometry's payload.
+  void push(const std::byte* p, std::size_t n) noexcept {
+    std::byte* s = geo.slot(hdr, head);
+    const std::uint64_t len = n;
+    std::memcpy(s, &len, sizeof len);
+    std::memcpy(s + sizeof len, p, n);
+    // SYNC(spsc-head): release, pairs with the consumer's acquire: the
+    // length and payload are visible before the index that covers them.
+    hdr->head.store(++head, std::memory_order_release);
+  }
+};
+
+/// The consumer's side. Not thread-safe: one consumer.
+struct SpscConsumer {
+  SpscHeader* hdr = nullptr;
+  SpscGeometry geo{1, 0};
+  std::uint64_t tail = 0;        ///< this side's index (the shared copy is hdr->tail)
+  std::uint64_t head_cache = 0;  ///< the producer's head as last read
+
+  /// Messages readable now, reading the producer's head only when the cached
+  /// copy says the ring is empty.
+  [[nodiscard]] std::uint64_t available() noexcept {
+    if (tail == head_cache) {
+      // SYNC(spsc-head): acquire, pairs with the producer's release.
+      head_cache = hdr->head.load(std::memory_order_acquire);
+    }
+    return head_cache - tail;
+  }
+  /// The i-th readable slot (i < available()): its length, then its payload.
+  [[nodiscard]] const std::byte* peek(std::uint64_t i = 0) const noexcept { return geo.slot(hdr, tail + i); }
+  /// Frees `n` read slots with one store of the tail.
+  void release(std::uint64_t n = 1) noexcept {
+    tail += n;
+    // SYNC(spsc-tail): release, pairs with the producer's acquire.
+    hdr->tail.store(tail, std::memory_order_release);
+  }
+  /// One message copied out into `out` (up to `cap` bytes; its full length
+  /// goes to `len`) and freed; false when the ring is empty.
+  bool pop(std::byte* out, std::size_t cap, std::size_t& len) noexcept {
+    if (available() == 0) return false;
+    const std::byte* s = peek();
+    std::uint64_t n = 0;
+    std::memcpy(&n, s, sizeof n);
+    len = static_cast<std::size_t>(n);
+    std::memcpy(out, s + sizeof n, std::min(len, cap));
+    release();
+    return true;
+  }
+};
 
 /// main() of a benchmark program: parse(argc, argv) gives an optional
 /// configuration (nothing: usage(argv[0]) is printed and 2 returned); its

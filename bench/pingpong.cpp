@@ -14,6 +14,12 @@
 //                 shared buffer, B copies it out and into a second shared
 //                 buffer, A copies that out. What any copying shared-memory
 //                 transport must at least do for the size.
+//   spsc_ring     a minimal single-producer single-consumer ring per
+//                 direction (bench_util.hpp: cached index of the other side,
+//                 slots of length + payload, 64-byte multiples, as in the
+//                 throughput baseline), push then pop (copy-out) in a
+//                 busy-spin loop: what a minimal copying ring costs, with no
+//                 protocol beyond the two indices.
 //   shmbus_spin   two shmbus channels, "ping" (A -> B) and "pong" (B -> A);
 //                 publish, then poll (copy-out) in a busy-spin loop.
 //   shmbus_block  the same with WaitStrategy::block subscribers: poll, then
@@ -37,7 +43,8 @@
 // moves the virtual CPUs mid-run hits every transport alike. Each sample
 // includes one clock_gettime pair; its cost is measured and shown. "paired"
 // is the median over blocks of (block p50 / the floor's block p50 with the
-// same index): blocks with the same index ran back to back. Voluntary
+// same index): blocks with the same index ran back to back; "p/spsc" is
+// the same against spsc_ring's blocks, where it ran. Voluntary
 // context switches per round trip (each side's thread) tell which path was
 // measured: ~0 means nobody slept, ~1 means one side slept every time.
 // --gap-us N pauses (untimed) before each round trip, so blocking waiters
@@ -112,6 +119,7 @@ constexpr std::size_t kPoolSlots = 16;  // moodycamel payload buffers per direct
 enum class Kind : int {
   floor,
   floor_copy,
+  spsc_ring,
   shmbus_spin,
   shmbus_block,
   eventfd,
@@ -123,7 +131,7 @@ enum class Kind : int {
   mc_queue,
   mc_blocking,
 };
-constexpr int kKinds = 12;
+constexpr int kKinds = 13;
 
 struct KindInfo {
   Kind kind;
@@ -133,6 +141,7 @@ struct KindInfo {
 constexpr std::array<KindInfo, kKinds> kInfo{{
     {Kind::floor, "floor", false},
     {Kind::floor_copy, "floor_copy", false},
+    {Kind::spsc_ring, "spsc_ring", false},
     {Kind::shmbus_spin, "shmbus_spin", false},
     {Kind::shmbus_block, "shmbus_block", false},
     {Kind::eventfd, "eventfd", false},
@@ -244,6 +253,9 @@ struct Shared {
   FloorLine* copy_line = nullptr;  ///< floor_copy's flag
   std::byte* copy_ping = nullptr;  ///< floor_copy's buffers (size bytes each)
   std::byte* copy_pong = nullptr;
+  bu::SpscHeader* spsc_ping = nullptr;  ///< spsc_ring's rings (A -> B, B -> A)
+  bu::SpscHeader* spsc_pong = nullptr;
+  bu::SpscGeometry spsc_geo{1, 0};
   int efd_ping = -1, efd_pong = -1;
   int pipe_ping[2] = {-1, -1}, pipe_pong[2] = {-1, -1};
   int sock[2] = {-1, -1};
@@ -407,6 +419,34 @@ template <class T>
   const std::size_t n = t.receive(buf.data(), buf.size());
   t.send(buf.data(), n);
 }
+
+/// spsc_ring: one bench_util ring per direction, between the two processes.
+struct SpscT {
+  static constexpr bool kChecks = true;
+  bu::SpscProducer tx;
+  bu::SpscConsumer rx;
+  const char* what = "spsc_ring";
+
+  void send(const std::byte* p, std::size_t n) {
+    SpinGuard guard;
+    while (!tx.has_space()) {  // never, with one message in flight; checked as any ring must
+      cpu_relax();
+      if (guard.expired()) die(std::string(what) + ": the ring stays full");
+    }
+    tx.push(p, n);
+  }
+  std::size_t receive(std::byte* p, std::size_t n) {
+    SpinGuard guard;
+    std::size_t len = 0;
+    while (!rx.pop(p, n, len)) {
+      cpu_relax();
+      if (guard.expired()) die(std::string(what) + ": the peer stopped answering");
+    }
+    return len;
+  }
+  std::size_t exchange(Buffers& b) { return send_then_receive(*this, b); }
+  void echo(std::vector<std::byte>& buf) { receive_then_send(*this, buf); }
+};
 
 struct EventfdT {
   static constexpr bool kChecks = false;
@@ -698,6 +738,15 @@ void setup_shared(const Config& cfg, std::size_t size, std::vector<Kind>& kinds,
   sh.copy_ping = static_cast<std::byte*>(mem) + 2 * sizeof(FloorLine);
   sh.copy_pong = sh.copy_ping + size;
 
+  if (uses(kinds, Kind::spsc_ring)) {
+    // As many slots as the shmbus channels get (up to 1024, at most ~16 MiB):
+    // the ring is walked as in real use.
+    std::uint64_t cap = 1024;
+    while (cap > 16 && cap * bu::SpscGeometry(1, size).stride > (16u << 20)) cap /= 2;
+    sh.spsc_geo = bu::SpscGeometry(cap, size);
+    sh.spsc_ping = static_cast<bu::SpscHeader*>(bu::map_shared(sh.spsc_geo.bytes()));
+    sh.spsc_pong = static_cast<bu::SpscHeader*>(bu::map_shared(sh.spsc_geo.bytes()));
+  }
   if (uses(kinds, Kind::shmbus_spin) || uses(kinds, Kind::shmbus_block)) {
     ChannelOptions o;
     o.slot_size = static_cast<std::uint32_t>((64 + size + 63) / 64 * 64);
@@ -789,6 +838,7 @@ void echo_n(T& t, std::vector<std::byte>& buf, std::uint64_t n) {
 struct PingerSide {
   FloorT floor;
   FloorCopyT floor_copy;
+  SpscT spsc;
   ShmbusT spin, block;
   EventfdT efd;
   StreamT pipe, sock;
@@ -803,6 +853,7 @@ struct PingerSide {
     switch (k) {
       case Kind::floor: return ping_n(floor, b, n, h, round, gap, name);
       case Kind::floor_copy: return ping_n(floor_copy, b, n, h, round, gap, name);
+      case Kind::spsc_ring: return ping_n(spsc, b, n, h, round, gap, name);
       case Kind::shmbus_spin: return ping_n(spin, b, n, h, round, gap, name);
       case Kind::shmbus_block: return ping_n(block, b, n, h, round, gap, name);
       case Kind::eventfd: return ping_n(efd, b, n, h, round, gap, name);
@@ -835,6 +886,7 @@ struct PingerSide {
     std::vector<std::byte> buf(size);
     FloorT floor{sh.line};
     FloorCopyT floor_copy{sh.copy_line, sh.copy_ping, sh.copy_pong};
+    SpscT spsc{{sh.spsc_pong, sh.spsc_geo}, {sh.spsc_ping, sh.spsc_geo}, "spsc_ring (ponger)"};
     ShmbusT spin, block;
     if (uses(kinds, Kind::shmbus_spin)) spin.open(cfg.bus, channel_name("ping", false), channel_name("pong", false), false);
     if (uses(kinds, Kind::shmbus_block)) block.open(cfg.bus, channel_name("ping", true), channel_name("pong", true), true);
@@ -854,6 +906,7 @@ struct PingerSide {
       switch (k) {
         case Kind::floor: return echo_n(floor, buf, n);
         case Kind::floor_copy: return echo_n(floor_copy, buf, n);
+        case Kind::spsc_ring: return echo_n(spsc, buf, n);
         case Kind::shmbus_spin: return echo_n(spin, buf, n);
         case Kind::shmbus_block: return echo_n(block, buf, n);
         case Kind::eventfd: return echo_n(efd, buf, n);
@@ -986,6 +1039,7 @@ SizeResult run_size(const Config& cfg, std::size_t size, bool can_pin) {
     if (can_pin && bu::pin_to(cfg.cpus[0])) res.a_cpu = cfg.cpus[0];
     a.floor = FloorT{sh.line};
     a.floor_copy = FloorCopyT{sh.copy_line, sh.copy_ping, sh.copy_pong};
+    a.spsc = SpscT{{sh.spsc_ping, sh.spsc_geo}, {sh.spsc_pong, sh.spsc_geo}, "spsc_ring"};
     if (uses(kinds, Kind::shmbus_spin)) a.spin.open(cfg.bus, channel_name("pong", false), channel_name("ping", false), false);
     if (uses(kinds, Kind::shmbus_block)) a.block.open(cfg.bus, channel_name("pong", true), channel_name("ping", true), true);
     a.efd = EventfdT{sh.efd_ping, sh.efd_pong};
@@ -1065,6 +1119,9 @@ SizeResult run_size(const Config& cfg, std::size_t size, bool can_pin) {
   if (sh.mq_ping != static_cast<mqd_t>(-1)) ::mq_close(sh.mq_ping);
   if (sh.mq_pong != static_cast<mqd_t>(-1)) ::mq_close(sh.mq_pong);
   ::munmap(sh.line, 2 * sizeof(FloorLine) + 2 * size);
+  for (bu::SpscHeader* r : {sh.spsc_ping, sh.spsc_pong}) {
+    if (r != nullptr) ::munmap(r, sh.spsc_geo.bytes());
+  }
   g_stop = g_interrupted;
   return res;
 }
@@ -1074,8 +1131,9 @@ SizeResult run_size(const Config& cfg, std::size_t size, bool can_pin) {
 double ratio(double a, double b) { return b > 0 ? a / b : 0.0; }
 
 /// The median over blocks of (this transport's block percentile / the
-/// floor's in the block with the same index): a ratio immune to the host
-/// moving the CPUs between blocks. 0 when there are no blocks.
+/// floor's, or another baseline's, in the block with the same index): a
+/// ratio immune to the host moving the CPUs between blocks. 0 when there are
+/// no blocks.
 double paired_ratio(const std::vector<std::uint64_t>& t, const std::vector<std::uint64_t>& floor) {
   std::vector<double> r;
   for (std::size_t b = 0; b < std::min(t.size(), floor.size()); ++b) {
@@ -1086,22 +1144,26 @@ double paired_ratio(const std::vector<std::uint64_t>& t, const std::vector<std::
 
 void print_size(const Config& cfg, const SizeResult& r) {
   const Histogram& fl = r.hist[static_cast<int>(Kind::floor)];
+  const bool spsc = uses(r.kinds, Kind::spsc_ring);
+  const auto& spsc_p50 = r.block_p50[static_cast<int>(Kind::spsc_ring)];
   const double rounds = static_cast<double>(cfg.rounds);
   std::printf("\n%zu-byte messages: %llu timed round trips per transport, %.1f s, CPUs %d/%d%s\n", r.size,
               static_cast<unsigned long long>(cfg.rounds), r.seconds, r.a_cpu, r.b_cpu,
               cfg.gap_ns != 0 ? (", gap " + std::to_string(cfg.gap_ns / 1000) + " us before each").c_str() : "");
-  std::printf("%-13s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s %11s\n", "ns", "p50", "p90", "p99", "p99.9",
-              "p99.99", "max", "mean", "p50/flr", "p99/flr", "paired", "vcsw/rt A/B");
+  std::printf("%-13s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s%s %11s\n", "ns", "p50", "p90", "p99", "p99.9",
+              "p99.99", "max", "mean", "p50/flr", "p99/flr", "paired", spsc ? "  p/spsc" : "", "vcsw/rt A/B");
   for (Kind k : r.kinds) {
     const int i = static_cast<int>(k);
     const Histogram& h = r.hist[i];
     std::printf("%-13s", info(k).name);
     for (double p : bu::kReportPercentiles) std::printf(" %9llu", static_cast<unsigned long long>(h.percentile(p)));
-    std::printf(" %9llu %9.0f %7.2fx %7.2fx %7.2fx %5.2f/%.2f\n", static_cast<unsigned long long>(h.max()), h.mean(),
+    std::printf(" %9llu %9.0f %7.2fx %7.2fx %7.2fx", static_cast<unsigned long long>(h.max()), h.mean(),
                 ratio(static_cast<double>(h.percentile(50)), static_cast<double>(fl.percentile(50))),
                 ratio(static_cast<double>(h.percentile(99)), static_cast<double>(fl.percentile(99))),
-                paired_ratio(r.block_p50[i], r.block_p50[static_cast<int>(Kind::floor)]),
-                static_cast<double>(r.a_sw.voluntary[i]) / rounds, static_cast<double>(r.b_sw.voluntary[i]) / rounds);
+                paired_ratio(r.block_p50[i], r.block_p50[static_cast<int>(Kind::floor)]));
+    if (spsc) std::printf(" %7.2fx", paired_ratio(r.block_p50[i], spsc_p50));
+    std::printf(" %5.2f/%.2f\n", static_cast<double>(r.a_sw.voluntary[i]) / rounds,
+                static_cast<double>(r.b_sw.voluntary[i]) / rounds);
   }
   for (const KindInfo& ki : kInfo) {
     const std::string& why = r.unavailable[static_cast<int>(ki.kind)];

@@ -13,7 +13,8 @@
 //            commits them (one clock read per batch), the subscriber uses
 //            read_batch, and in a last point also pauses 2 us whenever it
 //            finds nothing (so that it does not poll the very slot the
-//            publisher is writing). Block policy (lossless).
+//            publisher is writing: a figure about the cache lines, not one a
+//            user gets; marked reader_pauses). Block policy (lossless).
 //            Rate = messages / (last message read - start).
 //   sizes    pubsub with one publisher and read_batch, over message sizes.
 //   fanout   one publisher, N subscriber processes. drop_oldest: the
@@ -25,8 +26,12 @@
 //   group    one publisher, C consumer processes in one group doing
 //            receive + ack one by one, or receive_batch + ack_batch (64).
 //   spsc     baseline: a minimal single-producer single-consumer ring in
-//            shared memory between two processes (cached indices, batched
-//            consumer): what these cores move with no protocol at all.
+//            shared memory between two processes (bu::SpscProducer and
+//            bu::SpscConsumer: cached indices, two lines per 64-byte message),
+//            what these cores move with no protocol at all; the consumer reads
+//            one message at a time (copy-out, one tail store per message: the
+//            counterpart of poll) or in batches (one tail store per batch: the
+//            counterpart of read_batch). Neither side ever pauses.
 //   mc       baseline: moodycamel::ConcurrentQueue between P producer threads
 //            and one consumer thread of one process (no process boundary),
 //            64-byte elements, consumer try_dequeue or try_dequeue_bulk.
@@ -697,6 +702,10 @@ void run_shmbus(const Config& cfg, const ShmbusSpec& s, std::uint64_t& serial, P
                                                   : std::string(name_of(s.write)) + "+" + name_of(s.read);
   }
   pt.desc["publish_api"] = name_of(s.write);
+  // A reader that pauses when it finds nothing lets the publisher run ahead:
+  // a figure about the cache lines, not one a user gets (the report keeps it
+  // out of the headline table).
+  pt.desc["reader_pauses"] = s.read == ReadMode::read_batch_backoff;
   g_crowded = pl.crowded;
   {
     ChannelGuard guard("tp-" + std::to_string(serial++), cfg.bus);
@@ -771,59 +780,63 @@ void run_shmbus(const Config& cfg, const ShmbusSpec& s, std::uint64_t& serial, P
 
 // --- baselines ------------------------------------------------------------------------
 
-/// The minimal SPSC ring: head and tail on their own 128-byte lines, the
-/// producer caches the tail, the consumer caches the head and publishes its
-/// tail once per batch.
-struct alignas(128) SpscHeader {
-  alignas(128) std::atomic<std::uint64_t> head;  ///< next slot to write (producer)
-  alignas(128) std::atomic<std::uint64_t> tail;  ///< next slot to read (consumer)
-};
+/// How the SPSC ring's consumer reads: everything there is, then one tail
+/// store per batch; or one message per call, copied out, one tail store per
+/// message (the ring's counterpart of shmbus's copy-out poll). The producer
+/// writes one message at a time either way.
+enum class SpscMode { batch, one_at_a_time };
+const char* name_of(SpscMode m) { return m == SpscMode::batch ? "batch" : "one_at_a_time"; }
 
-/// One repetition of the SPSC ring baseline, added to pt.
-void run_spsc(const Config& cfg, std::size_t size, Point& pt) {
+/// One repetition of the SPSC ring baseline (bu::SpscProducer and
+/// bu::SpscConsumer), added to pt. Neither side ever pauses: an empty or
+/// full ring is spun on (or yielded where the processes share a CPU).
+void run_spsc(const Config& cfg, std::size_t size, SpscMode mode, Point& pt) {
   const Placement pl = place(cfg, 1, 1);
   pt.desc = {{"scenario", "pubsub"}, {"transport", "spsc_ring"}, {"publishers", 1}, {"subscribers", 1},
-             {"size", size}, {"mode", "batch"}, {"policy", "block"}, {"messages", cfg.messages},
+             {"size", size}, {"mode", name_of(mode)}, {"policy", "block"}, {"messages", cfg.messages},
              {"oversubscribed", pl.crowded}};
   g_crowded = pl.crowded;
-  const std::size_t stride = (sizeof(std::uint64_t) + size + 63) / 64 * 64;
-  const std::uint64_t cap = kCapacity;
-  const std::size_t bytes = sizeof(SpscHeader) + cap * stride;
+  const bu::SpscGeometry geo(kCapacity, size);
   {
     const SharedMap<Control> ctl_map;
-    const SharedMap<SpscHeader> hdr_map(bytes);
+    const SharedMap<bu::SpscHeader> hdr_map(geo.bytes());
     Control* ctl = ctl_map.get();
-    SpscHeader* hdr = hdr_map.get();
-    std::byte* slots = reinterpret_cast<std::byte*>(hdr) + sizeof(SpscHeader);
+    bu::SpscHeader* hdr = hdr_map.get();
     const std::uint64_t total = cfg.messages;
     std::vector<Role> roles;
     roles.push_back({[&](Report& rep) {
-                       std::uint64_t sum = 0, got = 0, head_cache = 0, tail = 0;
+                       bu::SpscConsumer c{hdr, geo};
+                       std::vector<std::byte> buf(size);
+                       std::uint64_t sum = 0, got = 0;
+                       auto check = [&](std::uint64_t len, std::uint64_t tok) {
+                         if (len != size) die("spsc: a message of the wrong size");
+                         if (token_seq(tok) != got) die("spsc: out of order");
+                         sum += token_seq(tok);
+                         ++got;
+                       };
                        Stall stall;
                        await_start(*ctl);
                        while (got < total) {
-                         if (tail == head_cache) {
-                           // SYNC(spsc-head): acquire, pairs with the producer's release.
-                           head_cache = hdr->head.load(std::memory_order_acquire);
-                           if (tail == head_cache) {
-                             idle();
-                             stall.check(*ctl, "spsc consumer");
+                         if (mode == SpscMode::one_at_a_time) {
+                           std::size_t len = 0;
+                           if (c.pop(buf.data(), buf.size(), len)) {
+                             check(len, read_token(buf.data()));
+                             stall.progress();
                              continue;
                            }
+                         } else if (const std::uint64_t n = c.available(); n > 0) {
+                           for (std::uint64_t i = 0; i < n; ++i) {
+                             const std::byte* s = c.peek(i);
+                             std::uint64_t len = 0;
+                             std::memcpy(&len, s, sizeof len);
+                             check(len, read_token(s + sizeof len));
+                           }
+                           c.release(n);
+                           stall.progress();
+                           continue;
                          }
-                         for (; tail < head_cache; ++tail) {
-                           const std::byte* s = slots + (tail & (cap - 1)) * stride;
-                           std::uint64_t len = 0;
-                           std::memcpy(&len, s, sizeof len);
-                           if (len != size) die("spsc: a message of the wrong size");
-                           const std::uint64_t tok = read_token(s + sizeof len);
-                           if (token_seq(tok) != got) die("spsc: out of order");
-                           sum += token_seq(tok);
-                           ++got;
-                         }
-                         // SYNC(spsc-tail): release, pairs with the producer's acquire.
-                         hdr->tail.store(tail, std::memory_order_release);
-                         stall.progress();
+                         idle();
+                         stall.check(*ctl, "spsc consumer");
                        }
                        rep.t_end = now_ns();
                        rep.count = got;
@@ -831,24 +844,18 @@ void run_spsc(const Config& cfg, std::size_t size, Point& pt) {
                      },
                      pl.reader_cpus[0]});
     roles.push_back({[&](Report& rep) {
+                       bu::SpscProducer p{hdr, geo};
                        std::vector<std::byte> buf(size, std::byte{0x5a});
-                       std::uint64_t tail_cache = 0;
                        Stall stall;
                        await_start(*ctl);
                        for (std::uint64_t i = 0; i < total; ++i) {
-                         while (i - tail_cache >= cap) {
-                           tail_cache = hdr->tail.load(std::memory_order_acquire);  // SYNC(spsc-tail)
-                           if (i - tail_cache >= cap) {
-                             idle();
-                             stall.check(*ctl, "spsc producer");
-                           }
+                         while (!p.has_space()) {
+                           idle();
+                           stall.check(*ctl, "spsc producer");
                          }
-                         std::byte* s = slots + (i & (cap - 1)) * stride;
-                         const std::uint64_t len = size, tok = make_token(0, i);
+                         const std::uint64_t tok = make_token(0, i);
                          std::memcpy(buf.data(), &tok, sizeof tok);
-                         std::memcpy(s, &len, sizeof len);
-                         std::memcpy(s + sizeof len, buf.data(), size);
-                         hdr->head.store(i + 1, std::memory_order_release);  // SYNC(spsc-head)
+                         p.push(buf.data(), size);
                        }
                        rep.t_end = now_ns();
                        rep.count = total;
@@ -1053,7 +1060,11 @@ void run(const Config& cfg) {
   auto shmbus_task = [&](ShmbusSpec s) {
     tasks.push_back([&cfg, &serial, s](Point& pt) { run_shmbus(cfg, s, serial, pt); });
   };
-  if (wanted(cfg, "spsc")) tasks.push_back([&cfg](Point& pt) { run_spsc(cfg, 64, pt); });
+  if (wanted(cfg, "spsc")) {
+    for (SpscMode m : {SpscMode::one_at_a_time, SpscMode::batch}) {
+      tasks.push_back([&cfg, m](Point& pt) { run_spsc(cfg, 64, m, pt); });
+    }
+  }
   if (wanted(cfg, "pubsub")) {
     for (std::uint64_t p : cfg.publishers) {
       for (ReadMode m : {ReadMode::poll, ReadMode::read_batch}) {
