@@ -22,6 +22,7 @@ PACKAGES=(
   libhiredis-dev          # `shmbus bridge` to and from Redis Streams
   libcpp-httplib-dev      # `shmbus metrics` serves HTTP (concurrent connections, timeouts)
   redis-server redis-tools  # the bridge's tests run a real Redis
+  valgrind                # scripts/insn.sh: instructions per publish and per poll (callgrind)
 )
 
 missing=()

@@ -1,0 +1,219 @@
+// The instruction budget of the hot paths: a single-thread driver for
+// callgrind (scripts/insn.sh runs it and prints instructions per operation).
+//
+// One thread of one process: a block channel (slot 128 bytes, 1024 slots),
+// one publisher and one busy-spin subscriber, made through the public API.
+// Every measured operation runs in its own function named insn_*: each runs
+// `n` operations in a loop and nothing else, so that callgrind, collecting
+// only inside insn_* functions (--toggle-collect), gives each one's
+// instructions, library calls included; divided by the operations run, less
+// insn_loop's share (the same loop with an empty body: counter, the store of
+// the sequence number, the branch), that is the cost of one operation.
+// Publishes and polls alternate in rounds of kRound messages (publish
+// kRound, then poll them all), so the ring never fills and no publish waits.
+// Every message polled is checked (length and sequence): an error exits 1.
+//
+//   shmbus_insn_driver [--ops N]
+//
+// Prints one line per measured function when done:
+//   op <function> <publish|poll|loop> <operations> <label>
+// Instruction counts are exact under callgrind (no timing, no other core),
+// so one run is enough, on any machine; run natively, it only checks itself.
+#include <shmbus/shmbus.hpp>
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include <unistd.h>
+
+namespace insn {
+
+constexpr std::uint32_t kCapacity = 1024;
+constexpr std::uint32_t kSlotSize = 128;
+constexpr std::size_t kRound = kCapacity / 2;  ///< messages per publish-then-poll round
+
+/// What every measured function works on.
+struct Ctx {
+  shmbus::Publisher pub;
+  shmbus::Subscriber sub;
+  std::array<std::byte, kSlotSize> out{};  ///< the message published (its sequence first)
+  std::array<std::byte, kSlotSize> in{};   ///< where polls copy out
+  std::uint64_t published = 0;             ///< messages published so far
+  std::uint64_t polled = 0;                ///< messages polled so far
+  std::uint64_t errors = 0;                ///< failed operations and wrong messages
+  std::uint64_t sink = 0;                  ///< insn_loop's output (kept, never read)
+};
+
+/// n publishes of `size` bytes, one at a time.
+template <std::size_t Size>
+[[gnu::always_inline]] inline void publish_n(Ctx& c, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint64_t seq = c.published++;
+    std::memcpy(c.out.data(), &seq, sizeof seq);
+    if (c.pub.publish(std::span<const std::byte>(c.out.data(), Size)) != shmbus::PublishStatus::ok) ++c.errors;
+  }
+}
+
+/// n copy-out polls, each of which must return the next message, of `size`
+/// bytes.
+template <std::size_t Size>
+[[gnu::always_inline]] inline void poll_n(Ctx& c, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    shmbus::Message m;
+    std::uint64_t seq = 0;
+    if (c.sub.poll(m, c.in) != shmbus::PollStatus::ok || m.payload.size() != Size) {
+      ++c.errors;
+      continue;
+    }
+    std::memcpy(&seq, c.in.data(), sizeof seq);
+    if (seq != c.polled++) ++c.errors;
+  }
+}
+
+}  // namespace insn
+
+// The measured functions: C names (callgrind's --toggle-collect=insn_* and
+// the script's parsing see them as written), never inlined, never cloned.
+// The build also turns off identical-code folding for this file, which could
+// otherwise merge two of them into one symbol.
+extern "C" {
+[[gnu::noinline, gnu::noclone]] void insn_loop(insn::Ctx& c, std::size_t n) noexcept {
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint64_t seq = c.published + i;
+    std::memcpy(c.out.data(), &seq, sizeof seq);
+    asm volatile("" : : "r"(c.out.data()) : "memory");  // the store happens, as before a publish
+  }
+  c.sink += n;
+}
+[[gnu::noinline, gnu::noclone]] void insn_publish_64(insn::Ctx& c, std::size_t n) noexcept { insn::publish_n<64>(c, n); }
+[[gnu::noinline, gnu::noclone]] void insn_publish_8(insn::Ctx& c, std::size_t n) noexcept { insn::publish_n<8>(c, n); }
+[[gnu::noinline, gnu::noclone]] void insn_poll_64(insn::Ctx& c, std::size_t n) noexcept { insn::poll_n<64>(c, n); }
+[[gnu::noinline, gnu::noclone]] void insn_poll_8(insn::Ctx& c, std::size_t n) noexcept { insn::poll_n<8>(c, n); }
+}
+
+namespace {
+
+enum class Role { publish, poll, loop };
+const char* name_of(Role r) {
+  switch (r) {
+    case Role::publish: return "publish";
+    case Role::poll: return "poll";
+    case Role::loop: return "loop";
+  }
+  return "?";
+}
+
+struct Op {
+  const char* function;  ///< the symbol, as callgrind reports it
+  const char* label;     ///< as the script prints it
+  Role role;
+  std::size_t size;      ///< payload bytes
+  void (*run)(insn::Ctx&, std::size_t) noexcept;
+};
+
+// Every measured operation. A batched publish (publish_batch, a batch of
+// claims) is one more entry: a Role::publish function named insn_* that
+// moves `n` messages of `size` bytes; the driver drains it with the poll
+// entry of the same size, and the script reports it like the others.
+constexpr std::array kOps{
+    Op{"insn_loop", "loop overhead", Role::loop, 0, insn_loop},
+    Op{"insn_publish_64", "publish 64B", Role::publish, 64, insn_publish_64},
+    Op{"insn_publish_8", "publish 8B", Role::publish, 8, insn_publish_8},
+    Op{"insn_poll_64", "poll 64B", Role::poll, 64, insn_poll_64},
+    Op{"insn_poll_8", "poll 8B", Role::poll, 8, insn_poll_8},
+};
+
+/// The channel, removed on every exit path.
+class ChannelGuard {
+ public:
+  ChannelGuard() : bus_("insn-" + std::to_string(::getpid())) {}
+  ~ChannelGuard() { (void)shmbus::Channel::remove("insn", bus_); }
+  ChannelGuard(const ChannelGuard&) = delete;
+  ChannelGuard& operator=(const ChannelGuard&) = delete;
+  [[nodiscard]] const std::string& bus() const { return bus_; }
+
+ private:
+  std::string bus_;
+};
+
+int run(std::uint64_t ops) {
+  ChannelGuard guard;
+  shmbus::ChannelOptions o;
+  o.capacity = insn::kCapacity;
+  o.slot_size = insn::kSlotSize;
+  o.policy = shmbus::Policy::block;
+  auto ch = shmbus::Channel::create("insn", o, guard.bus());
+  if (!ch) {
+    std::fprintf(stderr, "shmbus_insn_driver: create: %s\n", ch.error().message().c_str());
+    return 1;
+  }
+  insn::Ctx c;
+  shmbus::SubscribeOptions so;
+  so.start = shmbus::StartAt::earliest();
+  so.wait = shmbus::WaitStrategy::busy_spin;
+  auto sub = ch->subscribe(so);
+  auto pub = ch->publisher();
+  if (!sub || !pub) {
+    std::fprintf(stderr, "shmbus_insn_driver: attach: %s\n",
+                 (!sub ? sub.error() : pub.error()).message().c_str());
+    return 1;
+  }
+  c.sub = std::move(sub.value());
+  c.pub = std::move(pub.value());
+
+  std::array<std::uint64_t, kOps.size()> done{};
+  const std::uint64_t rounds = (ops + insn::kRound - 1) / insn::kRound;
+  for (std::size_t p = 0; p < kOps.size(); ++p) {
+    if (kOps[p].role != Role::publish) continue;
+    std::size_t drain = kOps.size();
+    for (std::size_t q = 0; q < kOps.size(); ++q) {
+      if (kOps[q].role == Role::poll && kOps[q].size == kOps[p].size) drain = q;
+    }
+    if (drain == kOps.size()) {
+      std::fprintf(stderr, "shmbus_insn_driver: no poll entry of %zu bytes to drain %s\n", kOps[p].size,
+                   kOps[p].function);
+      return 1;
+    }
+    for (std::uint64_t r = 0; r < rounds; ++r) {
+      kOps[p].run(c, insn::kRound);
+      kOps[drain].run(c, insn::kRound);
+      kOps[0].run(c, insn::kRound);  // the loop overhead, as often as the others run
+      done[p] += insn::kRound;
+      done[drain] += insn::kRound;
+      done[0] += insn::kRound;
+    }
+  }
+  if (c.errors != 0 || c.polled != c.published) {
+    std::fprintf(stderr, "shmbus_insn_driver: %llu failed operations or wrong messages (published %llu, polled %llu)\n",
+                 static_cast<unsigned long long>(c.errors), static_cast<unsigned long long>(c.published),
+                 static_cast<unsigned long long>(c.polled));
+    return 1;
+  }
+  for (std::size_t i = 0; i < kOps.size(); ++i) {
+    std::printf("op %s %s %llu %s\n", kOps[i].function, name_of(kOps[i].role),
+                static_cast<unsigned long long>(done[i]), kOps[i].label);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::uint64_t ops = 100'000;
+  for (int i = 1; i < argc; ++i) {
+    const std::string_view a = argv[i];
+    char* end = nullptr;
+    if (a == "--ops" && i + 1 < argc && (ops = std::strtoull(argv[++i], &end, 10)) > 0 && *end == '\0') continue;
+    std::fprintf(stderr, "usage: %s [--ops N]   (N > 0 operations per measured function; default 100000)\n",
+                 argv[0]);
+    return 2;
+  }
+  return run(ops);
+}
