@@ -6,10 +6,13 @@ Reads, from --in DIR (any that exist):
   pingpong_sleep.json  shmbus_pingpong --gap-us N: blocking waiters fall asleep
   throughput.json      shmbus_throughput
   micro.json           shmbus_micro_bench --benchmark_out (Google Benchmark)
+  insn.json            scripts/insn.sh --json: instructions per publish and poll
 Writes to --out DIR:
-  results.md    tables: every latency figure with its ratio to the floor,
-                shmbus against each baseline at p50 and p99, the targets,
-                throughput, fan-out, groups, micro-benchmarks
+  results.md    tables: every latency figure with its ratio to the floor (and
+                to the minimal SPSC ring where it ran), shmbus against each
+                baseline at p50 and p99, the targets, throughput (a reader
+                that pauses kept apart: not a user figure), fan-out, groups,
+                micro-benchmarks, instructions per operation
   results.json  everything above in one machine-readable file (inputs + targets)
   latency_percentiles.png, latency_by_size.png, fanout.png, throughput.png
 
@@ -27,6 +30,7 @@ KERNEL_BASELINES = ["pipe", "unix", "posix_mq", "boost_mq", "zmq"]
 LABELS = {
     "floor": "floor (1 cache line)",
     "floor_copy": "floor + payload copy",
+    "spsc_ring": "minimal SPSC ring",
     "shmbus_spin": "shmbus, busy-spin",
     "shmbus_block": "shmbus, blocking",
     "eventfd": "eventfd (wake-up only)",
@@ -86,7 +90,8 @@ def fmt_ratio(r):
 
 
 def paired(t, fl, key="p50"):
-    """Median over blocks of t's block percentile / the floor's in the same block."""
+    """Median over blocks of t's block percentile / the floor's (or another
+    baseline's, fl) in the block with the same index."""
     a, b = t.get(f"block_{key}"), fl.get(f"block_{key}")
     if not a or not b:
         return None
@@ -109,23 +114,39 @@ def main_size(pp):
     return 64 if 64 in sizes else sizes[0]
 
 
+def pauses(p):
+    """Whether a throughput point's reader pauses when it finds nothing: the
+    publisher then runs ahead and the slot lines move in bulk, a figure about
+    the cache lines that no user gets (older results: '+idle' in the mode)."""
+    return p.get("reader_pauses", "+idle" in p.get("mode", ""))
+
+
+def spsc_rows(pts):
+    """The SPSC ring baseline points by reader mode: 'one_at_a_time' and
+    'batch' (older results have 'batch' only)."""
+    return {p["mode"]: p for p in pts if p["transport"] == "spsc_ring"}
+
+
 # --- latency -----------------------------------------------------------------------
 
 def latency_table(run, md):
     ts = run["transports"]
     fl = ts["floor"]
     fc = ts.get("floor_copy")
-    md.append(f"| {run['size']} B | " + " | ".join(PCTS) +
-              " | p50, p99 ÷ floor, paired | p50 ÷ floor+copy | sleeps/rt (A/B) |")
-    md.append("|" + "---|" * (len(PCTS) + 4))
+    ring = ts.get("spsc_ring")
+    md.append(f"| {run['size']} B | " + " | ".join(PCTS) + " | p50, p99 ÷ floor, paired |" +
+              (" p50, p99 ÷ SPSC ring, paired |" if ring else "") + " p50 ÷ floor+copy | sleeps/rt (A/B) |")
+    md.append("|" + "---|" * (len(PCTS) + 4 + (1 if ring else 0)))
     for name, t in ts.items():
         cells = [f"{fmt_ns(t[p])} ({fmt_ratio(ratio(t[p], fl[p]))})" for p in PCTS]
         sw = t.get("voluntary_switches_per_rt", [0, 0])
         pr = f"{fmt_ratio(paired(t, fl, 'p50'))}, {fmt_ratio(paired(t, fl, 'p99'))}"
+        if ring:
+            pr += f" | {fmt_ratio(paired(t, ring, 'p50'))}, {fmt_ratio(paired(t, ring, 'p99'))}"
         md.append(f"| {LABELS.get(name, name)} | " + " | ".join(cells) + f" | {pr}" +
                   f" | {fmt_ratio(ratio(t['p50'], fc['p50'])) if fc else 'n/a'} | {sw[0]:.2f} / {sw[1]:.2f} |")
     for name, why in run.get("unavailable", {}).items():
-        md.append(f"| {LABELS.get(name, name)} | not run: {why} |" + " |" * (len(PCTS) + 2))
+        md.append(f"| {LABELS.get(name, name)} | not run: {why} |" + " |" * (len(PCTS) + 2 + (1 if ring else 0)))
 
 
 def versus_table(run, md):
@@ -147,11 +168,11 @@ def versus_table(run, md):
 
 # --- targets -------------------------------------------------------------------------
 
-def targets(pp, sleep, tp, micro):
+def targets(pp, sleep, tp, micro, insn=None):
     out = []
 
-    def add(name, value, limit, ok, detail):
-        out.append({"target": name, "measured": value, "limit": limit, "met": ok, "detail": detail})
+    def add(name, value, limit, ok, detail, unit="×"):
+        out.append({"target": name, "measured": value, "limit": limit, "met": ok, "detail": detail, "unit": unit})
 
     if pp:
         run = pick_run(pp, main_size(pp))
@@ -195,15 +216,41 @@ def targets(pp, sleep, tp, micro):
                 r is not None and r <= 1.2,
                 f"{by_n[n]['ns_per_publish']:.1f} ns vs {by_n[1]['ns_per_publish']:.1f} ns per publish"
                 + (" (oversubscribed)" if by_n[n].get("oversubscribed") else ""))
-        one = [p for p in tp["points"] if p["scenario"] == "pubsub" and p["transport"] == "shmbus"
-               and p["publishers"] == 1 and p["size"] == 64 and "read_batch" in p["mode"]]
-        one.sort(key=lambda p: p["msgs_per_s"], reverse=True)
+        # A reader that pauses is not a figure a user gets: never a target's.
+        pubsub1 = [p for p in tp["points"] if p["scenario"] == "pubsub" and p["transport"] == "shmbus"
+                   and p["publishers"] == 1 and p["size"] == 64 and not pauses(p)]
+        one = sorted((p for p in pubsub1 if "read_batch" in p["mode"]), key=lambda p: p["msgs_per_s"], reverse=True)
+        rings = spsc_rows(tp["points"])
         if one:
             v = one[0]["msgs_per_s"] / 1e6
-            spsc = next((p for p in tp["points"] if p["transport"] == "spsc_ring"), None)
+            spsc = rings.get("batch")
             add("1 publisher → 1 subscriber, 64 B, batching: ≥ 20 M msg/s", v, 20, v >= 20,
                 f"{v:.2f} M msg/s with {one[0]['mode']} (median of {len(one[0]['msgs_per_s_runs'])})"
-                + (f"; the minimal SPSC ring: {spsc['msgs_per_s'] / 1e6:.2f} M msg/s" if spsc else ""))
+                + (f"; the minimal SPSC ring: {spsc['msgs_per_s'] / 1e6:.2f} M msg/s" if spsc else ""),
+                unit="M msg/s")
+            if spsc:
+                r = ratio(one[0]["msgs_per_s"], spsc["msgs_per_s"])
+                add("1 → 1, 64 B, batched ≥ 0.75× the SPSC ring (batch), no reader pause", r, 0.75,
+                    r is not None and r >= 0.75,
+                    f"{v:.2f} M msg/s with {one[0]['mode']}, the ring {spsc['msgs_per_s'] / 1e6:.2f} M msg/s "
+                    "(same rounds)")
+        single = next((p for p in pubsub1 if p["mode"] == "poll"), None)
+        if single and "one_at_a_time" in rings:
+            spsc = rings["one_at_a_time"]
+            r = ratio(single["msgs_per_s"], spsc["msgs_per_s"])
+            add("1 → 1, 64 B, one message at a time ≥ 0.4× the SPSC ring (one at a time)", r, 0.4,
+                r is not None and r >= 0.4,
+                f"publish + poll {single['msgs_per_s'] / 1e6:.2f} M msg/s, the ring "
+                f"{spsc['msgs_per_s'] / 1e6:.2f} M msg/s (same rounds)")
+    if insn:
+        by_label = {r["label"]: r for r in insn["results"]}
+        for label, lim in (("publish 64B", 100), ("poll 64B", 80)):
+            r = by_label.get(label)
+            if r:
+                v = r["insn_per_op"]
+                add(f"callgrind: {label} ≤ {lim} instructions", v, lim, v <= lim,
+                    f"{r['ir_per_op']:.0f} per operation less the loop's {insn['loop_insn_per_op']:.0f} "
+                    "(scripts/insn.sh)", unit="insn")
     if micro:
         m = micro_times(micro)
         a, b = m.get("BM_PublishFanout/1"), m.get("BM_PublishFanout/16")
@@ -369,7 +416,7 @@ def plots(pp, tp, micro, out):
         fig, ax = plt.subplots(figsize=(7, 4.2))
         series = {}
         for p in tp["points"]:
-            if p["scenario"] != "pubsub":
+            if p["scenario"] != "pubsub" or pauses(p):  # not a user figure
                 continue
             key = f"{p['transport']}, {p['mode']}"
             series.setdefault(key, []).append((p["publishers"], p["msgs_per_s"] / 1e6))
@@ -387,7 +434,46 @@ def plots(pp, tp, micro, out):
 
 # --- the markdown ------------------------------------------------------------------------
 
-def markdown(pp, sleep, tp, micro, tg, img_prefix):
+def throughput_table(pts, rings, md):
+    """The throughput points, each with its ratio to both SPSC ring rows."""
+    one, batch = rings.get("one_at_a_time"), rings.get("batch")
+    md.append("| scenario | transport | producers | readers | size | reader API | M msg/s | "
+              "÷ SPSC ring, one at a time | ÷ SPSC ring, batch | ns/publish (median chunk) | note |")
+    md.append("|---|---|---|---|---|---|---|---|---|---|---|")
+    for p in pts:
+        readers = p.get("subscribers", p.get("consumers", ""))
+        note = []
+        if p.get("oversubscribed"):
+            note.append("oversubscribed")
+        if p.get("lost"):
+            note.append(f"lost {p['lost']} (drop_oldest)")
+        if p.get("threads"):
+            note.append("threads, one process")
+        if p["scenario"] in ("fanout", "group") or p["policy"] != "block":
+            note.append(p["policy"])
+        r1 = ratio(p["msgs_per_s"], one["msgs_per_s"]) if one else None
+        rb = ratio(p["msgs_per_s"], batch["msgs_per_s"]) if batch else None
+        nsp = f"{p['ns_per_publish']:.1f}" if "ns_per_publish" in p else ""
+        md.append(f"| {p['scenario']} | {p['transport']} | {p['publishers']} | {readers} | {p['size']} | "
+                  f"{p['mode']} | {p['msgs_per_s'] / 1e6:.2f} | {fmt_ratio(r1)} | {fmt_ratio(rb)} | {nsp} | "
+                  f"{', '.join(note)} |")
+
+
+def insn_section(insn, md):
+    """Instructions per operation from scripts/insn.sh."""
+    md.append("### Instructions per operation (callgrind, one thread)")
+    md.append("")
+    md.append(f"`scripts/insn.sh`: {insn['ops']} operations of each kind through the public API, one thread, "
+              f"counted by callgrind ({insn['valgrind']}), library calls included, less the driver's loop "
+              f"({insn['loop_insn_per_op']:.1f} per operation). Exact counts: the same on a busy machine. Under "
+              "valgrind a clock read is a system call, counted as its glibc wrapper only.")
+    md.append("")
+    md.append("| operation | instructions |")
+    md.append("|---|---|")
+    for r in insn["results"]:
+        md.append(f"| {r['label']} | {r['insn_per_op']:.0f} |")
+
+def markdown(pp, sleep, tp, micro, tg, img_prefix, insn=None):
     md = []
     host = (pp or tp or {}).get("host", {})
     if host:
@@ -400,8 +486,8 @@ def markdown(pp, sleep, tp, micro, tg, img_prefix):
         md.append("| target | measured | met | detail |")
         md.append("|---|---|---|---|")
         for t in tg:
-            v = t["measured"]
-            vs = "n/a" if v is None else (f"{v:.2f}×" if "M msg/s" not in t["target"] else f"{v:.2f} M msg/s")
+            v, unit = t["measured"], t.get("unit", "M msg/s" if "M msg/s" in t["target"] else "×")
+            vs = "n/a" if v is None else {"×": f"{v:.2f}×", "insn": f"{v:.0f} insn"}.get(unit, f"{v:.2f} {unit}")
             md.append(f"| {t['target']} | {vs} | {'yes' if t['met'] else '**no**'} | {t['detail']} |")
         md.append("")
     if pp:
@@ -414,7 +500,9 @@ def markdown(pp, sleep, tp, micro, tg, img_prefix):
                   f"trips; CPUs {c['cpus']}; channel policy `{c['policy']}`. Each figure is followed by its ratio "
                   f"to the floor measured in the same run; \"paired\" is the median over the blocks of the block's "
                   f"percentile ÷ the floor's in the block of the same index (they ran back to back), which a change "
-                  f"of CPU placement during the run does not skew. The clock pair inside every sample costs "
+                  f"of CPU placement during the run does not skew; where the minimal SPSC ring ran (one ring per "
+                  f"direction, cached indices, copy-out: a minimal copying transport), the same paired ratios "
+                  f"against it follow. The clock pair inside every sample costs "
                   f"{fmt_ns(clk['p50'])} at p50 ({fmt_ns(clk['p99'])} at p99). \"sleeps/rt\" is voluntary context "
                   f"switches per round trip of the pinger / ponger thread.")
         md.append("")
@@ -445,32 +533,28 @@ def markdown(pp, sleep, tp, micro, tg, img_prefix):
         md.append("")
         md.append(f"Messages per point: {tp['config']['messages']} (fan-out and groups: a quarter), median of "
                   f"{tp['config']['repeat']} rounds (each round runs every point once); ring capacity "
-                  f"{tp['config']['capacity']}. \"÷ spsc ring\": the ratio to the minimal SPSC ring between two "
-                  "processes, measured in the same rounds. "
+                  f"{tp['config']['capacity']}. \"÷ SPSC ring\": the ratio to the minimal SPSC ring between two "
+                  "processes, measured in the same rounds, whose reader takes one message at a time (copy-out, "
+                  "one tail store each: the counterpart of poll) or everything there is (one tail store per "
+                  "batch: the counterpart of read_batch); neither side of the ring ever pauses. "
                   "\"oversubscribed\": more processes than CPUs, waits yield; such figures measure the scheduler "
                   "as much as the bus.")
         md.append("")
         pts = tp["points"]
-        spsc = next((p for p in pts if p["transport"] == "spsc_ring"), None)
-        md.append("| scenario | transport | producers | readers | size | reader API | M msg/s | ÷ spsc ring | "
-                  "ns/publish (median chunk) | note |")
-        md.append("|---|---|---|---|---|---|---|---|---|---|")
-        for p in pts:
-            readers = p.get("subscribers", p.get("consumers", ""))
-            note = []
-            if p.get("oversubscribed"):
-                note.append("oversubscribed")
-            if p.get("lost"):
-                note.append(f"lost {p['lost']} (drop_oldest)")
-            if p.get("threads"):
-                note.append("threads, one process")
-            if p["scenario"] in ("fanout", "group") or p["policy"] != "block":
-                note.append(p["policy"])
-            r = ratio(p["msgs_per_s"], spsc["msgs_per_s"]) if spsc else None
-            nsp = f"{p['ns_per_publish']:.1f}" if "ns_per_publish" in p else ""
-            md.append(f"| {p['scenario']} | {p['transport']} | {p['publishers']} | {readers} | {p['size']} | "
-                      f"{p['mode']} | {p['msgs_per_s'] / 1e6:.2f} | {fmt_ratio(r)} | {nsp} | {', '.join(note)} |")
+        rings = spsc_rows(pts)
+        throughput_table([p for p in pts if not pauses(p)], rings, md)
         md.append("")
+        paused = [p for p in pts if pauses(p)]
+        if paused:
+            md.append("#### Not a user figure: a reader that pauses")
+            md.append("")
+            md.append("The reader pauses 2 µs whenever it finds nothing, so the publisher runs ahead and the "
+                      "slot lines move in bulk. It tells what the cache lines allow, not what a subscriber gets "
+                      "(a subscriber that pauses adds up to the pause to every message's latency); no target "
+                      "is judged on it.")
+            md.append("")
+            throughput_table(paused, rings, md)
+            md.append("")
         fan = [p for p in pts if p["scenario"] == "fanout"]
         if fan:
             md.append("#### Fan-out: publish cost by subscriber count (ratio to 1 subscriber)")
@@ -500,6 +584,9 @@ def markdown(pp, sleep, tp, micro, tg, img_prefix):
         for name, v in sorted(m.items(), key=lambda kv: micro_key(kv[0])):
             md.append(f"| {name} | {micro_what(name)} | {v:.1f} | {fmt_ratio(ratio(v, clock))} |")
         md.append("")
+    if insn:
+        insn_section(insn, md)
+        md.append("")
     return "\n".join(md) + "\n"
 
 
@@ -516,11 +603,12 @@ def main():
     sleep = load(os.path.join(a.inp, "pingpong_sleep.json"))
     tp = load(os.path.join(a.inp, "throughput.json"))
     micro = load(os.path.join(a.inp, "micro.json"))
-    if not any((pp, sleep, tp, micro)):
+    insn = load(os.path.join(a.inp, "insn.json"))
+    if not any((pp, sleep, tp, micro, insn)):
         print(f"report.py: no results in {a.inp}", file=sys.stderr)
         return 1
     os.makedirs(a.out, exist_ok=True)
-    tg = targets(pp, sleep, tp, micro)
+    tg = targets(pp, sleep, tp, micro, insn)
 
     files = []
     if not a.no_plots:
@@ -533,11 +621,12 @@ def main():
             print("report.py: warning: python3-matplotlib is not installed; no plots", file=sys.stderr)
         else:
             files = plots(pp, tp, micro, a.out)
-    md = markdown(pp, sleep, tp, micro, tg, a.img_prefix if files else None)
+    md = markdown(pp, sleep, tp, micro, tg, a.img_prefix if files else None, insn)
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(md)
     with open(os.path.join(a.out, "results.json"), "w") as f:
-        json.dump({"pingpong": pp, "pingpong_sleep": sleep, "throughput": tp, "micro": micro, "targets": tg}, f,
+        json.dump({"pingpong": pp, "pingpong_sleep": sleep, "throughput": tp, "micro": micro, "insn": insn,
+                   "targets": tg}, f,
                   indent=1)
     for f in files:
         if os.path.getsize(f) == 0:

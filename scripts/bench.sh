@@ -4,10 +4,12 @@
 #   scripts/bench.sh [--quick] [--out DIR] [--update-docs] [--no-build]
 #
 #   (default)      the full suite, about 10 minutes on 2 cores:
-#                  ping-pong (floor, shmbus, every baseline) at 8 B .. 64 KiB,
-#                  10^5 timed round trips per transport and size; the sleeping
-#                  run (blocking waiters against eventfd); throughput,
-#                  fan-out and group scenarios; micro-benchmarks.
+#                  ping-pong (floor, the minimal SPSC ring, shmbus, every
+#                  baseline) at 8 B .. 64 KiB, 10^5 timed round trips per
+#                  transport and size; the sleeping run (blocking waiters
+#                  against eventfd); throughput, fan-out and group scenarios;
+#                  micro-benchmarks; instructions per publish and per poll
+#                  (scripts/insn.sh, where valgrind is installed).
 #   --quick        the same programs with small counts (about a minute): to try
 #                  things out, not to quote.
 #   --out DIR      where the JSON, results.md and the PNGs go
@@ -35,7 +37,7 @@ while [ $# -gt 0 ]; do
     --update-docs) UPDATE_DOCS=1 ;;
     --no-build) BUILD=0 ;;
     --out) OUT="$2"; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "bench.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -64,7 +66,7 @@ if [ "$BUILD" = 1 ]; then
   # Only the library and the benchmarks: nothing else can break this build.
   cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DSHMBUS_BUILD_BENCHMARKS=ON \
     -DSHMBUS_BUILD_EXAMPLES=OFF -DSHMBUS_BUILD_TOOLS=OFF >/dev/null
-  for t in shmbus_pingpong shmbus_throughput shmbus_micro_bench; do
+  for t in shmbus_pingpong shmbus_throughput shmbus_micro_bench shmbus_insn_driver; do
     cmake --build "$BUILD_DIR" -j "$JOBS" --target "$t" >/dev/null
   done
 fi
@@ -80,6 +82,7 @@ if [ "$QUICK" = 1 ]; then
   SLEEP_ROUNDS=5000
   TP_ARGS=(--quick)
   MICRO_ARGS=(--benchmark_min_time=0.05)
+  INSN_OPS=20000
 else
   SIZES="${PINGPONG_SIZES:-8,64,512,4096,65536}"
   ROUNDS="${PINGPONG_ROUNDS:-100000}"; WARMUP=10000
@@ -87,6 +90,7 @@ else
   TP_ARGS=()
   MICRO_ARGS=(--benchmark_min_time=0.1 --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
               --benchmark_enable_random_interleaving=true)
+  INSN_OPS=100000
 fi
 GAP="${SLEEP_GAP_US:-200}"
 NICE="${BENCH_NICE:--20}"
@@ -127,6 +131,15 @@ prio "$BIN/shmbus_throughput" "${TP_ARGS[@]}" --json "$OUT/throughput.json"
 
 echo "== micro-benchmarks"
 prio "$BIN/shmbus_micro_bench" "${MICRO_ARGS[@]}" --benchmark_out="$OUT/micro.json" --benchmark_out_format=json
+
+# Exact counts, not timings: no priority needed, and a busy machine gives the same.
+rm -f "$OUT/insn.json"
+if command -v valgrind >/dev/null && [ -x "$BIN/shmbus_insn_driver" ]; then
+  echo "== instructions per operation (callgrind)"
+  bash scripts/insn.sh --driver "$BIN/shmbus_insn_driver" --ops "$INSN_OPS" --json "$OUT/insn.json"
+else
+  echo "bench.sh: valgrind or $BIN/shmbus_insn_driver missing: no instruction counts (scripts/setup.sh installs valgrind)" >&2
+fi
 
 read -r load1 _ < /proc/loadavg
 echo "== report ($(( $(date +%s) - start )) s of benchmarks; load average $load1 at the end)"

@@ -3,9 +3,10 @@
 # counted by callgrind in one thread (bench/insn_driver.cpp), so the figures
 # are exact and the same on a busy machine as on a quiet one.
 #
-#   scripts/insn.sh [--no-build] [--ops N] [--json FILE]
+#   scripts/insn.sh [--no-build] [--driver PATH] [--ops N] [--json FILE]
 #
-#   --no-build   use the driver already in the build directory
+#   --no-build     use the driver already in the build directory
+#   --driver PATH  use this driver binary (implies --no-build; the tests)
 #   --ops N      operations per measured function (default 100000)
 #   --json FILE  also write the figures as JSON (scripts/bench.sh puts them
 #                in the report)
@@ -26,14 +27,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD=1
+DRIVER=""
 OPS=100000
 JSON=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --no-build) BUILD=0 ;;
+    --driver) DRIVER="$2"; BUILD=0; shift ;;
     --ops) OPS="$2"; shift ;;
     --json) JSON="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) echo "insn.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -41,7 +44,7 @@ done
 
 BUILD_DIR="${BUILD_DIR:-build-bench}"
 BUILD_TYPE="${BUILD_TYPE:-RelWithDebInfo}"
-DRIVER="$BUILD_DIR/bench/shmbus_insn_driver"
+DRIVER="${DRIVER:-$BUILD_DIR/bench/shmbus_insn_driver}"
 
 command -v valgrind >/dev/null || { echo "insn.sh: valgrind is not installed (scripts/setup.sh installs it)" >&2; exit 1; }
 if [ "$BUILD" = 1 ]; then
