@@ -80,11 +80,17 @@ template <std::size_t Size>
 }  // namespace insn
 
 // The measured functions: C names (callgrind's --toggle-collect=insn_* and
-// the script's parsing see them as written), never inlined, never cloned.
-// The build also turns off identical-code folding for this file, which could
+// the script's parsing see them as written), never inlined, never cloned
+// (GCC's clones get other names; clang does not clone them). The build also
+// turns off GCC's identical-code folding for this file, which could
 // otherwise merge two of them into one symbol.
+#if defined(__clang__)
+#define INSN_MEASURED [[gnu::noinline]]
+#else
+#define INSN_MEASURED [[gnu::noinline, gnu::noclone]]
+#endif
 extern "C" {
-[[gnu::noinline, gnu::noclone]] void insn_loop(insn::Ctx& c, std::size_t n) noexcept {
+INSN_MEASURED void insn_loop(insn::Ctx& c, std::size_t n) noexcept {
   for (std::size_t i = 0; i < n; ++i) {
     const std::uint64_t seq = c.published + i;
     std::memcpy(c.out.data(), &seq, sizeof seq);
@@ -92,10 +98,10 @@ extern "C" {
   }
   c.sink += n;
 }
-[[gnu::noinline, gnu::noclone]] void insn_publish_64(insn::Ctx& c, std::size_t n) noexcept { insn::publish_n<64>(c, n); }
-[[gnu::noinline, gnu::noclone]] void insn_publish_8(insn::Ctx& c, std::size_t n) noexcept { insn::publish_n<8>(c, n); }
-[[gnu::noinline, gnu::noclone]] void insn_poll_64(insn::Ctx& c, std::size_t n) noexcept { insn::poll_n<64>(c, n); }
-[[gnu::noinline, gnu::noclone]] void insn_poll_8(insn::Ctx& c, std::size_t n) noexcept { insn::poll_n<8>(c, n); }
+INSN_MEASURED void insn_publish_64(insn::Ctx& c, std::size_t n) noexcept { insn::publish_n<64>(c, n); }
+INSN_MEASURED void insn_publish_8(insn::Ctx& c, std::size_t n) noexcept { insn::publish_n<8>(c, n); }
+INSN_MEASURED void insn_poll_64(insn::Ctx& c, std::size_t n) noexcept { insn::poll_n<64>(c, n); }
+INSN_MEASURED void insn_poll_8(insn::Ctx& c, std::size_t n) noexcept { insn::poll_n<8>(c, n); }
 }
 
 namespace {
