@@ -109,10 +109,11 @@ std::uint64_t sub_sat(std::uint64_t a, std::uint64_t b) noexcept { return a > b 
 struct Pair {
   std::uint64_t ticks;
   std::uint64_t ns;
+  std::uint64_t gap;  // ticks between the two counter reads
 };
 
 Pair best_pair(int tries) noexcept {
-  Pair best{0, 0};
+  Pair best{0, 0, kMax};
   std::uint64_t best_gap = kMax;
   for (int i = 0; i < tries; ++i) {
     const std::uint64_t t0 = tsc_ticks();
@@ -121,7 +122,7 @@ Pair best_pair(int tries) noexcept {
     const std::uint64_t gap = t1 - t0;
     if (gap < best_gap) {
       best_gap = gap;
-      best = {t0 + gap / 2, ns};
+      best = {t0 + gap / 2, ns, gap};
     }
   }
   return best;
@@ -129,7 +130,8 @@ Pair best_pair(int tries) noexcept {
 
 // CLOCK_REALTIME - CLOCK_MONOTONIC: both are slewed alike by NTP, so this
 // changes only when the realtime clock is stepped (settimeofday, NTP step).
-std::int64_t realtime_offset() noexcept {
+// Sets *gap to the ns between the two monotonic reads around the realtime one.
+std::int64_t realtime_offset(std::uint64_t* gap) noexcept {
   std::int64_t best = 0;
   std::uint64_t best_gap = kMax;
   for (int i = 0; i < 3; ++i) {
@@ -141,6 +143,7 @@ std::int64_t realtime_offset() noexcept {
       best = static_cast<std::int64_t>(r - (m0 + (m1 - m0) / 2));
     }
   }
+  *gap = best_gap;
   return best;
 }
 
@@ -188,13 +191,17 @@ constexpr int kFields = 7;
 // seqlock with fences), so there is no data race for TSan to find.
 class TscCalibration {
  public:
-  TscCalibration() noexcept {
-    calibrate();
-    ::pthread_atfork(nullptr, nullptr, &TscCalibration::after_fork_in_child);
-  }
+  constexpr TscCalibration() noexcept = default;
 
+  // The process's calibration, calibrated on first use. Not a function-local
+  // static: a child forked while another thread was inside its guarded
+  // initialisation would wait on that guard forever. Here the child's fork
+  // handler hands an unfinished calibration back (state kIdle), and the
+  // child calibrates again.
   static TscCalibration& instance() noexcept {
-    static TscCalibration c;  // first use calibrates; later uses only test the guard
+    TscCalibration& c = global_;
+    // SYNC(tsc state): acquire, pairs with the release of kReady in ensure_calibrated().
+    if (c.state_.load(std::memory_order_acquire) != kReady) c.ensure_calibrated();
     return c;
   }
 
@@ -229,10 +236,33 @@ class TscCalibration {
     std::atomic<std::uint64_t> f[kFields]{};
   };
 
+  enum : std::uint32_t { kIdle = 0, kCalibrating = 1, kReady = 2 };
+
+  void ensure_calibrated() noexcept {
+    std::uint32_t s = kIdle;
+    // SYNC(tsc state): acquire on success (nothing to see yet; symmetric with the wait below).
+    if (state_.compare_exchange_strong(s, kCalibrating, std::memory_order_acquire)) {
+      if (!atfork_registered_.exchange(true, std::memory_order_relaxed)) {  // relaxed: only a once-flag
+        ::pthread_atfork(nullptr, nullptr, &TscCalibration::after_fork_in_child);
+      }
+      calibrate();
+      // SYNC(tsc state): release, pairs with the acquire in instance() and below.
+      state_.store(kReady, std::memory_order_release);
+      return;
+    }
+    // Another thread is calibrating (about 1 ms, once per process): wait for it.
+    while (state_.load(std::memory_order_acquire) != kReady) cpu_relax();
+  }
+
   static void after_fork_in_child() noexcept {
-    // Only the forking thread exists in the child: a refresh that another
-    // thread had in progress will never finish, so release its claim.
-    instance().refreshing_.store(false, std::memory_order_relaxed);  // relaxed: single-threaded here
+    // Only the forking thread exists in the child: a calibration or refresh
+    // that another thread had in progress will never finish, so release its
+    // claim. Relaxed: the child is single-threaded here.
+    TscCalibration& c = global_;
+    if (c.state_.load(std::memory_order_relaxed) == kCalibrating) {
+      c.state_.store(kIdle, std::memory_order_relaxed);
+    }
+    c.refreshing_.store(false, std::memory_order_relaxed);
   }
 
   void write(const Mapping& m) noexcept {
@@ -264,7 +294,8 @@ class TscCalibration {
     }
     if (rate_ == 0) rate_ = 1ULL << kShift;  // a counter that did not move: 1 ns per tick
     first_ = p0;
-    first_offset_ = realtime_offset();
+    std::uint64_t gap = 0;
+    first_offset_ = realtime_offset(&gap);
     Mapping m;
     m.a = p1.ticks;
     m.A = p1.ns;
@@ -276,9 +307,14 @@ class TscCalibration {
   void refresh() noexcept {
     const Mapping old = read();
     const Pair p = best_pair(5);
-    const std::int64_t offset = realtime_offset();
+    std::uint64_t gap = 0;
+    const std::int64_t offset = realtime_offset(&gap);
     const std::int64_t moved = offset - first_offset_;
-    if (moved > static_cast<std::int64_t>(kStepDetectNs) ||
+    if (gap > kStepDetectNs / 4 || p.gap > ticks_for(kStepDetectNs / 4)) {
+      // Every read was interrupted: the offset cannot tell a step from the
+      // interruption, or the pair is too loose to refine the rate. Leave the
+      // span and the rate as they are this time.
+    } else if (moved > static_cast<std::int64_t>(kStepDetectNs) ||
         -moved > static_cast<std::int64_t>(kStepDetectNs) || p.ns <= first_.ns ||
         p.ticks <= first_.ticks) {
       // The realtime clock was stepped inside the span: it says nothing about
@@ -315,15 +351,21 @@ class TscCalibration {
     write(m);
   }
 
+  static TscCalibration global_;
+
   Record records_[2];
   std::atomic<std::uint32_t> current_{0};
+  std::atomic<std::uint32_t> state_{kIdle};
   std::atomic<bool> refreshing_{false};
-  // Writer state: touched only by calibrate() (under the static's guard) and
-  // by the thread that holds refreshing_.
+  std::atomic<bool> atfork_registered_{false};
+  // Writer state: touched only by calibrate() (under state_ == kCalibrating)
+  // and by the thread that holds refreshing_.
   Pair first_{};                  // start of the span the rate is measured over
   std::int64_t first_offset_ = 0; // realtime - monotonic at first_
   std::uint64_t rate_ = 0;        // ns per tick << kShift
 };
+
+constinit TscCalibration TscCalibration::global_;
 
 }  // namespace
 
