@@ -374,6 +374,10 @@ bool tsc_usable() noexcept {
   return usable;
 }
 
+void tsc_calibrate() noexcept {
+  if constexpr (kHasTscCounter) (void)TscCalibration::instance();
+}
+
 std::uint64_t tsc_to_realtime_ns(std::uint64_t ticks) noexcept {
   if constexpr (!kHasTscCounter) return ticks;  // tsc_ticks() is realtime_ns() there
   auto& cal = TscCalibration::instance();

@@ -38,16 +38,18 @@
 //     |ns(t) - realtime at t|  <~  rate error * |t - a|  +  anchor jitter
 //
 // where anchor jitter is the half-gap of the best (ticks, clock) pair plus the
-// vDSO read (tens of ns; bounded by ~1 us even on a busy VM) and the rate
+// vDSO read's own granularity (a few ns; tens of ns on a busy VM) and the rate
 // error is about 2 x jitter / calibration span:
 //   - right after process start the span is the ~1 ms calibration, so the
-//     rate error is ~1e-5 (10 ppm, up to ~50 ppm on a noisy VM): a message 30 s
-//     old converts within ~0.3-1.5 ms. Recent messages (t near a) are within
-//     a microsecond or so.
+//     rate error is 2 x (a few ns) / 1 ms, a few ppm at most (measured on a
+//     2-vCPU KVM guest: 0.02-0.7 ppm in 8 runs, 4.4 ppm with a build running
+//     on both cores). A message 30 s old then converts within ~1-130 us; a
+//     jitter of 25 ns would make it 50 ppm, 1.5 ms. Recent messages (t near a)
+//     are within tens of ns (measured: p50 1-3 ns, max 10-70 ns).
 //   - after 10 minutes of conversions the span is ~600 s and the rate error is
-//     ~1e-10 (dominated by NTP's own slewing of CLOCK_REALTIME over that span,
-//     a few ppm at worst while it corrects): a message 30 s old is within
-//     about a microsecond, at most tens of microseconds while NTP is slewing.
+//     ~1e-10: a message 30 s old is within tens of ns when NTP is quiet. While
+//     NTP slews CLOCK_REALTIME by s ppm (up to 500), add s x |t - a|: the
+//     mapping follows the slew at each anchor, not between anchors.
 // Two processes on one host convert the same ticks to the same ns within the
 // sum of their errors: within a few microseconds for recent messages.
 //
@@ -108,6 +110,11 @@ inline std::uint64_t tsc_ticks() noexcept {
 /// otherwise (header comment). An unreadable sysfs file means false.
 /// Computed once per process. Thread-safe.
 bool tsc_usable() noexcept;
+
+/// Calibrates now (about 1 ms, once per process) if no conversion did yet,
+/// so that the first conversion on a hot path does not pay for it (call it
+/// when a channel that uses counter timestamps is opened). Thread-safe.
+void tsc_calibrate() noexcept;
 
 /// Counter ticks to CLOCK_REALTIME ns since the epoch, by this process's
 /// calibration (header comment for the error bound). Calibrates on the first
