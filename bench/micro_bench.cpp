@@ -25,6 +25,14 @@
 //                              idle subscribers attached: should be flat in N.
 //   BM_ClockMonotonic          baseline, same run: one clock_gettime(CLOCK_MONOTONIC)
 //                              (publish stamps messages; receive reads the clock).
+//   BM_ClockRealtime           shm::realtime_ns(): clock_gettime(CLOCK_REALTIME), what
+//                              publish stamps messages with today.
+//   BM_TscTicks                shm::tsc_ticks(): the raw counter (rdtsc / cntvct_el0), what
+//                              a publisher would store instead.
+//   BM_TscToRealtime/recent    shm::tsc_to_realtime_ns() of ticks taken before the loop:
+//                              the reader's conversion on its common path (no refresh).
+//   BM_TscToRealtime/now       tsc_to_realtime_ns(tsc_ticks()): counter plus conversion,
+//                              anchor refreshes included; compare with BM_ClockRealtime.
 //   BM_Publish/user_timestamp  BM_Publish/drop_oldest with meta.timestamp_ns set by
 //                              the caller: the same path without the clock read.
 //   BM_PublishSize/S           publish S bytes (drop_oldest, no reader): the copy's share.
@@ -44,6 +52,8 @@
 //
 //   shmbus_micro_bench [--benchmark_filter=REGEX] [--benchmark_min_time=S] ...
 #include <shmbus/shmbus.hpp>
+#include <shmbus/shm/clock.hpp>
+#include <shmbus/shm/tsc_clock.hpp>
 
 #include <benchmark/benchmark.h>
 
@@ -377,6 +387,34 @@ void BM_ClockMonotonic(benchmark::State& state) {
   finish(state);
 }
 
+void BM_ClockRealtime(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(shmbus::shm::realtime_ns());
+  finish(state);
+}
+
+void BM_TscTicks(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(shmbus::shm::tsc_ticks());
+  finish(state);
+}
+
+void BM_TscToRealtime_Recent(benchmark::State& state) {
+  std::uint64_t t = shmbus::shm::tsc_ticks();
+  (void)shmbus::shm::tsc_to_realtime_ns(t);  // calibrate before timing
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(t);  // not hoisted out of the loop
+    benchmark::DoNotOptimize(shmbus::shm::tsc_to_realtime_ns(t));
+  }
+  finish(state);
+}
+
+void BM_TscToRealtime_Now(benchmark::State& state) {
+  (void)shmbus::shm::tsc_to_realtime_ns(shmbus::shm::tsc_ticks());  // calibrate before timing
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(shmbus::shm::tsc_to_realtime_ns(shmbus::shm::tsc_ticks()));
+  }
+  finish(state);
+}
+
 // --- more paths: no clock, sizes, empty polls, batch APIs ------------------------------
 
 void BM_Publish_UserTimestamp(benchmark::State& state) {
@@ -456,6 +494,10 @@ void BM_ReceiveAck_BatchApi(benchmark::State& state) {
 }
 
 BENCHMARK(BM_ClockMonotonic);
+BENCHMARK(BM_ClockRealtime);
+BENCHMARK(BM_TscTicks);
+BENCHMARK(BM_TscToRealtime_Recent)->Name("BM_TscToRealtime/recent");
+BENCHMARK(BM_TscToRealtime_Now)->Name("BM_TscToRealtime/now");
 BENCHMARK(BM_Publish_DropOldest)->Name("BM_Publish/drop_oldest");
 BENCHMARK(BM_Publish_BlockConsumed)->Name("BM_Publish/block_consumed");
 BENCHMARK(BM_PublishPoll);
