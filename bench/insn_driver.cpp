@@ -21,6 +21,7 @@
 // so one run is enough, on any machine; run natively, it only checks itself.
 #include <shmbus/shmbus.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -58,6 +59,25 @@ template <std::size_t Size>
     const std::uint64_t seq = c.published++;
     std::memcpy(c.out.data(), &seq, sizeof seq);
     if (c.pub.publish(std::span<const std::byte>(c.out.data(), Size)) != shmbus::PublishStatus::ok) ++c.errors;
+  }
+}
+
+/// n publishes of `size` bytes, in batches of `Batch` (publish_batch).
+template <std::size_t Size, std::size_t Batch>
+[[gnu::always_inline]] inline void publish_batch_n(Ctx& c, std::size_t n) noexcept {
+  static std::array<std::array<std::byte, Size>, Batch> bodies{};
+  std::array<shmbus::OutMessage, Batch> batch{};
+  for (std::size_t done = 0; done < n;) {
+    const std::size_t k = std::min(Batch, n - done);
+    for (std::size_t i = 0; i < k; ++i) {
+      const std::uint64_t seq = c.published++;
+      std::memcpy(bodies[i].data(), &seq, sizeof seq);
+      batch[i].payload = std::span<const std::byte>(bodies[i].data(), Size);
+    }
+    if (c.pub.publish_batch(std::span<const shmbus::OutMessage>(batch.data(), k)) != shmbus::PublishStatus::ok) {
+      ++c.errors;
+    }
+    done += k;
   }
 }
 
@@ -100,6 +120,9 @@ INSN_MEASURED void insn_loop(insn::Ctx& c, std::size_t n) noexcept {
 }
 INSN_MEASURED void insn_publish_64(insn::Ctx& c, std::size_t n) noexcept { insn::publish_n<64>(c, n); }
 INSN_MEASURED void insn_publish_8(insn::Ctx& c, std::size_t n) noexcept { insn::publish_n<8>(c, n); }
+INSN_MEASURED void insn_publish_batch16_64(insn::Ctx& c, std::size_t n) noexcept {
+  insn::publish_batch_n<64, 16>(c, n);
+}
 INSN_MEASURED void insn_poll_64(insn::Ctx& c, std::size_t n) noexcept { insn::poll_n<64>(c, n); }
 INSN_MEASURED void insn_poll_8(insn::Ctx& c, std::size_t n) noexcept { insn::poll_n<8>(c, n); }
 }
@@ -132,6 +155,7 @@ constexpr std::array kOps{
     Op{"insn_loop", "loop overhead", Role::loop, 0, insn_loop},
     Op{"insn_publish_64", "publish 64B", Role::publish, 64, insn_publish_64},
     Op{"insn_publish_8", "publish 8B", Role::publish, 8, insn_publish_8},
+    Op{"insn_publish_batch16_64", "publish_batch16 64B", Role::publish, 64, insn_publish_batch16_64},
     Op{"insn_poll_64", "poll 64B", Role::poll, 64, insn_poll_64},
     Op{"insn_poll_8", "poll 8B", Role::poll, 8, insn_poll_8},
 };

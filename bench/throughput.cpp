@@ -401,9 +401,18 @@ Options reader_options() {
 /// How a publisher writes: one publish() per message, or kClaimBatch
 /// try_claim()s, then the payloads, then kClaimBatch commit()s with one
 /// clock read for the batch (the batching the public API offers a publisher).
-enum class PubMode { publish, claim_batch };
+/// Or publish_batch: kClaimBatch messages with one claim-counter update,
+/// one space check and one clock read.
+enum class PubMode { publish, claim_batch, publish_batch };
 constexpr std::size_t kClaimBatch = 16;
-const char* name_of(PubMode m) { return m == PubMode::publish ? "publish" : "claim_batch16"; }
+const char* name_of(PubMode m) {
+  switch (m) {
+    case PubMode::publish: return "publish";
+    case PubMode::claim_batch: return "claim_batch16";
+    case PubMode::publish_batch: return "publish_batch16";
+  }
+  return "?";
+}
 
 /// A publisher process: `n` messages of `size` bytes, tokens (id, 0..n-1).
 /// Times chunks of kChunk publishes.
@@ -415,6 +424,11 @@ Role publisher_role(const Config& cfg, Control& ctl, const std::string& name,
             if (!pub) die("publisher: " + pub.error().message());
             std::vector<std::byte> buf(size, std::byte{0x5a});
             std::array<shmbus::Claim, kClaimBatch> claims{};
+            std::vector<std::byte> bodies(kClaimBatch * size, std::byte{0x5a});
+            std::array<shmbus::OutMessage, kClaimBatch> outs{};
+            for (std::size_t j = 0; j < kClaimBatch; ++j) {
+              outs[j].payload = std::span<const std::byte>(bodies.data() + j * size, size);
+            }
             Histogram chunks;
             await_start(ctl);
             const std::uint64_t v0 = bu::voluntary_switches();
@@ -427,6 +441,16 @@ Role publisher_role(const Config& cfg, Control& ctl, const std::string& name,
                 const PublishStatus st = pub->publish(buf, {}, kStallNs);
                 if (st != PublishStatus::ok) die("publish: " + std::string(shmbus::to_string(st)));
                 ++i;
+              } else if (mode == PubMode::publish_batch) {
+                const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(kClaimBatch, n - i));
+                for (std::size_t j = 0; j < k; ++j) {
+                  const std::uint64_t tok = make_token(id, i + j);
+                  std::memcpy(bodies.data() + j * size, &tok, sizeof tok);
+                }
+                const PublishStatus st =
+                    pub->publish_batch(std::span<const shmbus::OutMessage>(outs.data(), k), kStallNs);
+                if (st != PublishStatus::ok) die("publish_batch: " + std::string(shmbus::to_string(st)));
+                i += k;
               } else {
                 // Only the first claim of a batch may wait for space: a
                 // publisher that waits while it holds uncommitted claims can
@@ -1074,6 +1098,8 @@ void run(const Config& cfg) {
         shmbus_task({.scenario = "pubsub", .publishers = p, .read = m, .write = PubMode::claim_batch,
                      .messages = cfg.messages});
       }
+      shmbus_task({.scenario = "pubsub", .publishers = p, .read = ReadMode::read_batch,
+                   .write = PubMode::publish_batch, .messages = cfg.messages});
     }
   }
   if (wanted(cfg, "mc")) {

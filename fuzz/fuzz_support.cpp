@@ -100,7 +100,7 @@ std::span<const ChannelOptions> geometries() {
 }
 
 std::vector<Region> state_regions(const bus::Geometry& g) {
-  return {{g.producer_offset, g.stamps_offset + sizeof(bus::SlotControl) * g.capacity},
+  return {{g.producer_offset, g.groups_offset + g.group_stride * g.max_groups},
           {g.data_offset, g.total_size}};
 }
 

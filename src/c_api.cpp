@@ -202,6 +202,7 @@ shmbus_channel_options channel_defaults() noexcept {
   o.mode = d.mode;
   o.unblock_timeout_ns = d.unblock_timeout_ns;
   o.eviction_timeout_ns = d.eviction_timeout_ns;
+  o.timestamps = static_cast<std::uint32_t>(d.timestamps);
   return o;
 }
 
@@ -333,6 +334,14 @@ int to_channel_options(const char* function, const shmbus_channel_options* in,
                   o.policy);
     return fail(SHMBUS_INVALID_ARGUMENT, function, text);
   }
+  if (o.timestamps > SHMBUS_TIMESTAMPS_NONE) {
+    char text[128];
+    std::snprintf(text, sizeof text,
+                  "timestamps is %u; expected 0 (default), 1 (realtime), 2 (tsc) or 3 (none)", o.timestamps);
+    return fail(SHMBUS_INVALID_ARGUMENT, function, text);
+  }
+  out.timestamps = o.timestamps == 0 ? shmbus::ChannelOptions{}.timestamps
+                                     : static_cast<shmbus::TimestampSource>(o.timestamps);
   out.slot_size = o.slot_size;
   out.capacity = o.capacity;
   out.policy = static_cast<shmbus::Policy>(o.policy);
@@ -647,6 +656,44 @@ int shmbus_publish(shmbus_publisher* publisher, const void* data, size_t size,
     char text[128];
     std::snprintf(text, sizeof text, "payload of %zu bytes exceeds the channel's max payload of %zu bytes",
                   size, publisher->publisher.max_payload());
+    return fail(rc, fn, text);
+  }
+  return rc;
+}
+
+namespace {
+shmbus::OutMessage out_message_at(const void* ctx, std::size_t i) noexcept {
+  const shmbus_out_message& c = static_cast<const shmbus_out_message*>(ctx)[i];
+  shmbus::OutMessage m;
+  m.payload = std::span<const std::byte>(static_cast<const std::byte*>(c.data), c.data == nullptr ? 0 : c.size);
+  m.meta.key = c.meta.key;
+  m.meta.correlation_id = c.meta.correlation_id;
+  m.meta.timestamp_ns = c.meta.timestamp_ns;
+  m.meta.type = c.meta.type;
+  return m;
+}
+}  // namespace
+
+int shmbus_publish_batch(shmbus_publisher* publisher, const shmbus_out_message* msgs, size_t count,
+                         uint64_t timeout_ns) {
+  static constexpr const char* fn = "shmbus_publish_batch";
+  if (publisher == nullptr) return null_argument(fn, "publisher");
+  if (msgs == nullptr && count != 0) return null_argument(fn, "msgs (with count > 0)");
+  for (size_t i = 0; i < count; ++i) {
+    if (msgs[i].data == nullptr && msgs[i].size != 0) {
+      char text[128];
+      std::snprintf(text, sizeof text, "msgs[%zu].data is NULL with size %llu", i,
+                    static_cast<unsigned long long>(msgs[i].size));
+      return fail(SHMBUS_INVALID_ARGUMENT, fn, text);
+    }
+  }
+  const int rc = status_of(publisher->publisher.publish_batch(count, out_message_at, msgs, timeout_ns));
+  if (rc == SHMBUS_TOO_LARGE) {
+    char text[160];
+    std::snprintf(text, sizeof text,
+                  "a batch of %zu messages exceeds the channel's capacity, or one of its payloads its max "
+                  "payload of %zu bytes",
+                  count, publisher->publisher.max_payload());
     return fail(rc, fn, text);
   }
   return rc;

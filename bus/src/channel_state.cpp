@@ -37,6 +37,7 @@ ChannelOptions options_of(const Geometry& g) {
   o.max_consumers = g.max_consumers;
   o.unblock_timeout_ns = g.unblock_timeout_ns;
   o.eviction_timeout_ns = g.eviction_timeout_ns;
+  o.timestamps = g.timestamps;
   return o;
 }
 
@@ -65,7 +66,7 @@ void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
   h->publishers_offset = g.publishers_offset;
   h->subscribers_offset = g.subscribers_offset;
   h->groups_offset = g.groups_offset;
-  h->stamps_offset = g.stamps_offset;
+  h->timestamps = static_cast<std::uint32_t>(g.timestamps);
   h->data_offset = g.data_offset;
   h->unblock_timeout_ns = g.unblock_timeout_ns;
   h->eviction_timeout_ns = g.eviction_timeout_ns;
@@ -154,6 +155,11 @@ Result<Geometry> compute_geometry(const ChannelOptions& o) {
     return invalid("eviction_timeout_ns applies to the block policy only (policy " +
                    std::string(to_string(o.policy)) + ")");
   }
+  if (o.timestamps != TimestampSource::realtime && o.timestamps != TimestampSource::tsc &&
+      o.timestamps != TimestampSource::none) {
+    return invalid("timestamps " + num(static_cast<std::uint32_t>(o.timestamps)) +
+                   " is not a timestamp source (tsc, realtime, none)");
+  }
   if (o.mode > 0777) return invalid("mode " + num(o.mode) + " is not a permission mask (<= 0777)");
   Geometry g;
   g.policy = o.policy;
@@ -166,6 +172,7 @@ Result<Geometry> compute_geometry(const ChannelOptions& o) {
   g.max_payload = o.slot_size - kSlotHeaderSize;
   g.unblock_timeout_ns = o.unblock_timeout_ns;
   g.eviction_timeout_ns = o.eviction_timeout_ns;
+  g.timestamps = o.timestamps;
   g.producer_offset = kHeaderPage;
   g.publishers_offset = g.producer_offset + sizeof(ProducerBlock);
   g.subscribers_offset =
@@ -174,8 +181,7 @@ Result<Geometry> compute_geometry(const ChannelOptions& o) {
       round_up(g.subscribers_offset + sizeof(SubscriberEntry) * g.max_subscribers, kHotSlot);
   g.group_stride = round_up(sizeof(GroupEntry) + sizeof(ConsumerEntry) * g.max_consumers, kHotSlot) +
                    round_up(8ULL * g.capacity, kHotSlot);
-  g.stamps_offset = round_up(g.groups_offset + g.group_stride * g.max_groups, kHotSlot);
-  g.data_offset = round_up(g.stamps_offset + sizeof(SlotControl) * g.capacity, shm::page_size());
+  g.data_offset = round_up(g.groups_offset + g.group_stride * g.max_groups, shm::page_size());
   g.total_size = g.data_offset + static_cast<std::uint64_t>(g.capacity) * g.slot_size;
   if (g.total_size > kMaxTotalSize) {
     return invalid("capacity x slot_size = " + num(g.total_size) + " bytes is too large (limit " +
@@ -213,6 +219,7 @@ Result<Geometry> validate_header(const ChannelHeader& h, std::size_t segment_siz
   o.max_consumers = h.max_consumers;
   o.unblock_timeout_ns = h.unblock_timeout_ns;
   o.eviction_timeout_ns = h.eviction_timeout_ns;
+  o.timestamps = static_cast<TimestampSource>(h.timestamps);
   auto g = compute_geometry(o);
   if (!g) return Error(ErrorCode::corrupted, "channel '" + channel + "' is corrupted: " + g.error().message());
   const Geometry& e = g.value();
@@ -225,7 +232,6 @@ Result<Geometry> validate_header(const ChannelHeader& h, std::size_t segment_siz
       {"publishers_offset", h.publishers_offset, e.publishers_offset},
       {"subscribers_offset", h.subscribers_offset, e.subscribers_offset},
       {"groups_offset", h.groups_offset, e.groups_offset},
-      {"stamps_offset", h.stamps_offset, e.stamps_offset},
       {"data_offset", h.data_offset, e.data_offset},
   };
   for (const Field& f : fields) {
@@ -249,8 +255,34 @@ Result<std::byte*> ChannelState::writable_data() {
                          shm::Access::read_write, true);
     if (!m) return m.error();
     data_rw_ = std::move(m.value());
+    // release: pairs with the acquire in cas_stamp, which then uses the view.
+    rw_base_.store(data_rw_.data(), std::memory_order_release);
   }
   return data_rw_.data();
+}
+
+bool ChannelState::cas_stamp(std::uint64_t seq, std::uint64_t expected, std::uint64_t desired) noexcept {
+  const std::uint64_t offset = (seq & (geo.capacity - 1)) * static_cast<std::uint64_t>(geo.slot_size);
+  // acquire: pairs with the release in writable_data (the mapping is complete).
+  if (std::byte* rw = rw_base_.load(std::memory_order_acquire)) {
+    auto& stamp = reinterpret_cast<SlotHeader*>(rw + offset)->stamp;
+    return shm::cas_acq_rel(stamp, expected, desired);
+  }
+  if (mode_ == MapMode::observer) return false;
+  // A pure reader keeps its data mapping read-only: map the stamp's page
+  // read-write for this one CAS (a recovery step, after at least a
+  // millisecond of stall), then drop it. The page is shared with every view
+  // of the file, so the CAS is seen through them all.
+  try {
+    const std::uint64_t page = shm::page_size();
+    const std::uint64_t at = geo.data_offset + offset;
+    auto m = segment.map(at / page * page, page, shm::Access::read_write, false);
+    if (!m) return false;
+    auto& stamp = reinterpret_cast<SlotHeader*>(m->data() + at % page)->stamp;
+    return shm::cas_acq_rel(stamp, expected, desired);
+  } catch (...) {  // an allocation failure while reporting a failed map
+    return false;
+  }
 }
 
 Result<std::shared_ptr<ChannelState>> attach(shm::Segment seg, const std::string& bus,
@@ -275,7 +307,6 @@ Result<std::shared_ptr<ChannelState>> attach(shm::Segment seg, const std::string
   st->producer = reinterpret_cast<ProducerBlock*>(base + g.producer_offset);
   st->publishers = reinterpret_cast<PublisherEntry*>(base + g.publishers_offset);
   st->subscribers = reinterpret_cast<SubscriberEntry*>(base + g.subscribers_offset);
-  st->slots = reinterpret_cast<SlotControl*>(base + g.stamps_offset);
   st->data = st->data_ro.data();
   st->segment = std::move(seg);
   return st;
@@ -328,10 +359,14 @@ Result<void> check_expected(const Geometry& g, const ChannelOptions& want, std::
       {"max_consumers", have.max_consumers, want.max_consumers},
       {"unblock_timeout_ns", have.unblock_timeout_ns, want.unblock_timeout_ns},
       {"eviction_timeout_ns", have.eviction_timeout_ns, want.eviction_timeout_ns},
+      {"timestamps", static_cast<std::uint64_t>(have.timestamps),
+       static_cast<std::uint64_t>(want.timestamps)},
   };
-  // The policy by its name; every other setting as a number.
+  // The policy and the timestamp source by name; every other setting as a number.
   const SettingFormatter show = [](std::string_view field, std::uint64_t v) {
-    return field == "policy" ? std::string(to_string(static_cast<Policy>(v))) : num(v);
+    if (field == "policy") return std::string(to_string(static_cast<Policy>(v)));
+    if (field == "timestamps") return std::string(to_string(static_cast<TimestampSource>(v)));
+    return num(v);
   };
   return check_settings("channel '" + std::string(name) + "'", checks, show);
 }

@@ -135,8 +135,8 @@ AckStatus copy_to_dlq(const GroupView& v, PublisherCore& pub, std::uint64_t seq,
     return AckStatus::dlq_unavailable;
   };
   const std::byte* slot = slot_at(ch.data, seq, v.mask, ch.geo.slot_size);
-  SlotHeader hdr;
-  racy_copy(&hdr, slot, sizeof hdr);
+  const SlotMeta hdr = read_meta(slot);
+  const std::uint32_t length = size_length(hdr.size);
   const std::uint64_t want = make_stamp(seq, kStampCommitted);
   std::uint64_t w = held;
   LeaseFields lf = lease_fields(held);
@@ -150,25 +150,25 @@ AckStatus copy_to_dlq(const GroupView& v, PublisherCore& pub, std::uint64_t seq,
     }
     return AckStatus::ok;
   };
-  if (hdr.length > ch.geo.max_payload || hdr.sequence != seq) {
+  if (length > ch.geo.max_payload) {
     std::atomic_thread_fence(std::memory_order_acquire);
     return mark_lost();
   }
   ClaimToken claim;
-  if (pub.claim(sizeof(DlqRecord) + hdr.length, claim, 0) != PublishStatus::ok) return fail();
+  if (pub.claim(sizeof(DlqRecord) + length, claim, 0) != PublishStatus::ok) return fail();
   DlqRecord rec{};
   rec.original_sequence = seq;
-  rec.original_timestamp_ns = hdr.timestamp_ns;
+  rec.original_timestamp_ns = stored_time_ns(hdr.timestamp);
   rec.attempts = lf.attempt;
   rec.reason = static_cast<std::uint32_t>(reason);
-  rec.payload_length = hdr.length;
+  rec.payload_length = length;
   const std::string group = read_name(g.name);
   std::memcpy(rec.group, group.data(), std::min(group.size(), sizeof rec.group - 1));
   std::memcpy(rec.source, ch.name.data(), std::min(ch.name.size(), sizeof rec.source - 1));
   std::memcpy(claim.payload.data(), &rec, sizeof rec);
-  racy_copy(claim.payload.data() + sizeof rec, slot + kSlotHeaderSize, hdr.length);
+  racy_copy(claim.payload.data() + sizeof rec, slot + kSlotHeaderSize, length);
   std::atomic_thread_fence(std::memory_order_acquire);
-  if (shm::load_relaxed(ch.slots[seq & v.mask].stamp) != want) {
+  if (shm::load_relaxed(slot_header(slot).stamp) != want) {
     // Overwritten while we copied (drop_oldest): nothing sound to keep.
     pub.abort(claim);
     return mark_lost();
@@ -177,8 +177,8 @@ AckStatus copy_to_dlq(const GroupView& v, PublisherCore& pub, std::uint64_t seq,
   meta.key = hdr.key;
   meta.correlation_id = hdr.correlation_id;
   meta.type = hdr.type;
-  meta.timestamp_ns = hdr.timestamp_ns;
-  if (pub.commit(claim, sizeof rec + hdr.length, meta, lf.attempt) != PublishStatus::ok) return fail();
+  meta.timestamp_ns = rec.original_timestamp_ns;
+  if (pub.commit(claim, sizeof rec + length, meta, lf.attempt) != PublishStatus::ok) return fail();
   // Copied: the message is done for the group. If our lease was taken
   // meanwhile (we were slower than its deadline), the DLQ may get it twice:
   // dead-lettering is at-least-once too.
@@ -625,11 +625,10 @@ bool GroupCore::owner_dead(std::uint32_t owner) noexcept {
 bool GroupCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
                         std::span<std::byte> buffer, PollStatus& st) noexcept {
   const ChannelState& ch = *ch_;
-  SlotControl& ctl = ch.slots[seq & mask_];
   const std::uint64_t want = make_stamp(seq, kStampCommitted);
   const std::byte* slot = slot_at(ch.data, seq, mask_, ch.geo.slot_size);
-  SlotHeader hdr;
-  racy_copy(&hdr, slot, sizeof hdr);
+  const SlotMeta hdr = read_meta(slot);
+  const std::uint32_t length = size_length(hdr.size);
   const LeaseFields lf = lease_fields(lease);
   auto give_up = [&](std::uint64_t state, PollStatus why) {
     // The message is gone (overwritten) or impossible: the group loses it.
@@ -643,8 +642,8 @@ bool GroupCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
     st = why;
     return true;
   };
-  bool intact = hdr.length <= ch.geo.max_payload && hdr.sequence == seq;
-  if (intact && hdr.length > buffer.size()) {
+  bool intact = length <= ch.geo.max_payload;
+  if (intact && length > buffer.size()) {
     // Cannot hand it over: give the lease back (this delivery did not count).
     std::uint64_t w = lease;
     LeaseFields back = lf;
@@ -653,14 +652,14 @@ bool GroupCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
     back.deadline_ms = now_ms();
     (void)shm::cas_acq_rel(leases_[seq & mask_], w, make_lease(back));
     last_scan_ns_ = 0;  // due now: a retry with a larger buffer finds it at once
-    out.message.payload = std::span<const std::byte>(slot + kSlotHeaderSize, hdr.length);
+    out.message.payload = std::span<const std::byte>(slot + kSlotHeaderSize, length);
     st = PollStatus::buffer_too_small;
     return true;
   }
-  if (intact) racy_copy(buffer.data(), slot + kSlotHeaderSize, hdr.length);
+  if (intact) racy_copy(buffer.data(), slot + kSlotHeaderSize, length);
   // SYNC(seqlock-read): as in SubscriberCore::finish_read.
   std::atomic_thread_fence(std::memory_order_acquire);
-  if (shm::load_relaxed(ctl.stamp) != want) return give_up(kLeaseLost, PollStatus::lapped);
+  if (shm::load_relaxed(slot_header(slot).stamp) != want) return give_up(kLeaseLost, PollStatus::lapped);
   if (!intact) return give_up(kLeaseLost, PollStatus::corrupted);
   out.sequence = seq;
   out.attempt = lf.attempt;
@@ -686,7 +685,7 @@ bool GroupCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus&
   const ChannelState& ch = *ch_;
   for (int guard = 0; guard < 1024; ++guard) {
     std::uint64_t n = shm::load_acquire(g_->next);
-    const std::uint64_t stamp = shm::load_acquire(ch.slots[n & mask_].stamp);
+    const std::uint64_t stamp = shm::load_acquire(ch.slot(n)->stamp);
     std::atomic<std::uint64_t>& lw = leases_[n & mask_];
     std::uint64_t w = shm::load_acquire(lw);
     // Both words must have been read while n was still `next`: a consumer
@@ -745,8 +744,7 @@ bool GroupCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus&
     // scan interval, and finish an abandoned claim at once.
     if (now - last_stall_check_ns_ >= scan_every_ns_) {
       last_stall_check_ns_ = now;
-      if (stall_.check(ch.slots[n & mask_], n, stamp, shm::load_acquire(ch.producer->head),
-                       ch.geo.unblock_timeout_ns, ch.producer->abandoned)) {
+      if (stall_.check(*ch_, n, stamp, shm::load_acquire(ch.producer->head))) {
         continue;
       }
     }
@@ -864,7 +862,7 @@ PollStatus GroupCore::receive_wait(Delivery& out, std::span<std::byte> buffer,
         // SYNC(sleep-flag): as in SubscriberCore::wait.
         const std::uint32_t seen = shm::announce_sleep(prod.sub_sleeping, prod.sub_futex);
         const std::uint64_t n = shm::load_acquire(g_->next);
-        const std::uint64_t s = ch_->slots[n & mask_].stamp.load(std::memory_order_seq_cst);
+        const std::uint64_t s = ch_->slot(n)->stamp.load(std::memory_order_seq_cst);
         if (stamp_state(s) != kStampEmpty && stamp_seq(s) >= n && stamp_state(s) != kStampWriting) break;
         (void)shm::futex_wait(&prod.sub_futex, seen, slice);
         last_scan_ns_ = 0;  // a timed-out sleep is a good moment to look for redeliveries

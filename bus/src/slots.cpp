@@ -2,8 +2,8 @@
 
 namespace shmbus::bus {
 
-bool StallWatch::check(SlotControl& ctl, std::uint64_t pos, std::uint64_t st, std::uint64_t head,
-                       std::uint64_t unblock_ns, std::atomic<std::uint64_t>& abandoned) noexcept {
+bool StallWatch::check(ChannelState& ch, std::uint64_t pos, std::uint64_t st, std::uint64_t head) noexcept {
+  const std::uint64_t unblock_ns = ch.geo.unblock_timeout_ns;
   if (head <= pos) {  // nothing claimed here yet: not a stall
     pos_ = ~0ULL;
     return false;
@@ -25,7 +25,7 @@ bool StallWatch::check(SlotControl& ctl, std::uint64_t pos, std::uint64_t st, st
     // writer is abandoned under its own sequence, so the live writer of our
     // position (waiting for that slot) can go on.
     last_liveness_ns_ = now;
-    if (slot_writer_dead(ctl, stamp_seq(st))) {
+    if (slot_writer_dead(*ch.slot(pos), stamp_seq(st))) {
       give_up = true;
       target = make_stamp(stamp_seq(st), kStampAbandoned);
     }
@@ -33,9 +33,8 @@ bool StallWatch::check(SlotControl& ctl, std::uint64_t pos, std::uint64_t st, st
   if (!give_up) return false;
   pos_ = ~0ULL;
   // Take the claim away: the late writer's commit CAS will fail.
-  std::uint64_t expected = st;
-  if (!shm::cas_acq_rel(ctl.stamp, expected, target)) return false;
-  abandoned.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  if (!ch.cas_stamp(pos, st, target)) return false;
+  ch.producer->abandoned.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   return true;
 }
 

@@ -1,8 +1,10 @@
 #include <shmbus/bus/stats.hpp>
 
+
 #include <algorithm>
 
 #include <shmbus/bus/group_core.hpp>
+#include <shmbus/bus/slots.hpp>
 #include <shmbus/bus/tables.hpp>
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
@@ -174,11 +176,10 @@ ChannelStats snapshot(const ChannelState& ch) {
     // holds it committed.
     if (gs.floor < s.head) {
       const std::uint64_t want = make_stamp(gs.floor, kStampCommitted);
-      const auto* hdr = reinterpret_cast<const SlotHeader*>(
-          ch.data + (gs.floor & mask) * static_cast<std::uint64_t>(ch.geo.slot_size));
-      if (shm::load_acquire(ch.slots[gs.floor & mask].stamp) == want) {
-        const std::uint64_t ts =
-            std::atomic_ref<const std::uint64_t>(hdr->timestamp_ns).load(std::memory_order_relaxed);
+      const SlotHeader* hdr = ch.slot(gs.floor);
+      if (shm::load_acquire(hdr->stamp) == want) {
+        const std::uint64_t ts = stored_time_ns(
+            std::atomic_ref<const std::uint64_t>(hdr->meta.timestamp).load(std::memory_order_relaxed));
         if (ts != 0 && ts < now_rt) gs.oldest_unacked_age_ns = now_rt - ts;
       }
     }

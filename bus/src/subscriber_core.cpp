@@ -33,6 +33,7 @@ void SubscriberCore::release() noexcept {
       publish_cursor();
       detach_subscriber(*ch_, index_, control_);
     }
+    fast_ = false;
     ch_.reset();
   }
 }
@@ -47,7 +48,6 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::create(std::shared_ptr<C
   s.prod_ = ch->producer;
   s.removed_ = &ch->header->removed;
   s.entry_ = &ch->subscribers[a->index];
-  s.slots_ = ch->slots;
   s.data_ = ch->data;
   s.capacity_ = ch->geo.capacity;
   s.mask_ = s.capacity_ - 1;
@@ -59,6 +59,7 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::create(std::shared_ptr<C
   s.cursor_ = a->cursor;
   s.resumed_ = a->resumed;
   s.report_start_loss_ = a->start_lost != 0;
+  s.fast_ = !s.report_start_loss_;
   s.wake_publishers_ = ch->geo.policy == Policy::block;
   s.wait_ = opts.wait;
   s.ch_ = std::move(ch);
@@ -82,6 +83,7 @@ void SubscriberCore::seek(std::uint64_t seq) noexcept {
   cursor_ = std::min(seq, kMaxSequence);
   pending_ = false;
   report_start_loss_ = false;  // a new position: its own poll reports what it finds
+  fast_ = true;
   publish_cursor();
 }
 
@@ -126,14 +128,13 @@ PollStatus SubscriberCore::on_evicted() noexcept {
 }
 
 void SubscriberCore::check_stall(std::uint64_t st) noexcept {
-  (void)stall_.check(slots_[cursor_ & mask_], cursor_, st, shm::load_acquire(prod_->head), unblock_ns_,
-                     prod_->abandoned);
+  (void)stall_.check(*ch_, cursor_, st, shm::load_acquire(prod_->head));
 }
 
 bool SubscriberCore::ready() noexcept {
   if (!ch_ || report_start_loss_) return true;
   if (shm::load_relaxed(entry_->control) != control_) return true;
-  const std::uint64_t st = slots_[cursor_ & mask_].stamp.load(std::memory_order_seq_cst);
+  const std::uint64_t st = stamp_at(cursor_).load(std::memory_order_seq_cst);
   if (stamp_state(st) == kStampEmpty) return false;
   return stamp_seq(st) > cursor_ ||
          (stamp_seq(st) == cursor_ && stamp_state(st) != kStampWriting);
@@ -147,6 +148,7 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
     // then was counted at attach (entry lost, lapped_events); say so once,
     // as a seek to an overwritten sequence does.
     report_start_loss_ = false;
+    fast_ = true;
     return PollStatus::lapped;
   }
   // relaxed: only compared with our own value; on_evicted re-reads with acquire.
@@ -155,22 +157,21 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
     const std::uint64_t want = make_stamp(cursor_, kStampCommitted);
     // SYNC(stamp): acquire, pairs with the seq_cst (release) commit CAS in
     // PublisherCore::commit: the slot's bytes are visible once this matches.
-    const std::uint64_t st = shm::load_acquire(slots_[cursor_ & mask_].stamp);
+    const std::byte* slot = slot_at(data_, cursor_, mask_, slot_size_);
+    const std::uint64_t st = shm::load_acquire(slot_header(slot).stamp);
     if (st == want) {
-      const std::byte* slot = data_ + (cursor_ & mask_) * static_cast<std::uint64_t>(slot_size_);
-      SlotHeader hdr;
-      racy_copy(&hdr, slot, sizeof hdr);
-      if (hdr.length > max_payload_ || hdr.sequence != cursor_) {
+      const SlotMeta meta = read_meta(slot);
+      if (size_length(meta.size) > max_payload_) [[unlikely]] {
         // Torn by a lapping writer, or a corrupted slot: the stamp decides.
         std::atomic_thread_fence(std::memory_order_acquire);
-        const std::uint64_t now = shm::load_relaxed(slots_[cursor_ & mask_].stamp);
+        const std::uint64_t now = shm::load_relaxed(slot_header(slot).stamp);
         if (now != want) return on_lapped();
         shm::single_writer_add(entry_->lost, 1);
         ++cursor_;
         publish_cursor();
         return PollStatus::corrupted;
       }
-      out = message_from(hdr, cursor_, hdr.attempt, slot + kSlotHeaderSize);
+      out = message_from(meta, cursor_, size_attempt(meta.size), slot + kSlotHeaderSize);
       pending_stamp_ = st;
       pending_ = true;
       return PollStatus::ok;
@@ -183,18 +184,21 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
       }
       if (stamp_seq(st) > cursor_) return on_lapped();
     }
-    if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]] {
-      if ((empty_polls_ & (kStallCheckEvery - 1)) == 0) check_stall(st);
-      // Only when there is nothing to read (what was committed before a
-      // removal is still delivered), and only every kRemovedCheckEvery
-      // empty polls: one more load in a reader's spin loop cost the
-      // busy-spin ping-pong 25% at p50. relaxed: a flag with no data.
-      if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) {
-        return poll_status_of_removed(r);
-      }
-    }
+    if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]] return on_idle(st);
     return PollStatus::empty;
   }
+}
+
+PollStatus SubscriberCore::on_idle(std::uint64_t st) noexcept {
+  if ((empty_polls_ & (kStallCheckEvery - 1)) == 0) check_stall(st);
+  // Only when there is nothing to read (what was committed before a removal
+  // is still delivered), and only every kRemovedCheckEvery empty polls: one
+  // more load in a reader's spin loop cost the busy-spin ping-pong 25% at
+  // p50. relaxed: a flag with no data.
+  if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) {
+    return poll_status_of_removed(r);
+  }
+  return PollStatus::empty;
 }
 
 PollStatus SubscriberCore::finish_read(bool publish) noexcept {
@@ -205,7 +209,7 @@ PollStatus SubscriberCore::finish_read(bool publish) noexcept {
   // validates: a drop_oldest writer, an evicted reader, or a reader that
   // joined a busy channel behind a publisher's cached gate can be lapped.
   std::atomic_thread_fence(std::memory_order_acquire);
-  const std::uint64_t now = shm::load_relaxed(slots_[cursor_ & mask_].stamp);
+  const std::uint64_t now = shm::load_relaxed(stamp_at(cursor_));
   if (now != pending_stamp_) return on_lapped();
   ++cursor_;
   shm::single_writer_add(entry_->delivered, 1);
@@ -213,7 +217,50 @@ PollStatus SubscriberCore::finish_read(bool publish) noexcept {
   return PollStatus::ok;
 }
 
+// The copy-out poll, fused: one acquire of the stamp at the head of the
+// slot's first line (which also holds the metadata and 16 payload bytes),
+// the copies, the seqlock re-check, one cursor store. Anything but a
+// committed message of the right size, or an empty slot, takes poll_general.
 PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexcept {
+  if (!fast_) [[unlikely]] return poll_general(out, buffer);
+  // relaxed: only compared with our own value; on_evicted re-reads with acquire.
+  if (shm::load_relaxed(entry_->control) != control_) [[unlikely]] return poll_general(out, buffer);
+  pending_ = false;  // a poll ends any zero-copy read begun before it
+  const std::uint64_t cursor = cursor_;
+  const std::byte* slot = slot_at(data_, cursor, mask_, slot_size_);
+  const std::atomic<std::uint64_t>& stamp = slot_header(slot).stamp;
+  // SYNC(stamp): acquire, as in begin_read.
+  const std::uint64_t st = shm::load_acquire(stamp);
+  if (st != make_stamp(cursor, kStampCommitted)) {
+    // Nothing at the cursor yet (never written, an older lap, or being
+    // written): an empty poll. Anything else is for the general path.
+    const bool nothing = stamp_state(st) == kStampEmpty || stamp_seq(st) < cursor ||
+                         st == make_stamp(cursor, kStampWriting);
+    if (!nothing) return poll_general(out, buffer);
+    if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]] return on_idle(st);
+    return PollStatus::empty;
+  }
+  const SlotMeta meta = read_meta(slot);
+  const std::uint32_t length = size_length(meta.size);
+  if (length > max_payload_ || length > buffer.size()) [[unlikely]] return poll_general(out, buffer);
+  racy_copy(buffer.data(), slot + kSlotHeaderSize, length);
+  // SYNC(seqlock-read): as in finish_read.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (shm::load_relaxed(stamp) != st) [[unlikely]] return on_lapped();
+  out.sequence = cursor;
+  out.timestamp_ns = stored_time_ns(meta.timestamp);
+  out.key = meta.key;
+  out.correlation_id = meta.correlation_id;
+  out.type = meta.type;
+  out.attempt = size_attempt(meta.size);
+  out.payload = std::span<const std::byte>(buffer.data(), length);
+  cursor_ = cursor + 1;
+  shm::single_writer_add(entry_->delivered, 1);
+  publish_cursor();
+  return PollStatus::ok;
+}
+
+PollStatus SubscriberCore::poll_general(Message& out, std::span<std::byte> buffer) noexcept {
   const PollStatus st = begin_read(out);
   if (st != PollStatus::ok) return st;
   if (out.payload.size() > buffer.size()) {
@@ -243,7 +290,7 @@ PollStatus SubscriberCore::wait(std::uint64_t timeout_ns) noexcept {
   for (;;) {
     const std::uint64_t now = shm::monotonic_ns();
     if (now >= deadline) return PollStatus::timeout;
-    check_stall(shm::load_acquire(slots_[cursor_ & mask_].stamp));
+    check_stall(shm::load_acquire(stamp_at(cursor_)));
     if (ready()) return PollStatus::ok;
     // Gone (removed by name, by anyone; or its pages lost): nothing will
     // come. The fstat behind check_removed runs at most every few ms.

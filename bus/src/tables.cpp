@@ -1,9 +1,11 @@
 #include <shmbus/bus/tables.hpp>
 
+
 #include <algorithm>
 #include <climits>
 #include <optional>
 
+#include <shmbus/bus/slots.hpp>
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
 #include <shmbus/shm/futex.hpp>
@@ -222,15 +224,15 @@ namespace {
 // Reads slot `seq`'s timestamp if the slot holds it committed (validated by
 // re-reading the stamp); false otherwise.
 bool slot_timestamp(const ChannelState& ch, std::uint64_t seq, std::uint64_t& ts) noexcept {
-  const std::uint64_t mask = ch.geo.capacity - 1;
-  const auto& stamp = ch.slots[seq & mask].stamp;
+  const SlotHeader* hdr = ch.slot(seq);
   const std::uint64_t want = make_stamp(seq, kStampCommitted);
-  if (shm::load_acquire(stamp) != want) return false;
-  const auto* hdr = reinterpret_cast<const SlotHeader*>(
-      ch.data + (seq & mask) * static_cast<std::uint64_t>(ch.geo.slot_size));
-  ts = std::atomic_ref<const std::uint64_t>(hdr->timestamp_ns).load(std::memory_order_relaxed);
+  if (shm::load_acquire(hdr->stamp) != want) return false;
+  const std::uint64_t stored =
+      std::atomic_ref<const std::uint64_t>(hdr->meta.timestamp).load(std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_acquire);
-  return shm::load_relaxed(stamp) == want;
+  if (shm::load_relaxed(hdr->stamp) != want) return false;
+  ts = stored_time_ns(stored);
+  return true;
 }
 
 }  // namespace

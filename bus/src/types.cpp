@@ -57,6 +57,22 @@ std::optional<Policy> parse_policy(std::string_view s) noexcept {
   return std::nullopt;
 }
 
+std::string_view to_string(TimestampSource t) noexcept {
+  switch (t) {
+    case TimestampSource::realtime: return "realtime";
+    case TimestampSource::tsc: return "tsc";
+    case TimestampSource::none: return "none";
+  }
+  return "unknown";
+}
+
+std::optional<TimestampSource> parse_timestamps(std::string_view s) noexcept {
+  if (s == "tsc") return TimestampSource::tsc;
+  if (s == "realtime") return TimestampSource::realtime;
+  if (s == "none") return TimestampSource::none;
+  return std::nullopt;
+}
+
 std::string_view to_string(DeadLetterReason r) noexcept {
   switch (r) {
     case DeadLetterReason::max_deliveries: return "max_deliveries";

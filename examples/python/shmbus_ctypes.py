@@ -59,7 +59,7 @@ _u64 = ctypes.c_uint64
 class ChannelOptions(ctypes.Structure):
     _fields_ = [("struct_size", _u32), ("slot_size", _u32), ("capacity", _u32), ("policy", _u32),
                 ("max_subscribers", _u32), ("max_publishers", _u32), ("max_groups", _u32),
-                ("max_consumers", _u32), ("mode", _u32), ("reserved0", _u32),
+                ("max_consumers", _u32), ("mode", _u32), ("timestamps", _u32),
                 ("unblock_timeout_ns", _u64), ("eviction_timeout_ns", _u64)]
 
 

@@ -19,6 +19,8 @@ inline constexpr std::uint64_t kDefaultPublishTimeoutNs = 1'000'000'000ULL;
 
 /// A claimed slot (zero-copy publish): write into `payload`, then commit or abort.
 using Claim = bus::ClaimToken;
+/// One message of publish_batch: its payload and metadata.
+using OutMessage = bus::OutMessage;
 
 class Publisher {
  public:
@@ -41,6 +43,45 @@ class Publisher {
     if (!core_) return PublishStatus::invalid;
     return core_->publish(std::as_bytes(std::span<const char>(text.data(), text.size())), meta,
                          timeout_ns);
+  }
+
+  /// Publishes `msgs` in order under consecutive sequences, with one update
+  /// of the channel's claim counter, one space check and one reader wake-up
+  /// for the whole batch (one clock read stamps every message that has no
+  /// timestamp). A batch is all or nothing while it waits: on a `block`
+  /// channel it waits up to timeout_ns for room for every message, then
+  /// returns `timeout` having published none; `reject` returns `full` unless
+  /// all fit; `too_large` if a payload exceeds max_payload() or the batch
+  /// holds more messages than the ring has slots. Once room is taken every
+  /// message is written: `abandoned` (this thread stalled past the unblock
+  /// timeout) or `removed`/`segment_lost` then report that some may not have
+  /// reached readers. No allocation; no system call unless a reader sleeps
+  /// or the ring is full. Not thread-safe: one caller at a time per handle.
+  PublishStatus publish_batch(std::span<const OutMessage> msgs,
+                              std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
+    if (!core_) return PublishStatus::invalid;
+    return core_->publish_batch(msgs, timeout_ns);
+  }
+
+  /// publish_batch for `n` messages that `at(ctx, i)` describes, read in
+  /// place (for bindings whose arrays are not OutMessage). Not thread-safe.
+  PublishStatus publish_batch(std::size_t n, bus::PublisherCore::MessageAt at, const void* ctx,
+                              std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
+    if (!core_) return PublishStatus::invalid;
+    return core_->publish_batch(n, at, ctx, timeout_ns);
+  }
+
+  /// Zero-copy batch: claims claims.size() consecutive slots at once (one
+  /// claim-counter update, one space check), each for up to max_length
+  /// bytes; commit() or abort() each claim. All or none: on any status but
+  /// `ok` no claim is active. Waiting for space happens before anything is
+  /// claimed, so a batch never waits while holding a claim. `too_large` if
+  /// max_length exceeds max_payload() or there are more claims than slots.
+  /// Not thread-safe: one caller at a time per handle.
+  PublishStatus try_claim_batch(std::size_t max_length, std::span<Claim> claims,
+                                std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
+    if (!core_) return PublishStatus::invalid;
+    return core_->claim_batch(max_length, claims, timeout_ns);
   }
 
   /// Zero-copy: claims the next slot for a message of up to max_length bytes

@@ -141,7 +141,7 @@ typedef struct shmbus_channel_options {
   uint32_t max_groups;           /**< consumer groups, 0..256 (4) */
   uint32_t max_consumers;        /**< consumers per group, 1..255 (16) */
   uint32_t mode;                 /**< permission bits of the segment (0600) */
-  uint32_t reserved0;            /**< must be 0 */
+  uint32_t timestamps;           /**< enum shmbus_timestamps; 0 means SHMBUS_TIMESTAMPS_TSC (the default) */
   uint64_t unblock_timeout_ns;   /**< an uncommitted claim is abandoned after this (2 s) */
   uint64_t eviction_timeout_ns;  /**< `block` only: evict a subscriber a full ring behind this long; 0 = never (0) */
 } shmbus_channel_options;
@@ -172,6 +172,14 @@ typedef struct shmbus_group_options {
   uint32_t wait;                   /**< enum shmbus_wait for receive_wait (SHMBUS_WAIT_BLOCK) */
   uint32_t reserved0;              /**< must be 0 */
 } shmbus_group_options;
+
+/** What publishers stamp messages with (shmbus::TimestampSource); every
+ *  source reads back as CLOCK_REALTIME ns. */
+enum shmbus_timestamps {
+  SHMBUS_TIMESTAMPS_REALTIME = 1, /**< CLOCK_REALTIME read at publish (~20-30 ns) */
+  SHMBUS_TIMESTAMPS_TSC = 2,      /**< the CPU's invariant counter, converted on read (realtime where the kernel does not trust it) */
+  SHMBUS_TIMESTAMPS_NONE = 3      /**< 0 unless the publisher sets one */
+};
 
 /** Metadata a publisher attaches to a message (shmbus::MessageMeta). Fixed layout. */
 typedef struct shmbus_message_meta {
@@ -409,6 +417,24 @@ SHMBUS_API void shmbus_publisher_free(shmbus_publisher* publisher);
  *  publisher. */
 SHMBUS_API int shmbus_publish(shmbus_publisher* publisher, const void* data, size_t size,
                               const shmbus_message_meta* meta, uint64_t timeout_ns);
+
+/** One message of shmbus_publish_batch. Fixed layout. */
+typedef struct shmbus_out_message {
+  const void* data;           /**< payload (may be NULL when size is 0) */
+  uint64_t size;              /**< payload bytes */
+  shmbus_message_meta meta;   /**< metadata; timestamp_ns 0: stamped at publish */
+} shmbus_out_message;
+
+/** Publishes `count` messages in order under consecutive sequences with one
+ *  claim-counter update, one space check and one reader wake-up. All or
+ *  nothing while it waits: SHMBUS_TIMEOUT (`block`) or SHMBUS_FULL (`reject`)
+ *  publish none; SHMBUS_TOO_LARGE if a payload exceeds the max payload or
+ *  count exceeds the channel's capacity. SHMBUS_ABANDONED / SHMBUS_REMOVED /
+ *  SHMBUS_SEGMENT_LOST after room was taken: some messages may not have
+ *  reached readers. No allocation. Not thread-safe: one thread at a time per
+ *  publisher. */
+SHMBUS_API int shmbus_publish_batch(shmbus_publisher* publisher, const shmbus_out_message* msgs,
+                                    size_t count, uint64_t timeout_ns);
 
 /** The largest payload this publisher may send. Thread-safe. */
 SHMBUS_API uint64_t shmbus_publisher_max_payload(const shmbus_publisher* publisher);

@@ -127,7 +127,7 @@ TEST_CASE("out-of-range header fields are refused with the field named") {
     const std::string msg = open_error(name, ErrorCode::corrupted);
     INFO(msg);
     CHECK(contains(msg, "channel '" + name.str() + "' is corrupted: "));
-    CHECK(std::regex_search(msg, std::regex("(capacity|group_stride|total_size|groups_offset|stamps_offset|"
+    CHECK(std::regex_search(msg, std::regex("(capacity|group_stride|total_size|groups_offset|"
                                             "data_offset) = [0-9]+ (\\(expected [0-9]+\\)|exceeds the "
                                             "segment's size [0-9]+)")));
   }
@@ -156,7 +156,7 @@ TEST_CASE("a slot with an impossible length is skipped, counted as lost, never r
   REQUIRE(pub.publish(bytes_of(std::uint64_t{2})) == PublishStatus::ok);
   RawView v(name);
   auto* slot0 = reinterpret_cast<SlotHeader*>(v.map.data() + v.hdr->data_offset);
-  slot0->length = 0xFFFFFFF0u;
+  slot0->meta.size = kSizeLengthMask;  // a length past max_payload
   Message m;
   std::byte buf[128];
   CHECK(sub.poll(m, buf) == PollStatus::corrupted);
@@ -170,8 +170,8 @@ TEST_CASE("a hostile stamp far in the future is treated as a lap, bounded") {
   auto [ch, sub, pub] = make_live_channel(name);
   REQUIRE(pub.publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
   RawView v(name);
-  auto* stamps = reinterpret_cast<std::atomic<std::uint64_t>*>(v.map.data() + v.hdr->stamps_offset);
-  stamps[0].store(make_stamp(kMaxSequence, kStampCommitted));
+  auto* slot0 = reinterpret_cast<SlotHeader*>(v.map.data() + v.hdr->data_offset);
+  slot0->stamp.store(make_stamp(kMaxSequence, kStampCommitted));
   Message m;
   std::byte buf[128];
   CHECK(sub.poll(m, buf) == PollStatus::lapped);

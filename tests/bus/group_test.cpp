@@ -383,7 +383,7 @@ TEST_CASE("a consumer held up between reading next and the lease word for a whol
   const auto* lease_word = &state->leases(0)[kAt & (kCapacity - 1)];
   REQUIRE(page_of(lease_word) != page_of(&state->group(0)->next));
   REQUIRE(page_of(lease_word) != page_of(&state->group(0)->floor));
-  REQUIRE(page_of(lease_word) != page_of(&state->slots[kAt & (kCapacity - 1)].stamp));
+  REQUIRE(page_of(lease_word) != page_of(&state->slot(kAt)->stamp));
   REQUIRE(page_of(lease_word) != page_of(&state->producer->head));
   g_park.page = reinterpret_cast<std::byte*>(page_of(lease_word) * page_size);
   g_park.size = page_size;

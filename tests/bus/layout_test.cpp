@@ -20,7 +20,8 @@ static_assert(offsetof(ProducerBlock, sub_sleeping) == 256 && offsetof(ProducerB
 static_assert(sizeof(PublisherEntry) == 128 && offsetof(PublisherEntry, published) == 16);
 static_assert(sizeof(SubscriberEntry) == 256 && offsetof(SubscriberEntry, cursor) == 128);
 static_assert(offsetof(SubscriberEntry, name) == 32 && offsetof(SubscriberEntry, lost) == 144);
-static_assert(sizeof(SlotHeader) == 48 && offsetof(SlotHeader, length) == 32);
+static_assert(sizeof(SlotHeader) == 48 && offsetof(SlotHeader, meta) == 16);
+static_assert(offsetof(SlotHeader, meta) + offsetof(SlotMeta, size) == 40);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 TEST_CASE("the hot words of the producer block sit on separate 128-byte slots") {
@@ -29,6 +30,26 @@ TEST_CASE("the hot words of the producer block sit on separate 128-byte slots") 
   CHECK(slot_of(offsetof(ProducerBlock, pub_sleeping)) != slot_of(offsetof(ProducerBlock, sub_sleeping)));
   CHECK(slot_of(offsetof(ProducerBlock, sub_sleeping)) != slot_of(offsetof(ProducerBlock, abandoned)));
   CHECK(offsetof(SubscriberEntry, cursor) % kHotSlot == 0);
+}
+
+TEST_CASE("the stamp shares the slot's first line with the metadata and 16 payload bytes") {
+  CHECK(offsetof(SlotHeader, stamp) == 0);
+  CHECK(offsetof(SlotHeader, writer) == 8);
+  CHECK(kSlotHeaderSize + 16 == kCacheLine);
+}
+
+TEST_CASE("a slot's size word holds the length and the attempt") {
+  const std::uint32_t s = pack_size(16u * 1024 * 1024 - 48, 255);
+  CHECK(size_length(s) == 16u * 1024 * 1024 - 48);
+  CHECK(size_attempt(s) == 255);
+  CHECK(size_length(pack_size(0, 7)) == 0);
+  CHECK(size_attempt(pack_size(0, 7)) == 7);
+}
+
+TEST_CASE("a stored timestamp says whether it holds counter ticks") {
+  CHECK(stored_time_is_ticks(kTicksFlag | 12345));
+  CHECK_FALSE(stored_time_is_ticks(1'800'000'000'000'000'000ULL));  // realtime ns, 2027
+  CHECK_FALSE(stored_time_is_ticks(0));
 }
 
 TEST_CASE("stamps encode a sequence and a state in one word") {
@@ -57,9 +78,9 @@ TEST_CASE("the geometry lays regions out in order, aligned, data on a page bound
   CHECK(g->publishers_offset == 4096 + 512);
   CHECK(g->subscribers_offset == g->publishers_offset + 3 * 128);
   CHECK(g->subscribers_offset % kHotSlot == 0);
-  CHECK(g->stamps_offset >= g->subscribers_offset + 10 * 256);
+  CHECK(g->groups_offset >= g->subscribers_offset + 10 * 256);
   CHECK(g->data_offset % 4096 == 0);
-  CHECK(g->data_offset >= g->stamps_offset + 1024 * sizeof(SlotControl));
+  CHECK(g->data_offset >= g->groups_offset + g->group_stride * g->max_groups);
   CHECK(g->total_size == g->data_offset + 1024ULL * 256);
   CHECK(g->max_payload == 256 - 48);
 }
@@ -108,20 +129,21 @@ TEST_CASE("the ABI fingerprint hashes the 16 layout numbers that protocol.md lis
   // with layout.hpp, docs/protocol.md and (for an incompatible change)
   // kLayoutVersion.
   const std::uint64_t documented = fnv1a_of_numbers(kFingerprintBasis, {
-      2,     // kLayoutVersion
+      3,     // kLayoutVersion
       4096,  // sizeof(ChannelHeader)
       512,   // sizeof(ProducerBlock)
       128,   // sizeof(PublisherEntry)
       256,   // sizeof(SubscriberEntry)
       48,    // sizeof(SlotHeader)
-      16,    // sizeof(SlotControl)
+      32,    // sizeof(SlotMeta)
       640,   // sizeof(GroupEntry)
       64,    // sizeof(ConsumerEntry)
       384,   // offsetof(GroupEntry, floor)
       160,   // offsetof(ChannelHeader, name)
       260,   // offsetof(ProducerBlock, sub_futex)
       128,   // offsetof(SubscriberEntry, cursor)
-      40,    // offsetof(SlotHeader, attempt)
+      16,    // offsetof(SlotHeader, meta)
+      128,   // offsetof(ChannelHeader, timestamps)
       64,    // kCacheLine
       128,   // kHotSlot
   });
@@ -131,8 +153,9 @@ TEST_CASE("the ABI fingerprint hashes the 16 layout numbers that protocol.md lis
         fnv1a_of_numbers(kFingerprintBasis,
                          {kLayoutVersion, sizeof(ChannelHeader), sizeof(ProducerBlock),
                           sizeof(PublisherEntry), sizeof(SubscriberEntry), sizeof(SlotHeader),
-                          sizeof(SlotControl), sizeof(GroupEntry), sizeof(ConsumerEntry),
+                          sizeof(SlotMeta), sizeof(GroupEntry), sizeof(ConsumerEntry),
                           offsetof(GroupEntry, floor), offsetof(ChannelHeader, name),
                           offsetof(ProducerBlock, sub_futex), offsetof(SubscriberEntry, cursor),
-                          offsetof(SlotHeader, attempt), kCacheLine, kHotSlot}));
+                          offsetof(SlotHeader, meta), offsetof(ChannelHeader, timestamps),
+                          kCacheLine, kHotSlot}));
 }

@@ -13,14 +13,17 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -237,6 +240,60 @@ TEST_CASE("a publisher killed with SIGKILL between claim and commit does not sta
   REQUIRE(after.subscribers.size() == 1);
   CHECK(after.subscribers[0].cursor == last + 1);
   CHECK(after.subscribers[0].lost == 0);
+}
+
+/// The mappings of this process of the file with inode `ino` that start at
+/// or after file offset `from`, as "perms offset" strings (/proc/self/maps).
+std::vector<std::string> mappings_of(ino_t ino, std::uint64_t from) {
+  std::vector<std::string> out;
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    std::istringstream in(line);
+    std::string range, perms, offset, dev;
+    unsigned long long inode = 0;
+    if (!(in >> range >> perms >> offset >> dev >> inode)) continue;
+    if (inode != ino || std::stoull(offset, nullptr, 16) < from) continue;
+    out.push_back(perms + " " + offset);
+  }
+  return out;
+}
+
+TEST_CASE("a pure subscriber takes a dead writer's claim away through a page mapped for that CAS "
+          "alone: its view of the payloads stays read-only") {
+  ScopedChannelName name("mp-roabandon");
+  ChannelOptions o = block_channel(8);
+  o.unblock_timeout_ns = 600'000'000'000ULL;  // only the dead-writer check frees the slot in time
+  // This process never publishes, so it has no writable view of the slots.
+  Channel ch = make_channel(name, o);
+  auto sub = ch.subscribe({"", StartAt::earliest()});
+  REQUIRE(sub);
+  struct stat st {};
+  REQUIRE(::stat(("/dev/shm/" + bus::segment_name(kTestBus, name.str())).c_str(), &st) == 0);
+  const std::uint64_t data_offset = ch.state()->geo.data_offset;
+  const std::vector<std::string> before = mappings_of(st.st_ino, data_offset);
+  REQUIRE(before.size() == 1);
+  CHECK(before[0].rfind("r--s", 0) == 0);
+
+  Event claimed;
+  Child writer([&] { return claim_and_hang(name.str(), claimed, true); });
+  std::uint64_t claimed_seq = ~0ULL;
+  REQUIRE(claimed.wait(claimed_seq, ms_left(Clock::now() + kBound)));
+  REQUIRE(claimed_seq == 0);
+  REQUIRE(writer.kill_and_wait() == kKilled);
+  Child publisher([&] { return publish_range(name.str(), 1, 1); });
+  REQUIRE(publisher.wait() == 0);
+
+  // Sequence 1 is only readable past sequence 0, which this reader must
+  // abandon itself: nobody else will (the publisher is done, one lap short).
+  Message m;
+  std::byte buf[64];
+  REQUIRE(sub->poll_wait(m, buf, kBoundNs) == PollStatus::ok);
+  CHECK(m.sequence == 1);
+  CHECK(ch.stats().abandoned == 1);
+  // The page mapped read-write for that CAS is gone again; the reader's view
+  // of the slots is what it was.
+  CHECK(mappings_of(st.st_ino, data_offset) == before);
 }
 
 TEST_CASE("a publisher that laps a claim whose writer was killed takes the slot back, with no reader "

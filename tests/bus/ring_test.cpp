@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <shmbus/shm/clock.hpp>
+
 #include "test_support.hpp"
 
 using namespace shmbus;
@@ -274,6 +276,145 @@ TEST_CASE("batch reads deliver consecutive messages with one cursor update") {
   REQUIRE(seen.size() == 40);
   for (std::uint64_t i = 0; i < 40; ++i) CHECK(seen[i] == i);
   CHECK(ch.stats().subscribers[0].cursor == 40);
+}
+
+TEST_CASE("a batch publish delivers every message in order, with its metadata, under consecutive "
+          "sequences") {
+  const Policy policy = GENERATE(Policy::block, Policy::drop_oldest, Policy::reject);
+  INFO("policy " << to_string(policy));
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(policy, 8));
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{100})) == PublishStatus::ok);  // sequence 0
+  std::uint64_t values[5];
+  OutMessage batch[5];
+  for (std::uint64_t i = 0; i < 5; ++i) {
+    values[i] = 200 + i;
+    batch[i].payload = std::as_bytes(std::span<const std::uint64_t>(&values[i], 1));
+    batch[i].meta.key = i;
+    batch[i].meta.type = 7;
+  }
+  batch[3].meta.timestamp_ns = 1'700'000'000'000'000'000ULL;  // a time of the caller's
+  REQUIRE(pub->publish_batch(batch) == PublishStatus::ok);
+  CHECK(poll_u64(*sub) == 100);
+  for (std::uint64_t i = 0; i < 5; ++i) {
+    Message m;
+    std::byte buf[128];
+    REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+    CHECK(m.sequence == 1 + i);
+    CHECK(value_of<std::uint64_t>(m.payload) == 200 + i);
+    CHECK(m.key == i);
+    CHECK(m.type == 7);
+    if (i == 3) {
+      CHECK(m.timestamp_ns == 1'700'000'000'000'000'000ULL);
+    } else {
+      CHECK(m.timestamp_ns > 1'700'000'000'000'000'000ULL);
+    }
+  }
+  CHECK(ch.stats().publishers[0].published == 6);
+  CHECK(pub->publish_batch({}) == PublishStatus::ok);  // nothing to do
+}
+
+TEST_CASE("a batch publish is all or nothing at a full ring and refuses what can never fit") {
+  ScopedChannelName name;
+  const Policy policy = GENERATE(Policy::block, Policy::reject);
+  INFO("policy " << to_string(policy));
+  Channel ch = make_channel(name, small(policy, 4));
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  std::uint64_t v = 1;
+  const OutMessage one{std::as_bytes(std::span<const std::uint64_t>(&v, 1)), {}};
+  const std::vector<OutMessage> three(3, one);
+  REQUIRE(pub->publish_batch(std::span<const OutMessage>(three.data(), 2)) == PublishStatus::ok);
+  // Room for 2 of the 3: nothing is published.
+  const PublishStatus want = policy == Policy::block ? PublishStatus::timeout : PublishStatus::full;
+  CHECK(pub->publish_batch(three, 1'000'000) == want);
+  CHECK(ch.stats().head == 2);
+  REQUIRE(poll_u64(*sub) == 1);
+  CHECK(pub->publish_batch(three, 1'000'000) == PublishStatus::ok);  // now 3 fit
+  CHECK(ch.stats().head == 5);
+  // More messages than slots, or a payload past max_payload: never.
+  const std::vector<OutMessage> five(5, one);
+  CHECK(pub->publish_batch(five) == PublishStatus::too_large);
+  std::vector<std::byte> big(pub->max_payload() + 1);
+  const OutMessage too_big[] = {one, {big, {}}};
+  CHECK(pub->publish_batch(too_big) == PublishStatus::too_large);
+  CHECK(ch.stats().head == 5);
+}
+
+TEST_CASE("a batch claim takes consecutive slots at once, or none") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::reject, 4));
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  Claim claims[3];
+  REQUIRE(pub->try_claim_batch(8, claims) == PublishStatus::ok);
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    REQUIRE(claims[i].active);
+    CHECK(claims[i].sequence == i);
+    std::memcpy(claims[i].payload.data(), &i, 8);
+  }
+  // Committed out of order: readers still see 0, 1, 2 in sequence order,
+  // and nothing past an uncommitted claim.
+  REQUIRE(pub->commit(claims[2], 8) == PublishStatus::ok);
+  REQUIRE(pub->commit(claims[0], 8) == PublishStatus::ok);
+  CHECK(poll_u64(*sub) == 0);
+  PollStatus st = PollStatus::ok;
+  (void)poll_u64(*sub, &st);
+  CHECK(st == PollStatus::empty);
+  pub->abort(claims[1]);
+  CHECK(poll_u64(*sub) == 2);
+  // 3 of 4 slots free: a batch of 4 does not fit and claims nothing.
+  Claim four[4];
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{3})) == PublishStatus::ok);
+  CHECK(pub->try_claim_batch(8, four) == PublishStatus::full);
+  for (const Claim& c : four) CHECK_FALSE(c.active);
+  Claim five[5];
+  CHECK(pub->try_claim_batch(8, five) == PublishStatus::too_large);
+  CHECK(pub->try_claim_batch(pub->max_payload() + 1, std::span<Claim>(four, 1)) == PublishStatus::too_large);
+}
+
+TEST_CASE("every timestamp source reads back as realtime nanoseconds") {
+  const TimestampSource source =
+      GENERATE(TimestampSource::tsc, TimestampSource::realtime, TimestampSource::none);
+  INFO("timestamps " << to_string(source));
+  ScopedChannelName name;
+  ChannelOptions o = small(Policy::block);
+  o.timestamps = source;
+  Channel ch = make_channel(name, o);
+  auto sub = ch.subscribe();
+  auto pub = ch.publisher();
+  REQUIRE((sub && pub));
+  const std::uint64_t before = shm::realtime_ns();
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{1})) == PublishStatus::ok);
+  MessageMeta given;
+  given.timestamp_ns = 1'700'000'000'123'456'789ULL;
+  REQUIRE(pub->publish(bytes_of(std::uint64_t{2}), given) == PublishStatus::ok);
+  const std::uint64_t after = shm::realtime_ns();
+  Message m;
+  std::byte buf[128];
+  REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+  if (source == TimestampSource::none) {
+    CHECK(m.timestamp_ns == 0);
+  } else {
+    // A counter converted on read is within the calibration's error of the
+    // clock (microseconds); a millisecond either side leaves room for that.
+    CHECK(m.timestamp_ns + 1'000'000 >= before);
+    CHECK(m.timestamp_ns <= after + 1'000'000);
+  }
+  REQUIRE(sub->poll(m, buf) == PollStatus::ok);
+  CHECK(m.timestamp_ns == given.timestamp_ns);  // a caller's time is kept as given
+  // The source is a channel setting: asking for another one is a mismatch.
+  ChannelOptions other = o;
+  other.timestamps = source == TimestampSource::realtime ? TimestampSource::none : TimestampSource::realtime;
+  auto again = Channel::open_or_create(name.str(), other, kTestBus);
+  REQUIRE_FALSE(again);
+  CHECK(again.error().code() == ErrorCode::parameter_mismatch);
+  CHECK(again.error().message().find("timestamps") != std::string::npos);
 }
 
 TEST_CASE("a durable subscriber resumes where it left off") {

@@ -197,7 +197,7 @@ static void test_options_init(void) {
   CHECK_RC(shmbus_channel_options_init(&o, sizeof o), SHMBUS_OK);
   CHECK(o.struct_size == sizeof o);
   CHECK(o.slot_size == 256 && o.capacity == 1024 && o.policy == SHMBUS_POLICY_BLOCK);
-  CHECK(o.mode == 0600 && o.reserved0 == 0 && o.eviction_timeout_ns == 0);
+  CHECK(o.mode == 0600 && o.timestamps == SHMBUS_TIMESTAMPS_TSC && o.eviction_timeout_ns == 0);
 
   shmbus_subscribe_options s;
   CHECK_RC(shmbus_subscribe_options_init(&s, sizeof s), SHMBUS_OK);

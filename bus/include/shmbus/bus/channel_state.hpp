@@ -36,11 +36,11 @@ struct Geometry {
   std::uint64_t publishers_offset = 0;
   std::uint64_t subscribers_offset = 0;
   std::uint64_t groups_offset = 0;
-  std::uint64_t stamps_offset = 0;
   std::uint64_t data_offset = 0;
   std::uint64_t total_size = 0;
   std::uint64_t unblock_timeout_ns = 0;
   std::uint64_t eviction_timeout_ns = 0;
+  TimestampSource timestamps = TimestampSource::tsc;
 };
 
 /// The creation options a geometry came from (mode excluded).
@@ -86,13 +86,12 @@ class ChannelState {
   std::string name;
   Geometry geo;
   shm::Segment segment;
-  shm::Mapping control;   // header .. stamps
+  shm::Mapping control;   // header .. group blocks
   shm::Mapping data_ro;   // slots, read-only
   ChannelHeader* header = nullptr;
   ProducerBlock* producer = nullptr;
   PublisherEntry* publishers = nullptr;
   SubscriberEntry* subscribers = nullptr;
-  SlotControl* slots = nullptr;  // stamp + writer per slot
 
   /// Group block i (i < geo.max_groups): its entry, consumers and leases.
   [[nodiscard]] GroupEntry* group(std::uint32_t i) const noexcept {
@@ -111,6 +110,21 @@ class ChannelState {
   /// The writable view of the slots, mapped on first use by a publisher.
   /// Thread-safe.
   Result<std::byte*> writable_data();
+
+  /// The header of the slot holding sequence `seq`, in the read-only view.
+  [[nodiscard]] const SlotHeader* slot(std::uint64_t seq) const noexcept {
+    return reinterpret_cast<const SlotHeader*>(
+        data + (seq & (geo.capacity - 1)) * static_cast<std::uint64_t>(geo.slot_size));
+  }
+
+  /// A reader's one write to the data area: CAS the stamp of the slot holding
+  /// `seq` from `expected` to `desired` (acq_rel), to abandon a stalled claim.
+  /// Uses the writable view if this process has one (it publishes), else maps
+  /// the one page holding the stamp read-write for the CAS and unmaps it, so
+  /// that a pure reader's data mapping stays read-only. False if the CAS
+  /// failed or no writable page could be mapped (an observer). Makes system
+  /// calls: for recovery paths only. Thread-safe.
+  bool cas_stamp(std::uint64_t seq, std::uint64_t expected, std::uint64_t desired) noexcept;
 
   [[nodiscard]] bool read_only() const noexcept { return mode_ == MapMode::observer; }
 
@@ -142,6 +156,7 @@ class ChannelState {
   std::atomic<std::uint64_t> local_removed_{kChannelLive};
   std::mutex rw_mu_;
   shm::Mapping data_rw_;
+  std::atomic<std::byte*> rw_base_{nullptr};  ///< data_rw_'s base once mapped
 };
 
 /// What a handle reports once removed_fast()/check_removed() is not

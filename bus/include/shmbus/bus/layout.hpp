@@ -4,21 +4,25 @@
 // alignment and field offsets asserted below.
 //
 //  offset 0                                                     total_size
-//  +-------------+---------------+------------------+-----------+---------+
-//  | ChannelHdr  | ProducerBlock | PublisherEntry[] | Subscriber| SlotCtl |
-//  | (one page)  | (4 x 128 B)   | (128 B each)     | Entry[]   | [cap]   |
-//  +-------------+---------------+------------------+-----------+---------+
+//  +-------------+---------------+------------------+-------------+-------+
+//  | ChannelHdr  | ProducerBlock | PublisherEntry[] | Subscriber  | Group |
+//  | (one page)  | (4 x 128 B)   | (128 B each)     | Entry[]     | blocks|
+//  +-------------+---------------+------------------+-------------+-------+
 //  |<------------------------ control area (read-write) --------------->|
 //  +--------------------------------------------------------------------+
 //  | slot 0 | slot 1 | ...                          | slot cap-1        |  data area
 //  +--------------------------------------------------------------------+  (page-aligned;
-//  each slot: SlotHeader (48 B) + payload (slot_size - 48 B)             read-only for
-//                                                                         subscribers)
+//  each slot: SlotHeader (48 B: stamp, writer, metadata) + payload         read-only for
+//  (slot_size - 48 B); the stamp shares the slot's first line with the     subscribers)
+//  metadata and the first 16 payload bytes.
 //
-// Stamps live in the control area, not in the slots: readers must be able to
-// CAS a stamp (to mark a dead writer's claim abandoned) while the payload
-// stays read-only for them. The cost is one extra cache line per message;
-// docs/protocol.md weighs it.
+// The commit word (stamp) lives in the slot's first cache line, as in Aeron
+// and Chronicle: a reader spins on the line it reads next, and a publisher's
+// commit lands on a line it already owns. Readers map the data area
+// read-only; the one write they may need (abandoning a dead writer's claim,
+// after at least a millisecond of stall) goes through a one-page writable
+// mapping made for that CAS and dropped after it (ChannelState::cas_stamp).
+// docs/protocol.md weighs the alternatives.
 #pragma once
 
 #include <atomic>
@@ -32,7 +36,7 @@ inline constexpr std::size_t kCacheLine = 64;       // fixed: this is an ABI
 inline constexpr std::size_t kHotSlot = 128;        // own slot for hot words (adjacent-line prefetch)
 inline constexpr std::size_t kHeaderPage = 4096;
 inline constexpr std::uint64_t kMagic = 0x5355424d48530a01ULL;  // "\x01\nSHMBUS" little-endian-ish
-inline constexpr std::uint32_t kLayoutVersion = 2;  // bump on any change below
+inline constexpr std::uint32_t kLayoutVersion = 3;  // bump on any change below
 inline constexpr std::size_t kNameMax = 63;          // channel / subscriber names, without NUL
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -75,7 +79,7 @@ static_assert(sizeof(NameWords) == 64);
 //  64      slot_size  68 capacity  72 max_subscribers  76 max_publishers
 //  80      max_groups 84 max_payload
 //  88      total_size 96 producer_offset 104 publishers_offset
-//  112     subscribers_offset 120 groups_offset 128 stamps_offset
+//  112     subscribers_offset 120 groups_offset 128 timestamps (u32) 132 pad
 //  136     data_offset 144 unblock_timeout_ns 152 eviction_timeout_ns
 //  160     name (64 bytes)
 //  224     max_consumers (u32)  228 pad  232 group_stride (u64)
@@ -102,7 +106,8 @@ struct ChannelHeader {
   std::uint64_t publishers_offset;
   std::uint64_t subscribers_offset;
   std::uint64_t groups_offset;
-  std::uint64_t stamps_offset;
+  std::uint32_t timestamps;  // TimestampSource publishers stamp with
+  std::uint32_t pad_ts;
   std::uint64_t data_offset;
   std::uint64_t unblock_timeout_ns;
   std::uint64_t eviction_timeout_ns;
@@ -135,7 +140,7 @@ static_assert(offsetof(ChannelHeader, producer_offset) == 96);
 static_assert(offsetof(ChannelHeader, publishers_offset) == 104);
 static_assert(offsetof(ChannelHeader, subscribers_offset) == 112);
 static_assert(offsetof(ChannelHeader, groups_offset) == 120);
-static_assert(offsetof(ChannelHeader, stamps_offset) == 128);
+static_assert(offsetof(ChannelHeader, timestamps) == 128);
 static_assert(offsetof(ChannelHeader, data_offset) == 136);
 static_assert(offsetof(ChannelHeader, unblock_timeout_ns) == 144);
 static_assert(offsetof(ChannelHeader, eviction_timeout_ns) == 152);
@@ -408,20 +413,18 @@ inline constexpr bool lease_final(std::uint64_t state) noexcept {
   return state == kLeaseAcked || state == kLeaseDeadLettered || state == kLeaseLost;
 }
 
-//  SlotControl (16 B per slot, in the control area; four per cache line):
-//  0 stamp   8 writer (low 32 bits of the sequence being written, pid of its
-//  writer: lets a reader abandon a dead writer's claim at once instead of
-//  waiting out the unblock timeout; see slots.hpp make_writer)
-struct SlotControl {
-  std::atomic<std::uint64_t> stamp;
-  std::atomic<std::uint64_t> writer;
+/// What publishers of a channel stamp messages with, fixed at creation.
+/// Readers convert every stored timestamp to CLOCK_REALTIME ns (see
+/// stored_time_is_ticks), so each source yields the same Message field.
+enum class TimestampSource : std::uint32_t {
+  realtime = 1,  ///< CLOCK_REALTIME read at publish (a vDSO call, ~20-30 ns)
+  tsc = 2,       ///< the CPU's invariant counter (~7 ns), converted to realtime on read;
+                 ///< publishers of a host without a trusted one fall back to realtime
+  none = 3,      ///< 0 unless the publisher sets MessageMeta::timestamp_ns (at_time
+                 ///< positions then find nothing to compare)
 };
-static_assert(std::is_standard_layout_v<SlotControl>);
-static_assert(sizeof(SlotControl) == 16);
-static_assert(offsetof(SlotControl, stamp) == 0);
-static_assert(offsetof(SlotControl, writer) == 8);
 
-//  Stamp word (SlotControl::stamp):
+//  Stamp word (SlotHeader::stamp):
 //    bits 63..2  sequence the slot holds (or is being written for)
 //    bits  1..0  state: 0 empty (never written), 1 writing, 2 committed, 3 abandoned
 enum StampState : std::uint64_t { kStampEmpty = 0, kStampWriting = 1, kStampCommitted = 2,
@@ -433,32 +436,57 @@ inline constexpr std::uint64_t stamp_seq(std::uint64_t s) noexcept { return s >>
 inline constexpr std::uint64_t stamp_state(std::uint64_t s) noexcept { return s & 3u; }
 inline constexpr std::uint64_t kMaxSequence = (1ULL << 62) - 1;
 
-//  SlotHeader (48 B, at the start of each slot in the data area):
-//  0 sequence  8 timestamp_ns (CLOCK_REALTIME)  16 key  24 correlation_id
-//  32 length  36 type  40 attempt  44 flags
-// Plain fields: written by the one publisher that holds the slot's stamp in
-// `writing`, read after an acquire of `committed` (and re-validated where a
-// writer may lap the reader).
-struct SlotHeader {
-  std::uint64_t sequence;
-  std::uint64_t timestamp_ns;
+//  SlotMeta (32 B): the plain metadata of a message, written by the one
+//  publisher that holds the slot's stamp in `writing`, read after an acquire
+//  of `committed` and re-validated by the stamp (seqlock).
+//  0 timestamp (see stored_time_is_ticks)  8 key  16 correlation_id
+//  24 size: payload length (bits 0..23) | attempt (bits 24..31)  28 type
+struct SlotMeta {
+  std::uint64_t timestamp;
   std::uint64_t key;
   std::uint64_t correlation_id;
-  std::uint32_t length;
+  std::uint32_t size;
   std::uint32_t type;
-  std::uint32_t attempt;
-  std::uint32_t flags;
+};
+static_assert(std::is_standard_layout_v<SlotMeta>);
+static_assert(sizeof(SlotMeta) == 32);
+static_assert(offsetof(SlotMeta, timestamp) == 0);
+static_assert(offsetof(SlotMeta, key) == 8);
+static_assert(offsetof(SlotMeta, correlation_id) == 16);
+static_assert(offsetof(SlotMeta, size) == 24);
+static_assert(offsetof(SlotMeta, type) == 28);
+
+/// SlotMeta::size: the payload length (slots are at most 16 MiB, so it fits
+/// 24 bits) and the delivery attempt a DLQ copy carries (0..255).
+inline constexpr std::uint32_t kSizeLengthMask = (1u << 24) - 1;
+inline constexpr std::uint32_t pack_size(std::uint32_t length, std::uint32_t attempt) noexcept {
+  return (length & kSizeLengthMask) | ((attempt & 0xffu) << 24);
+}
+inline constexpr std::uint32_t size_length(std::uint32_t size) noexcept { return size & kSizeLengthMask; }
+inline constexpr std::uint32_t size_attempt(std::uint32_t size) noexcept { return size >> 24; }
+
+/// SlotMeta::timestamp with bit 63 set holds counter ticks (TimestampSource
+/// tsc) in bits 0..62; clear, CLOCK_REALTIME ns (realtime, or a time the
+/// publisher gave). Realtime ns stay below 2^63 until the year 2262.
+inline constexpr std::uint64_t kTicksFlag = 1ULL << 63;
+inline constexpr bool stored_time_is_ticks(std::uint64_t t) noexcept { return (t & kTicksFlag) != 0; }
+
+//  SlotHeader (48 B, at the start of each slot in the data area, so in the
+//  slot's first cache line with the first 16 payload bytes):
+//  0 stamp   8 writer (low 32 bits of the sequence being written, pid of its
+//  writer: lets a reader abandon a dead writer's claim at once instead of
+//  waiting out the unblock timeout; see slots.hpp make_writer)
+//  16 meta (SlotMeta)   48 payload
+struct SlotHeader {
+  std::atomic<std::uint64_t> stamp;
+  std::atomic<std::uint64_t> writer;
+  SlotMeta meta;
 };
 static_assert(std::is_standard_layout_v<SlotHeader>);
 static_assert(sizeof(SlotHeader) == 48);
-static_assert(offsetof(SlotHeader, sequence) == 0);
-static_assert(offsetof(SlotHeader, timestamp_ns) == 8);
-static_assert(offsetof(SlotHeader, key) == 16);
-static_assert(offsetof(SlotHeader, correlation_id) == 24);
-static_assert(offsetof(SlotHeader, length) == 32);
-static_assert(offsetof(SlotHeader, type) == 36);
-static_assert(offsetof(SlotHeader, attempt) == 40);
-static_assert(offsetof(SlotHeader, flags) == 44);
+static_assert(offsetof(SlotHeader, stamp) == 0);
+static_assert(offsetof(SlotHeader, writer) == 8);
+static_assert(offsetof(SlotHeader, meta) == 16);
 
 inline constexpr std::uint32_t kSlotHeaderSize = sizeof(SlotHeader);
 
@@ -468,10 +496,10 @@ inline constexpr std::uint64_t abi_fingerprint() noexcept {
   std::uint64_t h = 1469598103934665603ULL;  // FNV-1a over the layout numbers
   const std::uint64_t parts[] = {
       kLayoutVersion, sizeof(ChannelHeader), sizeof(ProducerBlock), sizeof(PublisherEntry),
-      sizeof(SubscriberEntry), sizeof(SlotHeader), sizeof(SlotControl), sizeof(GroupEntry),
+      sizeof(SubscriberEntry), sizeof(SlotHeader), sizeof(SlotMeta), sizeof(GroupEntry),
       sizeof(ConsumerEntry), offsetof(GroupEntry, floor), offsetof(ChannelHeader, name),
       offsetof(ProducerBlock, sub_futex), offsetof(SubscriberEntry, cursor),
-      offsetof(SlotHeader, attempt), kCacheLine, kHotSlot};
+      offsetof(SlotHeader, meta), offsetof(ChannelHeader, timestamps), kCacheLine, kHotSlot};
   for (std::uint64_t p : parts) {
     for (int i = 0; i < 8; ++i) {
       h ^= (p >> (8 * i)) & 0xffu;

@@ -21,6 +21,12 @@ struct ClaimToken {
   bool active = false;
 };
 
+/// One message of a batch publish.
+struct OutMessage {
+  std::span<const std::byte> payload;
+  MessageMeta meta;
+};
+
 class PublisherCore {
  public:
   // Pinned in memory: handles hold it by unique_ptr, so moving a handle
@@ -39,31 +45,54 @@ class PublisherCore {
                        std::uint32_t attempt = 0) noexcept;
   /// Gives a claim back: readers skip it.
   void abort(ClaimToken& claim) noexcept;
-  /// claim + copy + commit.
+  /// claim + copy + commit, fused: one CAS takes the slot, the metadata and
+  /// payload are stored into lines this thread then owns, one CAS commits.
   PublishStatus publish(std::span<const std::byte> payload, const MessageMeta& meta,
                         std::uint64_t timeout_ns) noexcept;
+  /// Publishes `msgs` under consecutive sequences with one claim-counter
+  /// update, one space check and one wake check. All or nothing for
+  /// full/timeout/too_large; see Publisher::publish_batch.
+  PublishStatus publish_batch(std::span<const OutMessage> msgs, std::uint64_t timeout_ns) noexcept;
+  /// The same for `n` messages that `at(ctx, i)` describes (the C API's
+  /// array, read in place).
+  using MessageAt = OutMessage (*)(const void* ctx, std::size_t i) noexcept;
+  PublishStatus publish_batch(std::size_t n, MessageAt at, const void* ctx,
+                              std::uint64_t timeout_ns) noexcept;
+  /// Claims claims.size() consecutive sequences at once (one claim-counter
+  /// update, one space check), each for up to `max_length` bytes. All or none.
+  PublishStatus claim_batch(std::size_t max_length, std::span<ClaimToken> claims,
+                            std::uint64_t timeout_ns) noexcept;
 
   [[nodiscard]] bool valid() const noexcept { return ch_ != nullptr; }
   [[nodiscard]] const std::shared_ptr<ChannelState>& channel() const noexcept { return ch_; }
   [[nodiscard]] std::uint32_t index() const noexcept { return index_; }
 
  private:
-  bool reserve(std::uint64_t& seq, std::uint64_t timeout_ns, PublishStatus& why) noexcept;
-  bool wait_for_space(std::uint64_t head, std::uint64_t deadline) noexcept;
+  /// Reserves `n` consecutive sequences from `seq` (space for all of them).
+  bool reserve(std::uint64_t& seq, std::uint64_t n, std::uint64_t timeout_ns, PublishStatus& why) noexcept;
+  /// Waits until sequence `last` fits the ring.
+  bool wait_for_space(std::uint64_t last, std::uint64_t deadline) noexcept;
+  /// The timestamp a message gets when its publisher gave none.
+  std::uint64_t stamp_time() const noexcept;
+  /// Takes the slot of a reserved `seq`, stores the message and commits it.
+  PublishStatus write_message(std::uint64_t seq, std::span<const std::byte> payload,
+                              const MessageMeta& meta, std::uint64_t stored_time,
+                              std::uint32_t attempt) noexcept;
   /// kChannelLive, or why this channel is gone (removed_fast; with `slow`,
   /// also the fstat check, at most every few ms).
   std::uint64_t gone(bool slow) noexcept;
   std::uint64_t refresh_gate(std::uint64_t head, bool housekeeping) noexcept;
   PublishStatus take_slot(std::uint64_t seq) noexcept;
   void wake_subscribers() noexcept;
+  template <class At>
+  PublishStatus publish_batch_of(std::size_t n, At at, std::uint64_t timeout_ns) noexcept;
   void release() noexcept;
 
   std::shared_ptr<ChannelState> ch_;
   ProducerBlock* prod_ = nullptr;
   const std::atomic<std::uint64_t>* removed_ = nullptr;  ///< the header's RemovedState
   PublisherEntry* entry_ = nullptr;
-  SlotControl* slots_ = nullptr;
-  std::byte* data_ = nullptr;
+  std::byte* data_ = nullptr;           ///< the writable view of the slots
   std::uint64_t mask_ = 0;
   std::uint64_t capacity_ = 0;
   std::uint64_t unblock_ns_ = 0;
@@ -71,6 +100,7 @@ class PublisherCore {
   std::uint32_t max_payload_ = 0;
   std::uint32_t index_ = 0;
   Policy policy_ = Policy::block;
+  TimestampSource timestamps_ = TimestampSource::realtime;  ///< tsc only where usable
   std::uint64_t gate_ = 0;             ///< local copy of the gating minimum
   std::uint64_t last_housekeeping_ns_ = 0;
   std::uint64_t last_removed_check_ns_ = 0;

@@ -1,4 +1,5 @@
-// Small helpers over the per-slot control words (stamp + writer).
+// Small helpers over the slots: the stamp and writer words at the start of
+// each slot, the metadata after them, and the stall watch of readers.
 #pragma once
 
 #include <cstddef>
@@ -8,48 +9,118 @@
 #include <atomic>
 #include <span>
 
+#include <shmbus/bus/channel_state.hpp>
 #include <shmbus/bus/layout.hpp>
 #include <shmbus/bus/types.hpp>
 
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
 #include <shmbus/shm/liveness.hpp>
+#include <shmbus/shm/tsc_clock.hpp>
 
 namespace shmbus::bus {
+
+/// Copies n bytes; up to 64 inline (a few loads and stores, no call: a
+/// message's bytes are on the latency path of both sides), more by memcpy.
+inline void copy_bytes(void* dst_v, const void* src_v, std::size_t n) noexcept {
+  auto* dst = static_cast<unsigned char*>(dst_v);
+  const auto* src = static_cast<const unsigned char*>(src_v);
+  if (n <= 16) {
+    if (n >= 8) {  // two 8-byte moves, overlapping when n < 16
+      std::uint64_t a, b;
+      std::memcpy(&a, src, 8);
+      std::memcpy(&b, src + n - 8, 8);
+      std::memcpy(dst, &a, 8);
+      std::memcpy(dst + n - 8, &b, 8);
+    } else if (n >= 4) {
+      std::uint32_t a, b;
+      std::memcpy(&a, src, 4);
+      std::memcpy(&b, src + n - 4, 4);
+      std::memcpy(dst, &a, 4);
+      std::memcpy(dst + n - 4, &b, 4);
+    } else if (n != 0) {
+      dst[0] = src[0];
+      dst[n / 2] = src[n / 2];
+      dst[n - 1] = src[n - 1];
+    }
+  } else if (n <= 64) {  // 16-byte moves, the last one overlapping
+    unsigned char t[16];
+    for (std::size_t i = 0; i + 16 < n; i += 16) {
+      std::memcpy(t, src + i, 16);
+      std::memcpy(dst + i, t, 16);
+    }
+    std::memcpy(t, src + n - 16, 16);
+    std::memcpy(dst + n - 16, t, 16);
+  } else {
+    std::memcpy(dst, src, n);
+  }
+}
 
 /// Copies bytes that a lapping writer may be rewriting right now (seqlock
 /// read); the caller validates the stamp afterwards and discards a torn copy.
 /// ThreadSanitizer cannot know that the race is detected and handled, so in a
 /// TSan build the copy is neither instrumented nor routed through the memcpy
-/// interceptor (slots.cpp); every other build uses plain memcpy.
+/// interceptor (slots.cpp); every other build copies with copy_bytes.
 #if defined(__SANITIZE_THREAD__)
 void racy_copy(void* dst, const void* src, std::size_t n) noexcept;
 #else
-inline void racy_copy(void* dst, const void* src, std::size_t n) noexcept {
-  if (n != 0) std::memcpy(dst, src, n);
-}
+inline void racy_copy(void* dst, const void* src, std::size_t n) noexcept { copy_bytes(dst, src, n); }
 #endif
 
-/// The slot header and payload of sequence `seq` in a data area.
+/// Asks for the line at `p` in the exclusive state (PREFETCHW; a hint that
+/// older x86 CPUs execute as a no-op), so that stores to it do not wait for
+/// the line's transfer one after another.
+inline void prefetch_for_write(const void* p) noexcept {
+#if defined(__x86_64__)
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 1, 3);
+#endif
+}
+
+/// The slot of sequence `seq` in a data area (its SlotHeader, then payload).
 inline const std::byte* slot_at(const std::byte* data, std::uint64_t seq, std::uint64_t mask,
                                 std::uint32_t slot_size) noexcept {
   return data + (seq & mask) * static_cast<std::uint64_t>(slot_size);
 }
+inline std::byte* slot_at(std::byte* data, std::uint64_t seq, std::uint64_t mask,
+                          std::uint32_t slot_size) noexcept {
+  return data + (seq & mask) * static_cast<std::uint64_t>(slot_size);
+}
+inline const SlotHeader& slot_header(const std::byte* slot) noexcept {
+  return *reinterpret_cast<const SlotHeader*>(slot);
+}
+inline SlotHeader& slot_header(std::byte* slot) noexcept { return *reinterpret_cast<SlotHeader*>(slot); }
 
-/// The message a reader hands out for sequence `seq`: the metadata of `hdr`
-/// (a copy of the slot's header), `attempt` (the header's, or a group
-/// delivery's) and the payload where it was read (in the slot for a zero-copy
-/// read, else in the caller's buffer). Trusts `hdr.length`: check it first.
-inline Message message_from(const SlotHeader& hdr, std::uint64_t seq, std::uint32_t attempt,
+/// A stored SlotMeta::timestamp as CLOCK_REALTIME ns (counter ticks are
+/// converted; 0 stays 0).
+inline std::uint64_t stored_time_ns(std::uint64_t stored) noexcept {
+  // Counter ticks need the process's calibration; realtime ns pass through.
+  if (stored_time_is_ticks(stored)) return shm::tsc_to_realtime_ns(stored & ~kTicksFlag);
+  return stored;
+}
+
+/// Copies a slot's metadata (seqlock read: validate the stamp afterwards).
+inline SlotMeta read_meta(const std::byte* slot) noexcept {
+  SlotMeta m;
+  racy_copy(&m, slot + offsetof(SlotHeader, meta), sizeof m);
+  return m;
+}
+
+/// The message a reader hands out for sequence `seq`: the metadata of `meta`
+/// (a copy of the slot's), `attempt` (the slot's, or a group delivery's) and
+/// the payload where it was read (in the slot for a zero-copy read, else in
+/// the caller's buffer). Trusts the length in `meta`: check it first.
+inline Message message_from(const SlotMeta& meta, std::uint64_t seq, std::uint32_t attempt,
                             const std::byte* payload) noexcept {
   Message m;
   m.sequence = seq;
-  m.timestamp_ns = hdr.timestamp_ns;
-  m.key = hdr.key;
-  m.correlation_id = hdr.correlation_id;
-  m.type = hdr.type;
+  m.timestamp_ns = stored_time_ns(meta.timestamp);
+  m.key = meta.key;
+  m.correlation_id = meta.correlation_id;
+  m.type = meta.type;
   m.attempt = attempt;
-  m.payload = std::span<const std::byte>(payload, hdr.length);
+  m.payload = std::span<const std::byte>(payload, size_length(meta.size));
   return m;
 }
 
@@ -70,8 +141,8 @@ inline constexpr std::uint64_t make_writer(std::uint64_t seq, std::uint32_t pid)
 /// word was stored before that stamp's CAS. A pid that was reused reads as
 /// alive: the claim then waits out the unblock timeout (the safe side).
 /// Makes system calls.
-inline bool slot_writer_dead(const SlotControl& ctl, std::uint64_t seq) noexcept {
-  const std::uint64_t w = shm::load_relaxed(ctl.writer);
+inline bool slot_writer_dead(const SlotHeader& slot, std::uint64_t seq) noexcept {
+  const std::uint64_t w = shm::load_relaxed(slot.writer);
   if (w == 0 || (w >> 32) != (seq & 0xffffffffULL)) return false;
   return shm::process_liveness({static_cast<std::uint32_t>(w), 0}) == shm::Liveness::dead;
 }
@@ -85,8 +156,9 @@ class StallWatch {
  public:
   /// `st` is the stamp seen at `pos`, `head` the claim counter. Returns true
   /// if this call marked a claim abandoned (the caller may retry at once).
-  bool check(SlotControl& ctl, std::uint64_t pos, std::uint64_t st, std::uint64_t head,
-             std::uint64_t unblock_ns, std::atomic<std::uint64_t>& abandoned) noexcept;
+  /// The abandon CAS goes through ChannelState::cas_stamp (a reader's data
+  /// mapping is read-only).
+  bool check(ChannelState& ch, std::uint64_t pos, std::uint64_t st, std::uint64_t head) noexcept;
   void reset() noexcept { pos_ = ~0ULL; }
 
  private:

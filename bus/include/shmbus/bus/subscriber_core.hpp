@@ -68,15 +68,19 @@ class SubscriberCore {
   void seek(std::uint64_t seq) noexcept;
 
  private:
+  PollStatus poll_general(Message& out, std::span<std::byte> buffer) noexcept;
+  PollStatus on_idle(std::uint64_t stamp) noexcept;
   PollStatus on_lapped() noexcept;
   PollStatus on_evicted() noexcept;
   void check_stall(std::uint64_t stamp) noexcept;
+  [[nodiscard]] const std::atomic<std::uint64_t>& stamp_at(std::uint64_t seq) const noexcept {
+    return slot_header(slot_at(data_, seq, mask_, slot_size_)).stamp;
+  }
   void release() noexcept;
 
   std::shared_ptr<ChannelState> ch_;
   ProducerBlock* prod_ = nullptr;
   SubscriberEntry* entry_ = nullptr;
-  SlotControl* slots_ = nullptr;
   const std::byte* data_ = nullptr;
   std::uint64_t mask_ = 0;
   std::uint64_t capacity_ = 0;
@@ -88,6 +92,7 @@ class SubscriberCore {
   std::uint64_t cursor_ = 0;      ///< next sequence to read (owned; mirrored to entry_->cursor)
   std::uint64_t pending_stamp_ = 0;  ///< stamp seen by begin_read, re-checked by finish_read
   bool pending_ = false;
+  bool fast_ = false;             ///< attached, no start loss to report: poll may take its fused path
   bool wake_publishers_ = false;  ///< block policy: publishers may sleep on our cursor
   bool resumed_ = false;
   bool report_start_loss_ = false;  ///< started at a time older than the ring: the first read says lapped
