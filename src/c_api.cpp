@@ -540,6 +540,7 @@ int shmbus_channel_get_options(const shmbus_channel* channel, shmbus_channel_opt
     c.mode = 0;  // not part of the channel's header
     c.unblock_timeout_ns = o.unblock_timeout_ns;
     c.eviction_timeout_ns = o.eviction_timeout_ns;
+    c.timestamps = static_cast<std::uint32_t>(o.timestamps);
     return write_sized(fn, c, out, size);
   });
 }

@@ -19,6 +19,7 @@ struct CreateArgs {
   std::string channel;
   ChannelOptions opts;
   std::string policy = "block";
+  std::string timestamps = "tsc";
   std::string mode = "0600";
   double unblock_timeout_s = 2.0;
   double eviction_timeout_s = 0;
@@ -31,6 +32,12 @@ int cmd_create(CreateArgs a) {
     return kExitError;
   }
   a.opts.policy = *policy;
+  const auto timestamps = parse_timestamps(a.timestamps);
+  if (!timestamps) {
+    std::cerr << "shmbus create: bad --timestamps '" << a.timestamps << "': tsc, realtime or none\n";
+    return kExitError;
+  }
+  a.opts.timestamps = *timestamps;
   try {
     std::size_t used = 0;
     const unsigned long mode = std::stoul(a.mode, &used, 8);
@@ -51,7 +58,7 @@ int cmd_create(CreateArgs a) {
   const auto o = ch->options();
   std::cout << "created channel " << a.channel << " on bus " << a.bus << ": policy " << to_string(o.policy)
             << ", capacity " << o.capacity << ", slot " << o.slot_size << " (max payload "
-            << ch->max_payload() << "), mode " << a.mode << '\n';
+            << ch->max_payload() << "), timestamps " << to_string(o.timestamps) << ", mode " << a.mode << '\n';
   return kExitOk;
 }
 
@@ -662,6 +669,9 @@ void add_admin_commands(CLI::App& app, Action& action) {
       ->capture_default_str()
       ->check(integer_in(64, 16U << 20));
   create->add_option("--policy", c->policy, "block, drop_oldest or reject")->capture_default_str();
+  create->add_option("--timestamps", c->timestamps,
+                     "What publishers stamp: tsc (the CPU counter, read back as realtime), realtime or none")
+      ->capture_default_str();
   create->add_option("--max-subscribers", c->opts.max_subscribers, "Subscriber table entries")
       ->capture_default_str()
       ->check(integer_in(1, 4096));

@@ -12,6 +12,7 @@
 //       {                               // a channel that could be read
 //         "name": "orders", "ok": true,
 //         "policy": "block" | "drop_oldest" | "reject",
+//         "timestamps": "tsc" | "realtime" | "none",
 //         "capacity": 1024, "slot_size": 256, "max_payload": 192,
 //         "head": 10, "oldest": 0, "depth": 7,
 //         "publishers": 1, "subscribers": 1, "groups": 0,   // table entries in use
@@ -96,6 +97,7 @@ namespace {
 
 void put_summary(json& j, const ChannelStats& s) {
   j["policy"] = std::string(to_string(s.policy));
+  j["timestamps"] = std::string(to_string(s.timestamps));
   j["capacity"] = s.capacity;
   j["slot_size"] = s.slot_size;
   j["max_payload"] = s.max_payload;

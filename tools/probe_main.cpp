@@ -72,7 +72,8 @@ void print_stat_table(const ChannelStats& s, const std::vector<DlqInfo>& dlqs) {
   const Owners o = count_owners(s);
   std::cout << "channel " << s.name << " (bus " << s.bus << ")\n"
             << "  policy " << to_string(s.policy) << ", capacity " << s.capacity << ", slot "
-            << s.slot_size << " (max payload " << s.max_payload << ")\n"
+            << s.slot_size << " (max payload " << s.max_payload << "), timestamps "
+            << to_string(s.timestamps) << "\n"
             << "  head " << s.head << ", oldest " << s.oldest << ", depth " << s.depth
             << ", owners alive " << o.alive << "/" << o.total << "\n";
   const ProducerTotals p = producer_totals(s);

@@ -7,6 +7,7 @@
 #include <shmbus/shm/atomics.hpp>
 #include <shmbus/shm/clock.hpp>
 #include <shmbus/shm/liveness.hpp>
+#include <shmbus/shm/tsc_clock.hpp>
 
 namespace shmbus::bus {
 
@@ -309,6 +310,9 @@ Result<std::shared_ptr<ChannelState>> attach(shm::Segment seg, const std::string
   st->subscribers = reinterpret_cast<SubscriberEntry*>(base + g.subscribers_offset);
   st->data = st->data_ro.data();
   st->segment = std::move(seg);
+  // Readers convert counter stamps: calibrate now (about 1 ms, once per
+  // process) rather than inside the first poll that meets one.
+  if (g.timestamps == TimestampSource::tsc) shm::tsc_calibrate();
   return st;
 }
 

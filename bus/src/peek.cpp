@@ -40,7 +40,7 @@ PollStatus peek_message(const ChannelState& ch, std::uint64_t seq, Message& out,
   }
   racy_copy(buffer.data(), slot + kSlotHeaderSize, length);
   if (!validated()) return PollStatus::lapped;
-  out = message_from(meta, seq, size_attempt(meta.size), buffer.data());
+  out = message_from(meta, stored_time_ns(meta.timestamp), seq, size_attempt(meta.size), buffer.data());
   return PollStatus::ok;
 }
 

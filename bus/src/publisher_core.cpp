@@ -93,9 +93,9 @@ std::uint64_t PublisherCore::gone(bool slow) noexcept {
   return ch_->check_removed();
 }
 
-bool PublisherCore::wait_for_space(std::uint64_t last, std::uint64_t deadline) noexcept {
+bool PublisherCore::wait_for_space(std::uint64_t head, std::uint64_t last, std::uint64_t deadline) noexcept {
   for (int spin = 0;; ++spin) {
-    if (last < refresh_gate(last, true) + capacity_) return true;
+    if (last < refresh_gate(head, true) + capacity_) return true;
     const std::uint64_t now = shm::monotonic_ns();
     if (now >= deadline) return false;
     if (gone(spin >= kSpinBeforeSleep) != kChannelLive) return false;  // nobody will read: stop
@@ -107,7 +107,7 @@ bool PublisherCore::wait_for_space(std::uint64_t last, std::uint64_t deadline) n
     // the seq_cst cursor store + flag check in SubscriberCore::publish_cursor,
     // so either the reader sees the flag or we see its new cursor.
     const std::uint32_t seen = shm::announce_sleep(prod_->pub_sleeping, prod_->pub_futex);
-    if (last < refresh_gate(last, false) + capacity_) return true;
+    if (last < refresh_gate(head, false) + capacity_) return true;
     (void)shm::futex_wait(&prod_->pub_futex, seen, std::min(deadline - now, kSleepSliceNs));
   }
 }
@@ -151,7 +151,7 @@ bool PublisherCore::reserve(std::uint64_t& seq, std::uint64_t n, std::uint64_t t
         const std::uint64_t deadline =
             timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
         waited_ = true;
-        const bool space = timeout_ns != 0 && wait_for_space(last, deadline);
+        const bool space = timeout_ns != 0 && wait_for_space(head, last, deadline);
         shm::single_writer_add(entry_->blocked_ns, shm::monotonic_ns() - blocked_since);
         blocked_since = 0;
         if (const std::uint64_t r = gone(false); !space && r != kChannelLive) {
@@ -351,11 +351,11 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
   std::byte* at = slot_at(data_, seq, mask_, slot_size_);
   SlotHeader& slot = slot_header(at);
   const std::size_t n = payload.size();
-  // Ask for the payload's further lines now (the first few: a large copy
-  // streams anyway), so that their transfers overlap the stamp's.
-  const std::size_t ahead = std::min<std::size_t>(kSlotHeaderSize + n, 8 * kCacheLine);
-  for (std::size_t off = kCacheLine; off < ahead; off += kCacheLine) {
-    prefetch_for_write(at + off);
+  // Ask for the payload's next lines now, so that their transfers overlap
+  // the stamp's (a larger copy streams anyway).
+  if (n > kCacheLine - kSlotHeaderSize) {
+    prefetch_for_write(at + kCacheLine);
+    if (n > 2 * kCacheLine - kSlotHeaderSize) prefetch_for_write(at + 2 * kCacheLine);
   }
   // The usual case: the previous lap's message (or nothing, on the first
   // lap) is committed. Anything else takes the general path.
@@ -404,7 +404,8 @@ PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const M
   if (policy_ == Policy::drop_oldest) {
     // relaxed: a ticket, as in reserve.
     seq = prod_->head.fetch_add(1, std::memory_order_relaxed);
-    reserved = seq <= kMaxSequence - 1;
+    if (seq > kMaxSequence - 1) [[unlikely]] return PublishStatus::invalid;  // a corrupted head, as in reserve
+    reserved = true;
   } else {
     std::uint64_t head = shm::load_relaxed(prod_->head);
     // relaxed on success: a ticket, as in reserve.

@@ -36,6 +36,7 @@ ChannelStats snapshot(const ChannelState& ch) {
   s.bus = ch.bus;
   s.name = ch.name;
   s.policy = ch.geo.policy;
+  s.timestamps = ch.geo.timestamps;
   s.capacity = ch.geo.capacity;
   s.slot_size = ch.geo.slot_size;
   s.max_payload = ch.geo.max_payload;

@@ -66,7 +66,7 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::create(std::shared_ptr<C
   return owned;
 }
 
-void SubscriberCore::publish_cursor() noexcept {
+[[gnu::always_inline]] inline void SubscriberCore::store_cursor() noexcept {
   if (wake_publishers_) {
     // SYNC(cursor): seq_cst store, then the sleep-flag check (see
     // shm::wake_sleepers); pairs with PublisherCore::wait_for_space.
@@ -77,6 +77,8 @@ void SubscriberCore::publish_cursor() noexcept {
     shm::store_release(entry_->cursor, cursor_);
   }
 }
+
+void SubscriberCore::publish_cursor() noexcept { store_cursor(); }
 
 void SubscriberCore::seek(std::uint64_t seq) noexcept {
   if (!ch_) return;
@@ -171,7 +173,8 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
         publish_cursor();
         return PollStatus::corrupted;
       }
-      out = message_from(meta, cursor_, size_attempt(meta.size), slot + kSlotHeaderSize);
+      out = message_from(meta, clock_.ns(meta.timestamp), cursor_, size_attempt(meta.size),
+                         slot + kSlotHeaderSize);
       pending_stamp_ = st;
       pending_ = true;
       return PollStatus::ok;
@@ -248,7 +251,7 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   std::atomic_thread_fence(std::memory_order_acquire);
   if (shm::load_relaxed(stamp) != st) [[unlikely]] return on_lapped();
   out.sequence = cursor;
-  out.timestamp_ns = stored_time_ns(meta.timestamp);
+  out.timestamp_ns = clock_.ns(meta.timestamp);
   out.key = meta.key;
   out.correlation_id = meta.correlation_id;
   out.type = meta.type;
@@ -256,7 +259,7 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   out.payload = std::span<const std::byte>(buffer.data(), length);
   cursor_ = cursor + 1;
   shm::single_writer_add(entry_->delivered, 1);
-  publish_cursor();
+  store_cursor();
   return PollStatus::ok;
 }
 

@@ -91,8 +91,9 @@ class Publisher {
   /// Holding several claims at once is allowed, but on a `block` channel do
   /// not wait for space (a blocking try_claim or publish) while holding an
   /// uncommitted claim: readers stop at that claim, so the space never comes
-  /// until the unblock timeout takes the claim away. Claim with
-  /// timeout_ns = 0 instead, or commit first.
+  /// until the unblock timeout takes the claim away. Claim several slots at
+  /// once with try_claim_batch (it waits before claiming any), or claim with
+  /// timeout_ns = 0, or commit first.
   /// Not thread-safe: one caller at a time per handle.
   PublishStatus try_claim(std::size_t max_length, Claim& claim,
                           std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {

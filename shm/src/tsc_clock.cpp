@@ -388,6 +388,28 @@ std::uint64_t tsc_to_realtime_ns(std::uint64_t ticks) noexcept {
   return m.to_ns(ticks);
 }
 
+TscSnapshot tsc_snapshot(std::uint64_t ticks) noexcept {
+  if constexpr (!kHasTscCounter) {
+    // Ticks are realtime ns there: the identity (a rate of 1 << kShift).
+    TscSnapshot s;
+    s.m1 = s.m2 = 1ULL << kShift;
+    s.refresh_at = kMax;
+    return s;
+  }
+  auto& cal = TscCalibration::instance();
+  Mapping m = cal.read();
+  if (ticks > m.refresh_at && tsc_ticks() > m.refresh_at && cal.try_refresh()) m = cal.read();
+  TscSnapshot s;
+  s.a = m.a;
+  s.A = m.A;
+  s.m1 = m.m1;
+  s.m2 = m.m2;
+  s.h = m.h;
+  s.y_h = m.y_h;
+  s.refresh_at = m.refresh_at;
+  return s;
+}
+
 std::uint64_t realtime_ns_to_tsc(std::uint64_t ns) noexcept {
   if constexpr (!kHasTscCounter) return ns;
   return TscCalibration::instance().read().to_ticks(ns);

@@ -390,6 +390,52 @@ static void test_too_large(void) {
   release(NULL, NULL, pub, ch);
 }
 
+static void test_publish_batch_and_timestamps(void) {
+  const char* name = unique_name("capi-batch");
+  shmbus_channel_options o;
+  shmbus_channel* ch = NULL;
+  CHECK_RC(shmbus_channel_options_init(&o, sizeof o), SHMBUS_OK);
+  o.capacity = 4;
+  o.policy = SHMBUS_POLICY_REJECT;
+  o.timestamps = SHMBUS_TIMESTAMPS_NONE;
+  CHECK_RC(shmbus_channel_create(BUS, name, &o, &ch), SHMBUS_OK);
+  shmbus_channel_options got;
+  CHECK_RC(shmbus_channel_get_options(ch, &got, sizeof got), SHMBUS_OK);
+  CHECK(got.timestamps == SHMBUS_TIMESTAMPS_NONE);
+  shmbus_subscriber* sub = subscribe_earliest(ch);
+  shmbus_publisher* pub = make_publisher(ch);
+
+  shmbus_out_message batch[3];
+  memset(batch, 0, sizeof batch);
+  const char* texts[3] = {"one", "two", "three"};
+  for (int i = 0; i < 3; ++i) {
+    batch[i].data = texts[i];
+    batch[i].size = strlen(texts[i]);
+    batch[i].meta.key = (uint64_t)(10 + i);
+  }
+  CHECK_RC(shmbus_publish_batch(pub, batch, 3, 0), SHMBUS_OK);
+  /* One slot left: a batch of two is refused whole, a batch of five never fits. */
+  CHECK_RC(shmbus_publish_batch(pub, batch, 2, 0), SHMBUS_FULL);
+  shmbus_out_message five[5];
+  memset(five, 0, sizeof five);
+  CHECK_RC(shmbus_publish_batch(pub, five, 5, 0), SHMBUS_TOO_LARGE);
+  CHECK_CONTAINS(shmbus_last_error(), "batch of 5 messages");
+  batch[0].data = NULL;
+  CHECK_RC(shmbus_publish_batch(pub, batch, 1, 0), SHMBUS_INVALID_ARGUMENT);
+  CHECK_CONTAINS(shmbus_last_error(), "msgs[0].data is NULL");
+
+  char buf[64];
+  shmbus_message m;
+  for (int i = 0; i < 3; ++i) {
+    CHECK_RC(shmbus_subscriber_poll(sub, &m, buf, sizeof buf), SHMBUS_OK);
+    CHECK(m.sequence == (uint64_t)i && m.key == (uint64_t)(10 + i));
+    CHECK(m.payload_size == strlen(texts[i]) && memcmp(buf, texts[i], m.payload_size) == 0);
+    CHECK(m.timestamp_ns == 0); /* a `none` channel stamps nothing */
+  }
+  CHECK_RC(shmbus_subscriber_poll(sub, &m, buf, sizeof buf), SHMBUS_EMPTY);
+  release(NULL, sub, pub, ch);
+}
+
 static void test_reject_full_and_stats(void) {
   const char* name = unique_name("capi-reject");
   shmbus_channel* ch = make_channel(name, 2, SHMBUS_POLICY_REJECT);
@@ -736,6 +782,7 @@ static const struct test_case cases[] = {
   {"a removed channel makes publish and poll return removed", test_removed_channel},
   {"a too small buffer reports the size needed and keeps the message", test_buffer_too_small},
   {"publishing more than the max payload is refused with both sizes", test_too_large},
+  {"a batch is published whole or refused and a none channel stamps nothing", test_publish_batch_and_timestamps},
   {"a reject channel returns full and stats show depth and lag", test_reject_full_and_stats},
   {"a durable subscriber resumes its cursor by name", test_durable_resume},
   {"a group redelivers a nacked message then acks and dead-letters", test_group_nack_ack_dead_letter},

@@ -305,6 +305,13 @@ run "$SHMBUS" create scratch --bus "$BUS"
 check "create of an existing channel fails with a reason" test "$rc" -eq 1 -a -n "$(grep already_exists "$TMP/err")"
 run "$SHMBUS" create bad --bus "$BUS" --capacity 1000
 check "create with a bad capacity names the field" test "$rc" -eq 1 -a -n "$(grep -i capacity "$TMP/err")"
+run "$SHMBUS" create stamped --bus "$BUS" --capacity 16 --timestamps realtime
+check "create --timestamps realtime says so" grep -q "timestamps realtime" <<<"$out"
+json=$("$SHMBUS" stat stamped --bus "$BUS" --json)
+json_check "stat --json shows the timestamp source" "assert d['timestamps'] == 'realtime', d['timestamps']"
+"$SHMBUS" rm stamped --bus "$BUS" >/dev/null
+run "$SHMBUS" create stamped --bus "$BUS" --timestamps sundial
+check "create with a bad --timestamps names the choices" test "$rc" -eq 1 -a -n "$(grep "tsc, realtime or none" "$TMP/err")"
 run "$SHMBUS" gc --bus "$BUS" --dry-run --min-age 0; echo "$out"
 check "gc --dry-run would remove the unused channel" grep -q "^scratch: would remove" <<<"$out"
 check "gc --dry-run would reclaim the dead consumer" grep -q "^$CH: would reclaim" <<<"$out"

@@ -70,8 +70,8 @@ class PublisherCore {
  private:
   /// Reserves `n` consecutive sequences from `seq` (space for all of them).
   bool reserve(std::uint64_t& seq, std::uint64_t n, std::uint64_t timeout_ns, PublishStatus& why) noexcept;
-  /// Waits until sequence `last` fits the ring.
-  bool wait_for_space(std::uint64_t last, std::uint64_t deadline) noexcept;
+  /// Waits until sequence `last` (of a claim starting at `head`) fits the ring.
+  bool wait_for_space(std::uint64_t head, std::uint64_t last, std::uint64_t deadline) noexcept;
   /// The timestamp a message gets when its publisher gave none.
   std::uint64_t stamp_time() const noexcept;
   /// Takes the slot of a reserved `seq`, stores the message and commits it.

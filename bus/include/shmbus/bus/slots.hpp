@@ -43,14 +43,17 @@ inline void copy_bytes(void* dst_v, const void* src_v, std::size_t n) noexcept {
       dst[n / 2] = src[n / 2];
       dst[n - 1] = src[n - 1];
     }
-  } else if (n <= 64) {  // 16-byte moves, the last one overlapping
-    unsigned char t[16];
-    for (std::size_t i = 0; i + 16 < n; i += 16) {
-      std::memcpy(t, src + i, 16);
-      std::memcpy(dst + i, t, 16);
-    }
-    std::memcpy(t, src + n - 16, 16);
-    std::memcpy(dst + n - 16, t, 16);
+  } else if (n <= 64) {  // 16-byte moves from both ends, overlapping in the middle
+    unsigned char a[16], b[16], c[16], d[16];
+    const std::size_t half = n > 32 ? 16 : n - 16;  // [0,32) and [n-32,n), or [0,16) and [n-16,n)
+    std::memcpy(a, src, 16);
+    std::memcpy(b, src + half, 16);
+    std::memcpy(c, src + n - 16 - half, 16);
+    std::memcpy(d, src + n - 16, 16);
+    std::memcpy(dst, a, 16);
+    std::memcpy(dst + half, b, 16);
+    std::memcpy(dst + n - 16 - half, c, 16);
+    std::memcpy(dst + n - 16, d, 16);
   } else {
     std::memcpy(dst, src, n);
   }
@@ -107,15 +110,33 @@ inline SlotMeta read_meta(const std::byte* slot) noexcept {
   return m;
 }
 
+/// Converts the stamps a reader hands out, with a copy of the process's
+/// calibration held by the reader (no shared state touched per message).
+/// Not thread-safe: one per reader.
+class StampClock {
+ public:
+  /// A stored SlotMeta::timestamp as CLOCK_REALTIME ns (as stored_time_ns).
+  std::uint64_t ns(std::uint64_t stored) noexcept {
+    if (!stored_time_is_ticks(stored)) return stored;
+    const std::uint64_t ticks = stored & ~kTicksFlag;
+    if (ticks > snap_.refresh_at) [[unlikely]] snap_ = shm::tsc_snapshot(ticks);
+    return snap_.to_ns(ticks);
+  }
+
+ private:
+  shm::TscSnapshot snap_;
+};
+
 /// The message a reader hands out for sequence `seq`: the metadata of `meta`
-/// (a copy of the slot's), `attempt` (the slot's, or a group delivery's) and
-/// the payload where it was read (in the slot for a zero-copy read, else in
-/// the caller's buffer). Trusts the length in `meta`: check it first.
-inline Message message_from(const SlotMeta& meta, std::uint64_t seq, std::uint32_t attempt,
-                            const std::byte* payload) noexcept {
+/// (a copy of the slot's) with its time converted to `timestamp_ns`,
+/// `attempt` (the slot's, or a group delivery's) and the payload where it was
+/// read (in the slot for a zero-copy read, else in the caller's buffer).
+/// Trusts the length in `meta`: check it first.
+inline Message message_from(const SlotMeta& meta, std::uint64_t timestamp_ns, std::uint64_t seq,
+                            std::uint32_t attempt, const std::byte* payload) noexcept {
   Message m;
   m.sequence = seq;
-  m.timestamp_ns = stored_time_ns(meta.timestamp);
+  m.timestamp_ns = timestamp_ns;
   m.key = meta.key;
   m.correlation_id = meta.correlation_id;
   m.type = meta.type;

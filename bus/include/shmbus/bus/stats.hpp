@@ -81,6 +81,7 @@ struct ChannelStats {
   std::string bus;
   std::string name;
   Policy policy = Policy::block;
+  TimestampSource timestamps = TimestampSource::tsc;  ///< what publishers stamp with
   std::uint32_t capacity = 0;
   std::uint32_t slot_size = 0;
   std::uint32_t max_payload = 0;

@@ -69,6 +69,7 @@ class SubscriberCore {
 
  private:
   PollStatus poll_general(Message& out, std::span<std::byte> buffer) noexcept;
+  void store_cursor() noexcept;  ///< publish_cursor's body, inlined into poll
   PollStatus on_idle(std::uint64_t stamp) noexcept;
   PollStatus on_lapped() noexcept;
   PollStatus on_evicted() noexcept;
@@ -99,6 +100,7 @@ class SubscriberCore {
   WaitStrategy wait_ = WaitStrategy::block;
   std::uint32_t empty_polls_ = 0;
   StallWatch stall_;
+  StampClock clock_;
   // Cold: read only on the empty, lapped, evicted and waiting paths. Kept
   // after the hot members so that they keep their places (the ping-pong
   // latency moved by 20% when these two sat among them).

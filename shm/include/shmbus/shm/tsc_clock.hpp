@@ -124,6 +124,43 @@ void tsc_calibrate() noexcept;
 /// says. Thread-safe.
 std::uint64_t tsc_to_realtime_ns(std::uint64_t ticks) noexcept;
 
+/// A copy of this process's tick-to-realtime mapping, for a reader that
+/// converts many stamps: converting with it touches no shared state. Valid
+/// (as tsc_to_realtime_ns would convert) for ticks up to `refresh_at`; past
+/// that, take a new one with tsc_snapshot. Plain data, so a handle can hold it.
+struct TscSnapshot {
+  std::uint64_t a = 0;           ///< anchor ticks
+  std::uint64_t A = 0;           ///< anchor realtime ns
+  std::uint64_t m1 = 0;          ///< ns per tick << 52 within the slew span
+  std::uint64_t m2 = 0;          ///< ns per tick << 52 after it
+  std::uint64_t h = 0;           ///< slew span, ticks
+  std::uint64_t y_h = 0;         ///< ns covered by the slew span
+  std::uint64_t refresh_at = 0;  ///< 0: empty (take one before use)
+
+  /// Ticks to CLOCK_REALTIME ns, as tsc_to_realtime_ns does. Saturates.
+  [[nodiscard]] std::uint64_t to_ns(std::uint64_t t) const noexcept {
+    if (t >= a) {
+      const std::uint64_t d = t - a;
+      const std::uint64_t off = d <= h ? mul(d, m1) : add(y_h, mul(d - h, m2));
+      return add(A, off);
+    }
+    const std::uint64_t back = mul(a - t, m2);
+    return A > back ? A - back : 0;
+  }
+
+ private:
+  static std::uint64_t mul(std::uint64_t d, std::uint64_t rate) noexcept {
+    __extension__ const unsigned __int128 v = (static_cast<unsigned __int128>(d) * rate) >> 52;
+    return v > ~0ULL ? ~0ULL : static_cast<std::uint64_t>(v);
+  }
+  static std::uint64_t add(std::uint64_t x, std::uint64_t y) noexcept { return x > ~0ULL - y ? ~0ULL : x + y; }
+};
+
+/// The current mapping, after refreshing the anchor if `ticks` is past it
+/// (as tsc_to_realtime_ns(ticks) would). Calibrates on the first call.
+/// Thread-safe.
+TscSnapshot tsc_snapshot(std::uint64_t ticks) noexcept;
+
 /// The inverse: the ticks that convert to ns (for "start at this time"
 /// searches over stamped messages). Same calibration; never refreshes the
 /// anchor. Saturates at 0 and UINT64_MAX. Thread-safe.
