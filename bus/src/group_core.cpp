@@ -100,18 +100,27 @@ void advance_floor_of(const GroupView& v) noexcept {
   const std::uint64_t nx = shm::load_acquire(g.next);
   const std::uint64_t head = shm::load_acquire(v.ch->producer->head);
   bool moved = false;
-  while (f < nx) {
-    const std::uint64_t w = shm::load_acquire(v.leases[f & v.mask]);
+  // Whether sequence s is finished for the group.
+  const auto finished = [&](std::uint64_t s) {
+    const std::uint64_t w = shm::load_acquire(v.leases[s & v.mask]);
     const LeaseFields lf = lease_fields(w);
-    // Done, or overwritten: sequence f + capacity was claimed, which on a
-    // drop_oldest channel reuses f's slot. (On block and reject channels the
-    // floor itself holds that claim back, so this never skips a live lease.)
-    const bool done = (w != 0 && lease_final(lf.state) && lf.lap == v.lap(f)) || f + v.mask + 1 < head;
-    if (!done) break;
-    // Every sequence below head - capacity has had its slot reused: pass
-    // them all in one step. (One CAS each would make a group that fell far
-    // behind on a drop_oldest channel, or a corrupted floor, walk billions.)
-    const std::uint64_t to = f + v.mask + 1 < head ? std::min(nx, head - (v.mask + 1)) : f + 1;
+    return w != 0 && lease_final(lf.state) && lf.lap == v.lap(s);
+  };
+  while (f < nx) {
+    std::uint64_t to = f;
+    if (f + v.mask + 1 < head) {
+      // Overwritten: sequence f + capacity was claimed, which on a
+      // drop_oldest channel reuses f's slot. (On block and reject channels
+      // the floor itself holds that claim back, so this never skips a live
+      // lease.) Every sequence below head - capacity has had its slot
+      // reused: pass them all in one step (one CAS each would make a group
+      // that fell far behind, or a corrupted floor, walk billions).
+      to = std::min(nx, head - (v.mask + 1));
+    } else {
+      // The run of finished sequences from f (at most a ring), in one CAS.
+      while (to < nx && to - f <= v.mask && finished(to)) ++to;
+    }
+    if (to == f) break;
     // SYNC(floor): seq_cst, read by gating_minimum (acquire) before a
     // publisher overwrites the slot; then the sleep-flag check.
     if (g.floor.compare_exchange_weak(f, to, std::memory_order_seq_cst, std::memory_order_acquire)) {
@@ -666,8 +675,12 @@ bool GroupCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
   out.lease = lease;
   out.group = gi_;
   out.deadline_ns = 0;
-  out.message = message_from(hdr, seq, lf.attempt, buffer.data());
-  g_->delivered.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  out.message = message_from(hdr, clock_.ns(hdr.timestamp), seq, lf.attempt, buffer.data());
+  if (batching_) {
+    ++batch_delivered_;  // added to the group's counter once, at the batch's end
+  } else {
+    g_->delivered.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  }
   shm::single_writer_add(me_->delivered, 1);
   st = PollStatus::ok;
   return true;
@@ -819,8 +832,37 @@ bool GroupCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStatus&
 
 PollStatus GroupCore::receive(Delivery& out, std::span<std::byte> buffer) noexcept {
   if (!ch_) return PollStatus::invalid;
+  return receive_at(out, buffer, shm::monotonic_ns());  // one clock read per receive
+}
+
+std::size_t GroupCore::receive_batch(std::span<Delivery> out, std::span<std::byte> arena,
+                                     PollStatus* last) noexcept {
+  std::size_t n = 0;
+  std::size_t used = 0;
+  PollStatus st = ch_ ? PollStatus::ok : PollStatus::invalid;
+  if (ch_) {
+    // One clock read and one update of the group's delivered counter for
+    // the batch (deliver counts into batch_delivered_ meanwhile).
+    const std::uint64_t now = shm::monotonic_ns();
+    batching_ = true;
+    while (n < out.size() && used <= arena.size()) {
+      st = receive_at(out[n], arena.subspan(used), now);
+      if (st != PollStatus::ok) break;
+      used += out[n].message.payload.size();
+      ++n;
+    }
+    batching_ = false;
+    if (batch_delivered_ != 0) {
+      g_->delivered.fetch_add(batch_delivered_, std::memory_order_relaxed);  // relaxed: a statistic
+      batch_delivered_ = 0;
+    }
+  }
+  if (last != nullptr) *last = st;
+  return n;
+}
+
+PollStatus GroupCore::receive_at(Delivery& out, std::span<std::byte> buffer, std::uint64_t now) noexcept {
   PollStatus st = PollStatus::empty;
-  const std::uint64_t now = shm::monotonic_ns();  // one clock read per receive
   // Due redeliveries first (they are older), at most every scan interval.
   if (take_due(out, buffer, st, now)) return st;
   if (take_new(out, buffer, st, now)) return st;
@@ -880,18 +922,34 @@ AckStatus GroupCore::finish(const Delivery& d, std::uint64_t next_word) noexcept
   return AckStatus::ok;
 }
 
-AckStatus GroupCore::ack(const Delivery& d) noexcept {
+AckStatus GroupCore::end_lease_acked(const Delivery& d) noexcept {
   if (!ch_ || d.group != gi_) return AckStatus::invalid;
   LeaseFields lf = lease_fields(d.lease);
   if (lf.state != kLeaseLeased || lf.owner != ci_ || lf.lap != lap(d.sequence)) return AckStatus::invalid;
   lf.state = kLeaseAcked;
   lf.deadline_ms = 0;
-  const AckStatus st = finish(d, make_lease(lf));
+  return finish(d, make_lease(lf));
+}
+
+AckStatus GroupCore::ack(const Delivery& d) noexcept {
+  const AckStatus st = end_lease_acked(d);
   if (st != AckStatus::ok) return st;
   g_->acked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   shm::single_writer_add(me_->acked, 1);
   advance_floor();
   return AckStatus::ok;
+}
+
+std::size_t GroupCore::ack_batch(std::span<const Delivery> ds) noexcept {
+  std::uint64_t acked = 0;
+  for (const Delivery& d : ds) acked += end_lease_acked(d) == AckStatus::ok;
+  if (acked == 0) return 0;
+  // One counter update and one floor advance (a CAS over the whole run of
+  // finished sequences) for the batch.
+  g_->acked.fetch_add(acked, std::memory_order_relaxed);  // relaxed: a statistic
+  shm::single_writer_add(me_->acked, acked);
+  advance_floor();
+  return acked;
 }
 
 AckStatus GroupCore::nack(const Delivery& d, std::uint64_t delay_ns) noexcept {

@@ -35,20 +35,16 @@ class Consumer {
   }
 
   /// Copy-out batch: up to out.size() deliveries, payloads packed into
-  /// `arena`. Returns how many. Not thread-safe: one caller at a time.
+  /// `arena`, with one clock read and one update of the group's counters.
+  /// Returns how many; *last (if given) is the status that ended the batch.
+  /// Not thread-safe: one caller at a time.
   std::size_t receive_batch(std::span<Delivery> out, std::span<std::byte> arena,
                             PollStatus* last = nullptr) noexcept {
-    std::size_t n = 0;
-    std::size_t used = 0;
-    PollStatus st = core_ ? PollStatus::ok : PollStatus::invalid;
-    while (core_ && n < out.size() && used <= arena.size()) {
-      st = core_->receive(out[n], arena.subspan(used));
-      if (st != PollStatus::ok) break;
-      used += out[n].message.payload.size();
-      ++n;
+    if (!core_) {
+      if (last != nullptr) *last = PollStatus::invalid;
+      return 0;
     }
-    if (last != nullptr) *last = st;
-    return n;
+    return core_->receive_batch(out, arena, last);
   }
 
   /// Ends the lease: the message is done. `lease_lost` if the lease had
@@ -56,12 +52,10 @@ class Consumer {
   /// nothing and the work may be done twice. Not thread-safe.
   AckStatus ack(const Delivery& d) noexcept { return core_ ? core_->ack(d) : AckStatus::invalid; }
 
-  /// Acks several deliveries; returns how many were acked. Not thread-safe.
-  std::size_t ack_batch(std::span<const Delivery> ds) noexcept {
-    std::size_t n = 0;
-    for (const Delivery& d : ds) n += ack(d) == AckStatus::ok;
-    return n;
-  }
+  /// Acks several deliveries, with one update of the group's counters and
+  /// its floor for all of them; returns how many were acked (each that was
+  /// not is as ack() would have answered). Not thread-safe.
+  std::size_t ack_batch(std::span<const Delivery> ds) noexcept { return core_ ? core_->ack_batch(ds) : 0; }
 
   /// Gives the message back, due again after delay_ns. On its last allowed
   /// attempt (d.attempt == max_deliveries) the message goes to the DLQ now,

@@ -94,6 +94,52 @@ TEST_CASE("each message of a group goes to one consumer, and ack finishes it") {
   CHECK(st.groups[0].consumers.size() == 2);
 }
 
+TEST_CASE("a batch receive hands out consecutive messages, and a batch ack moves the floor over the run") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small());
+  auto c = ch.join_group("workers", fast_group());
+  auto pub = ch.publisher();
+  REQUIRE((c && pub));
+  for (std::uint64_t i = 0; i < 10; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  Delivery ds[8];
+  std::byte arena[8 * 8];
+  PollStatus last = PollStatus::invalid;
+  REQUIRE(c->receive_batch(ds, arena, &last) == 8);
+  CHECK(last == PollStatus::ok);
+  for (std::uint64_t i = 0; i < 8; ++i) {
+    CHECK(ds[i].sequence == i);
+    CHECK(u64_of(ds[i]) == i);
+    CHECK(ds[i].attempt == 1);
+  }
+  CHECK(ch.stats().groups[0].delivered == 8);
+  // All but the fourth: the floor stops below it.
+  const Delivery first_three[] = {ds[0], ds[1], ds[2]};
+  const Delivery after[] = {ds[4], ds[5], ds[6], ds[7], ds[0]};  // ds[0] again: already acked
+  CHECK(c->ack_batch(first_three) == 3);
+  CHECK(c->ack_batch(after) == 4);
+  ChannelStats st = ch.stats();
+  CHECK(st.groups[0].acked == 7);
+  CHECK(st.groups[0].floor == 3);
+  // The fourth finishes the run: one advance to 8.
+  CHECK(c->ack(ds[3]) == AckStatus::ok);
+  st = ch.stats();
+  CHECK(st.groups[0].floor == 8);
+  CHECK(st.groups[0].consumers[0].acked == 8);
+  // An arena too small for the next message ends the batch and keeps it.
+  std::byte tiny[4];
+  REQUIRE(c->receive_batch(std::span<Delivery>(ds, 2), tiny, &last) == 0);
+  CHECK(last == PollStatus::buffer_too_small);
+  REQUIRE(c->receive_batch(std::span<Delivery>(ds, 2), arena, &last) == 2);
+  CHECK(ds[0].sequence == 8);
+  CHECK(ds[1].sequence == 9);
+  CHECK(c->ack_batch(std::span<const Delivery>(ds, 2)) == 2);
+  CHECK(ch.stats().groups[0].floor == 10);
+  Consumer empty;
+  CHECK(empty.receive_batch(ds, arena, &last) == 0);
+  CHECK(last == PollStatus::invalid);
+  CHECK(empty.ack_batch(std::span<const Delivery>(ds, 2)) == 0);
+}
+
 TEST_CASE("an expired lease is redelivered with attempt + 1 and the old ack is refused") {
   ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());

@@ -124,7 +124,14 @@ class GroupCore {
 
   PollStatus receive(Delivery& out, std::span<std::byte> buffer) noexcept;
   PollStatus receive_wait(Delivery& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept;
+  /// Copy-out batch: up to out.size() deliveries, payloads packed into
+  /// `arena`, with one clock read and one group counter update. Returns how
+  /// many; *last (if given) is the status that ended the batch.
+  std::size_t receive_batch(std::span<Delivery> out, std::span<std::byte> arena, PollStatus* last) noexcept;
   AckStatus ack(const Delivery& d) noexcept;
+  /// Acks each delivery; one counter update and one floor advance for all.
+  /// Returns how many were acked.
+  std::size_t ack_batch(std::span<const Delivery> ds) noexcept;
   /// Makes the delivery due again after delay_ns; on its last allowed
   /// attempt (attempt >= max_deliveries) dead-letters it at once instead
   /// (dlq_unavailable if the DLQ cannot take it now: it stays due and is
@@ -148,6 +155,8 @@ class GroupCore {
   bool deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out, std::span<std::byte> buffer,
                PollStatus& st) noexcept;
   bool owner_dead(std::uint32_t owner) noexcept;
+  AckStatus end_lease_acked(const Delivery& d) noexcept;
+  PollStatus receive_at(Delivery& out, std::span<std::byte> buffer, std::uint64_t now) noexcept;
   AckStatus finish(const Delivery& d, std::uint64_t next_word) noexcept;
   AckStatus nack_final(const Delivery& d, std::uint64_t due_ms) noexcept;
   AckStatus send_to_dlq(std::uint64_t seq, std::uint64_t held, DeadLetterReason reason) noexcept;
@@ -187,6 +196,9 @@ class GroupCore {
   std::vector<OwnerSeen> owner_cache_;  ///< per consumer index, refreshed every 5 ms
   std::uint64_t owner_cache_ns_ = 0;
   StallWatch stall_;                    ///< a dead publisher's claim at `next`
+  StampClock clock_;                    ///< converts the stamps it hands out
+  bool batching_ = false;               ///< inside receive_batch: count deliveries locally
+  std::uint64_t batch_delivered_ = 0;   ///< deliveries of the batch not yet in the group's counter
   std::uint64_t last_stall_check_ns_ = 0;
 };
 
