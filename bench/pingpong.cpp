@@ -56,8 +56,10 @@
 //
 //   shmbus_pingpong [--rounds N] [--warmup N] [--sizes 8,64,...] [--transports a,b|all]
 //                   [--gap-us N] [--policy block|drop_oldest] [--cpus A,B]
+//                   [--timestamps tsc|realtime|none]
 //                   [--blocks K] [--json FILE]
 #include <shmbus/shmbus.hpp>
+#include <shmbus/shm/tsc_clock.hpp>
 
 #include <algorithm>
 #include <array>
@@ -170,6 +172,7 @@ struct Config {
   std::vector<Kind> kinds;    ///< floor always first
   std::uint64_t gap_ns = 0;   ///< untimed pause before each round trip
   Policy policy = Policy::block;
+  shmbus::TimestampSource timestamps = shmbus::TimestampSource::tsc;  ///< the channels' default
   std::array<int, 2> cpus{-1, -1};  ///< -1: the first two CPUs we may run on
   std::string json;
   std::string bus;
@@ -756,6 +759,7 @@ void setup_shared(const Config& cfg, std::size_t size, std::vector<Kind>& kinds,
     while (cap > 16 && static_cast<std::uint64_t>(cap) * o.slot_size > (16u << 20)) cap /= 2;
     o.capacity = cap;
     o.policy = cfg.policy;
+    o.timestamps = cfg.timestamps;
     for (bool block : {false, true}) {
       for (const char* n : {"ping", "pong"}) {
         auto ch = Channel::create(channel_name(n, block), o, cfg.bus);
@@ -1214,6 +1218,7 @@ void usage(const char* argv0) {
                "                    %s\n"
                "  --gap-us N        untimed pause before each round trip (lets blocking waiters sleep)\n"
                "  --policy P        shmbus channel policy: block (default) or drop_oldest\n"
+               "  --timestamps T    shmbus channels' timestamp source: tsc (default), realtime or none\n"
                "  --cpus A,B        CPUs for the pinger and the ponger (default: the first two allowed)\n"
                "  --blocks K        interleaved blocks per transport (default 10)\n"
                "  --json FILE       also write the results as JSON\n",
@@ -1250,6 +1255,10 @@ std::optional<Config> parse(int argc, char** argv) {
       const auto p = shmbus::parse_policy(argv[++i]);
       if (!p || *p == Policy::reject) return std::nullopt;
       cfg.policy = *p;
+    } else if (a == "--timestamps" && has) {
+      const auto t = shmbus::parse_timestamps(argv[++i]);
+      if (!t) return std::nullopt;
+      cfg.timestamps = *t;
     } else if (a == "--cpus" && has) {
       if (std::sscanf(argv[++i], "%d,%d", &cfg.cpus[0], &cfg.cpus[1]) != 2) return std::nullopt;
     } else if (a == "--json" && has) {
@@ -1301,10 +1310,15 @@ void run(Config cfg) {
   if (can_pin) bu::pin_to(cfg.cpus[0]);
   const Histogram clk = bu::clock_pair_cost();
   std::printf("shmbus ping-pong: %llu round trips per transport and size (+%llu warm-up, %llu interleaved "
-              "blocks of +%llu lead-in), policy %s, pinger CPU %d, ponger CPU %d\n",
+              "blocks of +%llu lead-in), policy %s, timestamps %s%s, pinger CPU %d, ponger CPU %d\n",
               static_cast<unsigned long long>(cfg.rounds), static_cast<unsigned long long>(cfg.warmup),
               static_cast<unsigned long long>(cfg.blocks), static_cast<unsigned long long>(kLeadIn),
-              std::string(shmbus::to_string(cfg.policy)).c_str(), cfg.cpus[0], cfg.cpus[1]);
+              std::string(shmbus::to_string(cfg.policy)).c_str(),
+              std::string(shmbus::to_string(cfg.timestamps)).c_str(),
+              cfg.timestamps == shmbus::TimestampSource::tsc && !shmbus::shm::tsc_usable()
+                  ? " (counter not trusted here: realtime)"
+                  : "",
+              cfg.cpus[0], cfg.cpus[1]);
   std::printf("clock_gettime pair (inside every sample): p50 %llu ns, p99 %llu ns, min %llu ns\n",
               static_cast<unsigned long long>(clk.percentile(50)), static_cast<unsigned long long>(clk.percentile(99)),
               static_cast<unsigned long long>(clk.min()));
@@ -1317,6 +1331,8 @@ void run(Config cfg) {
   out["config"] = {{"rounds", cfg.rounds}, {"warmup", cfg.warmup}, {"blocks", cfg.blocks},
                    {"lead_in", kLeadIn}, {"sizes", cfg.sizes}, {"transports", names},
                    {"gap_us", cfg.gap_ns / 1000}, {"policy", std::string(shmbus::to_string(cfg.policy))},
+                   {"timestamps", std::string(shmbus::to_string(cfg.timestamps))},
+                   {"tsc_usable", shmbus::shm::tsc_usable()},
                    {"cpus", {cfg.cpus[0], cfg.cpus[1]}}, {"pinned", can_pin}};
   out["clock_pair"] = bu::to_json(clk);
   out["runs"] = nlohmann::ordered_json::array();

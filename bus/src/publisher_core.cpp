@@ -150,7 +150,6 @@ bool PublisherCore::reserve(std::uint64_t& seq, std::uint64_t n, std::uint64_t t
         if (blocked_since == 0) blocked_since = now;
         const std::uint64_t deadline =
             timeout_ns > UINT64_MAX - now ? UINT64_MAX : now + timeout_ns;
-        waited_ = true;
         const bool space = timeout_ns != 0 && wait_for_space(head, last, deadline);
         shm::single_writer_add(entry_->blocked_ns, shm::monotonic_ns() - blocked_since);
         blocked_since = 0;
@@ -394,9 +393,6 @@ PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const M
   if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) [[unlikely]] {
     return publish_status_of_removed(r);
   }
-  // Stamp the time before taking the slot: the clock read then stays out of
-  // the window in which the slot is `writing`.
-  std::uint64_t stored_time = meta.timestamp_ns != 0 ? meta.timestamp_ns & ~kTicksFlag : stamp_time();
   // The claim, inline for the usual case: room below the cached gate and an
   // uncontended CAS of head (a plain ticket for drop_oldest).
   std::uint64_t seq = 0;
@@ -415,12 +411,14 @@ PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const M
     seq = head;
   }
   if (!reserved) [[unlikely]] {
-    waited_ = false;
     PublishStatus why = PublishStatus::ok;
     if (!reserve(seq, 1, timeout_ns, why)) return why;
-    // A publish that waited for space is stamped when the wait ended.
-    if (waited_ && meta.timestamp_ns == 0) stored_time = stamp_time();
   }
+  // Ask for the payload's next line first, so that its transfer overlaps the
+  // clock read; then stamp the time (after any wait for space, before the
+  // slot is taken: the clock stays out of the window in which it is `writing`).
+  if (payload.size() > kCacheLine - kSlotHeaderSize) prefetch_for_write(slot_at(data_, seq, mask_, slot_size_) + kCacheLine);
+  const std::uint64_t stored_time = meta.timestamp_ns != 0 ? meta.timestamp_ns & ~kTicksFlag : stamp_time();
   const PublishStatus st = write_message(seq, payload, meta, stored_time, 0);
   if (st != PublishStatus::ok) [[unlikely]] return st;
   // Counters and the wake check after the commit: off the reader's path.
@@ -442,12 +440,10 @@ PublishStatus PublisherCore::publish_batch_of(std::size_t n, At at, std::uint64_
     if (at(i).payload.size() > max_payload_) return PublishStatus::too_large;
   }
   if (const std::uint64_t r = gone(false); r != kChannelLive) return publish_status_of_removed(r);
-  std::uint64_t now_time = stamp_time();  // one clock read for the batch
-  waited_ = false;
   std::uint64_t seq = 0;
   PublishStatus why = PublishStatus::ok;
   if (!reserve(seq, n, timeout_ns, why)) return why;
-  if (waited_) now_time = stamp_time();
+  const std::uint64_t now_time = stamp_time();  // one clock read for the batch, after any wait
   PublishStatus result = PublishStatus::ok;
   std::uint64_t published = 0;
   for (std::size_t i = 0; i < n; ++i) {

@@ -105,7 +105,6 @@ class PublisherCore {
   std::uint64_t last_housekeeping_ns_ = 0;
   std::uint64_t last_removed_check_ns_ = 0;
   std::uint32_t self_pid_ = 0;         ///< for the slot writer word
-  bool waited_ = false;                ///< the last reserve waited for space
 };
 
 }  // namespace shmbus::bus
