@@ -83,7 +83,7 @@ bool detect_tsc_usable() noexcept {
 
 __extension__ typedef unsigned __int128 u128;
 
-constexpr unsigned kShift = 52;  // fraction bits of the ns-per-tick rate
+constexpr unsigned kShift = TscSnapshot::kRateShift;  // fraction bits of the ns-per-tick rate
 constexpr std::uint64_t kMax = std::numeric_limits<std::uint64_t>::max();
 constexpr std::uint64_t kCalibrationNs = 1'000'000;  // the first rate's span
 constexpr std::uint64_t kStepDetectNs = 10'000;      // realtime - monotonic moved: a step
@@ -152,22 +152,17 @@ std::int64_t realtime_offset(std::uint64_t* gap) noexcept {
 //   t <  a, d = a - t:  ns = A - d*m2
 // m2 is the rate, m1 the rate plus the slew that removes the last anchor's
 // error over h ticks. Rates are ns per tick << kShift.
-struct Mapping {
-  std::uint64_t a = 0;           // anchor ticks
-  std::uint64_t A = 0;           // anchor realtime ns
-  std::uint64_t m1 = 1ULL << kShift;
-  std::uint64_t m2 = 1ULL << kShift;
-  std::uint64_t h = 0;           // slew span, ticks
-  std::uint64_t y_h = 0;         // ns covered by the slew span
-  std::uint64_t refresh_at = 0;  // ticks past which a conversion refreshes the anchor
-
-  std::uint64_t to_ns(std::uint64_t t) const noexcept {
-    if (t >= a) {
-      const std::uint64_t d = t - a;
-      const std::uint64_t off = d <= h ? mul_rate(d, m1) : add_sat(y_h, mul_rate(d - h, m2));
-      return add_sat(A, off);
-    }
-    return sub_sat(A, mul_rate(a - t, m2));
+struct Mapping : TscSnapshot {  // the fields and to_ns are TscSnapshot's
+  Mapping() noexcept { m1 = m2 = 1ULL << kShift; }
+  Mapping(std::uint64_t a_, std::uint64_t A_, std::uint64_t m1_, std::uint64_t m2_, std::uint64_t h_,
+          std::uint64_t y_h_, std::uint64_t refresh_at_) noexcept {
+    a = a_;
+    A = A_;
+    m1 = m1_;
+    m2 = m2_;
+    h = h_;
+    y_h = y_h_;
+    refresh_at = refresh_at_;
   }
 
   std::uint64_t to_ticks(std::uint64_t ns) const noexcept {
@@ -399,15 +394,7 @@ TscSnapshot tsc_snapshot(std::uint64_t ticks) noexcept {
   auto& cal = TscCalibration::instance();
   Mapping m = cal.read();
   if (ticks > m.refresh_at && tsc_ticks() > m.refresh_at && cal.try_refresh()) m = cal.read();
-  TscSnapshot s;
-  s.a = m.a;
-  s.A = m.A;
-  s.m1 = m.m1;
-  s.m2 = m.m2;
-  s.h = m.h;
-  s.y_h = m.y_h;
-  s.refresh_at = m.refresh_at;
-  return s;
+  return m;
 }
 
 std::uint64_t realtime_ns_to_tsc(std::uint64_t ns) noexcept {

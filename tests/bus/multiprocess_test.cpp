@@ -78,6 +78,19 @@ int claim_and_hang(const std::string& channel, Event& claimed, bool scribble) {
   pause_forever();
 }
 
+/// Forks a publisher that claims sequence 0 of `channel` (half-writing it
+/// if `scribble`) and kills it with SIGKILL while it holds the claim.
+/// Returns its pid.
+pid_t kill_while_claiming(const std::string& channel, bool scribble) {
+  Event claimed;
+  Child writer([&] { return claim_and_hang(channel, claimed, scribble); });
+  std::uint64_t claimed_seq = ~0ULL;
+  REQUIRE(claimed.wait(claimed_seq, ms_left(Clock::now() + kBound)));
+  REQUIRE(claimed_seq == 0);
+  REQUIRE(writer.kill_and_wait() == kKilled);
+  return writer.pid();
+}
+
 ChannelOptions block_channel(std::uint32_t capacity, std::uint32_t slot_size = 128) {
   ChannelOptions o;
   o.capacity = capacity;
@@ -202,18 +215,13 @@ TEST_CASE("a publisher killed with SIGKILL between claim and commit does not sta
   auto sub = ch.subscribe({"", StartAt::earliest()});
   REQUIRE(sub);
 
-  Event claimed;
-  Child writer([&] { return claim_and_hang(name.str(), claimed, true); });
-  std::uint64_t claimed_seq = ~0ULL;
-  REQUIRE(claimed.wait(claimed_seq, ms_left(Clock::now() + kBound)));
-  REQUIRE(claimed_seq == 0);
-  REQUIRE(writer.kill_and_wait() == kKilled);
+  const pid_t writer = kill_while_claiming(name.str(), true);
 
   {
     const ChannelStats st = ch.stats();
     REQUIRE(st.head == 1);
     REQUIRE(st.publishers.size() == 1);
-    CHECK(st.publishers[0].pid == static_cast<std::uint32_t>(writer.pid()));
+    CHECK(st.publishers[0].pid == static_cast<std::uint32_t>(writer));
     CHECK_FALSE(st.publishers[0].alive);
     CHECK(st.abandoned == 0);
   }
@@ -275,12 +283,7 @@ TEST_CASE("a pure subscriber takes a dead writer's claim away through a page map
   REQUIRE(before.size() == 1);
   CHECK(before[0].rfind("r--s", 0) == 0);
 
-  Event claimed;
-  Child writer([&] { return claim_and_hang(name.str(), claimed, true); });
-  std::uint64_t claimed_seq = ~0ULL;
-  REQUIRE(claimed.wait(claimed_seq, ms_left(Clock::now() + kBound)));
-  REQUIRE(claimed_seq == 0);
-  REQUIRE(writer.kill_and_wait() == kKilled);
+  (void)kill_while_claiming(name.str(), true);
   Child publisher([&] { return publish_range(name.str(), 1, 1); });
   REQUIRE(publisher.wait() == 0);
 
@@ -310,12 +313,7 @@ TEST_CASE("a publisher that laps a claim whose writer was killed takes the slot 
   o.unblock_timeout_ns = 600'000'000'000ULL;
   Channel ch = make_channel(name, o);
 
-  Event claimed;
-  Child writer([&] { return claim_and_hang(name.str(), claimed, false); });
-  std::uint64_t claimed_seq = ~0ULL;
-  REQUIRE(claimed.wait(claimed_seq, ms_left(Clock::now() + kBound)));
-  REQUIRE(claimed_seq == 0);
-  REQUIRE(writer.kill_and_wait() == kKilled);
+  (void)kill_while_claiming(name.str(), false);
 
   // Sequences 1..4: sequence 4 needs slot 0, which the dead claim holds.
   Child publisher([&] { return publish_range(name.str(), 1, o.capacity); });

@@ -129,15 +129,20 @@ std::uint64_t tsc_to_realtime_ns(std::uint64_t ticks) noexcept;
 /// (as tsc_to_realtime_ns would convert) for ticks up to `refresh_at`; past
 /// that, take a new one with tsc_snapshot. Plain data, so a handle can hold it.
 struct TscSnapshot {
+  static constexpr unsigned kRateShift = 52;  ///< fraction bits of the rates
+
   std::uint64_t a = 0;           ///< anchor ticks
   std::uint64_t A = 0;           ///< anchor realtime ns
-  std::uint64_t m1 = 0;          ///< ns per tick << 52 within the slew span
-  std::uint64_t m2 = 0;          ///< ns per tick << 52 after it
+  std::uint64_t m1 = 0;          ///< ns per tick << kRateShift within the slew span
+  std::uint64_t m2 = 0;          ///< ns per tick << kRateShift after it
   std::uint64_t h = 0;           ///< slew span, ticks
   std::uint64_t y_h = 0;         ///< ns covered by the slew span
   std::uint64_t refresh_at = 0;  ///< 0: empty (take one before use)
 
   /// Ticks to CLOCK_REALTIME ns, as tsc_to_realtime_ns does. Saturates.
+  /// The mapping: t >= a, d = t - a: ns = A + (d <= h ? d*m1 : y_h + (d-h)*m2);
+  /// t < a: ns = A - (a - t)*m2 (m2 the rate, m1 the rate plus the slew that
+  /// removes the last anchor's error over h ticks).
   [[nodiscard]] std::uint64_t to_ns(std::uint64_t t) const noexcept {
     if (t >= a) {
       const std::uint64_t d = t - a;
@@ -150,7 +155,7 @@ struct TscSnapshot {
 
  private:
   static std::uint64_t mul(std::uint64_t d, std::uint64_t rate) noexcept {
-    __extension__ const unsigned __int128 v = (static_cast<unsigned __int128>(d) * rate) >> 52;
+    __extension__ const unsigned __int128 v = (static_cast<unsigned __int128>(d) * rate) >> kRateShift;
     return v > ~0ULL ? ~0ULL : static_cast<std::uint64_t>(v);
   }
   static std::uint64_t add(std::uint64_t x, std::uint64_t y) noexcept { return x > ~0ULL - y ? ~0ULL : x + y; }
