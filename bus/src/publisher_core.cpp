@@ -68,6 +68,20 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::create(std::shared_ptr<Cha
   return shm::realtime_ns();
 }
 
+// Asks for the payload's next lines of the slot of `seq` (a larger copy
+// streams anyway), so that their transfers overlap what comes before the
+// stores: the clock read, the stamp's transfer.
+[[gnu::always_inline]] inline void PublisherCore::prefetch_payload(std::uint64_t seq, std::size_t n) const noexcept {
+  if (n <= kCacheLine - kSlotHeaderSize) return;
+  const std::byte* at = slot_at(data_, seq, mask_, slot_size_);
+  prefetch_for_write(at + kCacheLine);
+  if (n > 2 * kCacheLine - kSlotHeaderSize) prefetch_for_write(at + 2 * kCacheLine);
+}
+
+[[gnu::always_inline]] inline std::uint64_t PublisherCore::time_to_store(const MessageMeta& meta) const noexcept {
+  return meta.timestamp_ns != 0 ? meta.timestamp_ns & ~kTicksFlag : stamp_time();
+}
+
 std::uint64_t PublisherCore::refresh_gate(std::uint64_t head, bool housekeeping) noexcept {
   if (housekeeping) {
     const std::uint64_t now = shm::monotonic_ns();
@@ -83,7 +97,7 @@ std::uint64_t PublisherCore::refresh_gate(std::uint64_t head, bool housekeeping)
   return gate_;
 }
 
-std::uint64_t PublisherCore::gone(bool slow) noexcept {
+[[gnu::always_inline]] inline std::uint64_t PublisherCore::gone(bool slow) noexcept {
   // relaxed: a flag that carries no data.
   const std::uint64_t r = removed_->load(std::memory_order_relaxed);
   if (r != kChannelLive || !slow) return r;
@@ -310,7 +324,7 @@ PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length,
     shm::single_writer_add(entry_->lost_claims, 1);
     return PublishStatus::abandoned;
   }
-  slot.meta.timestamp = meta.timestamp_ns != 0 ? meta.timestamp_ns & ~kTicksFlag : stamp_time();
+  slot.meta.timestamp = time_to_store(meta);
   slot.meta.key = meta.key;
   slot.meta.correlation_id = meta.correlation_id;
   slot.meta.size = pack_size(static_cast<std::uint32_t>(length), attempt);
@@ -350,12 +364,6 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
   std::byte* at = slot_at(data_, seq, mask_, slot_size_);
   SlotHeader& slot = slot_header(at);
   const std::size_t n = payload.size();
-  // Ask for the payload's next lines now, so that their transfers overlap
-  // the stamp's (a larger copy streams anyway).
-  if (n > kCacheLine - kSlotHeaderSize) {
-    prefetch_for_write(at + kCacheLine);
-    if (n > 2 * kCacheLine - kSlotHeaderSize) prefetch_for_write(at + 2 * kCacheLine);
-  }
   // The usual case: the previous lap's message (or nothing, on the first
   // lap) is committed. Anything else takes the general path.
   std::uint64_t st = shm::load_acquire(slot.stamp);  // SYNC(stamp-take), as in take_slot
@@ -389,10 +397,7 @@ PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const M
                                      std::uint64_t timeout_ns) noexcept {
   if (!ch_) [[unlikely]] return PublishStatus::invalid;
   if (payload.size() > max_payload_) [[unlikely]] return PublishStatus::too_large;
-  // relaxed: a flag that carries no data (as in gone).
-  if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) [[unlikely]] {
-    return publish_status_of_removed(r);
-  }
+  if (const std::uint64_t r = gone(false); r != kChannelLive) [[unlikely]] return publish_status_of_removed(r);
   // The claim, inline for the usual case: room below the cached gate and an
   // uncontended CAS of head (a plain ticket for drop_oldest).
   std::uint64_t seq = 0;
@@ -417,17 +422,14 @@ PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const M
   // Ask for the payload's next line first, so that its transfer overlaps the
   // clock read; then stamp the time (after any wait for space, before the
   // slot is taken: the clock stays out of the window in which it is `writing`).
-  if (payload.size() > kCacheLine - kSlotHeaderSize) prefetch_for_write(slot_at(data_, seq, mask_, slot_size_) + kCacheLine);
-  const std::uint64_t stored_time = meta.timestamp_ns != 0 ? meta.timestamp_ns & ~kTicksFlag : stamp_time();
-  const PublishStatus st = write_message(seq, payload, meta, stored_time, 0);
+  prefetch_payload(seq, payload.size());
+  const PublishStatus st = write_message(seq, payload, meta, time_to_store(meta), 0);
   if (st != PublishStatus::ok) [[unlikely]] return st;
   // Counters and the wake check after the commit: off the reader's path.
   shm::single_writer_add(entry_->published, 1);
   wake_subscribers();
   // Removed (or its pages lost) while we wrote: say so rather than `ok`.
-  if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) [[unlikely]] {
-    return publish_status_of_removed(r);
-  }
+  if (const std::uint64_t r = gone(false); r != kChannelLive) [[unlikely]] return publish_status_of_removed(r);
   return PublishStatus::ok;
 }
 
@@ -449,6 +451,7 @@ PublishStatus PublisherCore::publish_batch_of(std::size_t n, At at, std::uint64_
   for (std::size_t i = 0; i < n; ++i) {
     const OutMessage m = at(i);
     const std::uint64_t t = m.meta.timestamp_ns != 0 ? m.meta.timestamp_ns & ~kTicksFlag : now_time;
+    prefetch_payload(seq, m.payload.size());
     const PublishStatus st = write_message(seq++, m.payload, m.meta, t, 0);
     if (st == PublishStatus::ok) {
       ++published;

@@ -74,6 +74,10 @@ class PublisherCore {
   bool wait_for_space(std::uint64_t head, std::uint64_t last, std::uint64_t deadline) noexcept;
   /// The timestamp a message gets when its publisher gave none.
   std::uint64_t stamp_time() const noexcept;
+  /// What a message's slot stores as its time: the publisher's, else now.
+  std::uint64_t time_to_store(const MessageMeta& meta) const noexcept;
+  /// Prefetches for write the payload lines past the slot's first.
+  void prefetch_payload(std::uint64_t seq, std::size_t n) const noexcept;
   /// Takes the slot of a reserved `seq`, stores the message and commits it.
   PublishStatus write_message(std::uint64_t seq, std::span<const std::byte> payload,
                               const MessageMeta& meta, std::uint64_t stored_time,
