@@ -52,8 +52,8 @@
 //
 //   shmbus_micro_bench [--benchmark_filter=REGEX] [--benchmark_min_time=S] ...
 #include <shmbus/shmbus.hpp>
-#include <shmbus/shm/clock.hpp>
-#include <shmbus/shm/tsc_clock.hpp>
+#include "shm/clock.hpp"
+#include "shm/tsc_clock.hpp"
 
 #include <benchmark/benchmark.h>
 

@@ -59,7 +59,7 @@
 //                   [--timestamps tsc|realtime|none]
 //                   [--blocks K] [--json FILE]
 #include <shmbus/shmbus.hpp>
-#include <shmbus/shm/tsc_clock.hpp>
+#include "shm/tsc_clock.hpp"
 
 #include <algorithm>
 #include <array>

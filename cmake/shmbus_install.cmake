@@ -20,12 +20,12 @@ install(TARGETS shmbus shmbus_shared
 
 # The public headers include bus/ and shm/ headers (the hot paths are inline),
 # so an installed user needs all three trees; they merge under shmbus/.
-install(DIRECTORY
-    ${PROJECT_SOURCE_DIR}/include/
-    ${PROJECT_SOURCE_DIR}/bus/include/
-    ${PROJECT_SOURCE_DIR}/shm/include/
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   FILES_MATCHING PATTERN "*.hpp" PATTERN "*.h")
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/bus ${PROJECT_SOURCE_DIR}/shm
+  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
+  FILES_MATCHING PATTERN "*.hpp")
 
 install(EXPORT shmbusTargets
   NAMESPACE shmbus::

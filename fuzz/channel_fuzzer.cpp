@@ -27,7 +27,7 @@
 #include <optional>
 #include <vector>
 
-#include <shmbus/bus/layout.hpp>
+#include "bus/ring/layout.hpp"
 
 #include "fuzz_support.hpp"
 

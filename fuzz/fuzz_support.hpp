@@ -16,7 +16,7 @@
 #include <vector>
 
 #include <shmbus/shmbus.hpp>
-#include <shmbus/bus/channel_state.hpp>
+#include "bus/ring/channel_state.hpp"
 
 namespace shmbus::fuzz {
 

@@ -14,11 +14,11 @@
 #include <cstring>
 #include <vector>
 
-#include <shmbus/bus/channel_state.hpp>
-#include <shmbus/bus/dedup.hpp>
-#include <shmbus/bus/stats.hpp>
+#include "bus/ring/channel_state.hpp"
+#include "bus/dedup/dedup.hpp"
+#include "bus/ring/stats.hpp"
 #include <shmbus/dedup.hpp>
-#include <shmbus/shm/liveness.hpp>
+#include "shm/liveness.hpp"
 
 #include "fuzz_support.hpp"
 

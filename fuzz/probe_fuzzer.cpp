@@ -17,9 +17,9 @@
 #include <string>
 #include <vector>
 
-#include <shmbus/bus/channel_state.hpp>
-#include <shmbus/bus/stats.hpp>
-#include <shmbus/shm/liveness.hpp>
+#include "bus/ring/channel_state.hpp"
+#include "bus/ring/stats.hpp"
+#include "shm/liveness.hpp"
 
 #include "fuzz_support.hpp"
 #include "probe.hpp"

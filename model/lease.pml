@@ -1,6 +1,6 @@
 /*
  * lease.pml -- the consumer-group lease protocol of docs/protocol.md §8
- * (bus/src/group_core.cpp), for Spin.
+ * (bus/group/group_core.cpp), for Spin.
  *
  * What is modelled, by the code's names:
  *   the lease word per ring slot (state, attempt, owner, lap tag; the

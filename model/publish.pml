@@ -1,7 +1,7 @@
 /*
  * publish.pml -- the multi-producer publish protocol and the subscriber's
- * read of docs/protocol.md §4-§6 (bus/src/publisher_core.cpp,
- * bus/src/subscriber_core.cpp, bus/src/slots.cpp), for Spin.
+ * read of docs/protocol.md §4-§6 (bus/ring/publisher_core.cpp,
+ * bus/ring/subscriber_core.cpp, bus/ring/slots.cpp), for Spin.
  *
  * What is modelled, by the code's names:
  *   the slot's words: SlotHeader::stamp and SlotHeader::writer (the first

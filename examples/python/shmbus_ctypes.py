@@ -110,7 +110,7 @@ class SubscriberCounters(ctypes.Structure):
                 ("lapped_events", _u64)]
 
 
-# The fixed layouts of ABI version 1 (src/c_api.cpp asserts the same sizes).
+# The fixed layouts of ABI version 1 (api/c_api.cpp asserts the same sizes).
 assert ctypes.sizeof(MessageMeta) == 32 and ctypes.sizeof(CMessage) == 48
 assert ctypes.sizeof(CDelivery) == 80 and ctypes.sizeof(ChannelOptions) == 56
 assert ctypes.sizeof(SubscribeOptions) == 32 and ctypes.sizeof(GroupOptions) == 64

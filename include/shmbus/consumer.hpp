@@ -9,7 +9,7 @@
 #include <memory>
 #include <span>
 
-#include <shmbus/bus/group_core.hpp>
+#include "bus/group/group_core.hpp"
 #include <shmbus/types.hpp>
 
 namespace shmbus {

@@ -33,7 +33,7 @@
 #include <string>
 #include <string_view>
 
-#include <shmbus/bus/dedup.hpp>
+#include "bus/dedup/dedup.hpp"
 #include <shmbus/channel.hpp>
 #include <shmbus/result.hpp>
 

@@ -9,7 +9,7 @@
 #include <span>
 #include <string_view>
 
-#include <shmbus/bus/publisher_core.hpp>
+#include "bus/ring/publisher_core.hpp"
 #include <shmbus/types.hpp>
 
 namespace shmbus {

@@ -1,3 +1,3 @@
 // Result<T> and Error: what every setup call (create, open, subscribe) returns.
 #pragma once
-#include <shmbus/shm/result.hpp>
+#include "shm/result.hpp"

@@ -8,7 +8,7 @@
 #include <span>
 #include <type_traits>
 
-#include <shmbus/bus/subscriber_core.hpp>
+#include "bus/ring/subscriber_core.hpp"
 #include <shmbus/types.hpp>
 
 namespace shmbus {

@@ -1,4 +1,4 @@
 // Value types: statuses, message metadata, options, start positions.
 #pragma once
-#include <shmbus/bus/types.hpp>
-#include <shmbus/bus/stats.hpp>
+#include "bus/common/types.hpp"
+#include "bus/ring/stats.hpp"

@@ -52,7 +52,7 @@ if [ "$MODE" = "installed" ]; then
   LIBDIR="${LIBDIR%/cmake/shmbus}"
   [ -d "$LIBDIR" ] || fail "no shmbusConfig.cmake under $PREFIX"
   for f in include/shmbus/shmbus.h include/shmbus/shmbus.hpp include/shmbus/channel.hpp \
-           include/shmbus/bus/group_core.hpp include/shmbus/shm/result.hpp bin/shmbus; do
+           include/bus/group/group_core.hpp include/shm/result.hpp bin/shmbus; do
     [ -e "$PREFIX/$f" ] || fail "missing $PREFIX/$f"
   done
   for f in libshmbus.a libshmbus.so cmake/shmbus/shmbusConfig.cmake \

@@ -4,8 +4,8 @@
 #include <sched.h>
 #include <sys/mman.h>
 
-#include <shmbus/shm/clock.hpp>
-#include <shmbus/shm/futex.hpp>
+#include "shm/clock.hpp"
+#include "shm/futex.hpp"
 
 #include "test_support.hpp"
 

@@ -2,7 +2,7 @@
 // taken for the owner.
 #include <catch2/catch.hpp>
 
-#include <shmbus/shm/liveness.hpp>
+#include "shm/liveness.hpp"
 
 #include "test_support.hpp"
 

@@ -6,7 +6,7 @@
 #include <csetjmp>
 #include <sys/stat.h>
 
-#include <shmbus/shm/segment.hpp>
+#include "shm/segment.hpp"
 
 #include "test_support.hpp"
 

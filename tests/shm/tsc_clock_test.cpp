@@ -6,7 +6,7 @@
 // trusts across CPUs (tsc_usable()); they WARN and skip without one
 // (SHMBUS_TSC=1 forces them on such a host). Tests of the conversion
 // arithmetic need only a counter.
-#include <shmbus/shm/tsc_clock.hpp>
+#include "shm/tsc_clock.hpp"
 
 #include "test_support.hpp"
 

@@ -89,8 +89,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <shmbus/bus/group_core.hpp>
-#include <shmbus/shm/clock.hpp>
+#include "bus/group/group_core.hpp"
+#include "shm/clock.hpp"
 
 #include "test_support.hpp"
 

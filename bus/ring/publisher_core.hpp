@@ -1,0 +1,114 @@
+// The publishing side of the ring: multi-producer claim / commit / abort on
+// slot stamps, with the channel's backpressure policy applied at claim time.
+// See docs/protocol.md ("Publish") for the stamp state machine.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+
+#include "bus/ring/channel_state.hpp"
+#include "bus/ring/layout.hpp"
+#include "bus/common/types.hpp"
+
+namespace shmbus::bus {
+
+/// A claimed slot: write up to payload.size() bytes, then commit or abort.
+struct ClaimToken {
+  std::uint64_t sequence = 0;
+  std::span<std::byte> payload;  ///< the slot's whole payload area (max_payload bytes)
+  bool active = false;
+};
+
+/// One message of a batch publish.
+struct OutMessage {
+  std::span<const std::byte> payload;
+  MessageMeta meta;
+};
+
+class PublisherCore {
+ public:
+  // Pinned in memory: handles hold it by unique_ptr, so moving a handle
+  // never moves (or re-releases) the attachment.
+  PublisherCore() = default;
+  PublisherCore(const PublisherCore&) = delete;
+  PublisherCore& operator=(const PublisherCore&) = delete;
+  ~PublisherCore();
+
+  static Result<std::unique_ptr<PublisherCore>> create(std::shared_ptr<ChannelState> ch);
+
+  /// Claims the next sequence for a message of up to `max_length` bytes.
+  PublishStatus claim(std::size_t max_length, ClaimToken& out, std::uint64_t timeout_ns) noexcept;
+  /// Commits a claim with `length` payload bytes: one CAS on the stamp.
+  PublishStatus commit(ClaimToken& claim, std::size_t length, const MessageMeta& meta,
+                       std::uint32_t attempt = 0) noexcept;
+  /// Gives a claim back: readers skip it.
+  void abort(ClaimToken& claim) noexcept;
+  /// claim + copy + commit, fused: one CAS takes the slot, the metadata and
+  /// payload are stored into lines this thread then owns, one CAS commits.
+  PublishStatus publish(std::span<const std::byte> payload, const MessageMeta& meta,
+                        std::uint64_t timeout_ns) noexcept;
+  /// Publishes `msgs` under consecutive sequences with one claim-counter
+  /// update, one space check and one wake check. All or nothing for
+  /// full/timeout/too_large; see Publisher::publish_batch.
+  PublishStatus publish_batch(std::span<const OutMessage> msgs, std::uint64_t timeout_ns) noexcept;
+  /// The same for `n` messages that `at(ctx, i)` describes (the C API's
+  /// array, read in place).
+  using MessageAt = OutMessage (*)(const void* ctx, std::size_t i) noexcept;
+  PublishStatus publish_batch(std::size_t n, MessageAt at, const void* ctx,
+                              std::uint64_t timeout_ns) noexcept;
+  /// Claims claims.size() consecutive sequences at once (one claim-counter
+  /// update, one space check), each for up to `max_length` bytes. All or none.
+  PublishStatus claim_batch(std::size_t max_length, std::span<ClaimToken> claims,
+                            std::uint64_t timeout_ns) noexcept;
+
+  [[nodiscard]] bool valid() const noexcept { return ch_ != nullptr; }
+  [[nodiscard]] const std::shared_ptr<ChannelState>& channel() const noexcept { return ch_; }
+  [[nodiscard]] std::uint32_t index() const noexcept { return index_; }
+
+ private:
+  /// Reserves `n` consecutive sequences from `seq` (space for all of them).
+  bool reserve(std::uint64_t& seq, std::uint64_t n, std::uint64_t timeout_ns, PublishStatus& why) noexcept;
+  /// Waits until sequence `last` (of a claim starting at `head`) fits the ring.
+  bool wait_for_space(std::uint64_t head, std::uint64_t last, std::uint64_t deadline) noexcept;
+  /// The timestamp a message gets when its publisher gave none.
+  std::uint64_t stamp_time() const noexcept;
+  /// What a message's slot stores as its time: the publisher's, else now.
+  std::uint64_t time_to_store(const MessageMeta& meta) const noexcept;
+  /// Prefetches for write the payload lines past the slot's first.
+  void prefetch_payload(std::uint64_t seq, std::size_t n) const noexcept;
+  /// Takes the slot of a reserved `seq`, stores the message and commits it.
+  PublishStatus write_message(std::uint64_t seq, std::span<const std::byte> payload,
+                              const MessageMeta& meta, std::uint64_t stored_time,
+                              std::uint32_t attempt) noexcept;
+  /// kChannelLive, or why this channel is gone (removed_fast; with `slow`,
+  /// also the fstat check, at most every few ms).
+  std::uint64_t gone(bool slow) noexcept;
+  std::uint64_t refresh_gate(std::uint64_t head, bool housekeeping) noexcept;
+  PublishStatus take_slot(std::uint64_t seq) noexcept;
+  void wake_subscribers() noexcept;
+  template <class At>
+  PublishStatus publish_batch_of(std::size_t n, At at, std::uint64_t timeout_ns) noexcept;
+  void release() noexcept;
+
+  std::shared_ptr<ChannelState> ch_;
+  ProducerBlock* prod_ = nullptr;
+  const std::atomic<std::uint64_t>* removed_ = nullptr;  ///< the header's RemovedState
+  PublisherEntry* entry_ = nullptr;
+  std::byte* data_ = nullptr;           ///< the writable view of the slots
+  std::uint64_t mask_ = 0;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t unblock_ns_ = 0;
+  std::uint32_t slot_size_ = 0;
+  std::uint32_t max_payload_ = 0;
+  std::uint32_t index_ = 0;
+  Policy policy_ = Policy::block;
+  TimestampSource timestamps_ = TimestampSource::realtime;  ///< tsc only where usable
+  std::uint64_t gate_ = 0;             ///< local copy of the gating minimum
+  std::uint64_t last_housekeeping_ns_ = 0;
+  std::uint64_t last_removed_check_ns_ = 0;
+  std::uint32_t self_pid_ = 0;         ///< for the slot writer word
+};
+
+}  // namespace shmbus::bus

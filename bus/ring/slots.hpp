@@ -1,0 +1,192 @@
+// Small helpers over the slots: the stamp and writer words at the start of
+// each slot, the metadata after them, and the stall watch of readers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#include <atomic>
+#include <span>
+
+#include "bus/ring/channel_state.hpp"
+#include "bus/ring/layout.hpp"
+#include "bus/common/types.hpp"
+
+#include "shm/atomics.hpp"
+#include "shm/clock.hpp"
+#include "shm/liveness.hpp"
+#include "shm/tsc_clock.hpp"
+
+namespace shmbus::bus {
+
+/// Copies n bytes; up to 64 inline (a few loads and stores, no call: a
+/// message's bytes are on the latency path of both sides), more by memcpy.
+inline void copy_bytes(void* dst_v, const void* src_v, std::size_t n) noexcept {
+  auto* dst = static_cast<unsigned char*>(dst_v);
+  const auto* src = static_cast<const unsigned char*>(src_v);
+  if (n <= 16) {
+    if (n >= 8) {  // two 8-byte moves, overlapping when n < 16
+      std::uint64_t a, b;
+      std::memcpy(&a, src, 8);
+      std::memcpy(&b, src + n - 8, 8);
+      std::memcpy(dst, &a, 8);
+      std::memcpy(dst + n - 8, &b, 8);
+    } else if (n >= 4) {
+      std::uint32_t a, b;
+      std::memcpy(&a, src, 4);
+      std::memcpy(&b, src + n - 4, 4);
+      std::memcpy(dst, &a, 4);
+      std::memcpy(dst + n - 4, &b, 4);
+    } else if (n != 0) {
+      dst[0] = src[0];
+      dst[n / 2] = src[n / 2];
+      dst[n - 1] = src[n - 1];
+    }
+  } else if (n <= 64) {  // 16-byte moves from both ends, overlapping in the middle
+    unsigned char a[16], b[16], c[16], d[16];
+    const std::size_t half = n > 32 ? 16 : n - 16;  // [0,32) and [n-32,n), or [0,16) and [n-16,n)
+    std::memcpy(a, src, 16);
+    std::memcpy(b, src + half, 16);
+    std::memcpy(c, src + n - 16 - half, 16);
+    std::memcpy(d, src + n - 16, 16);
+    std::memcpy(dst, a, 16);
+    std::memcpy(dst + half, b, 16);
+    std::memcpy(dst + n - 16 - half, c, 16);
+    std::memcpy(dst + n - 16, d, 16);
+  } else {
+    std::memcpy(dst, src, n);
+  }
+}
+
+/// Copies bytes that a lapping writer may be rewriting right now (seqlock
+/// read); the caller validates the stamp afterwards and discards a torn copy.
+/// ThreadSanitizer cannot know that the race is detected and handled, so in a
+/// TSan build the copy is neither instrumented nor routed through the memcpy
+/// interceptor (slots.cpp); every other build copies with copy_bytes.
+#if defined(__SANITIZE_THREAD__)
+void racy_copy(void* dst, const void* src, std::size_t n) noexcept;
+#else
+inline void racy_copy(void* dst, const void* src, std::size_t n) noexcept { copy_bytes(dst, src, n); }
+#endif
+
+/// Asks for the line at `p` in the exclusive state (PREFETCHW; a hint that
+/// older x86 CPUs execute as a no-op), so that stores to it do not wait for
+/// the line's transfer one after another.
+inline void prefetch_for_write(const void* p) noexcept {
+#if defined(__x86_64__)
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 1, 3);
+#endif
+}
+
+/// The slot of sequence `seq` in a data area (its SlotHeader, then payload).
+inline const std::byte* slot_at(const std::byte* data, std::uint64_t seq, std::uint64_t mask,
+                                std::uint32_t slot_size) noexcept {
+  return data + (seq & mask) * static_cast<std::uint64_t>(slot_size);
+}
+inline std::byte* slot_at(std::byte* data, std::uint64_t seq, std::uint64_t mask,
+                          std::uint32_t slot_size) noexcept {
+  return data + (seq & mask) * static_cast<std::uint64_t>(slot_size);
+}
+inline const SlotHeader& slot_header(const std::byte* slot) noexcept {
+  return *reinterpret_cast<const SlotHeader*>(slot);
+}
+inline SlotHeader& slot_header(std::byte* slot) noexcept { return *reinterpret_cast<SlotHeader*>(slot); }
+
+/// A stored SlotMeta::timestamp as CLOCK_REALTIME ns (counter ticks are
+/// converted; 0 stays 0).
+inline std::uint64_t stored_time_ns(std::uint64_t stored) noexcept {
+  // Counter ticks need the process's calibration; realtime ns pass through.
+  if (stored_time_is_ticks(stored)) return shm::tsc_to_realtime_ns(stored & ~kTicksFlag);
+  return stored;
+}
+
+/// Copies a slot's metadata (seqlock read: validate the stamp afterwards).
+inline SlotMeta read_meta(const std::byte* slot) noexcept {
+  SlotMeta m;
+  racy_copy(&m, slot + offsetof(SlotHeader, meta), sizeof m);
+  return m;
+}
+
+/// Converts the stamps a reader hands out, with a copy of the process's
+/// calibration held by the reader (no shared state touched per message).
+/// Not thread-safe: one per reader.
+class StampClock {
+ public:
+  /// A stored SlotMeta::timestamp as CLOCK_REALTIME ns (as stored_time_ns).
+  std::uint64_t ns(std::uint64_t stored) noexcept {
+    if (!stored_time_is_ticks(stored)) return stored;
+    const std::uint64_t ticks = stored & ~kTicksFlag;
+    if (ticks > snap_.refresh_at) [[unlikely]] snap_ = shm::tsc_snapshot(ticks);
+    return snap_.to_ns(ticks);
+  }
+
+ private:
+  shm::TscSnapshot snap_;
+};
+
+/// The message a reader hands out for sequence `seq`: the metadata of `meta`
+/// (a copy of the slot's) with its time converted to `timestamp_ns`,
+/// `attempt` (the slot's, or a group delivery's) and the payload where it was
+/// read (in the slot for a zero-copy read, else in the caller's buffer).
+/// Trusts the length in `meta`: check it first.
+inline Message message_from(const SlotMeta& meta, std::uint64_t timestamp_ns, std::uint64_t seq,
+                            std::uint32_t attempt, const std::byte* payload) noexcept {
+  Message m;
+  m.sequence = seq;
+  m.timestamp_ns = timestamp_ns;
+  m.key = meta.key;
+  m.correlation_id = meta.correlation_id;
+  m.type = meta.type;
+  m.attempt = attempt;
+  m.payload = std::span<const std::byte>(payload, size_length(meta.size));
+  return m;
+}
+
+/// How long a claim must have been seen stuck before its writer's liveness
+/// is checked (a system call), and how often it is re-checked.
+inline constexpr std::uint64_t kLivenessAfterNs = 1'000'000;
+
+/// The writer word a publisher stores before taking a slot for `seq`: the
+/// low 32 bits of the sequence and the pid. A word left by a writer that lost
+/// its claim names another sequence than the stamp, so it is ignored rather
+/// than trusted (the claim then falls back to the unblock timeout).
+inline constexpr std::uint64_t make_writer(std::uint64_t seq, std::uint32_t pid) noexcept {
+  return ((seq & 0xffffffffULL) << 32) | pid;
+}
+
+/// Whether the process recorded as the writer of `seq` in this slot is known
+/// to be dead. Call after acquiring a `writing` stamp for `seq`: the writer
+/// word was stored before that stamp's CAS. A pid that was reused reads as
+/// alive: the claim then waits out the unblock timeout (the safe side).
+/// Makes system calls.
+inline bool slot_writer_dead(const SlotHeader& slot, std::uint64_t seq) noexcept {
+  const std::uint64_t w = shm::load_relaxed(slot.writer);
+  if (w == 0 || (w >> 32) != (seq & 0xffffffffULL)) return false;
+  return shm::process_liveness({static_cast<std::uint32_t>(w), 0}) == shm::Liveness::dead;
+}
+
+/// Watches the position a reader waits on, and takes a stuck claim there
+/// away: at once if its recorded writer is dead (checked at most every
+/// kLivenessAfterNs), else once it stayed stuck for the unblock timeout.
+/// Used by subscribers and group consumers alike. Not thread-safe: one per
+/// reader.
+class StallWatch {
+ public:
+  /// `st` is the stamp seen at `pos`, `head` the claim counter. Returns true
+  /// if this call marked a claim abandoned (the caller may retry at once).
+  /// The abandon CAS goes through ChannelState::cas_stamp (a reader's data
+  /// mapping is read-only).
+  bool check(ChannelState& ch, std::uint64_t pos, std::uint64_t st, std::uint64_t head) noexcept;
+  void reset() noexcept { pos_ = ~0ULL; }
+
+ private:
+  std::uint64_t pos_ = ~0ULL;
+  std::uint64_t stamp_ = 0;
+  std::uint64_t since_ns_ = 0;
+  std::uint64_t last_liveness_ns_ = 0;
+};
+
+}  // namespace shmbus::bus

@@ -1,0 +1,192 @@
+#include "bus/ring/stats.hpp"
+
+
+#include <algorithm>
+
+#include "bus/group/group_core.hpp"
+#include "bus/ring/slots.hpp"
+#include "bus/ring/tables.hpp"
+#include "shm/atomics.hpp"
+#include "shm/clock.hpp"
+#include "shm/liveness.hpp"
+
+namespace shmbus::bus {
+
+namespace {
+const char* state_name(std::uint32_t s) {
+  switch (s) {
+    case kEntryClaiming: return "claiming";
+    case kEntryActive: return "active";
+    case kEntryDetached: return "detached";
+    case kEntryEvicted: return "evicted";
+    case kEntryResuming: return "resuming";
+    default: return "free";
+  }
+}
+bool alive(std::uint64_t control, const std::atomic<std::uint64_t>& start) {
+  if (control_pid(control) == 0) return false;
+  return shm::process_liveness({control_pid(control), shm::load_relaxed(start)}) !=
+         shm::Liveness::dead;
+}
+}  // namespace
+
+ChannelStats snapshot(const ChannelState& ch) {
+  // relaxed everywhere below: a snapshot of statistics, not a synchronisation.
+  ChannelStats s;
+  s.bus = ch.bus;
+  s.name = ch.name;
+  s.policy = ch.geo.policy;
+  s.timestamps = ch.geo.timestamps;
+  s.capacity = ch.geo.capacity;
+  s.slot_size = ch.geo.slot_size;
+  s.max_payload = ch.geo.max_payload;
+  s.max_groups = ch.geo.max_groups;
+  s.abandoned = shm::load_relaxed(ch.producer->abandoned);
+  s.evictions = shm::load_relaxed(ch.producer->evictions);
+  s.dead_reclaimed = shm::load_relaxed(ch.producer->dead_reclaimed);
+  s.creator_pid = ch.header->creator_pid;
+  s.epoch = ch.header->epoch;
+  s.created_realtime_ns = ch.header->created_realtime_ns;
+  // Producer totals over every entry, free ones included: an entry's
+  // counters are never reset (tables.cpp, attach_publisher), so each term
+  // and the sum only grow. Per publisher: counter - base, what the current
+  // owner did (saturating: the entry may change owners while we read).
+  const auto since = [](const std::atomic<std::uint64_t>& ctr, const std::atomic<std::uint64_t>& base) {
+    const std::uint64_t b = shm::load_relaxed(base);
+    const std::uint64_t v = shm::load_relaxed(ctr);
+    return v > b ? v - b : 0;
+  };
+  for (std::uint32_t i = 0; i < ch.geo.max_publishers; ++i) {
+    const PublisherEntry& e = ch.publishers[i];
+    const std::uint64_t c = shm::load_acquire(e.control);
+    s.published += shm::load_relaxed(e.published);
+    s.rejected += shm::load_relaxed(e.rejected);
+    s.timeouts += shm::load_relaxed(e.timeouts);
+    s.blocked_ns += shm::load_relaxed(e.blocked_ns);
+    s.aborted += shm::load_relaxed(e.aborted);
+    s.lost_claims += shm::load_relaxed(e.lost_claims);
+    if (control_state(c) != kEntryActive) continue;
+    PublisherStats p;
+    p.index = i;
+    p.pid = control_pid(c);
+    p.alive = alive(c, e.owner_start);
+    p.published = since(e.published, e.base_published);
+    p.rejected = since(e.rejected, e.base_rejected);
+    p.timeouts = since(e.timeouts, e.base_timeouts);
+    p.blocked_ns = since(e.blocked_ns, e.base_blocked_ns);
+    p.aborted = since(e.aborted, e.base_aborted);
+    p.lost_claims = since(e.lost_claims, e.base_lost_claims);
+    s.publishers.push_back(p);
+  }
+  // Cursors and floors are read before the head (and lags derived after),
+  // so no cursor in the snapshot is ahead of its head.
+  std::uint64_t gate = UINT64_MAX;
+  for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+    const SubscriberEntry& e = ch.subscribers[i];
+    const std::uint64_t c = shm::load_acquire(e.control);
+    if (control_state(c) == kEntryFree) continue;
+    SubscriberStats sub;
+    sub.index = i;
+    sub.durable = (shm::load_relaxed(e.flags) & kSubDurable) != 0;
+    sub.name = sub.durable ? read_name(e.name) : std::string();
+    sub.state = state_name(control_state(c));
+    sub.pid = control_pid(c);
+    sub.alive = alive(c, e.owner_start);
+    sub.cursor = shm::load_acquire(e.cursor);
+    sub.delivered = shm::load_relaxed(e.delivered);
+    sub.lost = shm::load_relaxed(e.lost);
+    sub.lapped_events = shm::load_relaxed(e.lapped_events);
+    if (entry_gates(c)) gate = std::min(gate, sub.cursor);
+    s.subscribers.push_back(std::move(sub));
+  }
+  const std::uint64_t mask = ch.geo.capacity - 1;
+  const std::uint32_t lap_shift = static_cast<std::uint32_t>(__builtin_ctzll(ch.geo.capacity));
+  const std::uint64_t now_rt = shm::realtime_ns();
+  for (std::uint32_t i = 0; i < ch.geo.max_groups; ++i) {
+    const GroupEntry& g = *ch.group(i);
+    if (control_state(shm::load_acquire(g.control)) != kEntryActive) continue;
+    GroupStats gs;
+    gs.index = i;
+    gs.name = read_name(g.name);
+    gs.dlq = read_name(g.dlq);
+    gs.floor = shm::load_acquire(g.floor);
+    gs.next = shm::load_acquire(g.next);
+    gs.visibility_timeout_ns = g.visibility_timeout_ns;
+    gs.max_deliveries = g.max_deliveries;
+    gs.delivered = shm::load_relaxed(g.delivered);
+    gs.acked = shm::load_relaxed(g.acked);
+    gs.redelivered = shm::load_relaxed(g.redelivered);
+    gs.dead_lettered = shm::load_relaxed(g.dead_lettered);
+    gs.nacked = shm::load_relaxed(g.nacked);
+    gs.expired = shm::load_relaxed(g.expired);
+    gs.lost = shm::load_relaxed(g.lost);
+    gs.dlq_failures = shm::load_relaxed(g.dlq_failures);
+    gs.dead_consumer_releases = shm::load_relaxed(g.dead_consumer_releases);
+    const std::atomic<std::uint64_t>* leases = ch.leases(i);
+    const ConsumerEntry* cons = ch.consumers(i);
+    // Whether a lease's owner is gone (judged from the consumer table, as a
+    // consumer's receive does; once per owner per snapshot).
+    std::vector<std::int8_t> gone(ch.geo.max_consumers, -1);
+    const auto owner_gone = [&](std::uint32_t k) {
+      if (k >= ch.geo.max_consumers) return true;
+      if (gone[k] < 0) {
+        const std::uint64_t c = shm::load_acquire(cons[k].control);
+        gone[k] = control_state(c) != kEntryActive || !alive(c, cons[k].owner_start) ? 1 : 0;
+      }
+      return gone[k] == 1;
+    };
+    const std::uint64_t now_ms = shm::monotonic_ns() / 1'000'000;  // the lease clock
+    const std::uint64_t from = gs.next - gs.floor > mask + 1 ? gs.next - (mask + 1) : gs.floor;
+    for (std::uint64_t q = from; q < gs.next; ++q) {
+      const std::uint64_t w = shm::load_relaxed(leases[q & mask]);
+      const LeaseFields lf = lease_fields(w);
+      const auto lap = static_cast<std::uint32_t>((q >> lap_shift) & 0xffffu);
+      if (lf.lap != lap) continue;
+      if (due_for_dlq(w, lap, gs.max_deliveries, now_ms, owner_gone)) {
+        ++gs.dlq_due;
+        continue;
+      }
+      gs.in_flight += lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering;
+      gs.due += lf.state == kLeaseDue;
+    }
+    for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
+      const std::uint64_t c = shm::load_acquire(cons[k].control);
+      if (control_state(c) != kEntryActive) continue;
+      ConsumerStats cs;
+      cs.index = k;
+      cs.pid = control_pid(c);
+      cs.alive = alive(c, cons[k].owner_start);
+      cs.delivered = shm::load_relaxed(cons[k].delivered);
+      cs.acked = shm::load_relaxed(cons[k].acked);
+      cs.nacked = shm::load_relaxed(cons[k].nacked);
+      gs.consumers.push_back(cs);
+    }
+    gate = std::min(gate, gs.floor);
+    s.groups.push_back(std::move(gs));
+  }
+  // acquire: pairs with the claim CAS; read last (see above).
+  s.head = shm::load_acquire(ch.producer->head);
+  s.oldest = s.head > ch.geo.capacity ? s.head - ch.geo.capacity : 0;
+  const auto behind = [&](std::uint64_t pos) { return s.head > pos ? s.head - pos : 0; };
+  for (auto& sub : s.subscribers) sub.lag = behind(sub.cursor);
+  for (auto& gs : s.groups) {
+    gs.pending = behind(gs.next);
+    gs.unfinished = behind(gs.floor);
+    // The age of the first unfinished message, taken or not yet taken by
+    // any consumer (a group with no consumers ages too), if the ring still
+    // holds it committed.
+    if (gs.floor < s.head) {
+      const std::uint64_t want = make_stamp(gs.floor, kStampCommitted);
+      const SlotHeader* hdr = ch.slot(gs.floor);
+      if (shm::load_acquire(hdr->stamp) == want) {
+        const std::uint64_t ts = stored_time_ns(
+            std::atomic_ref<const std::uint64_t>(hdr->meta.timestamp).load(std::memory_order_relaxed));
+        if (ts != 0 && ts < now_rt) gs.oldest_unacked_age_ns = now_rt - ts;
+      }
+    }
+  }
+  s.depth = gate == UINT64_MAX ? 0 : behind(gate);
+  return s;
+}
+
+}  // namespace shmbus::bus

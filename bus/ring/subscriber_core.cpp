@@ -1,0 +1,363 @@
+#include "bus/ring/subscriber_core.hpp"
+#include "bus/common/util.hpp"
+
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
+#include "bus/ring/slots.hpp"
+#include "bus/ring/tables.hpp"
+#include "shm/atomics.hpp"
+#include "shm/clock.hpp"
+#include "shm/futex.hpp"
+
+namespace shmbus::bus {
+
+namespace {
+
+constexpr int kSpinBeforeWaiting = 1000;
+constexpr std::uint32_t kStallCheckEvery = 1024;  // empty polls between stall checks (power of 2)
+constexpr std::uint32_t kRemovedCheckEvery = 64;  // empty polls between removal checks (divides the above)
+static_assert(kStallCheckEvery % kRemovedCheckEvery == 0);
+constexpr std::uint64_t kMaxSleepSliceNs = 50'000'000;
+constexpr std::uint64_t kRemovedCheckEveryNs = 5'000'000;  // fstat at most this often while waiting
+
+}  // namespace
+
+SubscriberCore::~SubscriberCore() { release(); }
+
+void SubscriberCore::release() noexcept {
+  if (ch_) {
+    // A forked child that inherited this handle does not own the entry: it
+    // must neither move the cursor nor detach the parent's subscriber.
+    if (control_pid(control_) == shm::self_process().pid) {
+      publish_cursor();
+      detach_subscriber(*ch_, index_, control_);
+    }
+    fast_ = false;
+    ch_.reset();
+  }
+}
+
+Result<std::unique_ptr<SubscriberCore>> SubscriberCore::create(std::shared_ptr<ChannelState> ch,
+                                                               const SubscribeOptions& opts) {
+  if (auto r = ch->require_live(); !r) return r.error();
+  auto a = attach_subscriber(*ch, opts.name, opts.start);
+  if (!a) return a.error();
+  auto owned = std::make_unique<SubscriberCore>();
+  SubscriberCore& s = *owned;
+  s.prod_ = ch->producer;
+  s.removed_ = &ch->header->removed;
+  s.entry_ = &ch->subscribers[a->index];
+  s.data_ = ch->data;
+  s.capacity_ = ch->geo.capacity;
+  s.mask_ = s.capacity_ - 1;
+  s.unblock_ns_ = ch->geo.unblock_timeout_ns;
+  s.slot_size_ = ch->geo.slot_size;
+  s.max_payload_ = ch->geo.max_payload;
+  s.index_ = a->index;
+  s.control_ = a->control;
+  s.cursor_ = a->cursor;
+  s.resumed_ = a->resumed;
+  s.report_start_loss_ = a->start_lost != 0;
+  s.fast_ = !s.report_start_loss_;
+  s.wake_publishers_ = ch->geo.policy == Policy::block;
+  s.wait_ = opts.wait;
+  s.ch_ = std::move(ch);
+  return owned;
+}
+
+[[gnu::always_inline]] inline void SubscriberCore::store_cursor() noexcept {
+  if (wake_publishers_) {
+    // SYNC(cursor): seq_cst store, then the sleep-flag check (see
+    // shm::wake_sleepers); pairs with PublisherCore::wait_for_space.
+    entry_->cursor.store(cursor_, std::memory_order_seq_cst);
+    shm::wake_sleepers(prod_->pub_sleeping, prod_->pub_futex);
+  } else {
+    // SYNC(cursor): release, pairs with the acquire in gating_minimum().
+    shm::store_release(entry_->cursor, cursor_);
+  }
+}
+
+void SubscriberCore::publish_cursor() noexcept { store_cursor(); }
+
+void SubscriberCore::seek(std::uint64_t seq) noexcept {
+  if (!ch_) return;
+  cursor_ = std::min(seq, kMaxSequence);
+  pending_ = false;
+  report_start_loss_ = false;  // a new position: its own poll reports what it finds
+  fast_ = true;
+  publish_cursor();
+}
+
+PollStatus SubscriberCore::on_lapped() noexcept {
+  pending_ = false;
+  // A slot that changed under us because the segment's pages were lost (or
+  // the channel removed and overwritten) is no lap: report that instead.
+  if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) {
+    return poll_status_of_removed(r);  // relaxed: a flag
+  }
+  // acquire: a fresh head to find the oldest sequence still in the ring.
+  const std::uint64_t head = shm::load_acquire(prod_->head);
+  const std::uint64_t oldest = head > capacity_ ? head - capacity_ : 0;
+  const std::uint64_t next = std::max(cursor_ + 1, oldest);
+  shm::single_writer_add(entry_->lost, next - cursor_);
+  shm::single_writer_add(entry_->lapped_events, 1);
+  cursor_ = next;
+  publish_cursor();
+  return PollStatus::lapped;
+}
+
+PollStatus SubscriberCore::on_evicted() noexcept {
+  pending_ = false;
+  // An entry that changed because the segment's pages were lost is no
+  // eviction: report the loss.
+  if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) {
+    return poll_status_of_removed(r);  // relaxed: a flag
+  }
+  std::uint64_t cur = shm::load_acquire(entry_->control);
+  if (control_state(cur) != kEntryEvicted || control_pid(cur) != control_pid(control_)) {
+    return PollStatus::invalid;  // the entry was taken from us (we were thought dead)
+  }
+  const std::uint64_t oldest = oldest_sequence(*ch_);
+  if (cursor_ < oldest) {
+    shm::single_writer_add(entry_->lost, oldest - cursor_);
+    cursor_ = oldest;
+  }
+  shm::single_writer_add(entry_->lapped_events, 1);
+  publish_cursor();  // before re-attaching, so we gate from a fresh cursor
+  if (!shm::cas_seq_cst(entry_->control, cur, control_)) return PollStatus::invalid;
+  return PollStatus::lapped;
+}
+
+void SubscriberCore::check_stall(std::uint64_t st) noexcept {
+  (void)stall_.check(*ch_, cursor_, st, shm::load_acquire(prod_->head));
+}
+
+bool SubscriberCore::ready() noexcept {
+  if (!ch_ || report_start_loss_) return true;
+  if (shm::load_relaxed(entry_->control) != control_) return true;
+  const std::uint64_t st = stamp_at(cursor_).load(std::memory_order_seq_cst);
+  if (stamp_state(st) == kStampEmpty) return false;
+  return stamp_seq(st) > cursor_ ||
+         (stamp_seq(st) == cursor_ && stamp_state(st) != kStampWriting);
+}
+
+PollStatus SubscriberCore::begin_read(Message& out) noexcept {
+  if (!ch_) return PollStatus::invalid;
+  pending_ = false;
+  if (report_start_loss_) [[unlikely]] {
+    // Started at a time older than the ring: what was overwritten since
+    // then was counted at attach (entry lost, lapped_events); say so once,
+    // as a seek to an overwritten sequence does.
+    report_start_loss_ = false;
+    fast_ = true;
+    return PollStatus::lapped;
+  }
+  // relaxed: only compared with our own value; on_evicted re-reads with acquire.
+  if (shm::load_relaxed(entry_->control) != control_) return on_evicted();
+  for (;;) {
+    const std::uint64_t want = make_stamp(cursor_, kStampCommitted);
+    // SYNC(stamp): acquire, pairs with the seq_cst (release) commit CAS in
+    // PublisherCore::commit: the slot's bytes are visible once this matches.
+    const std::byte* slot = slot_at(data_, cursor_, mask_, slot_size_);
+    const std::uint64_t st = shm::load_acquire(slot_header(slot).stamp);
+    if (st == want) {
+      const SlotMeta meta = read_meta(slot);
+      if (size_length(meta.size) > max_payload_) [[unlikely]] {
+        // Torn by a lapping writer, or a corrupted slot: the stamp decides.
+        std::atomic_thread_fence(std::memory_order_acquire);
+        const std::uint64_t now = shm::load_relaxed(slot_header(slot).stamp);
+        if (now != want) return on_lapped();
+        shm::single_writer_add(entry_->lost, 1);
+        ++cursor_;
+        publish_cursor();
+        return PollStatus::corrupted;
+      }
+      out = message_from(meta, clock_.ns(meta.timestamp), cursor_, size_attempt(meta.size),
+                         slot + kSlotHeaderSize);
+      pending_stamp_ = st;
+      pending_ = true;
+      return PollStatus::ok;
+    }
+    if (stamp_state(st) != kStampEmpty) {
+      if (stamp_seq(st) == cursor_ && stamp_state(st) == kStampAbandoned) {
+        ++cursor_;  // a claim given back or taken from a dead writer: skip it
+        publish_cursor();
+        continue;
+      }
+      if (stamp_seq(st) > cursor_) return on_lapped();
+    }
+    if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]] return on_idle(st);
+    return PollStatus::empty;
+  }
+}
+
+PollStatus SubscriberCore::on_idle(std::uint64_t st) noexcept {
+  if ((empty_polls_ & (kStallCheckEvery - 1)) == 0) check_stall(st);
+  // Only when there is nothing to read (what was committed before a removal
+  // is still delivered), and only every kRemovedCheckEvery empty polls: one
+  // more load in a reader's spin loop cost the busy-spin ping-pong 25% at
+  // p50. relaxed: a flag with no data.
+  if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) {
+    return poll_status_of_removed(r);
+  }
+  return PollStatus::empty;
+}
+
+PollStatus SubscriberCore::finish_read(bool publish) noexcept {
+  if (!ch_ || !pending_) return PollStatus::invalid;
+  pending_ = false;
+  // SYNC(seqlock-read): acquire fence orders the reads of the slot before the
+  // re-load of the stamp; pairs with the writer's release fence. Every policy
+  // validates: a drop_oldest writer, an evicted reader, or a reader that
+  // joined a busy channel behind a publisher's cached gate can be lapped.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  const std::uint64_t now = shm::load_relaxed(stamp_at(cursor_));
+  if (now != pending_stamp_) return on_lapped();
+  ++cursor_;
+  shm::single_writer_add(entry_->delivered, 1);
+  if (publish) publish_cursor();
+  return PollStatus::ok;
+}
+
+// The copy-out poll, fused: one acquire of the stamp at the head of the
+// slot's first line (which also holds the metadata and 16 payload bytes),
+// the copies, the seqlock re-check, one cursor store. Anything but a
+// committed message of the right size, or an empty slot, takes poll_general.
+PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexcept {
+  if (!fast_) [[unlikely]] return poll_general(out, buffer);
+  // relaxed: only compared with our own value; on_evicted re-reads with acquire.
+  if (shm::load_relaxed(entry_->control) != control_) [[unlikely]] return poll_general(out, buffer);
+  pending_ = false;  // a poll ends any zero-copy read begun before it
+  const std::uint64_t cursor = cursor_;
+  const std::byte* slot = slot_at(data_, cursor, mask_, slot_size_);
+  const std::atomic<std::uint64_t>& stamp = slot_header(slot).stamp;
+  // SYNC(stamp): acquire, as in begin_read.
+  const std::uint64_t st = shm::load_acquire(stamp);
+  if (st != make_stamp(cursor, kStampCommitted)) {
+    // Nothing at the cursor yet (never written, an older lap, or being
+    // written): an empty poll. Anything else is for the general path.
+    const bool nothing = stamp_state(st) == kStampEmpty || stamp_seq(st) < cursor ||
+                         st == make_stamp(cursor, kStampWriting);
+    if (!nothing) return poll_general(out, buffer);
+    if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]] return on_idle(st);
+    return PollStatus::empty;
+  }
+  const SlotMeta meta = read_meta(slot);
+  const std::uint32_t length = size_length(meta.size);
+  if (length > max_payload_ || length > buffer.size()) [[unlikely]] return poll_general(out, buffer);
+  racy_copy(buffer.data(), slot + kSlotHeaderSize, length);
+  // SYNC(seqlock-read): as in finish_read.
+  std::atomic_thread_fence(std::memory_order_acquire);
+  if (shm::load_relaxed(stamp) != st) [[unlikely]] return on_lapped();
+  out.sequence = cursor;
+  out.timestamp_ns = clock_.ns(meta.timestamp);
+  out.key = meta.key;
+  out.correlation_id = meta.correlation_id;
+  out.type = meta.type;
+  out.attempt = size_attempt(meta.size);
+  out.payload = std::span<const std::byte>(buffer.data(), length);
+  cursor_ = cursor + 1;
+  shm::single_writer_add(entry_->delivered, 1);
+  store_cursor();
+  return PollStatus::ok;
+}
+
+PollStatus SubscriberCore::poll_general(Message& out, std::span<std::byte> buffer) noexcept {
+  const PollStatus st = begin_read(out);
+  if (st != PollStatus::ok) return st;
+  if (out.payload.size() > buffer.size()) {
+    pending_ = false;
+    return PollStatus::buffer_too_small;  // out.payload.size() says how much is needed
+  }
+  copy_payload(out, buffer.first(out.payload.size()));
+  return finish_read(true);
+}
+
+void SubscriberCore::copy_payload(Message& m, std::span<std::byte> dst) noexcept {
+  racy_copy(dst.data(), m.payload.data(), dst.size());
+  m.payload = std::span<const std::byte>(dst.data(), dst.size());
+}
+
+PollStatus SubscriberCore::wait(std::uint64_t timeout_ns) noexcept {
+  if (!ch_) return PollStatus::invalid;
+  if (ready()) return PollStatus::ok;
+  const std::uint64_t start = shm::monotonic_ns();
+  const std::uint64_t deadline = deadline_after(start, timeout_ns);
+  for (int i = 0; i < kSpinBeforeWaiting; ++i) {
+    shm::cpu_relax();
+    if (ready()) return PollStatus::ok;
+  }
+  std::uint64_t sleep_ns = 1000;
+  const std::uint64_t slice = std::min<std::uint64_t>(kMaxSleepSliceNs, std::max<std::uint64_t>(unblock_ns_ / 4, 1000));
+  for (;;) {
+    const std::uint64_t now = shm::monotonic_ns();
+    if (now >= deadline) return PollStatus::timeout;
+    check_stall(shm::load_acquire(stamp_at(cursor_)));
+    if (ready()) return PollStatus::ok;
+    // Gone (removed by name, by anyone; or its pages lost): nothing will
+    // come. The fstat behind check_removed runs at most every few ms.
+    std::uint64_t gone = removed_->load(std::memory_order_relaxed);  // relaxed: a flag
+    if (gone == kChannelLive && now - last_removed_check_ns_ >= kRemovedCheckEveryNs) {
+      last_removed_check_ns_ = now;
+      gone = ch_->check_removed();
+    }
+    if (gone != kChannelLive) return poll_status_of_removed(gone);
+    switch (wait_) {
+      case WaitStrategy::busy_spin:
+        for (int i = 0; i < 1024; ++i) {
+          if (ready()) return PollStatus::ok;
+          shm::cpu_relax();
+        }
+        break;
+      case WaitStrategy::yield:
+        for (int i = 0; i < 64; ++i) {
+          if (ready()) return PollStatus::ok;
+          shm::yield_cpu();
+        }
+        break;
+      case WaitStrategy::backoff:
+        shm::sleep_ns(std::min(sleep_ns, deadline - now));
+        sleep_ns = std::min<std::uint64_t>(sleep_ns * 2, 1'000'000);
+        break;
+      case WaitStrategy::block: {
+        // SYNC(sleep-flag): raise the flag, then re-check the stamp; pairs
+        // with the seq_cst commit CAS + flag check in wake_subscribers.
+        const std::uint32_t seen = shm::announce_sleep(prod_->sub_sleeping, prod_->sub_futex);
+        if (ready()) return PollStatus::ok;
+        (void)shm::futex_wait(&prod_->sub_futex, seen, std::min(deadline - now, slice));
+        break;
+      }
+    }
+  }
+}
+
+PollStatus SubscriberCore::poll_wait(Message& out, std::span<std::byte> buffer,
+                                     std::uint64_t timeout_ns) noexcept {
+  const std::uint64_t start = shm::monotonic_ns();
+  const std::uint64_t deadline = deadline_after(start, timeout_ns);
+  for (;;) {
+    // wait() can report ready for a sequence that poll then skips (an
+    // abandoned claim): keep waiting until something is delivered or time is up.
+    const std::uint64_t now = shm::monotonic_ns();
+    const PollStatus w = wait(deadline > now ? deadline - now : 0);
+    if (w != PollStatus::ok) return w;
+    const PollStatus p = poll(out, buffer);
+    if (p != PollStatus::empty) return p;
+    if (shm::monotonic_ns() >= deadline) return PollStatus::timeout;
+  }
+}
+
+SubscriberCounters SubscriberCore::counters() const noexcept {
+  SubscriberCounters c;
+  if (!ch_) return c;
+  c.cursor = cursor_;
+  // relaxed: statistics.
+  c.delivered = shm::load_relaxed(entry_->delivered);
+  c.lost = shm::load_relaxed(entry_->lost);
+  c.lapped_events = shm::load_relaxed(entry_->lapped_events);
+  return c;
+}
+
+}  // namespace shmbus::bus
