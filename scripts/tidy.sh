@@ -31,12 +31,15 @@ status=0
 
 # One line per finding (a header's finding is reported once, not once per
 # source that includes it), then the counts per check and per file.
-findings="$(sed 's/\x1b\[[0-9;]*m//g' "$log" |
-  grep -E '^[^ ]+:[0-9]+:[0-9]+: (warning|error): .*\[[^]]+\]$' | sed "s|^$root/||" | sort -u || true)"
+# A function-size finding gets its length from the note that follows it.
+findings="$(sed 's/\x1b\[[0-9;]*m//g' "$log" | awk '
+  /^[^ ]+:[0-9]+:[0-9]+: (warning|error): .*\[[^]]+\]$/ { if (f != "") print f; f = $0; next }
+  f != "" && / note: [0-9]+ lines including/ { sub(/.* note: /, ""); sub(/ including.*/, ""); f = f " (" $0 ")" }
+  END { if (f != "") print f }' | sed "s|^$root/||" | sort -u)"
 if [ -n "$findings" ]; then
   echo "$findings"
   echo "-- findings per check"
-  echo "$findings" | sed -E 's/.*\[([^],]+)[^]]*\]$/\1/' | sort | uniq -c | sort -rn
+  echo "$findings" | sed -E 's/.*\[([a-z0-9.-]+)(,[^]]*)?\].*/\1/' | sort | uniq -c | sort -rn
   echo "-- findings per file"
   echo "$findings" | cut -d: -f1 | sort | uniq -c | sort -rn
   echo "tidy: $(echo "$findings" | wc -l) finding(s); full output in $log" >&2
