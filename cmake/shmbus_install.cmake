@@ -61,3 +61,7 @@ else()
 endif()
 configure_file(${PROJECT_SOURCE_DIR}/cmake/shmbus.pc.in ${PROJECT_BINARY_DIR}/shmbus.pc @ONLY)
 install(FILES ${PROJECT_BINARY_DIR}/shmbus.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
+
+# The licence travels with the binaries (Apache-2.0, section 4).
+install(FILES ${PROJECT_SOURCE_DIR}/LICENSE ${PROJECT_SOURCE_DIR}/NOTICE
+  DESTINATION ${CMAKE_INSTALL_DATADIR}/doc/shmbus)

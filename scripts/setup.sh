@@ -15,6 +15,7 @@ PACKAGES=(
   libzmq3-dev             # ZeroMQ ipc:// baseline
   python3                 # the probe test parses its JSON output
   clang libclang-rt-14-dev  # libFuzzer targets (fuzz/)
+  clang-tidy clang-format  # scripts/tidy.sh (.clang-tidy); .clang-format
   spin                    # model checks of the publish and lease protocols (model/)
   python3-matplotlib      # scripts/bench.sh draws its plots (run with /usr/bin/python3)
   prometheus              # promtool: the probe test checks its exposition text
