@@ -48,7 +48,7 @@
 
 #include <shmbus/channel.hpp>
 
-namespace shmbus::probe {
+namespace shmbus::bridge {
 
 namespace {
 
@@ -531,221 +531,296 @@ SendResult send_batch(Redis& redis, const std::string& resp, std::size_t n,
   return SendResult::ok;
 }
 
+/// A to-redis bridge from start to stop. run_to_redis drives it: connect,
+/// resume, forward_batch until it returns false, shutdown. Not thread-safe.
+class ToRedis {
+ public:
+  explicit ToRedis(const ToRedisOptions& o) : o_(o), log_("to-redis", o.quiet) {}
+
+  /// Checks the options, opens the channel and connects to Redis. Returns
+  /// the exit code when the bridge cannot start.
+  std::optional<int> connect();
+  /// Finds where to start (the later of the checkpoint subscriber's cursor
+  /// and the stream's last entry) and attaches the checkpoint and the reader
+  /// there. Returns the exit code when the bridge cannot start.
+  std::optional<int> resume();
+  /// Reads one batch and forwards it, or waits for messages. false once the
+  /// bridge stops (shutdown() then returns why).
+  bool forward_batch();
+  /// Logs the totals. Returns the exit code.
+  int shutdown() const;
+
+ private:
+  std::optional<int> read_stream_next(std::optional<std::uint64_t>& next);
+  std::size_t read_batch(PollStatus& last);
+  void report_gap();
+  void confirmed(std::size_t n);
+  bool resync();
+  bool retry_refused(const std::string& why);
+  bool stop_with(int code) {
+    result_ = code;
+    return false;
+  }
+
+  const ToRedisOptions& o_;
+  const Log log_;
+  std::string checkpoint_name_;
+  std::optional<Channel> ch_;
+  std::uint64_t epoch_ = 0;
+  std::optional<Redis> redis_;
+  Subscriber holder_;  ///< the checkpoint: moved only once Redis confirmed a batch
+  Subscriber reader_;  ///< reads ahead of the checkpoint
+  std::string maxlen_text_;
+  std::string buf_;                   ///< the batch: MULTI, one XADD per message, EXEC
+  std::vector<std::size_t> offsets_;  ///< where each message's XADD starts in buf_
+  std::vector<std::uint64_t> seqs_;   ///< the batch's sequences
+  std::vector<Reply> replies_;
+  std::uint64_t forwarded_ = 0;
+  std::uint64_t batches_ = 0;
+  std::uint64_t lost_seen_ = 0;
+  std::uint64_t lost_total_ = 0;
+  std::uint64_t gaps_ = 0;
+  std::uint64_t retry_since_ = 0;  ///< first failed attempt of the current batch (transient errors)
+  std::uint64_t backoff_ = 50;
+  std::uint64_t idle_since_ = 0;
+  int result_ = kExitOk;
+};
+
+std::optional<int> ToRedis::connect() {
+  RedisAddress addr;
+  if (!check_common(o_, log_, addr)) return kExitError;
+  if (o_.from != "earliest" && o_.from != "latest") {
+    log_.error("--from must be 'earliest' or 'latest', not '%s'", o_.from.c_str());
+    return kExitError;
+  }
+  checkpoint_name_ = o_.subscriber.empty() ? default_checkpoint_name(o_.stream) : o_.subscriber;
+
+  int code = kExitError;
+  ch_ = open_channel(o_, log_, code);
+  if (!ch_) return code;
+  epoch_ = ch_->stats().epoch;
+
+  redis_.emplace(addr, o_.db, 10'000, "shmbus-bridge-to-redis");
+  if (std::string err = redis_->connect(); !err.empty()) {
+    log_.error("%s", err.c_str());
+    return kExitRedis;
+  }
+  return std::nullopt;
+}
+
+/// The stream's checkpoint (last forwarded sequence + 1, if usable) into
+/// `next`, reconnecting as needed. Returns the exit code when the bridge
+/// cannot go on.
+std::optional<int> ToRedis::read_stream_next(std::optional<std::uint64_t>& next) {
+  for (;;) {
+    StreamCheckpoint cp = read_stream_checkpoint(*redis_, o_.stream, epoch_, ch_->stats().head, log_);
+    if (cp.kind == StreamCheckpoint::Kind::io) {
+      if (!reconnect(*redis_, o_.reconnect_timeout_s, log_)) return stopping() ? kExitOk : kExitRedis;
+      continue;
+    }
+    if (cp.kind == StreamCheckpoint::Kind::not_a_stream) {
+      log_.error("%s", cp.message.c_str());
+      return kExitError;
+    }
+    if (cp.kind == StreamCheckpoint::Kind::redis_error) {
+      log_.error("%s", cp.message.c_str());
+      return kExitRedis;
+    }
+    next = cp.next;
+    return std::nullopt;
+  }
+}
+
+std::optional<int> ToRedis::resume() {
+  // Where to resume: the later of the two checkpoints. Both only ever hold
+  // sequences that Redis confirmed.
+  std::optional<std::uint64_t> stream_next;
+  if (auto code = read_stream_next(stream_next)) return code;
+  // Attached only once Redis and the stream key checked out, so that a
+  // bridge that cannot start leaves no new durable cursor behind.
+  SubscribeOptions hold_opts;
+  hold_opts.name = checkpoint_name_;
+  hold_opts.start = o_.from == "latest" ? StartAt::latest() : StartAt::earliest();
+  auto holder = ch_->subscribe(hold_opts);
+  if (!holder) {
+    log_.error("cannot attach the checkpoint subscriber '%s' to channel '%s': %s: %s",
+               checkpoint_name_.c_str(), o_.channel.c_str(),
+               std::string(to_string(holder.error().code())).c_str(),
+               holder.error().message().c_str());
+    return kExitError;
+  }
+  holder_ = std::move(holder.value());
+
+  const std::uint64_t own_cp = holder_.cursor();
+  const std::uint64_t start = std::max(own_cp, stream_next.value_or(0));
+  if (start > own_cp) holder_.seek(start);
+  const std::string stream_cp_text = stream_next ? u64_text(*stream_next) : "none";
+  log_.info("channel '%s' (bus '%s') -> stream '%s' at %s: checkpoint '%s' %s at %llu, stream "
+            "checkpoint %s; resuming at sequence %llu",
+            o_.channel.c_str(), o_.bus.c_str(), o_.stream.c_str(), redis_->where().c_str(),
+            checkpoint_name_.c_str(), holder_.resumed() ? "resumed" : "created",
+            static_cast<ull>(own_cp), stream_cp_text.c_str(), static_cast<ull>(start));
+
+  SubscribeOptions read_opts;
+  read_opts.start = StartAt::at_sequence(start);
+  auto reader = ch_->subscribe(read_opts);
+  if (!reader) {
+    log_.error("cannot attach a reader to channel '%s': %s: %s", o_.channel.c_str(),
+               std::string(to_string(reader.error().code())).c_str(),
+               reader.error().message().c_str());
+    return kExitError;
+  }
+  reader_ = std::move(reader.value());
+  maxlen_text_ = u64_text(o_.maxlen);
+  lost_seen_ = reader_.counters().lost;
+  idle_since_ = now_ms();
+  return std::nullopt;
+}
+
+/// Reads up to a batch into buf_ (MULTI, then one XADD per message) and
+/// returns how many; `last` is the reader's last poll status.
+std::size_t ToRedis::read_batch(PollStatus& last) {
+  std::size_t want = o_.batch;
+  if (o_.count != 0) want = static_cast<std::size_t>(std::min<std::uint64_t>(want, o_.count - forwarded_));
+
+  buf_.clear();
+  offsets_.clear();
+  seqs_.clear();
+  Resp(buf_).command({"MULTI"});
+  last = PollStatus::ok;
+  const std::size_t n = reader_.read_batch(
+      [&](const Message& m) {
+        offsets_.push_back(buf_.size());
+        seqs_.push_back(m.sequence);
+        append_xadd(buf_, o_, maxlen_text_, epoch_, m);
+      },
+      want, &last);
+  if (offsets_.size() > n) {  // the last message failed validation (lapped): drop it
+    buf_.resize(offsets_[n]);
+    offsets_.resize(n);
+    seqs_.resize(n);
+  }
+  return n;
+}
+
+/// Warns of messages overwritten in the channel before the reader got them.
+void ToRedis::report_gap() {
+  const std::uint64_t lost = reader_.counters().lost;
+  if (lost <= lost_seen_) return;
+  const std::uint64_t k = lost - lost_seen_;
+  lost_seen_ = lost;
+  lost_total_ += k;
+  ++gaps_;
+  log_.warn("gap: %llu message(s) lost before sequence %llu (overwritten in the channel "
+            "before they were forwarded)",
+            static_cast<ull>(k), static_cast<ull>(reader_.cursor()));
+}
+
+bool ToRedis::forward_batch() {
+  if (o_.count != 0 && forwarded_ >= o_.count) return false;
+  PollStatus last = PollStatus::ok;
+  const std::size_t n = read_batch(last);
+  report_gap();
+  if (last == PollStatus::invalid) {
+    log_.error("the reader was detached from channel '%s' (its entry was taken over)", o_.channel.c_str());
+    return stop_with(kExitError);
+  }
+  if (n == 0) {
+    if (last == PollStatus::empty || last == PollStatus::timeout) {
+      if (o_.idle_exit_ms != 0 && now_ms() - idle_since_ >= o_.idle_exit_ms) return false;
+      (void)reader_.wait(100'000'000ULL);
+    }
+    return true;
+  }
+
+  Resp(buf_).command({"EXEC"});
+  std::string why;
+  const SendResult sr = send_batch(*redis_, buf_, n, replies_, why);
+  if (sr == SendResult::ok) {
+    confirmed(n);
+    return true;
+  }
+  if (sr == SendResult::io) return resync();
+  if (sr == SendResult::transient) return retry_refused(why);
+  log_.error("Redis at %s refused XADD to '%s' at sequence %llu: %s", redis_->where().c_str(),
+             o_.stream.c_str(), static_cast<ull>(seqs_.front()), why.c_str());
+  return stop_with(sr == SendResult::not_a_stream ? kExitError : kExitRedis);
+}
+
+/// Redis applied the whole batch of `n`: the checkpoint moves past it.
+void ToRedis::confirmed(std::size_t n) {
+  holder_.seek(seqs_.back() + 1);  // SYNC: only now may publishers overwrite these slots
+  forwarded_ += n;
+  ++batches_;
+  retry_since_ = 0;
+  backoff_ = 50;
+  idle_since_ = now_ms();
+}
+
+/// The connection failed during a batch: reconnects, and resumes where the
+/// stream says (whether the EXEC got through is unknown). false if the
+/// bridge stops.
+bool ToRedis::resync() {
+  for (;;) {
+    if (!reconnect(*redis_, o_.reconnect_timeout_s, log_)) {
+      return stop_with(stopping() ? kExitOk : kExitRedis);
+    }
+    StreamCheckpoint cp = read_stream_checkpoint(*redis_, o_.stream, epoch_, ch_->stats().head, log_);
+    if (cp.kind == StreamCheckpoint::Kind::io) continue;
+    if (cp.kind != StreamCheckpoint::Kind::ok) {
+      log_.error("%s", cp.message.c_str());
+      return stop_with(cp.kind == StreamCheckpoint::Kind::not_a_stream ? kExitError : kExitRedis);
+    }
+    std::uint64_t resume = seqs_.front();
+    if (cp.next && *cp.next > resume) resume = *cp.next;
+    const auto done = static_cast<std::uint64_t>(
+        std::lower_bound(seqs_.begin(), seqs_.end(), resume) - seqs_.begin());
+    forwarded_ += done;
+    if (resume > holder_.cursor()) holder_.seek(resume);
+    reader_.seek(resume);
+    log_.info("resynchronised with the stream: %llu of the batch were applied; resuming at "
+              "sequence %llu",
+              static_cast<ull>(done), static_cast<ull>(resume));
+    return true;
+  }
+}
+
+/// Redis refused the batch with an error that may pass: nothing of it was
+/// applied, so it is read again after a backoff, until the reconnect
+/// timeout. false if the bridge stops.
+bool ToRedis::retry_refused(const std::string& why) {
+  if (retry_since_ == 0) retry_since_ = now_ms();
+  if (now_ms() - retry_since_ >= static_cast<std::uint64_t>(o_.reconnect_timeout_s * 1000.0)) {
+    log_.error("Redis at %s kept refusing XADD to '%s' for %.1f s: %s", redis_->where().c_str(),
+               o_.stream.c_str(), o_.reconnect_timeout_s, why.c_str());
+    return stop_with(kExitRedis);
+  }
+  log_.warn("Redis refused the batch at sequence %llu (%s); retrying", static_cast<ull>(seqs_.front()),
+            why.c_str());
+  reader_.seek(seqs_.front());  // nothing of it was applied
+  sleep_ms(backoff_);
+  backoff_ = std::min<std::uint64_t>(backoff_ * 2, 1000);
+  return true;
+}
+
+int ToRedis::shutdown() const {
+  log_.info("stopped: forwarded %llu message(s) in %llu batch(es); checkpoint at sequence %llu; "
+            "%llu gap(s), %llu message(s) lost",
+            static_cast<ull>(forwarded_), static_cast<ull>(batches_), static_cast<ull>(holder_.cursor()),
+            static_cast<ull>(gaps_), static_cast<ull>(lost_total_));
+  return result_;
+}
+
 }  // namespace
 
 int run_to_redis(const ToRedisOptions& o) {
   install_signal_handlers();
-  const Log log("to-redis", o.quiet);
-  RedisAddress addr;
-  if (!check_common(o, log, addr)) return kExitError;
-  if (o.from != "earliest" && o.from != "latest") {
-    log.error("--from must be 'earliest' or 'latest', not '%s'", o.from.c_str());
-    return kExitError;
+  ToRedis run(o);
+  if (auto code = run.connect()) return *code;
+  if (auto code = run.resume()) return *code;
+  while (!stopping() && run.forward_batch()) {
   }
-  const std::string checkpoint_name =
-      o.subscriber.empty() ? default_checkpoint_name(o.stream) : o.subscriber;
-
-  int code = kExitError;
-  auto ch = open_channel(o, log, code);
-  if (!ch) return code;
-  const std::uint64_t epoch = ch->stats().epoch;
-
-  Redis redis(addr, o.db, 10'000, "shmbus-bridge-to-redis");
-  if (std::string err = redis.connect(); !err.empty()) {
-    log.error("%s", err.c_str());
-    return kBridgeExitRedis;
-  }
-
-  // Where to resume: the later of the two checkpoints. Both only ever hold
-  // sequences that Redis confirmed.
-  std::uint64_t stream_next = 0;
-  bool have_stream_cp = false;
-  for (;;) {
-    StreamCheckpoint cp = read_stream_checkpoint(redis, o.stream, epoch, ch->stats().head, log);
-    if (cp.kind == StreamCheckpoint::Kind::io) {
-      if (!reconnect(redis, o.reconnect_timeout_s, log)) return stopping() ? kExitOk : kBridgeExitRedis;
-      continue;
-    }
-    if (cp.kind == StreamCheckpoint::Kind::not_a_stream) {
-      log.error("%s", cp.message.c_str());
-      return kExitError;
-    }
-    if (cp.kind == StreamCheckpoint::Kind::redis_error) {
-      log.error("%s", cp.message.c_str());
-      return kBridgeExitRedis;
-    }
-    if (cp.next) {
-      have_stream_cp = true;
-      stream_next = *cp.next;
-    }
-    break;
-  }
-  // Attached only once Redis and the stream key checked out, so that a
-  // bridge that cannot start leaves no new durable cursor behind.
-  SubscribeOptions hold_opts;
-  hold_opts.name = checkpoint_name;
-  hold_opts.start = o.from == "latest" ? StartAt::latest() : StartAt::earliest();
-  auto holder = ch->subscribe(hold_opts);
-  if (!holder) {
-    log.error("cannot attach the checkpoint subscriber '%s' to channel '%s': %s: %s",
-              checkpoint_name.c_str(), o.channel.c_str(),
-              std::string(to_string(holder.error().code())).c_str(),
-              holder.error().message().c_str());
-    return kExitError;
-  }
-
-  const std::uint64_t own_cp = holder->cursor();
-  const std::uint64_t start = std::max(own_cp, stream_next);
-  if (start > own_cp) holder->seek(start);
-  {
-    const std::string stream_cp_text = have_stream_cp ? u64_text(stream_next) : "none";
-    log.info("channel '%s' (bus '%s') -> stream '%s' at %s: checkpoint '%s' %s at %llu, stream "
-             "checkpoint %s; resuming at sequence %llu",
-             o.channel.c_str(), o.bus.c_str(), o.stream.c_str(), redis.where().c_str(),
-             checkpoint_name.c_str(), holder->resumed() ? "resumed" : "created",
-             static_cast<ull>(own_cp), stream_cp_text.c_str(), static_cast<ull>(start));
-  }
-
-  SubscribeOptions read_opts;
-  read_opts.start = StartAt::at_sequence(start);
-  auto reader = ch->subscribe(read_opts);
-  if (!reader) {
-    log.error("cannot attach a reader to channel '%s': %s: %s", o.channel.c_str(),
-              std::string(to_string(reader.error().code())).c_str(),
-              reader.error().message().c_str());
-    return kExitError;
-  }
-
-  const std::string maxlen_text = u64_text(o.maxlen);
-  std::string buf;
-  std::vector<std::size_t> offsets;
-  std::vector<std::uint64_t> seqs;
-  std::vector<Reply> replies;
-  std::uint64_t forwarded = 0;
-  std::uint64_t batches = 0;
-  std::uint64_t lost_seen = reader->counters().lost;
-  std::uint64_t lost_total = 0;
-  std::uint64_t gaps = 0;
-  std::uint64_t retry_since = 0;  // first failed attempt of the current batch (transient errors)
-  std::uint64_t backoff = 50;
-  std::uint64_t idle_since = now_ms();
-  int result = kExitOk;
-
-  while (!stopping()) {
-    if (o.count != 0 && forwarded >= o.count) break;
-    std::size_t want = o.batch;
-    if (o.count != 0) want = static_cast<std::size_t>(std::min<std::uint64_t>(want, o.count - forwarded));
-
-    buf.clear();
-    offsets.clear();
-    seqs.clear();
-    Resp(buf).command({"MULTI"});
-    PollStatus last = PollStatus::ok;
-    const std::size_t n = reader->read_batch(
-        [&](const Message& m) {
-          offsets.push_back(buf.size());
-          seqs.push_back(m.sequence);
-          append_xadd(buf, o, maxlen_text, epoch, m);
-        },
-        want, &last);
-    if (offsets.size() > n) {  // the last message failed validation (lapped): drop it
-      buf.resize(offsets[n]);
-      offsets.resize(n);
-      seqs.resize(n);
-    }
-    if (const std::uint64_t lost = reader->counters().lost; lost > lost_seen) {
-      const std::uint64_t k = lost - lost_seen;
-      lost_seen = lost;
-      lost_total += k;
-      ++gaps;
-      log.warn("gap: %llu message(s) lost before sequence %llu (overwritten in the channel "
-               "before they were forwarded)",
-               static_cast<ull>(k), static_cast<ull>(reader->cursor()));
-    }
-    if (last == PollStatus::invalid) {
-      log.error("the reader was detached from channel '%s' (its entry was taken over)",
-                o.channel.c_str());
-      result = kExitError;
-      break;
-    }
-    if (n == 0) {
-      if (last == PollStatus::empty || last == PollStatus::timeout) {
-        if (o.idle_exit_ms != 0 && now_ms() - idle_since >= o.idle_exit_ms) break;
-        (void)reader->wait(100'000'000ULL);
-      }
-      continue;
-    }
-
-    Resp(buf).command({"EXEC"});
-    std::string why;
-    const SendResult sr = send_batch(redis, buf, n, replies, why);
-    if (sr == SendResult::ok) {
-      holder->seek(seqs.back() + 1);  // SYNC: only now may publishers overwrite these slots
-      forwarded += n;
-      ++batches;
-      retry_since = 0;
-      backoff = 50;
-      idle_since = now_ms();
-      continue;
-    }
-    if (sr == SendResult::io) {
-      bool resynced = false;
-      while (!resynced) {
-        if (!reconnect(redis, o.reconnect_timeout_s, log)) {
-          result = stopping() ? kExitOk : kBridgeExitRedis;
-          break;
-        }
-        // Whether the EXEC got through is unknown: the stream says.
-        StreamCheckpoint cp =
-            read_stream_checkpoint(redis, o.stream, epoch, ch->stats().head, log);
-        if (cp.kind == StreamCheckpoint::Kind::io) continue;
-        if (cp.kind != StreamCheckpoint::Kind::ok) {
-          log.error("%s", cp.message.c_str());
-          result = cp.kind == StreamCheckpoint::Kind::not_a_stream ? kExitError : kBridgeExitRedis;
-          break;
-        }
-        std::uint64_t resume = seqs.front();
-        if (cp.next && *cp.next > resume) resume = *cp.next;
-        const auto done = static_cast<std::uint64_t>(
-            std::lower_bound(seqs.begin(), seqs.end(), resume) - seqs.begin());
-        forwarded += done;
-        if (resume > holder->cursor()) holder->seek(resume);
-        reader->seek(resume);
-        log.info("resynchronised with the stream: %llu of the batch were applied; resuming at "
-                 "sequence %llu",
-                 static_cast<ull>(done), static_cast<ull>(resume));
-        resynced = true;
-      }
-      if (!resynced) break;
-      continue;
-    }
-    if (sr == SendResult::transient) {
-      if (retry_since == 0) retry_since = now_ms();
-      if (now_ms() - retry_since >= static_cast<std::uint64_t>(o.reconnect_timeout_s * 1000.0)) {
-        log.error("Redis at %s kept refusing XADD to '%s' for %.1f s: %s", redis.where().c_str(),
-                  o.stream.c_str(), o.reconnect_timeout_s, why.c_str());
-        result = kBridgeExitRedis;
-        break;
-      }
-      log.warn("Redis refused the batch at sequence %llu (%s); retrying",
-               static_cast<ull>(seqs.front()), why.c_str());
-      reader->seek(seqs.front());  // nothing of it was applied
-      sleep_ms(backoff);
-      backoff = std::min<std::uint64_t>(backoff * 2, 1000);
-      continue;
-    }
-    log.error("Redis at %s refused XADD to '%s' at sequence %llu: %s", redis.where().c_str(),
-              o.stream.c_str(), static_cast<ull>(seqs.front()), why.c_str());
-    result = sr == SendResult::not_a_stream ? kExitError : kBridgeExitRedis;
-    break;
-  }
-
-  log.info("stopped: forwarded %llu message(s) in %llu batch(es); checkpoint at sequence %llu; "
-           "%llu gap(s), %llu message(s) lost",
-           static_cast<ull>(forwarded), static_cast<ull>(batches),
-           static_cast<ull>(holder->cursor()), static_cast<ull>(gaps),
-           static_cast<ull>(lost_total));
-  return result;
+  return run.shutdown();
 }
 
 // === from-redis =============================================================
@@ -812,275 +887,352 @@ std::string default_consumer_name() {
   return std::string("bridge-") + host;
 }
 
+/// A from-redis bridge from start to stop. run_from_redis drives it:
+/// connect, resume, forward_batch until it returns false, shutdown. Not
+/// thread-safe.
+class FromRedis {
+ public:
+  explicit FromRedis(const FromRedisOptions& o) : o_(o), log_("from-redis", o.quiet) {}
+
+  /// Checks the options, opens the channel, adds the publisher and connects
+  /// to Redis. Returns the exit code when the bridge cannot start.
+  std::optional<int> connect();
+  /// Creates the consumer group if asked to, and starts with this
+  /// consumer's pending entries (ID 0 onward). Returns the exit code when the
+  /// bridge cannot start.
+  std::optional<int> resume();
+  /// Acknowledges what was published, reads one batch of entries (pending,
+  /// claimed or new) and publishes them. false once the bridge stops
+  /// (shutdown() then returns why).
+  bool forward_batch();
+  /// Acknowledges what it can and logs the totals. Returns the exit code.
+  int shutdown();
+
+ private:
+  /// What to do with a reply to a read.
+  enum class Verdict { use, retry, stop };
+
+  Reply request(bool claiming, std::uint64_t want);
+  Verdict check_refusal(const redisReply* r);
+  bool find_entries(const redisReply* r, bool claiming, const redisReply*& entries);
+  bool on_no_entries(bool claiming);
+  bool publish_entries(const redisReply* entries, std::size_t n, bool claiming);
+  bool publish(const Entry& e, bool claiming);
+  void leave_pending(std::string_view id, const std::string& msg);
+  bool ack();
+  bool on_io();
+  bool stop_with(int code) {
+    result_ = code;
+    return false;
+  }
+
+  const FromRedisOptions& o_;
+  const Log log_;
+  std::string consumer_;
+  std::optional<Channel> ch_;
+  Publisher pub_;
+  std::optional<Redis> redis_;
+  std::uint64_t publish_timeout_ns_ = 0;
+  std::vector<std::string> to_ack_;  ///< published, not yet acknowledged
+  bool pending_phase_ = true;        ///< re-reading this consumer's pending entries
+  std::string pending_after_ = "0";
+  std::string claim_cursor_ = "0-0";
+  std::uint64_t next_claim_ = UINT64_MAX;
+  std::uint64_t published_ = 0;
+  std::uint64_t redelivered_ = 0;  ///< published from the pending list (maybe a second time)
+  std::uint64_t redelivered_logged_ = 0;
+  std::uint64_t claimed_ = 0;
+  std::uint64_t left_pending_ = 0;
+  std::uint64_t trimmed_ = 0;
+  std::unordered_set<std::string> reported_;  ///< entries already warned about
+  std::uint64_t idle_since_ = 0;
+  std::uint64_t backoff_ = 50;
+  std::uint64_t retry_since_ = 0;
+  bool waiting_logged_ = false;
+  int result_ = kExitOk;
+};
+
+std::optional<int> FromRedis::connect() {
+  RedisAddress addr;
+  if (!check_common(o_, log_, addr)) return kExitError;
+  if (o_.group.empty()) {
+    log_.error("--group must name a consumer group");
+    return kExitError;
+  }
+  consumer_ = o_.consumer.empty() ? default_consumer_name() : o_.consumer;
+
+  int code = kExitError;
+  ch_ = open_channel(o_, log_, code);
+  if (!ch_) return code;
+  auto pub = ch_->publisher();
+  if (!pub) {
+    log_.error("cannot add a publisher to channel '%s': %s: %s", o_.channel.c_str(),
+               std::string(to_string(pub.error().code())).c_str(), pub.error().message().c_str());
+    return kExitError;
+  }
+  pub_ = std::move(pub.value());
+
+  redis_.emplace(addr, o_.db, o_.block_ms + 10'000, "shmbus-bridge-from-redis");
+  if (std::string err = redis_->connect(); !err.empty()) {
+    log_.error("%s", err.c_str());
+    return kExitRedis;
+  }
+  return std::nullopt;
+}
+
+std::optional<int> FromRedis::resume() {
+  while (o_.create_group) {
+    Reply r = redis_->command({"XGROUP", "CREATE", o_.stream, o_.group, o_.group_start, "MKSTREAM"});
+    if (!r) {
+      if (!reconnect(*redis_, o_.reconnect_timeout_s, log_)) return stopping() ? kExitOk : kExitRedis;
+      continue;
+    }
+    if (error_is(r.get(), "BUSYGROUP")) break;  // it exists: fine
+    if (error_is(r.get(), "WRONGTYPE")) {
+      log_.error("key '%s' holds another type, not a stream", o_.stream.c_str());
+      return kExitError;
+    }
+    if (is_error(r.get())) {
+      log_.error("Redis refused XGROUP CREATE %s %s %s: %s", o_.stream.c_str(), o_.group.c_str(),
+                 o_.group_start.c_str(), std::string(text(r.get())).c_str());
+      return kExitError;
+    }
+    log_.info("created consumer group '%s' on stream '%s' at %s", o_.group.c_str(), o_.stream.c_str(),
+              o_.group_start.c_str());
+    break;
+  }
+  log_.info("stream '%s' group '%s' consumer '%s' at %s -> channel '%s' (bus '%s')", o_.stream.c_str(),
+            o_.group.c_str(), consumer_.c_str(), redis_->where().c_str(), o_.channel.c_str(),
+            o_.bus.c_str());
+
+  publish_timeout_ns_ = o_.publish_timeout_ms * 1'000'000ULL;
+  next_claim_ = o_.claim_idle_ms != 0 ? now_ms() : UINT64_MAX;
+  idle_since_ = now_ms();
+  return std::nullopt;
+}
+
+bool FromRedis::forward_batch() {
+  if (!ack()) return on_io();
+  if (o_.count != 0 && published_ >= o_.count) return false;
+  std::uint64_t want = o_.batch;
+  if (o_.count != 0) want = std::min<std::uint64_t>(want, o_.count - published_);
+
+  const bool claiming = now_ms() >= next_claim_ && !pending_phase_;
+  Reply r = request(claiming, want);
+  if (!r) return on_io();
+  if (const Verdict v = check_refusal(r.get()); v != Verdict::use) return v == Verdict::retry;
+  retry_since_ = 0;
+  backoff_ = 50;
+
+  const redisReply* entries = nullptr;
+  if (!find_entries(r.get(), claiming, entries)) return false;
+  const std::size_t n = entries != nullptr && entries->type == REDIS_REPLY_ARRAY ? entries->elements : 0;
+  if (n == 0) return on_no_entries(claiming);
+  idle_since_ = now_ms();
+  return publish_entries(entries, n, claiming);
+}
+
+/// Sends the read for this round: XAUTOCLAIM when claiming, else
+/// XREADGROUP of this consumer's pending entries, or of new ones (blocking).
+/// A null reply means the connection failed.
+Reply FromRedis::request(bool claiming, std::uint64_t want) {
+  const std::string count_text = u64_text(want);
+  if (claiming) {
+    return redis_->command({"XAUTOCLAIM", o_.stream, o_.group, consumer_, u64_text(o_.claim_idle_ms),
+                            claim_cursor_, "COUNT", count_text});
+  }
+  if (pending_phase_) {
+    return redis_->command({"XREADGROUP", "GROUP", o_.group, consumer_, "COUNT", count_text, "STREAMS",
+                            o_.stream, pending_after_});
+  }
+  return redis_->command({"XREADGROUP", "GROUP", o_.group, consumer_, "COUNT", count_text, "BLOCK",
+                          u64_text(o_.block_ms), "STREAMS", o_.stream, ">"});
+}
+
+/// Whether Redis refused the read: use the reply, retry the read later (an
+/// error that may pass, within the reconnect timeout), or stop.
+FromRedis::Verdict FromRedis::check_refusal(const redisReply* r) {
+  if (error_is(r, "NOGROUP")) {
+    log_.error("no consumer group '%s' on stream '%s' (create it, or pass --create-group)", o_.group.c_str(),
+               o_.stream.c_str());
+    result_ = kExitNotFound;
+    return Verdict::stop;
+  }
+  if (error_is(r, "WRONGTYPE")) {
+    log_.error("key '%s' holds another type, not a stream", o_.stream.c_str());
+    result_ = kExitError;
+    return Verdict::stop;
+  }
+  if (!is_error(r)) return Verdict::use;
+  const std::string why(text(r));
+  if (transient_error(why)) {
+    if (retry_since_ == 0) retry_since_ = now_ms();
+    if (now_ms() - retry_since_ < static_cast<std::uint64_t>(o_.reconnect_timeout_s * 1000.0)) {
+      log_.warn("Redis refused to read: %s; retrying", why.c_str());
+      sleep_ms(backoff_);
+      backoff_ = std::min<std::uint64_t>(backoff_ * 2, 1000);
+      return Verdict::retry;
+    }
+  }
+  log_.error("Redis at %s refused to read stream '%s': %s", redis_->where().c_str(), o_.stream.c_str(),
+             why.c_str());
+  result_ = kExitRedis;
+  return Verdict::stop;
+}
+
+/// Finds the entries in a read's reply: XREADGROUP -> [[key, [entry...]]]
+/// or nil; XAUTOCLAIM -> [next cursor, [entry...], [deleted id...]].
+/// `entries` stays null when there are none. false (the bridge stops) on a
+/// reply of another shape.
+bool FromRedis::find_entries(const redisReply* r, bool claiming, const redisReply*& entries) {
+  if (claiming) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
+      log_.error("unexpected XAUTOCLAIM reply");
+      return stop_with(kExitRedis);
+    }
+    claim_cursor_ = text(r->element[0]);
+    entries = r->element[1];
+    if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY && r->element[2]->elements > 0) {
+      trimmed_ += r->element[2]->elements;
+      log_.warn("%zu pending entr(y/ies) of other consumers were deleted from the stream before "
+                "delivery",
+                r->element[2]->elements);
+    }
+    if (claim_cursor_ == "0-0") {  // a full pass: next one after claim_idle / 2
+      next_claim_ = now_ms() + std::max<std::uint64_t>(o_.claim_idle_ms / 2, 10);
+    }
+  } else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
+    const redisReply* s = r->element[0];
+    if (s->type == REDIS_REPLY_ARRAY && s->elements == 2) entries = s->element[1];
+  } else if (r->type != REDIS_REPLY_NIL && r->type != REDIS_REPLY_ARRAY) {
+    log_.error("unexpected XREADGROUP reply (type %d)", r->type);
+    return stop_with(kExitRedis);
+  }
+  return true;
+}
+
+/// A read returned nothing: the pending entries are done (new ones are read
+/// next), a claim pass goes on, or the bridge idles. false if it stops (--idle-exit).
+bool FromRedis::on_no_entries(bool claiming) {
+  if (claiming) return true;
+  if (pending_phase_) {
+    pending_phase_ = false;
+    if (redelivered_ != redelivered_logged_) {
+      log_.info("re-published %llu pending entr(y/ies) read but not acknowledged before",
+                static_cast<ull>(redelivered_ - redelivered_logged_));
+      redelivered_logged_ = redelivered_;
+    }
+    return true;
+  }
+  return o_.idle_exit_ms == 0 || now_ms() - idle_since_ < o_.idle_exit_ms;
+}
+
+/// Publishes the `n` entries of a read; false if the bridge stops.
+bool FromRedis::publish_entries(const redisReply* entries, std::size_t n, bool claiming) {
+  for (std::size_t i = 0; i < n; ++i) {
+    Entry e = parse_entry(entries->element[i]);
+    if (pending_phase_ && !e.id.empty()) pending_after_ = e.id;
+    if (e.deleted) {  // pending for us, but trimmed from the stream: nothing to deliver
+      ++trimmed_;
+      log_.warn("pending entry %.*s was deleted from the stream before it was acknowledged",
+                static_cast<int>(e.id.size()), e.id.data());
+      to_ack_.emplace_back(e.id);
+      continue;
+    }
+    if (!e.problem.empty()) {
+      leave_pending(e.id, e.problem);
+      continue;
+    }
+    if (!publish(e, claiming)) return false;
+  }
+  return true;
+}
+
+/// Publishes one entry, waiting while the channel is full; it is acked on
+/// the next round. false if the bridge stops.
+bool FromRedis::publish(const Entry& e, bool claiming) {
+  for (;;) {
+    const PublishStatus st = pub_.publish(e.data, e.meta, publish_timeout_ns_);
+    if (st == PublishStatus::ok) {
+      ++published_;
+      if (pending_phase_) ++redelivered_;
+      if (claiming) ++claimed_;
+      to_ack_.emplace_back(e.id);
+      waiting_logged_ = false;
+      return true;
+    }
+    if (st == PublishStatus::timeout || st == PublishStatus::full || st == PublishStatus::abandoned) {
+      if (stopping()) return false;  // not acked: redelivered after a restart
+      if (!waiting_logged_) {
+        log_.info("channel '%s' is full (%s); waiting for its readers", o_.channel.c_str(),
+                  std::string(to_string(st)).c_str());
+        waiting_logged_ = true;
+      }
+      if (st == PublishStatus::full) sleep_ms(1);
+      continue;
+    }
+    if (st == PublishStatus::too_large) {
+      leave_pending(e.id, std::to_string(e.data.size()) + " payload bytes; channel '" + o_.channel +
+                              "' takes at most " + std::to_string(pub_.max_payload()));
+      return true;
+    }
+    log_.error("publish to channel '%s' failed: %s", o_.channel.c_str(), std::string(to_string(st)).c_str());
+    return stop_with(kExitError);
+  }
+}
+
+/// Reports an entry left pending, once per entry; counts it.
+void FromRedis::leave_pending(std::string_view id, const std::string& msg) {
+  if (reported_.size() < 100'000 && reported_.insert(std::string(id)).second) {
+    ++left_pending_;
+    log_.warn("entry %.*s left pending: %s", static_cast<int>(id.size()), id.data(), msg.c_str());
+  }
+}
+
+/// Acknowledges what was published. false on a connection failure (the
+/// list is kept, and acked again after the reconnect: XACK is idempotent).
+bool FromRedis::ack() {
+  if (to_ack_.empty()) return true;
+  std::vector<std::string> args{"XACK", o_.stream, o_.group};
+  args.insert(args.end(), to_ack_.begin(), to_ack_.end());
+  Reply r = redis_->command(args);
+  if (!r) return false;
+  if (is_error(r.get())) {
+    log_.warn("XACK refused: %s", std::string(text(r.get())).c_str());
+    return true;  // entries stay pending: redelivered later (at-least-once)
+  }
+  to_ack_.clear();
+  return true;
+}
+
+/// The connection failed: reconnects, and reads the pending entries again.
+/// false if the bridge stops.
+bool FromRedis::on_io() {
+  if (!reconnect(*redis_, o_.reconnect_timeout_s, log_)) return stop_with(stopping() ? kExitOk : kExitRedis);
+  pending_phase_ = true;  // what we read but did not publish is pending again
+  pending_after_ = "0";
+  return true;
+}
+
+int FromRedis::shutdown() {
+  if (!to_ack_.empty() && redis_->connected()) (void)ack();  // best effort; else redelivered
+  log_.info("stopped: published %llu message(s) (%llu from the pending list, %llu claimed from "
+            "other consumers); %llu entr(y/ies) left pending, %llu deleted before delivery",
+            static_cast<ull>(published_), static_cast<ull>(redelivered_), static_cast<ull>(claimed_),
+            static_cast<ull>(left_pending_), static_cast<ull>(trimmed_));
+  return result_;
+}
+
 }  // namespace
 
 int run_from_redis(const FromRedisOptions& o) {
   install_signal_handlers();
-  const Log log("from-redis", o.quiet);
-  RedisAddress addr;
-  if (!check_common(o, log, addr)) return kExitError;
-  if (o.group.empty()) {
-    log.error("--group must name a consumer group");
-    return kExitError;
+  FromRedis run(o);
+  if (auto code = run.connect()) return *code;
+  if (auto code = run.resume()) return *code;
+  while (!stopping() && run.forward_batch()) {
   }
-  const std::string consumer = o.consumer.empty() ? default_consumer_name() : o.consumer;
-
-  int code = kExitError;
-  auto ch = open_channel(o, log, code);
-  if (!ch) return code;
-  auto pub = ch->publisher();
-  if (!pub) {
-    log.error("cannot add a publisher to channel '%s': %s: %s", o.channel.c_str(),
-              std::string(to_string(pub.error().code())).c_str(), pub.error().message().c_str());
-    return kExitError;
-  }
-
-  Redis redis(addr, o.db, o.block_ms + 10'000, "shmbus-bridge-from-redis");
-  if (std::string err = redis.connect(); !err.empty()) {
-    log.error("%s", err.c_str());
-    return kBridgeExitRedis;
-  }
-
-  if (o.create_group) {
-    for (;;) {
-      Reply r = redis.command({"XGROUP", "CREATE", o.stream, o.group, o.group_start, "MKSTREAM"});
-      if (!r) {
-        if (!reconnect(redis, o.reconnect_timeout_s, log)) return stopping() ? kExitOk : kBridgeExitRedis;
-        continue;
-      }
-      if (error_is(r.get(), "BUSYGROUP")) break;  // it exists: fine
-      if (error_is(r.get(), "WRONGTYPE")) {
-        log.error("key '%s' holds another type, not a stream", o.stream.c_str());
-        return kExitError;
-      }
-      if (is_error(r.get())) {
-        log.error("Redis refused XGROUP CREATE %s %s %s: %s", o.stream.c_str(), o.group.c_str(),
-                  o.group_start.c_str(), std::string(text(r.get())).c_str());
-        return kExitError;
-      }
-      log.info("created consumer group '%s' on stream '%s' at %s", o.group.c_str(),
-               o.stream.c_str(), o.group_start.c_str());
-      break;
-    }
-  }
-  log.info("stream '%s' group '%s' consumer '%s' at %s -> channel '%s' (bus '%s')",
-           o.stream.c_str(), o.group.c_str(), consumer.c_str(), redis.where().c_str(),
-           o.channel.c_str(), o.bus.c_str());
-
-  const std::uint64_t publish_timeout_ns = o.publish_timeout_ms * 1'000'000ULL;
-  std::vector<std::string> to_ack;   // published, not yet acknowledged
-  bool pending_phase = true;         // re-reading this consumer's pending entries
-  std::string pending_after = "0";
-  std::string claim_cursor = "0-0";
-  std::uint64_t next_claim = o.claim_idle_ms != 0 ? now_ms() : UINT64_MAX;
-  std::uint64_t published = 0;
-  std::uint64_t redelivered = 0;  // published from the pending list (maybe a second time)
-  std::uint64_t redelivered_logged = 0;
-  std::uint64_t claimed = 0;
-  std::uint64_t left_pending = 0;
-  std::uint64_t trimmed = 0;
-  std::unordered_set<std::string> reported;  // entries already warned about
-  std::uint64_t idle_since = now_ms();
-  std::uint64_t backoff = 50;
-  std::uint64_t retry_since = 0;
-  bool waiting_logged = false;
-  int result = kExitOk;
-
-  // Reports an entry left pending, once per entry; counts it.
-  auto leave_pending = [&](std::string_view id, const std::string& msg) {
-    if (reported.size() < 100'000 && reported.insert(std::string(id)).second) {
-      ++left_pending;
-      log.warn("entry %.*s left pending: %s", static_cast<int>(id.size()), id.data(), msg.c_str());
-    }
-  };
-  // Acknowledges what was published. false on a connection failure (the
-  // list is kept, and acked again after the reconnect: XACK is idempotent).
-  auto ack = [&]() -> bool {
-    if (to_ack.empty()) return true;
-    std::vector<std::string> args{"XACK", o.stream, o.group};
-    args.insert(args.end(), to_ack.begin(), to_ack.end());
-    Reply r = redis.command(args);
-    if (!r) return false;
-    if (is_error(r.get())) {
-      log.warn("XACK refused: %s", std::string(text(r.get())).c_str());
-      return true;  // entries stay pending: redelivered later (at-least-once)
-    }
-    to_ack.clear();
-    return true;
-  };
-  auto on_io = [&]() -> bool {
-    if (!reconnect(redis, o.reconnect_timeout_s, log)) {
-      result = stopping() ? kExitOk : kBridgeExitRedis;
-      return false;
-    }
-    pending_phase = true;  // what we read but did not publish is pending again
-    pending_after = "0";
-    return true;
-  };
-
-  bool stop = false;
-  while (!stop && !stopping()) {
-    if (!ack()) {
-      if (!on_io()) break;
-      continue;
-    }
-    if (o.count != 0 && published >= o.count) break;
-    std::uint64_t want = o.batch;
-    if (o.count != 0) want = std::min<std::uint64_t>(want, o.count - published);
-    const std::string count_text = u64_text(want);
-
-    const bool claiming = now_ms() >= next_claim && !pending_phase;
-    Reply r;
-    if (claiming) {
-      r = redis.command({"XAUTOCLAIM", o.stream, o.group, consumer, u64_text(o.claim_idle_ms),
-                         claim_cursor, "COUNT", count_text});
-    } else if (pending_phase) {
-      r = redis.command({"XREADGROUP", "GROUP", o.group, consumer, "COUNT", count_text, "STREAMS",
-                         o.stream, pending_after});
-    } else {
-      r = redis.command({"XREADGROUP", "GROUP", o.group, consumer, "COUNT", count_text, "BLOCK",
-                         u64_text(o.block_ms), "STREAMS", o.stream, ">"});
-    }
-    if (!r) {
-      if (!on_io()) break;
-      continue;
-    }
-    if (error_is(r.get(), "NOGROUP")) {
-      log.error("no consumer group '%s' on stream '%s' (create it, or pass --create-group)",
-                o.group.c_str(), o.stream.c_str());
-      result = kExitNotFound;
-      break;
-    }
-    if (error_is(r.get(), "WRONGTYPE")) {
-      log.error("key '%s' holds another type, not a stream", o.stream.c_str());
-      result = kExitError;
-      break;
-    }
-    if (is_error(r.get())) {
-      const std::string why(text(r.get()));
-      if (transient_error(why)) {
-        if (retry_since == 0) retry_since = now_ms();
-        if (now_ms() - retry_since < static_cast<std::uint64_t>(o.reconnect_timeout_s * 1000.0)) {
-          log.warn("Redis refused to read: %s; retrying", why.c_str());
-          sleep_ms(backoff);
-          backoff = std::min<std::uint64_t>(backoff * 2, 1000);
-          continue;
-        }
-      }
-      log.error("Redis at %s refused to read stream '%s': %s", redis.where().c_str(),
-                o.stream.c_str(), why.c_str());
-      result = kBridgeExitRedis;
-      break;
-    }
-    retry_since = 0;
-    backoff = 50;
-
-    // The entries: XREADGROUP -> [[key, [entry...]]] or nil; XAUTOCLAIM ->
-    // [next cursor, [entry...], [deleted id...]].
-    const redisReply* entries = nullptr;
-    if (claiming) {
-      if (r->type != REDIS_REPLY_ARRAY || r->elements < 2) {
-        log.error("unexpected XAUTOCLAIM reply");
-        result = kBridgeExitRedis;
-        break;
-      }
-      claim_cursor = text(r->element[0]);
-      entries = r->element[1];
-      if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY &&
-          r->element[2]->elements > 0) {
-        trimmed += r->element[2]->elements;
-        log.warn("%zu pending entr(y/ies) of other consumers were deleted from the stream before "
-                 "delivery",
-                 r->element[2]->elements);
-      }
-      if (claim_cursor == "0-0") {  // a full pass: next one after claim_idle / 2
-        next_claim = now_ms() + std::max<std::uint64_t>(o.claim_idle_ms / 2, 10);
-      }
-    } else if (r->type == REDIS_REPLY_ARRAY && r->elements > 0) {
-      const redisReply* s = r->element[0];
-      if (s->type == REDIS_REPLY_ARRAY && s->elements == 2) entries = s->element[1];
-    } else if (r->type != REDIS_REPLY_NIL && r->type != REDIS_REPLY_ARRAY) {
-      log.error("unexpected XREADGROUP reply (type %d)", r->type);
-      result = kBridgeExitRedis;
-      break;
-    }
-    const std::size_t n_entries =
-        entries != nullptr && entries->type == REDIS_REPLY_ARRAY ? entries->elements : 0;
-
-    if (n_entries == 0) {
-      if (claiming) continue;
-      if (pending_phase) {
-        pending_phase = false;
-        if (redelivered != redelivered_logged) {
-          log.info("re-published %llu pending entr(y/ies) read but not acknowledged before",
-                   static_cast<ull>(redelivered - redelivered_logged));
-          redelivered_logged = redelivered;
-        }
-        continue;
-      }
-      if (o.idle_exit_ms != 0 && now_ms() - idle_since >= o.idle_exit_ms) break;
-      continue;
-    }
-    idle_since = now_ms();
-
-    for (std::size_t i = 0; i < n_entries && !stop; ++i) {
-      Entry e = parse_entry(entries->element[i]);
-      if (pending_phase && !e.id.empty()) pending_after = e.id;
-      if (e.deleted) {  // pending for us, but trimmed from the stream: nothing to deliver
-        ++trimmed;
-        log.warn("pending entry %.*s was deleted from the stream before it was acknowledged",
-                 static_cast<int>(e.id.size()), e.id.data());
-        to_ack.emplace_back(e.id);
-        continue;
-      }
-      if (!e.problem.empty()) {
-        leave_pending(e.id, e.problem);
-        continue;
-      }
-      for (;;) {
-        const PublishStatus st = pub->publish(e.data, e.meta, publish_timeout_ns);
-        if (st == PublishStatus::ok) {
-          ++published;
-          if (pending_phase) ++redelivered;
-          if (claiming) ++claimed;
-          to_ack.emplace_back(e.id);
-          waiting_logged = false;
-          break;
-        }
-        if (st == PublishStatus::timeout || st == PublishStatus::full ||
-            st == PublishStatus::abandoned) {
-          if (stopping()) {  // not acked: redelivered after a restart
-            stop = true;
-            break;
-          }
-          if (!waiting_logged) {
-            log.info("channel '%s' is full (%s); waiting for its readers",
-                     o.channel.c_str(), std::string(to_string(st)).c_str());
-            waiting_logged = true;
-          }
-          if (st == PublishStatus::full) sleep_ms(1);
-          continue;
-        }
-        if (st == PublishStatus::too_large) {
-          leave_pending(e.id, std::to_string(e.data.size()) + " payload bytes; channel '" + o.channel +
-                              "' takes at most " + std::to_string(pub->max_payload()));
-          break;
-        }
-        log.error("publish to channel '%s' failed: %s", o.channel.c_str(),
-                  std::string(to_string(st)).c_str());
-        result = kExitError;
-        stop = true;
-        break;
-      }
-    }
-  }
-  if (!to_ack.empty() && redis.connected()) (void)ack();  // best effort; else redelivered
-
-  log.info("stopped: published %llu message(s) (%llu from the pending list, %llu claimed from "
-           "other consumers); %llu entr(y/ies) left pending, %llu deleted before delivery",
-           static_cast<ull>(published), static_cast<ull>(redelivered), static_cast<ull>(claimed),
-           static_cast<ull>(left_pending), static_cast<ull>(trimmed));
-  return result;
+  return run.shutdown();
 }
 
 // === remove-checkpoint ======================================================
@@ -1110,7 +1262,7 @@ int run_remove_checkpoint(const RemoveCheckpointOptions& o) {
   return kExitOk;
 }
 
-// === helpers and the command line ===========================================
+// === helpers ================================================================
 
 std::optional<RedisAddress> parse_redis_address(std::string_view t) {
   RedisAddress a;
@@ -1153,94 +1305,4 @@ std::string default_checkpoint_name(std::string_view stream) {
   return name;
 }
 
-namespace {
-
-void add_common_options(CLI::App* cmd, BridgeCommon& o) {
-  cmd->add_option("CHANNEL", o.channel, "Channel name")->required();
-  cmd->add_option("--stream", o.stream, "Redis stream key")->required();
-  cmd->add_option("--redis", o.redis, "Redis server, HOST:PORT (password from "
-                                      "$SHMBUS_REDIS_PASSWORD, user from $SHMBUS_REDIS_USER)")
-      ->capture_default_str();
-  cmd->add_option("--db", o.db, "Redis database number (SELECT)")
-      ->capture_default_str()
-      ->check(integer_in(0, 1'000'000));
-  cmd->add_option("--bus", o.bus, "Bus name")->capture_default_str();
-  cmd->add_option("--batch", o.batch, "Messages per round trip to Redis")
-      ->capture_default_str()
-      ->check(integer_in(1, 100'000));
-  cmd->add_option("--count", o.count, "Stop after this many messages (0: run until a signal)")
-      ->capture_default_str()
-      ->check(integer_in(0, UINT64_MAX));
-  cmd->add_option("--idle-exit", o.idle_exit_ms,
-                  "Stop after this many milliseconds with nothing to forward (0: never)")
-      ->capture_default_str()
-      ->check(integer_in(0, 365ULL * 86'400'000));
-  cmd->add_option("--reconnect-timeout", o.reconnect_timeout_s,
-                  "Seconds to keep retrying a lost or refusing Redis before exiting with 3")
-      ->capture_default_str()
-      ->check(seconds_in(0, 86400));
-  cmd->add_flag("--quiet", o.quiet, "Print only warnings and errors");
-}
-
-}  // namespace
-
-void add_bridge_command(CLI::App& app, Action& action) {
-  auto* bridge = app.add_subcommand(
-      "bridge", "Forward a channel to a Redis stream, or a stream's consumer group into a channel "
-                "(at-least-once; exit codes: 0 ok, 1 error, 2 channel or group not found, "
-                "3 Redis unreachable or refusing)");
-  bridge->require_subcommand(1);
-
-  auto to = std::make_shared<ToRedisOptions>();
-  auto* t = bridge->add_subcommand(
-      "to-redis", "Forward CHANNEL to a Redis stream (XADD) until SIGINT/SIGTERM");
-  add_common_options(t, *to);
-  t->add_option("--maxlen", to->maxlen, "Trim the stream to about this many entries (0: never)")
-      ->capture_default_str()
-      ->check(integer_in(0, UINT64_MAX));
-  t->add_flag("--approx", to->approx, "Trim with MAXLEN ~ (whole nodes: cheaper, inexact)");
-  t->add_option("--subscriber", to->subscriber,
-                "Durable checkpoint subscriber name (default: redis-<stream key>)");
-  t->add_option("--from", to->from, "Where a new checkpoint starts: earliest or latest")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"earliest", "latest"}));
-  t->callback([&action, to] { action = [to] { return run_to_redis(*to); }; });
-
-  auto from = std::make_shared<FromRedisOptions>();
-  auto* f = bridge->add_subcommand(
-      "from-redis", "Publish a Redis stream's consumer group into CHANNEL (XREADGROUP, XACK "
-                    "after commit) until SIGINT/SIGTERM");
-  add_common_options(f, *from);
-  f->add_option("--group", from->group, "Consumer group")->required();
-  f->add_option("--consumer", from->consumer,
-                "Consumer name; keep it across restarts (default: bridge-<hostname>)");
-  f->add_flag("--create-group", from->create_group,
-              "Create the group (and the stream) if missing");
-  f->add_option("--group-start", from->group_start,
-                "Where a created group starts: a stream ID, 0 (everything) or $ (new entries)")
-      ->capture_default_str();
-  f->add_option("--block-ms", from->block_ms, "XREADGROUP BLOCK milliseconds")
-      ->capture_default_str()
-      ->check(integer_in(1, 60'000));
-  f->add_option("--claim-idle", from->claim_idle_ms,
-                "XAUTOCLAIM entries other consumers left pending this many ms (0: off)")
-      ->capture_default_str()
-      ->check(integer_in(0, 365ULL * 86'400'000));
-  f->add_option("--publish-timeout", from->publish_timeout_ms,
-                "Milliseconds one publish waits on a full channel before it is retried")
-      ->capture_default_str()
-      ->check(integer_in(1, 60'000));
-  f->callback([&action, from] { action = [from] { return run_from_redis(*from); }; });
-
-  auto rm = std::make_shared<RemoveCheckpointOptions>();
-  auto* r = bridge->add_subcommand(
-      "remove-checkpoint", "Forget a retired to-redis bridge's checkpoint subscriber (it gates "
-                           "a block channel while it exists)");
-  r->add_option("CHANNEL", rm->channel, "Channel name")->required();
-  r->add_option("--bus", rm->bus, "Bus name")->capture_default_str();
-  r->add_option("--stream", rm->stream, "The bridge's stream key (checkpoint redis-<key>)");
-  r->add_option("--subscriber", rm->subscriber, "The checkpoint's name, if it was set");
-  r->callback([&action, rm] { action = [rm] { return run_remove_checkpoint(*rm); }; });
-}
-
-}  // namespace shmbus::probe
+}  // namespace shmbus::bridge

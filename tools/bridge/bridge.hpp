@@ -1,6 +1,10 @@
 // `shmbus bridge`: forwards a channel to a Redis stream (`to-redis`) and a
 // Redis stream's consumer group into a channel (`from-redis`), at-least-once
 // both ways, so that a bus can grow past one host. See docs/bridge.md.
+//
+// The bridge depends on the public API only, not on the CLI: the CLI's
+// `bridge` subcommands (tools/cli/cmd_bridge.cpp) parse the command line
+// and call the run_* entry points below.
 #pragma once
 
 #include <cstdint>
@@ -8,15 +12,14 @@
 #include <string>
 #include <string_view>
 
-#include <CLI/CLI.hpp>
+namespace shmbus::bridge {
 
-#include "probe.hpp"
-
-namespace shmbus::probe {
-
-/// Exit codes of `shmbus bridge` (0, 1 and 2 as for the probe: ok, error,
-/// channel / consumer group not found).
-inline constexpr int kBridgeExitRedis = 3;  ///< Redis unreachable, or it refused a command
+/// Exit codes of `shmbus bridge`: 0, 1 and 2 mean what they mean for the
+/// rest of the CLI (cmd_bridge.cpp checks that they agree).
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;     ///< bad options, a channel error, a key of another type
+inline constexpr int kExitNotFound = 2;  ///< the channel, the checkpoint or the consumer group does not exist
+inline constexpr int kExitRedis = 3;     ///< Redis unreachable, or it refused a command
 
 /// Where the Redis server listens.
 struct RedisAddress {
@@ -89,10 +92,4 @@ int run_to_redis(const ToRedisOptions& opts);
 /// SIGPIPE. Not thread-safe: one bridge per process.
 int run_from_redis(const FromRedisOptions& opts);
 
-/// Adds `bridge to-redis`, `bridge from-redis` and `bridge remove-checkpoint`
-/// to the CLI; the chosen
-/// subcommand's callback sets `action` to a bridge run. Not thread-safe
-/// (call while building the command line).
-void add_bridge_command(CLI::App& app, Action& action);
-
-}  // namespace shmbus::probe
+}  // namespace shmbus::bridge

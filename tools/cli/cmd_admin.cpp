@@ -140,6 +140,100 @@ GcRemoval gc_remove(const std::string& name, const std::string& bus) {
   return r.value() ? GcRemoval::removed : GcRemoval::kept;
 }
 
+// rm of a name that is not a channel (a FIFO, a link...): nobody can be
+// attached to it, and it is never opened (an open of a FIFO would block).
+int rm_not_a_segment(const std::string& name, const std::string& bus, const std::string& why,
+                     std::set<std::string>& removed) {
+  if (auto r = Channel::remove(name, bus); !r) {
+    std::cerr << "shmbus rm: " << name << ": " << r.error().message() << '\n';
+    return kExitError;
+  }
+  std::cout << "removed " << name << " from bus " << bus << ": " << why << '\n';
+  removed.insert(name);
+  return kExitOk;
+}
+
+// Whether (without --force) rm refuses a channel that live processes use;
+// says why.
+bool refuse_in_use(const std::string& name, const std::string& bus, const ChannelStats& s) {
+  const Owners o = count_owners(s);
+  if (o.alive != 0) {
+    std::cerr << "shmbus rm: channel '" << name << "' has " << o.alive
+              << " entries owned by live processes; --force removes it anyway (their calls then "
+                 "return 'removed')\n";
+    return true;
+  }
+  if (in_use_by_any(name, bus)) {
+    std::cerr << "shmbus rm: channel '" << name
+              << "' is open in a live process (without a table entry yet); --force removes it anyway "
+                 "(their calls then return 'removed')\n";
+    return true;
+  }
+  return false;
+}
+
+enum class DlqPlan { go, refused, failed };
+
+// The DLQs that go with channel `snap`: those of its groups, unless
+// --keep-dlq, or another channel's group uses the same DLQ, or (without
+// --force) a live process uses it (then the channel is refused). The bus is
+// read once, into `bus_snaps`, when a DLQ is first looked at.
+DlqPlan plan_dlqs(const RmArgs& a, const Snapshot& snap, const std::set<std::string>& removed,
+                  std::optional<std::vector<Snapshot>>& bus_snaps, std::vector<std::string>& dlqs) {
+  for (const auto& dlq : a.keep_dlq ? std::vector<std::string>{} : existing_dlqs(snap)) {
+    if (!bus_snaps) {
+      bus_snaps.emplace();
+      std::string error;
+      if (!take_all(a.bus, *bus_snaps, error)) {
+        std::cerr << "shmbus rm: " << error << '\n';
+        return DlqPlan::failed;
+      }
+    }
+    if (const std::string user = other_dlq_user(*bus_snaps, snap.name, removed, dlq); !user.empty()) {
+      std::cout << "kept DLQ channel " << dlq << " of channel " << snap.name << ": it is also the DLQ of "
+                << user << '\n';
+      continue;
+    }
+    if (!a.force) {
+      const Snapshot d = take_snapshot(dlq, a.bus);
+      const std::uint32_t alive = d.stats ? count_owners(*d.stats).alive : 0;
+      if (alive != 0 || in_use_by_any(dlq, a.bus)) {
+        std::cerr << "shmbus rm: channel '" << snap.name << "': its DLQ channel '" << dlq << "' has " << alive
+                  << " entries owned by live processes; --keep-dlq keeps the DLQ, --force removes both\n";
+        return DlqPlan::refused;
+      }
+    }
+    dlqs.push_back(dlq);
+  }
+  return DlqPlan::go;
+}
+
+// Removes channel `name`, then the DLQs planned to go with it.
+int rm_channel(const std::string& name, const std::string& bus, const std::vector<std::string>& dlqs,
+               std::set<std::string>& removed) {
+  auto r = Channel::remove(name, bus);
+  if (!r) {
+    std::cerr << "shmbus rm: channel '" << name << "': " << r.error().message() << '\n';
+    return kExitError;
+  }
+  removed.insert(name);
+  std::cout << "removed channel " << name << " from bus " << bus << '\n';
+  int worst = kExitOk;
+  for (const auto& dlq : dlqs) {
+    if (removed.count(dlq) != 0) continue;
+    if (auto rd = Channel::remove(dlq, bus); !rd) {
+      if (rd.error().code() == ErrorCode::not_found) continue;  // gone meanwhile
+      std::cerr << "shmbus rm: DLQ channel '" << dlq << "' of channel '" << name << "': " << rd.error().message()
+                << '\n';
+      worst = kExitError;
+      continue;
+    }
+    removed.insert(dlq);
+    std::cout << "removed DLQ channel " << dlq << " of channel " << name << " (--keep-dlq keeps it)\n";
+  }
+  return worst;
+}
+
 int cmd_rm(const RmArgs& a) {
   if (!a.subscriber.empty() || !a.group.empty()) return rm_member(a);
   int worst = kExitOk;
@@ -148,15 +242,7 @@ int cmd_rm(const RmArgs& a) {
   for (const auto& name : a.channels) {
     if (removed.count(name) != 0) continue;  // went as the DLQ of a channel named before it
     if (auto why = not_a_segment(name, a.bus)) {
-      // Not a channel (a FIFO, a link...): nobody can be attached to it, and
-      // it is never opened (an open of a FIFO would block).
-      if (auto r = Channel::remove(name, a.bus); !r) {
-        std::cerr << "shmbus rm: " << name << ": " << r.error().message() << '\n';
-        worst = std::max(worst, kExitError);
-        continue;
-      }
-      std::cout << "removed " << name << " from bus " << a.bus << ": " << *why << '\n';
-      removed.insert(name);
+      worst = std::max(worst, rm_not_a_segment(name, a.bus, *why, removed));
       continue;
     }
     Snapshot snap = take_snapshot(name, a.bus);
@@ -165,77 +251,18 @@ int cmd_rm(const RmArgs& a) {
       worst = std::max(worst, kExitNotFound);
       continue;
     }
-    if (snap.stats && !a.force) {
-      const Owners o = count_owners(*snap.stats);
-      if (o.alive != 0) {
-        std::cerr << "shmbus rm: channel '" << name << "' has " << o.alive
-                  << " entries owned by live processes; --force removes it anyway (their calls then "
-                     "return 'removed')\n";
-        worst = std::max(worst, kExitError);
-        continue;
-      }
-      if (in_use_by_any(name, a.bus)) {
-        std::cerr << "shmbus rm: channel '" << name
-                  << "' is open in a live process (without a table entry yet); --force removes it anyway "
-                     "(their calls then return 'removed')\n";
-        worst = std::max(worst, kExitError);
-        continue;
-      }
+    if (snap.stats && !a.force && refuse_in_use(name, a.bus, *snap.stats)) {
+      worst = std::max(worst, kExitError);
+      continue;
     }
-    // Its groups' DLQs go with it, unless --keep-dlq, or another channel's
-    // group uses the same DLQ, or (without --force) a live process uses it.
     std::vector<std::string> dlqs;
-    bool refused = false;
-    for (const auto& dlq : a.keep_dlq ? std::vector<std::string>{} : existing_dlqs(snap)) {
-      if (!bus_snaps) {
-        bus_snaps.emplace();
-        std::string error;
-        if (!take_all(a.bus, *bus_snaps, error)) {
-          std::cerr << "shmbus rm: " << error << '\n';
-          return std::max(worst, kExitError);
-        }
-      }
-      if (const std::string user = other_dlq_user(*bus_snaps, name, removed, dlq); !user.empty()) {
-        std::cout << "kept DLQ channel " << dlq << " of channel " << name << ": it is also the DLQ of " << user
-                  << '\n';
-        continue;
-      }
-      if (!a.force) {
-        const Snapshot d = take_snapshot(dlq, a.bus);
-        const std::uint32_t alive = d.stats ? count_owners(*d.stats).alive : 0;
-        if (alive != 0 || in_use_by_any(dlq, a.bus)) {
-          std::cerr << "shmbus rm: channel '" << name << "': its DLQ channel '" << dlq << "' has " << alive
-                    << " entries owned by live processes; --keep-dlq keeps the DLQ, --force removes both\n";
-          refused = true;
-          break;
-        }
-      }
-      dlqs.push_back(dlq);
-    }
-    if (refused) {
+    const DlqPlan plan = plan_dlqs(a, snap, removed, bus_snaps, dlqs);
+    if (plan == DlqPlan::failed) return std::max(worst, kExitError);
+    if (plan == DlqPlan::refused) {
       worst = std::max(worst, kExitError);
       continue;
     }
-    auto r = Channel::remove(name, a.bus);
-    if (!r) {
-      std::cerr << "shmbus rm: channel '" << name << "': " << r.error().message() << '\n';
-      worst = std::max(worst, kExitError);
-      continue;
-    }
-    removed.insert(name);
-    std::cout << "removed channel " << name << " from bus " << a.bus << '\n';
-    for (const auto& dlq : dlqs) {
-      if (removed.count(dlq) != 0) continue;
-      if (auto rd = Channel::remove(dlq, a.bus); !rd) {
-        if (rd.error().code() == ErrorCode::not_found) continue;  // gone meanwhile
-        std::cerr << "shmbus rm: DLQ channel '" << dlq << "' of channel '" << name << "': " << rd.error().message()
-                  << '\n';
-        worst = std::max(worst, kExitError);
-        continue;
-      }
-      removed.insert(dlq);
-      std::cout << "removed DLQ channel " << dlq << " of channel " << name << " (--keep-dlq keeps it)\n";
-    }
+    worst = std::max(worst, rm_channel(name, a.bus, dlqs, removed));
   }
   return worst;
 }
@@ -653,6 +680,11 @@ void add_dlq_target(CLI::App* cmd, DlqArgs& a) {
   cmd->add_option("--bus", a.bus, "Bus name")->capture_default_str();
 }
 
+// The subcommands after `create`, defined below add_admin_commands.
+void add_rm_command(CLI::App& app, Action& action);
+void add_gc_command(CLI::App& app, Action& action);
+void add_dlq_commands(CLI::App& app, Action& action);
+
 }  // namespace
 
 void add_admin_commands(CLI::App& app, Action& action) {
@@ -692,6 +724,14 @@ void add_admin_commands(CLI::App& app, Action& action) {
       ->check(seconds_in(0, 86400));
   create->callback([c, &action] { action = [c] { return cmd_create(*c); }; });
 
+  add_rm_command(app, action);
+  add_gc_command(app, action);
+  add_dlq_commands(app, action);
+}
+
+namespace {
+
+void add_rm_command(CLI::App& app, Action& action) {
   auto r = std::make_shared<RmArgs>();
   auto* rm = app.add_subcommand("rm", "Remove channels (refuses while live processes use them, unless --force)");
   rm->add_option("CHANNEL", r->channels, "Channel names")->required();
@@ -704,7 +744,9 @@ void add_admin_commands(CLI::App& app, Action& action) {
                  "Instead: forget this durable subscriber's cursor (refused while its process lives)");
   rm->add_option("--group", r->group, "Instead: remove this consumer group (refused while a member lives)");
   rm->callback([r, &action] { action = [r] { return cmd_rm(*r); }; });
+}
 
+void add_gc_command(CLI::App& app, Action& action) {
   auto g = std::make_shared<GcArgs>();
   auto* gc = app.add_subcommand(
       "gc", "Reclaim table entries and leases of dead processes; remove channels nobody uses and DLQs whose "
@@ -717,7 +759,9 @@ void add_admin_commands(CLI::App& app, Action& action) {
       ->capture_default_str()
       ->check(seconds_in(0, 10 * 365.0 * 86400));
   gc->callback([g, &action] { action = [g] { return cmd_gc(*g); }; });
+}
 
+void add_dlq_commands(CLI::App& app, Action& action) {
   auto d = std::make_shared<DlqArgs>();
   auto* dlq = app.add_subcommand("dlq", "Inspect and redrive a group's dead letters");
   dlq->require_subcommand(1);
@@ -739,5 +783,7 @@ void add_admin_commands(CLI::App& app, Action& action) {
   redrive->add_option("--max", d->max, "At most this many")->check(integer_in(0, UINT64_MAX));
   redrive->callback([d, &action] { action = [d] { return cmd_dlq_redrive(*d); }; });
 }
+
+}  // namespace
 
 }  // namespace shmbus::probe

@@ -276,19 +276,60 @@ struct Checker {
   }
 };
 
+// One threshold option into `out` (left empty when the option is not
+// given); false with a message when its value is bad.
+bool parse_threshold_option(const std::string& opt, const std::string& v, std::optional<Threshold>& out) {
+  if (v.empty()) return true;
+  out = parse_threshold(v);
+  if (!out) {
+    std::cerr << "shmbus check: " << opt << " '" << v
+              << "': expected LIMIT or WARN,CRIT, numbers in 0..1e+15 with WARN <= CRIT\n";
+  }
+  return out.has_value();
+}
+
+// A group's lag, oldest unacked message and dead letters against the limits.
+void check_group(Checker& ck, const Snapshot& snap, std::size_t i, const std::optional<Threshold>& lag,
+                 const std::optional<Threshold>& unacked, const std::optional<Threshold>& dlq) {
+  const ChannelStats& s = *snap.stats;
+  const auto& g = s.groups[i];
+  ck.limit(lag, static_cast<double>(g.unfinished), s.name + ": group " + g.name + " lag", "");
+  ck.limit(unacked, static_cast<double>(g.oldest_unacked_age_ns) / 1e9,
+           s.name + ": group " + g.name + " oldest unacked", "s");
+  // Dead letters: those in the DLQ plus those due for it (out of
+  // deliveries, not yet moved: with no consumer alive they wait there).
+  const bool have_dlq = i < snap.dlqs.size() && snap.dlqs[i].exists;
+  if (have_dlq && !snap.dlqs[i].error.empty()) {
+    ck.report(kCritical, s.name + ": group " + g.name + " DLQ " + g.dlq + " unreadable: " + snap.dlqs[i].error);
+  } else if (have_dlq || g.dlq_due != 0) {
+    const std::uint64_t depth = have_dlq ? snap.dlqs[i].depth : 0;
+    const std::string parts = g.dlq_due == 0 ? "" : " " + num(depth) + " + due " + num(g.dlq_due) + " =";
+    ck.limit(dlq, static_cast<double>(depth + g.dlq_due),
+             s.name + ": group " + g.name + " DLQ " + g.dlq + " depth" + parts, "");
+  }
+}
+
+// --dead-owners: a warning per table entry whose owning process is gone.
+void check_dead_owners(Checker& ck, const ChannelStats& s) {
+  for (const auto& p : s.publishers)
+    if (p.pid != 0 && !p.alive)
+      ck.report(kWarning, s.name + ": publisher #" + num(p.index) + " owner pid " + num(p.pid) + " is dead");
+  for (const auto& sub : s.subscribers)
+    if (sub.pid != 0 && !sub.alive)
+      ck.report(kWarning, s.name + ": subscriber " + (sub.name.empty() ? "#" + num(sub.index) : sub.name) +
+                              " owner pid " + num(sub.pid) + " is dead");
+  for (const auto& g : s.groups)
+    for (const auto& c : g.consumers)
+      if (c.pid != 0 && !c.alive)
+        ck.report(kWarning, s.name + ": group " + g.name + " consumer #" + num(c.index) + " owner pid " +
+                                num(c.pid) + " is dead");
+}
+
 int cmd_check(const CheckArgs& a) {
   std::optional<Threshold> lag, dlq, unacked;
-  const auto parse = [](const std::string& opt, const std::string& v, std::optional<Threshold>& out) {
-    if (v.empty()) return true;
-    out = parse_threshold(v);
-    if (!out) {
-      std::cerr << "shmbus check: " << opt << " '" << v
-                << "': expected LIMIT or WARN,CRIT, numbers in 0..1e+15 with WARN <= CRIT\n";
-    }
-    return out.has_value();
-  };
-  if (!parse("--max-lag", a.max_lag, lag) || !parse("--max-dlq", a.max_dlq, dlq) ||
-      !parse("--max-oldest-unacked", a.max_oldest_unacked, unacked)) {
+  if (!parse_threshold_option("--max-lag", a.max_lag, lag) ||
+      !parse_threshold_option("--max-dlq", a.max_dlq, dlq) ||
+      !parse_threshold_option("--max-oldest-unacked", a.max_oldest_unacked, unacked)) {
     return kExitCheckUnknown;  // as monitoring plugins say: the check itself could not run
   }
   std::vector<Snapshot> snaps;
@@ -323,36 +364,8 @@ int cmd_check(const CheckArgs& a) {
       ck.limit(lag, static_cast<double>(sub.lag),
                s.name + ": subscriber " + (sub.name.empty() ? "#" + num(sub.index) : sub.name) + " lag", "");
     }
-    for (std::size_t i = 0; i < s.groups.size(); ++i) {
-      const auto& g = s.groups[i];
-      ck.limit(lag, static_cast<double>(g.unfinished), s.name + ": group " + g.name + " lag", "");
-      ck.limit(unacked, static_cast<double>(g.oldest_unacked_age_ns) / 1e9,
-               s.name + ": group " + g.name + " oldest unacked", "s");
-      // Dead letters: those in the DLQ plus those due for it (out of
-      // deliveries, not yet moved: with no consumer alive they wait there).
-      const bool have_dlq = i < snap.dlqs.size() && snap.dlqs[i].exists;
-      if (have_dlq && !snap.dlqs[i].error.empty()) {
-        ck.report(kCritical, s.name + ": group " + g.name + " DLQ " + g.dlq + " unreadable: " + snap.dlqs[i].error);
-      } else if (have_dlq || g.dlq_due != 0) {
-        const std::uint64_t depth = have_dlq ? snap.dlqs[i].depth : 0;
-        const std::string parts = g.dlq_due == 0 ? "" : " " + num(depth) + " + due " + num(g.dlq_due) + " =";
-        ck.limit(dlq, static_cast<double>(depth + g.dlq_due),
-                 s.name + ": group " + g.name + " DLQ " + g.dlq + " depth" + parts, "");
-      }
-    }
-    if (a.dead_owners) {
-      for (const auto& p : s.publishers)
-        if (p.pid != 0 && !p.alive) ck.report(kWarning, s.name + ": publisher #" + num(p.index) + " owner pid " + num(p.pid) + " is dead");
-      for (const auto& sub : s.subscribers)
-        if (sub.pid != 0 && !sub.alive)
-          ck.report(kWarning, s.name + ": subscriber " + (sub.name.empty() ? "#" + num(sub.index) : sub.name) +
-                                  " owner pid " + num(sub.pid) + " is dead");
-      for (const auto& g : s.groups)
-        for (const auto& c : g.consumers)
-          if (c.pid != 0 && !c.alive)
-            ck.report(kWarning, s.name + ": group " + g.name + " consumer #" + num(c.index) + " owner pid " +
-                                    num(c.pid) + " is dead");
-    }
+    for (std::size_t i = 0; i < s.groups.size(); ++i) check_group(ck, snap, i, lag, unacked, dlq);
+    if (a.dead_owners) check_dead_owners(ck, s);
   }
   for (const auto& l : ck.lines) std::cout << l << '\n';
   if (ck.worst == kOk) std::cout << "OK " << snaps.size() << " channel(s) checked on bus " << a.bus << '\n';
@@ -487,22 +500,23 @@ bool parse_listen(const std::string& text, ListenAddress& out, std::string& erro
   return true;
 }
 
-int cmd_metrics(const MetricsArgs& a) {
+// Checks the options and parses --listen into `addr`; false with a message
+// when one is bad. Warns when the address is not a loopback one.
+bool check_metrics_args(const MetricsArgs& a, ListenAddress& addr) {
   if (a.max_connections < 1 || a.max_connections > kMaxConnectionsLimit) {
     std::cerr << "shmbus metrics: --max-connections must be from 1 to " << kMaxConnectionsLimit << ", got "
               << a.max_connections << '\n';
-    return kExitError;
+    return false;
   }
   if (!std::isfinite(a.timeout_s) || a.timeout_s < kMinTimeout || a.timeout_s > kMaxTimeout) {
     std::cerr << "shmbus metrics: --timeout must be from " << kMinTimeout << " to " << kMaxTimeout
               << " seconds, got " << a.timeout_s << '\n';
-    return kExitError;
+    return false;
   }
-  ListenAddress addr;
   std::string error;
   if (!parse_listen(a.listen, addr, error)) {
     std::cerr << "shmbus metrics: " << error << '\n';
-    return kExitError;
+    return false;
   }
   if (!addr.loopback) {
     std::cerr << "shmbus metrics: warning: --listen " << a.listen
@@ -510,8 +524,11 @@ int cmd_metrics(const MetricsArgs& a) {
                  "group names and counters, to anyone who can connect, with no authentication); prefer "
                  "127.0.0.1 or [::1] behind a proxy or a firewall\n";
   }
+  return true;
+}
 
-  httplib::Server server;
+// Timeouts, socket options and the connection pool of the server.
+void configure_server(httplib::Server& server, const MetricsArgs& a) {
   const auto timeout =
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::duration<double>(a.timeout_s));
   const auto whole_s = static_cast<std::time_t>(timeout.count() / 1'000'000);
@@ -529,13 +546,15 @@ int cmd_metrics(const MetricsArgs& a) {
   });
   const auto max = static_cast<std::size_t>(a.max_connections);
   server.new_task_queue = [max] { return new ConnectionPool(max); };
+}
 
+// GET /metrics (Prometheus text of every channel of `bus`), and refusals of
+// other methods and paths.
+void add_metrics_routes(httplib::Server& server, const std::string& bus, std::mutex& snapshot_mutex) {
   // Snapshots are taken one at a time (a scrape maps every channel); the
   // response is written after the lock is released, so a client that does
   // not read holds only its own connection, until a write has waited
   // --timeout.
-  std::mutex snapshot_mutex;
-  const std::string bus = a.bus;
   server.set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
     if (req.method == "GET" || req.method == "HEAD") return httplib::Server::HandlerResponse::Unhandled;
     res.status = 405;
@@ -543,12 +562,12 @@ int cmd_metrics(const MetricsArgs& a) {
     res.set_content("only GET\n", "text/plain");
     return httplib::Server::HandlerResponse::Handled;
   });
-  server.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+  server.Get("/metrics", [bus, mutex = &snapshot_mutex](const httplib::Request&, httplib::Response& res) {
     std::vector<Snapshot> snaps;
     std::string take_error;
     std::string body;
     {
-      std::lock_guard<std::mutex> lock(snapshot_mutex);
+      std::lock_guard<std::mutex> lock(*mutex);
       if (take_all(bus, snaps, take_error)) body = prometheus_text(bus, snaps);
     }
     if (!take_error.empty()) {
@@ -561,14 +580,11 @@ int cmd_metrics(const MetricsArgs& a) {
   server.set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.status == 404) res.set_content("shmbus serves /metrics\n", "text/plain");
   });
+}
 
-  const int port = addr.port == 0 ? server.bind_to_any_port(addr.host, AI_NUMERICHOST)
-                                  : (server.bind_to_port(addr.host, addr.port, AI_NUMERICHOST) ? addr.port : -1);
-  if (port < 0) {
-    std::cerr << "shmbus metrics: cannot listen on " << a.listen << ": " << std::strerror(errno) << '\n';
-    return kExitError;
-  }
-
+// Serves on the bound server until SIGINT or SIGTERM (exit 0) or until an
+// accept fails (exit 1).
+int serve_until_signal(httplib::Server& server, const MetricsArgs& a, const ListenAddress& addr, int port) {
   // SIGINT and SIGTERM are taken by sigwait on one thread: blocked here
   // before any other thread starts, so every thread inherits the mask.
   std::signal(SIGPIPE, SIG_IGN);  // a client that hangs up is an error return, not a signal
@@ -605,6 +621,24 @@ int cmd_metrics(const MetricsArgs& a) {
     return kExitError;
   }
   return kExitOk;
+}
+
+int cmd_metrics(const MetricsArgs& a) {
+  ListenAddress addr;
+  if (!check_metrics_args(a, addr)) return kExitError;
+  httplib::Server server;
+  configure_server(server, a);
+  // Snapshots are taken one at a time: see add_metrics_routes.
+  std::mutex snapshot_mutex;
+  add_metrics_routes(server, a.bus, snapshot_mutex);
+
+  const int port = addr.port == 0 ? server.bind_to_any_port(addr.host, AI_NUMERICHOST)
+                                  : (server.bind_to_port(addr.host, addr.port, AI_NUMERICHOST) ? addr.port : -1);
+  if (port < 0) {
+    std::cerr << "shmbus metrics: cannot listen on " << a.listen << ": " << std::strerror(errno) << '\n';
+    return kExitError;
+  }
+  return serve_until_signal(server, a, addr, port);
 }
 
 }  // namespace

@@ -14,7 +14,6 @@
 #include <CLI/CLI.hpp>
 #include <shmbus/channel.hpp>
 
-#include "bridge.hpp"
 #include "probe.hpp"
 
 namespace shmbus::probe {
