@@ -16,12 +16,12 @@
 #include <type_traits>
 #include <utility>
 
-#include "bus/ring/channel_state.hpp"
-#include "bus/group/group_core.hpp"
 #include <shmbus/channel.hpp>
 #include <shmbus/consumer.hpp>
 #include <shmbus/publisher.hpp>
 #include <shmbus/subscriber.hpp>
+
+#include "api/detail.hpp"
 
 #ifndef SHMBUS_VERSION_STRING
 #error "SHMBUS_VERSION_STRING must be defined by the build (the project version)"
@@ -763,7 +763,7 @@ int shmbus_subscriber_get_counters(const shmbus_subscriber* subscriber, shmbus_s
   const shmbus::SubscriberCounters k = subscriber->subscriber.counters();
   // relaxed: a statistic; head only grows, and lag is a snapshot either way.
   const std::uint64_t head =
-      subscriber->channel.state()->producer->head.load(std::memory_order_relaxed);
+      shmbus::detail::state_of(subscriber->channel)->producer->head.load(std::memory_order_relaxed);
   shmbus_subscriber_counters c{};
   c.cursor = k.cursor;
   c.lag = head > k.cursor ? head - k.cursor : 0;

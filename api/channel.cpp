@@ -5,7 +5,9 @@
 
 #include "bus/group/group_core.hpp"
 #include "bus/ring/peek.hpp"
+#include "bus/ring/publisher_core.hpp"
 #include "bus/ring/stats.hpp"
+#include "bus/ring/subscriber_core.hpp"
 #include "bus/ring/tables.hpp"
 #include "shm/segment.hpp"
 

@@ -18,14 +18,12 @@ install(TARGETS shmbus shmbus_shared
   RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR}
   ${_shmbus_includes})
 
-# The public headers include bus/ and shm/ headers (the hot paths are inline),
-# so an installed user needs all three trees; they merge under shmbus/.
-install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/
+# include/shmbus is the whole contract: its headers include nothing but the
+# standard library and each other (tests/package checks each one alone), so
+# bus/ and shm/ stay private to the library.
+install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/shmbus
   DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
   FILES_MATCHING PATTERN "*.hpp" PATTERN "*.h")
-install(DIRECTORY ${PROJECT_SOURCE_DIR}/bus ${PROJECT_SOURCE_DIR}/shm
-  DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
-  FILES_MATCHING PATTERN "*.hpp")
 
 install(EXPORT shmbusTargets
   NAMESPACE shmbus::

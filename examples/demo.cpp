@@ -1258,21 +1258,20 @@ bool orders_part(const Config& cfg, ChannelGuard& guard) {
       if (st == PollStatus::empty) break;
       if (!check(st == PollStatus::ok, "DLQ poll: " + std::string(shmbus::to_string(st)))) break;
       ++records;
-      shmbus::bus::DlqRecord rec{};
+      const std::optional<shmbus::DeadLetter> rec = shmbus::decode_dead_letter(m);
       Order ord{};
-      if (!check(m.payload.size() == sizeof rec + sizeof ord, "a DLQ record of the wrong size")) continue;
-      std::memcpy(&rec, m.payload.data(), sizeof rec);
-      std::memcpy(&ord, m.payload.data() + sizeof rec, sizeof ord);
-      const std::string group(rec.group, ::strnlen(rec.group, sizeof rec.group));
-      const std::string source(rec.source, ::strnlen(rec.source, sizeof rec.source));
-      const bool by_max = rec.reason == static_cast<std::uint32_t>(shmbus::DeadLetterReason::max_deliveries);
+      if (!check(rec.has_value() && rec->payload.size() == sizeof ord, "a DLQ record of the wrong size")) continue;
+      std::memcpy(&ord, rec->payload.data(), sizeof ord);
+      const std::string& group = rec->group;
+      const std::string& source = rec->source;
+      const bool by_max = rec->reason == shmbus::DeadLetterReason::max_deliveries;
       std::printf("    dlq seq %llu: original_sequence=%llu attempts=%u reason=%s group=%s source=%s "
                   "order #%llu%s\n",
                   static_cast<unsigned long long>(m.sequence),
-                  static_cast<unsigned long long>(rec.original_sequence), rec.attempts,
+                  static_cast<unsigned long long>(rec->original_sequence), rec->attempts,
                   by_max ? "max_deliveries" : "rejected", group.c_str(), source.c_str(),
                   static_cast<unsigned long long>(ord.id), ord.poison != 0 ? " (poisoned)" : "");
-      record_ok = rec.original_sequence == run.poison_id && rec.attempts == kMaxDeliveries && by_max &&
+      record_ok = rec->original_sequence == run.poison_id && rec->attempts == kMaxDeliveries && by_max &&
                   group == kBillingGroup && source == kOrdersChannel && ord.id == run.poison_id &&
                   ord.poison == 1 && m.attempt == kMaxDeliveries;
     }

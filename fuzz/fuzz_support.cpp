@@ -10,6 +10,8 @@
 
 #include <shmbus/dedup.hpp>
 
+#include "api/detail.hpp"
+
 namespace shmbus::fuzz {
 
 namespace {
@@ -118,7 +120,7 @@ const std::vector<std::uint8_t>& fresh_image(std::size_t index) {
   }
   std::vector<std::uint8_t> bytes = read_file(channel_path(name));
   (void)Channel::remove(name, fuzz_bus());
-  if (bytes.size() != c->state()->geo.total_size) die("template channel has the wrong size");
+  if (bytes.size() != shmbus::detail::state_of(*c)->geo.total_size) die("template channel has the wrong size");
   return cache.emplace(index, std::move(bytes)).first->second;
 }
 

@@ -30,6 +30,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <shmbus/types.hpp>
+
 namespace shmbus::bus {
 
 inline constexpr std::size_t kCacheLine = 64;       // fixed: this is an ABI
@@ -42,12 +44,8 @@ inline constexpr std::size_t kNameMax = 63;          // channel / subscriber nam
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
-/// Backpressure policy of a channel, fixed at creation.
-enum class Policy : std::uint32_t {
-  block = 1,        ///< publishers wait for the slowest gating reader (bounded)
-  drop_oldest = 2,  ///< publishers never wait; lapped readers skip and count
-  reject = 3,       ///< a publish that would overwrite unread data fails with `full`
-};
+/// Backpressure policy of a channel, fixed at creation (the public type).
+using shmbus::Policy;
 
 /// ChannelHeader.init_state values. A channel is linked under its name only
 /// once it is initialised, so every named channel says kInitReady; the other
@@ -413,16 +411,10 @@ inline constexpr bool lease_final(std::uint64_t state) noexcept {
   return state == kLeaseAcked || state == kLeaseDeadLettered || state == kLeaseLost;
 }
 
-/// What publishers of a channel stamp messages with, fixed at creation.
-/// Readers convert every stored timestamp to CLOCK_REALTIME ns (see
-/// stored_time_is_ticks), so each source yields the same Message field.
-enum class TimestampSource : std::uint32_t {
-  realtime = 1,  ///< CLOCK_REALTIME read at publish (a vDSO call, ~20-30 ns)
-  tsc = 2,       ///< the CPU's invariant counter (~7 ns), converted to realtime on read;
-                 ///< publishers of a host without a trusted one fall back to realtime
-  none = 3,      ///< 0 unless the publisher sets MessageMeta::timestamp_ns (at_time
-                 ///< positions then find nothing to compare)
-};
+/// What publishers of a channel stamp messages with, fixed at creation (the
+/// public type). Readers convert every stored timestamp to CLOCK_REALTIME ns
+/// (see stored_time_is_ticks).
+using shmbus::TimestampSource;
 
 //  Stamp word (SlotHeader::stamp):
 //    bits 63..2  sequence the slot holds (or is being written for)

@@ -14,18 +14,10 @@
 
 namespace shmbus::bus {
 
-/// A claimed slot: write up to payload.size() bytes, then commit or abort.
-struct ClaimToken {
-  std::uint64_t sequence = 0;
-  std::span<std::byte> payload;  ///< the slot's whole payload area (max_payload bytes)
-  bool active = false;
-};
-
-/// One message of a batch publish.
-struct OutMessage {
-  std::span<const std::byte> payload;
-  MessageMeta meta;
-};
+/// A claimed slot (the public shmbus::Claim).
+using ClaimToken = shmbus::Claim;
+/// One message of a batch publish (the public type).
+using shmbus::OutMessage;
 
 class PublisherCore {
  public:

@@ -16,13 +16,8 @@
 
 namespace shmbus::bus {
 
-/// Counters of one subscriber, as its owner sees them.
-struct SubscriberCounters {
-  std::uint64_t cursor = 0;
-  std::uint64_t delivered = 0;
-  std::uint64_t lost = 0;
-  std::uint64_t lapped_events = 0;
-};
+/// Counters of one subscriber (the public type).
+using shmbus::SubscriberCounters;
 
 class SubscriberCore {
  public:

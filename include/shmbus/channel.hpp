@@ -8,22 +8,25 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include <shmbus/consumer.hpp>
 #include <shmbus/publisher.hpp>
 #include <shmbus/result.hpp>
+#include <shmbus/stats.hpp>
 #include <shmbus/subscriber.hpp>
 #include <shmbus/types.hpp>
 
-namespace shmbus {
-
-namespace bus {
+namespace shmbus::bus {
 class ChannelState;
 }
 
-/// The bus used when none is named.
-inline constexpr std::string_view kDefaultBus = "default";
+namespace shmbus::detail {
+struct ChannelAccess;  // the library's own access to a channel's state (api/detail.hpp)
+}
+
+namespace shmbus {
 
 /// Summary of a channel as listed by Channel::list.
 struct ChannelInfo {
@@ -195,10 +198,8 @@ class Channel {
   [[nodiscard]] std::size_t max_payload() const;
   [[nodiscard]] bool valid() const noexcept { return state_ != nullptr; }
 
-  /// Internal state (for the probe and tests). Thread-safe.
-  [[nodiscard]] const std::shared_ptr<bus::ChannelState>& state() const noexcept { return state_; }
-
  private:
+  friend struct detail::ChannelAccess;
   explicit Channel(std::shared_ptr<bus::ChannelState> s) : state_(std::move(s)) {}
   std::shared_ptr<bus::ChannelState> state_;
 };

@@ -5,18 +5,25 @@
 // Each handle is used by one thread at a time.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
 
-#include "bus/group/group_core.hpp"
 #include <shmbus/types.hpp>
+
+namespace shmbus::bus {
+class GroupCore;
+}
 
 namespace shmbus {
 
 class Consumer {
  public:
-  Consumer() = default;  ///< an empty handle; every call returns `invalid`
+  Consumer() noexcept;  ///< an empty handle; every call returns `invalid`
+  ~Consumer();
+  Consumer(Consumer&&) noexcept;
+  Consumer& operator=(Consumer&&) noexcept;
 
   /// Takes the next message for this group (a due redelivery first, else
   /// the next new one), copying its payload into `buffer`; `out` holds the
@@ -24,75 +31,57 @@ class Consumer {
   /// (out.message.payload.size() is the size needed; the message stays with
   /// the group), `lapped` if a drop_oldest channel overwrote it (counted).
   /// Never blocks. Not thread-safe: one caller at a time.
-  PollStatus receive(Delivery& out, std::span<std::byte> buffer) noexcept {
-    return core_ ? core_->receive(out, buffer) : PollStatus::invalid;
-  }
+  PollStatus receive(Delivery& out, std::span<std::byte> buffer) noexcept;
 
   /// receive(), waiting up to timeout_ns (spin, then the group's
   /// WaitStrategy). Not thread-safe: one caller at a time.
-  PollStatus receive_wait(Delivery& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept {
-    return core_ ? core_->receive_wait(out, buffer, timeout_ns) : PollStatus::invalid;
-  }
+  PollStatus receive_wait(Delivery& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept;
 
   /// Copy-out batch: up to out.size() deliveries, payloads packed into
   /// `arena`, with one clock read and one update of the group's counters.
   /// Returns how many; *last (if given) is the status that ended the batch.
   /// Not thread-safe: one caller at a time.
   std::size_t receive_batch(std::span<Delivery> out, std::span<std::byte> arena,
-                            PollStatus* last = nullptr) noexcept {
-    if (!core_) {
-      if (last != nullptr) *last = PollStatus::invalid;
-      return 0;
-    }
-    return core_->receive_batch(out, arena, last);
-  }
+                            PollStatus* last = nullptr) noexcept;
 
   /// Ends the lease: the message is done. `lease_lost` if the lease had
   /// expired (the message may have gone to another consumer): the ack did
   /// nothing and the work may be done twice. Not thread-safe.
-  AckStatus ack(const Delivery& d) noexcept { return core_ ? core_->ack(d) : AckStatus::invalid; }
+  AckStatus ack(const Delivery& d) noexcept;
 
   /// Acks several deliveries, with one update of the group's counters and
   /// its floor for all of them; returns how many were acked (each that was
   /// not is as ack() would have answered). Not thread-safe.
-  std::size_t ack_batch(std::span<const Delivery> ds) noexcept { return core_ ? core_->ack_batch(ds) : 0; }
+  std::size_t ack_batch(std::span<const Delivery> ds) noexcept;
 
   /// Gives the message back, due again after delay_ns. On its last allowed
   /// attempt (d.attempt == max_deliveries) the message goes to the DLQ now,
   /// within this call; dlq_unavailable if the DLQ cannot take it now (it
   /// stays due for the DLQ and is retried after delay_ns). Not thread-safe.
-  AckStatus nack(const Delivery& d, std::uint64_t delay_ns) noexcept {
-    return core_ ? core_->nack(d, delay_ns) : AckStatus::invalid;
-  }
+  AckStatus nack(const Delivery& d, std::uint64_t delay_ns) noexcept;
 
   /// Gives the message back, due after the group's backoff for its attempt
   /// (exponential from backoff_base_ns, capped, with jitter); on the last
   /// allowed attempt, to the DLQ at once (as nack(d, delay)). Not thread-safe.
-  AckStatus nack(const Delivery& d) noexcept {
-    return core_ ? core_->nack_with_backoff(d) : AckStatus::invalid;
-  }
+  AckStatus nack(const Delivery& d) noexcept;
 
   /// Extends the lease to visibility_ns from now (a heartbeat for long jobs);
   /// updates d. Not thread-safe.
-  AckStatus extend(Delivery& d, std::uint64_t visibility_ns) noexcept {
-    return core_ ? core_->extend(d, visibility_ns) : AckStatus::invalid;
-  }
+  AckStatus extend(Delivery& d, std::uint64_t visibility_ns) noexcept;
 
   /// Sends the message to the DLQ now (a poison message the consumer
   /// recognises). Not thread-safe.
-  AckStatus dead_letter(const Delivery& d) noexcept {
-    return core_ ? core_->dead_letter(d) : AckStatus::invalid;
-  }
+  AckStatus dead_letter(const Delivery& d) noexcept;
 
   /// The delay nack(d) would use after `attempt` deliveries. Not thread-safe.
-  std::uint64_t backoff_ns(std::uint32_t attempt) noexcept { return core_ ? core_->backoff_ns(attempt) : 0; }
+  std::uint64_t backoff_ns(std::uint32_t attempt) noexcept;
 
   /// Whether this handle is attached. Thread-safe.
   [[nodiscard]] bool valid() const noexcept { return core_ != nullptr; }
 
  private:
   friend class Channel;
-  explicit Consumer(std::unique_ptr<bus::GroupCore> core) : core_(std::move(core)) {}
+  explicit Consumer(std::unique_ptr<bus::GroupCore> core) noexcept;
   std::unique_ptr<bus::GroupCore> core_;
 };
 

@@ -33,9 +33,13 @@
 #include <string>
 #include <string_view>
 
-#include "bus/dedup/dedup.hpp"
-#include <shmbus/channel.hpp>
+#include <shmbus/dedup_types.hpp>
 #include <shmbus/result.hpp>
+#include <shmbus/types.hpp>
+
+namespace shmbus::bus {
+class DedupCore;
+}
 
 namespace shmbus {
 
@@ -50,17 +54,11 @@ class DedupTable {
   /// claim_timeout_ns (parameter_mismatch names both values); a table of
   /// another layout version or with a bad header is refused. Thread-safe.
   static Result<DedupTable> open_or_create(std::string_view name, const DedupOptions& opts = {},
-                                           std::string_view bus = kDefaultBus) {
-    auto core = bus::DedupCore::open_or_create(bus, name, opts);
-    if (!core) return std::move(core).error();
-    return DedupTable(std::shared_ptr<bus::DedupCore>(std::move(core.value())));
-  }
+                                           std::string_view bus = kDefaultBus);
 
   /// Removes the table's name: processes that have it open keep using the
   /// old table; the next open_or_create makes a new, empty one. Thread-safe.
-  static Result<void> remove(std::string_view name, std::string_view bus = kDefaultBus) {
-    return bus::DedupCore::remove(bus, name);
-  }
+  static Result<void> remove(std::string_view name, std::string_view bus = kDefaultBus);
 
   /// Claims `id` for this caller unless it is done or claimed by a live
   /// worker. `first`: do the work, then complete(id) (or abandon(id) if it
@@ -75,37 +73,32 @@ class DedupTable {
   /// window with no reusable entry. Thread-safe, lock-free but for a bounded
   /// wait (at most 100 ms) while another process is half-way through
   /// inserting an id of the same window.
-  DedupStatus begin(std::uint64_t id) noexcept {
-    return core_ ? core_->begin(id) : DedupStatus::invalid;
-  }
+  DedupStatus begin(std::uint64_t id) noexcept;
 
   /// Marks `id` done; the TTL starts now. Call it after the work has taken
   /// effect. It records `done` whoever holds the claim (the work is done
   /// either way), and records it anew if the claim's entry was reused after
   /// its timeout. If the id's window has no room the record is lost
   /// (counted in stats().lost_completes). Thread-safe.
-  void complete(std::uint64_t id) noexcept {
-    if (core_) core_->complete(id);
-  }
+  void complete(std::uint64_t id) noexcept;
 
   /// Releases this process's claim on `id` after a failure, so that the next
   /// begin(id) anywhere returns `first`. Does nothing if the claim was taken
   /// over or the id is done. Call it only for an id whose begin() returned
   /// `first` to this caller: claims are owned per process, not per thread.
   /// Thread-safe.
-  void abandon(std::uint64_t id) noexcept {
-    if (core_) core_->abandon(id);
-  }
+  void abandon(std::uint64_t id) noexcept;
 
   /// Whether `id` is done and its TTL has not run out (a claim in progress
   /// is not "seen"). A snapshot: it can change at once. Thread-safe.
-  [[nodiscard]] bool seen(std::uint64_t id) const noexcept { return core_ && core_->seen(id); }
+  [[nodiscard]] bool seen(std::uint64_t id) const noexcept;
 
   /// Counters and an O(capacity) scan of the entries. Thread-safe.
-  [[nodiscard]] DedupStats stats() const noexcept { return core_ ? core_->stats() : DedupStats{}; }
+  [[nodiscard]] DedupStats stats() const noexcept;
 
   /// The options the table was opened with (equal to the table's). Thread-safe.
-  [[nodiscard]] DedupOptions options() const { return core_ ? core_->options() : DedupOptions{}; }
+  [[nodiscard]] DedupOptions options() const;
+  /// Whether this handle is attached. Thread-safe.
   [[nodiscard]] bool valid() const noexcept { return core_ != nullptr; }
 
  private:

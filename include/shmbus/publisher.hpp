@@ -9,22 +9,26 @@
 #include <span>
 #include <string_view>
 
-#include "bus/ring/publisher_core.hpp"
 #include <shmbus/types.hpp>
+
+namespace shmbus::bus {
+class PublisherCore;
+}
 
 namespace shmbus {
 
 /// Default bound on how long a publish waits on a `block` channel.
 inline constexpr std::uint64_t kDefaultPublishTimeoutNs = 1'000'000'000ULL;
 
-/// A claimed slot (zero-copy publish): write into `payload`, then commit or abort.
-using Claim = bus::ClaimToken;
-/// One message of publish_batch: its payload and metadata.
-using OutMessage = bus::OutMessage;
-
 class Publisher {
  public:
-  Publisher() = default;  ///< an empty handle: every call returns `invalid` (or nothing)
+  /// Describes message `i` of a batch read in place (publish_batch below).
+  using MessageAt = OutMessage (*)(const void* ctx, std::size_t i) noexcept;
+
+  Publisher() noexcept;  ///< an empty handle: every call returns `invalid` (or nothing)
+  ~Publisher();
+  Publisher(Publisher&&) noexcept;
+  Publisher& operator=(Publisher&&) noexcept;
 
   /// Copies `payload` into the next slot and commits it. On a `block` channel
   /// waits up to timeout_ns for the slowest reader, then returns `timeout`;
@@ -32,18 +36,11 @@ class Publisher {
   /// No allocation; no system call unless a reader sleeps or the ring is full.
   /// Not thread-safe: one caller at a time per handle.
   PublishStatus publish(std::span<const std::byte> payload, const MessageMeta& meta = {},
-                        std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
-    if (!core_) return PublishStatus::invalid;
-    return core_->publish(payload, meta, timeout_ns);
-  }
+                        std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept;
 
   /// Same, for text. Not thread-safe: one caller at a time per handle.
   PublishStatus publish(std::string_view text, const MessageMeta& meta = {},
-                        std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
-    if (!core_) return PublishStatus::invalid;
-    return core_->publish(std::as_bytes(std::span<const char>(text.data(), text.size())), meta,
-                         timeout_ns);
-  }
+                        std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept;
 
   /// Publishes `msgs` in order under consecutive sequences, with one update
   /// of the channel's claim counter, one space check and one reader wake-up
@@ -58,18 +55,12 @@ class Publisher {
   /// reached readers. No allocation; no system call unless a reader sleeps
   /// or the ring is full. Not thread-safe: one caller at a time per handle.
   PublishStatus publish_batch(std::span<const OutMessage> msgs,
-                              std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
-    if (!core_) return PublishStatus::invalid;
-    return core_->publish_batch(msgs, timeout_ns);
-  }
+                              std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept;
 
   /// publish_batch for `n` messages that `at(ctx, i)` describes, read in
   /// place (for bindings whose arrays are not OutMessage). Not thread-safe.
-  PublishStatus publish_batch(std::size_t n, bus::PublisherCore::MessageAt at, const void* ctx,
-                              std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
-    if (!core_) return PublishStatus::invalid;
-    return core_->publish_batch(n, at, ctx, timeout_ns);
-  }
+  PublishStatus publish_batch(std::size_t n, MessageAt at, const void* ctx,
+                              std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept;
 
   /// Zero-copy batch: claims claims.size() consecutive slots at once (one
   /// claim-counter update, one space check), each for up to max_length
@@ -79,10 +70,7 @@ class Publisher {
   /// max_length exceeds max_payload() or there are more claims than slots.
   /// Not thread-safe: one caller at a time per handle.
   PublishStatus try_claim_batch(std::size_t max_length, std::span<Claim> claims,
-                                std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
-    if (!core_) return PublishStatus::invalid;
-    return core_->claim_batch(max_length, claims, timeout_ns);
-  }
+                                std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept;
 
   /// Zero-copy: claims the next slot for a message of up to max_length bytes
   /// (backpressure applies as for publish). Write into claim.payload, then
@@ -96,34 +84,24 @@ class Publisher {
   /// timeout_ns = 0, or commit first.
   /// Not thread-safe: one caller at a time per handle.
   PublishStatus try_claim(std::size_t max_length, Claim& claim,
-                          std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept {
-    if (!core_) return PublishStatus::invalid;
-    return core_->claim(max_length, claim, timeout_ns);
-  }
+                          std::uint64_t timeout_ns = kDefaultPublishTimeoutNs) noexcept;
 
   /// Commits a claim with `length` payload bytes (one CAS). Returns
   /// `abandoned` if the claim was taken away meanwhile.
   /// Not thread-safe: one caller at a time per handle.
-  PublishStatus commit(Claim& claim, std::size_t length, const MessageMeta& meta = {}) noexcept {
-    if (!core_) return PublishStatus::invalid;
-    return core_->commit(claim, length, meta);
-  }
+  PublishStatus commit(Claim& claim, std::size_t length, const MessageMeta& meta = {}) noexcept;
 
   /// Gives a claim back; readers skip its sequence. Not thread-safe.
-  void abort(Claim& claim) noexcept {
-    if (core_) core_->abort(claim);
-  }
+  void abort(Claim& claim) noexcept;
 
   /// Largest payload a message may carry on this channel. Thread-safe.
-  [[nodiscard]] std::size_t max_payload() const noexcept {
-    return core_ ? core_->channel()->geo.max_payload : 0;
-  }
+  [[nodiscard]] std::size_t max_payload() const noexcept;
   /// Whether this handle is attached. Thread-safe.
   [[nodiscard]] bool valid() const noexcept { return core_ != nullptr; }
 
  private:
   friend class Channel;
-  explicit Publisher(std::unique_ptr<bus::PublisherCore> core) : core_(std::move(core)) {}
+  explicit Publisher(std::unique_ptr<bus::PublisherCore> core) noexcept;
   std::unique_ptr<bus::PublisherCore> core_;
 };
 

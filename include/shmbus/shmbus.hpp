@@ -5,7 +5,10 @@
 #include <shmbus/channel.hpp>
 #include <shmbus/consumer.hpp>
 #include <shmbus/dedup.hpp>
+#include <shmbus/dedup_types.hpp>
 #include <shmbus/publisher.hpp>
 #include <shmbus/result.hpp>
+#include <shmbus/stats.hpp>
 #include <shmbus/subscriber.hpp>
+#include <shmbus/trust.hpp>
 #include <shmbus/types.hpp>

@@ -8,33 +8,31 @@
 #include <span>
 #include <type_traits>
 
-#include "bus/ring/subscriber_core.hpp"
 #include <shmbus/types.hpp>
+
+namespace shmbus::bus {
+class SubscriberCore;
+}
 
 namespace shmbus {
 
-using bus::SubscriberCounters;
-
 class Subscriber {
  public:
-  Subscriber() = default;  ///< an empty handle: every call returns `invalid` (or nothing)
+  Subscriber() noexcept;  ///< an empty handle: every call returns `invalid` (or nothing)
+  ~Subscriber();
+  Subscriber(Subscriber&&) noexcept;
+  Subscriber& operator=(Subscriber&&) noexcept;
 
   /// Copy-out poll: copies the next message's payload into `buffer` and
   /// fills `out` (out.payload then points into buffer). Returns `empty` when
   /// nothing is committed yet, `lapped` after counting lost messages (call
   /// again), `buffer_too_small` (out.payload.size() is the size needed).
   /// Never blocks, never allocates. Not thread-safe: one caller at a time.
-  PollStatus poll(Message& out, std::span<std::byte> buffer) noexcept {
-    if (!core_) return PollStatus::invalid;
-    return core_->poll(out, buffer);
-  }
+  PollStatus poll(Message& out, std::span<std::byte> buffer) noexcept;
 
   /// Waits up to timeout_ns (with the handle's WaitStrategy) and polls.
   /// Not thread-safe: one caller at a time.
-  PollStatus poll_wait(Message& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept {
-    if (!core_) return PollStatus::invalid;
-    return core_->poll_wait(out, buffer, timeout_ns);
-  }
+  PollStatus poll_wait(Message& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept;
 
   /// Zero-copy read: calls f(const Message&) with the payload in the
   /// channel's read-only mapping, then validates the slot. If the result is
@@ -45,10 +43,10 @@ class Subscriber {
   PollStatus read(F&& f) noexcept(std::is_nothrow_invocable_v<F&, const Message&>) {
     if (!core_) return PollStatus::invalid;
     Message m;
-    const PollStatus st = core_->begin_read(m);
+    const PollStatus st = begin_read(m);
     if (st != PollStatus::ok) return st;
     f(static_cast<const Message&>(m));
-    return core_->finish_read(true);
+    return finish_read(true);
   }
 
   /// Zero-copy batch: calls f for up to `max` consecutive messages and
@@ -66,14 +64,14 @@ class Subscriber {
     PollStatus st = PollStatus::ok;
     while (n < max) {
       Message m;
-      st = core_->begin_read(m);
+      st = begin_read(m);
       if (st != PollStatus::ok) break;
       f(static_cast<const Message&>(m));
-      st = core_->finish_read(false);
+      st = finish_read(false);
       if (st != PollStatus::ok) break;
       ++n;
     }
-    core_->publish_cursor();
+    publish_cursor();
     if (last != nullptr) *last = st;
     return n;
   }
@@ -82,61 +80,35 @@ class Subscriber {
   /// `arena`; stops early when the arena is full. Returns how many were
   /// copied; one cursor update. Not thread-safe: one caller at a time.
   std::size_t poll_batch(std::span<Message> out, std::span<std::byte> arena,
-                         PollStatus* last = nullptr) noexcept {
-    if (!core_) {
-      if (last != nullptr) *last = PollStatus::invalid;
-      return 0;
-    }
-    std::size_t n = 0;
-    std::size_t used = 0;
-    PollStatus st = PollStatus::ok;
-    while (n < out.size()) {
-      Message m;
-      st = core_->begin_read(m);
-      if (st != PollStatus::ok) break;
-      if (m.payload.size() > arena.size() - used) {
-        st = n == 0 ? PollStatus::buffer_too_small : PollStatus::ok;
-        break;
-      }
-      std::span<std::byte> dst = arena.subspan(used, m.payload.size());
-      core_->copy_payload(m, dst);
-      st = core_->finish_read(false);
-      if (st != PollStatus::ok) break;
-      used += dst.size();
-      out[n++] = m;
-    }
-    core_->publish_cursor();
-    if (last != nullptr) *last = st;
-    return n;
-  }
+                         PollStatus* last = nullptr) noexcept;
 
   /// Waits up to timeout_ns until poll would return something other than
   /// `empty`: ok, or timeout. Spins first; then follows the WaitStrategy.
   /// Not thread-safe: one caller at a time.
-  PollStatus wait(std::uint64_t timeout_ns) noexcept {
-    return core_ ? core_->wait(timeout_ns) : PollStatus::invalid;
-  }
+  PollStatus wait(std::uint64_t timeout_ns) noexcept;
 
   /// Moves the cursor so the next message read is `sequence` (replay).
   /// Not thread-safe: one caller at a time.
-  void seek(std::uint64_t sequence) noexcept {
-    if (core_) core_->seek(sequence);
-  }
+  void seek(std::uint64_t sequence) noexcept;
 
   /// Cursor and counters (delivered, lost). Not thread-safe w.r.t. polls.
-  [[nodiscard]] SubscriberCounters counters() const noexcept {
-    return core_ ? core_->counters() : SubscriberCounters{};
-  }
+  [[nodiscard]] SubscriberCounters counters() const noexcept;
   /// The next sequence this subscriber will read. Not thread-safe w.r.t. polls.
-  [[nodiscard]] std::uint64_t cursor() const noexcept { return core_ ? core_->cursor() : 0; }
+  [[nodiscard]] std::uint64_t cursor() const noexcept;
   /// True if this durable subscriber resumed an existing cursor. Thread-safe.
-  [[nodiscard]] bool resumed() const noexcept { return core_ && core_->resumed(); }
+  [[nodiscard]] bool resumed() const noexcept;
   /// Whether this handle is attached. Thread-safe.
   [[nodiscard]] bool valid() const noexcept { return core_ != nullptr; }
 
  private:
   friend class Channel;
-  explicit Subscriber(std::unique_ptr<bus::SubscriberCore> core) : core_(std::move(core)) {}
+  explicit Subscriber(std::unique_ptr<bus::SubscriberCore> core) noexcept;
+  // The steps of a zero-copy read, for the templates above (core_ is set):
+  // describe the next message, run the caller's function, then validate it.
+  PollStatus begin_read(Message& m) noexcept;
+  PollStatus finish_read(bool advance_cursor) noexcept;
+  void publish_cursor() noexcept;
+
   std::unique_ptr<bus::SubscriberCore> core_;
 };
 

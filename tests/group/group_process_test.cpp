@@ -41,6 +41,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "api/detail.hpp"
 #include "bus/group/group_core.hpp"
 #include "shm/clock.hpp"
 
@@ -92,9 +93,9 @@ ChannelOptions block_channel(std::uint32_t capacity) {
 /// The group's floor, read straight from its entry (cheap enough to poll;
 /// Channel::stats() makes liveness system calls for every table entry).
 std::uint64_t group_floor(const Channel& ch, std::string_view group) {
-  const int gi = bus::find_group(*ch.state(), group);
+  const int gi = bus::find_group(*shmbus::detail::state_of(ch), group);
   if (gi < 0) return 0;
-  return ch.state()->group(static_cast<std::uint32_t>(gi))->floor.load(std::memory_order_acquire);
+  return shmbus::detail::state_of(ch)->group(static_cast<std::uint32_t>(gi))->floor.load(std::memory_order_acquire);
 }
 
 /// Polls (bounded) until the group's floor reaches `n`. Between polls

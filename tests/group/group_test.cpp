@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "api/detail.hpp"
 #include "bus/ring/channel_state.hpp"
 #include "bus/group/group_core.hpp"
 #include "shm/clock.hpp"
@@ -421,7 +422,7 @@ TEST_CASE("a consumer held up between reading next and the lease word for a whol
 
   // The page of kAt's lease word, in the mapping `mine` reads through. It must
   // hold nothing else the consumer reads first (next, floor, the stamps).
-  const auto& state = ch.state();
+  const auto& state = shmbus::detail::state_of(ch);
   const std::size_t page_size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   auto page_of = [&](const void* p) {
     return reinterpret_cast<std::uintptr_t>(p) / page_size;

@@ -2,7 +2,8 @@
 # Packaging test: builds and runs tests/package/consumer, an outside project
 # that uses shmbus, the two ways users get it.
 #   installed:    `cmake --install` of the (already built) tree into a fresh
-#                 prefix; checks the installed files; builds the consumer with
+#                 prefix; checks the installed files (only include/shmbus, each
+#                 header compiling alone on -I<prefix>/include); builds the consumer with
 #                 find_package(shmbus) (static and shared targets, a C program)
 #                 and with pkg-config (C and C++, shared and static); runs all.
 #   subdirectory: builds the consumer with add_subdirectory(<source tree>).
@@ -41,6 +42,56 @@ run_consumer() {  # run_consumer BINARY EXPECTED_OUTPUT_PREFIX
   [[ "$out" == "$want"* ]] || fail "$bin printed '$out', expected '$want...'"
 }
 
+# Every installed header is self-contained: it compiles alone, in a TU of its
+# own, with nothing but the standard library and the installed include dir on
+# the include path (C headers as C99, C11 and C++20; C++ headers as C++20),
+# and includes nothing but standard headers and other installed ones.
+check_headers() {  # check_headers INCLUDE_DIR
+  local inc="$1" h rel line name n=0
+  local c_std='assert|complex|ctype|errno|fenv|float|inttypes|iso646|limits|locale|math|setjmp|signal'
+  c_std+='|stdalign|stdarg|stdatomic|stdbool|stddef|stdint|stdio|stdlib|stdnoreturn|string|tgmath|threads|time'
+  c_std+='|uchar|wchar|wctype'
+  local tu="$WORK/header_tu"
+  mkdir -p "$tu"
+  while IFS= read -r -d '' h; do
+    rel="${h#"$inc"/}"
+    while IFS= read -r line; do
+      if [[ "$line" =~ ^[[:space:]]*#[[:space:]]*include[[:space:]]*\<([^>]+)\> ]]; then
+        name="${BASH_REMATCH[1]}"
+        if [[ "$name" == shmbus/* ]]; then
+          [ -e "$inc/$name" ] || fail "<$rel> includes <$name>, which is not installed"
+        elif [[ "$name" =~ ^[a-z_]+$ || "$name" =~ ^($c_std)\.h$ ]]; then
+          :  # a standard header
+        else
+          fail "<$rel> includes <$name>: installed headers may include only standard and <shmbus/...> headers"
+        fi
+      elif [[ "$line" =~ ^[[:space:]]*#[[:space:]]*include ]]; then
+        fail "<$rel> has '$line': installed headers include only <...> standard and <shmbus/...> headers"
+      fi
+    done <"$h"
+    case "$rel" in
+      *.h)
+        printf '#include <%s>\n' "$rel" >"$tu/t.c"
+        for std in c99 c11; do
+          "$CC" -std="$std" -Wall -Wextra -Wpedantic -Werror -fsyntax-only -I"$inc" "$tu/t.c" \
+            || fail "<$rel> does not compile alone as $std"
+        done
+        "$CXX" -std=c++20 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -x c++ -I"$inc" "$tu/t.c" \
+          || fail "<$rel> does not compile alone as C++20"
+        ;;
+      *.hpp)
+        printf '#include <%s>\n' "$rel" >"$tu/t.cpp"
+        "$CXX" -std=c++20 -Wall -Wextra -Wpedantic -Werror -fsyntax-only -I"$inc" "$tu/t.cpp" \
+          || fail "<$rel> does not compile alone as C++20"
+        ;;
+      *) fail "unexpected installed file include/$rel" ;;
+    esac
+    n=$((n + 1))
+  done < <(find "$inc" -type f -print0 | sort -z)
+  [ "$n" -gt 0 ] || fail "no headers under $inc"
+  echo "$n installed headers compile alone"
+}
+
 if [ "$MODE" = "installed" ]; then
   PREFIX="$WORK/prefix"
   step "cmake --install $BUILD --prefix $PREFIX"
@@ -52,17 +103,18 @@ if [ "$MODE" = "installed" ]; then
   LIBDIR="${LIBDIR%/cmake/shmbus}"
   [ -d "$LIBDIR" ] || fail "no shmbusConfig.cmake under $PREFIX"
   for f in include/shmbus/shmbus.h include/shmbus/shmbus.hpp include/shmbus/channel.hpp \
-           include/bus/group/group_core.hpp include/shm/result.hpp bin/shmbus; do
+           include/shmbus/types.hpp include/shmbus/result.hpp bin/shmbus; do
     [ -e "$PREFIX/$f" ] || fail "missing $PREFIX/$f"
   done
+  # include/shmbus is the whole contract: the library's internals (bus/, shm/,
+  # api/) are not installed.
+  others=$(find "$PREFIX/include" -mindepth 1 -maxdepth 1 ! -name shmbus)
+  [ -z "$others" ] || fail "installed besides include/shmbus: $others"
   for f in libshmbus.a libshmbus.so cmake/shmbus/shmbusConfig.cmake \
            cmake/shmbus/shmbusConfigVersion.cmake cmake/shmbus/shmbusTargets.cmake pkgconfig/shmbus.pc; do
     [ -e "$LIBDIR/$f" ] || fail "missing $LIBDIR/$f"
   done
-  # Every header the installed headers include is installed too.
-  while read -r inc; do
-    [ -e "$PREFIX/include/$inc" ] || fail "an installed header includes <$inc>, which is not installed"
-  done < <(grep -rhoE '#include <shmbus/[^>]+>' "$PREFIX/include" | sed -E 's/#include <(.*)>/\1/' | sort -u)
+  check_headers "$PREFIX/include"
   soname=$(objdump -p "$LIBDIR/libshmbus.so" | awk '/SONAME/ {print $2}')
   [ -e "$LIBDIR/$soname" ] || fail "the SONAME link $soname is not installed"
   echo "SONAME $soname"

@@ -19,6 +19,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "api/detail.hpp"
 #include "bus/ring/channel_state.hpp"
 #include "bus/ring/layout.hpp"
 
@@ -70,7 +71,7 @@ TEST_CASE("a segment truncated under its users turns into segment_lost, not SIGB
     REQUIRE(consumer);
     REQUIRE(text_payload(pub.value(), "before") == 1);
 
-    const off_t cut = to_data ? static_cast<off_t>(ch.state()->geo.data_offset) : 4096;
+    const off_t cut = to_data ? static_cast<off_t>(shmbus::detail::state_of(ch)->geo.data_offset) : 4096;
     // Another process shrinks the file, as `truncate -s` would.
     Child cutter([&] { return ::truncate(path_of(n).c_str(), cut) == 0 ? 0 : 1; });
     REQUIRE(cutter.wait() == 0);

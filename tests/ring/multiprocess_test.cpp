@@ -28,6 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/detail.hpp"
 #include "test_support.hpp"
 
 using namespace shmbus;
@@ -278,7 +279,7 @@ TEST_CASE("a pure subscriber takes a dead writer's claim away through a page map
   REQUIRE(sub);
   struct stat st {};
   REQUIRE(::stat(("/dev/shm/" + bus::segment_name(kTestBus, name.str())).c_str(), &st) == 0);
-  const std::uint64_t data_offset = ch.state()->geo.data_offset;
+  const std::uint64_t data_offset = shmbus::detail::state_of(ch)->geo.data_offset;
   const std::vector<std::string> before = mappings_of(st.st_ino, data_offset);
   REQUIRE(before.size() == 1);
   CHECK(before[0].rfind("r--s", 0) == 0);
@@ -508,7 +509,7 @@ TEST_CASE("a blocked publisher is released when the slow subscriber dies") {
     auto c = Channel::open(name.str(), kTestBus);
     if (!c) return 10;
     if (!about_to_publish.wait(ms_left(Clock::now() + kBound))) return 11;
-    const auto& waiters = c->state()->producer->pub_sleeping;
+    const auto& waiters = shmbus::detail::state_of(*c)->producer->pub_sleeping;
     const auto deadline = Clock::now() + kBound;
     while (waiters.load(std::memory_order_acquire) == 0) {
       if (Clock::now() >= deadline) {
@@ -756,7 +757,7 @@ TEST_CASE("a waiter killed in its sleep costs at most one wake-up, then nobody i
   // no system call when nobody sleeps.
   ScopedChannelName name("mp-waiters");
   Channel ch = make_channel(name, block_channel(4));
-  const auto& producer = *ch.state()->producer;
+  const auto& producer = *shmbus::detail::state_of(ch)->producer;
   auto sub = ch.subscribe({"", StartAt::at_sequence(0)});
   REQUIRE(sub);
 

@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "api/detail.hpp"
 #include "bus/ring/channel_state.hpp"
 #include "bus/dedup/dedup.hpp"
 #include "bus/group/group_core.hpp"
@@ -132,8 +133,9 @@ TEST_CASE("a reader's payloads are mapped read-only: writing into a message it r
       std::byte buf[128];
       if (con->receive(d, buf) != PollStatus::ok) return 13;
       // The slot of the delivered sequence in the channel's data view.
-      const auto& geo = c->state()->geo;
-      target = const_cast<std::byte*>(c->state()->data) + (d.sequence & (geo.capacity - 1)) * geo.slot_size +
+      const auto& state = shmbus::detail::state_of(*c);
+      const auto& geo = state->geo;
+      target = const_cast<std::byte*>(state->data) + (d.sequence & (geo.capacity - 1)) * geo.slot_size +
                bus::kSlotHeaderSize;
     } else {
       const PollStatus st = sub->read([&](const Message& m) { target = const_cast<std::byte*>(m.payload.data()); });
@@ -244,9 +246,10 @@ TEST_CASE("a lease word naming a consumer index outside the table is treated as 
 
   // A hostile (or corrupted) segment rewrites the lease: same lap and
   // deadline, but owner 200, past the 2-entry consumer table.
-  const int gi = bus::find_group(*ch.state(), "g");
+  const int gi = bus::find_group(*shmbus::detail::state_of(ch), "g");
   REQUIRE(gi >= 0);
-  std::atomic<std::uint64_t>& word = ch.state()->leases(static_cast<std::uint32_t>(gi))[d.sequence & 7];
+  std::atomic<std::uint64_t>& word =
+      shmbus::detail::state_of(ch)->leases(static_cast<std::uint32_t>(gi))[d.sequence & 7];
   bus::LeaseFields lf = bus::lease_fields(word.load());
   REQUIRE(lf.state == bus::kLeaseLeased);
   lf.owner = 200;
@@ -274,9 +277,9 @@ TEST_CASE("a group `next` far beyond the head is not trusted to index the ring")
   auto pub = ch.publisher();
   REQUIRE((c && pub));
   for (int i = 0; i < 3; ++i) REQUIRE(pub->publish(text("m" + std::to_string(i))) == PublishStatus::ok);
-  const int gi = bus::find_group(*ch.state(), "g");
+  const int gi = bus::find_group(*shmbus::detail::state_of(ch), "g");
   REQUIRE(gi >= 0);
-  ch.state()->group(static_cast<std::uint32_t>(gi))->next.store(bus::kMaxSequence - 3);
+  shmbus::detail::state_of(ch)->group(static_cast<std::uint32_t>(gi))->next.store(bus::kMaxSequence - 3);
   Delivery d;
   std::byte buf[128];
   for (int i = 0; i < 50; ++i) {

@@ -22,6 +22,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "api/detail.hpp"
 #include "bus/ring/channel_state.hpp"
 #include "shm/clock.hpp"
 
@@ -96,7 +97,7 @@ TEST_CASE("a publish wakes a reader asleep in poll_wait at once, not at its re-c
   auto sub = ch.subscribe({"", StartAt::earliest(), WaitStrategy::block});
   auto pub = ch.publisher();
   REQUIRE((sub && pub));
-  const void* word = &ch.state()->producer->sub_futex;
+  const void* word = &shmbus::detail::state_of(ch)->producer->sub_futex;
 
   std::atomic<pid_t> tid{0};
   std::atomic<std::uint64_t> read{0};  // messages the reader has read, in order
@@ -151,7 +152,7 @@ TEST_CASE("a reader's progress wakes a publisher asleep on a full ring at once, 
   auto sub = ch.subscribe({"", StartAt::earliest(), WaitStrategy::block});
   auto pub = ch.publisher();
   REQUIRE((sub && pub));
-  const void* word = &ch.state()->producer->pub_futex;
+  const void* word = &shmbus::detail::state_of(ch)->producer->pub_futex;
 
   // The publisher fills the ring; from then on each publish finds it full
   // and sleeps until the reader frees a slot.

@@ -89,6 +89,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/detail.hpp"
 #include "bus/group/group_core.hpp"
 #include "shm/clock.hpp"
 
@@ -536,7 +537,7 @@ int consumer_main(const std::string& name, Policy policy, TrialLedger& t, int sl
       // ms), or on drop_oldest once the ring moved a lap past the message
       // (the next lap's message took the slot's lease word).
       e.late.store(shm::monotonic_ns() + 2'000'000 >= d.deadline_ns ? 1 : 0, std::memory_order_relaxed);
-      const std::uint64_t head = ch->state()->producer->head.load(std::memory_order_acquire);
+      const std::uint64_t head = shmbus::detail::state_of(*ch)->producer->head.load(std::memory_order_acquire);
       e.overwritten.store(head >= d.sequence + kCapacity ? 1 : 0, std::memory_order_relaxed);
       e.state.store(kAckLost, std::memory_order_release);
     } else {
@@ -568,9 +569,9 @@ struct Removers {
 };
 
 std::uint64_t group_floor(const Channel& ch) {
-  const int gi = bus::find_group(*ch.state(), "g");
+  const int gi = bus::find_group(*shmbus::detail::state_of(ch), "g");
   if (gi < 0) return 0;
-  return ch.state()->group(static_cast<std::uint32_t>(gi))->floor.load(std::memory_order_acquire);
+  return shmbus::detail::state_of(ch)->group(static_cast<std::uint32_t>(gi))->floor.load(std::memory_order_acquire);
 }
 
 const SubscriberStats* find_durable(const ChannelStats& st) {

@@ -62,7 +62,8 @@
 //   }
 #include "probe.hpp"
 
-#include "bus/common/types.hpp"
+#include <shmbus/stats.hpp>
+#include <shmbus/types.hpp>
 
 namespace shmbus::probe {
 
