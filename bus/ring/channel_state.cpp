@@ -539,14 +539,4 @@ std::uint64_t ChannelState::check_removed() noexcept {
   return kChannelRemoved;
 }
 
-Result<std::vector<std::string>> list_channels(std::string_view bus) {
-  if (auto r = validate_name("bus", bus); !r) return r.error();
-  const std::string prefix = "shmbus." + std::string(bus) + ".";
-  auto segs = shm::Segment::list(prefix);
-  if (!segs) return segs.error();
-  std::vector<std::string> out;
-  for (const auto& s : segs.value()) out.push_back(s.name.substr(prefix.size()));
-  return out;
-}
-
 }  // namespace shmbus::bus
