@@ -237,8 +237,9 @@ class DedupCore {
 
   /// Opens table `name` on `bus`, creating it (exclusively, size reserved
   /// up front) if it does not exist. An existing table must have the same
-  /// parameters. Takes over an initialisation whose creator died. Refuses
-  /// another layout version and any header field out of range. Thread-safe.
+  /// parameters. Refuses another layout version, any header field out of
+  /// range, and a header that is not initialised (a table is named only once
+  /// whole, so that is damage: never re-initialised). Thread-safe.
   static Result<std::unique_ptr<DedupCore>> open_or_create(std::string_view bus,
                                                            std::string_view name,
                                                            const DedupOptions& opts);
