@@ -357,56 +357,51 @@ DedupCore::Wait DedupCore::wait_binding(DedupEntry& e, std::uint64_t word) noexc
   }
 }
 
-DedupCore::Insert DedupCore::insert(std::uint64_t id, std::uint64_t h,
-                                    std::uint64_t final_state) noexcept {
-  std::uint64_t now = now_ms();
-  // 1. The first reusable entry of the window; failing that, one whose
-  //    owner is dead (a liveness check each: only when the window is full).
-  std::uint32_t pick = window_;
-  std::uint64_t old = 0;
-  for (std::uint32_t d = 0; d < window_ && pick == window_; ++d) {
+DedupCore::Pick DedupCore::pick_entry(std::uint64_t h, std::uint64_t now) const noexcept {
+  // The first reusable entry of the window; failing that, one whose owner is
+  // dead (a liveness check each: only when the window is full).
+  for (std::uint32_t d = 0; d < window_; ++d) {
     const std::uint64_t w = shm::load_acquire(entry(h, d).state);
     const std::uint64_t st = dedup_state(w);
-    if (st == kDedupFree || ((st == kDedupDone || st == kDedupClaimed) && dedup_time(w) <= now)) {
-      pick = d;
-      old = w;
-    }
+    if (st == kDedupFree || ((st == kDedupDone || st == kDedupClaimed) && dedup_time(w) <= now)) return {d, w};
   }
-  for (std::uint32_t d = 0; d < window_ && pick == window_; ++d) {
+  for (std::uint32_t d = 0; d < window_; ++d) {
     const std::uint64_t w = shm::load_acquire(entry(h, d).state);
     const std::uint64_t st = dedup_state(w);
-    if ((st == kDedupClaimed && claimer_dead(w)) || (st == kDedupBinding && binding_stuck(w, now))) {
-      pick = d;
-      old = w;
-    }
+    if ((st == kDedupClaimed && claimer_dead(w)) || (st == kDedupBinding && binding_stuck(w, now))) return {d, w};
   }
-  if (pick == window_) return Insert::no_room;
-  DedupEntry& e = entry(h, pick);
+  return {window_, 0};
+}
 
-  // 2. Hold the entry in `binding`, then announce the id.
-  const std::uint64_t binding = make_dedup_word(kDedupBinding, pid_, later(now, old));
+void DedupCore::back_off(DedupEntry& e, std::uint64_t binding) noexcept {
+  // Fails unless the entry is still ours.
+  std::uint64_t mine = binding;
+  (void)shm::cas_acq_rel(e.state, mine, make_dedup_word(kDedupFree, 0, later(now_ms(), binding)));
+}
+
+DedupCore::Insert DedupCore::bind(DedupEntry& e, std::uint64_t old, std::uint64_t binding,
+                                  std::uint64_t id) noexcept {
   std::uint64_t exp = old;
   if (!shm::cas_acq_rel(e.state, exp, binding)) return Insert::retry;
   if (dedup_state(old) == kDedupBinding) {
     header_->freed_bindings.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   }
-  auto back_off = [&] {
-    std::uint64_t mine = binding;
-    (void)shm::cas_acq_rel(e.state, mine, make_dedup_word(kDedupFree, 0, later(now_ms(), binding)));
-  };
   // A CAS, not a store: if we stalled here long enough to have the entry
   // freed and bound again by someone else, their id stays.
   std::uint64_t prev_id = shm::load_acquire(e.id);
   // SYNC(announce): seq_cst, then the fence: of two inserters of the same
-  // id, at least one sees the other's id in the scan below (Dekker).
+  // id, at least one sees the other's id in check_window (Dekker).
   if (!e.id.compare_exchange_strong(prev_id, id, std::memory_order_seq_cst,
                                     std::memory_order_acquire)) {
-    back_off();  // fails unless the entry is still ours
+    back_off(e, binding);
     return Insert::retry;
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  return Insert::ok;
+}
 
-  // 3. Nobody else may hold this id in the window.
+DedupCore::Insert DedupCore::check_window(std::uint64_t id, std::uint64_t h, std::uint32_t pick,
+                                          DedupEntry& e, std::uint64_t binding) noexcept {
   for (std::uint32_t d = 0; d < window_; ++d) {
     if (d == pick) continue;
     DedupEntry& q = entry(h, d);
@@ -415,26 +410,40 @@ DedupCore::Insert DedupCore::insert(std::uint64_t id, std::uint64_t h,
       if (s.id != id || dedup_state(s.word) == kDedupFree) break;
       if (dedup_state(s.word) != kDedupBinding || d < pick) {
         // Recorded there (begin will handle it), or an earlier binder wins.
-        back_off();
+        back_off(e, binding);
         header_->insert_races.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
         return Insert::retry;
       }
       // A later entry is being bound to this id: it backs off when it sees
       // us, or confirms if it did not (then we back off above).
       if (wait_binding(q, s.word) == Wait::timed_out) {
-        back_off();
+        back_off(e, binding);
         return Insert::contended;
       }
     }
   }
+  return Insert::ok;
+}
 
+DedupCore::Insert DedupCore::insert(std::uint64_t id, std::uint64_t h,
+                                    std::uint64_t final_state) noexcept {
+  std::uint64_t now = now_ms();
+  // 1. Pick an entry.
+  const Pick p = pick_entry(h, now);
+  if (p.distance == window_) return Insert::no_room;
+  DedupEntry& e = entry(h, p.distance);
+  // 2. Hold the entry in `binding`, then announce the id.
+  const std::uint64_t binding = make_dedup_word(kDedupBinding, pid_, later(now, p.word));
+  if (const Insert r = bind(e, p.word, binding, id); r != Insert::ok) return r;
+  // 3. Nobody else may hold this id in the window.
+  if (const Insert r = check_window(id, h, p.distance, e, binding); r != Insert::ok) return r;
   // 4. Confirm.
   now = now_ms();
   const std::uint64_t fin =
       final_state == kDedupClaimed
           ? make_dedup_word(kDedupClaimed, pid_, later(deadline(now, claim_ms_), binding))
           : make_dedup_word(kDedupDone, pid_, later(deadline(now, ttl_ms_), binding));
-  exp = binding;
+  std::uint64_t exp = binding;
   // SYNC(entry-word): release, publishes the id to snapshot()'s acquire.
   if (!shm::cas_acq_rel(e.state, exp, fin)) return Insert::retry;  // freed as stuck
   return Insert::ok;
