@@ -149,7 +149,7 @@ void initialise(DedupHeader* h, const DedupGeometry& g, std::string_view name) {
   shm::store_relaxed(h->layout_version, kDedupLayoutVersion);
   shm::store_relaxed(h->magic, kDedupMagic);
   shm::store_relaxed(h->init_owner, shm::pack_process(shm::self_process()));  // informational
-  // SYNC(dedup-init): release, pairs with the acquire in open_existing (the
+  // SYNC(dedup-init): release, pairs with the acquire in dedup_init_state (the
   // table is linked under its name only after this).
   shm::store_release(h->init_state, std::uint64_t{kInitReady});
 }

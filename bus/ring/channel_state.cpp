@@ -74,7 +74,7 @@ void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
   std::memcpy(h->name, name.data(), std::min(name.size(), sizeof h->name - 1));
   shm::store_relaxed(h->layout_version, kLayoutVersion);  // ordered by the release below
   shm::store_relaxed(h->magic, kMagic);                    // ordered by the release below
-  // SYNC(init): release, pairs with the acquire of init_state in open_channel.
+  // SYNC(init): release, pairs with the acquire of init_state in channel_init_state.
   shm::store_release(h->init_state, static_cast<std::uint32_t>(kInitReady));
 }
 
