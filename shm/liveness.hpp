@@ -42,9 +42,4 @@ inline std::uint32_t packed_pid(std::uint64_t packed) noexcept {
 /// Thread-safe.
 Liveness packed_liveness(std::uint64_t packed) noexcept;
 
-/// Convenience: true unless the process is known to be dead.
-inline bool maybe_alive(const ProcessId& id) noexcept {
-  return process_liveness(id) != Liveness::dead;
-}
-
 }  // namespace shmbus::shm

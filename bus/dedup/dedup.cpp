@@ -4,9 +4,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <optional>
 
 #include "bus/ring/channel_state.hpp"
+#include "bus/common/segment_open.hpp"
 #include "bus/common/settings_check.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
@@ -43,6 +43,9 @@ constexpr std::uint64_t kBindLivenessEveryNs = 1'000'000ULL;
 /// pid may have been reused after it died inside the binding).
 constexpr std::uint64_t kBindStuckMs = 10'000;
 constexpr std::uint32_t kSpins = 256;
+/// How long an open waits while a remover holds the table's segment
+/// exclusively (Segment::open's default).
+constexpr std::uint64_t kDedupOpenLockWaitNs = 2'000'000'000ULL;
 
 
 /// The time field of a transition out of `old`: at least `wanted`, and
@@ -146,7 +149,7 @@ void initialise(DedupHeader* h, const DedupGeometry& g, std::string_view name) {
   shm::store_relaxed(h->layout_version, kDedupLayoutVersion);
   shm::store_relaxed(h->magic, kDedupMagic);
   shm::store_relaxed(h->init_owner, shm::pack_process(shm::self_process()));  // informational
-  // SYNC(dedup-init): release, pairs with the acquire in open_existing (the
+  // SYNC(dedup-init): release, pairs with the acquire in dedup_init_state (the
   // table is linked under its name only after this).
   shm::store_release(h->init_state, std::uint64_t{kInitReady});
 }
@@ -213,39 +216,40 @@ std::string dedup_segment_name(std::string_view bus, std::string_view name) {
 
 namespace {
 
-struct Opened {
-  shm::Segment seg;
-  DedupGeometry geo;
-};
+std::uint64_t dedup_init_state(const DedupHeader& h) noexcept {
+  // SYNC(dedup-init): acquire, pairs with the release in initialise (the
+  // table is linked under its name only after it).
+  return shm::load_acquire(h.init_state);
+}
 
-// Opens an existing table: validates the header, checks the parameters. A
-// table is named only once initialised, so one that is not is corrupted:
+// The table's steps for the shared open and create (bus/common/segment_open.hpp).
+// A table is named only once initialised, so one that is not is corrupted:
 // refused, never re-initialised.
-Result<Opened> open_existing(const std::string& seg_name, const std::string& table,
-                             const DedupGeometry& want, const shm::Trust& trust) {
-  auto seg = shm::Segment::open(seg_name, shm::Access::read_write, trust);
-  if (!seg) return seg.error();
-  auto sz = seg->size();
-  if (!sz) return sz.error();
-  if (sz.value() < kDedupHeaderSize) {
-    return Error(ErrorCode::corrupted,
-                 "dedup table '" + table + "' is corrupted: its segment is " + num(sz.value()) +
-                     " bytes, smaller than its header (" + num(kDedupHeaderSize) + "); remove it");
-  }
-  auto hdr_map = seg->map(0, kDedupHeaderSize, shm::Access::read_only, false);
-  if (!hdr_map) return hdr_map.error();
-  const auto* h = reinterpret_cast<const DedupHeader*>(hdr_map->data());
-  // SYNC(dedup-init): acquire, pairs with the release in initialise.
-  const std::uint64_t init = shm::load_acquire(h->init_state);
-  auto g = validate_header(*h, sz.value(), table);
-  if (!g) return g.error();
-  if (init != kInitReady) {
-    return Error(ErrorCode::corrupted, "dedup table '" + table + "' is corrupted: init_state = " +
-                                           num(init) + " (expected " + num(kInitReady) +
-                                           "); it is not re-initialised: remove it");
-  }
-  if (auto r = check_expected(g.value(), want, table); !r) return r.error();
-  return Opened{std::move(seg.value()), g.value()};
+constexpr SegmentSteps<DedupHeader, DedupGeometry> kDedupSteps{
+    {"dedup table", kDedupHeaderSize, kInitReady, "its header", "remove it", "it is not re-initialised: remove it"},
+    &dedup_init_state, &validate_header, &initialise};
+
+using Opened = OpenedSegment<DedupGeometry>;
+
+// The table `name` as it is on the bus, created with `want` if it is not
+// there: an existing one must have the same parameters.
+Result<Opened> create_or_open_table(std::string_view name, const std::string& seg_name,
+                                    const DedupGeometry& want, const DedupOptions& opts) {
+  return create_or_open(
+      kDedupSteps.kind, name,
+      [&]() -> Result<Opened> {
+        // Made and initialised unnamed, then linked: never seen half made.
+        auto seg = create_segment(kDedupSteps, name, seg_name, want, opts.mode);
+        if (!seg) return seg.error();
+        return Opened{std::move(seg.value()), want};
+      },
+      [&]() -> Result<Opened> {
+        auto o = open_segment(kDedupSteps, name, seg_name, shm::Access::read_write, opts.trust,
+                              kDedupOpenLockWaitNs);
+        if (!o) return o.error();
+        if (auto r = check_expected(o->geo, want, name); !r) return r.error();
+        return o;
+      });
 }
 
 }  // namespace
@@ -263,43 +267,16 @@ Result<std::unique_ptr<DedupCore>> DedupCore::open_or_create(std::string_view bu
     return invalid("pid " + num(me.pid) + " does not fit the " + num(kDedupPidBits) +
                    "-bit owner field of a dedup entry");
   }
-  const std::string seg_name = dedup_segment_name(bus, name);
-  const std::string table(name);
-  std::optional<Opened> opened;
-  for (int attempt = 0; attempt < 8 && !opened; ++attempt) {
-    // Made and initialised unnamed, then linked: never seen half made.
-    auto seg = shm::Segment::create_unnamed(seg_name, want->total_size, opts.mode);
-    if (!seg) return seg.error();
-    {
-      auto hdr_map = seg->map(0, kDedupHeaderSize, shm::Access::read_write, true);
-      if (!hdr_map) return hdr_map.error();
-      initialise(reinterpret_cast<DedupHeader*>(hdr_map->data()), want.value(), name);
-    }
-    auto linked = seg->link();
-    if (linked) {
-      opened = Opened{std::move(seg.value()), want.value()};
-      break;
-    }
-    if (linked.error().code() != ErrorCode::already_exists) return linked.error();
-    auto o = open_existing(seg_name, table, want.value(), opts.trust);
-    if (o) {
-      opened = std::move(o.value());
-    } else if (o.error().code() != ErrorCode::not_found) {
-      return o.error();
-    }
-    // Removed between our create and open: try again.
-  }
-  if (!opened) {
-    return Error(ErrorCode::busy, "dedup table '" + table + "' keeps appearing and disappearing; giving up");
-  }
+  auto opened = create_or_open_table(name, dedup_segment_name(bus, name), want.value(), opts);
+  if (!opened) return opened.error();
   // Pre-fault every page: the hot path must never take a page fault.
-  auto map = opened->seg.map(0, opened->geo.total_size, shm::Access::read_write, true);
+  auto map = opened->segment.map(0, opened->geo.total_size, shm::Access::read_write, true);
   if (!map) return map.error();
   auto core = std::make_unique<DedupCore>();
   core->bus_ = std::string(bus);
-  core->name_ = table;
+  core->name_ = std::string(name);
   core->opts_ = opts;
-  core->segment_ = std::move(opened->seg);
+  core->segment_ = std::move(opened->segment);
   core->map_ = std::move(map.value());
   core->header_ = reinterpret_cast<DedupHeader*>(core->map_.data());
   core->entries_ = reinterpret_cast<DedupEntry*>(core->map_.data() + opened->geo.entries_offset);
@@ -380,56 +357,51 @@ DedupCore::Wait DedupCore::wait_binding(DedupEntry& e, std::uint64_t word) noexc
   }
 }
 
-DedupCore::Insert DedupCore::insert(std::uint64_t id, std::uint64_t h,
-                                    std::uint64_t final_state) noexcept {
-  std::uint64_t now = now_ms();
-  // 1. The first reusable entry of the window; failing that, one whose
-  //    owner is dead (a liveness check each: only when the window is full).
-  std::uint32_t pick = window_;
-  std::uint64_t old = 0;
-  for (std::uint32_t d = 0; d < window_ && pick == window_; ++d) {
+DedupCore::Pick DedupCore::pick_entry(std::uint64_t h, std::uint64_t now) const noexcept {
+  // The first reusable entry of the window; failing that, one whose owner is
+  // dead (a liveness check each: only when the window is full).
+  for (std::uint32_t d = 0; d < window_; ++d) {
     const std::uint64_t w = shm::load_acquire(entry(h, d).state);
     const std::uint64_t st = dedup_state(w);
-    if (st == kDedupFree || ((st == kDedupDone || st == kDedupClaimed) && dedup_time(w) <= now)) {
-      pick = d;
-      old = w;
-    }
+    if (st == kDedupFree || ((st == kDedupDone || st == kDedupClaimed) && dedup_time(w) <= now)) return {d, w};
   }
-  for (std::uint32_t d = 0; d < window_ && pick == window_; ++d) {
+  for (std::uint32_t d = 0; d < window_; ++d) {
     const std::uint64_t w = shm::load_acquire(entry(h, d).state);
     const std::uint64_t st = dedup_state(w);
-    if ((st == kDedupClaimed && claimer_dead(w)) || (st == kDedupBinding && binding_stuck(w, now))) {
-      pick = d;
-      old = w;
-    }
+    if ((st == kDedupClaimed && claimer_dead(w)) || (st == kDedupBinding && binding_stuck(w, now))) return {d, w};
   }
-  if (pick == window_) return Insert::no_room;
-  DedupEntry& e = entry(h, pick);
+  return {window_, 0};
+}
 
-  // 2. Hold the entry in `binding`, then announce the id.
-  const std::uint64_t binding = make_dedup_word(kDedupBinding, pid_, later(now, old));
+void DedupCore::back_off(DedupEntry& e, std::uint64_t binding) noexcept {
+  // Fails unless the entry is still ours.
+  std::uint64_t mine = binding;
+  (void)shm::cas_acq_rel(e.state, mine, make_dedup_word(kDedupFree, 0, later(now_ms(), binding)));
+}
+
+DedupCore::Insert DedupCore::bind(DedupEntry& e, std::uint64_t old, std::uint64_t binding,
+                                  std::uint64_t id) noexcept {
   std::uint64_t exp = old;
   if (!shm::cas_acq_rel(e.state, exp, binding)) return Insert::retry;
   if (dedup_state(old) == kDedupBinding) {
     header_->freed_bindings.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   }
-  auto back_off = [&] {
-    std::uint64_t mine = binding;
-    (void)shm::cas_acq_rel(e.state, mine, make_dedup_word(kDedupFree, 0, later(now_ms(), binding)));
-  };
   // A CAS, not a store: if we stalled here long enough to have the entry
   // freed and bound again by someone else, their id stays.
   std::uint64_t prev_id = shm::load_acquire(e.id);
   // SYNC(announce): seq_cst, then the fence: of two inserters of the same
-  // id, at least one sees the other's id in the scan below (Dekker).
+  // id, at least one sees the other's id in check_window (Dekker).
   if (!e.id.compare_exchange_strong(prev_id, id, std::memory_order_seq_cst,
                                     std::memory_order_acquire)) {
-    back_off();  // fails unless the entry is still ours
+    back_off(e, binding);
     return Insert::retry;
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);
+  return Insert::ok;
+}
 
-  // 3. Nobody else may hold this id in the window.
+DedupCore::Insert DedupCore::check_window(std::uint64_t id, std::uint64_t h, std::uint32_t pick,
+                                          DedupEntry& e, std::uint64_t binding) noexcept {
   for (std::uint32_t d = 0; d < window_; ++d) {
     if (d == pick) continue;
     DedupEntry& q = entry(h, d);
@@ -438,26 +410,40 @@ DedupCore::Insert DedupCore::insert(std::uint64_t id, std::uint64_t h,
       if (s.id != id || dedup_state(s.word) == kDedupFree) break;
       if (dedup_state(s.word) != kDedupBinding || d < pick) {
         // Recorded there (begin will handle it), or an earlier binder wins.
-        back_off();
+        back_off(e, binding);
         header_->insert_races.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
         return Insert::retry;
       }
       // A later entry is being bound to this id: it backs off when it sees
       // us, or confirms if it did not (then we back off above).
       if (wait_binding(q, s.word) == Wait::timed_out) {
-        back_off();
+        back_off(e, binding);
         return Insert::contended;
       }
     }
   }
+  return Insert::ok;
+}
 
+DedupCore::Insert DedupCore::insert(std::uint64_t id, std::uint64_t h,
+                                    std::uint64_t final_state) noexcept {
+  std::uint64_t now = now_ms();
+  // 1. Pick an entry.
+  const Pick p = pick_entry(h, now);
+  if (p.distance == window_) return Insert::no_room;
+  DedupEntry& e = entry(h, p.distance);
+  // 2. Hold the entry in `binding`, then announce the id.
+  const std::uint64_t binding = make_dedup_word(kDedupBinding, pid_, later(now, p.word));
+  if (const Insert r = bind(e, p.word, binding, id); r != Insert::ok) return r;
+  // 3. Nobody else may hold this id in the window.
+  if (const Insert r = check_window(id, h, p.distance, e, binding); r != Insert::ok) return r;
   // 4. Confirm.
   now = now_ms();
   const std::uint64_t fin =
       final_state == kDedupClaimed
           ? make_dedup_word(kDedupClaimed, pid_, later(deadline(now, claim_ms_), binding))
           : make_dedup_word(kDedupDone, pid_, later(deadline(now, ttl_ms_), binding));
-  exp = binding;
+  std::uint64_t exp = binding;
   // SYNC(entry-word): release, publishes the id to snapshot()'s acquire.
   if (!shm::cas_acq_rel(e.state, exp, fin)) return Insert::retry;  // freed as stuck
   return Insert::ok;

@@ -183,8 +183,9 @@ class DedupCore {
 
   /// Opens table `name` on `bus`, creating it (exclusively, size reserved
   /// up front) if it does not exist. An existing table must have the same
-  /// parameters. Takes over an initialisation whose creator died. Refuses
-  /// another layout version and any header field out of range. Thread-safe.
+  /// parameters. Refuses another layout version, any header field out of
+  /// range, and a header that is not initialised (a table is named only once
+  /// whole, so that is damage: never re-initialised). Thread-safe.
   static Result<std::unique_ptr<DedupCore>> open_or_create(std::string_view bus,
                                                            std::string_view name,
                                                            const DedupOptions& opts);
@@ -218,7 +219,27 @@ class DedupCore {
     return entries_[(home + distance) & mask_];
   }
   Found find(std::uint64_t id, std::uint64_t home) const noexcept;
+  /// An entry an insert may take: at `distance` from home (window_: none),
+  /// holding `word` when it was picked.
+  struct Pick {
+    std::uint32_t distance = 0;
+    std::uint64_t word = 0;
+  };
+
+  /// Records `id` (not found in its window) in a new entry, in
+  /// `final_state`: the four steps of Insert(x) at the end of this header.
   Insert insert(std::uint64_t id, std::uint64_t home, std::uint64_t final_state) noexcept;
+  /// Insert step 1: the entry to take, judged at `now_ms`.
+  Pick pick_entry(std::uint64_t home, std::uint64_t now_ms) const noexcept;
+  /// Insert step 2: `old` -> `binding`, then the id announced. ok, or retry
+  /// (the entry changed, or the id CAS lost; then backed off).
+  Insert bind(DedupEntry& e, std::uint64_t old, std::uint64_t binding, std::uint64_t id) noexcept;
+  /// Insert step 3: ok if no other entry of the window holds `id`; else
+  /// backed off, and retry or contended.
+  Insert check_window(std::uint64_t id, std::uint64_t home, std::uint32_t pick, DedupEntry& e,
+                      std::uint64_t binding) noexcept;
+  /// Frees entry `e` if it still holds our `binding` word.
+  void back_off(DedupEntry& e, std::uint64_t binding) noexcept;
   Wait wait_binding(DedupEntry& e, std::uint64_t word) noexcept;
   bool binding_stuck(std::uint64_t word, std::uint64_t now_ms) const noexcept;
   bool claimer_dead(std::uint64_t word) const noexcept;

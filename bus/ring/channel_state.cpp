@@ -4,6 +4,7 @@
 #include <cstring>
 #include <thread>
 
+#include "bus/common/segment_open.hpp"
 #include "bus/common/settings_check.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
@@ -73,7 +74,7 @@ void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
   std::memcpy(h->name, name.data(), std::min(name.size(), sizeof h->name - 1));
   shm::store_relaxed(h->layout_version, kLayoutVersion);  // ordered by the release below
   shm::store_relaxed(h->magic, kMagic);                    // ordered by the release below
-  // SYNC(init): release, pairs with the acquire of init_state in open_channel.
+  // SYNC(init): release, pairs with the acquire of init_state in channel_init_state.
   shm::store_release(h->init_state, static_cast<std::uint32_t>(kInitReady));
 }
 
@@ -314,6 +315,24 @@ Result<std::shared_ptr<ChannelState>> attach(shm::Segment seg, const std::string
   return st;
 }
 
+namespace {
+
+std::uint64_t channel_init_state(const ChannelHeader& h) noexcept {
+  // SYNC(init): acquire, pairs with the release of init_state in initialise
+  // (and the link that follows it: a named channel is always initialised).
+  return shm::load_acquire(h.init_state);
+}
+
+// The channel's steps for the shared open and create (bus/common/segment_open.hpp).
+constexpr SegmentSteps<ChannelHeader, Geometry> kChannelSteps{
+    {"channel", kHeaderPage, kInitReady, "a channel header",
+     "it was not made by this version of shmbus: remove it with 'shmbus rm'",
+     "a named channel is always initialised, so it is not re-initialised: remove it with 'shmbus rm'",
+     offsetof(ChannelHeader, removed), kChannelLost},
+    &channel_init_state, &validate_header, &initialise};
+
+}  // namespace
+
 Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::string_view name,
                                                      const ChannelOptions& opts,
                                                      const shm::Trust& trust) {
@@ -321,25 +340,17 @@ Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::
   if (auto r = validate_name("channel", name); !r) return r.error();
   auto g = compute_geometry(opts);
   if (!g) return g.error();
-  const std::string seg_name = segment_name(bus, name);
   // Made, sized and initialised without a name; linked only when complete.
   // A creator killed at any point before the link leaves nothing behind; one
   // killed after it leaves a complete channel.
-  auto seg = shm::Segment::create_unnamed(seg_name, g->total_size, opts.mode);
-  if (!seg) return seg.error();
-  seg->set_lost_marker(offsetof(ChannelHeader, removed), kChannelLost);
-  {
-    auto hdr_map = seg->map(0, kHeaderPage, shm::Access::read_write, true);
-    if (!hdr_map) return hdr_map.error();
-    initialise(reinterpret_cast<ChannelHeader*>(hdr_map->data()), g.value(), name);
-  }
-  if (auto r = seg->link(); !r) {
-    if (r.error().code() == ErrorCode::already_exists) {
+  auto seg = create_segment(kChannelSteps, name, segment_name(bus, name), g.value(), opts.mode);
+  if (!seg) {
+    if (seg.error().code() == ErrorCode::already_exists) {
       return Error(ErrorCode::already_exists,
                    "channel '" + std::string(name) + "' already exists on bus '" +
                        std::string(bus) + "'");
     }
-    return r.error();
+    return seg.error();
   }
   auto st = attach(std::move(seg.value()), std::string(bus), std::string(name), g.value(),
                    MapMode::participant);
@@ -377,48 +388,19 @@ Result<std::shared_ptr<ChannelState>> open_impl(std::string_view bus, std::strin
                                                 const OpenOptions& opts) {
   if (auto r = validate_name("bus", bus); !r) return r.error();
   if (auto r = validate_name("channel", name); !r) return r.error();
-  const std::string seg_name = segment_name(bus, name);
-  const std::string chan(name);
-  auto seg = shm::Segment::open(seg_name,
-                                opts.mode == MapMode::observer ? shm::Access::read_only
-                                                               : shm::Access::read_write,
-                                opts.trust, opts.open_wait_ns);
-  if (!seg) {
-    if (seg.error().code() == ErrorCode::not_found) {
+  const auto access = opts.mode == MapMode::observer ? shm::Access::read_only : shm::Access::read_write;
+  auto o = open_segment(kChannelSteps, name, segment_name(bus, name), access, opts.trust, opts.open_wait_ns);
+  if (!o) {
+    if (o.error().code() == ErrorCode::not_found) {
       return Error(ErrorCode::not_found,
-                   "channel '" + chan + "' does not exist on bus '" + std::string(bus) + "'");
+                   "channel '" + std::string(name) + "' does not exist on bus '" + std::string(bus) + "'");
     }
-    return seg.error();
-  }
-  seg->set_lost_marker(offsetof(ChannelHeader, removed), kChannelLost);
-  auto sz = seg->size();
-  if (!sz) return sz.error();
-  if (sz.value() < kHeaderPage) {
-    // Never made by create (which names a segment only once it is whole):
-    // refuse it rather than guess, and never initialise over it.
-    return Error(ErrorCode::corrupted,
-                 "channel '" + chan + "' is corrupted: its segment is " + num(sz.value()) +
-                     " bytes, smaller than a channel header (" + num(kHeaderPage) +
-                     "); it was not made by this version of shmbus: remove it with 'shmbus rm'");
-  }
-  auto hdr_map = seg->map(0, kHeaderPage, shm::Access::read_only, false);
-  if (!hdr_map) return hdr_map.error();
-  const auto* h = reinterpret_cast<const ChannelHeader*>(hdr_map->data());
-  // SYNC(init): acquire, pairs with the release of init_state in initialise
-  // (and the link that follows it: a named channel is always initialised).
-  const std::uint32_t init = shm::load_acquire(h->init_state);
-  auto g = validate_header(*h, sz.value(), chan);
-  if (!g) return g.error();
-  if (init != kInitReady) {
-    return Error(ErrorCode::corrupted, "channel '" + chan + "' is corrupted: init_state = " +
-                                           num(init) + " (expected " + num(kInitReady) +
-                                           "); a named channel is always initialised, so it is "
-                                           "not re-initialised: remove it with 'shmbus rm'");
+    return o.error();
   }
   if (opts.expect) {
-    if (auto r = check_expected(g.value(), *opts.expect, name); !r) return r.error();
+    if (auto r = check_expected(o->geo, *opts.expect, name); !r) return r.error();
   }
-  auto st = attach(std::move(seg.value()), std::string(bus), chan, g.value(), opts.mode);
+  auto st = attach(std::move(o->segment), std::string(bus), std::string(name), o->geo, opts.mode);
   if (st) st.value()->trust = opts.trust;
   return st;
 }
@@ -434,18 +416,12 @@ Result<std::shared_ptr<ChannelState>> open_or_create_channel(std::string_view bu
                                                              std::string_view name,
                                                              const ChannelOptions& opts,
                                                              const shm::Trust& trust) {
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    auto c = create_channel(bus, name, opts, trust);
-    if (c || c.error().code() != ErrorCode::already_exists) return c;
-    OpenOptions o;
-    o.expect = opts;
-    o.trust = trust;
-    auto r = open_impl(bus, name, o);
-    if (r || r.error().code() != ErrorCode::not_found) return r;
-    // Removed between our create and open: try again.
-  }
-  return Error(ErrorCode::busy, "channel '" + std::string(name) +
-                                    "' keeps appearing and disappearing; giving up");
+  OpenOptions o;
+  o.expect = opts;
+  o.trust = trust;
+  return create_or_open(
+      kChannelSteps.kind, name, [&] { return create_channel(bus, name, opts, trust); },
+      [&] { return open_impl(bus, name, o); });
 }
 
 namespace {
@@ -537,16 +513,6 @@ std::uint64_t ChannelState::check_removed() noexcept {
                                                   std::memory_order_relaxed);
   }
   return kChannelRemoved;
-}
-
-Result<std::vector<std::string>> list_channels(std::string_view bus) {
-  if (auto r = validate_name("bus", bus); !r) return r.error();
-  const std::string prefix = "shmbus." + std::string(bus) + ".";
-  auto segs = shm::Segment::list(prefix);
-  if (!segs) return segs.error();
-  std::vector<std::string> out;
-  for (const auto& s : segs.value()) out.push_back(s.name.substr(prefix.size()));
-  return out;
 }
 
 }  // namespace shmbus::bus

@@ -196,9 +196,6 @@ Result<bool> remove_channel_if_unused(std::string_view bus, std::string_view nam
 /// Whether some process has the channel open. Thread-safe.
 Result<bool> channel_in_use(std::string_view bus, std::string_view name);
 
-/// Names of the channels of a bus (segments "shmbus.<bus>.*").
-Result<std::vector<std::string>> list_channels(std::string_view bus);
-
 /// Reads a NameWords field into a string (stops at the first NUL).
 std::string read_name(const NameWords& n);
 /// Writes a name (<= 63 chars) into a NameWords field, NUL padded.

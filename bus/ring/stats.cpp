@@ -1,8 +1,8 @@
 #include "bus/ring/stats.hpp"
 
-
 #include <algorithm>
 
+#include "bus/common/util.hpp"
 #include "bus/group/group_core.hpp"
 #include "bus/ring/slots.hpp"
 #include "bus/ring/tables.hpp"
@@ -28,10 +28,9 @@ bool alive(std::uint64_t control, const std::atomic<std::uint64_t>& start) {
   return shm::process_liveness({control_pid(control), shm::load_relaxed(start)}) !=
          shm::Liveness::dead;
 }
-}  // namespace
 
-ChannelStats snapshot(const ChannelState& ch) {
-  // relaxed everywhere below: a snapshot of statistics, not a synchronisation.
+// The channel's settings and the producer block's counters.
+ChannelStats channel_fields(const ChannelState& ch) {
   ChannelStats s;
   s.bus = ch.bus;
   s.name = ch.name;
@@ -47,15 +46,21 @@ ChannelStats snapshot(const ChannelState& ch) {
   s.creator_pid = ch.header->creator_pid;
   s.epoch = ch.header->epoch;
   s.created_realtime_ns = ch.header->created_realtime_ns;
-  // Producer totals over every entry, free ones included: an entry's
-  // counters are never reset (tables.cpp, attach_publisher), so each term
-  // and the sum only grow. Per publisher: counter - base, what the current
-  // owner did (saturating: the entry may change owners while we read).
-  const auto since = [](const std::atomic<std::uint64_t>& ctr, const std::atomic<std::uint64_t>& base) {
-    const std::uint64_t b = shm::load_relaxed(base);
-    const std::uint64_t v = shm::load_relaxed(ctr);
-    return v > b ? v - b : 0;
-  };
+  return s;
+}
+
+// counter - base: what an entry's current owner did (saturating: the entry
+// may change owners while we read).
+std::uint64_t since(const std::atomic<std::uint64_t>& ctr, const std::atomic<std::uint64_t>& base) {
+  const std::uint64_t b = shm::load_relaxed(base);
+  const std::uint64_t v = shm::load_relaxed(ctr);
+  return v > b ? v - b : 0;
+}
+
+// Producer totals over every entry, free ones included: an entry's counters
+// are never reset (tables.cpp, attach_publisher), so each term and the sum
+// only grow. Per active publisher: what its current owner did.
+void add_publishers(const ChannelState& ch, ChannelStats& s) {
   for (std::uint32_t i = 0; i < ch.geo.max_publishers; ++i) {
     const PublisherEntry& e = ch.publishers[i];
     const std::uint64_t c = shm::load_acquire(e.control);
@@ -78,8 +83,11 @@ ChannelStats snapshot(const ChannelState& ch) {
     p.lost_claims = since(e.lost_claims, e.base_lost_claims);
     s.publishers.push_back(p);
   }
-  // Cursors and floors are read before the head (and lags derived after),
-  // so no cursor in the snapshot is ahead of its head.
+}
+
+// Every subscriber entry in use (lags are derived later, from the head).
+// Returns the smallest gating cursor, UINT64_MAX if none gates.
+std::uint64_t add_subscribers(const ChannelState& ch, ChannelStats& s) {
   std::uint64_t gate = UINT64_MAX;
   for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
     const SubscriberEntry& e = ch.subscribers[i];
@@ -99,72 +107,114 @@ ChannelStats snapshot(const ChannelState& ch) {
     if (entry_gates(c)) gate = std::min(gate, sub.cursor);
     s.subscribers.push_back(std::move(sub));
   }
+  return gate;
+}
+
+// A group entry's own words: names, positions, settings, counters.
+GroupStats group_fields(const GroupEntry& g, std::uint32_t index) {
+  GroupStats gs;
+  gs.index = index;
+  gs.name = read_name(g.name);
+  gs.dlq = read_name(g.dlq);
+  gs.floor = shm::load_acquire(g.floor);
+  gs.next = shm::load_acquire(g.next);
+  gs.visibility_timeout_ns = g.visibility_timeout_ns;
+  gs.max_deliveries = g.max_deliveries;
+  gs.delivered = shm::load_relaxed(g.delivered);
+  gs.acked = shm::load_relaxed(g.acked);
+  gs.redelivered = shm::load_relaxed(g.redelivered);
+  gs.dead_lettered = shm::load_relaxed(g.dead_lettered);
+  gs.nacked = shm::load_relaxed(g.nacked);
+  gs.expired = shm::load_relaxed(g.expired);
+  gs.lost = shm::load_relaxed(g.lost);
+  gs.dlq_failures = shm::load_relaxed(g.dlq_failures);
+  gs.dead_consumer_releases = shm::load_relaxed(g.dead_consumer_releases);
+  return gs;
+}
+
+// Counts group `index`'s leases between its floor and next (at most one
+// ring): in flight, due for a retry, or due for the DLQ.
+void count_leases(const ChannelState& ch, std::uint32_t index, GroupStats& gs) {
   const std::uint64_t mask = ch.geo.capacity - 1;
   const std::uint32_t lap_shift = static_cast<std::uint32_t>(__builtin_ctzll(ch.geo.capacity));
-  const std::uint64_t now_rt = shm::realtime_ns();
+  const std::atomic<std::uint64_t>* leases = ch.leases(index);
+  const ConsumerEntry* cons = ch.consumers(index);
+  // Whether a lease's owner is gone (judged from the consumer table, as a
+  // consumer's receive does; once per owner per snapshot).
+  std::vector<std::int8_t> gone(ch.geo.max_consumers, -1);
+  const auto owner_gone = [&](std::uint32_t k) {
+    if (k >= ch.geo.max_consumers) return true;
+    if (gone[k] < 0) {
+      const std::uint64_t c = shm::load_acquire(cons[k].control);
+      gone[k] = control_state(c) != kEntryActive || !alive(c, cons[k].owner_start) ? 1 : 0;
+    }
+    return gone[k] == 1;
+  };
+  const std::uint64_t lease_now = now_ms();  // the lease clock
+  const std::uint64_t from = gs.next - gs.floor > mask + 1 ? gs.next - (mask + 1) : gs.floor;
+  for (std::uint64_t q = from; q < gs.next; ++q) {
+    const std::uint64_t w = shm::load_relaxed(leases[q & mask]);
+    const LeaseFields lf = lease_fields(w);
+    const auto lap = static_cast<std::uint32_t>((q >> lap_shift) & 0xffffu);
+    if (lf.lap != lap) continue;
+    if (due_for_dlq(w, lap, gs.max_deliveries, lease_now, owner_gone)) {
+      ++gs.dlq_due;
+      continue;
+    }
+    gs.in_flight += lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering;
+    gs.due += lf.state == kLeaseDue;
+  }
+}
+
+// Every active consumer of group `index`.
+void add_consumers(const ChannelState& ch, std::uint32_t index, GroupStats& gs) {
+  const ConsumerEntry* cons = ch.consumers(index);
+  for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
+    const std::uint64_t c = shm::load_acquire(cons[k].control);
+    if (control_state(c) != kEntryActive) continue;
+    ConsumerStats cs;
+    cs.index = k;
+    cs.pid = control_pid(c);
+    cs.alive = alive(c, cons[k].owner_start);
+    cs.delivered = shm::load_relaxed(cons[k].delivered);
+    cs.acked = shm::load_relaxed(cons[k].acked);
+    cs.nacked = shm::load_relaxed(cons[k].nacked);
+    gs.consumers.push_back(cs);
+  }
+}
+
+// Every active group (lags are derived later, from the head). Returns the
+// smaller of `gate` and the groups' floors.
+std::uint64_t add_groups(const ChannelState& ch, ChannelStats& s, std::uint64_t gate) {
   for (std::uint32_t i = 0; i < ch.geo.max_groups; ++i) {
     const GroupEntry& g = *ch.group(i);
     if (control_state(shm::load_acquire(g.control)) != kEntryActive) continue;
-    GroupStats gs;
-    gs.index = i;
-    gs.name = read_name(g.name);
-    gs.dlq = read_name(g.dlq);
-    gs.floor = shm::load_acquire(g.floor);
-    gs.next = shm::load_acquire(g.next);
-    gs.visibility_timeout_ns = g.visibility_timeout_ns;
-    gs.max_deliveries = g.max_deliveries;
-    gs.delivered = shm::load_relaxed(g.delivered);
-    gs.acked = shm::load_relaxed(g.acked);
-    gs.redelivered = shm::load_relaxed(g.redelivered);
-    gs.dead_lettered = shm::load_relaxed(g.dead_lettered);
-    gs.nacked = shm::load_relaxed(g.nacked);
-    gs.expired = shm::load_relaxed(g.expired);
-    gs.lost = shm::load_relaxed(g.lost);
-    gs.dlq_failures = shm::load_relaxed(g.dlq_failures);
-    gs.dead_consumer_releases = shm::load_relaxed(g.dead_consumer_releases);
-    const std::atomic<std::uint64_t>* leases = ch.leases(i);
-    const ConsumerEntry* cons = ch.consumers(i);
-    // Whether a lease's owner is gone (judged from the consumer table, as a
-    // consumer's receive does; once per owner per snapshot).
-    std::vector<std::int8_t> gone(ch.geo.max_consumers, -1);
-    const auto owner_gone = [&](std::uint32_t k) {
-      if (k >= ch.geo.max_consumers) return true;
-      if (gone[k] < 0) {
-        const std::uint64_t c = shm::load_acquire(cons[k].control);
-        gone[k] = control_state(c) != kEntryActive || !alive(c, cons[k].owner_start) ? 1 : 0;
-      }
-      return gone[k] == 1;
-    };
-    const std::uint64_t now_ms = shm::monotonic_ns() / 1'000'000;  // the lease clock
-    const std::uint64_t from = gs.next - gs.floor > mask + 1 ? gs.next - (mask + 1) : gs.floor;
-    for (std::uint64_t q = from; q < gs.next; ++q) {
-      const std::uint64_t w = shm::load_relaxed(leases[q & mask]);
-      const LeaseFields lf = lease_fields(w);
-      const auto lap = static_cast<std::uint32_t>((q >> lap_shift) & 0xffffu);
-      if (lf.lap != lap) continue;
-      if (due_for_dlq(w, lap, gs.max_deliveries, now_ms, owner_gone)) {
-        ++gs.dlq_due;
-        continue;
-      }
-      gs.in_flight += lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering;
-      gs.due += lf.state == kLeaseDue;
-    }
-    for (std::uint32_t k = 0; k < ch.geo.max_consumers; ++k) {
-      const std::uint64_t c = shm::load_acquire(cons[k].control);
-      if (control_state(c) != kEntryActive) continue;
-      ConsumerStats cs;
-      cs.index = k;
-      cs.pid = control_pid(c);
-      cs.alive = alive(c, cons[k].owner_start);
-      cs.delivered = shm::load_relaxed(cons[k].delivered);
-      cs.acked = shm::load_relaxed(cons[k].acked);
-      cs.nacked = shm::load_relaxed(cons[k].nacked);
-      gs.consumers.push_back(cs);
-    }
+    GroupStats gs = group_fields(g, i);
+    count_leases(ch, i, gs);
+    add_consumers(ch, i, gs);
     gate = std::min(gate, gs.floor);
     s.groups.push_back(std::move(gs));
   }
-  // acquire: pairs with the claim CAS; read last (see above).
+  return gate;
+}
+
+// The age at `now_rt` of the first unfinished message of a group, taken or
+// not yet taken by any consumer (a group with no consumers ages too), if the
+// ring still holds it committed; 0 otherwise.
+std::uint64_t oldest_unacked_age(const ChannelState& ch, std::uint64_t floor, std::uint64_t head,
+                                 std::uint64_t now_rt) {
+  if (floor >= head) return 0;
+  const std::uint64_t want = make_stamp(floor, kStampCommitted);
+  const SlotHeader* hdr = ch.slot(floor);
+  if (shm::load_acquire(hdr->stamp) != want) return 0;
+  const std::uint64_t ts =
+      stored_time_ns(std::atomic_ref<const std::uint64_t>(hdr->meta.timestamp).load(std::memory_order_relaxed));
+  return ts != 0 && ts < now_rt ? now_rt - ts : 0;
+}
+
+// Reads the head, then derives every lag and depth from it.
+void add_head_and_lags(const ChannelState& ch, ChannelStats& s, std::uint64_t gate, std::uint64_t now_rt) {
+  // acquire: pairs with the claim CAS; read last (see snapshot).
   s.head = shm::load_acquire(ch.producer->head);
   s.oldest = s.head > ch.geo.capacity ? s.head - ch.geo.capacity : 0;
   const auto behind = [&](std::uint64_t pos) { return s.head > pos ? s.head - pos : 0; };
@@ -172,20 +222,23 @@ ChannelStats snapshot(const ChannelState& ch) {
   for (auto& gs : s.groups) {
     gs.pending = behind(gs.next);
     gs.unfinished = behind(gs.floor);
-    // The age of the first unfinished message, taken or not yet taken by
-    // any consumer (a group with no consumers ages too), if the ring still
-    // holds it committed.
-    if (gs.floor < s.head) {
-      const std::uint64_t want = make_stamp(gs.floor, kStampCommitted);
-      const SlotHeader* hdr = ch.slot(gs.floor);
-      if (shm::load_acquire(hdr->stamp) == want) {
-        const std::uint64_t ts = stored_time_ns(
-            std::atomic_ref<const std::uint64_t>(hdr->meta.timestamp).load(std::memory_order_relaxed));
-        if (ts != 0 && ts < now_rt) gs.oldest_unacked_age_ns = now_rt - ts;
-      }
-    }
+    gs.oldest_unacked_age_ns = oldest_unacked_age(ch, gs.floor, s.head, now_rt);
   }
   s.depth = gate == UINT64_MAX ? 0 : behind(gate);
+}
+
+}  // namespace
+
+ChannelStats snapshot(const ChannelState& ch) {
+  // relaxed everywhere in the steps: a snapshot of statistics, not a synchronisation.
+  ChannelStats s = channel_fields(ch);
+  add_publishers(ch, s);
+  // Cursors and floors are read before the head (and lags derived after),
+  // so no cursor in the snapshot is ahead of its head.
+  std::uint64_t gate = add_subscribers(ch, s);
+  const std::uint64_t now_rt = shm::realtime_ns();
+  gate = add_groups(ch, s, gate);
+  add_head_and_lags(ch, s, gate, now_rt);
   return s;
 }
 

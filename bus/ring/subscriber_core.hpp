@@ -58,7 +58,6 @@ class SubscriberCore {
   [[nodiscard]] bool valid() const noexcept { return ch_ != nullptr; }
   [[nodiscard]] const std::shared_ptr<ChannelState>& channel() const noexcept { return ch_; }
   [[nodiscard]] std::uint32_t index() const noexcept { return index_; }
-  [[nodiscard]] WaitStrategy wait_strategy() const noexcept { return wait_; }
   /// Moves the cursor: the next read returns `seq` (losses are not counted).
   void seek(std::uint64_t seq) noexcept;
 

@@ -1,10 +1,10 @@
 #include "bus/ring/tables.hpp"
 
-
 #include <algorithm>
 #include <climits>
 #include <optional>
 
+#include "bus/common/util.hpp"
 #include "bus/ring/slots.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
@@ -99,7 +99,7 @@ Result<std::uint32_t> attach_publisher(ChannelState& ch) {
     }
   }
   return Error(ErrorCode::table_full,
-               "channel '" + ch.name + "' has all " + std::to_string(ch.geo.max_publishers) +
+               "channel '" + ch.name + "' has all " + num(ch.geo.max_publishers) +
                    " publisher entries in use (raise max_publishers when creating it)");
 }
 
@@ -268,6 +268,139 @@ std::uint64_t sequence_at_time(const ChannelState& ch, std::uint64_t t) noexcept
   return p.sequence - p.overwritten;
 }
 
+namespace {
+
+// One pass of attach_subscriber over the table: an answer (the attach, or
+// an error), or nothing.
+using AttachAnswer = std::optional<Result<SubscriberAttach>>;
+
+// Finishes an attach: claiming/resuming -> active, one CAS (a concurrent
+// reclaim may have judged us dead meanwhile; then we start over).
+std::optional<SubscriberAttach> activate(SubscriberEntry& e, std::uint32_t i, std::uint64_t held, bool resumed,
+                                         std::uint64_t cursor, const shm::ProcessId& me) {
+  shm::store_relaxed(e.owner_start, me.start_time);
+  shm::store_relaxed(e.attached_realtime_ns, shm::realtime_ns());
+  const std::uint64_t ctl = make_control(kEntryActive, me.pid);
+  // seq_cst: orders the cursor store before it in the gating scans'
+  // view, and pairs with the seq_cst scans of same-name entries in
+  // lose_durable_name_race.
+  if (!e.control.compare_exchange_strong(held, ctl, std::memory_order_seq_cst)) return std::nullopt;
+  return SubscriberAttach{i, ctl, cursor, resumed};
+}
+
+// Where a resumed entry reads from: its cursor, or, if it was evicted while
+// away, the oldest message, the gap it lost counted now.
+std::uint64_t resume_cursor(const ChannelState& ch, SubscriberEntry& e, bool was_evicted) noexcept {
+  const std::uint64_t cursor = shm::load_acquire(e.cursor);
+  if (!was_evicted) return cursor;
+  const std::uint64_t oldest = oldest_sequence(ch);
+  if (cursor >= oldest) return cursor;
+  shm::single_writer_add(e.lost, oldest - cursor);
+  shm::single_writer_add(e.lapped_events, 1);
+  shm::store_release(e.cursor, oldest);
+  return oldest;
+}
+
+// Resumes the durable cursor called `name` if there is one and its owner is
+// gone. Nothing, with `retry` set, when another process got in the way;
+// nothing, `retry` clear, when no entry holds the name.
+AttachAnswer resume_durable(ChannelState& ch, std::string_view name, const shm::ProcessId& me, bool& retry) {
+  for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+    SubscriberEntry& e = ch.subscribers[i];
+    std::uint64_t c = shm::load_acquire(e.control);
+    const std::uint32_t st = control_state(c);
+    if (st == kEntryFree || (shm::load_relaxed(e.flags) & kSubDurable) == 0) continue;
+    if (read_name(e.name) != name) continue;
+    if (control_pid(c) != 0 && !owner_dead(c, e.owner_start)) {
+      if (st == kEntryClaiming || st == kEntryResuming) {
+        retry = true;  // another process is attaching this name right now
+        return std::nullopt;
+      }
+      return Result<SubscriberAttach>(Error(ErrorCode::busy, "durable subscriber '" + std::string(name) +
+                                                                 "' on channel '" + ch.name + "' is in use by pid " +
+                                                                 num(control_pid(c))));
+    }
+    const std::uint64_t held = make_control(kEntryResuming, me.pid);
+    retry = true;  // unless the entry becomes ours
+    if (!shm::cas_acq_rel(e.control, c, held)) return std::nullopt;
+    if (auto a = activate(e, i, held, true, resume_cursor(ch, e, st == kEntryEvicted), me)) {
+      return Result<SubscriberAttach>(*a);
+    }
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+// Fills a freshly claimed entry: no flags, the name, counters zeroed, the
+// cursor at `start`. Returns the cursor; `start_lost` is what starting there
+// lost.
+std::uint64_t prepare_new_entry(ChannelState& ch, SubscriberEntry& e, std::string_view name, const StartAt& start,
+                                std::uint64_t& start_lost) {
+  shm::store_relaxed(e.flags, std::uint32_t{0});
+  write_name(e.name, name);
+  // relaxed: statistics and watch words, published by activate()'s CAS.
+  shm::store_relaxed(e.delivered, std::uint64_t{0});
+  shm::store_relaxed(e.lost, std::uint64_t{0});
+  shm::store_relaxed(e.lapped_events, std::uint64_t{0});
+  shm::store_relaxed(e.evict_watch_since_ns, std::uint64_t{0});
+  start_lost = 0;
+  const std::uint64_t cursor = start_position(ch, start, &start_lost);
+  if (start_lost != 0) {
+    // Started at a time older than the ring: counted now (the entry
+    // shows it at once), reported by the first poll.
+    shm::store_relaxed(e.lost, start_lost);
+    shm::store_relaxed(e.lapped_events, std::uint64_t{1});
+  }
+  shm::store_release(e.cursor, cursor);
+  return cursor;
+}
+
+// Announces new entry `i` as durable subscriber `name`, then settles a race
+// with a concurrent creator of the same name: true if this entry must back
+// off (lose_name_race).
+bool lose_durable_name_race(ChannelState& ch, SubscriberEntry& e, std::uint32_t i, std::string_view name) {
+  e.flags.store(kSubDurable, std::memory_order_seq_cst);
+  const auto same_durable_name = [&](std::uint32_t j) {
+    const SubscriberEntry& o = ch.subscribers[j];
+    const std::uint64_t oc = o.control.load(std::memory_order_seq_cst);
+    return control_state(oc) != kEntryFree && (shm::load_relaxed(o.flags) & kSubDurable) != 0 &&
+           read_name(o.name) == name;
+  };
+  const auto claiming = [&](std::uint32_t j) {
+    return control_state(shm::load_acquire(ch.subscribers[j].control)) == kEntryClaiming;
+  };
+  return lose_name_race(i, ch.geo.max_subscribers, same_durable_name, claiming);
+}
+
+// Attaches in a free entry (durable if `name` is not empty). table_full if
+// there is none; nothing when another process got in the way (retry).
+AttachAnswer attach_new(ChannelState& ch, std::string_view name, const StartAt& start, const shm::ProcessId& me) {
+  for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+    SubscriberEntry& e = ch.subscribers[i];
+    std::uint64_t c = shm::load_acquire(e.control);
+    if (control_state(c) != kEntryFree) continue;
+    const std::uint64_t held = make_control(kEntryClaiming, me.pid);
+    if (!shm::cas_acq_rel(e.control, c, held)) continue;
+    std::uint64_t start_lost = 0;
+    const std::uint64_t cursor = prepare_new_entry(ch, e, name, start, start_lost);
+    if (!name.empty() && lose_durable_name_race(ch, e, i, name)) {
+      shm::store_relaxed(e.flags, std::uint32_t{0});
+      std::uint64_t mine = held;
+      (void)shm::cas_acq_rel(e.control, mine, make_control(kEntryFree, 0));
+      return std::nullopt;
+    }
+    auto a = activate(e, i, held, false, cursor, me);
+    if (!a) return std::nullopt;
+    a->start_lost = start_lost;
+    return Result<SubscriberAttach>(*a);
+  }
+  return Result<SubscriberAttach>(
+      Error(ErrorCode::table_full, "channel '" + ch.name + "' has all " + num(ch.geo.max_subscribers) +
+                                       " subscriber entries in use (raise max_subscribers when creating it)"));
+}
+
+}  // namespace
+
 Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view name,
                                            const StartAt& start) {
   if (ch.read_only()) {
@@ -279,122 +412,16 @@ Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view na
   }
   const shm::ProcessId me = shm::self_process();
   (void)reclaim_dead(ch);
-
-
-  // Finishes an attach: claiming/resuming -> active, one CAS (a concurrent
-  // reclaim may have judged us dead meanwhile; then we start over).
-  auto activate = [&](SubscriberEntry& e, std::uint32_t i, std::uint64_t held, bool resumed,
-                      std::uint64_t cursor) -> std::optional<SubscriberAttach> {
-    shm::store_relaxed(e.owner_start, me.start_time);
-    shm::store_relaxed(e.attached_realtime_ns, shm::realtime_ns());
-    const std::uint64_t ctl = make_control(kEntryActive, me.pid);
-    // seq_cst: orders the cursor store before it in the gating scans'
-    // view, and pairs with the seq_cst scans of same-name entries below.
-    if (!e.control.compare_exchange_strong(held, ctl, std::memory_order_seq_cst)) return std::nullopt;
-    return SubscriberAttach{i, ctl, cursor, resumed};
-  };
-  auto same_durable_name = [&](std::uint32_t j) {
-    const SubscriberEntry& o = ch.subscribers[j];
-    const std::uint64_t oc = o.control.load(std::memory_order_seq_cst);
-    return control_state(oc) != kEntryFree && (shm::load_relaxed(o.flags) & kSubDurable) != 0 &&
-           read_name(o.name) == name;
-  };
-
   for (int attempt = 0; attempt < 64; ++attempt) {
     if (attempt > 0) shm::sleep_ns(1000ULL << std::min(attempt, 10));  // let a racing attach finish
-    bool retry = false;
     if (durable) {
       // Resume an existing durable cursor with this name.
-      for (std::uint32_t i = 0; i < ch.geo.max_subscribers && !retry; ++i) {
-        SubscriberEntry& e = ch.subscribers[i];
-        std::uint64_t c = shm::load_acquire(e.control);
-        const std::uint32_t st = control_state(c);
-        if (st == kEntryFree || (shm::load_relaxed(e.flags) & kSubDurable) == 0) continue;
-        if (read_name(e.name) != name) continue;
-        if (control_pid(c) != 0 && !owner_dead(c, e.owner_start)) {
-          if (st == kEntryClaiming || st == kEntryResuming) {
-            retry = true;  // another process is attaching this name right now
-            break;
-          }
-          return Error(ErrorCode::busy, "durable subscriber '" + std::string(name) +
-                                            "' on channel '" + ch.name + "' is in use by pid " +
-                                            std::to_string(control_pid(c)));
-        }
-        const bool was_evicted = st == kEntryEvicted;
-        const std::uint64_t held = make_control(kEntryResuming, me.pid);
-        if (!shm::cas_acq_rel(e.control, c, held)) {
-          retry = true;
-          break;
-        }
-        std::uint64_t cursor = shm::load_acquire(e.cursor);
-        if (was_evicted) {
-          // Evicted while away: the gap it lost is counted now.
-          const std::uint64_t oldest = oldest_sequence(ch);
-          if (cursor < oldest) {
-            shm::single_writer_add(e.lost, oldest - cursor);
-            shm::single_writer_add(e.lapped_events, 1);
-            cursor = oldest;
-            shm::store_release(e.cursor, cursor);
-          }
-        }
-        if (auto a = activate(e, i, held, true, cursor)) return *a;
-        retry = true;
-      }
+      bool retry = false;
+      if (auto r = resume_durable(ch, name, me, retry)) return std::move(*r);
       if (retry) continue;
     }
     // A new entry.
-    bool full = true;
-    for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
-      SubscriberEntry& e = ch.subscribers[i];
-      std::uint64_t c = shm::load_acquire(e.control);
-      if (control_state(c) != kEntryFree) continue;
-      const std::uint64_t held = make_control(kEntryClaiming, me.pid);
-      if (!shm::cas_acq_rel(e.control, c, held)) continue;
-      full = false;
-      shm::store_relaxed(e.flags, std::uint32_t{0});
-      write_name(e.name, name);
-      // relaxed: statistics and watch words, published by activate()'s CAS.
-      shm::store_relaxed(e.delivered, std::uint64_t{0});
-      shm::store_relaxed(e.lost, std::uint64_t{0});
-      shm::store_relaxed(e.lapped_events, std::uint64_t{0});
-      shm::store_relaxed(e.evict_watch_since_ns, std::uint64_t{0});
-      std::uint64_t start_lost = 0;
-      const std::uint64_t cursor = start_position(ch, start, &start_lost);
-      if (start_lost != 0) {
-        // Started at a time older than the ring: counted now (the entry
-        // shows it at once), reported by the first poll.
-        shm::store_relaxed(e.lost, start_lost);
-        shm::store_relaxed(e.lapped_events, std::uint64_t{1});
-      }
-      shm::store_release(e.cursor, cursor);
-      if (durable) {
-        // Announce the name, then settle a race with a concurrent creator.
-        e.flags.store(kSubDurable, std::memory_order_seq_cst);
-        const bool back_off = lose_name_race(
-            i, ch.geo.max_subscribers, same_durable_name, [&](std::uint32_t j) {
-              return control_state(shm::load_acquire(ch.subscribers[j].control)) == kEntryClaiming;
-            });
-        if (back_off) {
-          shm::store_relaxed(e.flags, std::uint32_t{0});
-          std::uint64_t mine = held;
-          (void)shm::cas_acq_rel(e.control, mine, make_control(kEntryFree, 0));
-          retry = true;
-          break;
-        }
-      }
-      if (auto a = activate(e, i, held, false, cursor)) {
-        a->start_lost = start_lost;
-        return *a;
-      }
-      retry = true;
-      break;
-    }
-    if (retry) continue;
-    if (full) {
-      return Error(ErrorCode::table_full,
-                   "channel '" + ch.name + "' has all " + std::to_string(ch.geo.max_subscribers) +
-                       " subscriber entries in use (raise max_subscribers when creating it)");
-    }
+    if (auto r = attach_new(ch, name, start, me)) return std::move(*r);
   }
   return Error(ErrorCode::busy, "could not attach subscriber '" + std::string(name) + "' to channel '" +
                                     ch.name + "': other processes kept attaching the same entries");
@@ -427,7 +454,7 @@ Result<void> remove_durable_subscriber(ChannelState& ch, std::string_view name) 
     if (read_name(e.name) != name) continue;
     if (control_pid(c) != 0 && !owner_dead(c, e.owner_start)) {
       return Error(ErrorCode::busy, "durable subscriber '" + std::string(name) +
-                                        "' is in use by pid " + std::to_string(control_pid(c)));
+                                        "' is in use by pid " + num(control_pid(c)));
     }
     if (shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0))) {
       wake_publishers(ch);
