@@ -29,7 +29,7 @@ run() {  # run CMD...: sets out, rc
   out=$("$@" 2>"$TMP/err"); rc=$?
 }
 cleanup() {
-  [ -n "${HOLD_PID:-}" ] && kill "$HOLD_PID" 2>/dev/null
+  [ -n "${HOLDER:-}" ] && kill "$HOLDER" 2>/dev/null
   [ -n "${METRICS_PID:-}" ] && kill "$METRICS_PID" 2>/dev/null
   [ -n "${TAIL_PID:-}" ] && kill "$TAIL_PID" 2>/dev/null
   [ -n "${PUB_PID:-}" ] && kill "$PUB_PID" 2>/dev/null
@@ -44,7 +44,9 @@ trap cleanup EXIT
 "$FIXTURE" "$BUS" "$CH" || { echo "FAIL: fixture could not create the channel"; exit 1; }
 # A live publisher and subscriber, held until we close the fixture's stdin.
 coproc HOLD { "$FIXTURE" "$BUS" "$CH" --hold; }
-HOLD_PID=$HOLD_PID
+# bash unsets HOLD_PID once the coproc exits (and may have reaped it by the
+# time we wait): keep the pid under a name of our own.
+HOLDER=$HOLD_PID
 read -r ready <&"${HOLD[0]}"
 check "hold fixture is ready" test "$ready" = ready
 
@@ -474,7 +476,7 @@ assert [g['name'] for g in d['groups']] == ['workers'], d['groups']"
 run "$SHMBUS" rm "$CH" --bus "$BUS"
 check "rm refuses while a live process uses the channel" test "$rc" -eq 1 -a -n "$(grep 'live processes' "$TMP/err")"
 exec {HOLD[1]}>&-
-wait "$HOLD_PID"; HOLD_PID=
+wait "$HOLDER" 2>/dev/null || true; HOLDER=
 run "$SHMBUS" rm "$CH" --bus "$BUS" --keep-dlq
 check "rm removes it once nobody uses it" test "$rc" -eq 0 -a ! -e "/dev/shm/shmbus.$BUS.$CH"
 check "rm --keep-dlq kept its DLQ" test -e "/dev/shm/shmbus.$BUS.$CH-dlq"
