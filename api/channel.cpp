@@ -106,7 +106,7 @@ Result<std::uint64_t> Channel::redrive_dlq(std::string_view dlq, std::uint64_t m
   bus::OpenOptions o;
   auto d = bus::open_channel(state_->bus, dlq, o);
   if (!d) return d.error();
-  return bus::redrive_dead_letters(state_, std::move(d.value()), max);
+  return bus::redrive_dead_letters(state_, d.value(), max);
 }
 
 Result<void> Channel::remove_subscriber(std::string_view durable_name) {

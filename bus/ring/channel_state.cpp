@@ -102,7 +102,7 @@ std::string segment_name(std::string_view bus, std::string_view channel) {
 
 std::string read_name(const NameWords& n) {
   char buf[64];
-  for (int i = 0; i < 8; ++i) {
+  for (std::size_t i = 0; i < 8; ++i) {
     // relaxed: the caller acquired the entry's control word first.
     const std::uint64_t w = n.w[i].load(std::memory_order_relaxed);
     std::memcpy(buf + 8 * i, &w, 8);
@@ -114,7 +114,7 @@ std::string read_name(const NameWords& n) {
 void write_name(NameWords& n, std::string_view s) {
   char buf[64] = {};
   std::memcpy(buf, s.data(), std::min<std::size_t>(s.size(), 63));
-  for (int i = 0; i < 8; ++i) {
+  for (std::size_t i = 0; i < 8; ++i) {
     std::uint64_t w;
     std::memcpy(&w, buf + 8 * i, 8);
     // relaxed: published by the release store of the entry's control word.
