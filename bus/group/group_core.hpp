@@ -4,6 +4,12 @@
 // attempt + 1; at max_deliveries the message is copied to the group's DLQ.
 // Every lease transition is one CAS on one 64-bit word. See docs/protocol.md
 // ("Groups").
+//
+// This header holds one consumer of a group, GroupCore: its lease state
+// machine (receive, ack, nack, extend, dead_letter, the floor), in
+// group_core.cpp. The group and consumer tables are in membership.hpp, the
+// DLQ and redrive in dlq.hpp, the shared words of a group in group_view.hpp;
+// this header includes them all, for the users of the subsystem.
 #pragma once
 
 #include <cstddef>
@@ -14,6 +20,9 @@
 #include <string_view>
 #include <vector>
 
+#include "bus/group/dlq.hpp"
+#include "bus/group/group_view.hpp"
+#include "bus/group/membership.hpp"
 #include "bus/ring/channel_state.hpp"
 #include "bus/ring/layout.hpp"
 #include "bus/ring/publisher_core.hpp"
@@ -21,94 +30,6 @@
 #include "bus/common/types.hpp"
 
 namespace shmbus::bus {
-
-//  DlqRecord (160 B) at the start of every DLQ message's payload; the
-//  original payload follows. The DLQ slot header keeps the original key,
-//  correlation id and type, and its `attempt` holds the attempts made.
-//  0 original_sequence  8 original_timestamp_ns  16 attempts  20 reason
-//  24 payload_length  28 reserved  32 group (64)  96 source channel (64)
-struct DlqRecord {
-  std::uint64_t original_sequence;
-  std::uint64_t original_timestamp_ns;
-  std::uint32_t attempts;
-  std::uint32_t reason;
-  std::uint32_t payload_length;
-  std::uint32_t reserved;
-  char group[64];
-  char source[64];
-};
-static_assert(std::is_standard_layout_v<DlqRecord>);
-static_assert(sizeof(DlqRecord) == 160);
-static_assert(offsetof(DlqRecord, attempts) == 16);
-static_assert(offsetof(DlqRecord, group) == 32);
-static_assert(offsetof(DlqRecord, source) == 96);
-
-/// The durable subscriber that holds dead letters on a DLQ channel until
-/// they are redriven or removed.
-inline constexpr std::string_view kDlqRetainer = "dlq";
-
-/// Name of a group's DLQ channel: the option, or "<channel>-dlq".
-std::string dlq_channel_name(std::string_view channel, const GroupOptions& opts);
-
-/// Options of a DLQ channel for a source channel: room for the source's
-/// largest payload plus a DlqRecord; block policy (retained until redriven).
-ChannelOptions dlq_channel_options(const ChannelState& source);
-
-/// Finds a group by name; -1 if absent. Thread-safe.
-int find_group(const ChannelState& ch, std::string_view name) noexcept;
-
-/// Removes a group (its leases and cursor are forgotten). busy if a live
-/// consumer is a member. Thread-safe.
-Result<void> remove_group(ChannelState& ch, std::string_view name);
-
-/// The owner index of a lease held by a participant that is not a consumer
-/// of the group (dead_letter_due): no consumer entry has it, so only the
-/// lease's deadline ends it, never a liveness judgement.
-inline constexpr std::uint32_t kLeaseNoOwner = 255;
-static_assert(kMaxConsumers <= kLeaseNoOwner, "consumer indexes must stay below kLeaseNoOwner");
-
-/// Whether lease word `w` (for a sequence of lap `lap`) is a message that has
-/// used all `max_deliveries` deliveries and that nobody is working on: its
-/// last lease expired or its owner is gone (`owner_gone(index)`), a
-/// dead-lettering whose deadline passed or whose owner is gone, or a final
-/// nack that the DLQ could not take (due, attempt >= max_deliveries). Such a
-/// message is "due for the DLQ": it is never delivered again. `now_ms` is
-/// the lease clock (CLOCK_MONOTONIC ms). Pure but for owner_gone.
-template <class OwnerGone>
-bool due_for_dlq(std::uint64_t w, std::uint32_t lap, std::uint32_t max_deliveries, std::uint64_t now_ms,
-                 OwnerGone&& owner_gone) {
-  if (w == 0) return false;
-  const LeaseFields lf = lease_fields(w);
-  if (lf.lap != lap) return false;
-  switch (lf.state) {
-    case kLeaseDue: return lf.attempt >= max_deliveries;
-    case kLeaseLeased:
-      if (lf.attempt < max_deliveries) return false;
-      [[fallthrough]];
-    case kLeaseDeadLettering:
-      return lease_time_reached(lf.deadline_ms, now_ms) ||
-             (lf.owner != kLeaseNoOwner && owner_gone(static_cast<std::uint32_t>(lf.owner)));
-    default: return false;
-  }
-}
-
-/// Dead-letters, in every group of `ch`, the messages due for the DLQ (see
-/// due_for_dlq): each is taken with one CAS on its lease word (to
-/// dead-lettering, owner kLeaseNoOwner, deadline one visibility timeout
-/// away, so a mover killed midway leaves it to the next one), copied to the
-/// group's DLQ and marked dead-lettered, exactly as a consumer's receive
-/// does. A message the DLQ cannot take now stays due (counted in
-/// dlq_failures). Returns how many reached a DLQ. permission_denied on a
-/// read-only channel; an error if a DLQ cannot be opened. Thread-safe (any
-/// number of movers and consumers at once); makes system calls (liveness,
-/// opening the DLQs): not for a hot path.
-Result<std::uint64_t> dead_letter_due(const std::shared_ptr<ChannelState>& ch);
-
-/// Frees the consumer entries of every group whose owning process is gone,
-/// making their leases due for redelivery at once. Returns how many entries
-/// were freed. No-op on a read-only channel. Thread-safe; makes liveness
-/// system calls.
-std::uint32_t reclaim_dead_consumers(ChannelState& ch) noexcept;
 
 /// One consumer of a group. Not thread-safe: one caller at a time.
 class GroupCore {
@@ -159,6 +80,10 @@ class GroupCore {
   PollStatus receive_at(Delivery& out, std::span<std::byte> buffer, std::uint64_t now) noexcept;
   AckStatus finish(const Delivery& d, std::uint64_t next_word) noexcept;
   AckStatus nack_final(const Delivery& d, std::uint64_t due_ms) noexcept;
+  /// Takes d's lease (ours) to dead-lettering, one CAS, with a deadline one
+  /// visibility timeout away: a consumer killed before the copy leaves it to
+  /// the next one. Sets `held` to the new word; lease_lost if the CAS failed.
+  AckStatus begin_dead_letter(const Delivery& d, std::uint64_t& held) noexcept;
   AckStatus send_to_dlq(std::uint64_t seq, std::uint64_t held, DeadLetterReason reason) noexcept;
   void advance_floor() noexcept;
   void release() noexcept;
@@ -166,6 +91,18 @@ class GroupCore {
     return static_cast<std::uint32_t>((seq >> lap_shift_) & 0xffffu);
   }
   [[nodiscard]] bool available_for(std::uint64_t seq, std::uint64_t word) const noexcept;
+  /// Whether this consumer holds d's lease as a live one (leased, ours, this
+  /// lap): the only lease that ack, nack, extend and dead_letter may end.
+  /// Inline: it is on the ack path.
+  [[nodiscard]] bool holds(const Delivery& d) const noexcept {
+    if (!ch_ || d.group != gi_) return false;
+    const LeaseFields lf = lease_fields(d.lease);
+    return lf.state == kLeaseLeased && lf.owner == ci_ && lf.lap == lap(d.sequence);
+  }
+  /// end_lease_lost for a lease of ours; out of line, so that the delivery
+  /// path it leaves keeps its registers.
+  [[gnu::noinline, gnu::cold]] void end_lost(std::uint64_t seq, std::uint64_t lease) noexcept;
+  [[nodiscard]] GroupView view() const noexcept { return {ch_.get(), g_, leases_, mask_, lap_shift_}; }
 
   std::shared_ptr<ChannelState> ch_;
   GroupEntry* g_ = nullptr;
@@ -201,12 +138,5 @@ class GroupCore {
   std::uint64_t batch_delivered_ = 0;   ///< deliveries of the batch not yet in the group's counter
   std::uint64_t last_stall_check_ns_ = 0;
 };
-
-/// Copies up to `max` dead letters from a DLQ channel back to their source
-/// channel (original payload and metadata), advancing the DLQ's retaining
-/// cursor. Returns how many were redriven. At-least-once: a crash midway may
-/// redrive a message twice.
-Result<std::uint64_t> redrive_dead_letters(const std::shared_ptr<ChannelState>& source,
-                                           const std::shared_ptr<ChannelState>& dlq, std::uint64_t max);
 
 }  // namespace shmbus::bus

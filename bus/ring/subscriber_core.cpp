@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstring>
 
+#include "bus/common/wait.hpp"
 #include "bus/ring/slots.hpp"
 #include "bus/ring/tables.hpp"
 #include "shm/atomics.hpp"
@@ -15,12 +16,10 @@ namespace shmbus::bus {
 
 namespace {
 
-constexpr int kSpinBeforeWaiting = 1000;
 constexpr std::uint32_t kStallCheckEvery = 1024;  // empty polls between stall checks (power of 2)
 constexpr std::uint32_t kRemovedCheckEvery = 64;  // empty polls between removal checks (divides the above)
 static_assert(kStallCheckEvery % kRemovedCheckEvery == 0);
 constexpr std::uint64_t kMaxSleepSliceNs = 50'000'000;
-constexpr std::uint64_t kRemovedCheckEveryNs = 5'000'000;  // fstat at most this often while waiting
 
 }  // namespace
 
@@ -282,55 +281,27 @@ void SubscriberCore::copy_payload(Message& m, std::span<std::byte> dst) noexcept
 
 PollStatus SubscriberCore::wait(std::uint64_t timeout_ns) noexcept {
   if (!ch_) return PollStatus::invalid;
-  if (ready()) return PollStatus::ok;
-  const std::uint64_t start = shm::monotonic_ns();
-  const std::uint64_t deadline = deadline_after(start, timeout_ns);
-  for (int i = 0; i < kSpinBeforeWaiting; ++i) {
-    shm::cpu_relax();
-    if (ready()) return PollStatus::ok;
-  }
-  std::uint64_t sleep_ns = 1000;
-  const std::uint64_t slice = std::min<std::uint64_t>(kMaxSleepSliceNs, std::max<std::uint64_t>(unblock_ns_ / 4, 1000));
-  for (;;) {
-    const std::uint64_t now = shm::monotonic_ns();
-    if (now >= deadline) return PollStatus::timeout;
+  const auto poll_ready = [this] { return ready() ? PollStatus::ok : PollStatus::empty; };
+  // Once per slice: a stalled claim at the cursor, the cursor's stamp, then
+  // whether the channel is gone (removed by name, by anyone; or its pages
+  // lost): nothing will come. The fstat behind check_removed runs at most
+  // every few ms.
+  const auto look = [this](std::uint64_t now) {
     check_stall(shm::load_acquire(stamp_at(cursor_)));
     if (ready()) return PollStatus::ok;
-    // Gone (removed by name, by anyone; or its pages lost): nothing will
-    // come. The fstat behind check_removed runs at most every few ms.
     std::uint64_t gone = removed_->load(std::memory_order_relaxed);  // relaxed: a flag
     if (gone == kChannelLive && now - last_removed_check_ns_ >= kRemovedCheckEveryNs) {
       last_removed_check_ns_ = now;
       gone = ch_->check_removed();
     }
-    if (gone != kChannelLive) return poll_status_of_removed(gone);
-    switch (wait_) {
-      case WaitStrategy::busy_spin:
-        for (int i = 0; i < 1024; ++i) {
-          if (ready()) return PollStatus::ok;
-          shm::cpu_relax();
-        }
-        break;
-      case WaitStrategy::yield:
-        for (int i = 0; i < 64; ++i) {
-          if (ready()) return PollStatus::ok;
-          shm::yield_cpu();
-        }
-        break;
-      case WaitStrategy::backoff:
-        shm::sleep_ns(std::min(sleep_ns, deadline - now));
-        sleep_ns = std::min<std::uint64_t>(sleep_ns * 2, 1'000'000);
-        break;
-      case WaitStrategy::block: {
-        // SYNC(sleep-flag): raise the flag, then re-check the stamp; pairs
-        // with the seq_cst commit CAS + flag check in wake_subscribers.
-        const std::uint32_t seen = shm::announce_sleep(prod_->sub_sleeping, prod_->sub_futex);
-        if (ready()) return PollStatus::ok;
-        (void)shm::futex_wait(&prod_->sub_futex, seen, std::min(deadline - now, slice));
-        break;
-      }
-    }
-  }
+    return gone != kChannelLive ? poll_status_of_removed(gone) : PollStatus::empty;
+  };
+  // Sleeps of at most a quarter of unblock_timeout: the stall check in
+  // `look` then unblocks a dead publisher's claim in time.
+  const std::uint64_t slice =
+      std::min<std::uint64_t>(kMaxSleepSliceNs, std::max<std::uint64_t>(unblock_ns_ / 4, 1000));
+  const WaitPlan plan{timeout_ns, wait_, slice, &prod_->sub_sleeping, &prod_->sub_futex};
+  return wait_until(plan, poll_ready, look, [] {});
 }
 
 PollStatus SubscriberCore::poll_wait(Message& out, std::span<std::byte> buffer,
