@@ -3,12 +3,12 @@
 #include "bus/ring/channel_state.hpp"
 #include <cstring>
 
-#include "bus/group/group_core.hpp"
+#include "bus/group/consumer_core.hpp"
 #include "bus/ring/peek.hpp"
 #include "bus/ring/publisher_core.hpp"
 #include "bus/ring/stats.hpp"
 #include "bus/ring/subscriber_core.hpp"
-#include "bus/ring/tables.hpp"
+#include "bus/ring/participants.hpp"
 #include "shm/segment.hpp"
 
 namespace shmbus {
@@ -91,7 +91,7 @@ Result<Subscriber> Channel::subscribe(const SubscribeOptions& opts) {
 
 Result<Consumer> Channel::join_group(std::string_view group, const GroupOptions& opts) {
   if (!state_) return Error(ErrorCode::invalid_argument, "join_group() on an empty Channel handle");
-  auto core = bus::GroupCore::join(state_, group, opts);
+  auto core = bus::ConsumerCore::join(state_, group, opts);
   if (!core) return core.error();
   return Consumer(std::move(core.value()));
 }

@@ -4,7 +4,7 @@
 
 #include <utility>
 
-#include "bus/group/group_core.hpp"
+#include "bus/group/consumer_core.hpp"
 
 namespace shmbus {
 
@@ -12,7 +12,7 @@ Consumer::Consumer() noexcept = default;
 Consumer::~Consumer() = default;
 Consumer::Consumer(Consumer&&) noexcept = default;
 Consumer& Consumer::operator=(Consumer&&) noexcept = default;
-Consumer::Consumer(std::unique_ptr<bus::GroupCore> core) noexcept : core_(std::move(core)) {}
+Consumer::Consumer(std::unique_ptr<bus::ConsumerCore> core) noexcept : core_(std::move(core)) {}
 
 PollStatus Consumer::receive(Delivery& out, std::span<std::byte> buffer) noexcept {
   if (!core_) return PollStatus::invalid;

@@ -7,7 +7,7 @@
 
 #include <shmbus/channel.hpp>
 
-#include "bus/group/group_core.hpp"  // DlqRecord: the C API's shmbus_dlq_record mirrors it
+#include "bus/group/consumer_core.hpp"  // DlqRecord: the C API's shmbus_dlq_record mirrors it
 #include "bus/ring/channel_state.hpp"
 
 namespace shmbus::detail {

@@ -1,12 +1,12 @@
 /*
  * lease.pml -- the consumer-group lease protocol of docs/protocol.md §8
- * (bus/group/group_core.cpp), for Spin.
+ * (bus/group/consumer_core.cpp), for Spin.
  *
  * What is modelled, by the code's names:
  *   the lease word per ring slot (state, attempt, owner, lap tag; the
  *   deadline is abstracted, below); the group's `next` and `floor`; the
  *   consumer table (control word = state + pid); the producer's `head` and
- *   the slot stamps; GroupCore::take_new (G1, G2, help_advance_next, the
+ *   the slot stamps; ConsumerCore::take_new (G1, G2, help_advance_next, the
  *   re-read of `next`), take_due (G7, G8, owner_dead, the re-load after a
  *   release), deliver (G10, G11), ack (G3), nack (G4), extend (G5),
  *   dead_letter (G6), send_to_dlq (G9; the DLQ may refuse), release
@@ -549,7 +549,7 @@ join:
   do
   :: floor == NMSG && pub_done -> break
   :: may_leave ->
-     /* ~GroupCore: release what it holds, then free the entry */
+     /* ~ConsumerCore: release what it holds, then free the entry */
      release_leases_of(me);
      atomic {
        if :: ctl[me] == E_ACTIVE + 4 * p -> ctl[me] = E_FREE :: else -> skip fi;

@@ -8,7 +8,7 @@
 #include "bus/common/util.hpp"
 #include "bus/ring/slots.hpp"
 #include "bus/ring/subscriber_core.hpp"
-#include "bus/ring/tables.hpp"
+#include "bus/ring/participants.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "shm/liveness.hpp"

@@ -1,6 +1,6 @@
 // One group's shared words, and the two moves on them that every part of
 // bus/group makes: advancing the floor over finished sequences, and ending
-// a lease whose message is gone as lost. Consumers (group_core.cpp), the DLQ
+// a lease whose message is gone as lost. Consumers (consumer_core.cpp), the DLQ
 // mover (dlq.cpp) and the stats all see a group through these. Inline: the
 // floor advance is on the ack path.
 #pragma once

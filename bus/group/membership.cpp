@@ -6,7 +6,7 @@
 #include "bus/common/settings_check.hpp"
 #include "bus/common/util.hpp"
 #include "bus/group/group_view.hpp"
-#include "bus/ring/tables.hpp"
+#include "bus/ring/participants.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "shm/futex.hpp"

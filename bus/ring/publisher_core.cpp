@@ -6,7 +6,7 @@
 #include <cstring>
 
 #include "bus/ring/slots.hpp"
-#include "bus/ring/tables.hpp"
+#include "bus/ring/participants.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "shm/futex.hpp"

@@ -3,9 +3,9 @@
 #include <algorithm>
 
 #include "bus/common/util.hpp"
-#include "bus/group/group_core.hpp"
+#include "bus/group/consumer_core.hpp"
 #include "bus/ring/slots.hpp"
-#include "bus/ring/tables.hpp"
+#include "bus/ring/participants.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "shm/liveness.hpp"
@@ -58,7 +58,7 @@ std::uint64_t since(const std::atomic<std::uint64_t>& ctr, const std::atomic<std
 }
 
 // Producer totals over every entry, free ones included: an entry's counters
-// are never reset (tables.cpp, attach_publisher), so each term and the sum
+// are never reset (participants.cpp, attach_publisher), so each term and the sum
 // only grow. Per active publisher: what its current owner did.
 void add_publishers(const ChannelState& ch, ChannelStats& s) {
   for (std::uint32_t i = 0; i < ch.geo.max_publishers; ++i) {

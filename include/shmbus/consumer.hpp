@@ -13,7 +13,7 @@
 #include <shmbus/types.hpp>
 
 namespace shmbus::bus {
-class GroupCore;
+class ConsumerCore;
 }
 
 namespace shmbus {
@@ -81,8 +81,8 @@ class Consumer {
 
  private:
   friend class Channel;
-  explicit Consumer(std::unique_ptr<bus::GroupCore> core) noexcept;
-  std::unique_ptr<bus::GroupCore> core_;
+  explicit Consumer(std::unique_ptr<bus::ConsumerCore> core) noexcept;
+  std::unique_ptr<bus::ConsumerCore> core_;
 };
 
 }  // namespace shmbus

@@ -42,7 +42,7 @@
 #include <unistd.h>
 
 #include "api/detail.hpp"
-#include "bus/group/group_core.hpp"
+#include "bus/group/consumer_core.hpp"
 #include "shm/clock.hpp"
 
 #include "group_test_util.hpp"
@@ -813,7 +813,7 @@ TEST_CASE("a replacement that reuses a dead consumer's entry gets its leases at 
 }
 
 // Past lap 255: the lease word's lap tag must be compared with the same
-// width everywhere (an 8-bit GroupCore::lap() against the 16-bit tag of
+// width everywhere (an 8-bit ConsumerCore::lap() against the 16-bit tag of
 // release_leases_of() once left the dead consumer's leases held here).
 TEST_CASE("a replacement that reuses a dead consumer's entry gets its leases at once, also after 256 "
           "laps of the ring") {

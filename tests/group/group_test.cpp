@@ -15,7 +15,7 @@
 
 #include "api/detail.hpp"
 #include "bus/ring/channel_state.hpp"
-#include "bus/group/group_core.hpp"
+#include "bus/group/consumer_core.hpp"
 #include "shm/clock.hpp"
 
 #include "group_test_util.hpp"

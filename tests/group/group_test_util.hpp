@@ -12,7 +12,7 @@
 #include <string>
 #include <string_view>
 
-#include "bus/group/group_core.hpp"
+#include "bus/group/consumer_core.hpp"
 
 #include "test_support.hpp"
 

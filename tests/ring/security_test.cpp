@@ -29,7 +29,7 @@
 #include "api/detail.hpp"
 #include "bus/ring/channel_state.hpp"
 #include "bus/dedup/dedup.hpp"
-#include "bus/group/group_core.hpp"
+#include "bus/group/consumer_core.hpp"
 #include "bus/ring/layout.hpp"
 
 #include "test_support.hpp"

@@ -90,7 +90,7 @@
 #include <unistd.h>
 
 #include "api/detail.hpp"
-#include "bus/group/group_core.hpp"
+#include "bus/group/consumer_core.hpp"
 #include "shm/clock.hpp"
 
 #include "test_support.hpp"

@@ -6,7 +6,7 @@
 #include <memory>
 #include <set>
 
-#include "bus/group/group_core.hpp"
+#include "bus/group/consumer_core.hpp"
 
 #include "probe.hpp"
 

@@ -27,7 +27,7 @@
 
 #include <httplib.h>
 
-#include "bus/group/group_core.hpp"
+#include "bus/group/consumer_core.hpp"
 
 #include "probe.hpp"
 

@@ -38,7 +38,7 @@
 #include <set>
 #include <sstream>
 
-#include "bus/group/group_core.hpp"
+#include "bus/group/consumer_core.hpp"
 
 #include "probe.hpp"
 

@@ -1,4 +1,4 @@
-#include "bus/ring/tables.hpp"
+#include "bus/ring/participants.hpp"
 
 #include <algorithm>
 #include <climits>
@@ -136,7 +136,7 @@ std::uint64_t gating_minimum(const ChannelState& ch, std::uint64_t head) noexcep
     const GroupEntry& g = *ch.group(i);
     if (control_state(shm::load_acquire(g.control)) != kEntryActive) continue;
     // SYNC(floor): acquire, pairs with the seq_cst floor CAS in
-    // GroupCore::advance_floor: every lease below it is finished.
+    // ConsumerCore::advance_floor: every lease below it is finished.
     min = std::min(min, shm::load_acquire(g.floor));
   }
   return min;

@@ -1,12 +1,12 @@
-// One consumer of a group: its lease state machine. See group_core.hpp.
-#include "bus/group/group_core.hpp"
+// One consumer of a group: its lease state machine. See consumer_core.hpp.
+#include "bus/group/consumer_core.hpp"
 
 #include <algorithm>
 
 #include "bus/common/util.hpp"
 #include "bus/common/wait.hpp"
 #include "bus/ring/slots.hpp"
-#include "bus/ring/tables.hpp"
+#include "bus/ring/participants.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "shm/futex.hpp"
@@ -20,7 +20,7 @@ constexpr std::uint64_t kOwnerCacheNs = 5'000'000;
 
 }  // namespace
 
-Result<std::unique_ptr<GroupCore>> GroupCore::join(std::shared_ptr<ChannelState> ch,
+Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<ChannelState> ch,
                                                    std::string_view name, const GroupOptions& opts) {
   if (ch->read_only()) {
     return Error(ErrorCode::permission_denied, "channel '" + ch->name + "' is open read-only");
@@ -49,8 +49,8 @@ Result<std::unique_ptr<GroupCore>> GroupCore::join(std::shared_ptr<ChannelState>
   auto ci = join_consumer(*ch, gi.value(), control);
   if (!ci) return ci.error();
 
-  auto owned = std::make_unique<GroupCore>();
-  GroupCore& c = *owned;
+  auto owned = std::make_unique<ConsumerCore>();
+  ConsumerCore& c = *owned;
   c.g_ = ch->group(gi.value());
   c.consumers_ = ch->consumers(gi.value());
   c.me_ = &c.consumers_[ci.value()];
@@ -76,9 +76,9 @@ Result<std::unique_ptr<GroupCore>> GroupCore::join(std::shared_ptr<ChannelState>
   return owned;
 }
 
-GroupCore::~GroupCore() { release(); }
+ConsumerCore::~ConsumerCore() { release(); }
 
-void GroupCore::release() noexcept {
+void ConsumerCore::release() noexcept {
   if (!ch_) return;
   if (control_pid(control_) == shm::self_process().pid) {
     // Leaving: what we still hold becomes due at once for the others.
@@ -90,13 +90,13 @@ void GroupCore::release() noexcept {
   ch_.reset();
 }
 
-bool GroupCore::available_for(std::uint64_t seq, std::uint64_t word) const noexcept {
+bool ConsumerCore::available_for(std::uint64_t seq, std::uint64_t word) const noexcept {
   if (word == 0) return true;  // never used
   const LeaseFields lf = lease_fields(word);
   return lease_final(lf.state) && lf.lap != lap(seq);  // an earlier lap, finished
 }
 
-std::uint64_t GroupCore::backoff_ns(std::uint32_t attempt) noexcept {
+std::uint64_t ConsumerCore::backoff_ns(std::uint32_t attempt) noexcept {
   const std::uint32_t shift = std::min<std::uint32_t>(attempt > 0 ? attempt - 1 : 0, 40);
   std::uint64_t d = backoff_base_ns_;
   for (std::uint32_t i = 0; i < shift && d < backoff_cap_ns_; ++i) d *= 2;
@@ -111,11 +111,11 @@ std::uint64_t GroupCore::backoff_ns(std::uint32_t attempt) noexcept {
   return std::min(d, backoff_cap_ns_ + backoff_cap_ns_ / 1000 * jitter_permille_);
 }
 
-void GroupCore::advance_floor() noexcept { advance_floor_of(view()); }
+void ConsumerCore::advance_floor() noexcept { advance_floor_of(view()); }
 
-void GroupCore::end_lost(std::uint64_t seq, std::uint64_t lease) noexcept { end_lease_lost(view(), seq, lease); }
+void ConsumerCore::end_lost(std::uint64_t seq, std::uint64_t lease) noexcept { end_lease_lost(view(), seq, lease); }
 
-bool GroupCore::owner_dead(std::uint32_t owner) noexcept {
+bool ConsumerCore::owner_dead(std::uint32_t owner) noexcept {
   if (owner == kLeaseNoOwner) return false;  // a mover outside the group: its deadline decides
   if (owner >= owner_cache_.size()) return true;
   const std::uint64_t now = shm::monotonic_ns();
@@ -137,7 +137,7 @@ bool GroupCore::owner_dead(std::uint32_t owner) noexcept {
   return seen.dead;
 }
 
-bool GroupCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
+bool ConsumerCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
                         std::span<std::byte> buffer, PollStatus& st) noexcept {
   const ChannelState& ch = *ch_;
   const std::uint64_t want = make_stamp(seq, kStampCommitted);
@@ -186,14 +186,14 @@ bool GroupCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
   return true;
 }
 
-void GroupCore::help_advance_next(std::uint64_t n) noexcept {
+void ConsumerCore::help_advance_next(std::uint64_t n) noexcept {
   // Moves `next` past n if nobody has yet. A copy: a failed CAS must not
   // change the caller's n (it still names the sequence it holds a lease on).
   std::uint64_t expected = n;
   (void)g_->next.compare_exchange_strong(expected, n + 1, std::memory_order_acq_rel);
 }
 
-bool GroupCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st,
+bool ConsumerCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st,
                          std::uint64_t now) noexcept {
   const ChannelState& ch = *ch_;
   for (int guard = 0; guard < 1024; ++guard) {
@@ -263,7 +263,7 @@ bool GroupCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus&
   return false;
 }
 
-bool GroupCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStatus& st,
+bool ConsumerCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStatus& st,
                          std::uint64_t now) noexcept {
   if (now - last_scan_ns_ < scan_every_ns_) return false;
   last_scan_ns_ = now;
@@ -325,12 +325,12 @@ bool GroupCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStatus&
   return false;
 }
 
-PollStatus GroupCore::receive(Delivery& out, std::span<std::byte> buffer) noexcept {
+PollStatus ConsumerCore::receive(Delivery& out, std::span<std::byte> buffer) noexcept {
   if (!ch_) return PollStatus::invalid;
   return receive_at(out, buffer, shm::monotonic_ns());  // one clock read per receive
 }
 
-std::size_t GroupCore::receive_batch(std::span<Delivery> out, std::span<std::byte> arena,
+std::size_t ConsumerCore::receive_batch(std::span<Delivery> out, std::span<std::byte> arena,
                                      PollStatus* last) noexcept {
   std::size_t n = 0;
   std::size_t used = 0;
@@ -356,7 +356,7 @@ std::size_t GroupCore::receive_batch(std::span<Delivery> out, std::span<std::byt
   return n;
 }
 
-PollStatus GroupCore::receive_at(Delivery& out, std::span<std::byte> buffer, std::uint64_t now) noexcept {
+PollStatus ConsumerCore::receive_at(Delivery& out, std::span<std::byte> buffer, std::uint64_t now) noexcept {
   PollStatus st = PollStatus::empty;
   // Due redeliveries first (they are older), at most every scan interval.
   if (take_due(out, buffer, st, now)) return st;
@@ -366,7 +366,7 @@ PollStatus GroupCore::receive_at(Delivery& out, std::span<std::byte> buffer, std
   return PollStatus::empty;
 }
 
-PollStatus GroupCore::receive_wait(Delivery& out, std::span<std::byte> buffer,
+PollStatus ConsumerCore::receive_wait(Delivery& out, std::span<std::byte> buffer,
                                    std::uint64_t timeout_ns) noexcept {
   if (!ch_) return PollStatus::invalid;
   const auto poll = [&] { return receive(out, buffer); };
@@ -388,7 +388,7 @@ PollStatus GroupCore::receive_wait(Delivery& out, std::span<std::byte> buffer,
   return wait_until(plan, poll, look, [this] { last_scan_ns_ = 0; });
 }
 
-AckStatus GroupCore::finish(const Delivery& d, std::uint64_t next_word) noexcept {
+AckStatus ConsumerCore::finish(const Delivery& d, std::uint64_t next_word) noexcept {
   std::uint64_t expected = d.lease;
   // acq_rel: the ack is ordered after the consumer's processing; the floor
   // advance that follows reads it with acquire.
@@ -396,7 +396,7 @@ AckStatus GroupCore::finish(const Delivery& d, std::uint64_t next_word) noexcept
   return AckStatus::ok;
 }
 
-AckStatus GroupCore::end_lease_acked(const Delivery& d) noexcept {
+AckStatus ConsumerCore::end_lease_acked(const Delivery& d) noexcept {
   if (!holds(d)) return AckStatus::invalid;
   LeaseFields lf = lease_fields(d.lease);
   lf.state = kLeaseAcked;
@@ -404,7 +404,7 @@ AckStatus GroupCore::end_lease_acked(const Delivery& d) noexcept {
   return finish(d, make_lease(lf));
 }
 
-AckStatus GroupCore::ack(const Delivery& d) noexcept {
+AckStatus ConsumerCore::ack(const Delivery& d) noexcept {
   const AckStatus st = end_lease_acked(d);
   if (st != AckStatus::ok) return st;
   g_->acked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
@@ -413,7 +413,7 @@ AckStatus GroupCore::ack(const Delivery& d) noexcept {
   return AckStatus::ok;
 }
 
-std::size_t GroupCore::ack_batch(std::span<const Delivery> ds) noexcept {
+std::size_t ConsumerCore::ack_batch(std::span<const Delivery> ds) noexcept {
   std::uint64_t acked = 0;
   for (const Delivery& d : ds) acked += end_lease_acked(d) == AckStatus::ok;
   if (acked == 0) return 0;
@@ -425,7 +425,7 @@ std::size_t GroupCore::ack_batch(std::span<const Delivery> ds) noexcept {
   return acked;
 }
 
-AckStatus GroupCore::nack(const Delivery& d, std::uint64_t delay_ns) noexcept {
+AckStatus ConsumerCore::nack(const Delivery& d, std::uint64_t delay_ns) noexcept {
   if (!holds(d)) return AckStatus::invalid;
   LeaseFields lf = lease_fields(d.lease);
   const std::uint64_t due_ms =
@@ -441,7 +441,7 @@ AckStatus GroupCore::nack(const Delivery& d, std::uint64_t delay_ns) noexcept {
   return AckStatus::ok;
 }
 
-AckStatus GroupCore::nack_final(const Delivery& d, std::uint64_t due_ms) noexcept {
+AckStatus ConsumerCore::nack_final(const Delivery& d, std::uint64_t due_ms) noexcept {
   // The last allowed attempt failed: no retry can follow, so the message
   // goes to the DLQ now, within this call (G4f: leased -> dead-lettering,
   // one CAS, then the copy and G9), not one backoff later on somebody's
@@ -465,11 +465,11 @@ AckStatus GroupCore::nack_final(const Delivery& d, std::uint64_t due_ms) noexcep
   return AckStatus::dlq_unavailable;
 }
 
-AckStatus GroupCore::nack_with_backoff(const Delivery& d) noexcept {
+AckStatus ConsumerCore::nack_with_backoff(const Delivery& d) noexcept {
   return nack(d, backoff_ns(lease_fields(d.lease).attempt));
 }
 
-AckStatus GroupCore::extend(Delivery& d, std::uint64_t visibility_ns) noexcept {
+AckStatus ConsumerCore::extend(Delivery& d, std::uint64_t visibility_ns) noexcept {
   if (!holds(d)) return AckStatus::invalid;
   LeaseFields lf = lease_fields(d.lease);
   const std::uint64_t now = shm::monotonic_ns();
@@ -483,7 +483,7 @@ AckStatus GroupCore::extend(Delivery& d, std::uint64_t visibility_ns) noexcept {
   return AckStatus::ok;
 }
 
-AckStatus GroupCore::dead_letter(const Delivery& d) noexcept {
+AckStatus ConsumerCore::dead_letter(const Delivery& d) noexcept {
   if (!holds(d)) return AckStatus::invalid;
   std::uint64_t held = 0;
   const AckStatus st = begin_dead_letter(d, held);
@@ -491,7 +491,7 @@ AckStatus GroupCore::dead_letter(const Delivery& d) noexcept {
   return send_to_dlq(d.sequence, held, DeadLetterReason::rejected);
 }
 
-AckStatus GroupCore::begin_dead_letter(const Delivery& d, std::uint64_t& held) noexcept {
+AckStatus ConsumerCore::begin_dead_letter(const Delivery& d, std::uint64_t& held) noexcept {
   LeaseFields lf = lease_fields(d.lease);
   lf.state = kLeaseDeadLettering;
   lf.deadline_ms = now_ms() + ceil_ms(visibility_ns_);
@@ -499,7 +499,7 @@ AckStatus GroupCore::begin_dead_letter(const Delivery& d, std::uint64_t& held) n
   return finish(d, held);
 }
 
-AckStatus GroupCore::send_to_dlq(std::uint64_t seq, std::uint64_t held,
+AckStatus ConsumerCore::send_to_dlq(std::uint64_t seq, std::uint64_t held,
                                  DeadLetterReason reason) noexcept {
   if (!dlq_pub_) {
     auto p = PublisherCore::create(dlq_ch_);

@@ -5,9 +5,9 @@
 // Every lease transition is one CAS on one 64-bit word. See docs/protocol.md
 // ("Groups").
 //
-// This header holds one consumer of a group, GroupCore: its lease state
+// This header holds one consumer of a group, ConsumerCore: its lease state
 // machine (receive, ack, nack, extend, dead_letter, the floor), in
-// group_core.cpp. The group and consumer tables are in membership.hpp, the
+// consumer_core.cpp. The group and consumer tables are in membership.hpp, the
 // DLQ and redrive in dlq.hpp, the shared words of a group in group_view.hpp;
 // this header includes them all, for the users of the subsystem.
 #pragma once
@@ -32,15 +32,15 @@
 namespace shmbus::bus {
 
 /// One consumer of a group. Not thread-safe: one caller at a time.
-class GroupCore {
+class ConsumerCore {
  public:
-  GroupCore() = default;
-  GroupCore(const GroupCore&) = delete;
-  GroupCore& operator=(const GroupCore&) = delete;
-  ~GroupCore();
+  ConsumerCore() = default;
+  ConsumerCore(const ConsumerCore&) = delete;
+  ConsumerCore& operator=(const ConsumerCore&) = delete;
+  ~ConsumerCore();
 
   /// Joins (creating if needed) group `name`, and makes sure its DLQ exists.
-  static Result<std::unique_ptr<GroupCore>> join(std::shared_ptr<ChannelState> ch,
+  static Result<std::unique_ptr<ConsumerCore>> join(std::shared_ptr<ChannelState> ch,
                                                  std::string_view name, const GroupOptions& opts);
 
   PollStatus receive(Delivery& out, std::span<std::byte> buffer) noexcept;
