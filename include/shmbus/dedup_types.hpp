@@ -11,6 +11,7 @@
 namespace shmbus {
 
 /// Result of DedupTable::begin.
+// clang-format off (it takes an attributed enum with a base for a braced initialiser)
 enum class [[nodiscard]] DedupStatus : std::uint8_t {
   first,        ///< this caller owns the id now: do the work, then complete() or abandon()
   in_progress,  ///< a live worker claimed it within its claim timeout (or, rarely,
@@ -19,6 +20,7 @@ enum class [[nodiscard]] DedupStatus : std::uint8_t {
   full,         ///< the id's probe window has no free or expired entry: nothing recorded
   invalid,      ///< the handle is empty (default-constructed or moved-from)
 };
+// clang-format on
 
 /// A readable name ("in_progress"). Thread-safe.
 std::string_view to_string(DedupStatus s) noexcept;

@@ -36,6 +36,7 @@ enum class TimestampSource : std::uint32_t {
 };
 
 /// Result of a publish, claim or commit. Backpressure is a result, not an error.
+// clang-format off (it takes an attributed enum with a base for a braced initialiser)
 enum class [[nodiscard]] PublishStatus : std::uint8_t {
   ok,          ///< committed (or claimed, for try_claim)
   full,        ///< reject policy: the ring holds unread data for a gating reader
@@ -48,8 +49,10 @@ enum class [[nodiscard]] PublishStatus : std::uint8_t {
   segment_lost,  ///< the channel's file shrank under this process: its pages are
                  ///< gone and the handle is dead (the process survives; see guarantees)
 };
+// clang-format on
 
 /// Result of a poll or read.
+// clang-format off (it takes an attributed enum with a base for a braced initialiser)
 enum class [[nodiscard]] PollStatus : std::uint8_t {
   ok,                ///< a message was delivered
   empty,             ///< nothing new (yet)
@@ -61,6 +64,7 @@ enum class [[nodiscard]] PollStatus : std::uint8_t {
   removed,           ///< the channel was removed and holds nothing more: reopen it by name
   segment_lost,      ///< the channel's file shrank under this process: the handle is dead
 };
+// clang-format on
 
 /// Readable names for the status enums ("timeout"). Thread-safe.
 std::string_view to_string(PublishStatus s) noexcept;
@@ -156,6 +160,7 @@ struct SubscribeOptions {
 };
 
 /// Result of ack, nack and extend.
+// clang-format off (it takes an attributed enum with a base for a braced initialiser)
 enum class [[nodiscard]] AckStatus : std::uint8_t {
   ok,          ///< done
   lease_lost,  ///< the lease expired (the message may be redelivered or already
@@ -164,6 +169,7 @@ enum class [[nodiscard]] AckStatus : std::uint8_t {
   dlq_unavailable,  ///< the DLQ could not take the message now (full, or not
                     ///< creatable); it stays with the group and is retried
 };
+// clang-format on
 std::string_view to_string(AckStatus s) noexcept;
 
 /// Settings of a consumer group, fixed when the group is first created
