@@ -68,20 +68,17 @@ static_assert(SHMBUS_SYSTEM == static_cast<int>(ErrorCode::system));
 static_assert(SHMBUS_POLICY_BLOCK == static_cast<int>(shmbus::Policy::block));
 static_assert(SHMBUS_POLICY_DROP_OLDEST == static_cast<int>(shmbus::Policy::drop_oldest));
 static_assert(SHMBUS_POLICY_REJECT == static_cast<int>(shmbus::Policy::reject));
-static_assert(SHMBUS_DLQ_MAX_DELIVERIES ==
-              static_cast<int>(shmbus::DeadLetterReason::max_deliveries));
+static_assert(SHMBUS_DLQ_MAX_DELIVERIES == static_cast<int>(shmbus::DeadLetterReason::max_deliveries));
 static_assert(SHMBUS_DLQ_REJECTED == static_cast<int>(shmbus::DeadLetterReason::rejected));
 
 // The DLQ record is part of the channel layout: the C view must match it.
 static_assert(sizeof(shmbus_dlq_record) == sizeof(shmbus::bus::DlqRecord));
-static_assert(offsetof(shmbus_dlq_record, original_sequence) ==
-              offsetof(shmbus::bus::DlqRecord, original_sequence));
+static_assert(offsetof(shmbus_dlq_record, original_sequence) == offsetof(shmbus::bus::DlqRecord, original_sequence));
 static_assert(offsetof(shmbus_dlq_record, original_timestamp_ns) ==
               offsetof(shmbus::bus::DlqRecord, original_timestamp_ns));
 static_assert(offsetof(shmbus_dlq_record, attempts) == offsetof(shmbus::bus::DlqRecord, attempts));
 static_assert(offsetof(shmbus_dlq_record, reason) == offsetof(shmbus::bus::DlqRecord, reason));
-static_assert(offsetof(shmbus_dlq_record, payload_length) ==
-              offsetof(shmbus::bus::DlqRecord, payload_length));
+static_assert(offsetof(shmbus_dlq_record, payload_length) == offsetof(shmbus::bus::DlqRecord, payload_length));
 static_assert(offsetof(shmbus_dlq_record, group) == offsetof(shmbus::bus::DlqRecord, group));
 static_assert(offsetof(shmbus_dlq_record, source) == offsetof(shmbus::bus::DlqRecord, source));
 
@@ -111,9 +108,9 @@ thread_local LastError t_last_error;
 
 int fail(int status, const char* function, std::string_view message, int sys_errno = 0) noexcept {
   LastError& e = t_last_error;
-  const int n = std::snprintf(e.message, sizeof e.message, "%s: %.*s", function,
-                              static_cast<int>(std::min<std::size_t>(message.size(), sizeof e.message)),
-                              message.data());
+  const int n =
+      std::snprintf(e.message, sizeof e.message, "%s: %.*s", function,
+                    static_cast<int>(std::min<std::size_t>(message.size(), sizeof e.message)), message.data());
   if (n < 0) e.message[0] = '\0';
   e.sys_errno = sys_errno;
   return status;
@@ -145,39 +142,60 @@ int null_argument(const char* function, const char* what) noexcept {
 
 int status_of(PollStatus s) noexcept {
   switch (s) {
-    case PollStatus::ok: return SHMBUS_OK;
-    case PollStatus::empty: return SHMBUS_EMPTY;
-    case PollStatus::lapped: return SHMBUS_LAPPED;
-    case PollStatus::buffer_too_small: return SHMBUS_BUFFER_TOO_SMALL;
-    case PollStatus::timeout: return SHMBUS_TIMEOUT;
-    case PollStatus::corrupted: return SHMBUS_CORRUPTED;
-    case PollStatus::invalid: return SHMBUS_INVALID;
-    case PollStatus::removed: return SHMBUS_REMOVED;
-    case PollStatus::segment_lost: return SHMBUS_SEGMENT_LOST;
+    case PollStatus::ok:
+      return SHMBUS_OK;
+    case PollStatus::empty:
+      return SHMBUS_EMPTY;
+    case PollStatus::lapped:
+      return SHMBUS_LAPPED;
+    case PollStatus::buffer_too_small:
+      return SHMBUS_BUFFER_TOO_SMALL;
+    case PollStatus::timeout:
+      return SHMBUS_TIMEOUT;
+    case PollStatus::corrupted:
+      return SHMBUS_CORRUPTED;
+    case PollStatus::invalid:
+      return SHMBUS_INVALID;
+    case PollStatus::removed:
+      return SHMBUS_REMOVED;
+    case PollStatus::segment_lost:
+      return SHMBUS_SEGMENT_LOST;
   }
   return SHMBUS_INTERNAL;
 }
 
 int status_of(PublishStatus s) noexcept {
   switch (s) {
-    case PublishStatus::ok: return SHMBUS_OK;
-    case PublishStatus::full: return SHMBUS_FULL;
-    case PublishStatus::timeout: return SHMBUS_TIMEOUT;
-    case PublishStatus::too_large: return SHMBUS_TOO_LARGE;
-    case PublishStatus::abandoned: return SHMBUS_ABANDONED;
-    case PublishStatus::invalid: return SHMBUS_INVALID;
-    case PublishStatus::removed: return SHMBUS_REMOVED;
-    case PublishStatus::segment_lost: return SHMBUS_SEGMENT_LOST;
+    case PublishStatus::ok:
+      return SHMBUS_OK;
+    case PublishStatus::full:
+      return SHMBUS_FULL;
+    case PublishStatus::timeout:
+      return SHMBUS_TIMEOUT;
+    case PublishStatus::too_large:
+      return SHMBUS_TOO_LARGE;
+    case PublishStatus::abandoned:
+      return SHMBUS_ABANDONED;
+    case PublishStatus::invalid:
+      return SHMBUS_INVALID;
+    case PublishStatus::removed:
+      return SHMBUS_REMOVED;
+    case PublishStatus::segment_lost:
+      return SHMBUS_SEGMENT_LOST;
   }
   return SHMBUS_INTERNAL;
 }
 
 int status_of(AckStatus s) noexcept {
   switch (s) {
-    case AckStatus::ok: return SHMBUS_OK;
-    case AckStatus::lease_lost: return SHMBUS_LEASE_LOST;
-    case AckStatus::invalid: return SHMBUS_INVALID;
-    case AckStatus::dlq_unavailable: return SHMBUS_DLQ_UNAVAILABLE;
+    case AckStatus::ok:
+      return SHMBUS_OK;
+    case AckStatus::lease_lost:
+      return SHMBUS_LEASE_LOST;
+    case AckStatus::invalid:
+      return SHMBUS_INVALID;
+    case AckStatus::dlq_unavailable:
+      return SHMBUS_DLQ_UNAVAILABLE;
   }
   return SHMBUS_INTERNAL;
 }
@@ -232,11 +250,17 @@ shmbus_group_options group_defaults() noexcept {
 template <class T>
 constexpr std::size_t first_version_size() noexcept;
 template <>
-constexpr std::size_t first_version_size<shmbus_channel_options>() noexcept { return kChannelOptionsV1; }
+constexpr std::size_t first_version_size<shmbus_channel_options>() noexcept {
+  return kChannelOptionsV1;
+}
 template <>
-constexpr std::size_t first_version_size<shmbus_subscribe_options>() noexcept { return kSubscribeOptionsV1; }
+constexpr std::size_t first_version_size<shmbus_subscribe_options>() noexcept {
+  return kSubscribeOptionsV1;
+}
 template <>
-constexpr std::size_t first_version_size<shmbus_group_options>() noexcept { return kGroupOptionsV1; }
+constexpr std::size_t first_version_size<shmbus_group_options>() noexcept {
+  return kGroupOptionsV1;
+}
 
 // Fills a caller's struct of `size` bytes (any version from the first) with
 // `defaults`: the fields it has get their defaults, a newer caller's tail is
@@ -246,8 +270,8 @@ int init_sized(const char* function, T* out, std::size_t size, const T& defaults
   if (out == nullptr) return null_argument(function, "opts");
   if (size < first_version_size<T>()) {
     char text[160];
-    std::snprintf(text, sizeof text, "size %zu is smaller than this struct's first version (%zu bytes)",
-                  size, first_version_size<T>());
+    std::snprintf(text, sizeof text, "size %zu is smaller than this struct's first version (%zu bytes)", size,
+                  first_version_size<T>());
     return fail(SHMBUS_INVALID_ARGUMENT, function, text);
   }
   std::memcpy(out, &defaults, std::min(size, sizeof(T)));
@@ -302,15 +326,23 @@ int write_sized(const char* function, const T& value, T* out, std::size_t size) 
 
 int to_start(const char* function, std::uint32_t kind, std::uint64_t value, shmbus::StartAt& out) noexcept {
   switch (kind) {
-    case SHMBUS_START_EARLIEST: out = shmbus::StartAt::earliest(); return SHMBUS_OK;
-    case SHMBUS_START_LATEST: out = shmbus::StartAt::latest(); return SHMBUS_OK;
-    case SHMBUS_START_SEQUENCE: out = shmbus::StartAt::at_sequence(value); return SHMBUS_OK;
-    case SHMBUS_START_TIMESTAMP: out = shmbus::StartAt::at_time(value); return SHMBUS_OK;
-    default: break;
+    case SHMBUS_START_EARLIEST:
+      out = shmbus::StartAt::earliest();
+      return SHMBUS_OK;
+    case SHMBUS_START_LATEST:
+      out = shmbus::StartAt::latest();
+      return SHMBUS_OK;
+    case SHMBUS_START_SEQUENCE:
+      out = shmbus::StartAt::at_sequence(value);
+      return SHMBUS_OK;
+    case SHMBUS_START_TIMESTAMP:
+      out = shmbus::StartAt::at_time(value);
+      return SHMBUS_OK;
+    default:
+      break;
   }
   char text[128];
-  std::snprintf(text, sizeof text, "start is %u; expected 0..3 (earliest, latest, sequence, timestamp)",
-                kind);
+  std::snprintf(text, sizeof text, "start is %u; expected 0..3 (earliest, latest, sequence, timestamp)", kind);
   return fail(SHMBUS_INVALID_ARGUMENT, function, text);
 }
 
@@ -324,24 +356,22 @@ int to_wait(const char* function, std::uint32_t wait, shmbus::WaitStrategy& out)
   return SHMBUS_OK;
 }
 
-int to_channel_options(const char* function, const shmbus_channel_options* in,
-                       shmbus::ChannelOptions& out) noexcept {
+int to_channel_options(const char* function, const shmbus_channel_options* in, shmbus::ChannelOptions& out) noexcept {
   shmbus_channel_options o;
   if (int rc = read_sized(function, in, o, channel_defaults()); rc != SHMBUS_OK) return rc;
   if (o.policy < SHMBUS_POLICY_BLOCK || o.policy > SHMBUS_POLICY_REJECT) {
     char text[128];
-    std::snprintf(text, sizeof text, "policy is %u; expected 1 (block), 2 (drop_oldest) or 3 (reject)",
-                  o.policy);
+    std::snprintf(text, sizeof text, "policy is %u; expected 1 (block), 2 (drop_oldest) or 3 (reject)", o.policy);
     return fail(SHMBUS_INVALID_ARGUMENT, function, text);
   }
   if (o.timestamps > SHMBUS_TIMESTAMPS_NONE) {
     char text[128];
-    std::snprintf(text, sizeof text,
-                  "timestamps is %u; expected 0 (default), 1 (realtime), 2 (tsc) or 3 (none)", o.timestamps);
+    std::snprintf(text, sizeof text, "timestamps is %u; expected 0 (default), 1 (realtime), 2 (tsc) or 3 (none)",
+                  o.timestamps);
     return fail(SHMBUS_INVALID_ARGUMENT, function, text);
   }
-  out.timestamps = o.timestamps == 0 ? shmbus::ChannelOptions{}.timestamps
-                                     : static_cast<shmbus::TimestampSource>(o.timestamps);
+  out.timestamps =
+      o.timestamps == 0 ? shmbus::ChannelOptions{}.timestamps : static_cast<shmbus::TimestampSource>(o.timestamps);
   out.slot_size = o.slot_size;
   out.capacity = o.capacity;
   out.policy = static_cast<shmbus::Policy>(o.policy);
@@ -405,33 +435,60 @@ extern "C" {
 
 const char* shmbus_strerror(int status) {
   switch (status) {
-    case SHMBUS_OK: return "ok";
-    case SHMBUS_INVALID_ARGUMENT: return "invalid_argument";
-    case SHMBUS_NOT_FOUND: return "not_found";
-    case SHMBUS_ALREADY_EXISTS: return "already_exists";
-    case SHMBUS_PERMISSION_DENIED: return "permission_denied";
-    case SHMBUS_NO_SPACE: return "no_space";
-    case SHMBUS_PARAMETER_MISMATCH: return "parameter_mismatch";
-    case SHMBUS_VERSION_MISMATCH: return "version_mismatch";
-    case SHMBUS_CORRUPTED: return "corrupted";
-    case SHMBUS_TIMEOUT: return "timeout";
-    case SHMBUS_TABLE_FULL: return "table_full";
-    case SHMBUS_BUSY: return "busy";
-    case SHMBUS_SYSTEM: return "system";
-    case SHMBUS_EMPTY: return "empty";
-    case SHMBUS_LAPPED: return "lapped";
-    case SHMBUS_BUFFER_TOO_SMALL: return "buffer_too_small";
-    case SHMBUS_FULL: return "full";
-    case SHMBUS_TOO_LARGE: return "too_large";
-    case SHMBUS_ABANDONED: return "abandoned";
-    case SHMBUS_LEASE_LOST: return "lease_lost";
-    case SHMBUS_DLQ_UNAVAILABLE: return "dlq_unavailable";
-    case SHMBUS_INVALID: return "invalid";
-    case SHMBUS_REMOVED: return "removed";
-    case SHMBUS_SEGMENT_LOST: return "segment_lost";
-    case SHMBUS_OUT_OF_MEMORY: return "out_of_memory";
-    case SHMBUS_INTERNAL: return "internal";
-    default: return "unknown";
+    case SHMBUS_OK:
+      return "ok";
+    case SHMBUS_INVALID_ARGUMENT:
+      return "invalid_argument";
+    case SHMBUS_NOT_FOUND:
+      return "not_found";
+    case SHMBUS_ALREADY_EXISTS:
+      return "already_exists";
+    case SHMBUS_PERMISSION_DENIED:
+      return "permission_denied";
+    case SHMBUS_NO_SPACE:
+      return "no_space";
+    case SHMBUS_PARAMETER_MISMATCH:
+      return "parameter_mismatch";
+    case SHMBUS_VERSION_MISMATCH:
+      return "version_mismatch";
+    case SHMBUS_CORRUPTED:
+      return "corrupted";
+    case SHMBUS_TIMEOUT:
+      return "timeout";
+    case SHMBUS_TABLE_FULL:
+      return "table_full";
+    case SHMBUS_BUSY:
+      return "busy";
+    case SHMBUS_SYSTEM:
+      return "system";
+    case SHMBUS_EMPTY:
+      return "empty";
+    case SHMBUS_LAPPED:
+      return "lapped";
+    case SHMBUS_BUFFER_TOO_SMALL:
+      return "buffer_too_small";
+    case SHMBUS_FULL:
+      return "full";
+    case SHMBUS_TOO_LARGE:
+      return "too_large";
+    case SHMBUS_ABANDONED:
+      return "abandoned";
+    case SHMBUS_LEASE_LOST:
+      return "lease_lost";
+    case SHMBUS_DLQ_UNAVAILABLE:
+      return "dlq_unavailable";
+    case SHMBUS_INVALID:
+      return "invalid";
+    case SHMBUS_REMOVED:
+      return "removed";
+    case SHMBUS_SEGMENT_LOST:
+      return "segment_lost";
+    case SHMBUS_OUT_OF_MEMORY:
+      return "out_of_memory";
+    case SHMBUS_INTERNAL:
+      return "internal";
+    default:
+      return "unknown";
   }
 }
 
@@ -459,8 +516,7 @@ int shmbus_group_options_init(shmbus_group_options* opts, size_t size) {
 
 // --- channels -------------------------------------------------------------------
 
-int shmbus_channel_create(const char* bus, const char* name, const shmbus_channel_options* opts,
-                          shmbus_channel** out) {
+int shmbus_channel_create(const char* bus, const char* name, const shmbus_channel_options* opts, shmbus_channel** out) {
   static constexpr const char* fn = "shmbus_channel_create";
   if (out == nullptr) return null_argument(fn, "out");
   *out = nullptr;
@@ -569,7 +625,7 @@ int shmbus_channel_get_stats(const shmbus_channel* channel, shmbus_channel_stats
 }
 
 int shmbus_channel_get_group_stats(const shmbus_channel* channel, const char* group, shmbus_group_stats* out,
-                               size_t size) {
+                                   size_t size) {
   static constexpr const char* fn = "shmbus_channel_get_group_stats";
   if (channel == nullptr) return null_argument(fn, "channel");
   if (group == nullptr) return null_argument(fn, "group");
@@ -639,8 +695,8 @@ int shmbus_publisher_new(shmbus_channel* channel, shmbus_publisher** out) {
 
 void shmbus_publisher_free(shmbus_publisher* publisher) { delete publisher; }
 
-int shmbus_publish(shmbus_publisher* publisher, const void* data, size_t size,
-                   const shmbus_message_meta* meta, uint64_t timeout_ns) {
+int shmbus_publish(shmbus_publisher* publisher, const void* data, size_t size, const shmbus_message_meta* meta,
+                   uint64_t timeout_ns) {
   static constexpr const char* fn = "shmbus_publish";
   if (publisher == nullptr) return null_argument(fn, "publisher");
   if (data == nullptr && size != 0) return null_argument(fn, "data (with size > 0)");
@@ -655,8 +711,8 @@ int shmbus_publish(shmbus_publisher* publisher, const void* data, size_t size,
   const int rc = status_of(publisher->publisher.publish(payload, m, timeout_ns));
   if (rc == SHMBUS_TOO_LARGE) {
     char text[128];
-    std::snprintf(text, sizeof text, "payload of %zu bytes exceeds the channel's max payload of %zu bytes",
-                  size, publisher->publisher.max_payload());
+    std::snprintf(text, sizeof text, "payload of %zu bytes exceeds the channel's max payload of %zu bytes", size,
+                  publisher->publisher.max_payload());
     return fail(rc, fn, text);
   }
   return rc;
@@ -706,8 +762,7 @@ uint64_t shmbus_publisher_max_payload(const shmbus_publisher* publisher) {
 
 // --- subscribers -------------------------------------------------------------------
 
-int shmbus_subscriber_new(shmbus_channel* channel, const shmbus_subscribe_options* opts,
-                          shmbus_subscriber** out) {
+int shmbus_subscriber_new(shmbus_channel* channel, const shmbus_subscribe_options* opts, shmbus_subscriber** out) {
   static constexpr const char* fn = "shmbus_subscriber_new";
   if (out == nullptr) return null_argument(fn, "out");
   *out = nullptr;
@@ -728,8 +783,7 @@ int shmbus_subscriber_new(shmbus_channel* channel, const shmbus_subscribe_option
 
 void shmbus_subscriber_free(shmbus_subscriber* subscriber) { delete subscriber; }
 
-int shmbus_subscriber_poll(shmbus_subscriber* subscriber, shmbus_message* out, void* buffer,
-                           size_t capacity) {
+int shmbus_subscriber_poll(shmbus_subscriber* subscriber, shmbus_message* out, void* buffer, size_t capacity) {
   static constexpr const char* fn = "shmbus_subscriber_poll";
   if (subscriber == nullptr) return null_argument(fn, "subscriber");
   if (int rc = check_buffer(fn, out, buffer, capacity); rc != SHMBUS_OK) return rc;
@@ -739,8 +793,8 @@ int shmbus_subscriber_poll(shmbus_subscriber* subscriber, shmbus_message* out, v
   return rc;
 }
 
-int shmbus_subscriber_poll_wait(shmbus_subscriber* subscriber, shmbus_message* out, void* buffer,
-                                size_t capacity, uint64_t timeout_ns) {
+int shmbus_subscriber_poll_wait(shmbus_subscriber* subscriber, shmbus_message* out, void* buffer, size_t capacity,
+                                uint64_t timeout_ns) {
   static constexpr const char* fn = "shmbus_subscriber_poll_wait";
   if (subscriber == nullptr) return null_argument(fn, "subscriber");
   if (int rc = check_buffer(fn, out, buffer, capacity); rc != SHMBUS_OK) return rc;
@@ -756,8 +810,7 @@ int shmbus_subscriber_seek(shmbus_subscriber* subscriber, uint64_t sequence) {
   return SHMBUS_OK;
 }
 
-int shmbus_subscriber_get_counters(const shmbus_subscriber* subscriber, shmbus_subscriber_counters* out,
-                               size_t size) {
+int shmbus_subscriber_get_counters(const shmbus_subscriber* subscriber, shmbus_subscriber_counters* out, size_t size) {
   static constexpr const char* fn = "shmbus_subscriber_get_counters";
   if (subscriber == nullptr) return null_argument(fn, "subscriber");
   const shmbus::SubscriberCounters k = subscriber->subscriber.counters();
@@ -807,8 +860,7 @@ int shmbus_group_join(shmbus_channel* channel, const char* group, const shmbus_g
 
 void shmbus_consumer_free(shmbus_consumer* consumer) { delete consumer; }
 
-int shmbus_consumer_receive(shmbus_consumer* consumer, shmbus_delivery* out, void* buffer,
-                            size_t capacity) {
+int shmbus_consumer_receive(shmbus_consumer* consumer, shmbus_delivery* out, void* buffer, size_t capacity) {
   static constexpr const char* fn = "shmbus_consumer_receive";
   if (consumer == nullptr) return null_argument(fn, "consumer");
   if (int rc = check_buffer(fn, out, buffer, capacity); rc != SHMBUS_OK) return rc;
@@ -818,8 +870,8 @@ int shmbus_consumer_receive(shmbus_consumer* consumer, shmbus_delivery* out, voi
   return rc;
 }
 
-int shmbus_consumer_receive_wait(shmbus_consumer* consumer, shmbus_delivery* out, void* buffer,
-                                 size_t capacity, uint64_t timeout_ns) {
+int shmbus_consumer_receive_wait(shmbus_consumer* consumer, shmbus_delivery* out, void* buffer, size_t capacity,
+                                 uint64_t timeout_ns) {
   static constexpr const char* fn = "shmbus_consumer_receive_wait";
   if (consumer == nullptr) return null_argument(fn, "consumer");
   if (int rc = check_buffer(fn, out, buffer, capacity); rc != SHMBUS_OK) return rc;

@@ -1,27 +1,26 @@
 #include <shmbus/channel.hpp>
 
-#include "bus/ring/channel_state.hpp"
 #include <cstring>
+#include "bus/ring/channel_state.hpp"
 
 #include "bus/group/consumer_core.hpp"
+#include "bus/ring/participants.hpp"
 #include "bus/ring/peek.hpp"
 #include "bus/ring/publisher_core.hpp"
 #include "bus/ring/stats.hpp"
 #include "bus/ring/subscriber_core.hpp"
-#include "bus/ring/participants.hpp"
 #include "shm/segment.hpp"
 
 namespace shmbus {
 
-Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opts,
-                                std::string_view bus) {
+Result<Channel> Channel::create(std::string_view name, const ChannelOptions& opts, std::string_view bus) {
   auto s = bus::create_channel(bus, name, opts, opts.trust);
   if (!s) return s.error();
   return Channel(std::move(s.value()));
 }
 
-Result<Channel> Channel::open(std::string_view name, std::string_view bus,
-                              std::uint64_t open_wait_ns, const Trust& trust) {
+Result<Channel> Channel::open(std::string_view name, std::string_view bus, std::uint64_t open_wait_ns,
+                              const Trust& trust) {
   bus::OpenOptions o;
   o.open_wait_ns = open_wait_ns;
   o.trust = trust;
@@ -30,8 +29,7 @@ Result<Channel> Channel::open(std::string_view name, std::string_view bus,
   return Channel(std::move(s.value()));
 }
 
-Result<Channel> Channel::open_or_create(std::string_view name, const ChannelOptions& opts,
-                                        std::string_view bus) {
+Result<Channel> Channel::open_or_create(std::string_view name, const ChannelOptions& opts, std::string_view bus) {
   auto s = bus::open_or_create_channel(bus, name, opts, opts.trust);
   if (!s) return s.error();
   return Channel(std::move(s.value()));
@@ -45,17 +43,13 @@ Result<Channel> Channel::open_read_only(std::string_view name, std::string_view 
   return Channel(std::move(s.value()));
 }
 
-Result<void> Channel::remove(std::string_view name, std::string_view bus) {
-  return bus::remove_channel(bus, name);
-}
+Result<void> Channel::remove(std::string_view name, std::string_view bus) { return bus::remove_channel(bus, name); }
 
 Result<bool> Channel::remove_if_unused(std::string_view name, std::string_view bus) {
   return bus::remove_channel_if_unused(bus, name);
 }
 
-Result<bool> Channel::in_use(std::string_view name, std::string_view bus) {
-  return bus::channel_in_use(bus, name);
-}
+Result<bool> Channel::in_use(std::string_view name, std::string_view bus) { return bus::channel_in_use(bus, name); }
 
 PollStatus Channel::liveness() const noexcept {
   if (!state_) return PollStatus::invalid;
@@ -148,7 +142,7 @@ std::optional<DeadLetter> decode_dead_letter(const Message& m) noexcept {
       rec.reason != static_cast<std::uint32_t>(DeadLetterReason::rejected)) {
     return std::nullopt;
   }
-  const auto name = [](const char (&f)[64]) { return std::string(f, strnlen(f, sizeof f)); };
+  const auto name = [](const char(&f)[64]) { return std::string(f, strnlen(f, sizeof f)); };
   DeadLetter d;
   d.dlq_sequence = m.sequence;
   d.original_sequence = rec.original_sequence;
@@ -164,12 +158,9 @@ std::optional<DeadLetter> decode_dead_letter(const Message& m) noexcept {
   return d;
 }
 
-
 ChannelStats Channel::stats() const { return state_ ? bus::snapshot(*state_) : ChannelStats{}; }
 
-ChannelOptions Channel::options() const {
-  return state_ ? bus::options_of(state_->geo) : ChannelOptions{};
-}
+ChannelOptions Channel::options() const { return state_ ? bus::options_of(state_->geo) : ChannelOptions{}; }
 
 const std::string& Channel::name() const {
   static const std::string empty;

@@ -7,8 +7,7 @@
 
 namespace shmbus {
 
-Result<DedupTable> DedupTable::open_or_create(std::string_view name, const DedupOptions& opts,
-                                              std::string_view bus) {
+Result<DedupTable> DedupTable::open_or_create(std::string_view name, const DedupOptions& opts, std::string_view bus) {
   auto core = bus::DedupCore::open_or_create(bus, name, opts);
   if (!core) return std::move(core).error();
   return DedupTable(std::shared_ptr<bus::DedupCore>(std::move(core.value())));

@@ -18,8 +18,6 @@ struct ChannelAccess {
 };
 
 /// The internal state of channel `c` (null for an empty handle). Thread-safe.
-inline const std::shared_ptr<bus::ChannelState>& state_of(const Channel& c) noexcept {
-  return ChannelAccess::state(c);
-}
+inline const std::shared_ptr<bus::ChannelState>& state_of(const Channel& c) noexcept { return ChannelAccess::state(c); }
 
 }  // namespace shmbus::detail

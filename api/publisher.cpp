@@ -20,8 +20,7 @@ PublishStatus Publisher::publish(std::span<const std::byte> payload, const Messa
   return core_->publish(payload, meta, timeout_ns);
 }
 
-PublishStatus Publisher::publish(std::string_view text, const MessageMeta& meta,
-                                 std::uint64_t timeout_ns) noexcept {
+PublishStatus Publisher::publish(std::string_view text, const MessageMeta& meta, std::uint64_t timeout_ns) noexcept {
   if (!core_) return PublishStatus::invalid;
   return core_->publish(std::as_bytes(std::span<const char>(text.data(), text.size())), meta, timeout_ns);
 }

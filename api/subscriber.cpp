@@ -67,9 +67,7 @@ void Subscriber::seek(std::uint64_t sequence) noexcept {
   if (core_) core_->seek(sequence);
 }
 
-SubscriberCounters Subscriber::counters() const noexcept {
-  return core_ ? core_->counters() : SubscriberCounters{};
-}
+SubscriberCounters Subscriber::counters() const noexcept { return core_ ? core_->counters() : SubscriberCounters{}; }
 
 std::uint64_t Subscriber::cursor() const noexcept { return core_ ? core_->cursor() : 0; }
 

@@ -7,10 +7,10 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstddef>
 #include <cerrno>
-#include <cstdint>
 #include <csignal>
+#include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -39,16 +39,13 @@ struct Fatal : std::runtime_error {
 };
 
 [[noreturn]] inline void die(const std::string& what) { throw Fatal(what); }
-[[noreturn]] inline void die_errno(const std::string& what) {
-  throw Fatal(what + ": " + std::strerror(errno));
-}
+[[noreturn]] inline void die_errno(const std::string& what) { throw Fatal(what + ": " + std::strerror(errno)); }
 
 /// CLOCK_MONOTONIC in ns (vDSO: no system call). Thread-safe.
 inline std::uint64_t now_ns() noexcept {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 /// Process-wide: set when the spinners of a run share one CPU; they then
@@ -354,8 +351,8 @@ struct SpscConsumer {
 /// `bus` is set to "<bus_stem>-<pid>", then run(config) runs. Returns 0, or 1
 /// after printing "<program>: <what>" for anything run threw.
 template <class Parse, class Usage, class Run>
-int bench_main(int argc, char** argv, const char* program, const char* bus_stem, Parse&& parse,
-               Usage&& usage, Run&& run) {
+int bench_main(int argc, char** argv, const char* program, const char* bus_stem, Parse&& parse, Usage&& usage,
+               Run&& run) {
   const auto parsed = parse(argc, argv);
   if (!parsed) {
     usage(argv[0]);

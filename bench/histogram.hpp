@@ -101,9 +101,7 @@ class Histogram {
   [[nodiscard]] std::uint64_t count() const noexcept { return count_; }
   [[nodiscard]] std::uint64_t min() const noexcept { return count_ == 0 ? 0 : min_; }
   [[nodiscard]] std::uint64_t max() const noexcept { return max_; }
-  [[nodiscard]] double mean() const noexcept {
-    return count_ == 0 ? 0.0 : sum_ / static_cast<double>(count_);
-  }
+  [[nodiscard]] double mean() const noexcept { return count_ == 0 ? 0.0 : sum_ / static_cast<double>(count_); }
   /// Raw bucket counts (for tests and export). Thread-safe for readers.
   [[nodiscard]] const std::vector<std::uint64_t>& buckets() const noexcept { return counts_; }
 

@@ -86,11 +86,11 @@ TEST_CASE("percentiles match the exact nearest rank within one bucket, never bel
 TEST_CASE("nearest rank on a small exact set") {
   Histogram h;
   for (std::uint64_t v = 1; v <= 10; ++v) h.record(v * 10);  // 10, 20, ..., 100: exact buckets
-  REQUIRE(h.percentile(50) == 50);    // rank 5
-  REQUIRE(h.percentile(90) == 90);    // rank 9
-  REQUIRE(h.percentile(91) == 100);   // rank 10
-  REQUIRE(h.percentile(10) == 10);    // rank 1
-  REQUIRE(h.percentile(10.5) == 20);  // rank 2
+  REQUIRE(h.percentile(50) == 50);                           // rank 5
+  REQUIRE(h.percentile(90) == 90);                           // rank 9
+  REQUIRE(h.percentile(91) == 100);                          // rank 10
+  REQUIRE(h.percentile(10) == 10);                           // rank 1
+  REQUIRE(h.percentile(10.5) == 20);                         // rank 2
   REQUIRE(h.percentile(0) == 10);
   REQUIRE(h.percentile(100) == 100);
 }

@@ -132,9 +132,12 @@ namespace {
 enum class Role { publish, poll, loop };
 const char* name_of(Role r) {
   switch (r) {
-    case Role::publish: return "publish";
-    case Role::poll: return "poll";
-    case Role::loop: return "loop";
+    case Role::publish:
+      return "publish";
+    case Role::poll:
+      return "poll";
+    case Role::loop:
+      return "loop";
   }
   return "?";
 }
@@ -143,7 +146,7 @@ struct Op {
   const char* function;  ///< the symbol, as callgrind reports it
   const char* label;     ///< as the script prints it
   Role role;
-  std::size_t size;      ///< payload bytes
+  std::size_t size;  ///< payload bytes
   void (*run)(insn::Ctx&, std::size_t) noexcept;
 };
 
@@ -191,8 +194,7 @@ int run(std::uint64_t ops) {
   auto sub = ch->subscribe(so);
   auto pub = ch->publisher();
   if (!sub || !pub) {
-    std::fprintf(stderr, "shmbus_insn_driver: attach: %s\n",
-                 (!sub ? sub.error() : pub.error()).message().c_str());
+    std::fprintf(stderr, "shmbus_insn_driver: attach: %s\n", (!sub ? sub.error() : pub.error()).message().c_str());
     return 1;
   }
   c.sub = std::move(sub.value());
@@ -227,8 +229,8 @@ int run(std::uint64_t ops) {
     return 1;
   }
   for (std::size_t i = 0; i < kOps.size(); ++i) {
-    std::printf("op %s %s %llu %s\n", kOps[i].function, name_of(kOps[i].role),
-                static_cast<unsigned long long>(done[i]), kOps[i].label);
+    std::printf("op %s %s %llu %s\n", kOps[i].function, name_of(kOps[i].role), static_cast<unsigned long long>(done[i]),
+                kOps[i].label);
   }
   return 0;
 }
@@ -241,8 +243,7 @@ int main(int argc, char** argv) {
     const std::string_view a = argv[i];
     char* end = nullptr;
     if (a == "--ops" && i + 1 < argc && (ops = std::strtoull(argv[++i], &end, 10)) > 0 && *end == '\0') continue;
-    std::fprintf(stderr, "usage: %s [--ops N]   (N > 0 operations per measured function; default 100000)\n",
-                 argv[0]);
+    std::fprintf(stderr, "usage: %s [--ops N]   (N > 0 operations per measured function; default 100000)\n", argv[0]);
     return 2;
   }
   return run(ops);

@@ -162,9 +162,7 @@ bool fail(benchmark::State& state, const std::string& what) {
   return false;
 }
 
-void finish(benchmark::State& state) {
-  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations()));
-}
+void finish(benchmark::State& state) { state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations())); }
 
 /// The counters of a run that moves `batch` messages per iteration.
 void finish_batches(benchmark::State& state, std::size_t batch) {
@@ -254,8 +252,8 @@ void publish_loop(benchmark::State& state, shmbus::Publisher& pub, const Args&..
 
 /// One receive into d and buf, then its ack; false once it failed the run.
 /// Always inlined: it runs inside timed loops.
-[[gnu::always_inline]] inline bool receive_ack(benchmark::State& state, shmbus::Consumer& consumer,
-                                               shmbus::Delivery& d, std::span<std::byte> buf) {
+[[gnu::always_inline]] inline bool receive_ack(benchmark::State& state, shmbus::Consumer& consumer, shmbus::Delivery& d,
+                                               std::span<std::byte> buf) {
   const PollStatus st = consumer.receive(d, buf);
   if (st != PollStatus::ok) return fail(state, "receive: " + std::string(shmbus::to_string(st)));
   const shmbus::AckStatus a = consumer.ack(d);
@@ -283,8 +281,8 @@ void BM_Publish_BlockConsumed(benchmark::State& state) {
       // The consuming subscriber, untimed: half a ring at a time, so the
       // publisher stays on its cached-gate fast path most of the time.
       state.PauseTiming();
-      const std::size_t n = r.sub.read_batch([&](const shmbus::Message& m) noexcept { sink += m.payload.size(); },
-                                             kBatch);
+      const std::size_t n =
+          r.sub.read_batch([&](const shmbus::Message& m) noexcept { sink += m.payload.size(); }, kBatch);
       state.ResumeTiming();
       if (n != kBatch) return (void)fail(state, "the subscriber read " + std::to_string(n));
       in_ring = 0;
@@ -487,7 +485,8 @@ void BM_ReceiveAck_BatchApi(benchmark::State& state) {
     if (!publish_n(state, r.pub, p, kB)) return;
     PollStatus last = PollStatus::ok;
     const std::size_t n = r.consumer.receive_batch(ds, arena, &last);
-    if (n != kB) return (void)fail(state, "receive_batch: " + std::to_string(n) + ", " + std::string(shmbus::to_string(last)));
+    if (n != kB)
+      return (void)fail(state, "receive_batch: " + std::to_string(n) + ", " + std::string(shmbus::to_string(last)));
     if (r.consumer.ack_batch(ds) != kB) return (void)fail(state, "ack_batch");
   }
   finish_batches(state, kB);

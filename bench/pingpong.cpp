@@ -169,11 +169,11 @@ struct Config {
   std::uint64_t warmup = 10'000;
   std::uint64_t blocks = 10;  ///< interleaved blocks per transport
   std::vector<std::uint64_t> sizes{64};
-  std::vector<Kind> kinds;    ///< floor always first
-  std::uint64_t gap_ns = 0;   ///< untimed pause before each round trip
+  std::vector<Kind> kinds;   ///< floor always first
+  std::uint64_t gap_ns = 0;  ///< untimed pause before each round trip
   Policy policy = Policy::block;
   shmbus::TimestampSource timestamps = shmbus::TimestampSource::tsc;  ///< the channels' default
-  std::array<int, 2> cpus{-1, -1};  ///< -1: the first two CPUs we may run on
+  std::array<int, 2> cpus{-1, -1};                                    ///< -1: the first two CPUs we may run on
   std::string json;
   std::string bus;
 };
@@ -266,8 +266,8 @@ struct Shared {
   std::string mq_ping_name, mq_pong_name;
   std::string bmq_ping_name, bmq_pong_name;
   std::string zmq_endpoint;
-  int ctl_go[2] = {-1, -1};     ///< A -> B: a thread block is over, continue
-  int ctl_ready[2] = {-1, -1};  ///< B -> A: continuing
+  int ctl_go[2] = {-1, -1};                       ///< A -> B: a thread block is over, continue
+  int ctl_ready[2] = {-1, -1};                    ///< B -> A: continuing
   std::array<std::string, kKinds> unavailable{};  ///< why a transport cannot run at this size
 };
 
@@ -279,13 +279,11 @@ struct Buffers {
   void check(std::uint64_t round, std::size_t got, const char* what) const {
     std::uint64_t echoed = 0;
     if (got != in.size()) {
-      die(std::string(what) + ": echo of " + std::to_string(got) + " bytes, expected " +
-          std::to_string(in.size()));
+      die(std::string(what) + ": echo of " + std::to_string(got) + " bytes, expected " + std::to_string(in.size()));
     }
     std::memcpy(&echoed, in.data(), sizeof echoed);
     if (echoed != round) {
-      die(std::string(what) + ": echo of round " + std::to_string(echoed) + ", expected " +
-          std::to_string(round));
+      die(std::string(what) + ": echo of round " + std::to_string(echoed) + ", expected " + std::to_string(round));
     }
   }
 };
@@ -351,8 +349,7 @@ struct ShmbusT {
   const char* name = "shmbus";
 
   /// Opens both channels in this process (real multi-process use) and attaches.
-  void open(const std::string& bus, const std::string& in_name, const std::string& out_name,
-            bool block) {
+  void open(const std::string& bus, const std::string& in_name, const std::string& out_name, bool block) {
     blocking = block;
     name = block ? "shmbus_block" : "shmbus_spin";
     auto ic = Channel::open(in_name, bus);
@@ -523,8 +520,7 @@ struct BoostMqT {
     SpinGuard guard;
     for (;;) {
       // Timed, so that a dead peer or a signal cannot hang us forever.
-      const auto deadline = boost::posix_time::microsec_clock::universal_time() +
-                            boost::posix_time::seconds(1);
+      const auto deadline = boost::posix_time::microsec_clock::universal_time() + boost::posix_time::seconds(1);
       if (rx->timed_receive(p, n, got, prio, deadline)) return got;
       if (g_stop != 0) die("boost_mq: interrupted");
       guard.spins = kSpinCheckMask;  // every timeout counts towards the peer timeout
@@ -557,7 +553,8 @@ struct ZmqT {
     const int timeout_ms = 1000;  // a dead peer or a signal cannot hang us forever
     ::zmq_setsockopt(sock, ZMQ_RCVTIMEO, &timeout_ms, sizeof timeout_ms);
     const int rc = bind ? ::zmq_bind(sock, endpoint.c_str()) : ::zmq_connect(sock, endpoint.c_str());
-    if (rc != 0) die("zmq " + std::string(bind ? "bind " : "connect ") + endpoint + ": " + ::zmq_strerror(::zmq_errno()));
+    if (rc != 0)
+      die("zmq " + std::string(bind ? "bind " : "connect ") + endpoint + ": " + ::zmq_strerror(::zmq_errno()));
   }
   void send(const std::byte* p, std::size_t n) {
     while (::zmq_send(sock, p, n, 0) < 0) {
@@ -727,9 +724,7 @@ class Cleanup {
   Shared& sh_;
 };
 
-bool uses(const std::vector<Kind>& kinds, Kind k) {
-  return std::find(kinds.begin(), kinds.end(), k) != kinds.end();
-}
+bool uses(const std::vector<Kind>& kinds, Kind k) { return std::find(kinds.begin(), kinds.end(), k) != kinds.end(); }
 
 /// Creates the shared objects of one run (before fork). A transport that
 /// cannot run at this size (a POSIX mq larger than the system allows) is
@@ -790,9 +785,9 @@ void setup_shared(const Config& cfg, std::size_t size, std::vector<Kind>& kinds,
       sh.mq_pong = ::mq_open(sh.mq_pong_name.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600, &attr);
     }
     if (sh.mq_ping == static_cast<mqd_t>(-1) || sh.mq_pong == static_cast<mqd_t>(-1)) {
-      sh.unavailable[static_cast<int>(Kind::posix_mq)] =
-          std::string("mq_open with mq_msgsize ") + std::to_string(size) + ": " + std::strerror(errno) +
-          " (see /proc/sys/fs/mqueue/msgsize_max)";
+      sh.unavailable[static_cast<int>(Kind::posix_mq)] = std::string("mq_open with mq_msgsize ") +
+                                                         std::to_string(size) + ": " + std::strerror(errno) +
+                                                         " (see /proc/sys/fs/mqueue/msgsize_max)";
       kinds.erase(std::remove(kinds.begin(), kinds.end(), Kind::posix_mq), kinds.end());
     }
   }
@@ -820,8 +815,8 @@ using McBlocking = moodycamel::BlockingConcurrentQueue<Token>;
 /// n round trips of one transport on the pinger's side; each timed one is
 /// recorded into h (nullptr: untimed) and its echo checked.
 template <class T>
-void ping_n(T& t, Buffers& b, std::uint64_t n, Histogram* h, std::uint64_t& round,
-            std::uint64_t gap_ns, const char* name) {
+void ping_n(T& t, Buffers& b, std::uint64_t n, Histogram* h, std::uint64_t& round, std::uint64_t gap_ns,
+            const char* name) {
   for (std::uint64_t i = 0; i < n; ++i) {
     bu::pause_ns(gap_ns);
     b.prepare(++round);
@@ -855,17 +850,28 @@ struct PingerSide {
   void run(Kind k, Buffers& b, std::uint64_t n, Histogram* h, std::uint64_t& round, std::uint64_t gap) {
     const char* name = info(k).name;
     switch (k) {
-      case Kind::floor: return ping_n(floor, b, n, h, round, gap, name);
-      case Kind::floor_copy: return ping_n(floor_copy, b, n, h, round, gap, name);
-      case Kind::spsc_ring: return ping_n(spsc, b, n, h, round, gap, name);
-      case Kind::shmbus_spin: return ping_n(spin, b, n, h, round, gap, name);
-      case Kind::shmbus_block: return ping_n(block, b, n, h, round, gap, name);
-      case Kind::eventfd: return ping_n(efd, b, n, h, round, gap, name);
-      case Kind::pipe: return ping_n(pipe, b, n, h, round, gap, name);
-      case Kind::unix_socket: return ping_n(sock, b, n, h, round, gap, name);
-      case Kind::posix_mq: return ping_n(mq, b, n, h, round, gap, name);
-      case Kind::boost_mq: return ping_n(bmq, b, n, h, round, gap, name);
-      case Kind::zmq: return ping_n(zmq, b, n, h, round, gap, name);
+      case Kind::floor:
+        return ping_n(floor, b, n, h, round, gap, name);
+      case Kind::floor_copy:
+        return ping_n(floor_copy, b, n, h, round, gap, name);
+      case Kind::spsc_ring:
+        return ping_n(spsc, b, n, h, round, gap, name);
+      case Kind::shmbus_spin:
+        return ping_n(spin, b, n, h, round, gap, name);
+      case Kind::shmbus_block:
+        return ping_n(block, b, n, h, round, gap, name);
+      case Kind::eventfd:
+        return ping_n(efd, b, n, h, round, gap, name);
+      case Kind::pipe:
+        return ping_n(pipe, b, n, h, round, gap, name);
+      case Kind::unix_socket:
+        return ping_n(sock, b, n, h, round, gap, name);
+      case Kind::posix_mq:
+        return ping_n(mq, b, n, h, round, gap, name);
+      case Kind::boost_mq:
+        return ping_n(bmq, b, n, h, round, gap, name);
+      case Kind::zmq:
+        return ping_n(zmq, b, n, h, round, gap, name);
       case Kind::mc_queue: {
         McPinger<McQueue> p{*mcq, name};
         return ping_n(p, b, n, h, round, gap, name);
@@ -880,8 +886,8 @@ struct PingerSide {
 
 /// The forked ponger. Never returns (and never unwinds) into the parent's
 /// frames, so the parent's cleanup cannot run in it.
-[[noreturn]] void run_ponger(const Config& cfg, std::size_t size, const std::vector<Kind>& kinds,
-                             Shared& sh, int report_fd, bool pin) {
+[[noreturn]] void run_ponger(const Config& cfg, std::size_t size, const std::vector<Kind>& kinds, Shared& sh,
+                             int report_fd, bool pin) {
   ::signal(SIGTERM, SIG_DFL);  // bu::fork_child reset SIGINT and set the parent-death signal
   ::signal(SIGCHLD, SIG_DFL);
   try {
@@ -892,8 +898,10 @@ struct PingerSide {
     FloorCopyT floor_copy{sh.copy_line, sh.copy_ping, sh.copy_pong};
     SpscT spsc{{sh.spsc_pong, sh.spsc_geo}, {sh.spsc_ping, sh.spsc_geo}, "spsc_ring (ponger)"};
     ShmbusT spin, block;
-    if (uses(kinds, Kind::shmbus_spin)) spin.open(cfg.bus, channel_name("ping", false), channel_name("pong", false), false);
-    if (uses(kinds, Kind::shmbus_block)) block.open(cfg.bus, channel_name("ping", true), channel_name("pong", true), true);
+    if (uses(kinds, Kind::shmbus_spin))
+      spin.open(cfg.bus, channel_name("ping", false), channel_name("pong", false), false);
+    if (uses(kinds, Kind::shmbus_block))
+      block.open(cfg.bus, channel_name("ping", true), channel_name("pong", true), true);
     EventfdT efd{sh.efd_pong, sh.efd_ping};
     StreamT pipe{sh.pipe_pong[1], sh.pipe_ping[0], "pipe (ponger)"};
     StreamT sock{sh.sock[1], sh.sock[1], "unix (ponger)"};
@@ -908,19 +916,31 @@ struct PingerSide {
 
     auto echo = [&](Kind k, std::uint64_t n) {
       switch (k) {
-        case Kind::floor: return echo_n(floor, buf, n);
-        case Kind::floor_copy: return echo_n(floor_copy, buf, n);
-        case Kind::spsc_ring: return echo_n(spsc, buf, n);
-        case Kind::shmbus_spin: return echo_n(spin, buf, n);
-        case Kind::shmbus_block: return echo_n(block, buf, n);
-        case Kind::eventfd: return echo_n(efd, buf, n);
-        case Kind::pipe: return echo_n(pipe, buf, n);
-        case Kind::unix_socket: return echo_n(sock, buf, n);
-        case Kind::posix_mq: return echo_n(mq, buf, n);
-        case Kind::boost_mq: return echo_n(bmq, buf, n);
-        case Kind::zmq: return echo_n(zmq, buf, n);
+        case Kind::floor:
+          return echo_n(floor, buf, n);
+        case Kind::floor_copy:
+          return echo_n(floor_copy, buf, n);
+        case Kind::spsc_ring:
+          return echo_n(spsc, buf, n);
+        case Kind::shmbus_spin:
+          return echo_n(spin, buf, n);
+        case Kind::shmbus_block:
+          return echo_n(block, buf, n);
+        case Kind::eventfd:
+          return echo_n(efd, buf, n);
+        case Kind::pipe:
+          return echo_n(pipe, buf, n);
+        case Kind::unix_socket:
+          return echo_n(sock, buf, n);
+        case Kind::posix_mq:
+          return echo_n(mq, buf, n);
+        case Kind::boost_mq:
+          return echo_n(bmq, buf, n);
+        case Kind::zmq:
+          return echo_n(zmq, buf, n);
         case Kind::mc_queue:
-        case Kind::mc_blocking: return;  // threads of the pinger's process
+        case Kind::mc_blocking:
+          return;  // threads of the pinger's process
       }
     };
     for (const Step& st : schedule(cfg, kinds)) {
@@ -1044,8 +1064,10 @@ SizeResult run_size(const Config& cfg, std::size_t size, bool can_pin) {
     a.floor = FloorT{sh.line};
     a.floor_copy = FloorCopyT{sh.copy_line, sh.copy_ping, sh.copy_pong};
     a.spsc = SpscT{{sh.spsc_ping, sh.spsc_geo}, {sh.spsc_pong, sh.spsc_geo}, "spsc_ring"};
-    if (uses(kinds, Kind::shmbus_spin)) a.spin.open(cfg.bus, channel_name("pong", false), channel_name("ping", false), false);
-    if (uses(kinds, Kind::shmbus_block)) a.block.open(cfg.bus, channel_name("pong", true), channel_name("ping", true), true);
+    if (uses(kinds, Kind::shmbus_spin))
+      a.spin.open(cfg.bus, channel_name("pong", false), channel_name("ping", false), false);
+    if (uses(kinds, Kind::shmbus_block))
+      a.block.open(cfg.bus, channel_name("pong", true), channel_name("ping", true), true);
     a.efd = EventfdT{sh.efd_ping, sh.efd_pong};
     a.pipe = StreamT{sh.pipe_ping[1], sh.pipe_pong[0], "pipe"};
     a.sock = StreamT{sh.sock[0], sh.sock[0], "unix"};
@@ -1117,7 +1139,8 @@ SizeResult run_size(const Config& cfg, std::size_t size, bool can_pin) {
       res.b_sw.involuntary[static_cast<int>(k)] = echo.sw.involuntary[static_cast<int>(k)];
     }
   }
-  for (int fd : {sh.efd_ping, sh.efd_pong, sh.pipe_ping[1], sh.pipe_pong[0], sh.sock[0], sh.ctl_go[1], sh.ctl_ready[0]}) {
+  for (int fd :
+       {sh.efd_ping, sh.efd_pong, sh.pipe_ping[1], sh.pipe_pong[0], sh.sock[0], sh.ctl_go[1], sh.ctl_ready[0]}) {
     if (fd >= 0) ::close(fd);
   }
   if (sh.mq_ping != static_cast<mqd_t>(-1)) ::mq_close(sh.mq_ping);
@@ -1154,8 +1177,8 @@ void print_size(const Config& cfg, const SizeResult& r) {
   std::printf("\n%zu-byte messages: %llu timed round trips per transport, %.1f s, CPUs %d/%d%s\n", r.size,
               static_cast<unsigned long long>(cfg.rounds), r.seconds, r.a_cpu, r.b_cpu,
               cfg.gap_ns != 0 ? (", gap " + std::to_string(cfg.gap_ns / 1000) + " us before each").c_str() : "");
-  std::printf("%-13s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s%s %11s\n", "ns", "p50", "p90", "p99", "p99.9",
-              "p99.99", "max", "mean", "p50/flr", "p99/flr", "paired", spsc ? "  p/spsc" : "", "vcsw/rt A/B");
+  std::printf("%-13s %9s %9s %9s %9s %9s %9s %9s %8s %8s %8s%s %11s\n", "ns", "p50", "p90", "p99", "p99.9", "p99.99",
+              "max", "mean", "p50/flr", "p99/flr", "paired", spsc ? "  p/spsc" : "", "vcsw/rt A/B");
   for (Kind k : r.kinds) {
     const int i = static_cast<int>(k);
     const Histogram& h = r.hist[i];
@@ -1303,22 +1326,23 @@ void run(Config cfg) {
   const bool can_pin = cfg.cpus[0] != cfg.cpus[1] && ok(cfg.cpus[0]) && ok(cfg.cpus[1]);
   if (!can_pin) {
     bu::spin_yields() = allowed.size() < 2;
-    std::fprintf(stderr, "shmbus_pingpong: warning: CPUs %d,%d not both available; not pinning%s "
-                         "(numbers will be noisy)\n", cfg.cpus[0], cfg.cpus[1],
-                 bu::spin_yields() ? ", one CPU: spinners yield" : "");
+    std::fprintf(stderr,
+                 "shmbus_pingpong: warning: CPUs %d,%d not both available; not pinning%s "
+                 "(numbers will be noisy)\n",
+                 cfg.cpus[0], cfg.cpus[1], bu::spin_yields() ? ", one CPU: spinners yield" : "");
   }
   if (can_pin) bu::pin_to(cfg.cpus[0]);
   const Histogram clk = bu::clock_pair_cost();
-  std::printf("shmbus ping-pong: %llu round trips per transport and size (+%llu warm-up, %llu interleaved "
-              "blocks of +%llu lead-in), policy %s, timestamps %s%s, pinger CPU %d, ponger CPU %d\n",
-              static_cast<unsigned long long>(cfg.rounds), static_cast<unsigned long long>(cfg.warmup),
-              static_cast<unsigned long long>(cfg.blocks), static_cast<unsigned long long>(kLeadIn),
-              std::string(shmbus::to_string(cfg.policy)).c_str(),
-              std::string(shmbus::to_string(cfg.timestamps)).c_str(),
-              cfg.timestamps == shmbus::TimestampSource::tsc && !shmbus::shm::tsc_usable()
-                  ? " (counter not trusted here: realtime)"
-                  : "",
-              cfg.cpus[0], cfg.cpus[1]);
+  std::printf(
+      "shmbus ping-pong: %llu round trips per transport and size (+%llu warm-up, %llu interleaved "
+      "blocks of +%llu lead-in), policy %s, timestamps %s%s, pinger CPU %d, ponger CPU %d\n",
+      static_cast<unsigned long long>(cfg.rounds), static_cast<unsigned long long>(cfg.warmup),
+      static_cast<unsigned long long>(cfg.blocks), static_cast<unsigned long long>(kLeadIn),
+      std::string(shmbus::to_string(cfg.policy)).c_str(), std::string(shmbus::to_string(cfg.timestamps)).c_str(),
+      cfg.timestamps == shmbus::TimestampSource::tsc && !shmbus::shm::tsc_usable()
+          ? " (counter not trusted here: realtime)"
+          : "",
+      cfg.cpus[0], cfg.cpus[1]);
   std::printf("clock_gettime pair (inside every sample): p50 %llu ns, p99 %llu ns, min %llu ns\n",
               static_cast<unsigned long long>(clk.percentile(50)), static_cast<unsigned long long>(clk.percentile(99)),
               static_cast<unsigned long long>(clk.min()));
@@ -1328,12 +1352,18 @@ void run(Config cfg) {
   out["host"] = host;
   nlohmann::ordered_json names = nlohmann::ordered_json::array();
   for (Kind k : cfg.kinds) names.push_back(info(k).name);
-  out["config"] = {{"rounds", cfg.rounds}, {"warmup", cfg.warmup}, {"blocks", cfg.blocks},
-                   {"lead_in", kLeadIn}, {"sizes", cfg.sizes}, {"transports", names},
-                   {"gap_us", cfg.gap_ns / 1000}, {"policy", std::string(shmbus::to_string(cfg.policy))},
+  out["config"] = {{"rounds", cfg.rounds},
+                   {"warmup", cfg.warmup},
+                   {"blocks", cfg.blocks},
+                   {"lead_in", kLeadIn},
+                   {"sizes", cfg.sizes},
+                   {"transports", names},
+                   {"gap_us", cfg.gap_ns / 1000},
+                   {"policy", std::string(shmbus::to_string(cfg.policy))},
                    {"timestamps", std::string(shmbus::to_string(cfg.timestamps))},
                    {"tsc_usable", shmbus::shm::tsc_usable()},
-                   {"cpus", {cfg.cpus[0], cfg.cpus[1]}}, {"pinned", can_pin}};
+                   {"cpus", {cfg.cpus[0], cfg.cpus[1]}},
+                   {"pinned", can_pin}};
   out["clock_pair"] = bu::to_json(clk);
   out["runs"] = nlohmann::ordered_json::array();
   for (std::uint64_t size : cfg.sizes) {
@@ -1349,12 +1379,12 @@ void run(Config cfg) {
 
 int main(int argc, char** argv) {
   return shmbus::benchutil::bench_main(argc, argv, "shmbus_pingpong", "pingpong", parse, usage, [](Config& cfg) {
-    struct sigaction sa{};
+    struct sigaction sa {};
     sa.sa_handler = on_signal;
     ::sigemptyset(&sa.sa_mask);
     ::sigaction(SIGINT, &sa, nullptr);
     ::sigaction(SIGTERM, &sa, nullptr);
-    struct sigaction sc{};
+    struct sigaction sc {};
     sc.sa_handler = on_child;  // no SA_RESTART: a blocked call returns EINTR
     ::sigemptyset(&sc.sa_mask);
     ::sigaction(SIGCHLD, &sc, nullptr);

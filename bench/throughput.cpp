@@ -130,9 +130,9 @@ inline std::uint64_t read_token(const std::byte* p) noexcept {
 
 /// Made before fork; every process of a point shares it.
 struct alignas(128) Control {
-  alignas(128) std::atomic<std::uint32_t> start;   ///< 1: go
-  alignas(128) std::atomic<std::uint64_t> acked;   ///< group: acks so far (all consumers)
-  alignas(128) std::atomic<std::uint32_t> abort;   ///< 1: a process failed, everybody stop
+  alignas(128) std::atomic<std::uint32_t> start;  ///< 1: go
+  alignas(128) std::atomic<std::uint64_t> acked;  ///< group: acks so far (all consumers)
+  alignas(128) std::atomic<std::uint32_t> abort;  ///< 1: a process failed, everybody stop
 };
 
 /// What each child reports at the end.
@@ -407,17 +407,20 @@ enum class PubMode { publish, claim_batch, publish_batch };
 constexpr std::size_t kClaimBatch = 16;
 const char* name_of(PubMode m) {
   switch (m) {
-    case PubMode::publish: return "publish";
-    case PubMode::claim_batch: return "claim_batch16";
-    case PubMode::publish_batch: return "publish_batch16";
+    case PubMode::publish:
+      return "publish";
+    case PubMode::claim_batch:
+      return "claim_batch16";
+    case PubMode::publish_batch:
+      return "publish_batch16";
   }
   return "?";
 }
 
 /// A publisher process: `n` messages of `size` bytes, tokens (id, 0..n-1).
 /// Times chunks of kChunk publishes.
-Role publisher_role(const Config& cfg, Control& ctl, const std::string& name,
-                    std::uint64_t id, std::uint64_t n, std::size_t size, PubMode mode) {
+Role publisher_role(const Config& cfg, Control& ctl, const std::string& name, std::uint64_t id, std::uint64_t n,
+                    std::size_t size, PubMode mode) {
   return {[&cfg, &ctl, name, id, n, size, mode](Report& rep) {
             Channel ch = open_channel(cfg, name);
             auto pub = ch.publisher();
@@ -470,8 +473,8 @@ Role publisher_role(const Config& cfg, Control& ctl, const std::string& name,
                 shmbus::MessageMeta meta;
                 timespec ts{};
                 ::clock_gettime(CLOCK_REALTIME, &ts);
-                meta.timestamp_ns = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-                                    static_cast<std::uint64_t>(ts.tv_nsec);
+                meta.timestamp_ns =
+                    static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
                 for (std::size_t j = 0; j < k; ++j) {
                   const PublishStatus st = pub->commit(claims[j], size, meta);
                   if (st != PublishStatus::ok) die("commit: " + std::string(shmbus::to_string(st)));
@@ -502,9 +505,12 @@ enum class ReadMode { poll, read_batch, read_batch_backoff };
 constexpr std::uint64_t kBackoffNs = 2000;
 const char* name_of(ReadMode m) {
   switch (m) {
-    case ReadMode::poll: return "poll";
-    case ReadMode::read_batch: return "read_batch";
-    case ReadMode::read_batch_backoff: return "read_batch+idle2us";
+    case ReadMode::poll:
+      return "poll";
+    case ReadMode::read_batch:
+      return "read_batch";
+    case ReadMode::read_batch_backoff:
+      return "read_batch+idle2us";
   }
   return "?";
 }
@@ -513,9 +519,8 @@ const char* name_of(ReadMode m) {
 /// Lossless (block): every publisher's tokens arrive in order, none missing.
 /// drop_oldest: tokens of one publisher only increase; losses are counted
 /// and delivered + lost must equal `total`.
-Role subscriber_role(const Config& cfg, Control& ctl, const std::string& name,
-                     std::uint64_t publishers, std::uint64_t total, std::size_t size, ReadMode mode,
-                     bool lossy) {
+Role subscriber_role(const Config& cfg, Control& ctl, const std::string& name, std::uint64_t publishers,
+                     std::uint64_t total, std::size_t size, ReadMode mode, bool lossy) {
   return {[&cfg, &ctl, name, publishers, total, size, mode, lossy](Report& rep) {
             Channel ch = open_channel(cfg, name);
             auto sub = ch.subscribe(reader_options<shmbus::SubscribeOptions>());
@@ -600,8 +605,8 @@ const char* name_of(AckMode m) { return m == AckMode::single ? "receive+ack" : "
 
 /// A consumer process of group "g": receives and acks until the group as a
 /// whole has acked `total`.
-Role consumer_role(const Config& cfg, Control& ctl, const std::string& name, std::uint64_t total,
-                   std::size_t size, AckMode mode) {
+Role consumer_role(const Config& cfg, Control& ctl, const std::string& name, std::uint64_t total, std::size_t size,
+                   AckMode mode) {
   return {[&cfg, &ctl, name, total, size, mode](Report& rep) {
             Channel ch = open_channel(cfg, name);
             auto consumer = ch.join_group("g", reader_options<shmbus::GroupOptions>());
@@ -628,7 +633,8 @@ Role consumer_role(const Config& cfg, Control& ctl, const std::string& name, std
                   die("ack_batch: not every delivery was acked");
                 }
               }
-              if (st != PollStatus::ok && st != PollStatus::empty) die("receive: " + std::string(shmbus::to_string(st)));
+              if (st != PollStatus::ok && st != PollStatus::empty)
+                die("receive: " + std::string(shmbus::to_string(st)));
               for (std::size_t i = 0; i < n; ++i) {
                 if (ds[i].message.payload.size() != size) die("a message of the wrong size");
                 sum += token_seq(read_token(ds[i].message.payload.data()));
@@ -659,7 +665,7 @@ Role consumer_role(const Config& cfg, Control& ctl, const std::string& name, std
 // --- points --------------------------------------------------------------------------
 
 struct Point {
-  nlohmann::ordered_json desc;                 ///< scenario, transport, counts, mode...
+  nlohmann::ordered_json desc;         ///< scenario, transport, counts, mode...
   std::vector<double> rates;           ///< msg/s per repetition
   std::vector<double> ns_per_publish;  ///< publisher's median chunk, per repetition
   std::vector<double> ns_per_publish_p99;
@@ -714,9 +720,13 @@ struct ShmbusSpec {
 /// One repetition of a shmbus point, added to pt.
 void run_shmbus(const Config& cfg, const ShmbusSpec& s, std::uint64_t& serial, Point& pt) {
   const Placement pl = place(cfg, s.publishers, s.readers);
-  pt.desc = {{"scenario", s.scenario}, {"transport", "shmbus"}, {"publishers", s.publishers},
-             {"size", s.size}, {"policy", std::string(shmbus::to_string(s.policy))},
-             {"messages", s.messages}, {"oversubscribed", pl.crowded}};
+  pt.desc = {{"scenario", s.scenario},
+             {"transport", "shmbus"},
+             {"publishers", s.publishers},
+             {"size", s.size},
+             {"policy", std::string(shmbus::to_string(s.policy))},
+             {"messages", s.messages},
+             {"oversubscribed", pl.crowded}};
   if (s.group) {
     pt.desc["consumers"] = s.readers;
     pt.desc["mode"] = name_of(s.ack);
@@ -816,8 +826,14 @@ const char* name_of(SpscMode m) { return m == SpscMode::batch ? "batch" : "one_a
 /// full ring is spun on (or yielded where the processes share a CPU).
 void run_spsc(const Config& cfg, std::size_t size, SpscMode mode, Point& pt) {
   const Placement pl = place(cfg, 1, 1);
-  pt.desc = {{"scenario", "pubsub"}, {"transport", "spsc_ring"}, {"publishers", 1}, {"subscribers", 1},
-             {"size", size}, {"mode", name_of(mode)}, {"policy", "block"}, {"messages", cfg.messages},
+  pt.desc = {{"scenario", "pubsub"},
+             {"transport", "spsc_ring"},
+             {"publishers", 1},
+             {"subscribers", 1},
+             {"size", size},
+             {"mode", name_of(mode)},
+             {"policy", "block"},
+             {"messages", cfg.messages},
              {"oversubscribed", pl.crowded}};
   g_crowded = pl.crowded;
   const bu::SpscGeometry geo(kCapacity, size);
@@ -901,9 +917,16 @@ struct Elem {
 /// One repetition of the moodycamel baseline, added to pt.
 void run_mc(const Config& cfg, std::uint64_t producers, bool bulk, Point& pt) {
   const Placement pl = place(cfg, producers, 1);
-  pt.desc = {{"scenario", "pubsub"}, {"transport", "mc_queue"}, {"publishers", producers}, {"subscribers", 1},
-             {"size", 64}, {"mode", bulk ? "try_dequeue_bulk" : "try_dequeue"}, {"policy", "unbounded"},
-             {"messages", cfg.messages}, {"oversubscribed", pl.crowded}, {"threads", true}};
+  pt.desc = {{"scenario", "pubsub"},
+             {"transport", "mc_queue"},
+             {"publishers", producers},
+             {"subscribers", 1},
+             {"size", 64},
+             {"mode", bulk ? "try_dequeue_bulk" : "try_dequeue"},
+             {"policy", "unbounded"},
+             {"messages", cfg.messages},
+             {"oversubscribed", pl.crowded},
+             {"threads", true}};
   {
     const SharedMap<Control> ctl_map;
     Control* ctl = ctl_map.get();
@@ -1070,9 +1093,10 @@ std::optional<Config> parse(int argc, char** argv) {
 }
 
 void run(const Config& cfg) {
-  std::printf("shmbus throughput: %llu messages per point, median of %llu rounds (every point once per "
-              "round), CPUs",
-              static_cast<unsigned long long>(cfg.messages), static_cast<unsigned long long>(cfg.repeat));
+  std::printf(
+      "shmbus throughput: %llu messages per point, median of %llu rounds (every point once per "
+      "round), CPUs",
+      static_cast<unsigned long long>(cfg.messages), static_cast<unsigned long long>(cfg.repeat));
   for (int c : cfg.cpus) std::printf(" %d", c);
   std::printf("\n");
   // Every point is a task that runs one repetition. The rounds interleave the
@@ -1095,11 +1119,17 @@ void run(const Config& cfg) {
         shmbus_task({.scenario = "pubsub", .publishers = p, .read = m, .messages = cfg.messages});
       }
       for (ReadMode m : {ReadMode::read_batch, ReadMode::read_batch_backoff}) {  // batching on both sides
-        shmbus_task({.scenario = "pubsub", .publishers = p, .read = m, .write = PubMode::claim_batch,
+        shmbus_task({.scenario = "pubsub",
+                     .publishers = p,
+                     .read = m,
+                     .write = PubMode::claim_batch,
                      .messages = cfg.messages});
       }
-      shmbus_task({.scenario = "pubsub", .publishers = p, .read = ReadMode::read_batch,
-                   .write = PubMode::publish_batch, .messages = cfg.messages});
+      shmbus_task({.scenario = "pubsub",
+                   .publishers = p,
+                   .read = ReadMode::read_batch,
+                   .write = PubMode::publish_batch,
+                   .messages = cfg.messages});
     }
   }
   if (wanted(cfg, "mc")) {
@@ -1128,8 +1158,9 @@ void run(const Config& cfg) {
   }
   std::vector<Point> points(tasks.size());
   for (std::uint64_t r = 0; r < cfg.repeat; ++r) {
-    if (cfg.repeat > 1) std::printf("round %llu of %llu\n", static_cast<unsigned long long>(r + 1),
-                                    static_cast<unsigned long long>(cfg.repeat));
+    if (cfg.repeat > 1)
+      std::printf("round %llu of %llu\n", static_cast<unsigned long long>(r + 1),
+                  static_cast<unsigned long long>(cfg.repeat));
     std::fflush(stdout);
     for (std::size_t i = 0; i < tasks.size(); ++i) tasks[i](points[i]);
   }
@@ -1138,8 +1169,8 @@ void run(const Config& cfg) {
     nlohmann::ordered_json out;
     out["program"] = "throughput";
     out["host"] = bu::host_info();
-    out["config"] = {{"messages", cfg.messages}, {"repeat", cfg.repeat}, {"cpus", cfg.cpus},
-                     {"capacity", kCapacity}, {"read_batch", kReadBatch}, {"group_batch", kGroupBatch}};
+    out["config"] = {{"messages", cfg.messages}, {"repeat", cfg.repeat},     {"cpus", cfg.cpus},
+                     {"capacity", kCapacity},    {"read_batch", kReadBatch}, {"group_batch", kGroupBatch}};
     out["points"] = nlohmann::ordered_json::array();
     for (const Point& p : points) out["points"].push_back(point_json(p));
     bu::write_json(cfg.json, out);

@@ -92,18 +92,18 @@ std::uint64_t now_ns() noexcept {
 
 /// What a child sends to the parent (one write, smaller than PIPE_BUF).
 struct Report {
-  std::uint32_t ok = 0;            ///< 1 if the child did its part without an error
+  std::uint32_t ok = 0;  ///< 1 if the child did its part without an error
   // publisher
-  std::uint64_t published = 0;     ///< publish() returned ok
-  std::uint64_t full = 0;          ///< reject: `full` results (each message shed)
-  std::uint64_t timeouts = 0;      ///< block: `timeout` results (each retried)
-  std::uint64_t blocked_ns = 0;    ///< the bus's count of time spent waiting for room
+  std::uint64_t published = 0;       ///< publish() returned ok
+  std::uint64_t full = 0;            ///< reject: `full` results (each message shed)
+  std::uint64_t timeouts = 0;        ///< block: `timeout` results (each retried)
+  std::uint64_t blocked_ns = 0;      ///< the bus's count of time spent waiting for room
   std::uint64_t max_publish_ns = 0;  ///< the slowest single publish() call
   // subscriber
-  std::uint64_t delivered = 0;     ///< messages read (end marker excluded)
-  std::uint64_t lost = 0;          ///< the bus's count of messages this reader lost (lapped)
+  std::uint64_t delivered = 0;  ///< messages read (end marker excluded)
+  std::uint64_t lost = 0;       ///< the bus's count of messages this reader lost (lapped)
   std::uint64_t lapped_events = 0;
-  std::uint64_t violations = 0;    ///< a number not above the previous one, or a bad check word
+  std::uint64_t violations = 0;  ///< a number not above the previous one, or a bad check word
   // both
   std::uint64_t elapsed_ns = 0;
   char error[160] = {};
@@ -182,8 +182,7 @@ std::string channel_name(Policy p) { return "bp-" + std::string(shmbus::to_strin
   const auto publish = [&](std::uint64_t n) {
     const Payload p{n, check_of(n)};
     const std::uint64_t t0 = now_ns();
-    const PublishStatus st = pub->publish(std::as_bytes(std::span<const Payload>(&p, 1)), {.key = n},
-                                          kBlockTimeoutNs);
+    const PublishStatus st = pub->publish(std::as_bytes(std::span<const Payload>(&p, 1)), {.key = n}, kBlockTimeoutNs);
     r.max_publish_ns = std::max(r.max_publish_ns, now_ns() - t0);
     return st;
   };
@@ -259,8 +258,7 @@ std::optional<Outcome> run_policy(const Config& cfg, Policy policy) {
   opts.slot_size = 64;  // 16 bytes of payload is all we need
   auto ch = Channel::create(channel_name(policy), opts, cfg.bus);
   if (!ch) {
-    std::fprintf(stderr, "backpressure: create %s: %s\n", channel_name(policy).c_str(),
-                 ch.error().message().c_str());
+    std::fprintf(stderr, "backpressure: create %s: %s\n", channel_name(policy).c_str(), ch.error().message().c_str());
     return std::nullopt;
   }
   Outcome o{policy, {}, {}, false, false, {}};

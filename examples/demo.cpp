@@ -113,8 +113,7 @@ constexpr std::uint64_t kLiveSampleNs = 20'000'000;   // the mid-run stats snaps
 std::uint64_t now_ns() noexcept {
   timespec ts{};
   ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL +
-         static_cast<std::uint64_t>(ts.tv_nsec);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
 void cpu_relax() noexcept {
@@ -147,11 +146,16 @@ enum class ReportKind : std::uint32_t { ready, result };
 
 const char* role_name(Role r) {
   switch (r) {
-    case Role::publisher: return "publisher";
-    case Role::fast_subscriber: return "fast-sub";
-    case Role::slow_subscriber: return "slow-sub";
-    case Role::worker: return "worker";
-    case Role::order_producer: return "producer";
+    case Role::publisher:
+      return "publisher";
+    case Role::fast_subscriber:
+      return "fast-sub";
+    case Role::slow_subscriber:
+      return "slow-sub";
+    case Role::worker:
+      return "worker";
+    case Role::order_producer:
+      return "producer";
   }
   return "?";
 }
@@ -276,8 +280,7 @@ int run_publisher(const Config& cfg, const Scenario& sc, std::uint32_t id, Pipes
         ++r.dropped;
         break;
       } else {
-        child_exit(p.up[1], r, false,
-                   "publish #" + std::to_string(seq) + ": " + std::string(shmbus::to_string(st)));
+        child_exit(p.up[1], r, false, "publish #" + std::to_string(seq) + ": " + std::string(shmbus::to_string(st)));
       }
       if (now_ns() > deadline) {
         child_exit(p.up[1], r, false, "gave up at message #" + std::to_string(seq));
@@ -380,8 +383,7 @@ int run_subscriber(const Config& cfg, const Scenario& sc, Role role, std::uint32
           (void)sub->wait(10'000'000);  // 10 ms at most: re-check the deadline
           if (now_ns() > deadline) {
             child_exit(p.up[1], r, false,
-                       "timed out at cursor " + std::to_string(sub->cursor()) + " of " +
-                           std::to_string(total));
+                       "timed out at cursor " + std::to_string(sub->cursor()) + " of " + std::to_string(total));
           }
         }
         break;
@@ -419,7 +421,7 @@ struct RunResult {
   std::uint64_t count = 0;  ///< messages per publisher
   std::vector<Child> children;
   std::vector<Report> reports;  ///< results, in the order received
-  ChannelStats stats;  ///< at the end, every child still attached
+  ChannelStats stats;           ///< at the end, every child still attached
   bool have_stats = false;
   ChannelStats live;  ///< taken while the publishers were running
   bool have_live = false;
@@ -430,9 +432,8 @@ struct RunResult {
 
 /// Reads `want` records of `kind` from the report pipe, with a deadline; stops
 /// early if a child died without reporting, or on SIGINT / SIGTERM.
-bool collect(int fd, std::size_t want, ReportKind kind, std::vector<Child>& children,
-             std::vector<Report>& out, int timeout_s, std::string& error,
-             const std::function<void()>& on_tick = {}) {
+bool collect(int fd, std::size_t want, ReportKind kind, std::vector<Child>& children, std::vector<Report>& out,
+             int timeout_s, std::string& error, const std::function<void()>& on_tick = {}) {
   const std::uint64_t deadline = now_ns() + static_cast<std::uint64_t>(timeout_s) * 1'000'000'000ULL;
   std::size_t got = 0;
   Report r;
@@ -468,8 +469,8 @@ bool collect(int fd, std::size_t want, ReportKind kind, std::vector<Child>& chil
             ++got;
           }
           if (r.kind == ReportKind::result && r.ok == 0) {
-            error = std::string(role_name(r.role)) + " " + std::to_string(r.id) + " (pid " +
-                    std::to_string(r.pid) + ") failed: " + r.error;
+            error = std::string(role_name(r.role)) + " " + std::to_string(r.id) + " (pid " + std::to_string(r.pid) +
+                    ") failed: " + r.error;
             return false;
           }
         }
@@ -481,12 +482,11 @@ bool collect(int fd, std::size_t want, ReportKind kind, std::vector<Child>& chil
       int status = 0;
       if (::waitpid(c.pid, &status, WNOHANG) == c.pid) {
         c.reaped = true;
-        const bool reported = std::any_of(out.begin(), out.end(), [&](const Report& x) {
-          return x.pid == c.pid && x.kind == ReportKind::result;
-        });
+        const bool reported = std::any_of(
+            out.begin(), out.end(), [&](const Report& x) { return x.pid == c.pid && x.kind == ReportKind::result; });
         if (!reported && !(WIFEXITED(status) && WEXITSTATUS(status) == 0)) {
-          error = std::string(role_name(c.role)) + " " + std::to_string(c.id) + " (pid " +
-                  std::to_string(c.pid) + ") died: " +
+          error = std::string(role_name(c.role)) + " " + std::to_string(c.id) + " (pid " + std::to_string(c.pid) +
+                  ") died: " +
                   (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
                                        : "exit " + std::to_string(WEXITSTATUS(status)));
           return false;
@@ -537,8 +537,7 @@ RunResult run_channel(const Config& cfg, const Scenario& sc) {
   res.scenario = sc;
   res.count = cfg.count;
   Pipes p;
-  if (::pipe2(p.up, O_CLOEXEC) != 0 || ::pipe2(p.go, O_CLOEXEC) != 0 ||
-      ::pipe2(p.release, O_CLOEXEC) != 0) {
+  if (::pipe2(p.up, O_CLOEXEC) != 0 || ::pipe2(p.go, O_CLOEXEC) != 0 || ::pipe2(p.release, O_CLOEXEC) != 0) {
     res.error = std::string("pipe: ") + std::strerror(errno);
     return res;
   }
@@ -556,8 +555,7 @@ RunResult run_channel(const Config& cfg, const Scenario& sc) {
   close_fd(p.up[1]);
   close_fd(p.go[0]);
   close_fd(p.release[0]);
-  const bool forked = std::none_of(res.children.begin(), res.children.end(),
-                                   [](const Child& c) { return c.pid < 0; });
+  const bool forked = std::none_of(res.children.begin(), res.children.end(), [](const Child& c) { return c.pid < 0; });
   std::vector<Report> ready;
   bool ok = forked;
   if (!forked) res.error = std::string("fork: ") + std::strerror(errno);
@@ -573,8 +571,8 @@ RunResult run_channel(const Config& cfg, const Scenario& sc) {
       res.live_at_ns = now_ns() - start;
       res.have_live = true;
     };
-    ok = collect(p.up[0], res.children.size(), ReportKind::result, res.children, res.reports,
-                 kChildDeadlineS + 10, res.error, sample);
+    ok = collect(p.up[0], res.children.size(), ReportKind::result, res.children, res.reports, kChildDeadlineS + 10,
+                 res.error, sample);
   }
   res.elapsed_ns = now_ns() - start;
   if (ok) {
@@ -623,9 +621,8 @@ bool judge(const RunResult& r) {
   }
   // Publishers first, then subscribers, in a stable order.
   std::vector<Report> sorted = r.reports;
-  std::sort(sorted.begin(), sorted.end(), [](const Report& a, const Report& b) {
-    return a.role != b.role ? a.role < b.role : a.id < b.id;
-  });
+  std::sort(sorted.begin(), sorted.end(),
+            [](const Report& a, const Report& b) { return a.role != b.role ? a.role < b.role : a.id < b.id; });
   for (const Report& x : sorted) {
     const double secs = static_cast<double>(x.elapsed_ns) / 1e9;
     if (x.role == Role::publisher) {
@@ -633,13 +630,12 @@ bool judge(const RunResult& r) {
       if (policy == Policy::reject) note = "  [each rejected message retried after a pause]";
       if (policy == Policy::block) note = "  [each timed-out message retried]";
       if (policy == Policy::drop_oldest && x.dropped != 0) note = "  [dropped: claim lapped before commit]";
-      std::printf("  %-12s %-11s publisher%u  published=%-8llu rejected=%-6llu timeouts=%-6llu "
-                  "dropped=%-4llu (%.2f s)%s\n",
-                  r.scenario.channel.c_str(), pol.c_str(), x.id,
-                  static_cast<unsigned long long>(x.published),
-                  static_cast<unsigned long long>(x.rejected),
-                  static_cast<unsigned long long>(x.timeouts),
-                  static_cast<unsigned long long>(x.dropped), secs, note);
+      std::printf(
+          "  %-12s %-11s publisher%u  published=%-8llu rejected=%-6llu timeouts=%-6llu "
+          "dropped=%-4llu (%.2f s)%s\n",
+          r.scenario.channel.c_str(), pol.c_str(), x.id, static_cast<unsigned long long>(x.published),
+          static_cast<unsigned long long>(x.rejected), static_cast<unsigned long long>(x.timeouts),
+          static_cast<unsigned long long>(x.dropped), secs, note);
       continue;
     }
     bool ok = x.violations == 0 && x.delivered == x.bus_delivered;
@@ -654,14 +650,13 @@ bool judge(const RunResult& r) {
       ok = ok && x.delivered == published && claimed == published && x.lost == 0 && x.gaps == 0;
     }
     pass = pass && ok;
-    std::printf("  %-12s %-11s %-10s delivered=%-8llu lost=%-8llu order_violations=%llu "
-                "gaps=%llu lapped=%llu (%.2f s)  %s\n",
-                r.scenario.channel.c_str(), pol.c_str(), role_name(x.role),
-                static_cast<unsigned long long>(x.delivered),
-                static_cast<unsigned long long>(x.lost),
-                static_cast<unsigned long long>(x.violations),
-                static_cast<unsigned long long>(x.gaps),
-                static_cast<unsigned long long>(x.lapped_events), secs, ok ? "OK" : "FAIL");
+    std::printf(
+        "  %-12s %-11s %-10s delivered=%-8llu lost=%-8llu order_violations=%llu "
+        "gaps=%llu lapped=%llu (%.2f s)  %s\n",
+        r.scenario.channel.c_str(), pol.c_str(), role_name(x.role), static_cast<unsigned long long>(x.delivered),
+        static_cast<unsigned long long>(x.lost), static_cast<unsigned long long>(x.violations),
+        static_cast<unsigned long long>(x.gaps), static_cast<unsigned long long>(x.lapped_events), secs,
+        ok ? "OK" : "FAIL");
   }
   if (!r.error.empty()) std::printf("  %-12s FAIL: %s\n", r.scenario.channel.c_str(), r.error.c_str());
   return pass;
@@ -675,38 +670,34 @@ void print_stats(const RunResult& r) {
             [&](const auto& a, const auto& b) { return who(r, a.pid) < who(r, b.pid); });
   std::sort(s.publishers.begin(), s.publishers.end(),
             [&](const auto& a, const auto& b) { return who(r, a.pid) < who(r, b.pid); });
-  std::printf("\n  channel %s/%s  policy=%s capacity=%u slot=%u  head=%llu depth=%llu "
-              "published=%llu  (%.2f s)\n",
-              s.bus.c_str(), s.name.c_str(), std::string(shmbus::to_string(s.policy)).c_str(),
-              s.capacity, s.slot_size, static_cast<unsigned long long>(s.head),
-              static_cast<unsigned long long>(s.depth), static_cast<unsigned long long>(s.published),
-              static_cast<double>(r.elapsed_ns) / 1e9);
+  std::printf(
+      "\n  channel %s/%s  policy=%s capacity=%u slot=%u  head=%llu depth=%llu "
+      "published=%llu  (%.2f s)\n",
+      s.bus.c_str(), s.name.c_str(), std::string(shmbus::to_string(s.policy)).c_str(), s.capacity, s.slot_size,
+      static_cast<unsigned long long>(s.head), static_cast<unsigned long long>(s.depth),
+      static_cast<unsigned long long>(s.published), static_cast<double>(r.elapsed_ns) / 1e9);
   if (r.have_live) {
     std::printf("    mid-run (t=%.0f ms): head=%llu depth=%llu", static_cast<double>(r.live_at_ns) / 1e6,
-                static_cast<unsigned long long>(r.live.head),
-                static_cast<unsigned long long>(r.live.depth));
+                static_cast<unsigned long long>(r.live.head), static_cast<unsigned long long>(r.live.depth));
     for (const auto& x : r.live.subscribers) {
       std::printf("  %s lag=%llu", who(r, x.pid).c_str(), static_cast<unsigned long long>(x.lag));
     }
     std::printf("\n");
   }
-  std::printf("    %-11s %7s %10s %8s %10s %10s %8s\n", "subscriber", "pid", "cursor", "lag",
-              "delivered", "lost", "lapped");
+  std::printf("    %-11s %7s %10s %8s %10s %10s %8s\n", "subscriber", "pid", "cursor", "lag", "delivered", "lost",
+              "lapped");
   for (const auto& x : s.subscribers) {
     std::printf("    %-11s %7u %10llu %8llu %10llu %10llu %8llu\n", who(r, x.pid).c_str(), x.pid,
                 static_cast<unsigned long long>(x.cursor), static_cast<unsigned long long>(x.lag),
-                static_cast<unsigned long long>(x.delivered),
-                static_cast<unsigned long long>(x.lost),
+                static_cast<unsigned long long>(x.delivered), static_cast<unsigned long long>(x.lost),
                 static_cast<unsigned long long>(x.lapped_events));
   }
-  std::printf("    %-11s %7s %10s %10s %10s %12s %11s\n", "publisher", "pid", "published",
-              "rejected", "timeouts", "blocked_ms", "lost_claims");
+  std::printf("    %-11s %7s %10s %10s %10s %12s %11s\n", "publisher", "pid", "published", "rejected", "timeouts",
+              "blocked_ms", "lost_claims");
   for (const auto& x : s.publishers) {
     std::printf("    %-11s %7u %10llu %10llu %10llu %12.1f %11llu\n", who(r, x.pid).c_str(), x.pid,
-                static_cast<unsigned long long>(x.published),
-                static_cast<unsigned long long>(x.rejected),
-                static_cast<unsigned long long>(x.timeouts),
-                static_cast<double>(x.blocked_ns) / 1e6,
+                static_cast<unsigned long long>(x.published), static_cast<unsigned long long>(x.rejected),
+                static_cast<unsigned long long>(x.timeouts), static_cast<double>(x.blocked_ns) / 1e6,
                 static_cast<unsigned long long>(x.lost_claims));
   }
 }
@@ -749,7 +740,7 @@ constexpr std::uint64_t kVisibilityNs = 200'000'000;  // lease length
 constexpr std::uint32_t kMaxDeliveries = 3;
 constexpr std::uint64_t kBackoffBaseNs = 5'000'000;  // nack delays: ~5, ~10, ~20 ms
 constexpr std::uint64_t kBackoffCapNs = 20'000'000;
-constexpr std::uint64_t kOrderWorkNs = 1'000;         // a worker's "processing" per order
+constexpr std::uint64_t kOrderWorkNs = 1'000;          // a worker's "processing" per order
 constexpr std::uint64_t kReceiveSliceNs = 20'000'000;  // a worker re-checks its stop pipe this often when idle
 constexpr int kOrdersDeadlineS = 30;                   // the whole part gives up after this long
 constexpr std::size_t kIdsPerRecord = 64;
@@ -800,7 +791,7 @@ struct WorkRecord {
   std::uint64_t nacked = 0;
   // done (producer)
   std::uint64_t published = 0;
-  std::uint64_t timeouts = 0;  ///< publish waited kBlockTimeoutNs on the group floor; retried
+  std::uint64_t timeouts = 0;             ///< publish waited kBlockTimeoutNs on the group floor; retried
   std::uint64_t ids[kIdsPerRecord] = {};  ///< handled: order ids received (| kAckRefused if the ack failed)
   char error[160] = {};
 };
@@ -968,8 +959,7 @@ OrdersRun run_orders(const Config& cfg, std::uint64_t count) {
   res.times_acked.assign(count, 0);
   res.times_delivered.assign(count, 0);
   Pipes p;
-  if (::pipe2(p.up, O_CLOEXEC) != 0 || ::pipe2(p.go, O_CLOEXEC) != 0 ||
-      ::pipe2(p.release, O_CLOEXEC) != 0) {
+  if (::pipe2(p.up, O_CLOEXEC) != 0 || ::pipe2(p.go, O_CLOEXEC) != 0 || ::pipe2(p.release, O_CLOEXEC) != 0) {
     res.error = std::string("pipe: ") + std::strerror(errno);
     return res;
   }
@@ -1045,7 +1035,9 @@ OrdersRun run_orders(const Config& cfg, std::uint64_t count) {
               if ((r.ids[i] & kAckRefused) == 0) ++res.times_acked[oid];
             }
             break;
-          case WorkKind::poison: res.poison.push_back({r.id, r.attempt, r.sequence, r.at_ns}); break;
+          case WorkKind::poison:
+            res.poison.push_back({r.id, r.attempt, r.sequence, r.at_ns});
+            break;
           case WorkKind::done:
             if (r.ok == 0) {
               res.error = std::string(role_name(r.role)) + " " + std::to_string(r.id) + " (pid " +
@@ -1066,12 +1058,12 @@ OrdersRun run_orders(const Config& cfg, std::uint64_t count) {
       int status = 0;
       if (::waitpid(c.pid, &status, WNOHANG) != c.pid) continue;
       c.reaped = true;
-      const bool reported = std::any_of(res.done.begin(), res.done.end(),
-                                        [&](const WorkRecord& x) { return x.pid == c.pid; });
+      const bool reported =
+          std::any_of(res.done.begin(), res.done.end(), [&](const WorkRecord& x) { return x.pid == c.pid; });
       // An exit 0 wrote its final record before exiting: it is still in the pipe.
       if (!reported && !(WIFEXITED(status) && WEXITSTATUS(status) == 0) && res.error.empty()) {
-        res.error = std::string(role_name(c.role)) + " " + std::to_string(c.id) + " (pid " +
-                    std::to_string(c.pid) + ") died without a report: " +
+        res.error = std::string(role_name(c.role)) + " " + std::to_string(c.id) + " (pid " + std::to_string(c.pid) +
+                    ") died without a report: " +
                     (WIFSIGNALED(status) ? "signal " + std::to_string(WTERMSIG(status))
                                          : "exit " + std::to_string(WEXITSTATUS(status)));
       }
@@ -1104,18 +1096,20 @@ bool orders_part(const Config& cfg, ChannelGuard& guard) {
     return ok;
   };
 
-  std::printf("\nPart 4: work queue '%s' (block, %u slots) read by group '%s': %u worker processes, "
-              "%llu orders, one poisoned\n",
-              kOrdersChannel, kOrdersCapacity, kBillingGroup, kWorkers,
-              static_cast<unsigned long long>(count));
-  std::printf("  group: visibility %llu ms, max_deliveries %u, nack backoff %llu ms doubling to %llu ms; "
-              "dlq '%s'\n",
-              static_cast<unsigned long long>(kVisibilityNs / 1'000'000), kMaxDeliveries,
-              static_cast<unsigned long long>(kBackoffBaseNs / 1'000'000),
-              static_cast<unsigned long long>(kBackoffCapNs / 1'000'000), dlq_name.c_str());
-  std::printf("  poison: a worker that receives it NACKS it (no worker crashes), so it is redelivered "
-              "until its %u deliveries are used up; 0 duplicate deliveries expected\n",
-              kMaxDeliveries);
+  std::printf(
+      "\nPart 4: work queue '%s' (block, %u slots) read by group '%s': %u worker processes, "
+      "%llu orders, one poisoned\n",
+      kOrdersChannel, kOrdersCapacity, kBillingGroup, kWorkers, static_cast<unsigned long long>(count));
+  std::printf(
+      "  group: visibility %llu ms, max_deliveries %u, nack backoff %llu ms doubling to %llu ms; "
+      "dlq '%s'\n",
+      static_cast<unsigned long long>(kVisibilityNs / 1'000'000), kMaxDeliveries,
+      static_cast<unsigned long long>(kBackoffBaseNs / 1'000'000),
+      static_cast<unsigned long long>(kBackoffCapNs / 1'000'000), dlq_name.c_str());
+  std::printf(
+      "  poison: a worker that receives it NACKS it (no worker crashes), so it is redelivered "
+      "until its %u deliveries are used up; 0 duplicate deliveries expected\n",
+      kMaxDeliveries);
 
   (void)Channel::remove(kOrdersChannel, cfg.bus);  // leftovers of a crashed run with our pid
   (void)Channel::remove(dlq_name, cfg.bus);
@@ -1152,16 +1146,16 @@ bool orders_part(const Config& cfg, ChannelGuard& guard) {
       if (dup_ids.size() < 8) dup_ids.push_back(id);
     }
   }
-  std::sort(run.done.begin(), run.done.end(), [](const WorkRecord& a, const WorkRecord& b) {
-    return a.role != b.role ? a.role < b.role : a.id < b.id;
-  });
+  std::sort(run.done.begin(), run.done.end(),
+            [](const WorkRecord& a, const WorkRecord& b) { return a.role != b.role ? a.role < b.role : a.id < b.id; });
   std::uint64_t lease_lost = 0;
   for (const WorkRecord& x : run.done) {
     if (x.role == Role::order_producer) {
-      std::printf("  producer   published=%-7llu timeouts=%llu  [each timeout: publish waited %llu ms on "
-                  "the group floor, e.g. while the poisoned order held it; retried]\n",
-                  static_cast<unsigned long long>(x.published), static_cast<unsigned long long>(x.timeouts),
-                  static_cast<unsigned long long>(kBlockTimeoutNs / 1'000'000));
+      std::printf(
+          "  producer   published=%-7llu timeouts=%llu  [each timeout: publish waited %llu ms on "
+          "the group floor, e.g. while the poisoned order held it; retried]\n",
+          static_cast<unsigned long long>(x.published), static_cast<unsigned long long>(x.timeouts),
+          static_cast<unsigned long long>(kBlockTimeoutNs / 1'000'000));
       check(x.published == count, "the producer did not publish every order");
       continue;
     }
@@ -1170,15 +1164,17 @@ bool orders_part(const Config& cfg, ChannelGuard& guard) {
                 static_cast<unsigned long long>(x.received), static_cast<unsigned long long>(x.acked),
                 static_cast<unsigned long long>(x.nacked), static_cast<unsigned long long>(x.lease_lost));
   }
-  std::printf("  acked ids: the union of the %zu workers' reports covers %llu of %llu non-poisoned orders; "
-              "missing=%llu acked_twice=%llu  (%.2f s)\n",
-              run.done.size() - 1, static_cast<unsigned long long>(count - 1 - missing),
-              static_cast<unsigned long long>(count - 1), static_cast<unsigned long long>(missing),
-              static_cast<unsigned long long>(acked_twice), static_cast<double>(run.elapsed_ns) / 1e9);
-  std::printf("  duplicates (an order delivered to a worker more than once; 0 expected, no worker crashes "
-              "and a lease of %llu ms is ~10^5 times the work): %llu; acks refused (lease_lost): %llu",
-              static_cast<unsigned long long>(kVisibilityNs / 1'000'000),
-              static_cast<unsigned long long>(duplicates), static_cast<unsigned long long>(lease_lost));
+  std::printf(
+      "  acked ids: the union of the %zu workers' reports covers %llu of %llu non-poisoned orders; "
+      "missing=%llu acked_twice=%llu  (%.2f s)\n",
+      run.done.size() - 1, static_cast<unsigned long long>(count - 1 - missing),
+      static_cast<unsigned long long>(count - 1), static_cast<unsigned long long>(missing),
+      static_cast<unsigned long long>(acked_twice), static_cast<double>(run.elapsed_ns) / 1e9);
+  std::printf(
+      "  duplicates (an order delivered to a worker more than once; 0 expected, no worker crashes "
+      "and a lease of %llu ms is ~10^5 times the work): %llu; acks refused (lease_lost): %llu",
+      static_cast<unsigned long long>(kVisibilityNs / 1'000'000), static_cast<unsigned long long>(duplicates),
+      static_cast<unsigned long long>(lease_lost));
   for (std::uint64_t id : dup_ids) std::printf(" #%llu", static_cast<unsigned long long>(id));
   std::printf("\n");
   check(missing == 0, "orders never acked");
@@ -1204,26 +1200,25 @@ bool orders_part(const Config& cfg, ChannelGuard& guard) {
   if (!check(g != nullptr, "no stats for group " + std::string(kBillingGroup))) return false;
   std::printf("\n  Channel::stats() of %s/%s, group '%s' (dlq '%s'), taken when the group had finished:\n",
               run.stats.bus.c_str(), run.stats.name.c_str(), g->name.c_str(), g->dlq.c_str());
-  std::printf("    %8s %8s %9s %10s %8s %11s %13s %9s\n", "next", "floor", "in_flight", "delivered",
-              "acked", "redelivered", "dead_lettered", "consumers");
-  std::printf("    %8llu %8llu %9llu %10llu %8llu %11llu %13llu %9zu\n",
-              static_cast<unsigned long long>(g->next), static_cast<unsigned long long>(g->floor),
-              static_cast<unsigned long long>(g->in_flight), static_cast<unsigned long long>(g->delivered),
-              static_cast<unsigned long long>(g->acked), static_cast<unsigned long long>(g->redelivered),
-              static_cast<unsigned long long>(g->dead_lettered), g->consumers.size());
+  std::printf("    %8s %8s %9s %10s %8s %11s %13s %9s\n", "next", "floor", "in_flight", "delivered", "acked",
+              "redelivered", "dead_lettered", "consumers");
+  std::printf("    %8llu %8llu %9llu %10llu %8llu %11llu %13llu %9zu\n", static_cast<unsigned long long>(g->next),
+              static_cast<unsigned long long>(g->floor), static_cast<unsigned long long>(g->in_flight),
+              static_cast<unsigned long long>(g->delivered), static_cast<unsigned long long>(g->acked),
+              static_cast<unsigned long long>(g->redelivered), static_cast<unsigned long long>(g->dead_lettered),
+              g->consumers.size());
   std::printf("    (also: nacked=%llu expired=%llu lost=%llu dlq_failures=%llu dead_consumer_releases=%llu)\n",
               static_cast<unsigned long long>(g->nacked), static_cast<unsigned long long>(g->expired),
               static_cast<unsigned long long>(g->lost), static_cast<unsigned long long>(g->dlq_failures),
               static_cast<unsigned long long>(g->dead_consumer_releases));
   std::printf("    %-9s %7s %6s %10s %8s %7s\n", "consumer", "pid", "alive", "delivered", "acked", "nacked");
   std::vector<shmbus::ConsumerStats> cons = g->consumers;
-  std::sort(cons.begin(), cons.end(), [&](const auto& a, const auto& b) {
-    return worker_of(run, a.pid) < worker_of(run, b.pid);
-  });
+  std::sort(cons.begin(), cons.end(),
+            [&](const auto& a, const auto& b) { return worker_of(run, a.pid) < worker_of(run, b.pid); });
   for (const auto& c : cons) {
-    std::printf("    %-9s %7u %6s %10llu %8llu %7llu\n", worker_of(run, c.pid).c_str(), c.pid,
-                c.alive ? "yes" : "no", static_cast<unsigned long long>(c.delivered),
-                static_cast<unsigned long long>(c.acked), static_cast<unsigned long long>(c.nacked));
+    std::printf("    %-9s %7u %6s %10llu %8llu %7llu\n", worker_of(run, c.pid).c_str(), c.pid, c.alive ? "yes" : "no",
+                static_cast<unsigned long long>(c.delivered), static_cast<unsigned long long>(c.acked),
+                static_cast<unsigned long long>(c.nacked));
   }
   // Each order's first delivery is `delivered - redelivered`; the poison's
   // other deliveries are redeliveries (expired leases of slow workers would
@@ -1265,15 +1260,15 @@ bool orders_part(const Config& cfg, ChannelGuard& guard) {
       const std::string& group = rec->group;
       const std::string& source = rec->source;
       const bool by_max = rec->reason == shmbus::DeadLetterReason::max_deliveries;
-      std::printf("    dlq seq %llu: original_sequence=%llu attempts=%u reason=%s group=%s source=%s "
-                  "order #%llu%s\n",
-                  static_cast<unsigned long long>(m.sequence),
-                  static_cast<unsigned long long>(rec->original_sequence), rec->attempts,
-                  by_max ? "max_deliveries" : "rejected", group.c_str(), source.c_str(),
-                  static_cast<unsigned long long>(ord.id), ord.poison != 0 ? " (poisoned)" : "");
+      std::printf(
+          "    dlq seq %llu: original_sequence=%llu attempts=%u reason=%s group=%s source=%s "
+          "order #%llu%s\n",
+          static_cast<unsigned long long>(m.sequence), static_cast<unsigned long long>(rec->original_sequence),
+          rec->attempts, by_max ? "max_deliveries" : "rejected", group.c_str(), source.c_str(),
+          static_cast<unsigned long long>(ord.id), ord.poison != 0 ? " (poisoned)" : "");
       record_ok = rec->original_sequence == run.poison_id && rec->attempts == kMaxDeliveries && by_max &&
-                  group == kBillingGroup && source == kOrdersChannel && ord.id == run.poison_id &&
-                  ord.poison == 1 && m.attempt == kMaxDeliveries;
+                  group == kBillingGroup && source == kOrdersChannel && ord.id == run.poison_id && ord.poison == 1 &&
+                  m.attempt == kMaxDeliveries;
     }
     check(records == 1 && record_ok, "the DLQ does not hold exactly the poisoned order's record");
   }
@@ -1302,19 +1297,20 @@ bool orders_part(const Config& cfg, ChannelGuard& guard) {
     const bool got = st == PollStatus::ok && ord.id == run.poison_id && d.sequence == count && d.attempt == 1;
     const shmbus::AckStatus a = st == PollStatus::ok ? op->ack(d) : shmbus::AckStatus::invalid;
     std::printf("  the group receives it again: %s, sequence %llu, attempt %u, order #%llu; acked: %s\n",
-                std::string(shmbus::to_string(st)).c_str(), static_cast<unsigned long long>(d.sequence),
-                d.attempt, static_cast<unsigned long long>(ord.id), std::string(shmbus::to_string(a)).c_str());
+                std::string(shmbus::to_string(st)).c_str(), static_cast<unsigned long long>(d.sequence), d.attempt,
+                static_cast<unsigned long long>(ord.id), std::string(shmbus::to_string(a)).c_str());
     check(got && a == shmbus::AckStatus::ok, "the redriven order did not come back to the group as a new message");
     auto again = orders->redrive_dlq(dlq_name);
     check(again && again.value() == 0, "a second redrive found dead letters again");
     const ChannelStats after = orders->stats();
     const shmbus::GroupStats* ga = group_of(after);
     if (ga != nullptr) {
-      std::printf("  after redrive: head=%llu floor=%llu acked=%llu dead_lettered=%llu; a second redrive "
-                  "moved %llu\n",
-                  static_cast<unsigned long long>(after.head), static_cast<unsigned long long>(ga->floor),
-                  static_cast<unsigned long long>(ga->acked), static_cast<unsigned long long>(ga->dead_lettered),
-                  static_cast<unsigned long long>(again ? again.value() : 0));
+      std::printf(
+          "  after redrive: head=%llu floor=%llu acked=%llu dead_lettered=%llu; a second redrive "
+          "moved %llu\n",
+          static_cast<unsigned long long>(after.head), static_cast<unsigned long long>(ga->floor),
+          static_cast<unsigned long long>(ga->acked), static_cast<unsigned long long>(ga->dead_lettered),
+          static_cast<unsigned long long>(again ? again.value() : 0));
     }
     check(ga != nullptr && after.head == count + 1 && ga->floor == count + 1 && ga->acked == count,
           "the group did not finish the redriven order");
@@ -1374,15 +1370,14 @@ int main(int argc, char** argv) {
   }
   cfg.bus = "demo-" + std::to_string(::getpid());
 
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = on_signal;
   ::sigemptyset(&sa.sa_mask);
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
 
-  std::vector<Scenario> scenarios{{Policy::block, "block"},
-                                  {Policy::drop_oldest, "drop_oldest"},
-                                  {Policy::reject, "reject"}};
+  std::vector<Scenario> scenarios{
+      {Policy::block, "block"}, {Policy::drop_oldest, "drop_oldest"}, {Policy::reject, "reject"}};
   if (only) {
     std::erase_if(scenarios, [&](const Scenario& sc) { return sc.policy != *only; });
   }
@@ -1396,21 +1391,22 @@ int main(int argc, char** argv) {
     (void)Channel::remove(sc.channel, cfg.bus);  // a leftover of a crashed run with our pid
     auto ch = Channel::create(sc.channel, o, cfg.bus);
     if (!ch) {
-      std::fprintf(stderr, "shmbus_demo: create %s: %s\n", sc.channel.c_str(),
-                   ch.error().message().c_str());
+      std::fprintf(stderr, "shmbus_demo: create %s: %s\n", sc.channel.c_str(), ch.error().message().c_str());
       return 1;
     }
     guard.add(sc.channel);
   }
 
   if (!scenarios.empty()) {
-    std::printf("shmbus demo: bus '%s', %zu channels x (%d publishers x %llu messages, "
-                "a fast and a slow subscriber), ring %u slots\n",
-                cfg.bus.c_str(), scenarios.size(), kPublishersPerChannel,
-                static_cast<unsigned long long>(cfg.count), kCapacity);
-    std::printf("  block: publishers wait up to %llu ms, then retry (counted as timeouts); "
-                "reject: publishers pause %d us and retry (counted as rejected)\n\n",
-                static_cast<unsigned long long>(kBlockTimeoutNs / 1'000'000), kRejectPauseUs);
+    std::printf(
+        "shmbus demo: bus '%s', %zu channels x (%d publishers x %llu messages, "
+        "a fast and a slow subscriber), ring %u slots\n",
+        cfg.bus.c_str(), scenarios.size(), kPublishersPerChannel, static_cast<unsigned long long>(cfg.count),
+        kCapacity);
+    std::printf(
+        "  block: publishers wait up to %llu ms, then retry (counted as timeouts); "
+        "reject: publishers pause %d us and retry (counted as rejected)\n\n",
+        static_cast<unsigned long long>(kBlockTimeoutNs / 1'000'000), kRejectPauseUs);
   } else {
     std::printf("shmbus demo: bus '%s'\n", cfg.bus.c_str());
   }

@@ -28,7 +28,10 @@ int main(int argc, char** argv) {
   shmbus::Message m;
   for (int idle = 0; idle < 10;) {
     const shmbus::PollStatus st = sub->poll_wait(m, buf, 1'000'000'000ULL);  // up to 1 s
-    if (st == shmbus::PollStatus::timeout) { ++idle; continue; }
+    if (st == shmbus::PollStatus::timeout) {
+      ++idle;
+      continue;
+    }
     if (st == shmbus::PollStatus::lapped) continue;  // lost messages, counted in counters().lost
     if (st != shmbus::PollStatus::ok) {
       std::fprintf(stderr, "hello_subscriber: poll: %s\n", std::string(shmbus::to_string(st)).c_str());

@@ -132,7 +132,8 @@ bool wait_bytes(int fd, int n, int timeout_ms) {
 int main(int argc, char** argv) {
   std::string bus = "demo";
   for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--bus") == 0 && i + 1 < argc) bus = argv[++i];
+    if (std::strcmp(argv[i], "--bus") == 0 && i + 1 < argc)
+      bus = argv[++i];
     else {
       std::fprintf(stderr, "usage: %s [--bus NAME]\n", argv[0]);
       return 2;
@@ -162,8 +163,10 @@ int main(int argc, char** argv) {
   kids.push_back(spawn([&] { run_publisher(bus, ready[1]); }));
   const bool ok = readers && wait_bytes(ready[0], 1, 10'000) && wait_bytes(poison[0], 1, 10'000);
   if (ok) {
-    std::printf("live demo ready: bus %s, channel %s (publisher, subscribers analytics and audit, "
-                "group billing with 2 workers, DLQ live-dlq)\n", bus.c_str(), kChannel);
+    std::printf(
+        "live demo ready: bus %s, channel %s (publisher, subscribers analytics and audit, "
+        "group billing with 2 workers, DLQ live-dlq)\n",
+        bus.c_str(), kChannel);
     std::fflush(stdout);
     char c;
     while (!g_stop.load() && read(STDIN_FILENO, &c, 1) > 0) {

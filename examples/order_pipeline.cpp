@@ -81,8 +81,8 @@
 #include <fstream>
 #include <map>
 #include <optional>
-#include <sstream>
 #include <span>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -134,7 +134,7 @@ shmbus::GroupOptions group_options() {
 shmbus::DedupOptions dedup_options() {
   shmbus::DedupOptions d;
   d.capacity = 4096;
-  d.ttl_ns = 3600 * kSecond;        // a duplicate within an hour is recognised
+  d.ttl_ns = 3600 * kSecond;          // a duplicate within an hour is recognised
   d.claim_timeout_ns = 10 * kSecond;  // above the visibility timeout (guarantees.md 6, point 5)
   return d;
 }
@@ -235,14 +235,22 @@ Args parse(int argc, char** argv) {
     }
     if (i + 1 >= argc) usage(f + " needs a value");
     const std::string v = argv[++i];
-    if (f == "--bus") a.bus = v;
-    else if (f == "--dir") a.dir = v;
-    else if (f == "--group") a.group = v;
-    else if (f == "--events") a.events = v;
-    else if (f == "--orders") a.orders = to_u64(f, v);
-    else if (f == "--poison") a.poison = to_u64(f, v);
-    else if (f == "--head") a.head = to_u64(f, v);
-    else if (f == "--timeout") a.timeout_s = static_cast<double>(to_u64(f, v));
+    if (f == "--bus")
+      a.bus = v;
+    else if (f == "--dir")
+      a.dir = v;
+    else if (f == "--group")
+      a.group = v;
+    else if (f == "--events")
+      a.events = v;
+    else if (f == "--orders")
+      a.orders = to_u64(f, v);
+    else if (f == "--poison")
+      a.poison = to_u64(f, v);
+    else if (f == "--head")
+      a.head = to_u64(f, v);
+    else if (f == "--timeout")
+      a.timeout_s = static_cast<double>(to_u64(f, v));
     else if (f == "--freeze") {
       const auto colon = v.find(':');
       if (colon == std::string::npos) usage("--freeze takes ID:POINT, got '" + v + "'");
@@ -324,8 +332,10 @@ Insert insert_if_absent(const std::string& dir, const std::string& name, const s
   ::close(fd);
   Insert r = Insert::failed;
   if (written) {
-    if (::link(tmp.c_str(), (dir + "/" + name).c_str()) == 0) r = Insert::inserted;
-    else if (errno == EEXIST) r = Insert::existed;
+    if (::link(tmp.c_str(), (dir + "/" + name).c_str()) == 0)
+      r = Insert::inserted;
+    else if (errno == EEXIST)
+      r = Insert::existed;
   }
   ::unlink(tmp.c_str());
   return r;
@@ -365,9 +375,10 @@ int run_setup(const Args& a) {
     (void)need_ok(DedupTable::open_or_create(g, dedup_options(), a.bus), std::string("dedup table ") + g);
   }
   const auto o = channel_options();
-  std::printf("setup: channel orders on bus %s (block, %u slots of %u bytes), groups billing and email "
-              "(visibility 5 s, max_deliveries 3, DLQ %s), dedup tables billing and email\n",
-              a.bus.c_str(), o.capacity, o.slot_size, std::string(kDlq).c_str());
+  std::printf(
+      "setup: channel orders on bus %s (block, %u slots of %u bytes), groups billing and email "
+      "(visibility 5 s, max_deliveries 3, DLQ %s), dedup tables billing and email\n",
+      a.bus.c_str(), o.capacity, o.slot_size, std::string(kDlq).c_str());
   return 0;
 }
 
@@ -405,8 +416,9 @@ int run_service(const Args& a) {
     }
     total += o.amount_cents;
   }
-  std::printf("order service: published %llu OrderPlaced (ids 1..%llu, total %s)", static_cast<unsigned long long>(a.orders),
-              static_cast<unsigned long long>(a.orders), cents(total).c_str());
+  std::printf("order service: published %llu OrderPlaced (ids 1..%llu, total %s)",
+              static_cast<unsigned long long>(a.orders), static_cast<unsigned long long>(a.orders),
+              cents(total).c_str());
   if (a.poison != 0) {
     std::printf("; order %llu has amount %s", static_cast<unsigned long long>(a.poison),
                 cents(order_of(a.poison, a.poison).amount_cents).c_str());
@@ -457,12 +469,13 @@ class Worker {
       if (d.attempt > 1) ++n_.redelivered;
       if (!handle(worker, table, d)) return 1;
     }
-    std::printf("%s worker %d: stopping: received %llu, done %llu, redelivered %llu, duplicates absorbed %llu "
-                "(dedup said done %llu, side effect existed %llu), in progress elsewhere %llu, dead-lettered %llu, "
-                "late acks %llu\n",
-                a_.role.c_str(), ::getpid(), ull(n_.received), ull(n_.done), ull(n_.redelivered),
-                ull(n_.skipped_done + n_.duplicates_absorbed), ull(n_.skipped_done), ull(n_.duplicates_absorbed),
-                ull(n_.in_progress), ull(n_.dead_lettered), ull(n_.lease_lost));
+    std::printf(
+        "%s worker %d: stopping: received %llu, done %llu, redelivered %llu, duplicates absorbed %llu "
+        "(dedup said done %llu, side effect existed %llu), in progress elsewhere %llu, dead-lettered %llu, "
+        "late acks %llu\n",
+        a_.role.c_str(), ::getpid(), ull(n_.received), ull(n_.done), ull(n_.redelivered),
+        ull(n_.skipped_done + n_.duplicates_absorbed), ull(n_.skipped_done), ull(n_.duplicates_absorbed),
+        ull(n_.in_progress), ull(n_.dead_lettered), ull(n_.lease_lost));
     return 0;  // the consumer's destructor gives back any lease it still holds
   }
 
@@ -502,16 +515,16 @@ class Worker {
       // amount, and retrying will not change that. Release the claim (a
       // fixed version must see `first`) and dead-letter it now.
       if (seen == DedupStatus::first) table.abandon(id);
-      std::printf("billing worker %d: order %llu has amount %s: not billable, dead-lettered\n", ::getpid(),
-                  ull(id), cents(order->amount_cents).c_str());
+      std::printf("billing worker %d: order %llu has amount %s: not billable, dead-lettered\n", ::getpid(), ull(id),
+                  cents(order->amount_cents).c_str());
       log_.add("dead-letter", id, d.attempt);
       return dead_letter(worker, d, id);
     }
     log_.add("work", id, d.attempt);
     const Insert effect = a_.role == "billing" ? charge(*order, d.attempt) : send_email(*order);
     if (effect == Insert::failed) {
-      std::fprintf(stderr, "%s worker %d: order %llu: side effect failed: %s\n", a_.role.c_str(), ::getpid(),
-                   ull(id), std::strerror(errno));
+      std::fprintf(stderr, "%s worker %d: order %llu: side effect failed: %s\n", a_.role.c_str(), ::getpid(), ull(id),
+                   std::strerror(errno));
       if (seen == DedupStatus::first) table.abandon(id);
       (void)worker.nack(d);  // retried with backoff; the DLQ after max_deliveries
       return true;
@@ -605,8 +618,8 @@ int run_await(const Args& a) {
   for (;;) {
     const shmbus::ChannelStats s = ch.stats();
     head = s.head;
-    const auto g = std::find_if(s.groups.begin(), s.groups.end(),
-                                [&](const shmbus::GroupStats& x) { return x.name == a.group; });
+    const auto g =
+        std::find_if(s.groups.begin(), s.groups.end(), [&](const shmbus::GroupStats& x) { return x.name == a.group; });
     if (g == s.groups.end()) {
       std::fprintf(stderr, "await: channel orders has no group %s\n", a.group.c_str());
       return 2;
@@ -637,8 +650,7 @@ int run_analytics(const Args& a) {
   auto ch = need_ok(Channel::open(kChannel, a.bus), "open orders");
   // Durable: the cursor survives this process, and the next run resumes
   // after the last order it read. `earliest` applies to its first run only.
-  auto sub = need_ok(ch.subscribe({.name = "analytics", .start = shmbus::StartAt::earliest()}),
-                     "subscribe analytics");
+  auto sub = need_ok(ch.subscribe({.name = "analytics", .start = shmbus::StartAt::earliest()}), "subscribe analytics");
   const std::uint64_t target = ch.head();  // everything published so far
   std::printf("analytics: %s at sequence %llu; reading up to %llu\n", sub.resumed() ? "resumed" : "started",
               static_cast<unsigned long long>(sub.cursor()), static_cast<unsigned long long>(target));
@@ -698,8 +710,8 @@ int run_analytics(const Args& a) {
       ++wrong;
     }
   }
-  const bool ok = wrong == 0 && orders.size() == a.orders && unreadable == 0 && sub.counters().lost == 0 &&
-                  total == expected_total;
+  const bool ok =
+      wrong == 0 && orders.size() == a.orders && unreadable == 0 && sub.counters().lost == 0 && total == expected_total;
   std::printf("analytics: %s (missing or wrong %llu, unreadable %llu, lost %llu, expected total %s)\n",
               ok ? "every order seen, totals match" : "FAILED", static_cast<unsigned long long>(wrong),
               static_cast<unsigned long long>(unreadable), static_cast<unsigned long long>(sub.counters().lost),
@@ -784,8 +796,7 @@ int run_verify(const Args& a) {
     std::uint64_t cid = 0;
     std::string customer;
     std::int64_t amount = 0;
-    if (!(cs >> cid >> customer >> amount) || cid != id || customer != want.customer ||
-        amount != want.amount_cents) {
+    if (!(cs >> cid >> customer >> amount) || cid != id || customer != want.customer || amount != want.amount_cents) {
       ++wrong;
       continue;
     }
@@ -847,17 +858,17 @@ int run_verify(const Args& a) {
                "group billing: " + std::to_string(g.redelivered) + " redelivered (after the kills)");
     }
   }
-  v.expect(s.head == a.orders + 1, "orders head " + std::to_string(s.head) + ": " + std::to_string(a.orders) +
-                                       " orders and the redriven one");
+  v.expect(s.head == a.orders + 1,
+           "orders head " + std::to_string(s.head) + ": " + std::to_string(a.orders) + " orders and the redriven one");
   auto dlq = need_ok(Channel::open_read_only(kDlq, a.bus), "open orders-dlq");
   const shmbus::ChannelStats ds = dlq.stats();
   std::uint64_t retained_from = ds.head;
   for (const auto& sub : ds.subscribers) {
     if (sub.durable) retained_from = std::min(retained_from, sub.cursor);
   }
-  v.expect(ds.head == 1 && retained_from == ds.head,
-           "orders-dlq: " + std::to_string(ds.head) + " dead letter ever, " +
-               std::to_string(ds.head - retained_from) + " waiting (redriven)");
+  v.expect(ds.head == 1 && retained_from == ds.head, "orders-dlq: " + std::to_string(ds.head) + " dead letter ever, " +
+                                                         std::to_string(ds.head - retained_from) +
+                                                         " waiting (redriven)");
 
   std::printf("verify: %s\n", v.failures() == 0 ? "all checks hold" : "FAILED");
   return v.failures() == 0 ? 0 : 1;

@@ -21,9 +21,8 @@ namespace {
   std::abort();
 }
 
-ChannelOptions small(Policy policy, std::uint32_t slot_size, std::uint32_t capacity,
-                     std::uint32_t subscribers, std::uint32_t publishers, std::uint32_t groups,
-                     std::uint32_t consumers) {
+ChannelOptions small(Policy policy, std::uint32_t slot_size, std::uint32_t capacity, std::uint32_t subscribers,
+                     std::uint32_t publishers, std::uint32_t groups, std::uint32_t consumers) {
   ChannelOptions o;
   o.policy = policy;
   o.slot_size = slot_size;
@@ -45,13 +44,9 @@ const std::string& fuzz_bus() {
   return bus;
 }
 
-std::string channel_path(const std::string& channel) {
-  return "/dev/shm/" + bus::segment_name(fuzz_bus(), channel);
-}
+std::string channel_path(const std::string& channel) { return "/dev/shm/" + bus::segment_name(fuzz_bus(), channel); }
 
-std::string dedup_path(const std::string& table) {
-  return "/dev/shm/shmbus-dedup." + fuzz_bus() + "." + table;
-}
+std::string dedup_path(const std::string& table) { return "/dev/shm/shmbus-dedup." + fuzz_bus() + "." + table; }
 
 void write_file(const std::string& path, std::span<const std::uint8_t> bytes) {
   // A new inode each time: a mapping that somehow survived the previous
@@ -102,8 +97,7 @@ std::span<const ChannelOptions> geometries() {
 }
 
 std::vector<Region> state_regions(const bus::Geometry& g) {
-  return {{g.producer_offset, g.groups_offset + g.group_stride * g.max_groups},
-          {g.data_offset, g.total_size}};
+  return {{g.producer_offset, g.groups_offset + g.group_stride * g.max_groups}, {g.data_offset, g.total_size}};
 }
 
 const std::vector<std::uint8_t>& fresh_image(std::size_t index) {
@@ -114,8 +108,7 @@ const std::vector<std::uint8_t>& fresh_image(std::size_t index) {
   (void)Channel::remove(name, fuzz_bus());
   auto c = Channel::create(name, geometries()[index], fuzz_bus());
   if (!c) {
-    std::fprintf(stderr, "fuzz harness: cannot create a template channel: %s\n",
-                 c.error().message().c_str());
+    std::fprintf(stderr, "fuzz harness: cannot create a template channel: %s\n", c.error().message().c_str());
     std::abort();
   }
   std::vector<std::uint8_t> bytes = read_file(channel_path(name));

@@ -14,10 +14,10 @@
 #include <cstring>
 #include <vector>
 
-#include "bus/ring/channel_state.hpp"
-#include "bus/dedup/dedup.hpp"
-#include "bus/ring/stats.hpp"
 #include <shmbus/dedup.hpp>
+#include "bus/dedup/dedup.hpp"
+#include "bus/ring/channel_state.hpp"
+#include "bus/ring/stats.hpp"
 #include "shm/liveness.hpp"
 
 #include "fuzz_support.hpp"
@@ -51,8 +51,7 @@ void fuzz_channel(const std::uint8_t* image, std::size_t size) {
   // segment when the caller's parameters give exactly its size. Only tried
   // when the recorded initialiser is dead, as an opener would find it at
   // once (a live or missing owner makes open_or_create wait its full 2 s).
-  const std::uint64_t state =
-      word_at(image, size, offsetof(bus::ChannelHeader, init_state)) & 0xffffffffULL;
+  const std::uint64_t state = word_at(image, size, offsetof(bus::ChannelHeader, init_state)) & 0xffffffffULL;
   const std::uint64_t owner = word_at(image, size, offsetof(bus::ChannelHeader, init_owner));
   if (size >= bus::kHeaderPage && state != bus::kInitReady && owner != 0 &&
       shm::packed_liveness(owner) == shm::Liveness::dead) {
@@ -79,8 +78,7 @@ void fuzz_dedup(const std::uint8_t* image, std::size_t size) {
   }
   DedupOptions o;
   o.capacity = static_cast<std::uint32_t>(word_at(image, size, offsetof(bus::DedupHeader, capacity)));
-  o.probe_window =
-      static_cast<std::uint32_t>(word_at(image, size, offsetof(bus::DedupHeader, probe_window)));
+  o.probe_window = static_cast<std::uint32_t>(word_at(image, size, offsetof(bus::DedupHeader, probe_window)));
   o.ttl_ns = word_at(image, size, offsetof(bus::DedupHeader, ttl_ns));
   o.claim_timeout_ns = word_at(image, size, offsetof(bus::DedupHeader, claim_timeout_ns));
   // A takeover re-creates a table of the claimed size: keep that small.
@@ -99,7 +97,8 @@ void fuzz_dedup(const std::uint8_t* image, std::size_t size) {
           t->complete(id);
         }
         break;
-      default: break;
+      default:
+        break;
     }
     (void)t->seen(id);
   }

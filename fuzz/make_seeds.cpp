@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include <shmbus/shmbus.hpp>
 #include <shmbus/dedup.hpp>
+#include <shmbus/shmbus.hpp>
 
 #include "fuzz_support.hpp"
 
@@ -119,7 +119,8 @@ std::vector<std::uint8_t> busy_channel(std::size_t gi, int scenario) {
     if (c1->receive(d, buf) == PollStatus::ok) (void)c1->ack(d);
     if (c2->receive(d, buf) == PollStatus::ok) (void)c2->nack(d, 1'000'000'000ULL);
     if (c1->receive(d, buf) == PollStatus::ok && scenario != 1) (void)c1->dead_letter(d);
-    if (c2->receive(d, buf) == PollStatus::ok) { /* kept: leased */ }
+    if (c2->receive(d, buf) == PollStatus::ok) { /* kept: leased */
+    }
   }
   Claim open_claim;
   if (scenario == 1) {
@@ -166,8 +167,7 @@ int main(int argc, char** argv) {
       save("probe", tag, image);
       if (scenario == 0) save("header", "channel-" + tag, with_prefix({0}, image));
     }
-    save("channel", "g" + std::to_string(gi) + "-fresh",
-         channel_input(gi, scripts[0], fresh_image(gi)));
+    save("channel", "g" + std::to_string(gi) + "-fresh", channel_input(gi, scripts[0], fresh_image(gi)));
   }
   save("header", "dedup", with_prefix({1}, dedup_image()));
   remove_all_segments();

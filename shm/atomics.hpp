@@ -26,15 +26,13 @@ inline void store_relaxed(std::atomic<T>& a, T v) noexcept {
 /// Strong CAS, acq_rel on success, acquire on failure. `expected` is updated.
 template <class T>
 inline bool cas_acq_rel(std::atomic<T>& a, T& expected, T desired) noexcept {
-  return a.compare_exchange_strong(expected, desired, std::memory_order_acq_rel,
-                                   std::memory_order_acquire);
+  return a.compare_exchange_strong(expected, desired, std::memory_order_acq_rel, std::memory_order_acquire);
 }
 /// Strong CAS, sequentially consistent (used where a Dekker-style check of a
 /// waiter count follows, so the CAS and that load cannot be reordered).
 template <class T>
 inline bool cas_seq_cst(std::atomic<T>& a, T& expected, T desired) noexcept {
-  return a.compare_exchange_strong(expected, desired, std::memory_order_seq_cst,
-                                   std::memory_order_acquire);
+  return a.compare_exchange_strong(expected, desired, std::memory_order_seq_cst, std::memory_order_acquire);
 }
 /// Increment of a counter that has exactly one writer: a plain load + store,
 /// no locked instruction. relaxed: readers (the probe) only need a recent value.

@@ -25,8 +25,7 @@ std::uint64_t random_u64() noexcept {
 void yield_cpu() noexcept { ::sched_yield(); }
 
 void sleep_ns(std::uint64_t ns) noexcept {
-  timespec req{static_cast<time_t>(ns / 1'000'000'000ULL),
-               static_cast<long>(ns % 1'000'000'000ULL)};
+  timespec req{static_cast<time_t>(ns / 1'000'000'000ULL), static_cast<long>(ns % 1'000'000'000ULL)};
   timespec rem{};
   while (::nanosleep(&req, &rem) != 0 && errno == EINTR) req = rem;
 }

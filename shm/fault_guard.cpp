@@ -68,8 +68,7 @@ void replace_all(std::uint64_t key) noexcept {
     if (e.key.load(std::memory_order_relaxed) != key) continue;
     std::uint32_t s = kLive;
     // SYNC(guard): acquire, pairs with the registrar's release of kLive.
-    if (e.state.compare_exchange_strong(s, kReplacing, std::memory_order_acquire,
-                                        std::memory_order_acquire)) {
+    if (e.state.compare_exchange_strong(s, kReplacing, std::memory_order_acquire, std::memory_order_acquire)) {
       if (e.key.load(std::memory_order_relaxed) == key) {
         replace(e);
         e.state.store(kReplaced, std::memory_order_release);
@@ -147,14 +146,13 @@ std::uint64_t new_key() noexcept {
   return g_next_key.fetch_add(1, std::memory_order_relaxed);  // relaxed: a unique number
 }
 
-int register_mapping(void* base, std::size_t length, std::uint64_t key, bool writable,
-                     std::uint64_t marker_offset, std::uint64_t marker_value) noexcept {
+int register_mapping(void* base, std::size_t length, std::uint64_t key, bool writable, std::uint64_t marker_offset,
+                     std::uint64_t marker_value) noexcept {
   if (!installed()) return -1;
   for (int i = 0; i < kMaxGuarded; ++i) {
     Entry& e = g_table[i];
     std::uint32_t s = kFree;
-    if (!e.state.compare_exchange_strong(s, kClaiming, std::memory_order_acquire,
-                                         std::memory_order_relaxed)) {
+    if (!e.state.compare_exchange_strong(s, kClaiming, std::memory_order_acquire, std::memory_order_relaxed)) {
       continue;
     }
     // relaxed: published by the release store of kLive below.
@@ -166,8 +164,7 @@ int register_mapping(void* base, std::size_t length, std::uint64_t key, bool wri
     e.marker_value.store(marker_value, std::memory_order_relaxed);
     int high = g_high.load(std::memory_order_relaxed);
     while (high < i + 1 &&
-           !g_high.compare_exchange_weak(high, i + 1, std::memory_order_release,
-                                         std::memory_order_relaxed)) {
+           !g_high.compare_exchange_weak(high, i + 1, std::memory_order_release, std::memory_order_relaxed)) {
     }
     // SYNC(guard): release, pairs with the handler's acquire of state.
     e.state.store(kLive, std::memory_order_release);
@@ -185,8 +182,7 @@ void unregister_mapping(int slot) noexcept {
       pause_briefly();
       continue;
     }
-    if (e.state.compare_exchange_weak(s, kFree, std::memory_order_acq_rel,
-                                      std::memory_order_acquire)) {
+    if (e.state.compare_exchange_weak(s, kFree, std::memory_order_acq_rel, std::memory_order_acquire)) {
       return;
     }
   }
@@ -196,8 +192,7 @@ bool lost(std::uint64_t key) noexcept {
   const int high = g_high.load(std::memory_order_acquire);
   for (int i = 0; i < high; ++i) {
     const Entry& e = g_table[i];
-    if (e.state.load(std::memory_order_acquire) == kReplaced &&
-        e.key.load(std::memory_order_relaxed) == key) {
+    if (e.state.load(std::memory_order_acquire) == kReplaced && e.key.load(std::memory_order_relaxed) == key) {
       return true;
     }
   }

@@ -29,8 +29,8 @@ inline constexpr int kMaxGuarded = 8192;
 /// is remapped with `writable` protection and, if marker_offset < length, the
 /// 64-bit `marker_value` is written at base + marker_offset. Returns the slot
 /// to pass to unregister_mapping, or -1 (not guarded). Thread-safe.
-int register_mapping(void* base, std::size_t length, std::uint64_t key, bool writable,
-                     std::uint64_t marker_offset, std::uint64_t marker_value) noexcept;
+int register_mapping(void* base, std::size_t length, std::uint64_t key, bool writable, std::uint64_t marker_offset,
+                     std::uint64_t marker_value) noexcept;
 
 /// Forgets a registration (before the range is unmapped). Thread-safe.
 void unregister_mapping(int slot) noexcept;

@@ -14,16 +14,15 @@ namespace shmbus::shm {
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 enum class FutexWait : std::uint8_t {
-  woken,      ///< woken by futex_wake (or spuriously): re-check the condition
-  changed,    ///< the word no longer held `expected` when the wait began
-  timed_out,  ///< the timeout expired
-  interrupted ///< a signal interrupted the wait
+  woken,       ///< woken by futex_wake (or spuriously): re-check the condition
+  changed,     ///< the word no longer held `expected` when the wait began
+  timed_out,   ///< the timeout expired
+  interrupted  ///< a signal interrupted the wait
 };
 
 /// Sleeps while *word == expected, at most timeout_ns (CLOCK_MONOTONIC,
 /// FUTEX_WAIT_BITSET). Thread-safe; any number of waiters.
-FutexWait futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected,
-                     std::uint64_t timeout_ns) noexcept;
+FutexWait futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected, std::uint64_t timeout_ns) noexcept;
 
 /// Wakes up to `count` waiters on word; returns how many were woken.
 /// Thread-safe.
@@ -54,8 +53,7 @@ namespace shmbus::shm {
 /// flag after we raised it increments the word after lowering it, hence after
 /// our read, so our futex_wait returns at once instead of missing the wake-up
 /// that a later waker (seeing the flag down) skips.
-inline std::uint32_t announce_sleep(std::atomic<std::uint32_t>& flag,
-                                    std::atomic<std::uint32_t>& word) noexcept {
+inline std::uint32_t announce_sleep(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& word) noexcept {
   const std::uint32_t seen = word.load(std::memory_order_acquire);
   flag.store(1, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -64,8 +62,7 @@ inline std::uint32_t announce_sleep(std::atomic<std::uint32_t>& flag,
 
 /// Wakes every sleeper if the flag is raised (and lowers it). Costs one
 /// seq_cst load when nobody sleeps. Thread-safe.
-inline void wake_sleepers(std::atomic<std::uint32_t>& flag,
-                          std::atomic<std::uint32_t>& word) noexcept {
+inline void wake_sleepers(std::atomic<std::uint32_t>& flag, std::atomic<std::uint32_t>& word) noexcept {
   if (flag.load(std::memory_order_seq_cst) != 0 && flag.exchange(0, std::memory_order_seq_cst) != 0) {
     word.fetch_add(1, std::memory_order_release);
     futex_wake(&word, 0x7fffffff);

@@ -9,8 +9,8 @@
 namespace shmbus::shm {
 
 struct ProcessId {
-  std::uint32_t pid = 0;          ///< 0 means "nobody"
-  std::uint64_t start_time = 0;   ///< start time in clock ticks since boot
+  std::uint32_t pid = 0;         ///< 0 means "nobody"
+  std::uint64_t start_time = 0;  ///< start time in clock ticks since boot
 
   friend bool operator==(const ProcessId&, const ProcessId&) = default;
 };
@@ -34,9 +34,7 @@ Liveness process_liveness(const ProcessId& id) noexcept;
 inline std::uint64_t pack_process(const ProcessId& id) noexcept {
   return (static_cast<std::uint64_t>(id.pid) << 32) | (id.start_time & 0xffffffffULL);
 }
-inline std::uint32_t packed_pid(std::uint64_t packed) noexcept {
-  return static_cast<std::uint32_t>(packed >> 32);
-}
+inline std::uint32_t packed_pid(std::uint64_t packed) noexcept { return static_cast<std::uint32_t>(packed >> 32); }
 
 /// Liveness of a packed identity (start time compared on its low 32 bits).
 /// Thread-safe.

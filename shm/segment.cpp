@@ -48,8 +48,12 @@ Error errno_error(int err, const std::string& what, const std::string& name) {
   ErrorCode code = ErrorCode::system;
   std::string detail = std::strerror(err);
   switch (err) {
-    case EEXIST: code = ErrorCode::already_exists; break;
-    case ENOENT: code = ErrorCode::not_found; break;
+    case EEXIST:
+      code = ErrorCode::already_exists;
+      break;
+    case ENOENT:
+      code = ErrorCode::not_found;
+      break;
     case EACCES:
     case EPERM: {
       code = ErrorCode::permission_denied;
@@ -65,10 +69,15 @@ Error errno_error(int err, const std::string& what, const std::string& name) {
       detail = path_of(name) + " is a symbolic link; shmbus follows none";
       break;
     case ENOSPC:
-    case ENOMEM: code = ErrorCode::no_space; break;
+    case ENOMEM:
+      code = ErrorCode::no_space;
+      break;
     case EINVAL:
-    case ENAMETOOLONG: code = ErrorCode::invalid_argument; break;
-    default: break;
+    case ENAMETOOLONG:
+      code = ErrorCode::invalid_argument;
+      break;
+    default:
+      break;
   }
   return Error(code, what + " shared-memory segment '" + name + "': " + detail, err);
 }
@@ -146,8 +155,13 @@ void Mapping::reset() noexcept {
 Segment::Segment() = default;
 
 Segment::Segment(Segment&& o) noexcept
-    : fd_(o.fd_), named_(o.named_), key_(o.key_), marker_offset_(o.marker_offset_),
-      marker_value_(o.marker_value_), name_(std::move(o.name_)), access_(o.access_) {
+    : fd_(o.fd_),
+      named_(o.named_),
+      key_(o.key_),
+      marker_offset_(o.marker_offset_),
+      marker_value_(o.marker_value_),
+      name_(std::move(o.name_)),
+      access_(o.access_) {
   o.fd_ = -1;
 }
 
@@ -173,8 +187,7 @@ void Segment::close() noexcept {
   fd_ = -1;
 }
 
-Result<Segment> Segment::create_unnamed(const std::string& name, std::size_t size,
-                                        std::uint32_t mode) {
+Result<Segment> Segment::create_unnamed(const std::string& name, std::size_t size, std::uint32_t mode) {
   if (auto r = check_name(name); !r) return r.error();
   Segment seg;
   seg.name_ = name;
@@ -188,11 +201,10 @@ Result<Segment> Segment::create_unnamed(const std::string& name, std::size_t siz
   // /dev/shm fails now (ENOSPC) rather than with SIGBUS on first touch.
   const int rc = ::posix_fallocate(seg.fd_, 0, static_cast<off_t>(size));
   if (rc != 0) {
-    const ErrorCode code = (rc == ENOSPC || rc == ENOMEM || rc == EFBIG) ? ErrorCode::no_space
-                                                                         : ErrorCode::system;
+    const ErrorCode code = (rc == ENOSPC || rc == ENOMEM || rc == EFBIG) ? ErrorCode::no_space : ErrorCode::system;
     return Error(code,
-                 "cannot reserve " + std::to_string(size) + " bytes for shared-memory segment '" +
-                     name + "' in /dev/shm: " + std::strerror(rc),
+                 "cannot reserve " + std::to_string(size) + " bytes for shared-memory segment '" + name +
+                     "' in /dev/shm: " + std::strerror(rc),
                  rc);
   }
   // Shared from the start: once linked, the segment is in use by its creator.
@@ -224,8 +236,7 @@ Result<Segment> Segment::create(const std::string& name, std::size_t size, std::
   return seg;
 }
 
-Result<Segment> Segment::open(const std::string& name, Access access, const Trust& trust,
-                              std::uint64_t lock_wait_ns) {
+Result<Segment> Segment::open(const std::string& name, Access access, const Trust& trust, std::uint64_t lock_wait_ns) {
   if (auto r = check_name(name); !r) return r.error();
   const std::string path = path_of(name);
   const char* what = access == Access::read_write ? "cannot open (read-write)" : "cannot open (read-only)";
@@ -236,23 +247,22 @@ Result<Segment> Segment::open(const std::string& name, Access access, const Trus
     seg.named_ = true;
     seg.key_ = fault_guard::new_key();
     // O_NOFOLLOW: no symlink; O_NONBLOCK: a FIFO or device does not block the open.
-    const int flags = (access == Access::read_write ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK |
-                      O_CLOEXEC | O_NOCTTY;
+    const int flags =
+        (access == Access::read_write ? O_RDWR : O_RDONLY) | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY;
     seg.fd_ = ::open(path.c_str(), flags);
     if (seg.fd_ < 0) return errno_error(errno, what, name);
     struct stat st {};
     if (::fstat(seg.fd_, &st) != 0) return errno_error(errno, "cannot stat", name);
     if (!S_ISREG(st.st_mode)) {
-      return Error(ErrorCode::invalid_argument,
-                   std::string(what) + " shared-memory segment '" + name + "': " + path + " is a " +
-                       kind_of(st.st_mode) + ", not a regular file; remove it (shmbus rm --force)");
+      return Error(ErrorCode::invalid_argument, std::string(what) + " shared-memory segment '" + name + "': " + path +
+                                                    " is a " + kind_of(st.st_mode) +
+                                                    ", not a regular file; remove it (shmbus rm --force)");
     }
     if (access == Access::read_write && !trusted(st, trust)) {
       return Error(ErrorCode::permission_denied,
-                   std::string(what) + " shared-memory segment '" + name + "': " + path +
-                       " is owned by uid " + std::to_string(st.st_uid) + " (gid " +
-                       std::to_string(st.st_gid) + ", mode " + mode_string(st.st_mode) +
-                       "), not by this process's uid " + std::to_string(::geteuid()) +
+                   std::string(what) + " shared-memory segment '" + name + "': " + path + " is owned by uid " +
+                       std::to_string(st.st_uid) + " (gid " + std::to_string(st.st_gid) + ", mode " +
+                       mode_string(st.st_mode) + "), not by this process's uid " + std::to_string(::geteuid()) +
                        " or root; trust that owner explicitly to use it",
                    EPERM);
     }
@@ -262,9 +272,10 @@ Result<Segment> Segment::open(const std::string& name, Access access, const Trus
     if (!lock_shared(seg.fd_, lock_wait_ns)) {
       const int err = errno;
       if (err == EWOULDBLOCK) {
-        return Error(ErrorCode::busy, std::string(what) + " shared-memory segment '" + name +
-                                          "': another process holds it locked exclusively",
-                     err);
+        return Error(
+            ErrorCode::busy,
+            std::string(what) + " shared-memory segment '" + name + "': another process holds it locked exclusively",
+            err);
       }
       return errno_error(err, "cannot lock", name);
     }
@@ -312,7 +323,8 @@ Result<bool> Segment::remove_if_unused(const std::string& name) {
   if (used) return false;
   // Nobody has it open, and nobody can take a shared lock until we close:
   // an opener that got the fd meanwhile finds the link count 0 and retries.
-  struct stat by_fd {}, by_path {};
+  struct stat by_fd {
+  }, by_path{};
   const bool same = ::fstat(fd.value(), &by_fd) == 0 && ::lstat(path_of(name).c_str(), &by_path) == 0 &&
                     by_fd.st_ino == by_path.st_ino && by_fd.st_dev == by_path.st_dev;
   Result<bool> out = false;
@@ -340,8 +352,7 @@ Result<std::vector<SegmentInfo>> Segment::list(std::string_view prefix) {
   DIR* dir = ::opendir(kShmDir);
   if (dir == nullptr) {
     const int err = errno;
-    return Error(ErrorCode::system, std::string("cannot list ") + kShmDir + ": " + std::strerror(err),
-                 err);
+    return Error(ErrorCode::system, std::string("cannot list ") + kShmDir + ": " + std::strerror(err), err);
   }
   std::vector<SegmentInfo> out;
   while (const dirent* ent = ::readdir(dir)) {
@@ -365,8 +376,7 @@ Result<struct stat> stat_segment(int fd, const std::string& name) {
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     const int err = errno;
-    return Error(ErrorCode::system, "cannot stat shared-memory segment '" + name + "': " +
-                                        std::strerror(err), err);
+    return Error(ErrorCode::system, "cannot stat shared-memory segment '" + name + "': " + std::strerror(err), err);
   }
   return st;
 }
@@ -397,12 +407,10 @@ void Segment::set_lost_marker(std::size_t offset, std::uint64_t value) noexcept 
   marker_value_ = value;
 }
 
-Result<Mapping> Segment::map(std::size_t offset, std::size_t length, Access access,
-                             bool populate) const {
+Result<Mapping> Segment::map(std::size_t offset, std::size_t length, Access access, bool populate) const {
   if (offset % page_size() != 0 || length == 0) {
-    return Error(ErrorCode::invalid_argument,
-                 "cannot map segment '" + name_ + "': offset " + std::to_string(offset) +
-                     " is not page-aligned or length is 0");
+    return Error(ErrorCode::invalid_argument, "cannot map segment '" + name_ + "': offset " + std::to_string(offset) +
+                                                  " is not page-aligned or length is 0");
   }
   if (access == Access::read_write && access_ != Access::read_write) {
     return Error(ErrorCode::permission_denied,
@@ -417,12 +425,11 @@ Result<Mapping> Segment::map(std::size_t offset, std::size_t length, Access acce
   m.data_ = static_cast<std::byte*>(p);
   m.size_ = length;
   m.access_ = access;
-  const std::uint64_t marker = marker_offset_ != UINT64_MAX && marker_offset_ >= offset &&
-                                       marker_offset_ - offset < length
-                                   ? marker_offset_ - offset
-                                   : UINT64_MAX;
-  m.guard_slot_ = fault_guard::register_mapping(p, length, key_, access == Access::read_write, marker,
-                                                marker_value_);
+  const std::uint64_t marker =
+      marker_offset_ != UINT64_MAX && marker_offset_ >= offset && marker_offset_ - offset < length
+          ? marker_offset_ - offset
+          : UINT64_MAX;
+  m.guard_slot_ = fault_guard::register_mapping(p, length, key_, access == Access::read_write, marker, marker_value_);
   return m;
 }
 

@@ -86,8 +86,7 @@ class Segment {
   /// be called `name` once link() succeeds; permission bits `mode` (umask is
   /// not applied). Fails with permission_denied, no_space or system. Nothing
   /// is visible under `name` until link().
-  static Result<Segment> create_unnamed(const std::string& name, std::size_t size,
-                                        std::uint32_t mode);
+  static Result<Segment> create_unnamed(const std::string& name, std::size_t size, std::uint32_t mode);
 
   /// Gives a segment from create_unnamed its name, atomically: fails with
   /// already_exists if the name is taken (the segment stays unnamed).
@@ -144,8 +143,7 @@ class Segment {
   /// Maps [offset, offset + length); offset must be page-aligned. With
   /// `populate` every page is faulted in now (MAP_POPULATE) so the hot path
   /// never takes a page fault.
-  [[nodiscard]] Result<Mapping> map(std::size_t offset, std::size_t length, Access access,
-                                    bool populate) const;
+  [[nodiscard]] Result<Mapping> map(std::size_t offset, std::size_t length, Access access, bool populate) const;
 
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   [[nodiscard]] Access access() const noexcept { return access_; }

@@ -209,7 +209,7 @@ class TscCalibration {
       std::uint64_t f[kFields];
       for (int i = 0; i < kFields; ++i) f[i] = r.f[i].load(std::memory_order_relaxed);  // relaxed: validated by seq
       std::atomic_thread_fence(std::memory_order_acquire);  // field loads before the re-check
-      if (r.seq.load(std::memory_order_relaxed) == s1) {     // relaxed: ordered by the fence above
+      if (r.seq.load(std::memory_order_relaxed) == s1) {    // relaxed: ordered by the fence above
         return Mapping{f[0], f[1], f[2], f[3], f[4], f[5], f[6]};
       }
     }
@@ -309,9 +309,8 @@ class TscCalibration {
       // Every read was interrupted: the offset cannot tell a step from the
       // interruption, or the pair is too loose to refine the rate. Leave the
       // span and the rate as they are this time.
-    } else if (moved > static_cast<std::int64_t>(kStepDetectNs) ||
-        -moved > static_cast<std::int64_t>(kStepDetectNs) || p.ns <= first_.ns ||
-        p.ticks <= first_.ticks) {
+    } else if (moved > static_cast<std::int64_t>(kStepDetectNs) || -moved > static_cast<std::int64_t>(kStepDetectNs) ||
+               p.ns <= first_.ns || p.ticks <= first_.ticks) {
       // The realtime clock was stepped inside the span: it says nothing about
       // the rate. Start a new span here and keep the rate.
       first_ = p;
@@ -355,9 +354,9 @@ class TscCalibration {
   std::atomic<bool> atfork_registered_{false};
   // Writer state: touched only by calibrate() (under state_ == kCalibrating)
   // and by the thread that holds refreshing_.
-  Pair first_{};                  // start of the span the rate is measured over
-  std::int64_t first_offset_ = 0; // realtime - monotonic at first_
-  std::uint64_t rate_ = 0;        // ns per tick << kShift
+  Pair first_{};                   // start of the span the rate is measured over
+  std::int64_t first_offset_ = 0;  // realtime - monotonic at first_
+  std::uint64_t rate_ = 0;         // ns per tick << kShift
 };
 
 constinit TscCalibration TscCalibration::global_;

@@ -178,8 +178,7 @@ namespace detail {
 /// The decision tsc_usable() makes, from its inputs: the SHMBUS_TSC value
 /// (nullptr when unset), the content of current_clocksource (empty when
 /// unreadable) and the "flags" line of /proc/cpuinfo. Thread-safe.
-bool tsc_usable_given(const char* env_value, std::string_view current_clocksource,
-                      std::string_view cpu_flags) noexcept;
+bool tsc_usable_given(const char* env_value, std::string_view current_clocksource, std::string_view cpu_flags) noexcept;
 
 /// The ticks of the current anchor (for tests: shows that anchors refresh). Thread-safe.
 std::uint64_t tsc_anchor_ticks() noexcept;

@@ -13,8 +13,8 @@ Result<void> check_header_fits(const SegmentKind& kind, std::string_view name, s
   // Never made by create (which names a segment only once it is whole):
   // refuse it rather than guess, and never initialise over it.
   return Error(ErrorCode::corrupted, subject_of(kind, name) + " is corrupted: its segment is " + num(size) +
-                                         " bytes, smaller than " + kind.header_noun + " (" +
-                                         num(kind.header_size) + "); " + kind.too_small_advice);
+                                         " bytes, smaller than " + kind.header_noun + " (" + num(kind.header_size) +
+                                         "); " + kind.too_small_advice);
 }
 
 Result<void> check_initialised(const SegmentKind& kind, std::string_view name, std::uint64_t init_state) {

@@ -60,7 +60,7 @@ Result<void> check_initialised(const SegmentKind& kind, std::string_view name, s
 /// A segment opened by name, with its header mapped read-only.
 struct HeaderView {
   shm::Segment segment;
-  shm::Mapping header;  ///< the first kind.header_size bytes
+  shm::Mapping header;   ///< the first kind.header_size bytes
   std::size_t size = 0;  ///< the segment's size when opened
 };
 
@@ -98,8 +98,8 @@ struct OpenedSegment {
 /// foreign or damaged header is named by its first bad field).
 template <class H, class G>
 Result<OpenedSegment<G>> open_segment(const SegmentSteps<H, G>& steps, std::string_view name,
-                                      const std::string& seg_name, shm::Access access,
-                                      const shm::Trust& trust, std::uint64_t lock_wait_ns) {
+                                      const std::string& seg_name, shm::Access access, const shm::Trust& trust,
+                                      std::uint64_t lock_wait_ns) {
   auto view = open_header(steps.kind, name, seg_name, access, trust, lock_wait_ns);
   if (!view) return view.error();
   const H& h = *reinterpret_cast<const H*>(view->header.data());
@@ -114,8 +114,8 @@ Result<OpenedSegment<G>> open_segment(const SegmentSteps<H, G>& steps, std::stri
 /// `mode`, has the kind initialise its header, and links it under its name:
 /// already_exists (the new segment dropped) if the name is taken.
 template <class H, class G>
-Result<shm::Segment> create_segment(const SegmentSteps<H, G>& steps, std::string_view name,
-                                    const std::string& seg_name, const G& geo, std::uint32_t mode) {
+Result<shm::Segment> create_segment(const SegmentSteps<H, G>& steps, std::string_view name, const std::string& seg_name,
+                                    const G& geo, std::uint32_t mode) {
   auto seg = shm::Segment::create_unnamed(seg_name, geo.total_size, mode);
   if (!seg) return seg.error();
   if (steps.kind.lost_offset != kNoLostMarker) seg->set_lost_marker(steps.kind.lost_offset, steps.kind.lost_value);

@@ -1,13 +1,12 @@
 #include "bus/dedup/dedup.hpp"
 #include "bus/common/util.hpp"
 
-
 #include <algorithm>
 #include <cstring>
 
-#include "bus/ring/channel_state.hpp"
 #include "bus/common/segment_open.hpp"
 #include "bus/common/settings_check.hpp"
+#include "bus/ring/channel_state.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "shm/liveness.hpp"
@@ -16,11 +15,16 @@ namespace shmbus {
 
 std::string_view to_string(DedupStatus s) noexcept {
   switch (s) {
-    case DedupStatus::first: return "first";
-    case DedupStatus::in_progress: return "in_progress";
-    case DedupStatus::done: return "done";
-    case DedupStatus::full: return "full";
-    case DedupStatus::invalid: return "invalid";
+    case DedupStatus::first:
+      return "first";
+    case DedupStatus::in_progress:
+      return "in_progress";
+    case DedupStatus::done:
+      return "done";
+    case DedupStatus::full:
+      return "full";
+    case DedupStatus::invalid:
+      return "invalid";
   }
   return "unknown";
 }
@@ -46,7 +50,6 @@ constexpr std::uint32_t kSpins = 256;
 /// How long an open waits while a remover holds the table's segment
 /// exclusively (Segment::open's default).
 constexpr std::uint64_t kDedupOpenLockWaitNs = 2'000'000'000ULL;
-
 
 /// The time field of a transition out of `old`: at least `wanted`, and
 /// strictly greater than the old one, so an entry never holds the same word
@@ -105,23 +108,22 @@ struct DedupGeometry {
 
 // Checks the options (or the values read back from a header: any u64) and
 // derives the segment's geometry.
-Result<DedupGeometry> compute_geometry(std::uint64_t capacity, std::uint64_t window,
-                                       std::uint64_t ttl_ns, std::uint64_t claim_timeout_ns) {
+Result<DedupGeometry> compute_geometry(std::uint64_t capacity, std::uint64_t window, std::uint64_t ttl_ns,
+                                       std::uint64_t claim_timeout_ns) {
   if (!is_pow2(capacity) || capacity < kDedupMinCapacity || capacity > kDedupMaxCapacity) {
-    return invalid("capacity " + num(capacity) + " must be a power of two in " +
-                   num(kDedupMinCapacity) + ".." + num(kDedupMaxCapacity));
+    return invalid("capacity " + num(capacity) + " must be a power of two in " + num(kDedupMinCapacity) + ".." +
+                   num(kDedupMaxCapacity));
   }
   if (window < 1 || window > kDedupMaxWindow || window > capacity) {
     return invalid("probe_window " + num(window) + " must be in 1.." + num(kDedupMaxWindow) +
                    " and at most the capacity " + num(capacity));
   }
   if (claim_timeout_ns < kNsPerMs || ceil_ms(claim_timeout_ns) > kDedupMaxSpanMs) {
-    return invalid("claim_timeout_ns " + num(claim_timeout_ns) + " must be in 1 ms.." +
-                   num(kDedupMaxSpanMs) + " ms");
+    return invalid("claim_timeout_ns " + num(claim_timeout_ns) + " must be in 1 ms.." + num(kDedupMaxSpanMs) + " ms");
   }
   if (ttl_ns < claim_timeout_ns || ceil_ms(ttl_ns) > kDedupMaxSpanMs) {
-    return invalid("ttl_ns " + num(ttl_ns) + " must be at least claim_timeout_ns " +
-                   num(claim_timeout_ns) + " and at most " + num(kDedupMaxSpanMs) + " ms");
+    return invalid("ttl_ns " + num(ttl_ns) + " must be at least claim_timeout_ns " + num(claim_timeout_ns) +
+                   " and at most " + num(kDedupMaxSpanMs) + " ms");
   }
   DedupGeometry g;
   g.capacity = capacity;
@@ -156,8 +158,7 @@ void initialise(DedupHeader* h, const DedupGeometry& g, std::string_view name) {
 
 // Every header field against what this library would write for the same
 // parameters; the parameters themselves are range-checked again.
-Result<DedupGeometry> validate_header(const DedupHeader& h, std::size_t segment_size,
-                                      const std::string& table) {
+Result<DedupGeometry> validate_header(const DedupHeader& h, std::size_t segment_size, const std::string& table) {
   auto bad = [&](const std::string& field, std::uint64_t v, const std::string& why) {
     return Error(ErrorCode::corrupted,
                  "dedup table '" + table + "' is corrupted: " + field + " = " + num(v) + " " + why);
@@ -167,21 +168,19 @@ Result<DedupGeometry> validate_header(const DedupHeader& h, std::size_t segment_
   if (magic != kDedupMagic) return bad("magic", magic, "(not a shmbus dedup table)");
   const std::uint64_t version = shm::load_relaxed(h.layout_version);
   if (version != kDedupLayoutVersion) {
-    return Error(ErrorCode::version_mismatch,
-                 "dedup table '" + table + "' has layout version " + num(version) +
-                     "; this library reads version " + num(kDedupLayoutVersion));
+    return Error(ErrorCode::version_mismatch, "dedup table '" + table + "' has layout version " + num(version) +
+                                                  "; this library reads version " + num(kDedupLayoutVersion));
   }
   const std::uint64_t abi = shm::load_relaxed(h.abi_fingerprint);
   if (abi != dedup_abi_fingerprint()) {
-    return Error(ErrorCode::version_mismatch,
-                 "dedup table '" + table + "' was made by a build with another ABI fingerprint (" +
-                     num(abi) + " vs " + num(dedup_abi_fingerprint()) + ")");
+    return Error(ErrorCode::version_mismatch, "dedup table '" + table +
+                                                  "' was made by a build with another ABI fingerprint (" + num(abi) +
+                                                  " vs " + num(dedup_abi_fingerprint()) + ")");
   }
   auto g = compute_geometry(shm::load_relaxed(h.capacity), shm::load_relaxed(h.probe_window),
                             shm::load_relaxed(h.ttl_ns), shm::load_relaxed(h.claim_timeout_ns));
   if (!g) {
-    return Error(ErrorCode::corrupted,
-                 "dedup table '" + table + "' is corrupted: " + g.error().message());
+    return Error(ErrorCode::corrupted, "dedup table '" + table + "' is corrupted: " + g.error().message());
   }
   const std::uint64_t entries_offset = shm::load_relaxed(h.entries_offset);
   if (entries_offset != g->entries_offset) {
@@ -195,8 +194,7 @@ Result<DedupGeometry> validate_header(const DedupHeader& h, std::size_t segment_
   return g;
 }
 
-Result<void> check_expected(const DedupGeometry& have, const DedupGeometry& want,
-                            std::string_view name) {
+Result<void> check_expected(const DedupGeometry& have, const DedupGeometry& want, std::string_view name) {
   const SettingCheck checks[] = {
       {"capacity", have.capacity, want.capacity},
       {"probe_window", have.window, want.window},
@@ -227,14 +225,16 @@ std::uint64_t dedup_init_state(const DedupHeader& h) noexcept {
 // refused, never re-initialised.
 constexpr SegmentSteps<DedupHeader, DedupGeometry> kDedupSteps{
     {"dedup table", kDedupHeaderSize, kInitReady, "its header", "remove it", "it is not re-initialised: remove it"},
-    &dedup_init_state, &validate_header, &initialise};
+    &dedup_init_state,
+    &validate_header,
+    &initialise};
 
 using Opened = OpenedSegment<DedupGeometry>;
 
 // The table `name` as it is on the bus, created with `want` if it is not
 // there: an existing one must have the same parameters.
-Result<Opened> create_or_open_table(std::string_view name, const std::string& seg_name,
-                                    const DedupGeometry& want, const DedupOptions& opts) {
+Result<Opened> create_or_open_table(std::string_view name, const std::string& seg_name, const DedupGeometry& want,
+                                    const DedupOptions& opts) {
   return create_or_open(
       kDedupSteps.kind, name,
       [&]() -> Result<Opened> {
@@ -244,8 +244,7 @@ Result<Opened> create_or_open_table(std::string_view name, const std::string& se
         return Opened{std::move(seg.value()), want};
       },
       [&]() -> Result<Opened> {
-        auto o = open_segment(kDedupSteps, name, seg_name, shm::Access::read_write, opts.trust,
-                              kDedupOpenLockWaitNs);
+        auto o = open_segment(kDedupSteps, name, seg_name, shm::Access::read_write, opts.trust, kDedupOpenLockWaitNs);
         if (!o) return o.error();
         if (auto r = check_expected(o->geo, want, name); !r) return r.error();
         return o;
@@ -254,8 +253,7 @@ Result<Opened> create_or_open_table(std::string_view name, const std::string& se
 
 }  // namespace
 
-Result<std::unique_ptr<DedupCore>> DedupCore::open_or_create(std::string_view bus,
-                                                             std::string_view name,
+Result<std::unique_ptr<DedupCore>> DedupCore::open_or_create(std::string_view bus, std::string_view name,
                                                              const DedupOptions& opts) {
   if (auto r = validate_name("bus", bus); !r) return r.error();
   if (auto r = validate_name("dedup table", name); !r) return r.error();
@@ -294,8 +292,8 @@ Result<void> DedupCore::remove(std::string_view bus, std::string_view name) {
   if (auto r = validate_name("dedup table", name); !r) return r.error();
   auto r = shm::Segment::remove(dedup_segment_name(bus, name));
   if (!r && r.error().code() == ErrorCode::not_found) {
-    return Error(ErrorCode::not_found, "dedup table '" + std::string(name) +
-                                           "' does not exist on bus '" + std::string(bus) + "'");
+    return Error(ErrorCode::not_found,
+                 "dedup table '" + std::string(name) + "' does not exist on bus '" + std::string(bus) + "'");
   }
   return r;
 }
@@ -379,8 +377,7 @@ void DedupCore::back_off(DedupEntry& e, std::uint64_t binding) noexcept {
   (void)shm::cas_acq_rel(e.state, mine, make_dedup_word(kDedupFree, 0, later(now_ms(), binding)));
 }
 
-DedupCore::Insert DedupCore::bind(DedupEntry& e, std::uint64_t old, std::uint64_t binding,
-                                  std::uint64_t id) noexcept {
+DedupCore::Insert DedupCore::bind(DedupEntry& e, std::uint64_t old, std::uint64_t binding, std::uint64_t id) noexcept {
   std::uint64_t exp = old;
   if (!shm::cas_acq_rel(e.state, exp, binding)) return Insert::retry;
   if (dedup_state(old) == kDedupBinding) {
@@ -391,8 +388,7 @@ DedupCore::Insert DedupCore::bind(DedupEntry& e, std::uint64_t old, std::uint64_
   std::uint64_t prev_id = shm::load_acquire(e.id);
   // SYNC(announce): seq_cst, then the fence: of two inserters of the same
   // id, at least one sees the other's id in check_window (Dekker).
-  if (!e.id.compare_exchange_strong(prev_id, id, std::memory_order_seq_cst,
-                                    std::memory_order_acquire)) {
+  if (!e.id.compare_exchange_strong(prev_id, id, std::memory_order_seq_cst, std::memory_order_acquire)) {
     back_off(e, binding);
     return Insert::retry;
   }
@@ -400,8 +396,8 @@ DedupCore::Insert DedupCore::bind(DedupEntry& e, std::uint64_t old, std::uint64_
   return Insert::ok;
 }
 
-DedupCore::Insert DedupCore::check_window(std::uint64_t id, std::uint64_t h, std::uint32_t pick,
-                                          DedupEntry& e, std::uint64_t binding) noexcept {
+DedupCore::Insert DedupCore::check_window(std::uint64_t id, std::uint64_t h, std::uint32_t pick, DedupEntry& e,
+                                          std::uint64_t binding) noexcept {
   for (std::uint32_t d = 0; d < window_; ++d) {
     if (d == pick) continue;
     DedupEntry& q = entry(h, d);
@@ -425,8 +421,7 @@ DedupCore::Insert DedupCore::check_window(std::uint64_t id, std::uint64_t h, std
   return Insert::ok;
 }
 
-DedupCore::Insert DedupCore::insert(std::uint64_t id, std::uint64_t h,
-                                    std::uint64_t final_state) noexcept {
+DedupCore::Insert DedupCore::insert(std::uint64_t id, std::uint64_t h, std::uint64_t final_state) noexcept {
   std::uint64_t now = now_ms();
   // 1. Pick an entry.
   const Pick p = pick_entry(h, now);
@@ -439,10 +434,9 @@ DedupCore::Insert DedupCore::insert(std::uint64_t id, std::uint64_t h,
   if (const Insert r = check_window(id, h, p.distance, e, binding); r != Insert::ok) return r;
   // 4. Confirm.
   now = now_ms();
-  const std::uint64_t fin =
-      final_state == kDedupClaimed
-          ? make_dedup_word(kDedupClaimed, pid_, later(deadline(now, claim_ms_), binding))
-          : make_dedup_word(kDedupDone, pid_, later(deadline(now, ttl_ms_), binding));
+  const std::uint64_t fin = final_state == kDedupClaimed
+                                ? make_dedup_word(kDedupClaimed, pid_, later(deadline(now, claim_ms_), binding))
+                                : make_dedup_word(kDedupDone, pid_, later(deadline(now, ttl_ms_), binding));
   std::uint64_t exp = binding;
   // SYNC(entry-word): release, publishes the id to snapshot()'s acquire.
   if (!shm::cas_acq_rel(e.state, exp, fin)) return Insert::retry;  // freed as stuck
@@ -458,14 +452,16 @@ DedupStatus DedupCore::begin(std::uint64_t id) noexcept {
     const Found f = find(id, h);
     if (!f.found) {
       switch (insert(id, h, kDedupClaimed)) {
-        case Insert::ok: return DedupStatus::first;
+        case Insert::ok:
+          return DedupStatus::first;
         case Insert::no_room:
           header_->full.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
           return DedupStatus::full;
         case Insert::contended:
           header_->gave_up.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
           return DedupStatus::in_progress;
-        case Insert::retry: continue;
+        case Insert::retry:
+          continue;
       }
     }
     DedupEntry& e = entries_[f.index];
@@ -497,7 +493,8 @@ DedupStatus DedupCore::begin(std::uint64_t id) noexcept {
         }
         continue;
       }
-      default: continue;  // free: find() skips those
+      default:
+        continue;  // free: find() skips those
     }
   }
   header_->gave_up.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
@@ -538,7 +535,8 @@ void DedupCore::complete(std::uint64_t id) noexcept {
         if (shm::cas_acq_rel(e.state, w, done)) return;
         continue;
       }
-      default: continue;
+      default:
+        continue;
     }
   }
   header_->lost_completes.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic

@@ -36,7 +36,7 @@
 namespace shmbus::bus {
 
 inline constexpr std::uint64_t kDedupMagic = 0x5055444d48530a01ULL;  // "\x01\nSHMDUP" little-endian
-inline constexpr std::uint64_t kDedupLayoutVersion = 1;  // bump on any change below
+inline constexpr std::uint64_t kDedupLayoutVersion = 1;              // bump on any change below
 inline constexpr std::size_t kDedupHeaderSize = 4096;
 inline constexpr std::uint32_t kDedupMinCapacity = 16;
 inline constexpr std::uint32_t kDedupMaxCapacity = 1u << 26;
@@ -140,8 +140,7 @@ inline constexpr std::uint64_t kDedupMaxTime = (1ULL << kDedupTimeBits) - 1;
 /// `now + span` never leaves the 40-bit field in a machine's lifetime.
 inline constexpr std::uint64_t kDedupMaxSpanMs = 1ULL << 34;
 
-inline constexpr std::uint64_t make_dedup_word(std::uint64_t state, std::uint64_t pid,
-                                               std::uint64_t time_ms) noexcept {
+inline constexpr std::uint64_t make_dedup_word(std::uint64_t state, std::uint64_t pid, std::uint64_t time_ms) noexcept {
   return (state & 3u) | ((pid & kDedupMaxPid) << 2) | ((time_ms & kDedupMaxTime) << 24);
 }
 inline constexpr std::uint64_t dedup_state(std::uint64_t w) noexcept { return w & 3u; }
@@ -154,10 +153,9 @@ inline constexpr std::uint64_t dedup_time(std::uint64_t w) noexcept { return w >
 /// other's tables.
 inline constexpr std::uint64_t dedup_abi_fingerprint() noexcept {
   std::uint64_t h = 1469598103934665603ULL;  // FNV-1a over the layout numbers
-  const std::uint64_t parts[] = {kDedupLayoutVersion,         sizeof(DedupHeader),
-                                 sizeof(DedupEntry),          offsetof(DedupHeader, takeovers),
-                                 offsetof(DedupHeader, name), offsetof(DedupEntry, state),
-                                 kDedupPidBits,               kDedupTimeBits};
+  const std::uint64_t parts[] = {
+      kDedupLayoutVersion,         sizeof(DedupHeader),         sizeof(DedupEntry), offsetof(DedupHeader, takeovers),
+      offsetof(DedupHeader, name), offsetof(DedupEntry, state), kDedupPidBits,      kDedupTimeBits};
   for (std::uint64_t p : parts) {
     for (int i = 0; i < 8; ++i) {
       h ^= (p >> (8 * i)) & 0xffu;
@@ -186,8 +184,7 @@ class DedupCore {
   /// parameters. Refuses another layout version, any header field out of
   /// range, and a header that is not initialised (a table is named only once
   /// whole, so that is damage: never re-initialised). Thread-safe.
-  static Result<std::unique_ptr<DedupCore>> open_or_create(std::string_view bus,
-                                                           std::string_view name,
+  static Result<std::unique_ptr<DedupCore>> open_or_create(std::string_view bus, std::string_view name,
                                                            const DedupOptions& opts);
 
   /// Removes the table's name; mapped handles keep working. Thread-safe.
@@ -251,11 +248,11 @@ class DedupCore {
   shm::Mapping map_;
   DedupHeader* header_ = nullptr;
   DedupEntry* entries_ = nullptr;
-  std::uint64_t mask_ = 0;         // capacity - 1, from the validated header
+  std::uint64_t mask_ = 0;  // capacity - 1, from the validated header
   std::uint32_t window_ = 0;
   std::uint64_t ttl_ms_ = 0;
   std::uint64_t claim_ms_ = 0;
-  std::uint64_t pid_ = 0;          // this process (the opener), fits kDedupPidBits
+  std::uint64_t pid_ = 0;  // this process (the opener), fits kDedupPidBits
 };
 
 // ---------------------------------------------------------------------------

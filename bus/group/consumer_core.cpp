@@ -5,8 +5,8 @@
 
 #include "bus/common/util.hpp"
 #include "bus/common/wait.hpp"
-#include "bus/ring/slots.hpp"
 #include "bus/ring/participants.hpp"
+#include "bus/ring/slots.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "shm/futex.hpp"
@@ -20,8 +20,8 @@ constexpr std::uint64_t kOwnerCacheNs = 5'000'000;
 
 }  // namespace
 
-Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<ChannelState> ch,
-                                                   std::string_view name, const GroupOptions& opts) {
+Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<ChannelState> ch, std::string_view name,
+                                                         const GroupOptions& opts) {
   if (ch->read_only()) {
     return Error(ErrorCode::permission_denied, "channel '" + ch->name + "' is open read-only");
   }
@@ -130,15 +130,14 @@ bool ConsumerCore::owner_dead(std::uint32_t owner) noexcept {
   OwnerSeen& seen = owner_cache_[owner];
   if (seen.control != c) {  // unknown, or another consumer at that index since
     seen.control = c;
-    seen.dead = shm::process_liveness({control_pid(c), shm::load_relaxed(e.owner_start)}) ==
-                shm::Liveness::dead;
+    seen.dead = shm::process_liveness({control_pid(c), shm::load_relaxed(e.owner_start)}) == shm::Liveness::dead;
     if (seen.dead) (void)release_consumer(*ch_, gi_, owner, c);
   }
   return seen.dead;
 }
 
-bool ConsumerCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out,
-                        std::span<std::byte> buffer, PollStatus& st) noexcept {
+bool ConsumerCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out, std::span<std::byte> buffer,
+                           PollStatus& st) noexcept {
   const ChannelState& ch = *ch_;
   const std::uint64_t want = make_stamp(seq, kStampCommitted);
   const std::byte* slot = slot_at(ch.data, seq, mask_, ch.geo.slot_size);
@@ -193,8 +192,7 @@ void ConsumerCore::help_advance_next(std::uint64_t n) noexcept {
   (void)g_->next.compare_exchange_strong(expected, n + 1, std::memory_order_acq_rel);
 }
 
-bool ConsumerCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st,
-                         std::uint64_t now) noexcept {
+bool ConsumerCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st, std::uint64_t now) noexcept {
   const ChannelState& ch = *ch_;
   for (int guard = 0; guard < 1024; ++guard) {
     std::uint64_t n = shm::load_acquire(g_->next);
@@ -216,8 +214,7 @@ bool ConsumerCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStat
     }
     if (stamp == make_stamp(n, kStampCommitted)) {
       const bool overwrote_previous = !available_for(n, w);
-      const std::uint64_t lease = make_lease(
-          {kLeaseLeased, 1, ci_, lap(n), now / kNsPerMs + ceil_ms(visibility_ns_)});
+      const std::uint64_t lease = make_lease({kLeaseLeased, 1, ci_, lap(n), now / kNsPerMs + ceil_ms(visibility_ns_)});
       // The lease word is the authority: taking it is the delivery. A
       // consumer killed right after still holds a lease that expires.
       if (!shm::cas_acq_rel(lw, w, lease)) continue;
@@ -232,8 +229,7 @@ bool ConsumerCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStat
       }
       return true;
     }
-    if (stamp_state(stamp) != kStampEmpty && stamp_seq(stamp) == n &&
-        stamp_state(stamp) == kStampAbandoned) {
+    if (stamp_state(stamp) != kStampEmpty && stamp_seq(stamp) == n && stamp_state(stamp) == kStampAbandoned) {
       // A claim that never became a message: finish it for the group.
       if (!shm::cas_acq_rel(lw, w, make_lease({kLeaseAcked, 0, 0, lap(n), 0}))) continue;
       help_advance_next(n);
@@ -263,8 +259,7 @@ bool ConsumerCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStat
   return false;
 }
 
-bool ConsumerCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStatus& st,
-                         std::uint64_t now) noexcept {
+bool ConsumerCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStatus& st, std::uint64_t now) noexcept {
   if (now - last_scan_ns_ < scan_every_ns_) return false;
   last_scan_ns_ = now;
   // A consumer killed between its ack and its floor advance leaves the floor
@@ -296,23 +291,25 @@ bool ConsumerCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStat
           }
         }
         break;
-      case kLeaseDue: ready = lease_time_reached(lf.deadline_ms, nms); break;
-      default: break;
+      case kLeaseDue:
+        ready = lease_time_reached(lf.deadline_ms, nms);
+        break;
+      default:
+        break;
     }
     if (!ready) continue;
     const LeaseFields cur = lease_fields(w);
     if (cur.lap != lap(s) || lease_final(cur.state) || cur.state == kLeaseFree) continue;
     if (cur.attempt >= max_deliveries_ || cur.state == kLeaseDeadLettering) {
       // Out of deliveries: to the DLQ, under a lease of our own.
-      const std::uint64_t held = make_lease(
-          {kLeaseDeadLettering, cur.attempt, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
+      const std::uint64_t held =
+          make_lease({kLeaseDeadLettering, cur.attempt, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
       if (!shm::cas_acq_rel(lw, w, held)) continue;
       if (cur.state == kLeaseLeased) g_->expired.fetch_add(1, std::memory_order_relaxed);
       (void)send_to_dlq(s, held, DeadLetterReason::max_deliveries);
       continue;
     }
-    const std::uint64_t lease = make_lease(
-        {kLeaseLeased, cur.attempt + 1, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
+    const std::uint64_t lease = make_lease({kLeaseLeased, cur.attempt + 1, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
     if (!shm::cas_acq_rel(lw, w, lease)) continue;
     // relaxed: statistics.
     g_->redelivered.fetch_add(1, std::memory_order_relaxed);
@@ -331,7 +328,7 @@ PollStatus ConsumerCore::receive(Delivery& out, std::span<std::byte> buffer) noe
 }
 
 std::size_t ConsumerCore::receive_batch(std::span<Delivery> out, std::span<std::byte> arena,
-                                     PollStatus* last) noexcept {
+                                        PollStatus* last) noexcept {
   std::size_t n = 0;
   std::size_t used = 0;
   PollStatus st = ch_ ? PollStatus::ok : PollStatus::invalid;
@@ -366,8 +363,7 @@ PollStatus ConsumerCore::receive_at(Delivery& out, std::span<std::byte> buffer, 
   return PollStatus::empty;
 }
 
-PollStatus ConsumerCore::receive_wait(Delivery& out, std::span<std::byte> buffer,
-                                   std::uint64_t timeout_ns) noexcept {
+PollStatus ConsumerCore::receive_wait(Delivery& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept {
   if (!ch_) return PollStatus::invalid;
   const auto poll = [&] { return receive(out, buffer); };
   // Once per slice: a delivery, then whether the channel is gone. receive
@@ -428,8 +424,7 @@ std::size_t ConsumerCore::ack_batch(std::span<const Delivery> ds) noexcept {
 AckStatus ConsumerCore::nack(const Delivery& d, std::uint64_t delay_ns) noexcept {
   if (!holds(d)) return AckStatus::invalid;
   LeaseFields lf = lease_fields(d.lease);
-  const std::uint64_t due_ms =
-      now_ms() + ceil_ms(std::min<std::uint64_t>(delay_ns, (kMaxLeaseMs - 1) * kNsPerMs));
+  const std::uint64_t due_ms = now_ms() + ceil_ms(std::min<std::uint64_t>(delay_ns, (kMaxLeaseMs - 1) * kNsPerMs));
   if (lf.attempt >= max_deliveries_) return nack_final(d, due_ms);
   lf.state = kLeaseDue;
   lf.deadline_ms = due_ms;
@@ -499,8 +494,7 @@ AckStatus ConsumerCore::begin_dead_letter(const Delivery& d, std::uint64_t& held
   return finish(d, held);
 }
 
-AckStatus ConsumerCore::send_to_dlq(std::uint64_t seq, std::uint64_t held,
-                                 DeadLetterReason reason) noexcept {
+AckStatus ConsumerCore::send_to_dlq(std::uint64_t seq, std::uint64_t held, DeadLetterReason reason) noexcept {
   if (!dlq_pub_) {
     auto p = PublisherCore::create(dlq_ch_);
     if (!p) {

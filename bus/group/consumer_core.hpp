@@ -20,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bus/common/types.hpp"
 #include "bus/group/dlq.hpp"
 #include "bus/group/group_view.hpp"
 #include "bus/group/membership.hpp"
@@ -27,7 +28,6 @@
 #include "bus/ring/layout.hpp"
 #include "bus/ring/publisher_core.hpp"
 #include "bus/ring/slots.hpp"
-#include "bus/common/types.hpp"
 
 namespace shmbus::bus {
 
@@ -40,8 +40,8 @@ class ConsumerCore {
   ~ConsumerCore();
 
   /// Joins (creating if needed) group `name`, and makes sure its DLQ exists.
-  static Result<std::unique_ptr<ConsumerCore>> join(std::shared_ptr<ChannelState> ch,
-                                                 std::string_view name, const GroupOptions& opts);
+  static Result<std::unique_ptr<ConsumerCore>> join(std::shared_ptr<ChannelState> ch, std::string_view name,
+                                                    const GroupOptions& opts);
 
   PollStatus receive(Delivery& out, std::span<std::byte> buffer) noexcept;
   PollStatus receive_wait(Delivery& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept;
@@ -132,10 +132,10 @@ class ConsumerCore {
   };
   std::vector<OwnerSeen> owner_cache_;  ///< per consumer index, refreshed every 5 ms
   std::uint64_t owner_cache_ns_ = 0;
-  StallWatch stall_;                    ///< a dead publisher's claim at `next`
-  StampClock clock_;                    ///< converts the stamps it hands out
-  bool batching_ = false;               ///< inside receive_batch: count deliveries locally
-  std::uint64_t batch_delivered_ = 0;   ///< deliveries of the batch not yet in the group's counter
+  StallWatch stall_;                   ///< a dead publisher's claim at `next`
+  StampClock clock_;                   ///< converts the stamps it hands out
+  bool batching_ = false;              ///< inside receive_batch: count deliveries locally
+  std::uint64_t batch_delivered_ = 0;  ///< deliveries of the batch not yet in the group's counter
   std::uint64_t last_stall_check_ns_ = 0;
 };
 

@@ -6,9 +6,9 @@
 #include <vector>
 
 #include "bus/common/util.hpp"
+#include "bus/ring/participants.hpp"
 #include "bus/ring/slots.hpp"
 #include "bus/ring/subscriber_core.hpp"
-#include "bus/ring/participants.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "shm/liveness.hpp"
@@ -114,8 +114,8 @@ Result<std::unique_ptr<PublisherCore>> open_dlq_publisher(const ChannelState& ch
                                                           std::shared_ptr<ChannelState>& dlq_ch) {
   const std::string dlq = read_name(g.dlq);
   const auto fail = [&](const Error& e) {
-    return Error(e.code(), "DLQ '" + dlq + "' of group '" + read_name(g.name) + "' on channel '" + ch.name +
-                               "': " + e.message());
+    return Error(e.code(),
+                 "DLQ '" + dlq + "' of group '" + read_name(g.name) + "' on channel '" + ch.name + "': " + e.message());
   };
   auto d = open_dlq(ch, dlq);
   if (!d) return fail(d.error());
@@ -138,8 +138,7 @@ Result<std::uint64_t> dead_letter_due_in(const ChannelState& ch, std::uint32_t g
     if (k >= ch.geo.max_consumers) return true;
     const std::uint64_t c = shm::load_acquire(cons[k].control);
     if (control_state(c) != kEntryActive) return true;
-    return shm::process_liveness({control_pid(c), shm::load_relaxed(cons[k].owner_start)}) ==
-           shm::Liveness::dead;
+    return shm::process_liveness({control_pid(c), shm::load_relaxed(cons[k].owner_start)}) == shm::Liveness::dead;
   };
   std::shared_ptr<ChannelState> dlq_ch;
   std::unique_ptr<PublisherCore> pub;
@@ -158,9 +157,9 @@ Result<std::uint64_t> dead_letter_due_in(const ChannelState& ch, std::uint32_t g
     const LeaseFields lf = lease_fields(w);
     // G8x: taken for the DLQ by a mover that is no consumer: owner
     // kLeaseNoOwner, so only the deadline ends this lease if we die.
-    const std::uint64_t held = make_lease(
-        {kLeaseDeadLettering, lf.attempt, kLeaseNoOwner, lf.lap, nms + ceil_ms(visibility_ns)});
-    if (!shm::cas_acq_rel(lw, w, held)) continue;  // somebody else moved it
+    const std::uint64_t held =
+        make_lease({kLeaseDeadLettering, lf.attempt, kLeaseNoOwner, lf.lap, nms + ceil_ms(visibility_ns)});
+    if (!shm::cas_acq_rel(lw, w, held)) continue;                                        // somebody else moved it
     if (lf.state == kLeaseLeased) v.g->expired.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
     bool marked = false;
     const AckStatus st = copy_to_dlq(v, *pub, s, held, DeadLetterReason::max_deliveries, &marked);
@@ -236,13 +235,11 @@ Result<std::uint64_t> redrive_dead_letters(const std::shared_ptr<ChannelState>& 
     meta.correlation_id = m.correlation_id;
     meta.type = m.type;
     const PublishStatus ps =
-        pub.value()->publish(std::span<const std::byte>(m.payload.data() + sizeof rec, len), meta,
-                             1'000'000'000ULL);
+        pub.value()->publish(std::span<const std::byte>(m.payload.data() + sizeof rec, len), meta, 1'000'000'000ULL);
     if (ps != PublishStatus::ok) {
       reader.seek(m.sequence);  // not redriven: keep it in the DLQ
-      return Error(ErrorCode::busy, "redrive to channel '" + source->name + "' stopped after " +
-                                        num(n) + " messages: publish returned " +
-                                        std::string(to_string(ps)));
+      return Error(ErrorCode::busy, "redrive to channel '" + source->name + "' stopped after " + num(n) +
+                                        " messages: publish returned " + std::string(to_string(ps)));
     }
     reader.publish_cursor();
     ++n;

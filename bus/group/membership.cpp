@@ -45,8 +45,8 @@ Result<void> check_same_settings(const GroupEntry& g, const GroupOptions& o, con
   if (auto r = check_settings("group '" + std::string(name) + "'", checks); !r) return r;
   const std::string have_dlq = read_name(g.dlq);
   if (have_dlq != dlq) {
-    return Error(ErrorCode::parameter_mismatch, "group '" + std::string(name) + "' exists with dlq '" +
-                                                    have_dlq + "'; asked for '" + dlq + "'");
+    return Error(ErrorCode::parameter_mismatch,
+                 "group '" + std::string(name) + "' exists with dlq '" + have_dlq + "'; asked for '" + dlq + "'");
   }
   return {};
 }
@@ -64,8 +64,8 @@ void init_group_entry(ChannelState& ch, std::uint32_t i, const GroupOptions& o, 
   g.created_realtime_ns = shm::realtime_ns();
   write_name(g.dlq, dlq);
   // relaxed: published by the CAS to active.
-  for (auto* ctr : {&g.delivered, &g.acked, &g.redelivered, &g.dead_lettered, &g.nacked,
-                    &g.expired, &g.lost, &g.dlq_failures, &g.dead_consumer_releases}) {
+  for (auto* ctr : {&g.delivered, &g.acked, &g.redelivered, &g.dead_lettered, &g.nacked, &g.expired, &g.lost,
+                    &g.dlq_failures, &g.dead_consumer_releases}) {
     shm::store_relaxed(*ctr, std::uint64_t{0});
   }
   ConsumerEntry* cons = ch.consumers(i);
@@ -85,8 +85,8 @@ void init_group_entry(ChannelState& ch, std::uint32_t i, const GroupOptions& o, 
 // claim it, fill it in, settle a race with a concurrent creator of the same
 // name, activate it. False if any step lost a race (the caller looks again
 // from the start: the other creator's group may be found by then).
-bool try_create_group(ChannelState& ch, std::uint32_t i, std::uint64_t c, std::string_view name,
-                      const GroupOptions& o, const std::string& dlq) {
+bool try_create_group(ChannelState& ch, std::uint32_t i, std::uint64_t c, std::string_view name, const GroupOptions& o,
+                      const std::string& dlq) {
   GroupEntry& g = *ch.group(i);
   const std::uint64_t held = make_control(kEntryClaiming, shm::self_process().pid);
   if (!shm::cas_acq_rel(g.control, c, held)) return false;
@@ -97,8 +97,7 @@ bool try_create_group(ChannelState& ch, std::uint32_t i, std::uint64_t c, std::s
   std::atomic_thread_fence(std::memory_order_seq_cst);
   const auto same_name = [&](std::uint32_t j) {
     const GroupEntry& other = *ch.group(j);
-    return control_state(other.control.load(std::memory_order_seq_cst)) != kEntryFree &&
-           read_name(other.name) == name;
+    return control_state(other.control.load(std::memory_order_seq_cst)) != kEntryFree && read_name(other.name) == name;
   };
   const bool back_off = lose_name_race(i, ch.geo.max_groups, same_name, [&](std::uint32_t j) {
     return control_state(shm::load_acquire(ch.group(j)->control)) == kEntryClaiming;
@@ -116,8 +115,7 @@ bool try_create_group(ChannelState& ch, std::uint32_t i, std::uint64_t c, std::s
 // half-way through creating a group there.
 std::uint64_t settle_dead_creator(GroupEntry& g) noexcept {
   std::uint64_t c = shm::load_acquire(g.control);
-  if (control_state(c) == kEntryClaiming &&
-      shm::process_liveness({control_pid(c), 0}) == shm::Liveness::dead) {
+  if (control_state(c) == kEntryClaiming && shm::process_liveness({control_pid(c), 0}) == shm::Liveness::dead) {
     (void)shm::cas_acq_rel(g.control, c, make_control(kEntryFree, 0));
     c = make_control(kEntryFree, 0);
   }
@@ -213,8 +211,7 @@ bool release_consumer(const ChannelState& ch, std::uint32_t gi, std::uint32_t k,
 
 Result<void> check_group_options(const GroupOptions& o) {
   if (o.visibility_timeout_ns < kNsPerMs || o.visibility_timeout_ns >= kMaxLeaseMs * kNsPerMs) {
-    return invalid("visibility_timeout_ns " + num(o.visibility_timeout_ns) +
-                   " must be at least 1 ms and under 3 days");
+    return invalid("visibility_timeout_ns " + num(o.visibility_timeout_ns) + " must be at least 1 ms and under 3 days");
   }
   if (o.max_deliveries < 1 || o.max_deliveries > kMaxAttempts) {
     return invalid("max_deliveries " + num(o.max_deliveries) + " must be in 1.." + num(kMaxAttempts));
@@ -266,8 +263,8 @@ Result<void> remove_group(ChannelState& ch, std::string_view name) {
     if (control_state(c) == kEntryFree) continue;
     const shm::ProcessId id{control_pid(c), shm::load_relaxed(cons[k].owner_start)};
     if (shm::process_liveness(id) != shm::Liveness::dead) {
-      return Error(ErrorCode::busy, "group '" + std::string(name) + "' has a live consumer (pid " +
-                                        num(control_pid(c)) + ")");
+      return Error(ErrorCode::busy,
+                   "group '" + std::string(name) + "' has a live consumer (pid " + num(control_pid(c)) + ")");
     }
   }
   std::uint64_t c = shm::load_acquire(g.control);

@@ -20,8 +20,6 @@ constexpr std::uint32_t kMaxCapacity = 1u << 30;
 constexpr std::uint32_t kMaxTableEntries = 4096;
 constexpr std::uint64_t kMaxTotalSize = 1ULL << 40;
 
-
-
 Error invalid(const std::string& msg) { return Error(ErrorCode::invalid_argument, msg); }
 
 }  // namespace
@@ -73,7 +71,7 @@ void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
   std::memset(h->name, 0, sizeof h->name);
   std::memcpy(h->name, name.data(), std::min(name.size(), sizeof h->name - 1));
   shm::store_relaxed(h->layout_version, kLayoutVersion);  // ordered by the release below
-  shm::store_relaxed(h->magic, kMagic);                    // ordered by the release below
+  shm::store_relaxed(h->magic, kMagic);                   // ordered by the release below
   // SYNC(init): release, pairs with the acquire of init_state in channel_init_state.
   shm::store_release(h->init_state, static_cast<std::uint32_t>(kInitReady));
 }
@@ -82,12 +80,10 @@ void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
 
 Result<void> validate_name(std::string_view what, std::string_view name) {
   if (name.empty() || name.size() > kNameMax) {
-    return invalid(std::string(what) + " name '" + std::string(name) + "' must be 1.." +
-                   num(kNameMax) + " characters");
+    return invalid(std::string(what) + " name '" + std::string(name) + "' must be 1.." + num(kNameMax) + " characters");
   }
   for (char c : name) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '-';
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
     if (!ok) {
       return invalid(std::string(what) + " name '" + std::string(name) +
                      "' may hold only letters, digits, '_' and '-'");
@@ -124,23 +120,19 @@ void write_name(NameWords& n, std::string_view s) {
 
 Result<Geometry> compute_geometry(const ChannelOptions& o) {
   if (o.slot_size < 64 || o.slot_size > kMaxSlotSize || o.slot_size % 64 != 0) {
-    return invalid("slot_size " + num(o.slot_size) + " must be a multiple of 64 in 64.." +
-                   num(kMaxSlotSize));
+    return invalid("slot_size " + num(o.slot_size) + " must be a multiple of 64 in 64.." + num(kMaxSlotSize));
   }
   if (!is_pow2(o.capacity) || o.capacity < 2 || o.capacity > kMaxCapacity) {
-    return invalid("capacity " + num(o.capacity) + " must be a power of two in 2.." +
-                   num(kMaxCapacity));
+    return invalid("capacity " + num(o.capacity) + " must be a power of two in 2.." + num(kMaxCapacity));
   }
   if (o.policy != Policy::block && o.policy != Policy::drop_oldest && o.policy != Policy::reject) {
     return invalid("policy " + num(static_cast<std::uint32_t>(o.policy)) + " is not a policy");
   }
   if (o.max_subscribers < 1 || o.max_subscribers > kMaxTableEntries) {
-    return invalid("max_subscribers " + num(o.max_subscribers) + " must be in 1.." +
-                   num(kMaxTableEntries));
+    return invalid("max_subscribers " + num(o.max_subscribers) + " must be in 1.." + num(kMaxTableEntries));
   }
   if (o.max_publishers < 1 || o.max_publishers > kMaxTableEntries) {
-    return invalid("max_publishers " + num(o.max_publishers) + " must be in 1.." +
-                   num(kMaxTableEntries));
+    return invalid("max_publishers " + num(o.max_publishers) + " must be in 1.." + num(kMaxTableEntries));
   }
   if (o.max_groups > 256) {
     return invalid("max_groups " + num(o.max_groups) + " must be in 0..256");
@@ -152,8 +144,8 @@ Result<Geometry> compute_geometry(const ChannelOptions& o) {
     return invalid("unblock_timeout_ns " + num(o.unblock_timeout_ns) + " must be at least 1000");
   }
   if (o.eviction_timeout_ns != 0 && o.policy != Policy::block) {
-    return invalid("eviction_timeout_ns applies to the block policy only (policy " +
-                   std::string(to_string(o.policy)) + ")");
+    return invalid("eviction_timeout_ns applies to the block policy only (policy " + std::string(to_string(o.policy)) +
+                   ")");
   }
   if (o.timestamps != TimestampSource::realtime && o.timestamps != TimestampSource::tsc &&
       o.timestamps != TimestampSource::none) {
@@ -175,39 +167,34 @@ Result<Geometry> compute_geometry(const ChannelOptions& o) {
   g.timestamps = o.timestamps;
   g.producer_offset = kHeaderPage;
   g.publishers_offset = g.producer_offset + sizeof(ProducerBlock);
-  g.subscribers_offset =
-      round_up(g.publishers_offset + sizeof(PublisherEntry) * g.max_publishers, kHotSlot);
-  g.groups_offset =
-      round_up(g.subscribers_offset + sizeof(SubscriberEntry) * g.max_subscribers, kHotSlot);
+  g.subscribers_offset = round_up(g.publishers_offset + sizeof(PublisherEntry) * g.max_publishers, kHotSlot);
+  g.groups_offset = round_up(g.subscribers_offset + sizeof(SubscriberEntry) * g.max_subscribers, kHotSlot);
   g.group_stride = round_up(sizeof(GroupEntry) + sizeof(ConsumerEntry) * g.max_consumers, kHotSlot) +
                    round_up(8ULL * g.capacity, kHotSlot);
   g.data_offset = round_up(g.groups_offset + g.group_stride * g.max_groups, shm::page_size());
   g.total_size = g.data_offset + static_cast<std::uint64_t>(g.capacity) * g.slot_size;
   if (g.total_size > kMaxTotalSize) {
-    return invalid("capacity x slot_size = " + num(g.total_size) + " bytes is too large (limit " +
-                   num(kMaxTotalSize) + ")");
+    return invalid("capacity x slot_size = " + num(g.total_size) + " bytes is too large (limit " + num(kMaxTotalSize) +
+                   ")");
   }
   return g;
 }
 
-Result<Geometry> validate_header(const ChannelHeader& h, std::size_t segment_size,
-                                 const std::string& channel) {
+Result<Geometry> validate_header(const ChannelHeader& h, std::size_t segment_size, const std::string& channel) {
   auto bad = [&](const std::string& field, std::uint64_t v, const std::string& why) {
-    return Error(ErrorCode::corrupted,
-                 "channel '" + channel + "' is corrupted: " + field + " = " + num(v) + " " + why);
+    return Error(ErrorCode::corrupted, "channel '" + channel + "' is corrupted: " + field + " = " + num(v) + " " + why);
   };
   const std::uint64_t magic = shm::load_relaxed(h.magic);
   if (magic != kMagic) return bad("magic", magic, "(not a shmbus channel)");
   const std::uint32_t version = shm::load_relaxed(h.layout_version);
   if (version != kLayoutVersion) {
-    return Error(ErrorCode::version_mismatch,
-                 "channel '" + channel + "' has layout version " + num(version) +
-                     "; this library reads version " + num(kLayoutVersion));
+    return Error(ErrorCode::version_mismatch, "channel '" + channel + "' has layout version " + num(version) +
+                                                  "; this library reads version " + num(kLayoutVersion));
   }
   if (h.abi_fingerprint != abi_fingerprint()) {
-    return Error(ErrorCode::version_mismatch,
-                 "channel '" + channel + "' was made by a build with another ABI fingerprint (" +
-                     num(h.abi_fingerprint) + " vs " + num(abi_fingerprint()) + ")");
+    return Error(ErrorCode::version_mismatch, "channel '" + channel +
+                                                  "' was made by a build with another ABI fingerprint (" +
+                                                  num(h.abi_fingerprint) + " vs " + num(abi_fingerprint()) + ")");
   }
   ChannelOptions o;
   o.slot_size = h.slot_size;
@@ -223,7 +210,10 @@ Result<Geometry> validate_header(const ChannelHeader& h, std::size_t segment_siz
   auto g = compute_geometry(o);
   if (!g) return Error(ErrorCode::corrupted, "channel '" + channel + "' is corrupted: " + g.error().message());
   const Geometry& e = g.value();
-  struct Field { const char* name; std::uint64_t got, want; };
+  struct Field {
+    const char* name;
+    std::uint64_t got, want;
+  };
   const Field fields[] = {
       {"group_stride", h.group_stride, e.group_stride},
       {"max_payload", h.max_payload, e.max_payload},
@@ -238,8 +228,7 @@ Result<Geometry> validate_header(const ChannelHeader& h, std::size_t segment_siz
     if (f.got != f.want) return bad(f.name, f.got, "(expected " + num(f.want) + ")");
   }
   if (e.total_size > segment_size) {
-    return bad("total_size", e.total_size,
-               "exceeds the segment's size " + num(segment_size));
+    return bad("total_size", e.total_size, "exceeds the segment's size " + num(segment_size));
   }
   return g;
 }
@@ -248,11 +237,9 @@ Result<std::byte*> ChannelState::writable_data() {
   std::lock_guard<std::mutex> lock(rw_mu_);
   if (!data_rw_.valid()) {
     if (mode_ == MapMode::observer) {
-      return Error(ErrorCode::permission_denied,
-                   "channel '" + name + "' was opened read-only; it cannot publish");
+      return Error(ErrorCode::permission_denied, "channel '" + name + "' was opened read-only; it cannot publish");
     }
-    auto m = segment.map(geo.data_offset, geo.total_size - geo.data_offset,
-                         shm::Access::read_write, true);
+    auto m = segment.map(geo.data_offset, geo.total_size - geo.data_offset, shm::Access::read_write, true);
     if (!m) return m.error();
     data_rw_ = std::move(m.value());
     // release: pairs with the acquire in cas_stamp, which then uses the view.
@@ -285,16 +272,14 @@ bool ChannelState::cas_stamp(std::uint64_t seq, std::uint64_t expected, std::uin
   }
 }
 
-Result<std::shared_ptr<ChannelState>> attach(shm::Segment seg, const std::string& bus,
-                                             const std::string& name, const Geometry& g,
-                                             MapMode mode) {
+Result<std::shared_ptr<ChannelState>> attach(shm::Segment seg, const std::string& bus, const std::string& name,
+                                             const Geometry& g, MapMode mode) {
   auto st = std::make_shared<ChannelState>();
   st->bus = bus;
   st->name = name;
   st->geo = g;
   st->mode_ = mode;
-  const auto control_access =
-      mode == MapMode::observer ? shm::Access::read_only : shm::Access::read_write;
+  const auto control_access = mode == MapMode::observer ? shm::Access::read_only : shm::Access::read_write;
   // Pre-fault every page now: the hot path must never take a page fault.
   auto ctl = seg.map(0, g.data_offset, control_access, true);
   if (!ctl) return ctl.error();
@@ -329,13 +314,14 @@ constexpr SegmentSteps<ChannelHeader, Geometry> kChannelSteps{
      "it was not made by this version of shmbus: remove it with 'shmbus rm'",
      "a named channel is always initialised, so it is not re-initialised: remove it with 'shmbus rm'",
      offsetof(ChannelHeader, removed), kChannelLost},
-    &channel_init_state, &validate_header, &initialise};
+    &channel_init_state,
+    &validate_header,
+    &initialise};
 
 }  // namespace
 
 Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::string_view name,
-                                                     const ChannelOptions& opts,
-                                                     const shm::Trust& trust) {
+                                                     const ChannelOptions& opts, const shm::Trust& trust) {
   if (auto r = validate_name("bus", bus); !r) return r.error();
   if (auto r = validate_name("channel", name); !r) return r.error();
   auto g = compute_geometry(opts);
@@ -347,13 +333,11 @@ Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::
   if (!seg) {
     if (seg.error().code() == ErrorCode::already_exists) {
       return Error(ErrorCode::already_exists,
-                   "channel '" + std::string(name) + "' already exists on bus '" +
-                       std::string(bus) + "'");
+                   "channel '" + std::string(name) + "' already exists on bus '" + std::string(bus) + "'");
     }
     return seg.error();
   }
-  auto st = attach(std::move(seg.value()), std::string(bus), std::string(name), g.value(),
-                   MapMode::participant);
+  auto st = attach(std::move(seg.value()), std::string(bus), std::string(name), g.value(), MapMode::participant);
   if (st) st.value()->trust = trust;
   return st;
 }
@@ -372,8 +356,7 @@ Result<void> check_expected(const Geometry& g, const ChannelOptions& want, std::
       {"max_consumers", have.max_consumers, want.max_consumers},
       {"unblock_timeout_ns", have.unblock_timeout_ns, want.unblock_timeout_ns},
       {"eviction_timeout_ns", have.eviction_timeout_ns, want.eviction_timeout_ns},
-      {"timestamps", static_cast<std::uint64_t>(have.timestamps),
-       static_cast<std::uint64_t>(want.timestamps)},
+      {"timestamps", static_cast<std::uint64_t>(have.timestamps), static_cast<std::uint64_t>(want.timestamps)},
   };
   // The policy and the timestamp source by name; every other setting as a number.
   const SettingFormatter show = [](std::string_view field, std::uint64_t v) {
@@ -384,8 +367,7 @@ Result<void> check_expected(const Geometry& g, const ChannelOptions& want, std::
   return check_settings("channel '" + std::string(name) + "'", checks, show);
 }
 
-Result<std::shared_ptr<ChannelState>> open_impl(std::string_view bus, std::string_view name,
-                                                const OpenOptions& opts) {
+Result<std::shared_ptr<ChannelState>> open_impl(std::string_view bus, std::string_view name, const OpenOptions& opts) {
   if (auto r = validate_name("bus", bus); !r) return r.error();
   if (auto r = validate_name("channel", name); !r) return r.error();
   const auto access = opts.mode == MapMode::observer ? shm::Access::read_only : shm::Access::read_write;
@@ -412,10 +394,8 @@ Result<std::shared_ptr<ChannelState>> open_channel(std::string_view bus, std::st
   return open_impl(bus, name, opts);
 }
 
-Result<std::shared_ptr<ChannelState>> open_or_create_channel(std::string_view bus,
-                                                             std::string_view name,
-                                                             const ChannelOptions& opts,
-                                                             const shm::Trust& trust) {
+Result<std::shared_ptr<ChannelState>> open_or_create_channel(std::string_view bus, std::string_view name,
+                                                             const ChannelOptions& opts, const shm::Trust& trust) {
   OpenOptions o;
   o.expect = opts;
   o.trust = trust;
@@ -463,8 +443,7 @@ namespace {
 // Runs a segment-level lock probe (remove_if_unused, in_use) on a
 // channel's segment, with the names checked and not_found worded for a
 // channel.
-Result<bool> probe_segment(std::string_view bus, std::string_view name,
-                           Result<bool> (*probe)(const std::string&)) {
+Result<bool> probe_segment(std::string_view bus, std::string_view name, Result<bool> (*probe)(const std::string&)) {
   if (auto r = validate_name("bus", bus); !r) return r.error();
   if (auto r = validate_name("channel", name); !r) return r.error();
   auto r = probe(segment_name(bus, name));
@@ -490,8 +469,7 @@ Result<void> ChannelState::require_live() {
                                            "': its segment shrank under this process (another "
                                            "process truncated it); its messages are gone");
   }
-  return Error(ErrorCode::not_found, "channel '" + name + "' on bus '" + bus +
-                                         "' was removed; open it again by name");
+  return Error(ErrorCode::not_found, "channel '" + name + "' on bus '" + bus + "' was removed; open it again by name");
 }
 
 std::uint64_t ChannelState::check_removed() noexcept {

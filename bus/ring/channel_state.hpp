@@ -13,8 +13,8 @@
 #include <string_view>
 #include <vector>
 
-#include "bus/ring/layout.hpp"
 #include "bus/common/types.hpp"
+#include "bus/ring/layout.hpp"
 #include "shm/result.hpp"
 #include "shm/segment.hpp"
 
@@ -29,8 +29,8 @@ struct Geometry {
   std::uint32_t max_subscribers = 0;
   std::uint32_t max_publishers = 0;
   std::uint32_t max_groups = 0;
-  std::uint32_t max_consumers = 0;   ///< per group
-  std::uint64_t group_stride = 0;    ///< bytes per group block (entry, consumers, leases)
+  std::uint32_t max_consumers = 0;  ///< per group
+  std::uint64_t group_stride = 0;   ///< bytes per group block (entry, consumers, leases)
   std::uint32_t max_payload = 0;
   std::uint64_t producer_offset = 0;
   std::uint64_t publishers_offset = 0;
@@ -52,8 +52,7 @@ Result<Geometry> compute_geometry(const ChannelOptions& opts);
 /// Checks every field of a header against the limits and against the size of
 /// the segment; never trusts a value it has not checked. corrupted or
 /// version_mismatch errors name the field and its value.
-Result<Geometry> validate_header(const ChannelHeader& hdr, std::size_t segment_size,
-                                 const std::string& channel);
+Result<Geometry> validate_header(const ChannelHeader& hdr, std::size_t segment_size, const std::string& channel);
 
 /// Valid bus/channel/subscriber names: 1..63 of [A-Za-z0-9_-].
 Result<void> validate_name(std::string_view what, std::string_view name);
@@ -86,8 +85,8 @@ class ChannelState {
   std::string name;
   Geometry geo;
   shm::Segment segment;
-  shm::Mapping control;   // header .. group blocks
-  shm::Mapping data_ro;   // slots, read-only
+  shm::Mapping control;  // header .. group blocks
+  shm::Mapping data_ro;  // slots, read-only
   ChannelHeader* header = nullptr;
   ProducerBlock* producer = nullptr;
   PublisherEntry* publishers = nullptr;
@@ -101,8 +100,7 @@ class ChannelState {
     return reinterpret_cast<ConsumerEntry*>(reinterpret_cast<std::byte*>(group(i)) + sizeof(GroupEntry));
   }
   [[nodiscard]] std::atomic<std::uint64_t>* leases(std::uint32_t i) const noexcept {
-    return reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<std::byte*>(group(i)) +
-                                                         geo.group_stride -
+    return reinterpret_cast<std::atomic<std::uint64_t>*>(reinterpret_cast<std::byte*>(group(i)) + geo.group_stride -
                                                          8ULL * geo.capacity);
   }
   const std::byte* data = nullptr;
@@ -113,8 +111,8 @@ class ChannelState {
 
   /// The header of the slot holding sequence `seq`, in the read-only view.
   [[nodiscard]] const SlotHeader* slot(std::uint64_t seq) const noexcept {
-    return reinterpret_cast<const SlotHeader*>(
-        data + (seq & (geo.capacity - 1)) * static_cast<std::uint64_t>(geo.slot_size));
+    return reinterpret_cast<const SlotHeader*>(data +
+                                               (seq & (geo.capacity - 1)) * static_cast<std::uint64_t>(geo.slot_size));
   }
 
   /// A reader's one write to the data area: CAS the stamp of the slot holding
@@ -150,8 +148,8 @@ class ChannelState {
   shm::Trust trust;
 
  private:
-  friend Result<std::shared_ptr<ChannelState>> attach(shm::Segment, const std::string&,
-                                                      const std::string&, const Geometry&, MapMode);
+  friend Result<std::shared_ptr<ChannelState>> attach(shm::Segment, const std::string&, const std::string&,
+                                                      const Geometry&, MapMode);
   MapMode mode_ = MapMode::participant;
   std::atomic<std::uint64_t> local_removed_{kChannelLive};
   std::mutex rw_mu_;
@@ -171,18 +169,15 @@ inline PublishStatus publish_status_of_removed(std::uint64_t removed) noexcept {
 /// Creates a channel exclusively: made and initialised unnamed, then linked
 /// under its name (already_exists if taken), so nobody ever sees it half made.
 Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::string_view name,
-                                                     const ChannelOptions& opts,
-                                                     const shm::Trust& trust = {});
+                                                     const ChannelOptions& opts, const shm::Trust& trust = {});
 
 /// Opens an existing channel, waiting (bounded) for its initialisation.
 Result<std::shared_ptr<ChannelState>> open_channel(std::string_view bus, std::string_view name,
                                                    const OpenOptions& opts);
 
 /// Opens the channel if it exists (checking its parameters), else creates it.
-Result<std::shared_ptr<ChannelState>> open_or_create_channel(std::string_view bus,
-                                                             std::string_view name,
-                                                             const ChannelOptions& opts,
-                                                             const shm::Trust& trust = {});
+Result<std::shared_ptr<ChannelState>> open_or_create_channel(std::string_view bus, std::string_view name,
+                                                             const ChannelOptions& opts, const shm::Trust& trust = {});
 
 /// Marks the channel removed in its header (live handles report `removed`
 /// from then on), then removes its name. Also removes a name that is not a

@@ -34,12 +34,12 @@
 
 namespace shmbus::bus {
 
-inline constexpr std::size_t kCacheLine = 64;       // fixed: this is an ABI
-inline constexpr std::size_t kHotSlot = 128;        // own slot for hot words (adjacent-line prefetch)
+inline constexpr std::size_t kCacheLine = 64;  // fixed: this is an ABI
+inline constexpr std::size_t kHotSlot = 128;   // own slot for hot words (adjacent-line prefetch)
 inline constexpr std::size_t kHeaderPage = 4096;
 inline constexpr std::uint64_t kMagic = 0x5355424d48530a01ULL;  // "\x01\nSHMBUS" little-endian-ish
-inline constexpr std::uint32_t kLayoutVersion = 3;  // bump on any change below
-inline constexpr std::size_t kNameMax = 63;          // channel / subscriber names, without NUL
+inline constexpr std::uint32_t kLayoutVersion = 3;              // bump on any change below
+inline constexpr std::size_t kNameMax = 63;                     // channel / subscriber names, without NUL
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
@@ -189,12 +189,8 @@ enum EntryState : std::uint32_t {
 inline constexpr std::uint64_t make_control(std::uint32_t state, std::uint32_t pid) noexcept {
   return (static_cast<std::uint64_t>(pid) << 32) | state;
 }
-inline constexpr std::uint32_t control_state(std::uint64_t c) noexcept {
-  return static_cast<std::uint32_t>(c);
-}
-inline constexpr std::uint32_t control_pid(std::uint64_t c) noexcept {
-  return static_cast<std::uint32_t>(c >> 32);
-}
+inline constexpr std::uint32_t control_state(std::uint64_t c) noexcept { return static_cast<std::uint32_t>(c); }
+inline constexpr std::uint32_t control_pid(std::uint64_t c) noexcept { return static_cast<std::uint32_t>(c >> 32); }
 
 //  PublisherEntry (128 B): one per Publisher handle; counters have a single
 //  writer (the owning handle), so they are updated without locked operations.
@@ -374,13 +370,13 @@ static_assert(offsetof(ConsumerEntry, joined_realtime_ns) == 40);
 //  Every transition of a lease is one CAS of this word. The all-zero word
 //  means "never used since the channel was created".
 enum LeaseState : std::uint64_t {
-  kLeaseFree = 0,          ///< never delivered (only as the initial all-zero word)
-  kLeaseLeased = 1,        ///< delivered to `owner` until `deadline`
-  kLeaseDue = 2,           ///< nacked (or given back): deliverable again at `deadline`
-  kLeaseAcked = 3,         ///< done
-  kLeaseDeadLettered = 4,  ///< copied to the DLQ: done
-  kLeaseLost = 5,          ///< overwritten before the group finished it (drop_oldest): done
-  kLeaseDeadLettering = 6, ///< `owner` is copying it to the DLQ until `deadline`
+  kLeaseFree = 0,           ///< never delivered (only as the initial all-zero word)
+  kLeaseLeased = 1,         ///< delivered to `owner` until `deadline`
+  kLeaseDue = 2,            ///< nacked (or given back): deliverable again at `deadline`
+  kLeaseAcked = 3,          ///< done
+  kLeaseDeadLettered = 4,   ///< copied to the DLQ: done
+  kLeaseLost = 5,           ///< overwritten before the group finished it (drop_oldest): done
+  kLeaseDeadLettering = 6,  ///< `owner` is copying it to the DLQ until `deadline`
 };
 struct LeaseFields {
   std::uint64_t state = 0;
@@ -395,13 +391,12 @@ inline constexpr std::uint32_t kMaxAttempts = 255;
 inline constexpr std::uint32_t kMaxConsumers = 255;
 inline constexpr std::uint64_t make_lease(const LeaseFields& f) noexcept {
   return (f.state & 7u) | (static_cast<std::uint64_t>(f.attempt & 0xffu) << 3) |
-         (static_cast<std::uint64_t>(f.owner & 0xffu) << 11) |
-         (static_cast<std::uint64_t>(f.lap & 0xffffu) << 19) | ((f.deadline_ms & kLeaseClockMask) << 35);
+         (static_cast<std::uint64_t>(f.owner & 0xffu) << 11) | (static_cast<std::uint64_t>(f.lap & 0xffffu) << 19) |
+         ((f.deadline_ms & kLeaseClockMask) << 35);
 }
 inline constexpr LeaseFields lease_fields(std::uint64_t w) noexcept {
-  return {w & 7u, static_cast<std::uint32_t>((w >> 3) & 0xffu),
-          static_cast<std::uint32_t>((w >> 11) & 0xffu), static_cast<std::uint32_t>((w >> 19) & 0xffffu),
-          w >> 35};
+  return {w & 7u, static_cast<std::uint32_t>((w >> 3) & 0xffu), static_cast<std::uint32_t>((w >> 11) & 0xffu),
+          static_cast<std::uint32_t>((w >> 19) & 0xffffu), w >> 35};
 }
 /// Whether the lease clock `now_ms` has reached `deadline_ms` (both modulo 2^29).
 inline constexpr bool lease_time_reached(std::uint64_t deadline_ms, std::uint64_t now_ms) noexcept {
@@ -419,8 +414,7 @@ using shmbus::TimestampSource;
 //  Stamp word (SlotHeader::stamp):
 //    bits 63..2  sequence the slot holds (or is being written for)
 //    bits  1..0  state: 0 empty (never written), 1 writing, 2 committed, 3 abandoned
-enum StampState : std::uint64_t { kStampEmpty = 0, kStampWriting = 1, kStampCommitted = 2,
-                                  kStampAbandoned = 3 };
+enum StampState : std::uint64_t { kStampEmpty = 0, kStampWriting = 1, kStampCommitted = 2, kStampAbandoned = 3 };
 inline constexpr std::uint64_t make_stamp(std::uint64_t seq, std::uint64_t state) noexcept {
   return (seq << 2) | state;
 }
@@ -486,12 +480,23 @@ inline constexpr std::uint32_t kSlotHeaderSize = sizeof(SlotHeader);
 /// Two builds that disagree on any of them refuse each other's segments.
 inline constexpr std::uint64_t abi_fingerprint() noexcept {
   std::uint64_t h = 1469598103934665603ULL;  // FNV-1a over the layout numbers
-  const std::uint64_t parts[] = {
-      kLayoutVersion, sizeof(ChannelHeader), sizeof(ProducerBlock), sizeof(PublisherEntry),
-      sizeof(SubscriberEntry), sizeof(SlotHeader), sizeof(SlotMeta), sizeof(GroupEntry),
-      sizeof(ConsumerEntry), offsetof(GroupEntry, floor), offsetof(ChannelHeader, name),
-      offsetof(ProducerBlock, sub_futex), offsetof(SubscriberEntry, cursor),
-      offsetof(SlotHeader, meta), offsetof(ChannelHeader, timestamps), kCacheLine, kHotSlot};
+  const std::uint64_t parts[] = {kLayoutVersion,
+                                 sizeof(ChannelHeader),
+                                 sizeof(ProducerBlock),
+                                 sizeof(PublisherEntry),
+                                 sizeof(SubscriberEntry),
+                                 sizeof(SlotHeader),
+                                 sizeof(SlotMeta),
+                                 sizeof(GroupEntry),
+                                 sizeof(ConsumerEntry),
+                                 offsetof(GroupEntry, floor),
+                                 offsetof(ChannelHeader, name),
+                                 offsetof(ProducerBlock, sub_futex),
+                                 offsetof(SubscriberEntry, cursor),
+                                 offsetof(SlotHeader, meta),
+                                 offsetof(ChannelHeader, timestamps),
+                                 kCacheLine,
+                                 kHotSlot};
   for (std::uint64_t p : parts) {
     for (int i = 0; i < 8; ++i) {
       h ^= (p >> (8 * i)) & 0xffu;

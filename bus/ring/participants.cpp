@@ -49,14 +49,12 @@ bool reclaim_subscriber(ChannelState& ch, SubscriberEntry& e) noexcept {
     if (!owner_dead(c, e.owner_start)) return false;
     // A fresh claim that died is freed; a durable resume that died keeps
     // its cursor (detached).
-    return shm::cas_acq_rel(e.control, c, make_control(state == kEntryResuming ? kEntryDetached
-                                                                               : kEntryFree, 0));
+    return shm::cas_acq_rel(e.control, c, make_control(state == kEntryResuming ? kEntryDetached : kEntryFree, 0));
   }
   if (state != kEntryActive && state != kEntryEvicted) return false;
   if (control_pid(c) == 0 || !owner_dead(c, e.owner_start)) return false;
-  const std::uint64_t next = durable ? make_control(state == kEntryEvicted ? kEntryEvicted
-                                                                           : kEntryDetached, 0)
-                                     : make_control(kEntryFree, 0);
+  const std::uint64_t next =
+      durable ? make_control(state == kEntryEvicted ? kEntryEvicted : kEntryDetached, 0) : make_control(kEntryFree, 0);
   if (shm::cas_acq_rel(e.control, c, next)) {
     ch.producer->dead_reclaimed.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
     return true;
@@ -98,9 +96,8 @@ Result<std::uint32_t> attach_publisher(ChannelState& ch) {
       return i;
     }
   }
-  return Error(ErrorCode::table_full,
-               "channel '" + ch.name + "' has all " + num(ch.geo.max_publishers) +
-                   " publisher entries in use (raise max_publishers when creating it)");
+  return Error(ErrorCode::table_full, "channel '" + ch.name + "' has all " + num(ch.geo.max_publishers) +
+                                          " publisher entries in use (raise max_publishers when creating it)");
 }
 
 void detach_publisher(ChannelState& ch, std::uint32_t index) noexcept {
@@ -115,8 +112,10 @@ bool entry_gates(std::uint64_t control) noexcept {
   switch (control_state(control)) {
     case kEntryActive:
     case kEntryDetached:
-    case kEntryResuming: return true;  // a durable cursor being taken over stays valid
-    default: return false;
+    case kEntryResuming:
+      return true;  // a durable cursor being taken over stays valid
+    default:
+      return false;
   }
 }
 
@@ -162,8 +161,7 @@ bool reclaim_and_evict(ChannelState& ch, std::uint64_t head, std::uint64_t now_n
     if (state != kEntryActive && state != kEntryDetached) continue;
     // relaxed: the watch words are a publisher-side timer; a race between
     // publishers only restarts the timer.
-    if (shm::load_relaxed(e.evict_watch_cursor) != cur ||
-        shm::load_relaxed(e.evict_watch_since_ns) == 0) {
+    if (shm::load_relaxed(e.evict_watch_cursor) != cur || shm::load_relaxed(e.evict_watch_since_ns) == 0) {
       shm::store_relaxed(e.evict_watch_cursor, cur);
       shm::store_relaxed(e.evict_watch_since_ns, now_ns);
       continue;
@@ -189,9 +187,8 @@ std::uint32_t reclaim_dead(ChannelState& ch) noexcept {
     std::uint64_t c = shm::load_acquire(e.control);
     const std::uint32_t st = control_state(c);
     if (st != kEntryActive && st != kEntryClaiming) continue;
-    const bool dead = st == kEntryClaiming
-                          ? shm::process_liveness({control_pid(c), 0}) == shm::Liveness::dead
-                          : owner_dead(c, e.owner_start);
+    const bool dead = st == kEntryClaiming ? shm::process_liveness({control_pid(c), 0}) == shm::Liveness::dead
+                                           : owner_dead(c, e.owner_start);
     if (dead && shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0))) ++n;
   }
   if (n != 0) wake_publishers(ch);
@@ -207,9 +204,12 @@ std::uint64_t oldest_sequence(const ChannelState& ch) noexcept {
 std::uint64_t start_position(const ChannelState& ch, const StartAt& start, std::uint64_t* lost) noexcept {
   if (lost != nullptr) *lost = 0;
   switch (start.kind) {
-    case StartAt::Kind::earliest: return oldest_sequence(ch);
-    case StartAt::Kind::latest: return shm::load_acquire(ch.producer->head);
-    case StartAt::Kind::sequence: return std::min(start.value, kMaxSequence);
+    case StartAt::Kind::earliest:
+      return oldest_sequence(ch);
+    case StartAt::Kind::latest:
+      return shm::load_acquire(ch.producer->head);
+    case StartAt::Kind::sequence:
+      return std::min(start.value, kMaxSequence);
     case StartAt::Kind::timestamp: {
       const TimePosition p = locate_time(ch, start.value);
       if (lost != nullptr) *lost = p.overwritten;
@@ -401,8 +401,7 @@ AttachAnswer attach_new(ChannelState& ch, std::string_view name, const StartAt& 
 
 }  // namespace
 
-Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view name,
-                                           const StartAt& start) {
+Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view name, const StartAt& start) {
   if (ch.read_only()) {
     return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
   }
@@ -423,8 +422,8 @@ Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view na
     // A new entry.
     if (auto r = attach_new(ch, name, start, me)) return std::move(*r);
   }
-  return Error(ErrorCode::busy, "could not attach subscriber '" + std::string(name) + "' to channel '" +
-                                    ch.name + "': other processes kept attaching the same entries");
+  return Error(ErrorCode::busy, "could not attach subscriber '" + std::string(name) + "' to channel '" + ch.name +
+                                    "': other processes kept attaching the same entries");
 }
 
 void detach_subscriber(ChannelState& ch, std::uint32_t index, std::uint64_t control) noexcept {
@@ -436,8 +435,7 @@ void detach_subscriber(ChannelState& ch, std::uint32_t index, std::uint64_t cont
   if (!shm::cas_acq_rel(e.control, c, next)) {
     // Evicted meanwhile: keep the eviction visible for a durable resume.
     if (control_state(c) == kEntryEvicted && control_pid(c) == control_pid(control)) {
-      (void)shm::cas_acq_rel(e.control, c,
-                             durable ? make_control(kEntryEvicted, 0) : make_control(kEntryFree, 0));
+      (void)shm::cas_acq_rel(e.control, c, durable ? make_control(kEntryEvicted, 0) : make_control(kEntryFree, 0));
     }
   }
   wake_publishers(ch);
@@ -453,16 +451,15 @@ Result<void> remove_durable_subscriber(ChannelState& ch, std::string_view name) 
     if (control_state(c) == kEntryFree || (shm::load_relaxed(e.flags) & kSubDurable) == 0) continue;
     if (read_name(e.name) != name) continue;
     if (control_pid(c) != 0 && !owner_dead(c, e.owner_start)) {
-      return Error(ErrorCode::busy, "durable subscriber '" + std::string(name) +
-                                        "' is in use by pid " + num(control_pid(c)));
+      return Error(ErrorCode::busy,
+                   "durable subscriber '" + std::string(name) + "' is in use by pid " + num(control_pid(c)));
     }
     if (shm::cas_acq_rel(e.control, c, make_control(kEntryFree, 0))) {
       wake_publishers(ch);
       return {};
     }
   }
-  return Error(ErrorCode::not_found, "channel '" + ch.name + "' has no durable subscriber '" +
-                                         std::string(name) + "'");
+  return Error(ErrorCode::not_found, "channel '" + ch.name + "' has no durable subscriber '" + std::string(name) + "'");
 }
 
 }  // namespace shmbus::bus

@@ -59,8 +59,7 @@ struct SubscriberAttach {
 
 /// Attaches a subscriber (anonymous if name is empty, else durable) starting
 /// at `start`. busy if a live process already holds the durable name.
-Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view name,
-                                           const StartAt& start);
+Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view name, const StartAt& start);
 
 /// Detaches: an anonymous entry is freed, a durable one keeps its cursor.
 void detach_subscriber(ChannelState& ch, std::uint32_t index, std::uint64_t control) noexcept;
@@ -119,7 +118,6 @@ std::uint64_t oldest_sequence(const ChannelState& ch) noexcept;
 /// or the first retained message at or after a time. For a time, `*lost`
 /// (if given) gets locate_time's `overwritten` (else 0): the caller counts
 /// it as lost and reports it, as a reader lapped there would.
-std::uint64_t start_position(const ChannelState& ch, const StartAt& start,
-                             std::uint64_t* lost = nullptr) noexcept;
+std::uint64_t start_position(const ChannelState& ch, const StartAt& start, std::uint64_t* lost = nullptr) noexcept;
 
 }  // namespace shmbus::bus

@@ -8,8 +8,7 @@
 
 namespace shmbus::bus {
 
-PollStatus peek_message(const ChannelState& ch, std::uint64_t seq, Message& out,
-                        std::span<std::byte> buffer) noexcept {
+PollStatus peek_message(const ChannelState& ch, std::uint64_t seq, Message& out, std::span<std::byte> buffer) noexcept {
   const std::uint64_t mask = ch.geo.capacity - 1;
   const std::byte* slot = slot_at(ch.data, seq, mask, ch.geo.slot_size);
   const auto& stamp = slot_header(slot).stamp;

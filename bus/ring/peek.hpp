@@ -9,8 +9,8 @@
 #include <span>
 #include <string>
 
-#include "bus/ring/channel_state.hpp"
 #include "bus/common/types.hpp"
+#include "bus/ring/channel_state.hpp"
 
 namespace shmbus::bus {
 
@@ -22,7 +22,6 @@ namespace shmbus::bus {
 /// header is impossible; buffer_too_small with out.payload.size() set to the
 /// size needed. Validates the stamp after copying (seqlock), so a concurrent
 /// writer yields lapped, never a torn message. Thread-safe; never writes.
-PollStatus peek_message(const ChannelState& ch, std::uint64_t seq, Message& out,
-                        std::span<std::byte> buffer) noexcept;
+PollStatus peek_message(const ChannelState& ch, std::uint64_t seq, Message& out, std::span<std::byte> buffer) noexcept;
 
 }  // namespace shmbus::bus

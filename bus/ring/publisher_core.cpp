@@ -5,8 +5,8 @@
 #include <climits>
 #include <cstring>
 
-#include "bus/ring/slots.hpp"
 #include "bus/ring/participants.hpp"
+#include "bus/ring/slots.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "shm/futex.hpp"
@@ -51,9 +51,8 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::create(std::shared_ptr<Cha
   p.policy_ = ch->geo.policy;
   // A host whose counter the kernel does not trust across CPUs stamps with
   // the realtime clock instead: readers tell the two apart per message.
-  p.timestamps_ = ch->geo.timestamps == TimestampSource::tsc && !shm::tsc_usable()
-                      ? TimestampSource::realtime
-                      : ch->geo.timestamps;
+  p.timestamps_ =
+      ch->geo.timestamps == TimestampSource::tsc && !shm::tsc_usable() ? TimestampSource::realtime : ch->geo.timestamps;
   // SYNC(gate): acquire, pairs with the release store in refresh_gate.
   p.gate_ = shm::load_acquire(ch->producer->gate_cache);
   p.ch_ = std::move(ch);
@@ -62,9 +61,12 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::create(std::shared_ptr<Cha
 
 [[gnu::always_inline]] inline std::uint64_t PublisherCore::stamp_time() const noexcept {
   switch (timestamps_) {
-    case TimestampSource::tsc: return kTicksFlag | (shm::tsc_ticks() & ~kTicksFlag);
-    case TimestampSource::none: return 0;
-    case TimestampSource::realtime: break;
+    case TimestampSource::tsc:
+      return kTicksFlag | (shm::tsc_ticks() & ~kTicksFlag);
+    case TimestampSource::none:
+      return 0;
+    case TimestampSource::realtime:
+      break;
   }
   return shm::realtime_ns();
 }
@@ -182,8 +184,7 @@ bool PublisherCore::reserve(std::uint64_t& seq, std::uint64_t n, std::uint64_t t
       }
     }
     // relaxed on success: a ticket; on failure we just retry with the new head.
-    if (prod_->head.compare_exchange_weak(head, head + n, std::memory_order_relaxed,
-                                          std::memory_order_relaxed)) {
+    if (prod_->head.compare_exchange_weak(head, head + n, std::memory_order_relaxed, std::memory_order_relaxed)) {
       seq = head;
       return true;
     }
@@ -213,10 +214,9 @@ PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
       shm::single_writer_add(entry_->lost_claims, 1);
       return PublishStatus::abandoned;
     }
-    const bool prev_done =
-        first_lap ? (s_state == kStampEmpty ||
-                     (s_seq < seq && (s_state == kStampCommitted || s_state == kStampAbandoned)))
-                  : (s_seq == prev && (s_state == kStampCommitted || s_state == kStampAbandoned));
+    const bool prev_done = first_lap ? (s_state == kStampEmpty ||
+                                        (s_seq < seq && (s_state == kStampCommitted || s_state == kStampAbandoned)))
+                                     : (s_seq == prev && (s_state == kStampCommitted || s_state == kStampAbandoned));
     if (prev_done) {
       // Record ourselves as the writer of seq. relaxed: published by the
       // release of the stamp CAS below, so a reader that acquires our
@@ -266,8 +266,7 @@ PublishStatus PublisherCore::take_slot(std::uint64_t seq) noexcept {
   }
 }
 
-PublishStatus PublisherCore::claim(std::size_t max_length, ClaimToken& out,
-                                   std::uint64_t timeout_ns) noexcept {
+PublishStatus PublisherCore::claim(std::size_t max_length, ClaimToken& out, std::uint64_t timeout_ns) noexcept {
   return claim_batch(max_length, std::span<ClaimToken>(&out, 1), timeout_ns);
 }
 
@@ -286,8 +285,7 @@ PublishStatus PublisherCore::claim_batch(std::size_t max_length, std::span<Claim
     const PublishStatus taken = take_slot(seq);
     if (taken == PublishStatus::ok) {
       c.sequence = seq;
-      c.payload = std::span<std::byte>(slot_at(data_, seq, mask_, slot_size_) + kSlotHeaderSize,
-                                       max_payload_);
+      c.payload = std::span<std::byte>(slot_at(data_, seq, mask_, slot_size_) + kSlotHeaderSize, max_payload_);
       c.active = true;
     } else if (result == PublishStatus::ok) {
       result = taken;  // abandoned (we stalled), or the channel went away
@@ -306,8 +304,8 @@ PublishStatus PublisherCore::claim_batch(std::size_t max_length, std::span<Claim
   shm::wake_sleepers(prod_->sub_sleeping, prod_->sub_futex);
 }
 
-PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length,
-                                    const MessageMeta& meta, std::uint32_t attempt) noexcept {
+PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length, const MessageMeta& meta,
+                                    std::uint32_t attempt) noexcept {
   if (!ch_ || !claim.active) return PublishStatus::invalid;
   if (length > max_payload_) {
     abort(claim);
@@ -358,9 +356,11 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
 // first line (and the payload's further lines) between two CASes of the
 // stamp, with no call and no clock read in that window, so the line a
 // reader spins on is taken from it once and handed back with the message.
-[[gnu::always_inline]] inline PublishStatus PublisherCore::write_message(std::uint64_t seq, std::span<const std::byte> payload,
-                                                  const MessageMeta& meta, std::uint64_t stored_time,
-                                                  std::uint32_t attempt) noexcept {
+[[gnu::always_inline]] inline PublishStatus PublisherCore::write_message(std::uint64_t seq,
+                                                                         std::span<const std::byte> payload,
+                                                                         const MessageMeta& meta,
+                                                                         std::uint64_t stored_time,
+                                                                         std::uint32_t attempt) noexcept {
   std::byte* at = slot_at(data_, seq, mask_, slot_size_);
   SlotHeader& slot = slot_header(at);
   const std::size_t n = payload.size();
@@ -395,9 +395,12 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
 
 PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const MessageMeta& meta,
                                      std::uint64_t timeout_ns) noexcept {
-  if (!ch_) [[unlikely]] return PublishStatus::invalid;
-  if (payload.size() > max_payload_) [[unlikely]] return PublishStatus::too_large;
-  if (const std::uint64_t r = gone(false); r != kChannelLive) [[unlikely]] return publish_status_of_removed(r);
+  if (!ch_) [[unlikely]]
+    return PublishStatus::invalid;
+  if (payload.size() > max_payload_) [[unlikely]]
+    return PublishStatus::too_large;
+  if (const std::uint64_t r = gone(false); r != kChannelLive) [[unlikely]]
+    return publish_status_of_removed(r);
   // The claim, inline for the usual case: room below the cached gate and an
   // uncontended CAS of head (a plain ticket for drop_oldest).
   std::uint64_t seq = 0;
@@ -405,14 +408,14 @@ PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const M
   if (policy_ == Policy::drop_oldest) {
     // relaxed: a ticket, as in reserve.
     seq = prod_->head.fetch_add(1, std::memory_order_relaxed);
-    if (seq > kMaxSequence - 1) [[unlikely]] return PublishStatus::invalid;  // a corrupted head, as in reserve
+    if (seq > kMaxSequence - 1) [[unlikely]]
+      return PublishStatus::invalid;  // a corrupted head, as in reserve
     reserved = true;
   } else {
     std::uint64_t head = shm::load_relaxed(prod_->head);
     // relaxed on success: a ticket, as in reserve.
     reserved = head < gate_ + capacity_ && head <= kMaxSequence - 1 &&
-               prod_->head.compare_exchange_weak(head, head + 1, std::memory_order_relaxed,
-                                                 std::memory_order_relaxed);
+               prod_->head.compare_exchange_weak(head, head + 1, std::memory_order_relaxed, std::memory_order_relaxed);
     seq = head;
   }
   if (!reserved) [[unlikely]] {
@@ -424,12 +427,14 @@ PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const M
   // slot is taken: the clock stays out of the window in which it is `writing`).
   prefetch_payload(seq, payload.size());
   const PublishStatus st = write_message(seq, payload, meta, time_to_store(meta), 0);
-  if (st != PublishStatus::ok) [[unlikely]] return st;
+  if (st != PublishStatus::ok) [[unlikely]]
+    return st;
   // Counters and the wake check after the commit: off the reader's path.
   shm::single_writer_add(entry_->published, 1);
   wake_subscribers();
   // Removed (or its pages lost) while we wrote: say so rather than `ok`.
-  if (const std::uint64_t r = gone(false); r != kChannelLive) [[unlikely]] return publish_status_of_removed(r);
+  if (const std::uint64_t r = gone(false); r != kChannelLive) [[unlikely]]
+    return publish_status_of_removed(r);
   return PublishStatus::ok;
 }
 
@@ -466,15 +471,15 @@ PublishStatus PublisherCore::publish_batch_of(std::size_t n, At at, std::uint64_
   return result;
 }
 
-PublishStatus PublisherCore::publish_batch(std::span<const OutMessage> msgs,
-                                           std::uint64_t timeout_ns) noexcept {
-  return publish_batch_of(msgs.size(), [msgs](std::size_t i) noexcept -> const OutMessage& { return msgs[i]; },
-                          timeout_ns);
+PublishStatus PublisherCore::publish_batch(std::span<const OutMessage> msgs, std::uint64_t timeout_ns) noexcept {
+  return publish_batch_of(
+      msgs.size(), [msgs](std::size_t i) noexcept -> const OutMessage& { return msgs[i]; }, timeout_ns);
 }
 
 PublishStatus PublisherCore::publish_batch(std::size_t n, MessageAt at, const void* ctx,
                                            std::uint64_t timeout_ns) noexcept {
-  return publish_batch_of(n, [at, ctx](std::size_t i) noexcept { return at(ctx, i); }, timeout_ns);
+  return publish_batch_of(
+      n, [at, ctx](std::size_t i) noexcept { return at(ctx, i); }, timeout_ns);
 }
 
 }  // namespace shmbus::bus

@@ -8,9 +8,9 @@
 #include <memory>
 #include <span>
 
+#include "bus/common/types.hpp"
 #include "bus/ring/channel_state.hpp"
 #include "bus/ring/layout.hpp"
-#include "bus/common/types.hpp"
 
 namespace shmbus::bus {
 
@@ -39,8 +39,7 @@ class PublisherCore {
   void abort(ClaimToken& claim) noexcept;
   /// claim + copy + commit, fused: one CAS takes the slot, the metadata and
   /// payload are stored into lines this thread then owns, one CAS commits.
-  PublishStatus publish(std::span<const std::byte> payload, const MessageMeta& meta,
-                        std::uint64_t timeout_ns) noexcept;
+  PublishStatus publish(std::span<const std::byte> payload, const MessageMeta& meta, std::uint64_t timeout_ns) noexcept;
   /// Publishes `msgs` under consecutive sequences with one claim-counter
   /// update, one space check and one wake check. All or nothing for
   /// full/timeout/too_large; see Publisher::publish_batch.
@@ -48,12 +47,10 @@ class PublisherCore {
   /// The same for `n` messages that `at(ctx, i)` describes (the C API's
   /// array, read in place).
   using MessageAt = OutMessage (*)(const void* ctx, std::size_t i) noexcept;
-  PublishStatus publish_batch(std::size_t n, MessageAt at, const void* ctx,
-                              std::uint64_t timeout_ns) noexcept;
+  PublishStatus publish_batch(std::size_t n, MessageAt at, const void* ctx, std::uint64_t timeout_ns) noexcept;
   /// Claims claims.size() consecutive sequences at once (one claim-counter
   /// update, one space check), each for up to `max_length` bytes. All or none.
-  PublishStatus claim_batch(std::size_t max_length, std::span<ClaimToken> claims,
-                            std::uint64_t timeout_ns) noexcept;
+  PublishStatus claim_batch(std::size_t max_length, std::span<ClaimToken> claims, std::uint64_t timeout_ns) noexcept;
 
   [[nodiscard]] bool valid() const noexcept { return ch_ != nullptr; }
   [[nodiscard]] const std::shared_ptr<ChannelState>& channel() const noexcept { return ch_; }
@@ -71,9 +68,8 @@ class PublisherCore {
   /// Prefetches for write the payload lines past the slot's first.
   void prefetch_payload(std::uint64_t seq, std::size_t n) const noexcept;
   /// Takes the slot of a reserved `seq`, stores the message and commits it.
-  PublishStatus write_message(std::uint64_t seq, std::span<const std::byte> payload,
-                              const MessageMeta& meta, std::uint64_t stored_time,
-                              std::uint32_t attempt) noexcept;
+  PublishStatus write_message(std::uint64_t seq, std::span<const std::byte> payload, const MessageMeta& meta,
+                              std::uint64_t stored_time, std::uint32_t attempt) noexcept;
   /// kChannelLive, or why this channel is gone (removed_fast; with `slow`,
   /// also the fstat check, at most every few ms).
   std::uint64_t gone(bool slow) noexcept;
@@ -88,7 +84,7 @@ class PublisherCore {
   ProducerBlock* prod_ = nullptr;
   const std::atomic<std::uint64_t>* removed_ = nullptr;  ///< the header's RemovedState
   PublisherEntry* entry_ = nullptr;
-  std::byte* data_ = nullptr;           ///< the writable view of the slots
+  std::byte* data_ = nullptr;  ///< the writable view of the slots
   std::uint64_t mask_ = 0;
   std::uint64_t capacity_ = 0;
   std::uint64_t unblock_ns_ = 0;
@@ -97,10 +93,10 @@ class PublisherCore {
   std::uint32_t index_ = 0;
   Policy policy_ = Policy::block;
   TimestampSource timestamps_ = TimestampSource::realtime;  ///< tsc only where usable
-  std::uint64_t gate_ = 0;             ///< local copy of the gating minimum
+  std::uint64_t gate_ = 0;                                  ///< local copy of the gating minimum
   std::uint64_t last_housekeeping_ns_ = 0;
   std::uint64_t last_removed_check_ns_ = 0;
-  std::uint32_t self_pid_ = 0;         ///< for the slot writer word
+  std::uint32_t self_pid_ = 0;  ///< for the slot writer word
 };
 
 }  // namespace shmbus::bus

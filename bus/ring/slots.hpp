@@ -9,9 +9,9 @@
 #include <atomic>
 #include <span>
 
+#include "bus/common/types.hpp"
 #include "bus/ring/channel_state.hpp"
 #include "bus/ring/layout.hpp"
-#include "bus/common/types.hpp"
 
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
@@ -86,8 +86,7 @@ inline const std::byte* slot_at(const std::byte* data, std::uint64_t seq, std::u
                                 std::uint32_t slot_size) noexcept {
   return data + (seq & mask) * static_cast<std::uint64_t>(slot_size);
 }
-inline std::byte* slot_at(std::byte* data, std::uint64_t seq, std::uint64_t mask,
-                          std::uint32_t slot_size) noexcept {
+inline std::byte* slot_at(std::byte* data, std::uint64_t seq, std::uint64_t mask, std::uint32_t slot_size) noexcept {
   return data + (seq & mask) * static_cast<std::uint64_t>(slot_size);
 }
 inline const SlotHeader& slot_header(const std::byte* slot) noexcept {
@@ -119,7 +118,8 @@ class StampClock {
   std::uint64_t ns(std::uint64_t stored) noexcept {
     if (!stored_time_is_ticks(stored)) return stored;
     const std::uint64_t ticks = stored & ~kTicksFlag;
-    if (ticks > snap_.refresh_at) [[unlikely]] snap_ = shm::tsc_snapshot(ticks);
+    if (ticks > snap_.refresh_at) [[unlikely]]
+      snap_ = shm::tsc_snapshot(ticks);
     return snap_.to_ns(ticks);
   }
 
@@ -132,8 +132,8 @@ class StampClock {
 /// `attempt` (the slot's, or a group delivery's) and the payload where it was
 /// read (in the slot for a zero-copy read, else in the caller's buffer).
 /// Trusts the length in `meta`: check it first.
-inline Message message_from(const SlotMeta& meta, std::uint64_t timestamp_ns, std::uint64_t seq,
-                            std::uint32_t attempt, const std::byte* payload) noexcept {
+inline Message message_from(const SlotMeta& meta, std::uint64_t timestamp_ns, std::uint64_t seq, std::uint32_t attempt,
+                            const std::byte* payload) noexcept {
   Message m;
   m.sequence = seq;
   m.timestamp_ns = timestamp_ns;

@@ -4,8 +4,8 @@
 
 #include "bus/common/util.hpp"
 #include "bus/group/consumer_core.hpp"
-#include "bus/ring/slots.hpp"
 #include "bus/ring/participants.hpp"
+#include "bus/ring/slots.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "shm/liveness.hpp"
@@ -15,18 +15,23 @@ namespace shmbus::bus {
 namespace {
 const char* state_name(std::uint32_t s) {
   switch (s) {
-    case kEntryClaiming: return "claiming";
-    case kEntryActive: return "active";
-    case kEntryDetached: return "detached";
-    case kEntryEvicted: return "evicted";
-    case kEntryResuming: return "resuming";
-    default: return "free";
+    case kEntryClaiming:
+      return "claiming";
+    case kEntryActive:
+      return "active";
+    case kEntryDetached:
+      return "detached";
+    case kEntryEvicted:
+      return "evicted";
+    case kEntryResuming:
+      return "resuming";
+    default:
+      return "free";
   }
 }
 bool alive(std::uint64_t control, const std::atomic<std::uint64_t>& start) {
   if (control_pid(control) == 0) return false;
-  return shm::process_liveness({control_pid(control), shm::load_relaxed(start)}) !=
-         shm::Liveness::dead;
+  return shm::process_liveness({control_pid(control), shm::load_relaxed(start)}) != shm::Liveness::dead;
 }
 
 // The channel's settings and the producer block's counters.

@@ -6,8 +6,8 @@
 #include <cstring>
 
 #include "bus/common/wait.hpp"
-#include "bus/ring/slots.hpp"
 #include "bus/ring/participants.hpp"
+#include "bus/ring/slots.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "shm/futex.hpp"
@@ -138,8 +138,7 @@ bool SubscriberCore::ready() noexcept {
   if (shm::load_relaxed(entry_->control) != control_) return true;
   const std::uint64_t st = stamp_at(cursor_).load(std::memory_order_seq_cst);
   if (stamp_state(st) == kStampEmpty) return false;
-  return stamp_seq(st) > cursor_ ||
-         (stamp_seq(st) == cursor_ && stamp_state(st) != kStampWriting);
+  return stamp_seq(st) > cursor_ || (stamp_seq(st) == cursor_ && stamp_state(st) != kStampWriting);
 }
 
 PollStatus SubscriberCore::begin_read(Message& out) noexcept {
@@ -173,8 +172,7 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
         publish_cursor();
         return PollStatus::corrupted;
       }
-      out = message_from(meta, clock_.ns(meta.timestamp), cursor_, size_attempt(meta.size),
-                         slot + kSlotHeaderSize);
+      out = message_from(meta, clock_.ns(meta.timestamp), cursor_, size_attempt(meta.size), slot + kSlotHeaderSize);
       pending_stamp_ = st;
       pending_ = true;
       return PollStatus::ok;
@@ -187,7 +185,8 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
       }
       if (stamp_seq(st) > cursor_) return on_lapped();
     }
-    if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]] return on_idle(st);
+    if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]]
+      return on_idle(st);
     return PollStatus::empty;
   }
 }
@@ -225,9 +224,11 @@ PollStatus SubscriberCore::finish_read(bool publish) noexcept {
 // the copies, the seqlock re-check, one cursor store. Anything but a
 // committed message of the right size, or an empty slot, takes poll_general.
 PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexcept {
-  if (!fast_) [[unlikely]] return poll_general(out, buffer);
+  if (!fast_) [[unlikely]]
+    return poll_general(out, buffer);
   // relaxed: only compared with our own value; on_evicted re-reads with acquire.
-  if (shm::load_relaxed(entry_->control) != control_) [[unlikely]] return poll_general(out, buffer);
+  if (shm::load_relaxed(entry_->control) != control_) [[unlikely]]
+    return poll_general(out, buffer);
   pending_ = false;  // a poll ends any zero-copy read begun before it
   const std::uint64_t cursor = cursor_;
   const std::byte* slot = slot_at(data_, cursor, mask_, slot_size_);
@@ -237,19 +238,22 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   if (st != make_stamp(cursor, kStampCommitted)) {
     // Nothing at the cursor yet (never written, an older lap, or being
     // written): an empty poll. Anything else is for the general path.
-    const bool nothing = stamp_state(st) == kStampEmpty || stamp_seq(st) < cursor ||
-                         st == make_stamp(cursor, kStampWriting);
+    const bool nothing =
+        stamp_state(st) == kStampEmpty || stamp_seq(st) < cursor || st == make_stamp(cursor, kStampWriting);
     if (!nothing) return poll_general(out, buffer);
-    if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]] return on_idle(st);
+    if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]]
+      return on_idle(st);
     return PollStatus::empty;
   }
   const SlotMeta meta = read_meta(slot);
   const std::uint32_t length = size_length(meta.size);
-  if (length > max_payload_ || length > buffer.size()) [[unlikely]] return poll_general(out, buffer);
+  if (length > max_payload_ || length > buffer.size()) [[unlikely]]
+    return poll_general(out, buffer);
   racy_copy(buffer.data(), slot + kSlotHeaderSize, length);
   // SYNC(seqlock-read): as in finish_read.
   std::atomic_thread_fence(std::memory_order_acquire);
-  if (shm::load_relaxed(stamp) != st) [[unlikely]] return on_lapped();
+  if (shm::load_relaxed(stamp) != st) [[unlikely]]
+    return on_lapped();
   out.sequence = cursor;
   out.timestamp_ns = clock_.ns(meta.timestamp);
   out.key = meta.key;
@@ -298,14 +302,12 @@ PollStatus SubscriberCore::wait(std::uint64_t timeout_ns) noexcept {
   };
   // Sleeps of at most a quarter of unblock_timeout: the stall check in
   // `look` then unblocks a dead publisher's claim in time.
-  const std::uint64_t slice =
-      std::min<std::uint64_t>(kMaxSleepSliceNs, std::max<std::uint64_t>(unblock_ns_ / 4, 1000));
+  const std::uint64_t slice = std::min<std::uint64_t>(kMaxSleepSliceNs, std::max<std::uint64_t>(unblock_ns_ / 4, 1000));
   const WaitPlan plan{timeout_ns, wait_, slice, &prod_->sub_sleeping, &prod_->sub_futex};
   return wait_until(plan, poll_ready, look, [] {});
 }
 
-PollStatus SubscriberCore::poll_wait(Message& out, std::span<std::byte> buffer,
-                                     std::uint64_t timeout_ns) noexcept {
+PollStatus SubscriberCore::poll_wait(Message& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept {
   const std::uint64_t start = shm::monotonic_ns();
   const std::uint64_t deadline = deadline_after(start, timeout_ns);
   for (;;) {

@@ -9,10 +9,10 @@
 #include <memory>
 #include <span>
 
+#include "bus/common/types.hpp"
 #include "bus/ring/channel_state.hpp"
 #include "bus/ring/layout.hpp"
 #include "bus/ring/slots.hpp"
-#include "bus/common/types.hpp"
 
 namespace shmbus::bus {
 
@@ -28,8 +28,7 @@ class SubscriberCore {
   SubscriberCore& operator=(const SubscriberCore&) = delete;
   ~SubscriberCore();
 
-  static Result<std::unique_ptr<SubscriberCore>> create(std::shared_ptr<ChannelState> ch,
-                                                        const SubscribeOptions& opts);
+  static Result<std::unique_ptr<SubscriberCore>> create(std::shared_ptr<ChannelState> ch, const SubscribeOptions& opts);
 
   /// Zero-copy: describes the next message in `out` (payload points into the
   /// read-only mapping) without consuming it. Follow with finish_read().
@@ -83,8 +82,8 @@ class SubscriberCore {
   std::uint32_t slot_size_ = 0;
   std::uint32_t max_payload_ = 0;
   std::uint32_t index_ = 0;
-  std::uint64_t control_ = 0;     ///< the entry's control word while this handle owns it
-  std::uint64_t cursor_ = 0;      ///< next sequence to read (owned; mirrored to entry_->cursor)
+  std::uint64_t control_ = 0;        ///< the entry's control word while this handle owns it
+  std::uint64_t cursor_ = 0;         ///< next sequence to read (owned; mirrored to entry_->cursor)
   std::uint64_t pending_stamp_ = 0;  ///< stamp seen by begin_read, re-checked by finish_read
   bool pending_ = false;
   bool fast_ = false;             ///< attached, no start loss to report: poll may take its fused path

@@ -59,8 +59,7 @@ int main(int argc, char** argv) {
   std::uint64_t done = 0;
   for (;;) {
     shmbus::Delivery d;
-    const shmbus::PollStatus st =
-        worker.receive_wait(d, std::as_writable_bytes(std::span<char>(buf)), kIdleLimitNs);
+    const shmbus::PollStatus st = worker.receive_wait(d, std::as_writable_bytes(std::span<char>(buf)), kIdleLimitNs);
     if (st == shmbus::PollStatus::timeout) return 3;
     if (st != shmbus::PollStatus::ok) continue;  // lapped or corrupted: counted, read on
     const shmbus::Message& m = d.message;

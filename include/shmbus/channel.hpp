@@ -42,17 +42,17 @@ struct ChannelInfo {
 /// A message read from a DLQ channel, decoded: where it came from, why it
 /// was dead-lettered, and the original payload.
 struct DeadLetter {
-  std::uint64_t dlq_sequence = 0;          ///< its sequence in the DLQ channel
-  std::uint64_t original_sequence = 0;     ///< its sequence in the source channel
-  std::uint64_t original_timestamp_ns = 0; ///< CLOCK_REALTIME of the original publish
-  std::uint32_t attempts = 0;              ///< deliveries made before it was dead-lettered
+  std::uint64_t dlq_sequence = 0;           ///< its sequence in the DLQ channel
+  std::uint64_t original_sequence = 0;      ///< its sequence in the source channel
+  std::uint64_t original_timestamp_ns = 0;  ///< CLOCK_REALTIME of the original publish
+  std::uint32_t attempts = 0;               ///< deliveries made before it was dead-lettered
   DeadLetterReason reason = DeadLetterReason::max_deliveries;
-  std::string group;                       ///< the group that dead-lettered it
-  std::string source;                      ///< the source channel
+  std::string group;   ///< the group that dead-lettered it
+  std::string source;  ///< the source channel
   std::uint64_t key = 0;
   std::uint64_t correlation_id = 0;
   std::uint32_t type = 0;
-  std::span<const std::byte> payload;      ///< points into the message's payload
+  std::span<const std::byte> payload;  ///< points into the message's payload
 };
 
 /// Decodes a message read from a DLQ channel; nothing if it is not a dead
@@ -78,8 +78,7 @@ class Channel {
   /// is visible under its name only once fully created, so there is never a
   /// half-made one to wait for. Thread-safe.
   static Result<Channel> open(std::string_view name, std::string_view bus = kDefaultBus,
-                              std::uint64_t open_wait_ns = 2'000'000'000ULL,
-                              const Trust& trust = {});
+                              std::uint64_t open_wait_ns = 2'000'000'000ULL, const Trust& trust = {});
 
   /// Opens the channel if it exists — its parameters must equal `opts`
   /// (parameter_mismatch names both values; its owner must be trusted as for

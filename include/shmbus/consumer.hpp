@@ -41,8 +41,7 @@ class Consumer {
   /// `arena`, with one clock read and one update of the group's counters.
   /// Returns how many; *last (if given) is the status that ended the batch.
   /// Not thread-safe: one caller at a time.
-  std::size_t receive_batch(std::span<Delivery> out, std::span<std::byte> arena,
-                            PollStatus* last = nullptr) noexcept;
+  std::size_t receive_batch(std::span<Delivery> out, std::span<std::byte> arena, PollStatus* last = nullptr) noexcept;
 
   /// Ends the lease: the message is done. `lease_lost` if the lease had
   /// expired (the message may have gone to another consumer): the ack did

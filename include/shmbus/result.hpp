@@ -17,18 +17,18 @@ namespace shmbus {
 
 /// What went wrong, coarsely; Error::message() says exactly what.
 enum class ErrorCode : std::uint32_t {
-  invalid_argument = 1,   ///< a parameter is out of range or malformed
-  not_found,              ///< the named channel (or subscriber) does not exist
-  already_exists,         ///< exclusive create found an existing segment
-  permission_denied,      ///< the OS refused access to the segment
-  no_space,               ///< /dev/shm (or memory) cannot hold the segment
-  parameter_mismatch,     ///< opened with parameters that differ from the segment's
-  version_mismatch,       ///< the segment has another layout version or ABI
-  corrupted,              ///< a value read from shared memory is out of range
-  timeout,                ///< a bounded wait (e.g. for initialisation) expired
-  table_full,             ///< no free subscriber (or group) entry
-  busy,                   ///< the named entry is in use by a live process
-  system,                 ///< another system call failure; see sys_errno()
+  invalid_argument = 1,  ///< a parameter is out of range or malformed
+  not_found,             ///< the named channel (or subscriber) does not exist
+  already_exists,        ///< exclusive create found an existing segment
+  permission_denied,     ///< the OS refused access to the segment
+  no_space,              ///< /dev/shm (or memory) cannot hold the segment
+  parameter_mismatch,    ///< opened with parameters that differ from the segment's
+  version_mismatch,      ///< the segment has another layout version or ABI
+  corrupted,             ///< a value read from shared memory is out of range
+  timeout,               ///< a bounded wait (e.g. for initialisation) expired
+  table_full,            ///< no free subscriber (or group) entry
+  busy,                  ///< the named entry is in use by a live process
+  system,                ///< another system call failure; see sys_errno()
 };
 
 /// A readable name for an ErrorCode ("parameter_mismatch"). Thread-safe.
@@ -54,8 +54,8 @@ class Error {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : v_(std::move(value)) {}           // NOLINT(implicit)
-  Result(Error error) : v_(std::move(error)) {}       // NOLINT(implicit)
+  Result(T value) : v_(std::move(value)) {}      // NOLINT(implicit)
+  Result(Error error) : v_(std::move(error)) {}  // NOLINT(implicit)
 
   [[nodiscard]] bool ok() const noexcept { return v_.index() == 0; }
   explicit operator bool() const noexcept { return ok(); }

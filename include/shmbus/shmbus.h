@@ -78,20 +78,21 @@ enum shmbus_status {
   SHMBUS_BUSY = 11,              /**< the named entry is in use by a live process */
   SHMBUS_SYSTEM = 12,            /**< another system call failed; see shmbus_last_errno() */
   /* Hot-path results. */
-  SHMBUS_EMPTY = 32,             /**< nothing to read yet */
-  SHMBUS_LAPPED = 33,            /**< messages were lost (overwritten or evicted) and counted; call again */
-  SHMBUS_BUFFER_TOO_SMALL = 34,  /**< the payload is larger than the buffer; the size needed is reported, the message kept */
-  SHMBUS_FULL = 35,              /**< `reject` channel: the ring holds unread data; nothing was published */
-  SHMBUS_TOO_LARGE = 36,         /**< the payload does not fit the channel's slot */
-  SHMBUS_ABANDONED = 37,         /**< a claim was taken away (the writer stalled) */
-  SHMBUS_LEASE_LOST = 38,        /**< the lease expired or was already ended: the ack/nack did nothing */
-  SHMBUS_DLQ_UNAVAILABLE = 39,   /**< the dead-letter channel cannot take the message now; it stays with the group */
-  SHMBUS_INVALID = 40,           /**< the handle or delivery is not usable here (not this consumer's) */
-  SHMBUS_REMOVED = 41,           /**< the channel was removed (rm, gc, or its file unlinked): reopen it by name */
-  SHMBUS_SEGMENT_LOST = 42,      /**< the channel's file shrank under this process: the handle is dead */
+  SHMBUS_EMPTY = 32,  /**< nothing to read yet */
+  SHMBUS_LAPPED = 33, /**< messages were lost (overwritten or evicted) and counted; call again */
+  SHMBUS_BUFFER_TOO_SMALL =
+      34,                 /**< the payload is larger than the buffer; the size needed is reported, the message kept */
+  SHMBUS_FULL = 35,       /**< `reject` channel: the ring holds unread data; nothing was published */
+  SHMBUS_TOO_LARGE = 36,  /**< the payload does not fit the channel's slot */
+  SHMBUS_ABANDONED = 37,  /**< a claim was taken away (the writer stalled) */
+  SHMBUS_LEASE_LOST = 38, /**< the lease expired or was already ended: the ack/nack did nothing */
+  SHMBUS_DLQ_UNAVAILABLE = 39, /**< the dead-letter channel cannot take the message now; it stays with the group */
+  SHMBUS_INVALID = 40,         /**< the handle or delivery is not usable here (not this consumer's) */
+  SHMBUS_REMOVED = 41,         /**< the channel was removed (rm, gc, or its file unlinked): reopen it by name */
+  SHMBUS_SEGMENT_LOST = 42,    /**< the channel's file shrank under this process: the handle is dead */
   /* Failures of the interface itself. */
-  SHMBUS_OUT_OF_MEMORY = 48,     /**< an allocation failed */
-  SHMBUS_INTERNAL = 49           /**< an unexpected internal error (a bug): see shmbus_last_error() */
+  SHMBUS_OUT_OF_MEMORY = 48, /**< an allocation failed */
+  SHMBUS_INTERNAL = 49       /**< an unexpected internal error (a bug): see shmbus_last_error() */
 };
 
 /** Backpressure policy of a channel (shmbus::Policy). */
@@ -111,10 +112,10 @@ enum shmbus_wait {
 
 /** Where a new subscriber or group starts reading (shmbus::StartAt). */
 enum shmbus_start {
-  SHMBUS_START_EARLIEST = 0,  /**< the oldest message still in the ring */
-  SHMBUS_START_LATEST = 1,    /**< only messages published from now on */
-  SHMBUS_START_SEQUENCE = 2,  /**< the sequence in start_value */
-  SHMBUS_START_TIMESTAMP = 3  /**< the first message stamped at or after start_value (CLOCK_REALTIME ns) */
+  SHMBUS_START_EARLIEST = 0, /**< the oldest message still in the ring */
+  SHMBUS_START_LATEST = 1,   /**< only messages published from now on */
+  SHMBUS_START_SEQUENCE = 2, /**< the sequence in start_value */
+  SHMBUS_START_TIMESTAMP = 3 /**< the first message stamped at or after start_value (CLOCK_REALTIME ns) */
 };
 
 /* ------------------------------------------------------------------------ */
@@ -132,153 +133,154 @@ typedef struct shmbus_consumer shmbus_consumer;     /**< one member of a consume
 
 /** Parameters fixed when a channel is created (shmbus::ChannelOptions). */
 typedef struct shmbus_channel_options {
-  uint32_t struct_size;          /**< sizeof the caller's struct; set by shmbus_channel_options_init */
-  uint32_t slot_size;            /**< bytes per slot, header included; multiple of 64, 64..16 MiB (256) */
-  uint32_t capacity;             /**< slots; a power of two, 2..2^30 (1024) */
-  uint32_t policy;               /**< enum shmbus_policy (SHMBUS_POLICY_BLOCK) */
-  uint32_t max_subscribers;      /**< subscriber table entries, 1..4096 (32) */
-  uint32_t max_publishers;       /**< publisher table entries, 1..4096 (32) */
-  uint32_t max_groups;           /**< consumer groups, 0..256 (4) */
-  uint32_t max_consumers;        /**< consumers per group, 1..255 (16) */
-  uint32_t mode;                 /**< permission bits of the segment (0600) */
-  uint32_t timestamps;           /**< enum shmbus_timestamps; 0 means SHMBUS_TIMESTAMPS_TSC (the default) */
-  uint64_t unblock_timeout_ns;   /**< an uncommitted claim is abandoned after this (2 s) */
-  uint64_t eviction_timeout_ns;  /**< `block` only: evict a subscriber a full ring behind this long; 0 = never (0) */
+  uint32_t struct_size;         /**< sizeof the caller's struct; set by shmbus_channel_options_init */
+  uint32_t slot_size;           /**< bytes per slot, header included; multiple of 64, 64..16 MiB (256) */
+  uint32_t capacity;            /**< slots; a power of two, 2..2^30 (1024) */
+  uint32_t policy;              /**< enum shmbus_policy (SHMBUS_POLICY_BLOCK) */
+  uint32_t max_subscribers;     /**< subscriber table entries, 1..4096 (32) */
+  uint32_t max_publishers;      /**< publisher table entries, 1..4096 (32) */
+  uint32_t max_groups;          /**< consumer groups, 0..256 (4) */
+  uint32_t max_consumers;       /**< consumers per group, 1..255 (16) */
+  uint32_t mode;                /**< permission bits of the segment (0600) */
+  uint32_t timestamps;          /**< enum shmbus_timestamps; 0 means SHMBUS_TIMESTAMPS_TSC (the default) */
+  uint64_t unblock_timeout_ns;  /**< an uncommitted claim is abandoned after this (2 s) */
+  uint64_t eviction_timeout_ns; /**< `block` only: evict a subscriber a full ring behind this long; 0 = never (0) */
 } shmbus_channel_options;
 
 /** Options of shmbus_subscriber_new (shmbus::SubscribeOptions). */
 typedef struct shmbus_subscribe_options {
-  uint32_t struct_size;   /**< set by shmbus_subscribe_options_init */
-  uint32_t start;         /**< enum shmbus_start (SHMBUS_START_LATEST); ignored when a durable cursor resumes */
-  uint64_t start_value;   /**< the sequence or timestamp for SEQUENCE / TIMESTAMP starts */
-  const char* name;       /**< NULL or "": anonymous (freed with its process); else durable, resumed by name */
-  uint32_t wait;          /**< enum shmbus_wait for poll_wait (SHMBUS_WAIT_BLOCK) */
-  uint32_t reserved0;     /**< must be 0 */
+  uint32_t struct_size; /**< set by shmbus_subscribe_options_init */
+  uint32_t start;       /**< enum shmbus_start (SHMBUS_START_LATEST); ignored when a durable cursor resumes */
+  uint64_t start_value; /**< the sequence or timestamp for SEQUENCE / TIMESTAMP starts */
+  const char* name;     /**< NULL or "": anonymous (freed with its process); else durable, resumed by name */
+  uint32_t wait;        /**< enum shmbus_wait for poll_wait (SHMBUS_WAIT_BLOCK) */
+  uint32_t reserved0;   /**< must be 0 */
 } shmbus_subscribe_options;
 
 /** Settings of a consumer group, fixed when the group is first created
  *  (shmbus::GroupOptions). Joining an existing group with other settings
  *  fails with SHMBUS_PARAMETER_MISMATCH. */
 typedef struct shmbus_group_options {
-  uint32_t struct_size;            /**< set by shmbus_group_options_init */
-  uint32_t start;                  /**< enum shmbus_start for a new group (SHMBUS_START_EARLIEST) */
-  uint64_t start_value;            /**< the sequence or timestamp for SEQUENCE / TIMESTAMP starts */
-  uint64_t visibility_timeout_ns;  /**< lease length (30 s) */
-  uint64_t backoff_base_ns;        /**< nack-with-backoff delay after the first attempt (100 ms) */
-  uint64_t backoff_cap_ns;         /**< the backoff never exceeds this (30 s) */
-  uint32_t max_deliveries;         /**< attempts before the dead-letter channel, 1..255 (5) */
-  uint32_t jitter_permille;        /**< random spread of each backoff, in 1/1000 (200) */
-  const char* dlq;                 /**< dead-letter channel on the same bus; NULL or "": "<channel>-dlq" */
-  uint32_t wait;                   /**< enum shmbus_wait for receive_wait (SHMBUS_WAIT_BLOCK) */
-  uint32_t reserved0;              /**< must be 0 */
+  uint32_t struct_size;           /**< set by shmbus_group_options_init */
+  uint32_t start;                 /**< enum shmbus_start for a new group (SHMBUS_START_EARLIEST) */
+  uint64_t start_value;           /**< the sequence or timestamp for SEQUENCE / TIMESTAMP starts */
+  uint64_t visibility_timeout_ns; /**< lease length (30 s) */
+  uint64_t backoff_base_ns;       /**< nack-with-backoff delay after the first attempt (100 ms) */
+  uint64_t backoff_cap_ns;        /**< the backoff never exceeds this (30 s) */
+  uint32_t max_deliveries;        /**< attempts before the dead-letter channel, 1..255 (5) */
+  uint32_t jitter_permille;       /**< random spread of each backoff, in 1/1000 (200) */
+  const char* dlq;                /**< dead-letter channel on the same bus; NULL or "": "<channel>-dlq" */
+  uint32_t wait;                  /**< enum shmbus_wait for receive_wait (SHMBUS_WAIT_BLOCK) */
+  uint32_t reserved0;             /**< must be 0 */
 } shmbus_group_options;
 
 /** What publishers stamp messages with (shmbus::TimestampSource); every
  *  source reads back as CLOCK_REALTIME ns. */
 enum shmbus_timestamps {
   SHMBUS_TIMESTAMPS_REALTIME = 1, /**< CLOCK_REALTIME read at publish (~20-30 ns) */
-  SHMBUS_TIMESTAMPS_TSC = 2,      /**< the CPU's invariant counter, converted on read (realtime where the kernel does not trust it) */
-  SHMBUS_TIMESTAMPS_NONE = 3      /**< 0 unless the publisher sets one */
+  SHMBUS_TIMESTAMPS_TSC =
+      2, /**< the CPU's invariant counter, converted on read (realtime where the kernel does not trust it) */
+  SHMBUS_TIMESTAMPS_NONE = 3 /**< 0 unless the publisher sets one */
 };
 
 /** Metadata a publisher attaches to a message (shmbus::MessageMeta). Fixed layout. */
 typedef struct shmbus_message_meta {
-  uint64_t key;             /**< user key (partitioning, dedup) */
-  uint64_t correlation_id;  /**< request/response pairing */
-  uint64_t timestamp_ns;    /**< CLOCK_REALTIME ns; 0: stamped at commit */
-  uint32_t type;            /**< user message type */
-  uint32_t reserved0;       /**< must be 0 */
+  uint64_t key;            /**< user key (partitioning, dedup) */
+  uint64_t correlation_id; /**< request/response pairing */
+  uint64_t timestamp_ns;   /**< CLOCK_REALTIME ns; 0: stamped at commit */
+  uint32_t type;           /**< user message type */
+  uint32_t reserved0;      /**< must be 0 */
 } shmbus_message_meta;
 
 /** A message as a reader receives it; the payload is in the caller's buffer,
  *  from its first byte. Fixed layout. */
 typedef struct shmbus_message {
-  uint64_t sequence;        /**< position in the channel */
-  uint64_t timestamp_ns;    /**< CLOCK_REALTIME ns at commit (or as published) */
+  uint64_t sequence;     /**< position in the channel */
+  uint64_t timestamp_ns; /**< CLOCK_REALTIME ns at commit (or as published) */
   uint64_t key;
   uint64_t correlation_id;
   uint32_t type;
-  uint32_t attempt;         /**< delivery attempt (groups: 1 on first delivery; subscribers: 0) */
-  uint64_t payload_size;    /**< bytes copied; with SHMBUS_BUFFER_TOO_SMALL, the bytes needed */
+  uint32_t attempt;      /**< delivery attempt (groups: 1 on first delivery; subscribers: 0) */
+  uint64_t payload_size; /**< bytes copied; with SHMBUS_BUFFER_TOO_SMALL, the bytes needed */
 } shmbus_message;
 
 /** A message delivered to one consumer of a group, with its lease: the token
  *  that ack / nack / extend take. Fixed layout. */
 typedef struct shmbus_delivery {
   shmbus_message message;
-  uint64_t sequence;        /**< the leased sequence (equals message.sequence) */
-  uint64_t deadline_ns;     /**< CLOCK_MONOTONIC ns after which the lease expires (redelivery) */
-  uint64_t lease;           /**< the lease word held (opaque) */
-  uint32_t group;           /**< group index (opaque) */
-  uint32_t attempt;         /**< 1 on first delivery, +1 on each redelivery */
+  uint64_t sequence;    /**< the leased sequence (equals message.sequence) */
+  uint64_t deadline_ns; /**< CLOCK_MONOTONIC ns after which the lease expires (redelivery) */
+  uint64_t lease;       /**< the lease word held (opaque) */
+  uint32_t group;       /**< group index (opaque) */
+  uint32_t attempt;     /**< 1 on first delivery, +1 on each redelivery */
 } shmbus_delivery;
 
 /** Basics of a channel (a snapshot; see shmbus_channel_get_stats). */
 typedef struct shmbus_channel_stats {
-  uint64_t head;          /**< next sequence to be claimed */
-  uint64_t oldest;        /**< oldest sequence possibly still in the ring */
-  uint64_t depth;         /**< head - slowest gating cursor: unread by someone */
-  uint64_t published;     /**< messages published on the channel (never goes back) */
-  uint64_t abandoned;     /**< claims marked abandoned by others */
-  uint64_t evictions;     /**< subscribers evicted for staying a full ring behind */
+  uint64_t head;      /**< next sequence to be claimed */
+  uint64_t oldest;    /**< oldest sequence possibly still in the ring */
+  uint64_t depth;     /**< head - slowest gating cursor: unread by someone */
+  uint64_t published; /**< messages published on the channel (never goes back) */
+  uint64_t abandoned; /**< claims marked abandoned by others */
+  uint64_t evictions; /**< subscribers evicted for staying a full ring behind */
   uint32_t capacity;
   uint32_t slot_size;
   uint32_t max_payload;
-  uint32_t policy;        /**< enum shmbus_policy */
-  uint32_t subscribers;   /**< subscriber entries in use (anonymous and durable) */
-  uint32_t publishers;    /**< publisher entries in use */
-  uint32_t groups;        /**< consumer groups */
+  uint32_t policy;      /**< enum shmbus_policy */
+  uint32_t subscribers; /**< subscriber entries in use (anonymous and durable) */
+  uint32_t publishers;  /**< publisher entries in use */
+  uint32_t groups;      /**< consumer groups */
   uint32_t reserved0;
 } shmbus_channel_stats;
 
 /** A consumer group's position and counters (a snapshot; see shmbus_channel_get_group_stats). */
 typedef struct shmbus_group_stats {
-  uint64_t next;                   /**< next sequence not yet taken by any consumer */
-  uint64_t floor;                  /**< every sequence below is finished */
-  uint64_t pending;                /**< head - next: not yet delivered (the group's lag) */
-  uint64_t unfinished;             /**< head - floor: not yet acked or dead-lettered */
-  uint64_t in_flight;              /**< leases held now */
-  uint64_t due;                    /**< nacked, waiting for their retry time */
-  uint64_t oldest_unacked_age_ns;  /**< now - publish time of the message at floor */
+  uint64_t next;                  /**< next sequence not yet taken by any consumer */
+  uint64_t floor;                 /**< every sequence below is finished */
+  uint64_t pending;               /**< head - next: not yet delivered (the group's lag) */
+  uint64_t unfinished;            /**< head - floor: not yet acked or dead-lettered */
+  uint64_t in_flight;             /**< leases held now */
+  uint64_t due;                   /**< nacked, waiting for their retry time */
+  uint64_t oldest_unacked_age_ns; /**< now - publish time of the message at floor */
   uint64_t delivered;
   uint64_t acked;
   uint64_t nacked;
   uint64_t redelivered;
-  uint64_t expired;                /**< leases that ran out (crash, hang) */
+  uint64_t expired; /**< leases that ran out (crash, hang) */
   uint64_t dead_lettered;
-  uint64_t lost;                   /**< `drop_oldest`: overwritten before delivery */
-  uint32_t consumers;              /**< member entries in use */
+  uint64_t lost;      /**< `drop_oldest`: overwritten before delivery */
+  uint32_t consumers; /**< member entries in use */
   uint32_t max_deliveries;
-  uint64_t dlq_due;                /**< out of deliveries, nobody working on them: due for the DLQ */
+  uint64_t dlq_due; /**< out of deliveries, nobody working on them: due for the DLQ */
 } shmbus_group_stats;
 
 /** One subscriber's cursor and counters, as its owner sees them. */
 typedef struct shmbus_subscriber_counters {
-  uint64_t cursor;         /**< next sequence this subscriber reads */
-  uint64_t lag;            /**< head - cursor (0 if none): claimed or committed, not yet read */
+  uint64_t cursor; /**< next sequence this subscriber reads */
+  uint64_t lag;    /**< head - cursor (0 if none): claimed or committed, not yet read */
   uint64_t delivered;
-  uint64_t lost;           /**< messages lost to laps or eviction */
+  uint64_t lost; /**< messages lost to laps or eviction */
   uint64_t lapped_events;
 } shmbus_subscriber_counters;
 
 /** Why a message went to a dead-letter channel (shmbus::DeadLetterReason). */
 enum shmbus_dlq_reason {
-  SHMBUS_DLQ_MAX_DELIVERIES = 1,  /**< delivered max_deliveries times without an ack */
-  SHMBUS_DLQ_REJECTED = 2         /**< a consumer called shmbus_consumer_dead_letter on it */
+  SHMBUS_DLQ_MAX_DELIVERIES = 1, /**< delivered max_deliveries times without an ack */
+  SHMBUS_DLQ_REJECTED = 2        /**< a consumer called shmbus_consumer_dead_letter on it */
 };
 
 /** The record at the start of every payload on a dead-letter channel; the
  *  original payload follows it (key, correlation id and type are kept in the
  *  message itself). Part of the channel layout: 160 bytes, fixed. */
 typedef struct shmbus_dlq_record {
-  uint64_t original_sequence;      /**< its sequence on the source channel */
-  uint64_t original_timestamp_ns;  /**< its CLOCK_REALTIME publish time */
-  uint32_t attempts;               /**< deliveries made */
-  uint32_t reason;                 /**< enum shmbus_dlq_reason */
-  uint32_t payload_length;         /**< bytes of the original payload that follow */
+  uint64_t original_sequence;     /**< its sequence on the source channel */
+  uint64_t original_timestamp_ns; /**< its CLOCK_REALTIME publish time */
+  uint32_t attempts;              /**< deliveries made */
+  uint32_t reason;                /**< enum shmbus_dlq_reason */
+  uint32_t payload_length;        /**< bytes of the original payload that follow */
   uint32_t reserved;
-  char group[64];                  /**< the group, NUL-terminated */
-  char source[64];                 /**< the source channel, NUL-terminated */
+  char group[64];  /**< the group, NUL-terminated */
+  char source[64]; /**< the source channel, NUL-terminated */
 } shmbus_dlq_record;
 
 /* ------------------------------------------------------------------------ */
@@ -330,8 +332,8 @@ SHMBUS_API int shmbus_group_options_init(shmbus_group_options* opts, size_t size
  *  exists), reserving its whole size in /dev/shm now (SHMBUS_NO_SPACE if it
  *  does not fit). opts NULL: defaults. On success *out is a new handle for
  *  shmbus_channel_close. Thread-safe. */
-SHMBUS_API int shmbus_channel_create(const char* bus, const char* name,
-                                     const shmbus_channel_options* opts, shmbus_channel** out);
+SHMBUS_API int shmbus_channel_create(const char* bus, const char* name, const shmbus_channel_options* opts,
+                                     shmbus_channel** out);
 
 /** Opens an existing channel. A channel is visible under its name only once
  *  fully created, so there is no creator to wait for: init_wait_ns bounds
@@ -342,14 +344,12 @@ SHMBUS_API int shmbus_channel_create(const char* bus, const char* name,
  *  (SHMBUS_INVALID_ARGUMENT); a segment owned by a uid other than this
  *  process's or root's (SHMBUS_PERMISSION_DENIED, naming owner, mode and
  *  path). Thread-safe. */
-SHMBUS_API int shmbus_channel_open(const char* bus, const char* name, uint64_t init_wait_ns,
-                                   shmbus_channel** out);
+SHMBUS_API int shmbus_channel_open(const char* bus, const char* name, uint64_t init_wait_ns, shmbus_channel** out);
 
 /** Opens the channel if it exists (its parameters must equal opts:
  *  SHMBUS_PARAMETER_MISMATCH names both values) or creates it. opts NULL:
  *  defaults. Thread-safe. */
-SHMBUS_API int shmbus_channel_open_or_create(const char* bus, const char* name,
-                                             const shmbus_channel_options* opts,
+SHMBUS_API int shmbus_channel_open_or_create(const char* bus, const char* name, const shmbus_channel_options* opts,
                                              shmbus_channel** out);
 
 /** Releases a channel handle (NULL is ignored). Publishers, subscribers and
@@ -372,20 +372,18 @@ SHMBUS_API uint64_t shmbus_channel_max_payload(const shmbus_channel* channel);
 
 /** The options the channel was created with (mode reads 0). `size` is
  *  sizeof *out; struct_size is set to it. Thread-safe. */
-SHMBUS_API int shmbus_channel_get_options(const shmbus_channel* channel,
-                                          shmbus_channel_options* out, size_t size);
+SHMBUS_API int shmbus_channel_get_options(const shmbus_channel* channel, shmbus_channel_options* out, size_t size);
 
 /** A snapshot of the channel's basics into *out (`size`: sizeof *out; the
  *  library writes at most that many bytes). Makes liveness system calls and
  *  allocates: not for the hot path. Thread-safe. */
-SHMBUS_API int shmbus_channel_get_stats(const shmbus_channel* channel, shmbus_channel_stats* out,
-                                    size_t size);
+SHMBUS_API int shmbus_channel_get_stats(const shmbus_channel* channel, shmbus_channel_stats* out, size_t size);
 
 /** A snapshot of consumer group `group` of the channel into *out (`size`:
  *  sizeof *out). SHMBUS_NOT_FOUND if the channel has no such group. Not for
  *  the hot path. Thread-safe. */
-SHMBUS_API int shmbus_channel_get_group_stats(const shmbus_channel* channel, const char* group,
-                                          shmbus_group_stats* out, size_t size);
+SHMBUS_API int shmbus_channel_get_group_stats(const shmbus_channel* channel, const char* group, shmbus_group_stats* out,
+                                              size_t size);
 
 /** Forgets durable subscriber `name`'s cursor. SHMBUS_BUSY while a live
  *  process holds it, SHMBUS_NOT_FOUND if there is none. Thread-safe. */
@@ -420,9 +418,9 @@ SHMBUS_API int shmbus_publish(shmbus_publisher* publisher, const void* data, siz
 
 /** One message of shmbus_publish_batch. Fixed layout. */
 typedef struct shmbus_out_message {
-  const void* data;           /**< payload (may be NULL when size is 0) */
-  uint64_t size;              /**< payload bytes */
-  shmbus_message_meta meta;   /**< metadata; timestamp_ns 0: stamped at publish */
+  const void* data;         /**< payload (may be NULL when size is 0) */
+  uint64_t size;            /**< payload bytes */
+  shmbus_message_meta meta; /**< metadata; timestamp_ns 0: stamped at publish */
 } shmbus_out_message;
 
 /** Publishes `count` messages in order under consecutive sequences with one
@@ -433,8 +431,8 @@ typedef struct shmbus_out_message {
  *  SHMBUS_SEGMENT_LOST after room was taken: some messages may not have
  *  reached readers. No allocation. Not thread-safe: one thread at a time per
  *  publisher. */
-SHMBUS_API int shmbus_publish_batch(shmbus_publisher* publisher, const shmbus_out_message* msgs,
-                                    size_t count, uint64_t timeout_ns);
+SHMBUS_API int shmbus_publish_batch(shmbus_publisher* publisher, const shmbus_out_message* msgs, size_t count,
+                                    uint64_t timeout_ns);
 
 /** The largest payload this publisher may send. Thread-safe. */
 SHMBUS_API uint64_t shmbus_publisher_max_payload(const shmbus_publisher* publisher);
@@ -463,14 +461,14 @@ SHMBUS_API void shmbus_subscriber_free(shmbus_subscriber* subscriber);
  *  slot with an impossible value (skipped, counted). buffer may be NULL when
  *  capacity is 0. Never blocks, never allocates. Not thread-safe: one thread
  *  at a time per subscriber. */
-SHMBUS_API int shmbus_subscriber_poll(shmbus_subscriber* subscriber, shmbus_message* out,
-                                      void* buffer, size_t capacity);
+SHMBUS_API int shmbus_subscriber_poll(shmbus_subscriber* subscriber, shmbus_message* out, void* buffer,
+                                      size_t capacity);
 
 /** shmbus_subscriber_poll, waiting up to timeout_ns (with the subscriber's
  *  wait strategy) while nothing is committed; SHMBUS_TIMEOUT if nothing came.
  *  Not thread-safe: one thread at a time per subscriber. */
-SHMBUS_API int shmbus_subscriber_poll_wait(shmbus_subscriber* subscriber, shmbus_message* out,
-                                           void* buffer, size_t capacity, uint64_t timeout_ns);
+SHMBUS_API int shmbus_subscriber_poll_wait(shmbus_subscriber* subscriber, shmbus_message* out, void* buffer,
+                                           size_t capacity, uint64_t timeout_ns);
 
 /** Moves the cursor so that the next message read is `sequence` (replay).
  *  Not thread-safe: one thread at a time per subscriber. */
@@ -478,8 +476,8 @@ SHMBUS_API int shmbus_subscriber_seek(shmbus_subscriber* subscriber, uint64_t se
 
 /** The subscriber's cursor, lag and counters into *out (`size`: sizeof
  *  *out). No system call. Not thread-safe with polls of this subscriber. */
-SHMBUS_API int shmbus_subscriber_get_counters(const shmbus_subscriber* subscriber,
-                                          shmbus_subscriber_counters* out, size_t size);
+SHMBUS_API int shmbus_subscriber_get_counters(const shmbus_subscriber* subscriber, shmbus_subscriber_counters* out,
+                                              size_t size);
 
 /** 1 if this durable subscriber resumed an existing cursor, else 0.
  *  Thread-safe. */
@@ -494,8 +492,8 @@ SHMBUS_API int shmbus_subscriber_resumed(const shmbus_subscriber* subscriber);
  *  same settings (SHMBUS_PARAMETER_MISMATCH). Also creates the group's
  *  dead-letter channel if needed. SHMBUS_TABLE_FULL if no group or consumer
  *  entry is free. Free it with shmbus_consumer_free. Thread-safe. */
-SHMBUS_API int shmbus_group_join(shmbus_channel* channel, const char* group,
-                                 const shmbus_group_options* opts, shmbus_consumer** out);
+SHMBUS_API int shmbus_group_join(shmbus_channel* channel, const char* group, const shmbus_group_options* opts,
+                                 shmbus_consumer** out);
 
 /** Leaves the group (NULL is ignored). Messages this consumer still holds
  *  become due at once for the other members. Not thread-safe: no other call
@@ -511,14 +509,13 @@ SHMBUS_API void shmbus_consumer_free(shmbus_consumer* consumer);
  *  with receive_wait); SHMBUS_LAPPED if a `drop_oldest`
  *  channel overwrote it (counted). Never blocks. Not thread-safe: one thread
  *  at a time per consumer. */
-SHMBUS_API int shmbus_consumer_receive(shmbus_consumer* consumer, shmbus_delivery* out,
-                                       void* buffer, size_t capacity);
+SHMBUS_API int shmbus_consumer_receive(shmbus_consumer* consumer, shmbus_delivery* out, void* buffer, size_t capacity);
 
 /** shmbus_consumer_receive, waiting up to timeout_ns (with the group's wait
  *  strategy); SHMBUS_TIMEOUT if nothing came. Not thread-safe: one thread at
  *  a time per consumer. */
-SHMBUS_API int shmbus_consumer_receive_wait(shmbus_consumer* consumer, shmbus_delivery* out,
-                                            void* buffer, size_t capacity, uint64_t timeout_ns);
+SHMBUS_API int shmbus_consumer_receive_wait(shmbus_consumer* consumer, shmbus_delivery* out, void* buffer,
+                                            size_t capacity, uint64_t timeout_ns);
 
 /** Ends the lease: the message is done. SHMBUS_LEASE_LOST if the lease had
  *  expired or been ended (the message may have gone to another consumer; the
@@ -530,28 +527,24 @@ SHMBUS_API int shmbus_consumer_ack(shmbus_consumer* consumer, const shmbus_deliv
  *  delivery has attempt + 1, and after max_deliveries attempts it goes to
  *  the dead-letter channel. Results as for ack. Not thread-safe: one thread
  *  at a time per consumer. */
-SHMBUS_API int shmbus_consumer_nack(shmbus_consumer* consumer, const shmbus_delivery* delivery,
-                                    uint64_t delay_ns);
+SHMBUS_API int shmbus_consumer_nack(shmbus_consumer* consumer, const shmbus_delivery* delivery, uint64_t delay_ns);
 
 /** Gives the message back, due after the group's backoff for its attempt
  *  (exponential from backoff_base_ns, capped, with jitter). Results as for
  *  ack. Not thread-safe: one thread at a time per consumer. */
-SHMBUS_API int shmbus_consumer_nack_backoff(shmbus_consumer* consumer,
-                                            const shmbus_delivery* delivery);
+SHMBUS_API int shmbus_consumer_nack_backoff(shmbus_consumer* consumer, const shmbus_delivery* delivery);
 
 /** Extends the lease to visibility_ns from now (a heartbeat for long work)
  *  and updates delivery->deadline_ns and lease. Results as for ack. Not
  *  thread-safe: one thread at a time per consumer. */
-SHMBUS_API int shmbus_consumer_extend(shmbus_consumer* consumer, shmbus_delivery* delivery,
-                                      uint64_t visibility_ns);
+SHMBUS_API int shmbus_consumer_extend(shmbus_consumer* consumer, shmbus_delivery* delivery, uint64_t visibility_ns);
 
 /** Sends the message to the group's dead-letter channel now (a poison
  *  message) and finishes it for the group. SHMBUS_DLQ_UNAVAILABLE if the
  *  dead-letter channel cannot take it now: the group retries after the
  *  lease deadline, and this delivery can no longer be acked. Not
  *  thread-safe: one thread at a time per consumer. */
-SHMBUS_API int shmbus_consumer_dead_letter(shmbus_consumer* consumer,
-                                           const shmbus_delivery* delivery);
+SHMBUS_API int shmbus_consumer_dead_letter(shmbus_consumer* consumer, const shmbus_delivery* delivery);
 
 #ifdef __cplusplus
 }  // extern "C"

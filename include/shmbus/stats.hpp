@@ -27,7 +27,7 @@ struct PublisherStats {
 
 struct SubscriberStats {
   std::uint32_t index = 0;
-  std::string name;   ///< empty for anonymous subscribers
+  std::string name;  ///< empty for anonymous subscribers
   bool durable = false;
   std::string state;  ///< "active", "detached", "evicted", "claiming"
   std::uint32_t pid = 0;
@@ -51,13 +51,13 @@ struct ConsumerStats {
 struct GroupStats {
   std::uint32_t index = 0;
   std::string name;
-  std::string dlq;                  ///< DLQ channel name (same bus)
-  std::uint64_t next = 0;           ///< next sequence not yet taken by any consumer
-  std::uint64_t floor = 0;          ///< every sequence below is finished
-  std::uint64_t pending = 0;        ///< head - next: committed or claimed, not yet delivered
-  std::uint64_t unfinished = 0;     ///< head - floor: not yet acked / dead-lettered
-  std::uint64_t in_flight = 0;      ///< leases held now (leased or being dead-lettered), dlq_due excluded
-  std::uint64_t due = 0;            ///< nacked, waiting for their retry time (dlq_due excluded)
+  std::string dlq;               ///< DLQ channel name (same bus)
+  std::uint64_t next = 0;        ///< next sequence not yet taken by any consumer
+  std::uint64_t floor = 0;       ///< every sequence below is finished
+  std::uint64_t pending = 0;     ///< head - next: committed or claimed, not yet delivered
+  std::uint64_t unfinished = 0;  ///< head - floor: not yet acked / dead-lettered
+  std::uint64_t in_flight = 0;   ///< leases held now (leased or being dead-lettered), dlq_due excluded
+  std::uint64_t due = 0;         ///< nacked, waiting for their retry time (dlq_due excluded)
   /// Out of deliveries and nobody working on them: the last lease expired,
   /// its consumer died, a dead-lettering stalled, or a final nack the DLQ
   /// could not take. Never delivered again; the next receive of any
@@ -86,10 +86,10 @@ struct ChannelStats {
   std::uint32_t capacity = 0;
   std::uint32_t slot_size = 0;
   std::uint32_t max_payload = 0;
-  std::uint32_t max_groups = 0;      ///< group table entries (0 on a DLQ channel)
-  std::uint64_t head = 0;            ///< next sequence to be claimed
-  std::uint64_t oldest = 0;          ///< oldest sequence possibly still in the ring
-  std::uint64_t depth = 0;           ///< head - slowest gating cursor (unread by someone)
+  std::uint32_t max_groups = 0;  ///< group table entries (0 on a DLQ channel)
+  std::uint64_t head = 0;        ///< next sequence to be claimed
+  std::uint64_t oldest = 0;      ///< oldest sequence possibly still in the ring
+  std::uint64_t depth = 0;       ///< head - slowest gating cursor (unread by someone)
   // Producer totals: sums over every publisher entry, free ones included.
   // An entry's counters are never reset, so these never go back while the
   // channel exists, also when publishers exit or die.
@@ -99,7 +99,7 @@ struct ChannelStats {
   std::uint64_t blocked_ns = 0;
   std::uint64_t aborted = 0;
   std::uint64_t lost_claims = 0;
-  std::uint64_t abandoned = 0;       ///< claims marked abandoned by others
+  std::uint64_t abandoned = 0;  ///< claims marked abandoned by others
   std::uint64_t evictions = 0;
   std::uint64_t dead_reclaimed = 0;  ///< subscriber entries recovered from dead owners
   std::uint32_t creator_pid = 0;

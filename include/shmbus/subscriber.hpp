@@ -54,8 +54,8 @@ class Subscriber {
   /// transfer). Returns how many were delivered; `last` gets the status that
   /// stopped the batch. Not thread-safe: one caller at a time.
   template <class F>
-  std::size_t read_batch(F&& f, std::size_t max, PollStatus* last = nullptr) noexcept(
-      std::is_nothrow_invocable_v<F&, const Message&>) {
+  std::size_t read_batch(F&& f, std::size_t max,
+                         PollStatus* last = nullptr) noexcept(std::is_nothrow_invocable_v<F&, const Message&>) {
     if (!core_) {
       if (last != nullptr) *last = PollStatus::invalid;
       return 0;
@@ -79,8 +79,7 @@ class Subscriber {
   /// Copy-out batch: copies up to out.size() messages, packing payloads into
   /// `arena`; stops early when the arena is full. Returns how many were
   /// copied; one cursor update. Not thread-safe: one caller at a time.
-  std::size_t poll_batch(std::span<Message> out, std::span<std::byte> arena,
-                         PollStatus* last = nullptr) noexcept;
+  std::size_t poll_batch(std::span<Message> out, std::span<std::byte> arena, PollStatus* last = nullptr) noexcept;
 
   /// Waits up to timeout_ns until poll would return something other than
   /// `empty`: ok, or timeout. Spins first; then follows the WaitStrategy.

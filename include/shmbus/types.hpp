@@ -37,32 +37,32 @@ enum class TimestampSource : std::uint32_t {
 
 /// Result of a publish, claim or commit. Backpressure is a result, not an error.
 // clang-format off (it takes an attributed enum with a base for a braced initialiser)
-enum class [[nodiscard]] PublishStatus : std::uint8_t {
-  ok,          ///< committed (or claimed, for try_claim)
-  full,        ///< reject policy: the ring holds unread data for a gating reader
-  timeout,     ///< block policy: the slowest reader did not move before the timeout
-  too_large,   ///< the message does not fit the slot's payload
-  abandoned,   ///< the claim was taken away (the writer stalled past the unblock timeout)
-  invalid,     ///< the handle or claim is not usable (moved-from, already committed)
-  removed,     ///< the channel was removed (rm, gc, Channel::remove, or its file
-               ///< unlinked): nothing published now reaches a reader; reopen by name
-  segment_lost,  ///< the channel's file shrank under this process: its pages are
-                 ///< gone and the handle is dead (the process survives; see guarantees)
+enum class [[nodiscard]] PublishStatus : std::uint8_t{
+    ok,            ///< committed (or claimed, for try_claim)
+    full,          ///< reject policy: the ring holds unread data for a gating reader
+    timeout,       ///< block policy: the slowest reader did not move before the timeout
+    too_large,     ///< the message does not fit the slot's payload
+    abandoned,     ///< the claim was taken away (the writer stalled past the unblock timeout)
+    invalid,       ///< the handle or claim is not usable (moved-from, already committed)
+    removed,       ///< the channel was removed (rm, gc, Channel::remove, or its file
+                   ///< unlinked): nothing published now reaches a reader; reopen by name
+    segment_lost,  ///< the channel's file shrank under this process: its pages are
+                   ///< gone and the handle is dead (the process survives; see guarantees)
 };
 // clang-format on
 
 /// Result of a poll or read.
 // clang-format off (it takes an attributed enum with a base for a braced initialiser)
-enum class [[nodiscard]] PollStatus : std::uint8_t {
-  ok,                ///< a message was delivered
-  empty,             ///< nothing new (yet)
-  lapped,            ///< messages were lost (overwritten or evicted); counted; call again
-  buffer_too_small,  ///< copy-out poll: the payload is larger than the buffer (message kept)
-  timeout,           ///< a waiting poll gave up
-  corrupted,         ///< a slot held an impossible value: skipped, counted as lost
-  invalid,           ///< the handle is not usable (moved-from)
-  removed,           ///< the channel was removed and holds nothing more: reopen it by name
-  segment_lost,      ///< the channel's file shrank under this process: the handle is dead
+enum class [[nodiscard]] PollStatus : std::uint8_t{
+    ok,                ///< a message was delivered
+    empty,             ///< nothing new (yet)
+    lapped,            ///< messages were lost (overwritten or evicted); counted; call again
+    buffer_too_small,  ///< copy-out poll: the payload is larger than the buffer (message kept)
+    timeout,           ///< a waiting poll gave up
+    corrupted,         ///< a slot held an impossible value: skipped, counted as lost
+    invalid,           ///< the handle is not usable (moved-from)
+    removed,           ///< the channel was removed and holds nothing more: reopen it by name
+    segment_lost,      ///< the channel's file shrank under this process: the handle is dead
 };
 // clang-format on
 
@@ -108,14 +108,14 @@ enum class WaitStrategy : std::uint8_t {
 
 /// Parameters fixed when a channel is created.
 struct ChannelOptions {
-  std::uint32_t slot_size = 256;        ///< bytes per slot, header included; multiple of 64, 64..16 MiB
-  std::uint32_t capacity = 1024;        ///< slots; a power of two, 2..2^30
+  std::uint32_t slot_size = 256;  ///< bytes per slot, header included; multiple of 64, 64..16 MiB
+  std::uint32_t capacity = 1024;  ///< slots; a power of two, 2..2^30
   Policy policy = Policy::block;
-  std::uint32_t max_subscribers = 32;   ///< subscriber table entries (1..4096)
-  std::uint32_t max_publishers = 32;    ///< publisher table entries (1..4096)
-  std::uint32_t max_groups = 4;         ///< consumer groups (0..256); each holds a lease per slot
-  std::uint32_t max_consumers = 16;     ///< consumers per group (1..255)
-  std::uint32_t mode = 0600;            ///< permission bits of the segment
+  std::uint32_t max_subscribers = 32;  ///< subscriber table entries (1..4096)
+  std::uint32_t max_publishers = 32;   ///< publisher table entries (1..4096)
+  std::uint32_t max_groups = 4;        ///< consumer groups (0..256); each holds a lease per slot
+  std::uint32_t max_consumers = 16;    ///< consumers per group (1..255)
+  std::uint32_t mode = 0600;           ///< permission bits of the segment
   /// A claim not committed within this time is marked abandoned by whoever
   /// finds it (readers skip it; the late writer's commit reports `abandoned`).
   std::uint64_t unblock_timeout_ns = 2'000'000'000ULL;
@@ -161,13 +161,13 @@ struct SubscribeOptions {
 
 /// Result of ack, nack and extend.
 // clang-format off (it takes an attributed enum with a base for a braced initialiser)
-enum class [[nodiscard]] AckStatus : std::uint8_t {
-  ok,          ///< done
-  lease_lost,  ///< the lease expired (the message may be redelivered or already
-               ///< acked by another consumer), or was already ended: nothing changed
-  invalid,     ///< not a delivery of this consumer (or an empty handle)
-  dlq_unavailable,  ///< the DLQ could not take the message now (full, or not
-                    ///< creatable); it stays with the group and is retried
+enum class [[nodiscard]] AckStatus : std::uint8_t{
+    ok,               ///< done
+    lease_lost,       ///< the lease expired (the message may be redelivered or already
+                      ///< acked by another consumer), or was already ended: nothing changed
+    invalid,          ///< not a delivery of this consumer (or an empty handle)
+    dlq_unavailable,  ///< the DLQ could not take the message now (full, or not
+                      ///< creatable); it stays with the group and is retried
 };
 // clang-format on
 std::string_view to_string(AckStatus s) noexcept;
@@ -175,16 +175,16 @@ std::string_view to_string(AckStatus s) noexcept;
 /// Settings of a consumer group, fixed when the group is first created
 /// (joining an existing group with other settings is a parameter_mismatch).
 struct GroupOptions {
-  StartAt start = StartAt::earliest();                ///< where a new group starts
+  StartAt start = StartAt::earliest();                      ///< where a new group starts
   std::uint64_t visibility_timeout_ns = 30'000'000'000ULL;  ///< lease length
-  std::uint32_t max_deliveries = 5;                   ///< attempts before the DLQ (1..255)
-  std::uint64_t backoff_base_ns = 100'000'000ULL;     ///< nack delay after the 1st attempt
-  std::uint64_t backoff_cap_ns = 30'000'000'000ULL;   ///< the delay never exceeds this
-  std::uint32_t jitter_permille = 200;                ///< +-20% random spread on each delay
+  std::uint32_t max_deliveries = 5;                         ///< attempts before the DLQ (1..255)
+  std::uint64_t backoff_base_ns = 100'000'000ULL;           ///< nack delay after the 1st attempt
+  std::uint64_t backoff_cap_ns = 30'000'000'000ULL;         ///< the delay never exceeds this
+  std::uint32_t jitter_permille = 200;                      ///< +-20% random spread on each delay
   /// DLQ channel on the same bus; empty: "<channel>-dlq". Created on first use
   /// with room for the source's largest message plus the DLQ record header.
   std::string dlq;
-  WaitStrategy wait = WaitStrategy::block;            ///< for receive_wait
+  WaitStrategy wait = WaitStrategy::block;  ///< for receive_wait
 };
 
 /// Why a message went to the DLQ.
@@ -196,12 +196,12 @@ std::string_view to_string(DeadLetterReason r) noexcept;
 
 /// A message delivered to one consumer of a group, with its lease.
 struct Delivery {
-  Message message;             ///< payload in the caller's buffer
+  Message message;  ///< payload in the caller's buffer
   std::uint64_t sequence = 0;
-  std::uint32_t attempt = 0;   ///< 1 on first delivery
+  std::uint32_t attempt = 0;      ///< 1 on first delivery
   std::uint64_t deadline_ns = 0;  ///< CLOCK_MONOTONIC: lease ends (redelivery) after this
-  std::uint64_t lease = 0;     ///< the lease word this delivery holds (opaque)
-  std::uint32_t group = 0;     ///< group index (opaque)
+  std::uint64_t lease = 0;        ///< the lease word this delivery holds (opaque)
+  std::uint32_t group = 0;        ///< group index (opaque)
 };
 
 /// A claimed slot (zero-copy publish): write up to payload.size() bytes into

@@ -89,8 +89,7 @@ TEST_CASE("bad parameters are refused with the field named") {
 TEST_CASE("bad names are refused") {
   CHECK(Channel::create("a.b", {}, kTestBus).error().code() == ErrorCode::invalid_argument);
   CHECK(Channel::create("", {}, kTestBus).error().code() == ErrorCode::invalid_argument);
-  CHECK(Channel::create(std::string(64, 'x'), {}, kTestBus).error().code() ==
-        ErrorCode::invalid_argument);
+  CHECK(Channel::create(std::string(64, 'x'), {}, kTestBus).error().code() == ErrorCode::invalid_argument);
   CHECK(Channel::create("ok", {}, "bad/bus").error().code() == ErrorCode::invalid_argument);
 }
 

@@ -40,13 +40,11 @@ int usage() {
 std::uint64_t number(const char* s) { return std::strtoull(s, nullptr, 10); }
 
 int fail(const std::string& what, const Error& e) {
-  std::cerr << "bridge_helper: " << what << ": " << to_string(e.code()) << ": " << e.message()
-            << '\n';
+  std::cerr << "bridge_helper: " << what << ": " << to_string(e.code()) << ": " << e.message() << '\n';
   return 1;
 }
 
-int cmd_create(const char* bus, const char* name, const char* cap, const char* slot,
-               const char* policy) {
+int cmd_create(const char* bus, const char* name, const char* cap, const char* slot, const char* policy) {
   ChannelOptions o;
   o.capacity = static_cast<std::uint32_t>(number(cap));
   o.slot_size = static_cast<std::uint32_t>(number(slot));
@@ -166,8 +164,8 @@ int cmd_collect(const char* bus, const char* name, const std::string& count_arg,
     }
     const std::string payload(reinterpret_cast<const char*>(m.payload.data()), m.payload.size());
     if (m.key == 0 || m.key > (1ULL << 24) || payload != "e-" + std::to_string(m.key - 1)) {
-      std::cerr << "bridge_helper: unexpected message seq " << m.sequence << " key " << m.key
-                << " payload '" << payload.substr(0, 40) << "'\n";
+      std::cerr << "bridge_helper: unexpected message seq " << m.sequence << " key " << m.key << " payload '"
+                << payload.substr(0, 40) << "'\n";
       ++bad;
       continue;
     }
@@ -177,8 +175,10 @@ int cmd_collect(const char* bus, const char* name, const std::string& count_arg,
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
     }
     if (seen.size() <= m.key) seen.resize(m.key * 2, 0);
-    if (seen[m.key]++ == 0) ++distinct;
-    else ++duplicates;
+    if (seen[m.key]++ == 0)
+      ++distinct;
+    else
+      ++duplicates;
   }
   if (!total) {
     std::cerr << "bridge_helper: the count never arrived in " << count_arg << '\n';
@@ -191,8 +191,8 @@ int cmd_collect(const char* bus, const char* name, const std::string& count_arg,
   for (std::uint64_t k = 1; k <= count; ++k) missing += seen[k] == 0 ? 1 : 0;
   for (std::uint64_t k = count + 1; k < seen.size(); ++k) extra += seen[k];
   bad += extra;
-  std::cout << "distinct " << distinct << " duplicates " << duplicates << " missing " << missing
-            << " bad " << bad << '\n';
+  std::cout << "distinct " << distinct << " duplicates " << duplicates << " missing " << missing << " bad " << bad
+            << '\n';
   if (missing != 0) {
     std::cerr << "bridge_helper: first missing keys:";
     int shown = 0;
@@ -215,11 +215,9 @@ int main(int argc, char** argv) {
   if (cmd == "create" && argc == 7) return cmd_create(argv[2], argv[3], argv[4], argv[5], argv[6]);
   if (cmd == "remove" && argc == 4) return cmd_remove(argv[2], argv[3]);
   if (cmd == "head" && argc == 4) return cmd_head(argv[2], argv[3]);
-  if (cmd == "publish" && argc == 6)
-    return cmd_publish(argv[2], argv[3], number(argv[4]), number(argv[5]));
+  if (cmd == "publish" && argc == 6) return cmd_publish(argv[2], argv[3], number(argv[4]), number(argv[5]));
   if (cmd == "publish-until" && argc == 5) return cmd_publish_until(argv[2], argv[3], number(argv[4]));
   if (cmd == "collect" && (argc == 7 || argc == 8))
-    return cmd_collect(argv[2], argv[3], argv[4], argv[5], number(argv[6]),
-                       argc == 8 ? number(argv[7]) : 0);
+    return cmd_collect(argv[2], argv[3], argv[4], argv[5], number(argv[6]), argc == 8 ? number(argv[7]) : 0);
   return usage();
 }

@@ -66,14 +66,17 @@ TEST_CASE("create_or_open answers with create's success or other error, and open
     ++opens;
     return fail(ErrorCode::corrupted);
   };
-  auto made = bus::create_or_open(kKind, "w", []() -> Result<int> { return 7; }, open);
+  auto made = bus::create_or_open(
+      kKind, "w", []() -> Result<int> { return 7; }, open);
   REQUIRE(made);
   CHECK(made.value() == 7);
-  auto full = bus::create_or_open(kKind, "w", []() -> Result<int> { return fail(ErrorCode::no_space); }, open);
+  auto full = bus::create_or_open(
+      kKind, "w", []() -> Result<int> { return fail(ErrorCode::no_space); }, open);
   REQUIRE_FALSE(full);
   CHECK(full.error().code() == ErrorCode::no_space);
   CHECK(opens == 0);
-  auto bad = bus::create_or_open(kKind, "w", []() -> Result<int> { return fail(ErrorCode::already_exists); }, open);
+  auto bad = bus::create_or_open(
+      kKind, "w", []() -> Result<int> { return fail(ErrorCode::already_exists); }, open);
   REQUIRE_FALSE(bad);
   CHECK(bad.error().code() == ErrorCode::corrupted);
   CHECK(opens == 1);

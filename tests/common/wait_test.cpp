@@ -52,8 +52,7 @@ TEST_CASE("a wait of the largest timeout saturates its deadline instead of wrapp
   Sleep s;
   int looks = 0;
   const PollStatus st = bus::wait_until(
-      s.plan(std::numeric_limits<std::uint64_t>::max(), WaitStrategy::backoff, 1000),
-      [] { return PollStatus::empty; },
+      s.plan(std::numeric_limits<std::uint64_t>::max(), WaitStrategy::backoff, 1000), [] { return PollStatus::empty; },
       [&](std::uint64_t) { return ++looks == 3 ? PollStatus::ok : PollStatus::empty; }, [] {});
   CHECK(st == PollStatus::ok);
   CHECK(looks == 3);

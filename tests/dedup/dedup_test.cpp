@@ -7,8 +7,8 @@
 #include <atomic>
 #include <string>
 
-#include "bus/dedup/dedup.hpp"
 #include <shmbus/dedup.hpp>
+#include "bus/dedup/dedup.hpp"
 #include "shm/clock.hpp"
 #include "shm/segment.hpp"
 
@@ -103,8 +103,8 @@ TEST_CASE("a new id is first, in progress while claimed, then done after complet
   CHECK_FALSE(t.seen(42));
   CHECK(t.begin(42) == DedupStatus::first);
   CHECK(t.begin(42) == DedupStatus::in_progress);  // our own claim: not again
-  CHECK_FALSE(t.seen(42));                          // claimed is not done
-  CHECK(t.begin(43) == DedupStatus::first);         // other ids are independent
+  CHECK_FALSE(t.seen(42));                         // claimed is not done
+  CHECK(t.begin(43) == DedupStatus::first);        // other ids are independent
   t.complete(42);
   CHECK(t.begin(42) == DedupStatus::done);
   CHECK(t.seen(42));
@@ -299,8 +299,7 @@ TEST_CASE("opening a dedup table with other parameters names both values", "[ded
   DedupTable t = make_table(name, o);
   DedupOptions other = o;
   other.capacity = 2048;
-  CHECK(contains(open_error(name, other, ErrorCode::parameter_mismatch).message(),
-                 "capacity 1024; asked for 2048"));
+  CHECK(contains(open_error(name, other, ErrorCode::parameter_mismatch).message(), "capacity 1024; asked for 2048"));
   other = o;
   other.ttl_ns = o.ttl_ns * 2;
   CHECK(contains(open_error(name, other, ErrorCode::parameter_mismatch).message(), "ttl_ns"));

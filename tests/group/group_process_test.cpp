@@ -100,8 +100,7 @@ std::uint64_t group_floor(const Channel& ch, std::string_view group) {
 
 /// Polls (bounded) until the group's floor reaches `n`. Between polls
 /// `between()` runs (e.g. to replace dead consumers). False at the bound.
-bool wait_floor(const Channel& ch, std::string_view group, std::uint64_t n,
-                const std::function<void()>& between = {}) {
+bool wait_floor(const Channel& ch, std::string_view group, std::uint64_t n, const std::function<void()>& between = {}) {
   const auto deadline = Clock::now() + kBound;
   while (group_floor(ch, group) < n) {
     if (Clock::now() >= deadline) return false;
@@ -184,24 +183,24 @@ struct GroupMember {
 /// Where a consumer is. The parent can ask one consumer to raise a flag when
 /// it reaches a phase (and to hold there until it is killed).
 enum Phase : std::uint32_t {
-  kJoining = 0,      ///< forked, opening the channel and joining the group
-  kReceiving = 1,    ///< about to call receive_wait, or in it
-  kWorking = 2,      ///< entry written ("processed"), before ack
-  kAcking = 3,       ///< about to call ack, or in it
+  kJoining = 0,        ///< forked, opening the channel and joining the group
+  kReceiving = 1,      ///< about to call receive_wait, or in it
+  kWorking = 2,        ///< entry written ("processed"), before ack
+  kAcking = 3,         ///< about to call ack, or in it
   kAckedUnmarked = 4,  ///< ack returned ok, entry not marked yet
 };
 
 /// How the parent picks the moment of a kill.
 enum KillKind : std::uint32_t {
-  kAnywhere = 0,      ///< a random consumer once a random number of messages were processed
-  kWhileJoining = 1,  ///< a fresh consumer, after a random spin (start, open, join)
-  kInReceive = 2,     ///< a random spin after the victim entered receive
-  kHeldAfterWork = 3, ///< held after processing, before ack: must be redelivered
-  kAroundAck = 4,     ///< a random spin after the victim is about to ack
-  kHeldAfterAck = 5,  ///< held after its ack completed, before the mark: must not be redelivered
+  kAnywhere = 0,       ///< a random consumer once a random number of messages were processed
+  kWhileJoining = 1,   ///< a fresh consumer, after a random spin (start, open, join)
+  kInReceive = 2,      ///< a random spin after the victim entered receive
+  kHeldAfterWork = 3,  ///< held after processing, before ack: must be redelivered
+  kAroundAck = 4,      ///< a random spin after the victim is about to ack
+  kHeldAfterAck = 5,   ///< held after its ack completed, before the mark: must not be redelivered
 };
 constexpr int kKillKinds = 6;
-const char* const kKillNames[kKillKinds] = {"anywhere",  "joining",    "in receive",
+const char* const kKillNames[kKillKinds] = {"anywhere",   "joining",    "in receive",
                                             "after work", "around ack", "after ack"};
 
 enum EntryState : std::uint32_t {
@@ -233,10 +232,10 @@ constexpr int kMaxLedgers = 12;  ///< consumers per trial, replacements included
 /// A phase the parent wants the first consumer that gets there to report
 /// (and maybe hold in).
 struct KillTarget {
-  std::atomic<std::uint32_t> armed;   ///< 1: wanted
+  std::atomic<std::uint32_t> armed;  ///< 1: wanted
   std::atomic<std::uint32_t> phase;
-  std::atomic<std::uint32_t> after;   ///< only once the ledgers hold this many entries
-  std::atomic<std::uint32_t> hold;    ///< 1: stay in the phase until killed
+  std::atomic<std::uint32_t> after;    ///< only once the ledgers hold this many entries
+  std::atomic<std::uint32_t> hold;     ///< 1: stay in the phase until killed
   std::atomic<std::uint32_t> reached;  ///< 1 + ledger index of the consumer that got there
 };
 constexpr std::uint32_t kCancelled = ~0u;  ///< `reached` when the parent gave up waiting
@@ -262,8 +261,7 @@ void enter(TrialLedger& t, int me, Phase p) {
   KillTarget& k = t.target;
   // relaxed: the fields are published by the release store of `armed`.
   if (k.armed.load(std::memory_order_acquire) == 0 || k.phase.load(std::memory_order_relaxed) != p ||
-      k.reached.load(std::memory_order_relaxed) != 0 ||
-      ledger_entries(t) < k.after.load(std::memory_order_relaxed)) {
+      k.reached.load(std::memory_order_relaxed) != 0 || ledger_entries(t) < k.after.load(std::memory_order_relaxed)) {
     return;
   }
   // The first consumer there is the victim (the parent may cancel first).
@@ -279,8 +277,7 @@ void enter(TrialLedger& t, int me, Phase p) {
 /// Body of a consumer process of the random-kill test: receives, "processes"
 /// (writes the entry, spins), acks, marks the entry; random spins around
 /// the ack. Exits 0 when told to stop.
-int ledger_consumer(const std::string& name, const GroupOptions& g, TrialLedger& t, int me,
-                    std::uint64_t seed) {
+int ledger_consumer(const std::string& name, const GroupOptions& g, TrialLedger& t, int me, std::uint64_t seed) {
   ConsumerLedger& led = t.consumers[me];
   GroupMember member;
   if (const int rc = member.join(name, g); rc != 0) return rc;
@@ -340,15 +337,15 @@ struct CrashFigures {
   std::uint64_t messages = 0;
   std::uint64_t kills = 0;
   std::uint64_t kills_by_kind[kKillKinds] = {};
-  std::uint64_t kills_after_work_done = 0;  ///< the work was finished before the moment came
-  std::uint64_t deliveries = 0;             ///< ledger entries
-  std::uint64_t duplicates = 0;             ///< messages processed more than once
-  std::uint64_t extra_processings = 0;      ///< entries beyond the first, per message
-  std::uint64_t lost = 0;                   ///< messages nobody processed (must be 0)
+  std::uint64_t kills_after_work_done = 0;     ///< the work was finished before the moment came
+  std::uint64_t deliveries = 0;                ///< ledger entries
+  std::uint64_t duplicates = 0;                ///< messages processed more than once
+  std::uint64_t extra_processings = 0;         ///< entries beyond the first, per message
+  std::uint64_t lost = 0;                      ///< messages nobody processed (must be 0)
   std::uint64_t acked_by_killed_unmarked = 0;  ///< killed after its ack, before the ledger mark
-  std::uint64_t lease_lost = 0;             ///< acks refused as lease_lost
-  std::uint64_t early_lease_lost = 0;       ///< ... before the lease deadline (must be 0)
-  std::uint64_t uncounted_acks = 0;         ///< acks the group counter missed (killed mid-ack)
+  std::uint64_t lease_lost = 0;                ///< acks refused as lease_lost
+  std::uint64_t early_lease_lost = 0;          ///< ... before the lease deadline (must be 0)
+  std::uint64_t uncounted_acks = 0;            ///< acks the group counter missed (killed mid-ack)
   std::uint64_t group_redelivered = 0;
   std::uint64_t group_expired = 0;
   std::uint64_t group_dead_releases = 0;
@@ -364,7 +361,10 @@ void crash_trial(std::mt19937_64& rng, std::uint64_t trial, CrashFigures& fig) {
   g.visibility_timeout_ns = 150'000'000;  // 150 ms
   g.max_deliveries = 255;                 // crashes never send a message to the DLQ here
   g.wait = WaitStrategy::block;
-  { auto c = ch.join_group("g", g); REQUIRE(c); }  // the group exists from sequence 0
+  {
+    auto c = ch.join_group("g", g);
+    REQUIRE(c);
+  }  // the group exists from sequence 0
 
   SharedMap<TrialLedger> t;
   std::vector<std::unique_ptr<Child>> consumers;
@@ -373,8 +373,8 @@ void crash_trial(std::mt19937_64& rng, std::uint64_t trial, CrashFigures& fig) {
     const int idx = static_cast<int>(consumers.size());
     REQUIRE(idx < kMaxLedgers);
     const std::uint64_t seed = rng();
-    consumers.push_back(std::make_unique<Child>(
-        [&, idx, seed] { return ledger_consumer(name.str(), g, *t, idx, seed); }));
+    consumers.push_back(
+        std::make_unique<Child>([&, idx, seed] { return ledger_consumer(name.str(), g, *t, idx, seed); }));
     killed.push_back(false);
     return idx;
   };
@@ -425,7 +425,7 @@ void crash_trial(std::mt19937_64& rng, std::uint64_t trial, CrashFigures& fig) {
         spin = std::uniform_int_distribution<std::uint64_t>(0, 2'000'000)(rng);
         break;
       default: {
-        const Phase phase = kind == kInReceive      ? kReceiving
+        const Phase phase = kind == kInReceive       ? kReceiving
                             : kind == kHeldAfterWork ? kWorking
                             : kind == kAroundAck     ? kAcking
                                                      : kAckedUnmarked;
@@ -456,8 +456,8 @@ void crash_trial(std::mt19937_64& rng, std::uint64_t trial, CrashFigures& fig) {
     ++fig.kills;
     ++fig.kills_by_kind[kind];
     if (!hit) ++fig.kills_after_work_done;
-    what += " consumer " + std::to_string(victim) + " " + kKillNames[kind] + (hit ? "" : " (late)") +
-            " after " + std::to_string(after) + " entries;";
+    what += " consumer " + std::to_string(victim) + " " + kKillNames[kind] + (hit ? "" : " (late)") + " after " +
+            std::to_string(after) + " entries;";
     spawn();
   }
   INFO("trial " << trial << ", " << initial << " consumers, kills:" << what);
@@ -469,15 +469,15 @@ void crash_trial(std::mt19937_64& rng, std::uint64_t trial, CrashFigures& fig) {
   for (std::size_t i = 0; i < consumers.size(); ++i) {
     if (killed[i]) continue;
     INFO("consumer " << i << " error word " << t->consumers[i].error.load() << ", phase "
-                      << t->consumers[i].phase.load());
+                     << t->consumers[i].phase.load());
     CHECK(consumers[i]->wait() == 0);
   }
   const ChannelStats st = ch.stats();
   const GroupStats* gs = find_group_stats(st, "g");
   REQUIRE(gs != nullptr);
-  INFO("group: next " << gs->next << " floor " << gs->floor << " delivered " << gs->delivered << " acked "
-                      << gs->acked << " redelivered " << gs->redelivered << " expired " << gs->expired
-                      << " dead-consumer releases " << gs->dead_consumer_releases << " lost " << gs->lost);
+  INFO("group: next " << gs->next << " floor " << gs->floor << " delivered " << gs->delivered << " acked " << gs->acked
+                      << " redelivered " << gs->redelivered << " expired " << gs->expired << " dead-consumer releases "
+                      << gs->dead_consumer_releases << " lost " << gs->lost);
   REQUIRE(done);
   CHECK(st.head == kN);
   CHECK(gs->floor == kN);
@@ -512,7 +512,9 @@ void crash_trial(std::mt19937_64& rng, std::uint64_t trial, CrashFigures& fig) {
       ++p.entries;
       p.attempts.push_back(e.attempt.load(std::memory_order_relaxed));
       switch (e.state.load(std::memory_order_acquire)) {
-        case kAckOk: ++p.ack_ok; break;
+        case kAckOk:
+          ++p.ack_ok;
+          break;
         case kAckLost:
           ++p.ack_lost;
           if (e.late.load(std::memory_order_relaxed) == 0) ++early_lease_lost;
@@ -549,8 +551,8 @@ void crash_trial(std::mt19937_64& rng, std::uint64_t trial, CrashFigures& fig) {
     std::sort(p.attempts.begin(), p.attempts.end());
     if (std::adjacent_find(p.attempts.begin(), p.attempts.end()) != p.attempts.end()) ++repeated_attempts;
   }
-  INFO("ledger: " << deliveries << " entries, " << duplicates << " duplicated messages, " << lost
-                  << " lost, " << unmarked << " acked by a consumer killed before its mark");
+  INFO("ledger: " << deliveries << " entries, " << duplicates << " duplicated messages, " << lost << " lost, "
+                  << unmarked << " acked by a consumer killed before its mark");
   CHECK(out_of_range == 0);
   CHECK(lost == 0);                     // every message processed at least once
   CHECK(unacked == 0);                  // ... and acked
@@ -559,7 +561,7 @@ void crash_trial(std::mt19937_64& rng, std::uint64_t trial, CrashFigures& fig) {
   CHECK(repeated_attempts == 0);        // each delivery (attempt) goes to one consumer
   CHECK(unconfirmed_by_survivor == 0);  // survivors finish what they start
   CHECK(unconfirmed_not_last == 0);
-  CHECK(early_lease_lost == 0);         // a live consumer keeps its lease until its deadline
+  CHECK(early_lease_lost == 0);  // a live consumer keeps its lease until its deadline
   CHECK(gs->delivered >= deliveries);
 
   // The held kills say exactly what must have happened to the victim's
@@ -600,11 +602,11 @@ void crash_trial(std::mt19937_64& rng, std::uint64_t trial, CrashFigures& fig) {
 }
 
 #ifdef SHMBUS_CRASH_SOAK
-#define CRASH_TEST_NAME                                                                               \
+#define CRASH_TEST_NAME                                                                           \
   "consumers killed at random points lose no message: every published message is acked at least " \
   "once (soak)"
 #else
-#define CRASH_TEST_NAME                                                                               \
+#define CRASH_TEST_NAME                                                                           \
   "consumers killed at random points lose no message: every published message is acked at least " \
   "once"
 #endif
@@ -633,15 +635,15 @@ TEST_CASE(CRASH_TEST_NAME) {
   for (int k = 0; k < kKillKinds; ++k) {
     line << (k == 0 ? "" : ", ") << kKillNames[k] << " " << fig.kills_by_kind[k];
   }
-  line << "; " << fig.kills_after_work_done << " after the work was done); " << fig.deliveries
-       << " deliveries; " << fig.duplicates << " messages processed more than once (" << fig.extra_processings
-       << " extra processings); " << fig.lost << " lost; " << fig.acked_by_killed_unmarked
+  line << "; " << fig.kills_after_work_done << " after the work was done); " << fig.deliveries << " deliveries; "
+       << fig.duplicates << " messages processed more than once (" << fig.extra_processings << " extra processings); "
+       << fig.lost << " lost; " << fig.acked_by_killed_unmarked
        << " acks completed by a consumer killed before its ledger mark; " << fig.lease_lost
        << " acks refused as lease_lost (" << fig.early_lease_lost << " before the lease deadline); "
        << "group counters: " << fig.group_redelivered << " redelivered, " << fig.group_expired << " expired, "
        << fig.group_dead_releases << " dead-consumer releases, " << fig.uncounted_acks
-       << " acks not counted (killed between the ack CAS and the counter); " << std::fixed << std::setprecision(1) << secs
-       << " s";
+       << " acks not counted (killed between the ack CAS and the counter); " << std::fixed << std::setprecision(1)
+       << secs << " s";
   std::printf("%s\n", line.str().c_str());
   std::fflush(stdout);
   CHECK(fig.trials == trials);
@@ -665,7 +667,10 @@ TEST_CASE("a poison message reaches the DLQ after exactly max_deliveries and nev
   GroupOptions g;
   g.visibility_timeout_ns = 60'000'000'000ULL;
   g.max_deliveries = kMaxDeliveries;
-  { auto c = ch.join_group("g", g); REQUIRE(c); }
+  {
+    auto c = ch.join_group("g", g);
+    REQUIRE(c);
+  }
   publish_values(ch, kN, kPoisonAt, kPoisonBit);
 
   struct Shared {
@@ -725,8 +730,8 @@ TEST_CASE("a poison message reaches the DLQ after exactly max_deliveries and nev
     if (rc != 0) (rc == kKilled ? crashes : other_exits) += 1;
   }
   const GroupStats gs = group_g_stats(ch);
-  INFO("floor " << gs.floor << ", acked " << gs.acked << ", dead-lettered " << gs.dead_lettered
-                << ", redelivered " << gs.redelivered << ", crashes " << crashes);
+  INFO("floor " << gs.floor << ", acked " << gs.acked << ", dead-lettered " << gs.dead_lettered << ", redelivered "
+                << gs.redelivered << ", crashes " << crashes);
   REQUIRE(done);
   CHECK(other_exits == 0);
   CHECK(sh->errors.load() == 0);
@@ -815,8 +820,9 @@ TEST_CASE("a replacement that reuses a dead consumer's entry gets its leases at 
 // Past lap 255: the lease word's lap tag must be compared with the same
 // width everywhere (an 8-bit ConsumerCore::lap() against the 16-bit tag of
 // release_leases_of() once left the dead consumer's leases held here).
-TEST_CASE("a replacement that reuses a dead consumer's entry gets its leases at once, also after 256 "
-          "laps of the ring") {
+TEST_CASE(
+    "a replacement that reuses a dead consumer's entry gets its leases at once, also after 256 "
+    "laps of the ring") {
   Delivery d;
   REQUIRE(take_over_dead_entry(300 * 4 + 1, d) == PollStatus::ok);
   CHECK(d.sequence == 300 * 4 + 1);
@@ -830,7 +836,10 @@ TEST_CASE("a consumer that hangs without dying has its lease expire and the mess
   GroupOptions g;
   g.visibility_timeout_ns = kVisibilityNs;
   g.max_deliveries = 5;
-  { auto c = ch.join_group("g", g); REQUIRE(c); }
+  {
+    auto c = ch.join_group("g", g);
+    REQUIRE(c);
+  }
   publish_values(ch, 1);
 
   Event got, go, result;
@@ -908,7 +917,10 @@ TEST_CASE("when all consumers are dead, a new consumer joins and finishes the wo
   GroupOptions g;
   g.visibility_timeout_ns = 60'000'000'000ULL;
   g.max_deliveries = 5;
-  { auto c = ch.join_group("g", g); REQUIRE(c); }
+  {
+    auto c = ch.join_group("g", g);
+    REQUIRE(c);
+  }
   publish_values(ch, kN);
 
   Event took;
@@ -970,8 +982,9 @@ TEST_CASE("when all consumers are dead, a new consumer joins and finishes the wo
   CHECK(gs.in_flight == 0);
 }
 
-TEST_CASE("a consumer killed on its last attempt, with no consumer left, leaves a message due for the DLQ "
-          "that dead_letter_due moves") {
+TEST_CASE(
+    "a consumer killed on its last attempt, with no consumer left, leaves a message due for the DLQ "
+    "that dead_letter_due moves") {
   // Before: the message waited in its lease for a receive that never came
   // (no consumer is left), and nothing counted it as a dead letter.
   constexpr std::uint64_t kVisibilityNs = 100'000'000;  // 100 ms

@@ -22,7 +22,6 @@ using namespace shmbus::test;
 
 namespace {
 
-
 /// One ack as a consumer saw it.
 struct Acked {
   std::uint64_t sequence;
@@ -34,9 +33,9 @@ struct ConsumerResult {
   std::vector<Acked> acked;
   std::uint64_t nacked = 0;
   std::uint64_t bad_payloads = 0;
-  std::uint64_t failed_acks = 0;      ///< ack or nack that did not return ok
-  std::uint64_t odd_statuses = 0;     ///< receive statuses a block channel never gives
-  std::uint64_t attempt_mismatch = 0; ///< d.attempt != d.message.attempt
+  std::uint64_t failed_acks = 0;       ///< ack or nack that did not return ok
+  std::uint64_t odd_statuses = 0;      ///< receive statuses a block channel never gives
+  std::uint64_t attempt_mismatch = 0;  ///< d.attempt != d.message.attempt
   bool timed_out = false;
 };
 
@@ -70,8 +69,8 @@ Outcome run_group_stress(const Config& cfg) {
   GroupOptions g;
   g.start = StartAt::earliest();
   g.visibility_timeout_ns = 600'000'000'000ULL;  // 10 minutes: nothing expires in this test
-  g.max_deliveries = 255;                          // nacks never send a message to the DLQ
-  g.wait = WaitStrategy::block;                    // more threads than cores: sleep, don't spin
+  g.max_deliveries = 255;                        // nacks never send a message to the DLQ
+  g.wait = WaitStrategy::block;                  // more threads than cores: sleep, don't spin
   std::vector<Consumer> consumers;
   for (int i = 0; i < cfg.consumers; ++i) {
     auto c = ch.join_group("workers", g);
@@ -127,9 +126,8 @@ Outcome run_group_stress(const Config& cfg) {
         }
         if (d.attempt != d.message.attempt) ++r.attempt_mismatch;
         const auto p = value_of<Payload>(d.message.payload);
-        if (d.message.payload.size() != sizeof(Payload) ||
-            p.producer >= static_cast<std::uint32_t>(cfg.producers) || p.index >= cfg.per_producer ||
-            p.check != check_of(p.producer, p.index)) {
+        if (d.message.payload.size() != sizeof(Payload) || p.producer >= static_cast<std::uint32_t>(cfg.producers) ||
+            p.index >= cfg.per_producer || p.check != check_of(p.producer, p.index)) {
           ++r.bad_payloads;
         }
         // Retry a message at most 20 times, so that it cannot keep bouncing.
@@ -202,8 +200,8 @@ std::uint64_t check_every_message_acked_once(const Config& cfg, const Outcome& o
   };
   const std::uint64_t missing_payloads = zeros(by_payload);
   const std::uint64_t missing_sequences = zeros(by_sequence);
-  INFO("acks " << acks << ", out of range " << out_of_range << ", duplicates " << duplicates
-               << ", missing payloads " << missing_payloads << ", missing sequences " << missing_sequences);
+  INFO("acks " << acks << ", out of range " << out_of_range << ", duplicates " << duplicates << ", missing payloads "
+               << missing_payloads << ", missing sequences " << missing_sequences);
   CHECK(acks == total);
   CHECK(out_of_range == 0);
   CHECK(duplicates == 0);
@@ -231,10 +229,9 @@ std::string describe(const Outcome& out) {
   s += "; head " + std::to_string(out.stats.head);
   for (const GroupStats& g : out.stats.groups) {
     s += "; group next " + std::to_string(g.next) + " floor " + std::to_string(g.floor) + " in_flight " +
-         std::to_string(g.in_flight) + " due " + std::to_string(g.due) + " delivered " +
-         std::to_string(g.delivered) + " acked " + std::to_string(g.acked) + " nacked " +
-         std::to_string(g.nacked) + " redelivered " + std::to_string(g.redelivered) + " expired " +
-         std::to_string(g.expired) + " lost " + std::to_string(g.lost);
+         std::to_string(g.in_flight) + " due " + std::to_string(g.due) + " delivered " + std::to_string(g.delivered) +
+         " acked " + std::to_string(g.acked) + " nacked " + std::to_string(g.nacked) + " redelivered " +
+         std::to_string(g.redelivered) + " expired " + std::to_string(g.expired) + " lost " + std::to_string(g.lost);
   }
   return s;
 }
@@ -246,8 +243,9 @@ const GroupStats& only_group(const ChannelStats& st) {
 
 }  // namespace
 
-TEST_CASE("M consumer threads in a group over K producer threads: every message acked exactly once "
-          "when nobody crashes, and the counters add up") {
+TEST_CASE(
+    "M consumer threads in a group over K producer threads: every message acked exactly once "
+    "when nobody crashes, and the counters add up") {
   const Config cfg;
   const Outcome out = run_group_stress(cfg);
   const std::uint64_t total = cfg.per_producer * static_cast<std::uint64_t>(cfg.producers);
@@ -282,8 +280,9 @@ TEST_CASE("M consumer threads in a group over K producer threads: every message 
   CHECK(acked == total);
 }
 
-TEST_CASE("M consumer threads in a group that nack 5% of deliveries still ack every message exactly "
-          "once, and redelivered equals nacked") {
+TEST_CASE(
+    "M consumer threads in a group that nack 5% of deliveries still ack every message exactly "
+    "once, and redelivered equals nacked") {
   Config cfg;
   cfg.nack_permille = 50;
   const Outcome out = run_group_stress(cfg);
@@ -311,8 +310,9 @@ TEST_CASE("M consumer threads in a group that nack 5% of deliveries still ack ev
   CHECK(g.due == 0);
 }
 
-TEST_CASE("on a ring of 16 slots, a consumer thread preempted inside receive never takes over the lease "
-          "of a later lap") {
+TEST_CASE(
+    "on a ring of 16 slots, a consumer thread preempted inside receive never takes over the lease "
+    "of a later lap") {
   // With 16 slots, a consumer descheduled for a few dozen messages between
   // its loads of `next`, the slot stamp and the lease word comes back to a
   // slot that has moved on by one or more laps. It must notice (the lease

@@ -14,8 +14,8 @@
 #include <unistd.h>
 
 #include "api/detail.hpp"
-#include "bus/ring/channel_state.hpp"
 #include "bus/group/consumer_core.hpp"
+#include "bus/ring/channel_state.hpp"
 #include "shm/clock.hpp"
 
 #include "group_test_util.hpp"
@@ -382,8 +382,9 @@ void park_on_fault(int, siginfo_t* info, void*) {
 
 }  // namespace
 
-TEST_CASE("a consumer held up between reading next and the lease word for a whole lap takes nothing "
-          "of the later lap") {
+TEST_CASE(
+    "a consumer held up between reading next and the lease word for a whole lap takes nothing "
+    "of the later lap") {
   // take_new reads `next`, the slot's stamp and the slot's lease word, then
   // reads `next` again: an unchanged `next` proves that the stamp and the
   // lease word belong to the same sequence. Here the consumer is stopped
@@ -424,9 +425,7 @@ TEST_CASE("a consumer held up between reading next and the lease word for a whol
   // hold nothing else the consumer reads first (next, floor, the stamps).
   const auto& state = shmbus::detail::state_of(ch);
   const std::size_t page_size = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
-  auto page_of = [&](const void* p) {
-    return reinterpret_cast<std::uintptr_t>(p) / page_size;
-  };
+  auto page_of = [&](const void* p) { return reinterpret_cast<std::uintptr_t>(p) / page_size; };
   const auto* lease_word = &state->leases(0)[kAt & (kCapacity - 1)];
   REQUIRE(page_of(lease_word) != page_of(&state->group(0)->next));
   REQUIRE(page_of(lease_word) != page_of(&state->group(0)->floor));
@@ -437,7 +436,7 @@ TEST_CASE("a consumer held up between reading next and the lease word for a whol
   g_park.parked.store(false);
   g_park.release.store(false);
 
-  struct sigaction park{};
+  struct sigaction park {};
   park.sa_sigaction = park_on_fault;
   park.sa_flags = SA_SIGINFO;
   sigemptyset(&park.sa_mask);
@@ -546,8 +545,9 @@ TEST_CASE("group bad input: foreign leases, other settings, full tables") {
   CHECK(empty.receive(bogus, buf) == PollStatus::invalid);
 }
 
-TEST_CASE("a message refused for a small buffer goes to the next receive with a larger one, as the same "
-          "attempt") {
+TEST_CASE(
+    "a message refused for a small buffer goes to the next receive with a larger one, as the same "
+    "attempt") {
   ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
   // A long visibility timeout: redelivery scans are 10 ms apart, so only the
@@ -624,8 +624,9 @@ TEST_CASE("a nack with the group's backoff on the last attempt also dead-letters
   check_max_deliveries_letter(reader.next(4), reader.message(), 0, 1, "g", name.str());
 }
 
-TEST_CASE("a last lease that expired is due for the DLQ in the stats, and dead_letter_due moves it without "
-          "any receive") {
+TEST_CASE(
+    "a last lease that expired is due for the DLQ in the stats, and dead_letter_due moves it without "
+    "any receive") {
   ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
   // A lease long enough that the in-flight checks below come before its

@@ -63,9 +63,7 @@ class DlqReader {
   [[nodiscard]] const Message& message() const { return message_; }
 
   /// The original payload of the dead letter polled last: what follows its record.
-  [[nodiscard]] std::span<const std::byte> payload() const {
-    return message_.payload.subspan(sizeof(bus::DlqRecord));
-  }
+  [[nodiscard]] std::span<const std::byte> payload() const { return message_.payload.subspan(sizeof(bus::DlqRecord)); }
 
  private:
   Channel channel_;
@@ -77,9 +75,8 @@ class DlqReader {
 /// Checks a dead letter (`rec`, read from message `m`): message `sequence`
 /// of channel `source`, sent to the DLQ by group `group` after `attempts`
 /// deliveries (max_deliveries reached), and marked with that attempt.
-inline void check_max_deliveries_letter(const bus::DlqRecord& rec, const Message& m,
-                                        std::uint64_t sequence, std::uint32_t attempts,
-                                        std::string_view group, std::string_view source) {
+inline void check_max_deliveries_letter(const bus::DlqRecord& rec, const Message& m, std::uint64_t sequence,
+                                        std::uint32_t attempts, std::string_view group, std::string_view source) {
   CHECK(rec.original_sequence == sequence);
   CHECK(rec.attempts == attempts);
   CHECK(rec.reason == static_cast<std::uint32_t>(DeadLetterReason::max_deliveries));

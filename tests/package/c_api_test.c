@@ -47,33 +47,30 @@ static void fail_now(void) {
   exit(1);
 }
 
-#define CHECK(cond)                                                                          \
-  do {                                                                                       \
-    if (!(cond)) {                                                                           \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n  last error: %s\n", __FILE__, __LINE__,     \
-              #cond, shmbus_last_error());                                                   \
-      fail_now();                                                                            \
-    }                                                                                        \
+#define CHECK(cond)                                                                                                   \
+  do {                                                                                                                \
+    if (!(cond)) {                                                                                                    \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n  last error: %s\n", __FILE__, __LINE__, #cond, shmbus_last_error()); \
+      fail_now();                                                                                                     \
+    }                                                                                                                 \
   } while (0)
 
-#define CHECK_RC(expr, want)                                                                 \
-  do {                                                                                       \
-    const int rc_ = (expr);                                                                  \
-    if (rc_ != (want)) {                                                                     \
-      fprintf(stderr, "%s:%d: %s returned %d (%s), expected %s\n  last error: %s\n",         \
-              __FILE__, __LINE__, #expr, rc_, shmbus_strerror(rc_), #want,                   \
-              shmbus_last_error());                                                          \
-      fail_now();                                                                            \
-    }                                                                                        \
+#define CHECK_RC(expr, want)                                                                                         \
+  do {                                                                                                               \
+    const int rc_ = (expr);                                                                                          \
+    if (rc_ != (want)) {                                                                                             \
+      fprintf(stderr, "%s:%d: %s returned %d (%s), expected %s\n  last error: %s\n", __FILE__, __LINE__, #expr, rc_, \
+              shmbus_strerror(rc_), #want, shmbus_last_error());                                                     \
+      fail_now();                                                                                                    \
+    }                                                                                                                \
   } while (0)
 
-#define CHECK_CONTAINS(text, part)                                                           \
-  do {                                                                                       \
-    if (strstr((text), (part)) == NULL) {                                                    \
-      fprintf(stderr, "%s:%d: \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__, (text), \
-              (part));                                                                       \
-      fail_now();                                                                            \
-    }                                                                                        \
+#define CHECK_CONTAINS(text, part)                                                                    \
+  do {                                                                                                \
+    if (strstr((text), (part)) == NULL) {                                                             \
+      fprintf(stderr, "%s:%d: \"%s\" does not contain \"%s\"\n", __FILE__, __LINE__, (text), (part)); \
+      fail_now();                                                                                     \
+    }                                                                                                 \
   } while (0)
 
 /* A unique channel name, removed (with its DLQ) when the test exits. */
@@ -134,8 +131,8 @@ static shmbus_consumer* join_workers(shmbus_channel* ch, const shmbus_group_opti
 }
 
 /* Releases what a case made, consumer first and channel last; any may be NULL. */
-static void release(shmbus_consumer* consumer, shmbus_subscriber* subscriber,
-                    shmbus_publisher* publisher, shmbus_channel* channel) {
+static void release(shmbus_consumer* consumer, shmbus_subscriber* subscriber, shmbus_publisher* publisher,
+                    shmbus_channel* channel) {
   shmbus_consumer_free(consumer);
   shmbus_subscriber_free(subscriber);
   shmbus_publisher_free(publisher);
@@ -156,9 +153,7 @@ static int read_u64(int fd, uint64_t* value) {
   return read(fd, value, sizeof *value) == (ssize_t)sizeof *value;
 }
 
-static void write_u64(int fd, uint64_t value) {
-  CHECK(write(fd, &value, sizeof value) == (ssize_t)sizeof value);
-}
+static void write_u64(int fd, uint64_t value) { CHECK(write(fd, &value, sizeof value) == (ssize_t)sizeof value); }
 
 /* Called first in a fork()ed child: its failed checks _exit, and it dies
  * with the test process, so it never outlives a failed test. */
@@ -170,13 +165,32 @@ static void become_child(void) {
 /* --- cases --------------------------------------------------------------------- */
 
 static void test_status_names(void) {
-  const int codes[] = {SHMBUS_OK, SHMBUS_INVALID_ARGUMENT, SHMBUS_NOT_FOUND, SHMBUS_ALREADY_EXISTS,
-                       SHMBUS_PERMISSION_DENIED, SHMBUS_NO_SPACE, SHMBUS_PARAMETER_MISMATCH,
-                       SHMBUS_VERSION_MISMATCH, SHMBUS_CORRUPTED, SHMBUS_TIMEOUT, SHMBUS_TABLE_FULL,
-                       SHMBUS_BUSY, SHMBUS_SYSTEM, SHMBUS_EMPTY, SHMBUS_LAPPED, SHMBUS_BUFFER_TOO_SMALL,
-                       SHMBUS_FULL, SHMBUS_TOO_LARGE, SHMBUS_ABANDONED, SHMBUS_LEASE_LOST,
-                       SHMBUS_DLQ_UNAVAILABLE, SHMBUS_INVALID, SHMBUS_REMOVED, SHMBUS_SEGMENT_LOST,
-                       SHMBUS_OUT_OF_MEMORY, SHMBUS_INTERNAL};
+  const int codes[] = {SHMBUS_OK,
+                       SHMBUS_INVALID_ARGUMENT,
+                       SHMBUS_NOT_FOUND,
+                       SHMBUS_ALREADY_EXISTS,
+                       SHMBUS_PERMISSION_DENIED,
+                       SHMBUS_NO_SPACE,
+                       SHMBUS_PARAMETER_MISMATCH,
+                       SHMBUS_VERSION_MISMATCH,
+                       SHMBUS_CORRUPTED,
+                       SHMBUS_TIMEOUT,
+                       SHMBUS_TABLE_FULL,
+                       SHMBUS_BUSY,
+                       SHMBUS_SYSTEM,
+                       SHMBUS_EMPTY,
+                       SHMBUS_LAPPED,
+                       SHMBUS_BUFFER_TOO_SMALL,
+                       SHMBUS_FULL,
+                       SHMBUS_TOO_LARGE,
+                       SHMBUS_ABANDONED,
+                       SHMBUS_LEASE_LOST,
+                       SHMBUS_DLQ_UNAVAILABLE,
+                       SHMBUS_INVALID,
+                       SHMBUS_REMOVED,
+                       SHMBUS_SEGMENT_LOST,
+                       SHMBUS_OUT_OF_MEMORY,
+                       SHMBUS_INTERNAL};
   const size_t n = sizeof codes / sizeof codes[0];
   for (size_t i = 0; i < n; ++i) {
     const char* a = shmbus_strerror(codes[i]);
@@ -464,8 +478,7 @@ static void test_reject_full_and_stats(void) {
 
   /* A smaller (older) stats struct gets only its prefix. */
   uint64_t prefix[2] = {0, 0xdeadbeef};
-  CHECK_RC(shmbus_channel_get_stats(ch, (shmbus_channel_stats*)(void*)prefix, sizeof prefix[0]),
-           SHMBUS_OK);
+  CHECK_RC(shmbus_channel_get_stats(ch, (shmbus_channel_stats*)(void*)prefix, sizeof prefix[0]), SHMBUS_OK);
   CHECK(prefix[0] == 3 && prefix[1] == 0xdeadbeef);
 
   release(NULL, sub, pub, ch);
@@ -774,24 +787,24 @@ struct test_case {
 };
 
 static const struct test_case cases[] = {
-  {"status names are distinct and every status has one", test_status_names},
-  {"options init fills the defaults and refuses a short struct", test_options_init},
-  {"options from a newer caller are accepted only with a zero tail", test_options_from_a_newer_caller},
-  {"create open and open_or_create report errors with context", test_create_open_errors},
-  {"a message published from C is polled back with its metadata", test_publish_and_poll},
-  {"a removed channel makes publish and poll return removed", test_removed_channel},
-  {"a too small buffer reports the size needed and keeps the message", test_buffer_too_small},
-  {"publishing more than the max payload is refused with both sizes", test_too_large},
-  {"a batch is published whole or refused and a none channel stamps nothing", test_publish_batch_and_timestamps},
-  {"a reject channel returns full and stats show depth and lag", test_reject_full_and_stats},
-  {"a durable subscriber resumes its cursor by name", test_durable_resume},
-  {"a group redelivers a nacked message then acks and dead-letters", test_group_nack_ack_dead_letter},
-  {"a delivery of another consumer is refused as invalid", test_foreign_delivery},
-  {"a consumer killed before its ack has the message redelivered", test_killed_consumer_redelivers},
-  {"messages of a forked publisher reach a subscriber in order", test_forked_publisher},
-  {"the last error is kept per thread", test_last_error_per_thread},
-  {"NULL arguments are refused with a message", test_null_arguments},
-  {"a C99 compiler sees the same struct layout", test_c99_layout},
+    {"status names are distinct and every status has one", test_status_names},
+    {"options init fills the defaults and refuses a short struct", test_options_init},
+    {"options from a newer caller are accepted only with a zero tail", test_options_from_a_newer_caller},
+    {"create open and open_or_create report errors with context", test_create_open_errors},
+    {"a message published from C is polled back with its metadata", test_publish_and_poll},
+    {"a removed channel makes publish and poll return removed", test_removed_channel},
+    {"a too small buffer reports the size needed and keeps the message", test_buffer_too_small},
+    {"publishing more than the max payload is refused with both sizes", test_too_large},
+    {"a batch is published whole or refused and a none channel stamps nothing", test_publish_batch_and_timestamps},
+    {"a reject channel returns full and stats show depth and lag", test_reject_full_and_stats},
+    {"a durable subscriber resumes its cursor by name", test_durable_resume},
+    {"a group redelivers a nacked message then acks and dead-letters", test_group_nack_ack_dead_letter},
+    {"a delivery of another consumer is refused as invalid", test_foreign_delivery},
+    {"a consumer killed before its ack has the message redelivered", test_killed_consumer_redelivers},
+    {"messages of a forked publisher reach a subscriber in order", test_forked_publisher},
+    {"the last error is kept per thread", test_last_error_per_thread},
+    {"NULL arguments are refused with a message", test_null_arguments},
+    {"a C99 compiler sees the same struct layout", test_c99_layout},
 };
 
 int main(int argc, char** argv) {

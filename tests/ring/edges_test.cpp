@@ -32,9 +32,7 @@ namespace {
 
 constexpr std::uint64_t kBoundNs = 10'000'000'000ULL;
 
-std::string path_of(const ScopedChannelName& n) {
-  return "/dev/shm/" + bus::segment_name(kTestBus, n.str());
-}
+std::string path_of(const ScopedChannelName& n) { return "/dev/shm/" + bus::segment_name(kTestBus, n.str()); }
 
 ChannelOptions small(Policy p = Policy::block) {
   ChannelOptions o;
@@ -330,7 +328,7 @@ TEST_CASE("handles of a removed channel report removed and never see its success
     Message m;
     PollStatus st = s->poll_wait(m, buf, kBoundNs);
     if (st != PollStatus::ok) return 20 + static_cast<int>(st);  // "one" arrives first
-    st = s->poll_wait(m, buf, kBoundNs);  // then the removal, not a timeout
+    st = s->poll_wait(m, buf, kBoundNs);                         // then the removal, not a timeout
     return st == PollStatus::removed ? 0 : 30 + static_cast<int>(st);
   });
   REQUIRE(subscribed.wait());

@@ -19,8 +19,8 @@
 #include <sys/mount.h>
 #include <unistd.h>
 
-#include "bus/ring/channel_state.hpp"
 #include "bus/dedup/dedup.hpp"
+#include "bus/ring/channel_state.hpp"
 #include "shm/segment.hpp"
 
 #include "test_support.hpp"
@@ -184,8 +184,9 @@ struct Pipe {
 
 }  // namespace
 
-TEST_CASE("a full /dev/shm fails every create with no_space naming what did not fit, and leaves no "
-          "half-made segment behind") {
+TEST_CASE(
+    "a full /dev/shm fails every create with no_space naming what did not fit, and leaves no "
+    "half-made segment behind") {
   if (::geteuid() != 0) {
     WARN("skipped: needs root (CAP_SYS_ADMIN) to mount a tiny tmpfs on /dev/shm in a private mount namespace");
     return;
@@ -221,8 +222,9 @@ TEST_CASE("a full /dev/shm fails every create with no_space naming what did not 
   CHECK(rc == 0);
 }
 
-TEST_CASE("full tables give table_full errors that name the limit and the channel, and free entries "
-          "can be taken again") {
+TEST_CASE(
+    "full tables give table_full errors that name the limit and the channel, and free entries "
+    "can be taken again") {
   ScopedChannelName name("exh-tables");
   struct DlqGuard {
     std::string name;
@@ -282,8 +284,9 @@ TEST_CASE("full tables give table_full errors that name the limit and the channe
   CHECK(ch.join_group("g", {}));
 }
 
-TEST_CASE("a message larger than the slot is too_large on every publish path, and a refused commit "
-          "leaves nothing for readers") {
+TEST_CASE(
+    "a message larger than the slot is too_large on every publish path, and a refused commit "
+    "leaves nothing for readers") {
   ScopedChannelName name("exh-large");
   ChannelOptions o;
   o.capacity = 8;

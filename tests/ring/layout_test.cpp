@@ -129,33 +129,31 @@ TEST_CASE("the ABI fingerprint hashes the 16 layout numbers that protocol.md lis
   // with layout.hpp, docs/protocol.md and (for an incompatible change)
   // kLayoutVersion.
   const std::uint64_t documented = fnv1a_of_numbers(kFingerprintBasis, {
-      3,     // kLayoutVersion
-      4096,  // sizeof(ChannelHeader)
-      512,   // sizeof(ProducerBlock)
-      128,   // sizeof(PublisherEntry)
-      256,   // sizeof(SubscriberEntry)
-      48,    // sizeof(SlotHeader)
-      32,    // sizeof(SlotMeta)
-      640,   // sizeof(GroupEntry)
-      64,    // sizeof(ConsumerEntry)
-      384,   // offsetof(GroupEntry, floor)
-      160,   // offsetof(ChannelHeader, name)
-      260,   // offsetof(ProducerBlock, sub_futex)
-      128,   // offsetof(SubscriberEntry, cursor)
-      16,    // offsetof(SlotHeader, meta)
-      128,   // offsetof(ChannelHeader, timestamps)
-      64,    // kCacheLine
-      128,   // kHotSlot
-  });
+                                                                           3,     // kLayoutVersion
+                                                                           4096,  // sizeof(ChannelHeader)
+                                                                           512,   // sizeof(ProducerBlock)
+                                                                           128,   // sizeof(PublisherEntry)
+                                                                           256,   // sizeof(SubscriberEntry)
+                                                                           48,    // sizeof(SlotHeader)
+                                                                           32,    // sizeof(SlotMeta)
+                                                                           640,   // sizeof(GroupEntry)
+                                                                           64,    // sizeof(ConsumerEntry)
+                                                                           384,   // offsetof(GroupEntry, floor)
+                                                                           160,   // offsetof(ChannelHeader, name)
+                                                                           260,   // offsetof(ProducerBlock, sub_futex)
+                                                                           128,   // offsetof(SubscriberEntry, cursor)
+                                                                           16,    // offsetof(SlotHeader, meta)
+                                                                           128,   // offsetof(ChannelHeader, timestamps)
+                                                                           64,    // kCacheLine
+                                                                           128,   // kHotSlot
+                                                                       });
   CHECK(abi_fingerprint() == documented);
   // The same numbers as this build computes them.
   CHECK(abi_fingerprint() ==
         fnv1a_of_numbers(kFingerprintBasis,
-                         {kLayoutVersion, sizeof(ChannelHeader), sizeof(ProducerBlock),
-                          sizeof(PublisherEntry), sizeof(SubscriberEntry), sizeof(SlotHeader),
-                          sizeof(SlotMeta), sizeof(GroupEntry), sizeof(ConsumerEntry),
-                          offsetof(GroupEntry, floor), offsetof(ChannelHeader, name),
+                         {kLayoutVersion, sizeof(ChannelHeader), sizeof(ProducerBlock), sizeof(PublisherEntry),
+                          sizeof(SubscriberEntry), sizeof(SlotHeader), sizeof(SlotMeta), sizeof(GroupEntry),
+                          sizeof(ConsumerEntry), offsetof(GroupEntry, floor), offsetof(ChannelHeader, name),
                           offsetof(ProducerBlock, sub_futex), offsetof(SubscriberEntry, cursor),
-                          offsetof(SlotHeader, meta), offsetof(ChannelHeader, timestamps),
-                          kCacheLine, kHotSlot}));
+                          offsetof(SlotHeader, meta), offsetof(ChannelHeader, timestamps), kCacheLine, kHotSlot}));
 }

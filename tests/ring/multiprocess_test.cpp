@@ -102,8 +102,7 @@ ChannelOptions block_channel(std::uint32_t capacity, std::uint32_t slot_size = 1
 
 /// Receives values a child reports through `ev` until `out` holds `count`
 /// of them; false if the deadline passes first.
-bool collect(Event& ev, std::vector<std::uint64_t>& out, std::size_t count,
-             Clock::time_point deadline) {
+bool collect(Event& ev, std::vector<std::uint64_t>& out, std::size_t count, Clock::time_point deadline) {
   while (out.size() < count) {
     std::uint64_t v = 0;
     if (!ev.wait(v, std::max(ms_left(deadline), 1))) return false;
@@ -172,8 +171,8 @@ enum class ReadMode {
 /// Body of a child that attaches the durable subscriber `durable` (creating it
 /// at the earliest message, or resuming it) and reads until `last`,
 /// reporting every value through `reports` (see ReadMode for when).
-int durable_reader(const std::string& name, const std::string& durable, ReadMode mode,
-                   std::uint64_t last, Event& reports) {
+int durable_reader(const std::string& name, const std::string& durable, ReadMode mode, std::uint64_t last,
+                   Event& reports) {
   auto ch = Channel::open(name, kTestBus);
   if (!ch) return 10;
   auto sub = ch->subscribe({durable, StartAt::earliest()});
@@ -268,8 +267,9 @@ std::vector<std::string> mappings_of(ino_t ino, std::uint64_t from) {
   return out;
 }
 
-TEST_CASE("a pure subscriber takes a dead writer's claim away through a page mapped for that CAS "
-          "alone: its view of the payloads stays read-only") {
+TEST_CASE(
+    "a pure subscriber takes a dead writer's claim away through a page mapped for that CAS "
+    "alone: its view of the payloads stays read-only") {
   ScopedChannelName name("mp-roabandon");
   ChannelOptions o = block_channel(8);
   o.unblock_timeout_ns = 600'000'000'000ULL;  // only the dead-writer check frees the slot in time
@@ -300,8 +300,9 @@ TEST_CASE("a pure subscriber takes a dead writer's claim away through a page map
   CHECK(mappings_of(st.st_ino, data_offset) == before);
 }
 
-TEST_CASE("a publisher that laps a claim whose writer was killed takes the slot back, with no reader "
-          "to do it") {
+TEST_CASE(
+    "a publisher that laps a claim whose writer was killed takes the slot back, with no reader "
+    "to do it") {
   // No subscriber and no group: the next publisher on the dead claim's slot
   // is the only one who can notice. The unblock timeout is 10 minutes, so
   // within the 10 s bound only its dead-writer check (the slot's writer word
@@ -418,8 +419,7 @@ TEST_CASE("a durable subscriber killed mid-stream resumes at the cursor it publi
   CHECK(missing.size() + twice.size() <= 1);
   if (mode == ReadMode::poll) {
     CHECK(twice.empty());
-    CHECK(missing == (dead_cursor == r + 2 ? std::vector<std::uint64_t>{r + 1}
-                                           : std::vector<std::uint64_t>{}));
+    CHECK(missing == (dead_cursor == r + 2 ? std::vector<std::uint64_t>{r + 1} : std::vector<std::uint64_t>{}));
   } else {
     CHECK(missing.empty());
     CHECK(twice == (dead_cursor == r ? std::vector<std::uint64_t>{r} : std::vector<std::uint64_t>{}));
@@ -534,7 +534,7 @@ TEST_CASE("a blocked publisher is released when the slow subscriber dies") {
   CHECK(stats.dead_reclaimed >= 1);
   CHECK(stats.subscribers.empty());  // the anonymous entry was freed
   REQUIRE(stats.publishers.size() == 1);
-  CHECK(stats.publishers[0].timeouts == 1);   // only the probe publish above
+  CHECK(stats.publishers[0].timeouts == 1);  // only the probe publish above
   CHECK(stats.publishers[0].blocked_ns > 0);
   CHECK(stats.publishers[0].published == kCapacity + 1);
 
@@ -567,11 +567,10 @@ TEST_CASE("a consumer killed at random points never corrupts the channel for the
     const bool early = trial % 4 == 3;
     // Kill points in the first half: the reader runs ahead of its reports
     // through the pipe, so a later point could find it already finished.
-    const std::size_t kill_after =
-        early ? 0 : std::uniform_int_distribution<std::size_t>(1, kM / 2)(rng);
+    const std::size_t kill_after = early ? 0 : std::uniform_int_distribution<std::size_t>(1, kM / 2)(rng);
     const int spin = std::uniform_int_distribution<int>(0, early ? 200'000 : 2'000)(rng);
-    INFO("trial " << trial << (mode == ReadMode::poll ? " (poll)" : " (read)")
-                  << ", kill after " << kill_after << " reports + " << spin << " spins");
+    INFO("trial " << trial << (mode == ReadMode::poll ? " (poll)" : " (read)") << ", kill after " << kill_after
+                  << " reports + " << spin << " spins");
 
     ScopedChannelName name("mp-random");
     Channel ch = make_channel(name, block_channel(256, 64));

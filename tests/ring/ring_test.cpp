@@ -188,8 +188,9 @@ TEST_CASE("start positions: earliest, latest, a sequence, a timestamp") {
   CHECK(poll_u64(*at_time) == 5);
 }
 
-TEST_CASE("a start at a time older than the ring reports lapped with the overwritten count, as a start at "
-          "an overwritten sequence does") {
+TEST_CASE(
+    "a start at a time older than the ring reports lapped with the overwritten count, as a start at "
+    "an overwritten sequence does") {
   ScopedChannelName name;
   Channel ch = make_channel(name, small(Policy::drop_oldest, 4));
   auto pub = ch.publisher();
@@ -265,8 +266,8 @@ TEST_CASE("batch reads deliver consecutive messages with one cursor update") {
   REQUIRE((sub && pub));
   for (std::uint64_t i = 0; i < 40; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
   std::vector<std::uint64_t> seen;
-  const std::size_t n = sub->read_batch(
-      [&](const Message& m) { seen.push_back(value_of<std::uint64_t>(m.payload)); }, 25);
+  const std::size_t n =
+      sub->read_batch([&](const Message& m) { seen.push_back(value_of<std::uint64_t>(m.payload)); }, 25);
   CHECK(n == 25);
   Message msgs[32];
   std::byte arena[32 * 8];
@@ -278,8 +279,9 @@ TEST_CASE("batch reads deliver consecutive messages with one cursor update") {
   CHECK(ch.stats().subscribers[0].cursor == 40);
 }
 
-TEST_CASE("a batch publish delivers every message in order, with its metadata, under consecutive "
-          "sequences") {
+TEST_CASE(
+    "a batch publish delivers every message in order, with its metadata, under consecutive "
+    "sequences") {
   const Policy policy = GENERATE(Policy::block, Policy::drop_oldest, Policy::reject);
   INFO("policy " << to_string(policy));
   ScopedChannelName name;
@@ -379,8 +381,7 @@ TEST_CASE("a batch claim takes consecutive slots at once, or none") {
 }
 
 TEST_CASE("every timestamp source reads back as realtime nanoseconds") {
-  const TimestampSource source =
-      GENERATE(TimestampSource::tsc, TimestampSource::realtime, TimestampSource::none);
+  const TimestampSource source = GENERATE(TimestampSource::tsc, TimestampSource::realtime, TimestampSource::none);
   INFO("timestamps " << to_string(source));
   ScopedChannelName name;
   ChannelOptions o = small(Policy::block);

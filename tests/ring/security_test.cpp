@@ -27,9 +27,9 @@
 #include <unistd.h>
 
 #include "api/detail.hpp"
-#include "bus/ring/channel_state.hpp"
 #include "bus/dedup/dedup.hpp"
 #include "bus/group/consumer_core.hpp"
+#include "bus/ring/channel_state.hpp"
 #include "bus/ring/layout.hpp"
 
 #include "test_support.hpp"
@@ -95,8 +95,9 @@ struct DedupGuard {
 
 }  // namespace
 
-TEST_CASE("a reader's payloads are mapped read-only: writing into a message it reads kills it with "
-          "SIGSEGV and others read the message intact") {
+TEST_CASE(
+    "a reader's payloads are mapped read-only: writing into a message it reads kills it with "
+    "SIGSEGV and others read the message intact") {
   ScopedChannelName name("sec-ro");
   Channel ch = make_channel(name, small());
   DlqGuard dlq{name.str() + "-dlq"};
@@ -105,7 +106,10 @@ TEST_CASE("a reader's payloads are mapped read-only: writing into a message it r
   REQUIRE((witness && pub));
   const std::string original = "an order nobody may change";
   REQUIRE(pub->publish(text(original)) == PublishStatus::ok);
-  { auto g = ch.join_group("g", {}); REQUIRE(g); }  // the group exists from sequence 0
+  {
+    auto g = ch.join_group("g", {});
+    REQUIRE(g);
+  }  // the group exists from sequence 0
 
   enum class Who { subscriber, subscriber_that_also_publishes, consumer };
   Who who = Who::subscriber;
@@ -158,8 +162,9 @@ TEST_CASE("a reader's payloads are mapped read-only: writing into a message it r
   CHECK(as_text(m.payload) == original);
 }
 
-TEST_CASE("segments are 0600 by default and another user opens no channel, DLQ or dedup table of ours, but "
-          "a wider mode lets it in, DLQ included") {
+TEST_CASE(
+    "segments are 0600 by default and another user opens no channel, DLQ or dedup table of ours, but "
+    "a wider mode lets it in, DLQ included") {
   if (::geteuid() != 0) {
     WARN("skipped: needs root, to fork a child that drops to uid " << kNobody);
     return;
@@ -171,7 +176,10 @@ TEST_CASE("segments are 0600 by default and another user opens no channel, DLQ o
   DlqGuard shared_dlq{shared.str() + "-dlq"};
   DedupGuard dedup{"sec-dedup-" + std::to_string(::getpid())};
   Channel ch = make_channel(name, small());
-  { auto g = ch.join_group("g", {}); REQUIRE(g); }  // makes the DLQ channel
+  {
+    auto g = ch.join_group("g", {});
+    REQUIRE(g);
+  }  // makes the DLQ channel
   DedupOptions dopts;
   dopts.capacity = 64;
   auto table = DedupTable::open_or_create(dedup.name, dopts, kTestBus);
@@ -186,7 +194,10 @@ TEST_CASE("segments are 0600 by default and another user opens no channel, DLQ o
   auto pub = open_to_all.publisher();
   REQUIRE(pub);
   REQUIRE(pub->publish(text("hello")) == PublishStatus::ok);
-  { auto g = open_to_all.join_group("g", {}); REQUIRE(g); }  // its DLQ takes the channel's mode
+  {
+    auto g = open_to_all.join_group("g", {});
+    REQUIRE(g);
+  }  // its DLQ takes the channel's mode
   ChannelOptions ro = small();
   ro.mode = 0644;
   Channel readable = make_channel(observable, ro);
@@ -295,7 +306,10 @@ TEST_CASE("redrive trusts no length from a dead-letter record") {
   ScopedChannelName name("sec-redrive");
   DlqGuard dlq{name.str() + "-dlq"};
   Channel ch = make_channel(name, small());
-  { auto g = ch.join_group("g", {}); REQUIRE(g); }  // creates the DLQ channel
+  {
+    auto g = ch.join_group("g", {});
+    REQUIRE(g);
+  }  // creates the DLQ channel
   auto dlq_ch = Channel::open(dlq.name, kTestBus);
   REQUIRE(dlq_ch);
   auto bad = dlq_ch->publisher();

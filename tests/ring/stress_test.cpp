@@ -17,7 +17,6 @@ using namespace shmbus::test;
 
 namespace {
 
-
 struct SubResult {
   std::uint64_t delivered = 0;
   std::uint64_t lost = 0;
@@ -223,9 +222,7 @@ void check_lossless(const Config& cfg) {
 
 }  // namespace
 
-TEST_CASE("block: N producers x M subscribers, every message once, in producer order") {
-  check_lossless({});
-}
+TEST_CASE("block: N producers x M subscribers, every message once, in producer order") { check_lossless({}); }
 
 TEST_CASE("block with futex-sleeping subscribers loses no wake-up") {
   Config c;
@@ -363,7 +360,7 @@ TEST_CASE("dedup: 4 threads begin the same 1000 ids and exactly one gets first f
   CHECK(st.done + st.claimed == kIds * kRounds);
   CHECK(st.gave_up == 0);
   WARN("dedup race, window " << o.probe_window << ": " << st.insert_races
-                              << " inserts backed off for a concurrent insert of the same id");
+                             << " inserts backed off for a concurrent insert of the same id");
 }
 
 TEST_CASE("dedup: a claim excludes every other claimer while ids are abandoned and re-inserted", "[dedup]") {
@@ -411,6 +408,6 @@ TEST_CASE("dedup: a claim excludes every other claimer while ids are abandoned a
   CHECK(claims.load() > 100);
   CHECK(full.load() == 0);  // at most 8 ids hold entries: never more than 8 + 4 in use
   const DedupStats st = d.table.stats();
-  WARN("dedup exclusion: " << claims.load() << " claims, " << st.insert_races << " insert races, "
-                           << st.gave_up << " gave up");
+  WARN("dedup exclusion: " << claims.load() << " claims, " << st.insert_races << " insert races, " << st.gave_up
+                           << " gave up");
 }

@@ -56,8 +56,7 @@ Sleep sleeping_on(pid_t tid, const void* word) {
   long nr = -1;
   unsigned long long arg0 = 0;
   if (std::sscanf(buf, "%ld 0x%llx", &nr, &arg0) != 2) return Sleep::running;
-  return nr == SYS_futex && arg0 == reinterpret_cast<std::uintptr_t>(word) ? Sleep::asleep
-                                                                          : Sleep::running;
+  return nr == SYS_futex && arg0 == reinterpret_cast<std::uintptr_t>(word) ? Sleep::asleep : Sleep::running;
 }
 
 /// Waits until `ready()` holds and thread `tid` sleeps on `word` (asleep),
@@ -107,8 +106,7 @@ TEST_CASE("a publish wakes a reader asleep in poll_wait at once, not at its re-c
     for (std::uint64_t i = 0; i < kRounds; ++i) {
       Message m;
       std::byte buf[64];
-      if (sub->poll_wait(m, buf, kLongWaitNs) != PollStatus::ok ||
-          value_of<std::uint64_t>(m.payload) != i) {
+      if (sub->poll_wait(m, buf, kLongWaitNs) != PollStatus::ok || value_of<std::uint64_t>(m.payload) != i) {
         break;
       }
       read.store(i + 1);
@@ -124,8 +122,8 @@ TEST_CASE("a publish wakes a reader asleep in poll_wait at once, not at its re-c
     // The reader has read every earlier message and sleeps on the futex
     // again: only the publish's wake-up (or the end of its slice) gets it
     // going.
-    last = await_sleep(tid.load(), word, start + kBoundNs, [&] { return read.load() == rounds; },
-                       [&] { return stopped.load(); });
+    last = await_sleep(
+        tid.load(), word, start + kBoundNs, [&] { return read.load() == rounds; }, [&] { return stopped.load(); });
     if (last != Sleep::asleep) break;
     if (pub->publish(bytes_of(rounds)) != PublishStatus::ok) break;
   }
@@ -142,8 +140,9 @@ TEST_CASE("a publish wakes a reader asleep in poll_wait at once, not at its re-c
   CHECK(read.load() == kRounds);
 }
 
-TEST_CASE("a reader's progress wakes a publisher asleep on a full ring at once, not at its re-check "
-          "slice") {
+TEST_CASE(
+    "a reader's progress wakes a publisher asleep on a full ring at once, not at its re-check "
+    "slice") {
   constexpr std::uint64_t kRounds = 2000;  // x 10 ms if every wake-up were lost: 20 s
   constexpr std::uint32_t kCapacity = 4;
   constexpr std::uint64_t kTotal = kRounds + kCapacity;
@@ -179,9 +178,9 @@ TEST_CASE("a reader's progress wakes a publisher asleep on a full ring at once, 
   for (; rounds < kRounds; ++rounds) {
     // The publisher has filled the ring again and sleeps on the futex: only
     // the wake-up of our read (or the end of its slice) gets it going.
-    last = await_sleep(tid.load(), word, start + kBoundNs,
-                       [&] { return published.load() == rounds + kCapacity; },
-                       [&] { return stopped.load(); });
+    last = await_sleep(
+        tid.load(), word, start + kBoundNs, [&] { return published.load() == rounds + kCapacity; },
+        [&] { return stopped.load(); });
     if (last != Sleep::asleep) break;
     if (sub->poll(m, buf) != PollStatus::ok) break;
     in_order = in_order && value_of<std::uint64_t>(m.payload) == next;

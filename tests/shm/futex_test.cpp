@@ -47,7 +47,7 @@ TEST_CASE("a process asleep on a shared futex for 60 s is woken by another proce
     ::sched_yield();
   }
   INFO("futex_wake woke " << woken << " sleeper(s)");
-  REQUIRE(sleeper.reaped());  // else it still sleeps: the wake-up was lost
+  REQUIRE(sleeper.reaped());   // else it still sleeps: the wake-up was lost
   CHECK(sleeper.wait() == 0);  // 10 + FutexWait: 11 changed, 12 timed_out
   CHECK(woken == 1);
   ::munmap(mem, 4096);

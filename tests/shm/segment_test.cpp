@@ -2,8 +2,8 @@
 // mapping read-only, listing and removal.
 #include <catch2/catch.hpp>
 
-#include <csignal>
 #include <csetjmp>
+#include <csignal>
 #include <sys/stat.h>
 
 #include "shm/segment.hpp"
@@ -81,7 +81,8 @@ TEST_CASE("a read-only mapping faults on write and cannot be upgraded") {
   REQUIRE_FALSE(bad);
   CHECK(bad.error().code() == ErrorCode::permission_denied);
 
-  struct sigaction sa {}, old {};
+  struct sigaction sa {
+  }, old{};
   sa.sa_handler = on_segv;
   sigemptyset(&sa.sa_mask);
   ::sigaction(SIGSEGV, &sa, &old);

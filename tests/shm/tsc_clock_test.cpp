@@ -29,9 +29,9 @@ namespace {
 
 using namespace shmbus;
 using shm::realtime_ns;
+using shm::realtime_ns_to_tsc;
 using shm::tsc_ticks;
 using shm::tsc_to_realtime_ns;
-using shm::realtime_ns_to_tsc;
 
 constexpr std::uint64_t kMs = 1'000'000;
 constexpr std::uint64_t kSec = 1'000'000'000;
@@ -47,9 +47,10 @@ bool have_counter() {
 bool have_usable_counter() {
   if (!have_counter()) return false;
   if (!shm::tsc_usable()) {
-    WARN("skipped: the kernel does not use the counter as its clocksource here "
-         "(current_clocksource is not tsc / arch_sys_counter, or SHMBUS_TSC=0); "
-         "SHMBUS_TSC=1 forces this test on");
+    WARN(
+        "skipped: the kernel does not use the counter as its clocksource here "
+        "(current_clocksource is not tsc / arch_sys_counter, or SHMBUS_TSC=0); "
+        "SHMBUS_TSC=1 forces this test on");
     return false;
   }
   return true;
@@ -85,8 +86,7 @@ int run_self(const char* test_name, const std::vector<std::string>& env) {
 
 }  // namespace
 
-TEST_CASE("tsc_usable_given trusts the counter only where the kernel does, unless SHMBUS_TSC says",
-          "[tsc]") {
+TEST_CASE("tsc_usable_given trusts the counter only where the kernel does, unless SHMBUS_TSC says", "[tsc]") {
   const char* flags = "flags : fpu tsc msr constant_tsc rep_good nopl nonstop_tsc cpuid";
   if (!shm::kHasTscCounter) {
     CHECK_FALSE(shm::detail::tsc_usable_given("1", "tsc", flags));
@@ -133,14 +133,13 @@ TEST_CASE("converted counter ticks fall between CLOCK_REALTIME read before and a
     // A correctness bound (a mapping off by a whole anchor span, a wrong
     // rate), not a timing one.
     if (ns + kMs < before || ns > after + kMs) {
-      FAIL("iteration " << i << ": ticks " << t << " convert to " << ns << ", outside ["
-                        << before << ", " << after << "] by more than 1 ms");
+      FAIL("iteration " << i << ": ticks " << t << " convert to " << ns << ", outside [" << before << ", " << after
+                        << "] by more than 1 ms");
     }
   }
 }
 
-TEST_CASE("realtime_ns_to_tsc inverts tsc_to_realtime_ns within a nanosecond's worth of ticks",
-          "[tsc]") {
+TEST_CASE("realtime_ns_to_tsc inverts tsc_to_realtime_ns within a nanosecond's worth of ticks", "[tsc]") {
   if (!have_counter()) return;
   const std::uint64_t now = tsc_ticks();
   (void)tsc_to_realtime_ns(now);  // calibrate and anchor
@@ -149,9 +148,8 @@ TEST_CASE("realtime_ns_to_tsc inverts tsc_to_realtime_ns within a nanosecond's w
   const auto sec = static_cast<std::uint64_t>(shm::tsc_ticks_per_second());
   const std::uint64_t anchor = shm::detail::tsc_anchor_ticks();
   const std::vector<std::uint64_t> ticks = {
-      now,          now + 1,       now + 12'345, now + sec / 20, now + sec / 5,  now + 10 * sec,
-      now - 1,      now - 99'999,  now - sec,    now - 10 * sec, anchor,         anchor - 1,
-      anchor + 1,   now + 3'600 * sec};
+      now,          now + 1,   now + 12'345,   now + sec / 20, now + sec / 5, now + 10 * sec, now - 1,
+      now - 99'999, now - sec, now - 10 * sec, anchor,         anchor - 1,    anchor + 1,     now + 3'600 * sec};
   for (const std::uint64_t t : ticks) {
     const std::uint64_t ns = tsc_to_realtime_ns(t);
     const std::uint64_t back = realtime_ns_to_tsc(ns);
@@ -184,8 +182,8 @@ TEST_CASE("larger ticks never convert to a smaller time, before and after the an
         same_mapping = shm::detail::tsc_anchor_ticks() == anchor;
         if (!same_mapping) break;
         if (ns < prev) {  // (no INFO per iteration: it formats its message eagerly)
-          FAIL("ticks " << t << " convert to " << ns << " < " << prev << " for ticks " << t - step
-                        << " (step " << step << ", anchor " << anchor << ")");
+          FAIL("ticks " << t << " convert to " << ns << " < " << prev << " for ticks " << t - step << " (step " << step
+                        << ", anchor " << anchor << ")");
         }
         prev = ns;
       }

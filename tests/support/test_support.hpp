@@ -8,14 +8,14 @@
 #include <cstring>
 #include <functional>
 #include <new>
+#include <signal.h>
 #include <span>
 #include <string>
-#include <system_error>
 #include <sys/mman.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <system_error>
 #include <unistd.h>
-#include <signal.h>
 
 #include <shmbus/shmbus.hpp>
 

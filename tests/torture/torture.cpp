@@ -121,8 +121,8 @@ constexpr int kMaxStopMs = 300;
 constexpr std::uint64_t kStepNs = 50'000'000;  // publish timeout, then retry
 constexpr std::uint64_t kWaitNs = 5'000'000;   // reader and consumer wait slices
 /// Bounds: every wait of the harness and of every child ends by one of them.
-constexpr auto kWorkBound = 30s;  // reaching an event's moment; publishing, after the last event
-constexpr auto kExitBound = 10s;  // each further phase after the publishers ended
+constexpr auto kWorkBound = 30s;   // reaching an event's moment; publishing, after the last event
+constexpr auto kExitBound = 10s;   // each further phase after the publishers ended
 constexpr auto kChildBound = 60s;  // a child gives up on its own (reported as stuck)
 constexpr int kKilled = 128 + SIGKILL;
 
@@ -131,8 +131,7 @@ constexpr int kMaxReaders = kAnonymousReaders + 1 + kMaxEvents;
 constexpr int kMaxConsumers = kInitialConsumers + kMaxEvents;
 constexpr std::uint32_t kMaxSeen = 1024;
 
-const char* const kRoleNames[kRoles] = {"publisher", "anonymous subscriber", "durable subscriber",
-                                        "consumer"};
+const char* const kRoleNames[kRoles] = {"publisher", "anonymous subscriber", "durable subscriber", "consumer"};
 const char* const kActionNames[kActions] = {"SIGKILL", "SIGSTOP+SIGCONT", "SIGSTOP+SIGKILL"};
 
 /// What a child writes to its `error` word before it exits with a failure.
@@ -140,11 +139,11 @@ enum ChildError : std::uint32_t {
   kNoError = 0,
   kOpenFailed = 1,
   kAttachFailed = 2,
-  kBadPayload = 3,    ///< bytes, length, check word or key do not match
-  kBadOrder = 4,      ///< a sequence not above the previous one
-  kBadStatus = 5,     ///< a status this policy must never give (error_value says which)
-  kOverflow = 6,      ///< the ledger is full
-  kGaveUp = 7,        ///< the child's own bound expired
+  kBadPayload = 3,  ///< bytes, length, check word or key do not match
+  kBadOrder = 4,    ///< a sequence not above the previous one
+  kBadStatus = 5,   ///< a status this policy must never give (error_value says which)
+  kOverflow = 6,    ///< the ledger is full
+  kGaveUp = 7,      ///< the child's own bound expired
 };
 const char* const kErrorNames[] = {"none",         "open failed", "attach failed", "bad payload",
                                    "out of order", "bad status",  "ledger full",   "gave up"};
@@ -238,7 +237,7 @@ struct ConsumerEntry {
   std::atomic<std::uint64_t> key;
   std::atomic<std::uint32_t> attempt;
   std::atomic<std::uint32_t> state;
-  std::atomic<std::uint32_t> late;  ///< kAckLost: the lease deadline had passed
+  std::atomic<std::uint32_t> late;         ///< kAckLost: the lease deadline had passed
   std::atomic<std::uint32_t> overwritten;  ///< kAckLost: the ring had moved a lap past it
 };
 
@@ -315,8 +314,7 @@ enum HoldPhase : std::uint32_t {
 };
 constexpr std::uint32_t kHeldBit = 1u << 31;
 const char* const kHoldNames[] = {"", "with a claim half written", "inside its read callback",
-                                  "between its read (or ack) and its ledger mark",
-                                  "between processing and its ack"};
+                                  "between its read (or ack) and its ledger mark", "between processing and its ack"};
 
 /// A child at phase `phase`: if the parent armed it, take the hold and stay
 /// (bounded) until the parent lowers it; the parent usually kills us here.
@@ -395,14 +393,14 @@ int publisher_main(const std::string& name, Policy policy, TrialLedger& t, int s
       case PublishStatus::abandoned:  // the claim was taken away: not committed; retry
         led.abandoned.fetch_add(1, std::memory_order_relaxed);
         break;
-      default: return fail(led, kBadStatus, static_cast<std::uint64_t>(st), 13);
+      default:
+        return fail(led, kBadStatus, static_cast<std::uint64_t>(st), 13);
     }
   }
   return 0;
 }
 
-int reader_main(const std::string& name, Policy policy, TrialLedger& t, int slot, bool durable,
-                bool zero_copy) {
+int reader_main(const std::string& name, Policy policy, TrialLedger& t, int slot, bool durable, bool zero_copy) {
   ReaderLedger& led = t.readers[slot];
   auto ch = Channel::open(name, kTestBus);
   if (!ch) return fail(led, kOpenFailed, static_cast<std::uint64_t>(ch.error().code()), 10);
@@ -657,9 +655,7 @@ Proc& Trial::spawn(Role role, std::uint32_t target) {
   // Anonymous and durable subscribers share the reader ledgers.
   const int r = static_cast<int>(role == Role::durable ? Role::anonymous : role);
   const int slot = next_slot_[r]++;
-  const int limit = role == Role::publisher ? kMaxPublishers
-                    : role == Role::consumer ? kMaxConsumers
-                                             : kMaxReaders;
+  const int limit = role == Role::publisher ? kMaxPublishers : role == Role::consumer ? kMaxConsumers : kMaxReaders;
   REQUIRE(slot < limit);
   auto p = std::make_unique<Proc>();
   p->role = role;
@@ -673,9 +669,8 @@ Proc& Trial::spawn(Role role, std::uint32_t target) {
       // Publisher ids are slot + 1; the words are set before the fork.
       t.publishers[slot].id.store(static_cast<std::uint32_t>(slot) + 1, std::memory_order_relaxed);
       t.publishers[slot].target.store(target, std::memory_order_relaxed);
-      p->child = std::make_unique<Child>([&t, name, policy, slot, seed] {
-        return publisher_main(name, policy, t, slot, seed);
-      });
+      p->child = std::make_unique<Child>(
+          [&t, name, policy, slot, seed] { return publisher_main(name, policy, t, slot, seed); });
       break;
     case Role::anonymous:
     case Role::durable: {
@@ -683,15 +678,13 @@ Proc& Trial::spawn(Role role, std::uint32_t target) {
       // The durable reader always reads zero-copy: see the pending entry above.
       p->zero_copy = durable || rng_() % 2 == 0;
       const bool zc = p->zero_copy;
-      p->child = std::make_unique<Child>([&t, name, policy, slot, durable, zc] {
-        return reader_main(name, policy, t, slot, durable, zc);
-      });
+      p->child = std::make_unique<Child>(
+          [&t, name, policy, slot, durable, zc] { return reader_main(name, policy, t, slot, durable, zc); });
       break;
     }
     case Role::consumer:
-      p->child = std::make_unique<Child>([&t, name, policy, slot, seed] {
-        return consumer_main(name, policy, t, slot, seed);
-      });
+      p->child = std::make_unique<Child>(
+          [&t, name, policy, slot, seed] { return consumer_main(name, policy, t, slot, seed); });
       break;
   }
   procs_.push_back(std::move(p));
@@ -700,9 +693,12 @@ Proc& Trial::spawn(Role role, std::uint32_t target) {
 
 std::atomic<std::uint32_t>& Trial::hold_of(const Proc& p) {
   switch (p.role) {
-    case Role::publisher: return t_->publishers[p.slot].hold;
-    case Role::consumer: return t_->consumers[p.slot].hold;
-    default: return t_->readers[p.slot].hold;
+    case Role::publisher:
+      return t_->publishers[p.slot].hold;
+    case Role::consumer:
+      return t_->consumers[p.slot].hold;
+    default:
+      return t_->readers[p.slot].hold;
   }
 }
 
@@ -753,18 +749,23 @@ void Trial::event(int k, std::uint32_t after) {
   Proc& v = *candidates[std::uniform_int_distribution<std::size_t>(0, candidates.size() - 1)(rng_)];
   const Role role = v.role;
   const auto action = static_cast<Action>(std::uniform_int_distribution<int>(0, kActions - 1)(rng_));
-  const int max_stop =
-      role == Role::publisher && action == Action::stop_resume ? kMaxPublisherStopMs : kMaxStopMs;
+  const int max_stop = role == Role::publisher && action == Action::stop_resume ? kMaxPublisherStopMs : kMaxStopMs;
   const int stop_ms = std::uniform_int_distribution<int>(1, max_stop)(rng_);
 
   // Half of the moments are held phases (see hold_here), half random spins.
   std::uint32_t phase = kHoldNone;
   if (rng_() % 2 == 0) {
     switch (role) {
-      case Role::publisher: phase = kHoldWriting; break;
+      case Role::publisher:
+        phase = kHoldWriting;
+        break;
       case Role::anonymous:
-      case Role::durable: phase = v.zero_copy && rng_() % 2 == 0 ? kHoldInRead : kHoldBeforeMark; break;
-      case Role::consumer: phase = rng_() % 2 == 0 ? kHoldBeforeAck : kHoldBeforeMark; break;
+      case Role::durable:
+        phase = v.zero_copy && rng_() % 2 == 0 ? kHoldInRead : kHoldBeforeMark;
+        break;
+      case Role::consumer:
+        phase = rng_() % 2 == 0 ? kHoldBeforeAck : kHoldBeforeMark;
+        break;
     }
   }
   std::atomic<std::uint32_t>& hold = hold_of(v);
@@ -793,8 +794,8 @@ void Trial::event(int k, std::uint32_t after) {
   }
 
   std::ostringstream what;
-  what << "event " << k << ": " << kActionNames[static_cast<int>(action)] << " of " << describe(v)
-       << " after " << committed_total() << " commits (aimed at " << after << ")";
+  what << "event " << k << ": " << kActionNames[static_cast<int>(action)] << " of " << describe(v) << " after "
+       << committed_total() << " commits (aimed at " << after << ")";
   if (phase != kHoldNone) what << ", held " << kHoldNames[phase];
   if (action != Action::kill) what << ", stopped " << stop_ms << " ms";
   ++fig_.events;
@@ -860,7 +861,8 @@ void Trial::event(int k, std::uint32_t after) {
       what << ", replaced by " << describe(r);
       break;
     }
-    case Role::anonymous: break;  // its entry is reclaimed by the publishers
+    case Role::anonymous:
+      break;  // its entry is reclaimed by the publishers
   }
   events_.push_back(what.str());
 }
@@ -875,8 +877,7 @@ bool Trial::finish(Proc& p, std::chrono::milliseconds bound, const char* phase) 
     case Role::publisher:
       err = t_->publishers[p.slot].error.load();
       val = t_->publishers[p.slot].error_value.load();
-      o << ", committed " << t_->publishers[p.slot].committed.load() << " of "
-        << t_->publishers[p.slot].target.load();
+      o << ", committed " << t_->publishers[p.slot].committed.load() << " of " << t_->publishers[p.slot].target.load();
       break;
     case Role::anonymous:
     case Role::durable:
@@ -893,8 +894,8 @@ bool Trial::finish(Proc& p, std::chrono::milliseconds bound, const char* phase) 
   std::ostringstream msg;
   if (rc == -2) {
     ++fig_.stuck;
-    msg << describe(p) << " was stuck: still running " << bound.count() << " ms into " << phase
-        << o.str() << "; killed";
+    msg << describe(p) << " was stuck: still running " << bound.count() << " ms into " << phase << o.str()
+        << "; killed";
   } else {
     msg << describe(p) << " failed in " << phase << " with exit code " << rc << " (error "
         << (err < std::size(kErrorNames) ? kErrorNames[err] : "?") << ", value " << val << ")" << o.str();
@@ -945,7 +946,8 @@ std::vector<std::string> Trial::run() {
   const int n_events = std::uniform_int_distribution<int>(1, kMaxEvents)(rng_);
   std::vector<std::uint32_t> moments;
   for (int k = 0; k < n_events; ++k) {
-    moments.push_back(std::uniform_int_distribution<std::uint32_t>(0, kPerPublisher * kInitialPublishers * 9 / 10)(rng_));
+    moments.push_back(
+        std::uniform_int_distribution<std::uint32_t>(0, kPerPublisher * kInitialPublishers * 9 / 10)(rng_));
   }
   std::sort(moments.begin(), moments.end());
   for (int k = 0; k < n_events; ++k) event(k, moments[static_cast<std::size_t>(k)]);
@@ -971,8 +973,8 @@ std::vector<std::string> Trial::run() {
   while (group_floor(ch_) < head_ && Clock::now() < floor_deadline) nap();
   if (group_floor(ch_) < head_) {
     std::ostringstream m;
-    m << "the group's floor is stuck at " << group_floor(ch_) << " below the head " << head_
-      << " after " << std::chrono::duration_cast<std::chrono::milliseconds>(kExitBound).count() << " ms; consumers:";
+    m << "the group's floor is stuck at " << group_floor(ch_) << " below the head " << head_ << " after "
+      << std::chrono::duration_cast<std::chrono::milliseconds>(kExitBound).count() << " ms; consumers:";
     for (auto& p : procs_) {
       if (p->role == Role::consumer && !p->killed) m << " " << describe(*p);
     }
@@ -1100,7 +1102,8 @@ void Trial::check(const ChannelStats& st) {
     ++fig_.claims_killed_in_write;
     const std::uint32_t id = static_cast<std::uint32_t>(p->slot) + 1;
     const std::uint64_t key = key_of(id, committed[static_cast<std::size_t>(p->slot)]);
-    if (seen_anywhere.count(key) != 0) problem(describe(*p) + " was killed before committing " + key_str(key) + ", which a reader got");
+    if (seen_anywhere.count(key) != 0)
+      problem(describe(*p) + " was killed before committing " + key_str(key) + ", which a reader got");
     for (const auto& q : procs_) {
       if (q->role != Role::consumer) continue;
       const ConsumerLedger& led = t_->consumers[q->slot];
@@ -1163,8 +1166,7 @@ void Trial::check(const ChannelStats& st) {
     fig_.messages += ref_keys.size();
     if (head_ - chain.size() != st.abandoned) {
       problem(std::to_string(head_ - chain.size()) + " of " + std::to_string(head_) +
-              " sequences carried no message for 'd', but " + std::to_string(st.abandoned) +
-              " claims were abandoned");
+              " sequences carried no message for 'd', but " + std::to_string(st.abandoned) + " claims were abandoned");
     }
     if (d->lost != 0) problem("durable subscriber 'd' counted " + std::to_string(d->lost) + " lost");
     for (const auto& a : anons) {
@@ -1175,8 +1177,8 @@ void Trial::check(const ChannelStats& st) {
       while (same < common && v[same] == chain[same]) ++same;
       if (same < common) {
         problem(who + " got sequence " + std::to_string(v[same].first) + " (" + key_str(v[same].second) +
-                ") where 'd' got sequence " + std::to_string(chain[same].first) + " (" +
-                key_str(chain[same].second) + ")");
+                ") where 'd' got sequence " + std::to_string(chain[same].first) + " (" + key_str(chain[same].second) +
+                ")");
       }
       if (a.proc->killed) continue;  // a prefix is all it could get
       if (v.size() != chain.size()) {
@@ -1210,8 +1212,8 @@ void Trial::check(const ChannelStats& st) {
       fig_.drop_lost_counted += lost;
       if (missed > lost + unknown) {
         fig_.drop_lost_uncounted += missed - lost - unknown;
-        problem(who + " missed " + std::to_string(missed) + " committed messages but counted " +
-                std::to_string(lost) + " lost");
+        problem(who + " missed " + std::to_string(missed) + " committed messages but counted " + std::to_string(lost) +
+                " lost");
       }
       if (v.size() + lost > head_) {
         problem(who + " got " + std::to_string(v.size()) + " and counted " + std::to_string(lost) +
@@ -1219,8 +1221,8 @@ void Trial::check(const ChannelStats& st) {
       }
       if (!publishers_disturbed_ && st.abandoned == 0 && unknown == 0 &&
           (v.size() + lost != head_ || head_ != definite)) {
-        problem(who + " got " + std::to_string(v.size()) + " and counted " + std::to_string(lost) +
-                " lost of " + std::to_string(head_) + " positions, " + std::to_string(definite) + " committed");
+        problem(who + " got " + std::to_string(v.size()) + " and counted " + std::to_string(lost) + " lost of " +
+                std::to_string(head_) + " positions, " + std::to_string(definite) + " committed");
       }
     };
     account("the durable subscriber 'd'", chain, d->lost, unknown_pending);
@@ -1254,7 +1256,8 @@ void Trial::check_group(const ChannelStats& st, const std::set<std::uint64_t>* r
   if (g->floor != head_) problem("group floor " + std::to_string(g->floor) + ", head " + std::to_string(head_));
   if (g->dead_lettered != 0) problem("group dead-lettered " + std::to_string(g->dead_lettered));
   if (g->in_flight != 0 || g->due != 0) {
-    problem("group ended with " + std::to_string(g->in_flight) + " leases in flight, " + std::to_string(g->due) + " due");
+    problem("group ended with " + std::to_string(g->in_flight) + " leases in flight, " + std::to_string(g->due) +
+            " due");
   }
 
   struct PerSeq {
@@ -1276,7 +1279,9 @@ void Trial::check_group(const ChannelStats& st, const std::set<std::uint64_t>* r
       ++ps.entries;
       ps.attempts.push_back(e.attempt.load(std::memory_order_relaxed));
       switch (e.state.load(std::memory_order_acquire)) {
-        case kAckOk: ++ps.ack_ok; break;
+        case kAckOk:
+          ++ps.ack_ok;
+          break;
         case kAckLost:
           ++ps.ack_lost;
           if (e.late.load(std::memory_order_relaxed) == 0) {
@@ -1392,15 +1397,14 @@ std::string Figures::line() const {
     << publish_full << " full, " << publish_abandoned << " abandoned; subscribers: " << subscriber_deliveries
     << " deliveries, " << subscriber_missed << " missed, " << subscriber_duplicates << " duplicated, "
     << durable_resumes << " durable resumes (" << durable_pending_consumed
-    << " with the last message consumed before its mark), drop_oldest lost " << drop_lost_counted
-    << " counted, " << drop_lost_uncounted << " uncounted; group: " << group_processings << " processings, "
-    << group_duplicates << " messages processed twice or more (" << dup_consumer_killed
-    << " after a consumer was killed before its ack, " << dup_lease_expired
-    << " after a stopped consumer's lease expired, " << group_unexplained_duplicates << " unexplained), "
-    << lease_lost_overwritten << " acks refused because the next lap took the slot (drop_oldest), "
+    << " with the last message consumed before its mark), drop_oldest lost " << drop_lost_counted << " counted, "
+    << drop_lost_uncounted << " uncounted; group: " << group_processings << " processings, " << group_duplicates
+    << " messages processed twice or more (" << dup_consumer_killed << " after a consumer was killed before its ack, "
+    << dup_lease_expired << " after a stopped consumer's lease expired, " << group_unexplained_duplicates
+    << " unexplained), " << lease_lost_overwritten << " acks refused because the next lap took the slot (drop_oldest), "
     << group_unacked << " never acked, " << group_lost << " counted lost (drop_oldest), " << group_redelivered
-    << " redelivered, " << group_expired << " expired, " << group_dead_releases << " dead-consumer releases; "
-    << stuck << " stuck processes; " << std::fixed << std::setprecision(1) << seconds << " s";
+    << " redelivered, " << group_expired << " expired, " << group_dead_releases << " dead-consumer releases; " << stuck
+    << " stuck processes; " << std::fixed << std::setprecision(1) << seconds << " s";
   return o.str();
 }
 

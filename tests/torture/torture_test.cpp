@@ -48,8 +48,9 @@ void check_totals(const Figures& fig, std::uint64_t trials) {
 
 #if defined(SHMBUS_TORTURE_SOAK_SECONDS)
 
-TEST_CASE("crash torture soak: publishers, subscribers and consumers killed and stopped at random, "
-          "on every policy, for a bounded time") {
+TEST_CASE(
+    "crash torture soak: publishers, subscribers and consumers killed and stopped at random, "
+    "on every policy, for a bounded time") {
   std::uint64_t seconds = SHMBUS_TORTURE_SOAK_SECONDS;
   if (const char* env = std::getenv("SHMBUS_SOAK_SECONDS")) seconds = std::strtoull(env, nullptr, 10);
   const Policy policies[] = {Policy::block, Policy::drop_oldest, Policy::reject};
@@ -83,18 +84,21 @@ void run_tier(Policy p, const char* tier) {
 
 }  // namespace
 
-TEST_CASE("crash torture on a block channel: no subscriber misses or repeats a committed message, the "
-          "group acks every one, and nobody is left stuck") {
+TEST_CASE(
+    "crash torture on a block channel: no subscriber misses or repeats a committed message, the "
+    "group acks every one, and nobody is left stuck") {
   run_tier(Policy::block, "block");
 }
 
-TEST_CASE("crash torture on a drop_oldest channel: every loss is counted, nothing is repeated, and "
-          "nobody is left stuck") {
+TEST_CASE(
+    "crash torture on a drop_oldest channel: every loss is counted, nothing is repeated, and "
+    "nobody is left stuck") {
   run_tier(Policy::drop_oldest, "drop_oldest");
 }
 
-TEST_CASE("crash torture on a reject channel: no subscriber misses or repeats a committed message, the "
-          "group acks every one, and nobody is left stuck") {
+TEST_CASE(
+    "crash torture on a reject channel: no subscriber misses or repeats a committed message, the "
+    "group acks every one, and nobody is left stuck") {
   run_tier(Policy::reject, "reject");
 }
 

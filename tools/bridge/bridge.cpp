@@ -74,9 +74,9 @@ void install_signal_handlers() {
 }
 
 std::uint64_t now_ms() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                        std::chrono::steady_clock::now().time_since_epoch())
-                                        .count());
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
 }
 
 /// Sleeps up to `ms`, returning early on a stop request.
@@ -163,9 +163,7 @@ class Resp {
     out_.append(s);
     out_ += "\r\n";
   }
-  void arg(std::span<const std::byte> b) {
-    arg(std::string_view(reinterpret_cast<const char*>(b.data()), b.size()));
-  }
+  void arg(std::span<const std::byte> b) { arg(std::string_view(reinterpret_cast<const char*>(b.data()), b.size())); }
   void arg(std::uint64_t v) { arg(std::string_view(u64_text(v))); }
   void command(std::initializer_list<std::string_view> args) {
     begin(args.size());
@@ -201,8 +199,8 @@ bool error_is(const redisReply* r, std::string_view prefix) {
 /// Errors after which the same command may succeed later (memory freed,
 /// dataset loaded, failover done): retried with backoff, not fatal.
 bool transient_error(std::string_view e) {
-  for (std::string_view p : {"OOM", "LOADING", "BUSY ", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN",
-                             "NOREPLICAS", "READONLY"}) {
+  for (std::string_view p :
+       {"OOM", "LOADING", "BUSY ", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN", "NOREPLICAS", "READONLY"}) {
     if (e.substr(0, p.size()) == p) return true;
   }
   return false;
@@ -213,10 +211,7 @@ bool transient_error(std::string_view e) {
 class Redis {
  public:
   Redis(RedisAddress addr, int db, std::uint64_t reply_timeout_ms, std::string client_name)
-      : addr_(std::move(addr)),
-        db_(db),
-        reply_timeout_ms_(reply_timeout_ms),
-        client_name_(std::move(client_name)) {}
+      : addr_(std::move(addr)), db_(db), reply_timeout_ms_(reply_timeout_ms), client_name_(std::move(client_name)) {}
 
   std::string where() const { return addr_.host + ":" + std::to_string(addr_.port); }
   const std::string& last_error() const { return last_error_; }
@@ -242,8 +237,7 @@ class Redis {
     const char* password = std::getenv("SHMBUS_REDIS_PASSWORD");
     if (password != nullptr && *password != '\0') {
       const char* user = std::getenv("SHMBUS_REDIS_USER");
-      Reply r = (user != nullptr && *user != '\0') ? command({"AUTH", user, password})
-                                                   : command({"AUTH", password});
+      Reply r = (user != nullptr && *user != '\0') ? command({"AUTH", user, password}) : command({"AUTH", password});
       if (!r) return "lost Redis at " + where() + " during AUTH: " + last_error_;
       if (is_error(r.get())) {
         ctx_.reset();
@@ -255,8 +249,7 @@ class Redis {
       if (!r) return "lost Redis at " + where() + " during SELECT: " + last_error_;
       if (is_error(r.get())) {
         ctx_.reset();
-        return "Redis at " + where() + " refused SELECT " + std::to_string(db_) + ": " +
-               std::string(text(r.get()));
+        return "Redis at " + where() + " refused SELECT " + std::to_string(db_) + ": " + std::string(text(r.get()));
       }
     }
     // Named, so that CLIENT LIST shows the bridge (a refusal is harmless).
@@ -334,8 +327,7 @@ class Redis {
 /// Reconnects with backoff until it works, the timeout passes or a stop is
 /// requested. Returns whether connected.
 bool reconnect(Redis& redis, double timeout_s, const Log& log) {
-  log.warn("lost the connection to Redis at %s (%s); reconnecting", redis.where().c_str(),
-           redis.last_error().c_str());
+  log.warn("lost the connection to Redis at %s (%s); reconnecting", redis.where().c_str(), redis.last_error().c_str());
   const std::uint64_t deadline = now_ms() + static_cast<std::uint64_t>(timeout_s * 1000.0);
   std::uint64_t backoff = 50;
   std::string err;
@@ -401,8 +393,8 @@ struct StreamCheckpoint {
 /// Reads the stream's last entry (XREVRANGE key + - COUNT 1) and returns
 /// its `sequence` + 1 when it came from this channel (same epoch) and is
 /// not beyond the channel's head.
-StreamCheckpoint read_stream_checkpoint(Redis& redis, const std::string& key, std::uint64_t epoch,
-                                        std::uint64_t head, const Log& log) {
+StreamCheckpoint read_stream_checkpoint(Redis& redis, const std::string& key, std::uint64_t epoch, std::uint64_t head,
+                                        const Log& log) {
   StreamCheckpoint cp;
   Reply r = redis.command({"XREVRANGE", key, "+", "-", "COUNT", "1"});
   if (!r) {
@@ -416,14 +408,13 @@ StreamCheckpoint read_stream_checkpoint(Redis& redis, const std::string& key, st
   }
   if (is_error(r.get()) || r->type != REDIS_REPLY_ARRAY) {
     cp.kind = StreamCheckpoint::Kind::redis_error;
-    cp.message = "XREVRANGE " + key + " failed: " +
-                 (is_error(r.get()) ? std::string(text(r.get())) : "unexpected reply");
+    cp.message =
+        "XREVRANGE " + key + " failed: " + (is_error(r.get()) ? std::string(text(r.get())) : "unexpected reply");
     return cp;
   }
   if (r->elements == 0) return cp;  // no stream yet, or empty
   const redisReply* entry = r->element[0];
-  if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 ||
-      entry->element[1]->type != REDIS_REPLY_ARRAY) {
+  if (entry->type != REDIS_REPLY_ARRAY || entry->elements != 2 || entry->element[1]->type != REDIS_REPLY_ARRAY) {
     cp.kind = StreamCheckpoint::Kind::redis_error;
     cp.message = "XREVRANGE " + key + " returned a malformed entry";
     return cp;
@@ -438,17 +429,20 @@ StreamCheckpoint read_stream_checkpoint(Redis& redis, const std::string& key, st
     if (f == "epoch") ep = parse_u64(text(fields->element[i + 1]));
   }
   if (!seq || !ep) {
-    log.warn("the stream's last entry %s has no sequence/epoch fields (not written by a bridge); "
-             "resuming from the bridge's own checkpoint",
-             id.c_str());
+    log.warn(
+        "the stream's last entry %s has no sequence/epoch fields (not written by a bridge); "
+        "resuming from the bridge's own checkpoint",
+        id.c_str());
   } else if (*ep != epoch) {
-    log.warn("the stream's last entry %s came from another incarnation of the channel (epoch "
-             "%llu, the channel's is %llu); resuming from the bridge's own checkpoint",
-             id.c_str(), static_cast<ull>(*ep), static_cast<ull>(epoch));
+    log.warn(
+        "the stream's last entry %s came from another incarnation of the channel (epoch "
+        "%llu, the channel's is %llu); resuming from the bridge's own checkpoint",
+        id.c_str(), static_cast<ull>(*ep), static_cast<ull>(epoch));
   } else if (*seq >= head) {
-    log.warn("the stream's last entry %s holds sequence %llu, beyond the channel's head %llu; "
-             "ignoring it",
-             id.c_str(), static_cast<ull>(*seq), static_cast<ull>(head));
+    log.warn(
+        "the stream's last entry %s holds sequence %llu, beyond the channel's head %llu; "
+        "ignoring it",
+        id.c_str(), static_cast<ull>(*seq), static_cast<ull>(head));
   } else {
     cp.next = *seq + 1;
   }
@@ -456,8 +450,8 @@ StreamCheckpoint read_stream_checkpoint(Redis& redis, const std::string& key, st
 }
 
 /// Appends one XADD for `m` to `out`.
-void append_xadd(std::string& out, const ToRedisOptions& o, const std::string& maxlen_text,
-                 std::uint64_t epoch, const Message& m) {
+void append_xadd(std::string& out, const ToRedisOptions& o, const std::string& maxlen_text, std::uint64_t epoch,
+                 const Message& m) {
   std::size_t nargs = 2 + 1 + 8;  // XADD key * data sequence epoch timestamp_ns (pairs)
   if (o.maxlen != 0) nargs += o.approx ? 3 : 2;
   if (m.key != 0) nargs += 2;
@@ -498,8 +492,8 @@ void append_xadd(std::string& out, const ToRedisOptions& o, const std::string& m
 enum class SendResult { ok, io, transient, not_a_stream, refused };
 
 /// Sends one MULTI / n XADD / EXEC batch and reads its replies.
-SendResult send_batch(Redis& redis, const std::string& resp, std::size_t n,
-                      std::vector<Reply>& replies, std::string& why) {
+SendResult send_batch(Redis& redis, const std::string& resp, std::size_t n, std::vector<Reply>& replies,
+                      std::string& why) {
   if (!redis.exchange(resp, n + 2, replies)) return SendResult::io;
   std::string queue_error;
   for (std::size_t i = 0; i <= n; ++i) {  // MULTI's +OK, then +QUEUED per XADD
@@ -508,8 +502,7 @@ SendResult send_batch(Redis& redis, const std::string& resp, std::size_t n,
   const redisReply* exec = replies[n + 1].get();
   if (is_error(exec) || exec->type != REDIS_REPLY_ARRAY) {
     // EXECABORT: nothing of the batch was applied.
-    why = !queue_error.empty() ? queue_error
-                               : (is_error(exec) ? std::string(text(exec)) : "EXEC was aborted");
+    why = !queue_error.empty() ? queue_error : (is_error(exec) ? std::string(text(exec)) : "EXEC was aborted");
     return transient_error(why) ? SendResult::transient : SendResult::refused;
   }
   for (std::size_t i = 0; i < exec->elements; ++i) {
@@ -524,8 +517,7 @@ SendResult send_batch(Redis& redis, const std::string& resp, std::size_t n,
     }
   }
   if (exec->elements != n) {
-    why = "EXEC returned " + std::to_string(exec->elements) + " replies for " + std::to_string(n) +
-          " XADDs";
+    why = "EXEC returned " + std::to_string(exec->elements) + " replies for " + std::to_string(n) + " XADDs";
     return SendResult::refused;
   }
   return SendResult::ok;
@@ -643,9 +635,8 @@ std::optional<int> ToRedis::resume() {
   hold_opts.start = o_.from == "latest" ? StartAt::latest() : StartAt::earliest();
   auto holder = ch_->subscribe(hold_opts);
   if (!holder) {
-    log_.error("cannot attach the checkpoint subscriber '%s' to channel '%s': %s: %s",
-               checkpoint_name_.c_str(), o_.channel.c_str(),
-               std::string(to_string(holder.error().code())).c_str(),
+    log_.error("cannot attach the checkpoint subscriber '%s' to channel '%s': %s: %s", checkpoint_name_.c_str(),
+               o_.channel.c_str(), std::string(to_string(holder.error().code())).c_str(),
                holder.error().message().c_str());
     return kExitError;
   }
@@ -655,19 +646,19 @@ std::optional<int> ToRedis::resume() {
   const std::uint64_t start = std::max(own_cp, stream_next.value_or(0));
   if (start > own_cp) holder_.seek(start);
   const std::string stream_cp_text = stream_next ? u64_text(*stream_next) : "none";
-  log_.info("channel '%s' (bus '%s') -> stream '%s' at %s: checkpoint '%s' %s at %llu, stream "
-            "checkpoint %s; resuming at sequence %llu",
-            o_.channel.c_str(), o_.bus.c_str(), o_.stream.c_str(), redis_->where().c_str(),
-            checkpoint_name_.c_str(), holder_.resumed() ? "resumed" : "created",
-            static_cast<ull>(own_cp), stream_cp_text.c_str(), static_cast<ull>(start));
+  log_.info(
+      "channel '%s' (bus '%s') -> stream '%s' at %s: checkpoint '%s' %s at %llu, stream "
+      "checkpoint %s; resuming at sequence %llu",
+      o_.channel.c_str(), o_.bus.c_str(), o_.stream.c_str(), redis_->where().c_str(), checkpoint_name_.c_str(),
+      holder_.resumed() ? "resumed" : "created", static_cast<ull>(own_cp), stream_cp_text.c_str(),
+      static_cast<ull>(start));
 
   SubscribeOptions read_opts;
   read_opts.start = StartAt::at_sequence(start);
   auto reader = ch_->subscribe(read_opts);
   if (!reader) {
     log_.error("cannot attach a reader to channel '%s': %s: %s", o_.channel.c_str(),
-               std::string(to_string(reader.error().code())).c_str(),
-               reader.error().message().c_str());
+               std::string(to_string(reader.error().code())).c_str(), reader.error().message().c_str());
     return kExitError;
   }
   reader_ = std::move(reader.value());
@@ -711,9 +702,10 @@ void ToRedis::report_gap() {
   lost_seen_ = lost;
   lost_total_ += k;
   ++gaps_;
-  log_.warn("gap: %llu message(s) lost before sequence %llu (overwritten in the channel "
-            "before they were forwarded)",
-            static_cast<ull>(k), static_cast<ull>(reader_.cursor()));
+  log_.warn(
+      "gap: %llu message(s) lost before sequence %llu (overwritten in the channel "
+      "before they were forwarded)",
+      static_cast<ull>(k), static_cast<ull>(reader_.cursor()));
 }
 
 bool ToRedis::forward_batch() {
@@ -742,8 +734,8 @@ bool ToRedis::forward_batch() {
   }
   if (sr == SendResult::io) return resync();
   if (sr == SendResult::transient) return retry_refused(why);
-  log_.error("Redis at %s refused XADD to '%s' at sequence %llu: %s", redis_->where().c_str(),
-             o_.stream.c_str(), static_cast<ull>(seqs_.front()), why.c_str());
+  log_.error("Redis at %s refused XADD to '%s' at sequence %llu: %s", redis_->where().c_str(), o_.stream.c_str(),
+             static_cast<ull>(seqs_.front()), why.c_str());
   return stop_with(sr == SendResult::not_a_stream ? kExitError : kExitRedis);
 }
 
@@ -773,14 +765,14 @@ bool ToRedis::resync() {
     }
     std::uint64_t resume = seqs_.front();
     if (cp.next && *cp.next > resume) resume = *cp.next;
-    const auto done = static_cast<std::uint64_t>(
-        std::lower_bound(seqs_.begin(), seqs_.end(), resume) - seqs_.begin());
+    const auto done = static_cast<std::uint64_t>(std::lower_bound(seqs_.begin(), seqs_.end(), resume) - seqs_.begin());
     forwarded_ += done;
     if (resume > holder_.cursor()) holder_.seek(resume);
     reader_.seek(resume);
-    log_.info("resynchronised with the stream: %llu of the batch were applied; resuming at "
-              "sequence %llu",
-              static_cast<ull>(done), static_cast<ull>(resume));
+    log_.info(
+        "resynchronised with the stream: %llu of the batch were applied; resuming at "
+        "sequence %llu",
+        static_cast<ull>(done), static_cast<ull>(resume));
     return true;
   }
 }
@@ -791,12 +783,11 @@ bool ToRedis::resync() {
 bool ToRedis::retry_refused(const std::string& why) {
   if (retry_since_ == 0) retry_since_ = now_ms();
   if (now_ms() - retry_since_ >= static_cast<std::uint64_t>(o_.reconnect_timeout_s * 1000.0)) {
-    log_.error("Redis at %s kept refusing XADD to '%s' for %.1f s: %s", redis_->where().c_str(),
-               o_.stream.c_str(), o_.reconnect_timeout_s, why.c_str());
+    log_.error("Redis at %s kept refusing XADD to '%s' for %.1f s: %s", redis_->where().c_str(), o_.stream.c_str(),
+               o_.reconnect_timeout_s, why.c_str());
     return stop_with(kExitRedis);
   }
-  log_.warn("Redis refused the batch at sequence %llu (%s); retrying", static_cast<ull>(seqs_.front()),
-            why.c_str());
+  log_.warn("Redis refused the batch at sequence %llu (%s); retrying", static_cast<ull>(seqs_.front()), why.c_str());
   reader_.seek(seqs_.front());  // nothing of it was applied
   sleep_ms(backoff_);
   backoff_ = std::min<std::uint64_t>(backoff_ * 2, 1000);
@@ -804,10 +795,11 @@ bool ToRedis::retry_refused(const std::string& why) {
 }
 
 int ToRedis::shutdown() const {
-  log_.info("stopped: forwarded %llu message(s) in %llu batch(es); checkpoint at sequence %llu; "
-            "%llu gap(s), %llu message(s) lost",
-            static_cast<ull>(forwarded_), static_cast<ull>(batches_), static_cast<ull>(holder_.cursor()),
-            static_cast<ull>(gaps_), static_cast<ull>(lost_total_));
+  log_.info(
+      "stopped: forwarded %llu message(s) in %llu batch(es); checkpoint at sequence %llu; "
+      "%llu gap(s), %llu message(s) lost",
+      static_cast<ull>(forwarded_), static_cast<ull>(batches_), static_cast<ull>(holder_.cursor()),
+      static_cast<ull>(gaps_), static_cast<ull>(lost_total_));
   return result_;
 }
 
@@ -863,15 +855,19 @@ Entry parse_entry(const redisReply* e) {
     }
     std::uint64_t* target = nullptr;
     std::uint64_t type = 0;
-    if (name == "key") target = &out.meta.key;
-    else if (name == "correlation_id") target = &out.meta.correlation_id;
-    else if (name == "timestamp_ns") target = &out.meta.timestamp_ns;
-    else if (name == "type") target = &type;
+    if (name == "key")
+      target = &out.meta.key;
+    else if (name == "correlation_id")
+      target = &out.meta.correlation_id;
+    else if (name == "timestamp_ns")
+      target = &out.meta.timestamp_ns;
+    else if (name == "type")
+      target = &type;
     if (target == nullptr) continue;  // other fields (sequence, epoch, ...) are not carried
     auto v = parse_u64(value);
     if (!v || (target == &type && *v > UINT32_MAX)) {
-      out.problem = "field '" + std::string(name) + "' is not a valid number: '" +
-                    std::string(value.substr(0, 40)) + "'";
+      out.problem =
+          "field '" + std::string(name) + "' is not a valid number: '" + std::string(value.substr(0, 40)) + "'";
       return out;
     }
     *target = *v;
@@ -1002,8 +998,7 @@ std::optional<int> FromRedis::resume() {
     break;
   }
   log_.info("stream '%s' group '%s' consumer '%s' at %s -> channel '%s' (bus '%s')", o_.stream.c_str(),
-            o_.group.c_str(), consumer_.c_str(), redis_->where().c_str(), o_.channel.c_str(),
-            o_.bus.c_str());
+            o_.group.c_str(), consumer_.c_str(), redis_->where().c_str(), o_.channel.c_str(), o_.bus.c_str());
 
   publish_timeout_ns_ = o_.publish_timeout_ms * 1'000'000ULL;
   next_claim_ = o_.claim_idle_ms != 0 ? now_ms() : UINT64_MAX;
@@ -1038,12 +1033,12 @@ bool FromRedis::forward_batch() {
 Reply FromRedis::request(bool claiming, std::uint64_t want) {
   const std::string count_text = u64_text(want);
   if (claiming) {
-    return redis_->command({"XAUTOCLAIM", o_.stream, o_.group, consumer_, u64_text(o_.claim_idle_ms),
-                            claim_cursor_, "COUNT", count_text});
+    return redis_->command(
+        {"XAUTOCLAIM", o_.stream, o_.group, consumer_, u64_text(o_.claim_idle_ms), claim_cursor_, "COUNT", count_text});
   }
   if (pending_phase_) {
-    return redis_->command({"XREADGROUP", "GROUP", o_.group, consumer_, "COUNT", count_text, "STREAMS",
-                            o_.stream, pending_after_});
+    return redis_->command(
+        {"XREADGROUP", "GROUP", o_.group, consumer_, "COUNT", count_text, "STREAMS", o_.stream, pending_after_});
   }
   return redis_->command({"XREADGROUP", "GROUP", o_.group, consumer_, "COUNT", count_text, "BLOCK",
                           u64_text(o_.block_ms), "STREAMS", o_.stream, ">"});
@@ -1074,8 +1069,7 @@ FromRedis::Verdict FromRedis::check_refusal(const redisReply* r) {
       return Verdict::retry;
     }
   }
-  log_.error("Redis at %s refused to read stream '%s': %s", redis_->where().c_str(), o_.stream.c_str(),
-             why.c_str());
+  log_.error("Redis at %s refused to read stream '%s': %s", redis_->where().c_str(), o_.stream.c_str(), why.c_str());
   result_ = kExitRedis;
   return Verdict::stop;
 }
@@ -1094,9 +1088,10 @@ bool FromRedis::find_entries(const redisReply* r, bool claiming, const redisRepl
     entries = r->element[1];
     if (r->elements >= 3 && r->element[2]->type == REDIS_REPLY_ARRAY && r->element[2]->elements > 0) {
       trimmed_ += r->element[2]->elements;
-      log_.warn("%zu pending entr(y/ies) of other consumers were deleted from the stream before "
-                "delivery",
-                r->element[2]->elements);
+      log_.warn(
+          "%zu pending entr(y/ies) of other consumers were deleted from the stream before "
+          "delivery",
+          r->element[2]->elements);
     }
     if (claim_cursor_ == "0-0") {  // a full pass: next one after claim_idle / 2
       next_claim_ = now_ms() + std::max<std::uint64_t>(o_.claim_idle_ms / 2, 10);
@@ -1216,10 +1211,11 @@ bool FromRedis::on_io() {
 
 int FromRedis::shutdown() {
   if (!to_ack_.empty() && redis_->connected()) (void)ack();  // best effort; else redelivered
-  log_.info("stopped: published %llu message(s) (%llu from the pending list, %llu claimed from "
-            "other consumers); %llu entr(y/ies) left pending, %llu deleted before delivery",
-            static_cast<ull>(published_), static_cast<ull>(redelivered_), static_cast<ull>(claimed_),
-            static_cast<ull>(left_pending_), static_cast<ull>(trimmed_));
+  log_.info(
+      "stopped: published %llu message(s) (%llu from the pending list, %llu claimed from "
+      "other consumers); %llu entr(y/ies) left pending, %llu deleted before delivery",
+      static_cast<ull>(published_), static_cast<ull>(redelivered_), static_cast<ull>(claimed_),
+      static_cast<ull>(left_pending_), static_cast<ull>(trimmed_));
   return result_;
 }
 
@@ -1252,13 +1248,11 @@ int run_remove_checkpoint(const RemoveCheckpointOptions& o) {
   if (!ch) return code;
   auto r = ch->remove_subscriber(name);
   if (!r) {
-    log.error("cannot remove checkpoint '%s' of channel '%s': %s: %s", name.c_str(),
-              o.channel.c_str(), std::string(to_string(r.error().code())).c_str(),
-              r.error().message().c_str());
+    log.error("cannot remove checkpoint '%s' of channel '%s': %s: %s", name.c_str(), o.channel.c_str(),
+              std::string(to_string(r.error().code())).c_str(), r.error().message().c_str());
     return r.error().code() == ErrorCode::not_found ? kExitNotFound : kExitError;
   }
-  log.info("removed checkpoint '%s' of channel '%s' (bus '%s')", name.c_str(), o.channel.c_str(),
-           o.bus.c_str());
+  log.info("removed checkpoint '%s' of channel '%s' (bus '%s')", name.c_str(), o.channel.c_str(), o.bus.c_str());
   return kExitOk;
 }
 
@@ -1297,8 +1291,7 @@ std::optional<RedisAddress> parse_redis_address(std::string_view t) {
 std::string default_checkpoint_name(std::string_view stream) {
   std::string name = "redis-";
   for (char c : stream) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '_' || c == '-';
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-';
     name += ok ? c : '_';
     if (name.size() == 63) break;
   }

@@ -41,31 +41,31 @@ struct BridgeCommon {
   std::string channel;
   std::string bus{"default"};
   std::string redis{"127.0.0.1:6379"};
-  int db = 0;                                ///< SELECT this database
-  std::string stream;                        ///< the stream key
-  std::uint32_t batch = 256;                 ///< messages per round trip
-  std::uint64_t count = 0;                   ///< stop after this many messages (0: run on)
-  std::uint64_t idle_exit_ms = 0;            ///< stop after this long with nothing to do (0: never)
-  double reconnect_timeout_s = 30.0;         ///< give up after this long without Redis
-  bool quiet = false;                        ///< only errors on stderr
+  int db = 0;                         ///< SELECT this database
+  std::string stream;                 ///< the stream key
+  std::uint32_t batch = 256;          ///< messages per round trip
+  std::uint64_t count = 0;            ///< stop after this many messages (0: run on)
+  std::uint64_t idle_exit_ms = 0;     ///< stop after this long with nothing to do (0: never)
+  double reconnect_timeout_s = 30.0;  ///< give up after this long without Redis
+  bool quiet = false;                 ///< only errors on stderr
 };
 
 /// `shmbus bridge to-redis`.
 struct ToRedisOptions : BridgeCommon {
-  std::uint64_t maxlen = 0;   ///< XADD MAXLEN (0: no trimming)
-  bool approx = false;        ///< MAXLEN ~ (trim whole nodes: cheaper)
-  std::string subscriber;     ///< durable checkpoint name; empty: default_checkpoint_name(stream)
+  std::uint64_t maxlen = 0;      ///< XADD MAXLEN (0: no trimming)
+  bool approx = false;           ///< MAXLEN ~ (trim whole nodes: cheaper)
+  std::string subscriber;        ///< durable checkpoint name; empty: default_checkpoint_name(stream)
   std::string from{"earliest"};  ///< where a new checkpoint starts: earliest | latest
 };
 
 /// `shmbus bridge from-redis`.
 struct FromRedisOptions : BridgeCommon {
   std::string group;
-  std::string consumer;           ///< empty: "bridge-<hostname>"
-  bool create_group = false;      ///< XGROUP CREATE ... MKSTREAM if missing
-  std::string group_start{"0"};   ///< where a created group starts: an ID, or $ (new entries)
-  std::uint64_t block_ms = 200;   ///< XREADGROUP BLOCK
-  std::uint64_t claim_idle_ms = 0;  ///< XAUTOCLAIM entries idle this long (0: off)
+  std::string consumer;                    ///< empty: "bridge-<hostname>"
+  bool create_group = false;               ///< XGROUP CREATE ... MKSTREAM if missing
+  std::string group_start{"0"};            ///< where a created group starts: an ID, or $ (new entries)
+  std::uint64_t block_ms = 200;            ///< XREADGROUP BLOCK
+  std::uint64_t claim_idle_ms = 0;         ///< XAUTOCLAIM entries idle this long (0: off)
   std::uint64_t publish_timeout_ms = 100;  ///< one publish attempt; retried until it succeeds
 };
 

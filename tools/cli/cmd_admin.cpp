@@ -57,8 +57,8 @@ int cmd_create(CreateArgs a) {
   }
   const auto o = ch->options();
   std::cout << "created channel " << a.channel << " on bus " << a.bus << ": policy " << to_string(o.policy)
-            << ", capacity " << o.capacity << ", slot " << o.slot_size << " (max payload "
-            << ch->max_payload() << "), timestamps " << to_string(o.timestamps) << ", mode " << a.mode << '\n';
+            << ", capacity " << o.capacity << ", slot " << o.slot_size << " (max payload " << ch->max_payload()
+            << "), timestamps " << to_string(o.timestamps) << ", mode " << a.mode << '\n';
   return kExitOk;
 }
 
@@ -85,8 +85,8 @@ int rm_member(const RmArgs& a) {
   auto r = sub ? ch->remove_subscriber(a.subscriber) : ch->remove_group(a.group);
   const std::string what = sub ? "durable subscriber '" + a.subscriber + "'" : "group '" + a.group + "'";
   if (!r) {
-    std::cerr << "shmbus rm: " << what << " of channel '" << a.channels.front()
-              << "': " << to_string(r.error().code()) << ": " << r.error().message() << '\n';
+    std::cerr << "shmbus rm: " << what << " of channel '" << a.channels.front() << "': " << to_string(r.error().code())
+              << ": " << r.error().message() << '\n';
     return r.error().code() == ErrorCode::not_found ? kExitNotFound : kExitError;
   }
   std::cout << "removed " << what << " from channel " << a.channels.front() << '\n';
@@ -99,8 +99,7 @@ std::vector<std::string> existing_dlqs(const Snapshot& snap) {
   if (!snap.stats) return out;
   for (std::size_t i = 0; i < snap.stats->groups.size() && i < snap.dlqs.size(); ++i) {
     const std::string& d = snap.stats->groups[i].dlq;
-    if (snap.dlqs[i].exists && !d.empty() && d != snap.name &&
-        std::find(out.begin(), out.end(), d) == out.end()) {
+    if (snap.dlqs[i].exists && !d.empty() && d != snap.name && std::find(out.begin(), out.end(), d) == out.end()) {
       out.push_back(d);
     }
   }
@@ -190,8 +189,8 @@ DlqPlan plan_dlqs(const RmArgs& a, const Snapshot& snap, const std::set<std::str
       }
     }
     if (const std::string user = other_dlq_user(*bus_snaps, snap.name, removed, dlq); !user.empty()) {
-      std::cout << "kept DLQ channel " << dlq << " of channel " << snap.name << ": it is also the DLQ of "
-                << user << '\n';
+      std::cout << "kept DLQ channel " << dlq << " of channel " << snap.name << ": it is also the DLQ of " << user
+                << '\n';
       continue;
     }
     if (!a.force) {
@@ -237,7 +236,7 @@ int rm_channel(const std::string& name, const std::string& bus, const std::vecto
 int cmd_rm(const RmArgs& a) {
   if (!a.subscriber.empty() || !a.group.empty()) return rm_member(a);
   int worst = kExitOk;
-  std::set<std::string> removed;  // by this command, DLQs included
+  std::set<std::string> removed;                   // by this command, DLQs included
   std::optional<std::vector<Snapshot>> bus_snaps;  // read once, if a DLQ is to go
   for (const auto& name : a.channels) {
     if (removed.count(name) != 0) continue;  // went as the DLQ of a channel named before it
@@ -332,8 +331,8 @@ std::optional<std::set<std::string>> dlq_sources(const std::string& dlq, const s
 // live user; it is at least min_age old; no group of another channel on the
 // bus names it as its DLQ; and none of its sources exists any more.
 // `gone`: channels removed by this run (or that a dry run would remove).
-std::string orphaned_dlq(const Snapshot& snap, const std::vector<Snapshot>& snaps,
-                         const std::set<std::string>& gone, const GcArgs& a) {
+std::string orphaned_dlq(const Snapshot& snap, const std::vector<Snapshot>& snaps, const std::set<std::string>& gone,
+                         const GcArgs& a) {
   if (!snap.stats || gone.count(snap.name) != 0) return {};
   const ChannelStats& s = *snap.stats;
   bool retained = false;
@@ -386,8 +385,8 @@ bool collect_orphaned_dlqs(const GcArgs& a, const std::vector<Snapshot>& snaps, 
       std::cout << snap.name << ": would keep orphaned DLQ (open in a live process)\n";
       continue;
     }
-    std::cout << snap.name << ": " << (a.dry_run ? "would " : "") << "remove orphaned DLQ (" << why << "; "
-              << waiting << " dead letter(s) waiting)\n";
+    std::cout << snap.name << ": " << (a.dry_run ? "would " : "") << "remove orphaned DLQ (" << why << "; " << waiting
+              << " dead letter(s) waiting)\n";
     if (a.dry_run) {
       gone.insert(snap.name);
       continue;
@@ -496,8 +495,8 @@ int cmd_gc(const GcArgs& a) {
   }
   if (!a.keep_unused && !collect_orphaned_dlqs(a, snaps, gone, removed, acted)) rc = kExitError;
   if (!a.dry_run) {
-    std::cout << "gc: reclaimed " << reclaimed << " entr" << (reclaimed == 1 ? "y" : "ies") << ", removed "
-              << removed << " channel(s), moved " << moved_dead_letters << " dead letter(s) to DLQs\n";
+    std::cout << "gc: reclaimed " << reclaimed << " entr" << (reclaimed == 1 ? "y" : "ies") << ", removed " << removed
+              << " channel(s), moved " << moved_dead_letters << " dead letter(s) to DLQs\n";
   } else if (!acted) {
     std::cout << "gc: nothing to do\n";
   }
@@ -597,10 +596,13 @@ int cmd_dlq_list(const DlqArgs& a) {
   const bool ok = for_each_letter(a, *ref, rc, [&](const DeadLetter& d, const Message&) {
     const std::uint64_t age = now > d.original_timestamp_ns ? now - d.original_timestamp_ns : 0;
     if (a.json) {
-      items.push_back({{"dlq_sequence", d.dlq_sequence}, {"source", d.source},
+      items.push_back({{"dlq_sequence", d.dlq_sequence},
+                       {"source", d.source},
                        {"original_sequence", d.original_sequence},
-                       {"original_timestamp_ns", d.original_timestamp_ns}, {"group", d.group},
-                       {"attempts", d.attempts}, {"reason", std::string(to_string(d.reason))},
+                       {"original_timestamp_ns", d.original_timestamp_ns},
+                       {"group", d.group},
+                       {"attempts", d.attempts},
+                       {"reason", std::string(to_string(d.reason))},
                        {"length", d.payload.size()}});
       return;
     }
@@ -611,8 +613,11 @@ int cmd_dlq_list(const DlqArgs& a) {
   });
   if (!ok) return rc;
   if (a.json) {
-    std::cout << nlohmann::json{{"schema_version", 1}, {"group", a.group}, {"channel", ref->channel},
-                                {"dlq", ref->dlq}, {"dead_letters", items}}
+    std::cout << nlohmann::json{{"schema_version", 1},
+                                {"group", a.group},
+                                {"channel", ref->channel},
+                                {"dlq", ref->dlq},
+                                {"dead_letters", items}}
                      .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
               << '\n';
   } else {
@@ -646,10 +651,9 @@ int cmd_dlq_show(const DlqArgs& a) {
     std::cerr << "shmbus dlq show: #" << a.sequence << " in " << ref->dlq << " is not a dead letter\n";
     return kExitError;
   }
-  std::cout << "dead letter #" << d->dlq_sequence << " in " << ref->dlq << "\n  source " << d->source
-            << " #" << d->original_sequence << ", published " << iso_time(d->original_timestamp_ns)
-            << "\n  group " << d->group << ", attempts " << d->attempts << ", reason " << to_string(d->reason)
-            << "\n";
+  std::cout << "dead letter #" << d->dlq_sequence << " in " << ref->dlq << "\n  source " << d->source << " #"
+            << d->original_sequence << ", published " << iso_time(d->original_timestamp_ns) << "\n  group " << d->group
+            << ", attempts " << d->attempts << ", reason " << to_string(d->reason) << "\n";
   Message original = m;
   original.sequence = d->original_sequence;
   original.timestamp_ns = d->original_timestamp_ns;
@@ -701,8 +705,9 @@ void add_admin_commands(CLI::App& app, Action& action) {
       ->capture_default_str()
       ->check(integer_in(64, 16U << 20));
   create->add_option("--policy", c->policy, "block, drop_oldest or reject")->capture_default_str();
-  create->add_option("--timestamps", c->timestamps,
-                     "What publishers stamp: tsc (the CPU counter, read back as realtime), realtime or none")
+  create
+      ->add_option("--timestamps", c->timestamps,
+                   "What publishers stamp: tsc (the CPU counter, read back as realtime), realtime or none")
       ->capture_default_str();
   create->add_option("--max-subscribers", c->opts.max_subscribers, "Subscriber table entries")
       ->capture_default_str()
@@ -710,7 +715,9 @@ void add_admin_commands(CLI::App& app, Action& action) {
   create->add_option("--max-publishers", c->opts.max_publishers, "Publisher table entries")
       ->capture_default_str()
       ->check(integer_in(1, 4096));
-  create->add_option("--max-groups", c->opts.max_groups, "Consumer groups")->capture_default_str()->check(integer_in(0, 256));
+  create->add_option("--max-groups", c->opts.max_groups, "Consumer groups")
+      ->capture_default_str()
+      ->check(integer_in(0, 256));
   create->add_option("--max-consumers", c->opts.max_consumers, "Consumers per group")
       ->capture_default_str()
       ->check(integer_in(1, bus::kMaxConsumers));
@@ -718,8 +725,9 @@ void add_admin_commands(CLI::App& app, Action& action) {
   create->add_option("--unblock-timeout", c->unblock_timeout_s, "Seconds before a stalled claim is abandoned")
       ->capture_default_str()
       ->check(seconds_in(0.000001, 3600));
-  create->add_option("--eviction-timeout", c->eviction_timeout_s,
-                     "block policy: evict a subscriber a full ring behind for this long (0: never)")
+  create
+      ->add_option("--eviction-timeout", c->eviction_timeout_s,
+                   "block policy: evict a subscriber a full ring behind for this long (0: never)")
       ->capture_default_str()
       ->check(seconds_in(0, 86400));
   create->callback([c, &action] { action = [c] { return cmd_create(*c); }; });
@@ -749,8 +757,9 @@ void add_rm_command(CLI::App& app, Action& action) {
 void add_gc_command(CLI::App& app, Action& action) {
   auto g = std::make_shared<GcArgs>();
   auto* gc = app.add_subcommand(
-      "gc", "Reclaim table entries and leases of dead processes; remove channels nobody uses and DLQs whose "
-            "source channel is gone");
+      "gc",
+      "Reclaim table entries and leases of dead processes; remove channels nobody uses and DLQs whose "
+      "source channel is gone");
   gc->add_option("--bus", g->bus, "Bus name")->capture_default_str();
   gc->add_flag("--dry-run", g->dry_run, "Only say what would be done");
   gc->add_flag("--keep-unused", g->keep_unused, "Do not remove unused channels nor orphaned DLQs");

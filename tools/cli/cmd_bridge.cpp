@@ -11,16 +11,16 @@
 namespace shmbus::probe {
 
 // The bridge's exit codes extend the CLI's (its 3 is "Redis").
-static_assert(bridge::kExitOk == kExitOk && bridge::kExitError == kExitError &&
-              bridge::kExitNotFound == kExitNotFound);
+static_assert(bridge::kExitOk == kExitOk && bridge::kExitError == kExitError && bridge::kExitNotFound == kExitNotFound);
 
 namespace {
 
 void add_common_options(CLI::App* cmd, bridge::BridgeCommon& o) {
   cmd->add_option("CHANNEL", o.channel, "Channel name")->required();
   cmd->add_option("--stream", o.stream, "Redis stream key")->required();
-  cmd->add_option("--redis", o.redis, "Redis server, HOST:PORT (password from "
-                                      "$SHMBUS_REDIS_PASSWORD, user from $SHMBUS_REDIS_USER)")
+  cmd->add_option("--redis", o.redis,
+                  "Redis server, HOST:PORT (password from "
+                  "$SHMBUS_REDIS_PASSWORD, user from $SHMBUS_REDIS_USER)")
       ->capture_default_str();
   cmd->add_option("--db", o.db, "Redis database number (SELECT)")
       ->capture_default_str()
@@ -32,8 +32,7 @@ void add_common_options(CLI::App* cmd, bridge::BridgeCommon& o) {
   cmd->add_option("--count", o.count, "Stop after this many messages (0: run until a signal)")
       ->capture_default_str()
       ->check(integer_in(0, UINT64_MAX));
-  cmd->add_option("--idle-exit", o.idle_exit_ms,
-                  "Stop after this many milliseconds with nothing to forward (0: never)")
+  cmd->add_option("--idle-exit", o.idle_exit_ms, "Stop after this many milliseconds with nothing to forward (0: never)")
       ->capture_default_str()
       ->check(integer_in(0, 365ULL * 86'400'000));
   cmd->add_option("--reconnect-timeout", o.reconnect_timeout_s,
@@ -45,15 +44,13 @@ void add_common_options(CLI::App* cmd, bridge::BridgeCommon& o) {
 
 void add_to_redis(CLI::App* cmd, Action& action) {
   auto to = std::make_shared<bridge::ToRedisOptions>();
-  auto* t = cmd->add_subcommand(
-      "to-redis", "Forward CHANNEL to a Redis stream (XADD) until SIGINT/SIGTERM");
+  auto* t = cmd->add_subcommand("to-redis", "Forward CHANNEL to a Redis stream (XADD) until SIGINT/SIGTERM");
   add_common_options(t, *to);
   t->add_option("--maxlen", to->maxlen, "Trim the stream to about this many entries (0: never)")
       ->capture_default_str()
       ->check(integer_in(0, UINT64_MAX));
   t->add_flag("--approx", to->approx, "Trim with MAXLEN ~ (whole nodes: cheaper, inexact)");
-  t->add_option("--subscriber", to->subscriber,
-                "Durable checkpoint subscriber name (default: redis-<stream key>)");
+  t->add_option("--subscriber", to->subscriber, "Durable checkpoint subscriber name (default: redis-<stream key>)");
   t->add_option("--from", to->from, "Where a new checkpoint starts: earliest or latest")
       ->capture_default_str()
       ->check(CLI::IsMember({"earliest", "latest"}));
@@ -62,15 +59,13 @@ void add_to_redis(CLI::App* cmd, Action& action) {
 
 void add_from_redis(CLI::App* cmd, Action& action) {
   auto from = std::make_shared<bridge::FromRedisOptions>();
-  auto* f = cmd->add_subcommand(
-      "from-redis", "Publish a Redis stream's consumer group into CHANNEL (XREADGROUP, XACK "
-                    "after commit) until SIGINT/SIGTERM");
+  auto* f = cmd->add_subcommand("from-redis",
+                                "Publish a Redis stream's consumer group into CHANNEL (XREADGROUP, XACK "
+                                "after commit) until SIGINT/SIGTERM");
   add_common_options(f, *from);
   f->add_option("--group", from->group, "Consumer group")->required();
-  f->add_option("--consumer", from->consumer,
-                "Consumer name; keep it across restarts (default: bridge-<hostname>)");
-  f->add_flag("--create-group", from->create_group,
-              "Create the group (and the stream) if missing");
+  f->add_option("--consumer", from->consumer, "Consumer name; keep it across restarts (default: bridge-<hostname>)");
+  f->add_flag("--create-group", from->create_group, "Create the group (and the stream) if missing");
   f->add_option("--group-start", from->group_start,
                 "Where a created group starts: a stream ID, 0 (everything) or $ (new entries)")
       ->capture_default_str();
@@ -90,9 +85,9 @@ void add_from_redis(CLI::App* cmd, Action& action) {
 
 void add_remove_checkpoint(CLI::App* cmd, Action& action) {
   auto rm = std::make_shared<bridge::RemoveCheckpointOptions>();
-  auto* r = cmd->add_subcommand(
-      "remove-checkpoint", "Forget a retired to-redis bridge's checkpoint subscriber (it gates "
-                           "a block channel while it exists)");
+  auto* r = cmd->add_subcommand("remove-checkpoint",
+                                "Forget a retired to-redis bridge's checkpoint subscriber (it gates "
+                                "a block channel while it exists)");
   r->add_option("CHANNEL", rm->channel, "Channel name")->required();
   r->add_option("--bus", rm->bus, "Bus name")->capture_default_str();
   r->add_option("--stream", rm->stream, "The bridge's stream key (checkpoint redis-<key>)");
@@ -103,10 +98,10 @@ void add_remove_checkpoint(CLI::App* cmd, Action& action) {
 }  // namespace
 
 void add_bridge_command(CLI::App& app, Action& action) {
-  auto* cmd = app.add_subcommand(
-      "bridge", "Forward a channel to a Redis stream, or a stream's consumer group into a channel "
-                "(at-least-once; exit codes: 0 ok, 1 error, 2 channel or group not found, "
-                "3 Redis unreachable or refusing)");
+  auto* cmd = app.add_subcommand("bridge",
+                                 "Forward a channel to a Redis stream, or a stream's consumer group into a channel "
+                                 "(at-least-once; exit codes: 0 ok, 1 error, 2 channel or group not found, "
+                                 "3 Redis unreachable or refusing)");
   cmd->require_subcommand(1);
   add_to_redis(cmd, action);
   add_from_redis(cmd, action);

@@ -18,20 +18,20 @@ constexpr double kMaxIdleExitSeconds = 365.0 * 86400;
 struct ReadArgs {
   std::string bus{kDefaultBus};
   std::string channel;
-  std::string from;       // peek: start position
+  std::string from;  // peek: start position
   std::uint64_t count = 10;
-  bool follow = false;    // tail -f
+  bool follow = false;  // tail -f
   std::string format = "text";
-  double idle_exit_s = 0; // subscribe / tail -f: stop after this long without a message
-  std::string name;       // subscribe: durable name
-  std::string group;      // subscribe: consume through a group (ack after printing)
+  double idle_exit_s = 0;  // subscribe / tail -f: stop after this long without a message
+  std::string name;        // subscribe: durable name
+  std::string group;       // subscribe: consume through a group (ack after printing)
 };
 
 // Prints messages [from, ...) by peeking, at most `count` (0: no limit);
 // follows the head if `follow`. Messages overwritten before they could be
 // read are reported on stderr with how many were skipped.
-int print_range(const Channel& ch, std::uint64_t from, std::uint64_t count, bool follow,
-                PayloadFormat fmt, double idle_exit_s) {
+int print_range(const Channel& ch, std::uint64_t from, std::uint64_t count, bool follow, PayloadFormat fmt,
+                double idle_exit_s) {
   std::vector<std::byte> buf(ch.max_payload());
   std::uint64_t seq = from, printed = 0;
   std::uint64_t idle_since = monotonic_now_ns();
@@ -96,8 +96,8 @@ int cmd_peek(const ReadArgs& a) {
   std::uint64_t from = resolve_start(*ch, *at);
   if (from < ch->oldest()) {
     if (at->kind == StartAt::Kind::sequence) {
-      std::cerr << "shmbus peek: #" << from << " is no longer in the ring; starting at the oldest, #"
-                << ch->oldest() << '\n';
+      std::cerr << "shmbus peek: #" << from << " is no longer in the ring; starting at the oldest, #" << ch->oldest()
+                << '\n';
     } else if (at->kind == StartAt::Kind::timestamp) {
       // The oldest message held is already newer than the time asked for,
       // and older ones were overwritten: some of them may be from then.
@@ -223,7 +223,8 @@ int cmd_subscribe(const ReadArgs& a) {
       if (st != PollStatus::ok) continue;
       print_message(std::cout, d.message, *fmt);
       std::cout.flush();  // printed before the ack: at-least-once
-      if (con->ack(d) != AckStatus::ok) std::cerr << "shmbus subscribe: ack of #" << d.sequence << " refused (lease lost)\n";
+      if (con->ack(d) != AckStatus::ok)
+        std::cerr << "shmbus subscribe: ack of #" << d.sequence << " refused (lease lost)\n";
       ++printed;
       idle_since = monotonic_now_ns();
     }

@@ -100,9 +100,10 @@ nlohmann::json frame_json(const std::vector<Snapshot>& prev, const std::vector<S
     j["publish_rate"] = have ? rate(s.head, p->stats->head, dt) : 0.0;
     nlohmann::json subs = nlohmann::json::array();
     for (const auto& sub : s.subscribers) {
-      const SubscriberStats* ps = have ? find_entry(p->stats->subscribers, [&](const SubscriberStats& e) {
-        return e.index == sub.index && e.name == sub.name;
-      }) : nullptr;
+      const SubscriberStats* ps =
+          have ? find_entry(p->stats->subscribers,
+                            [&](const SubscriberStats& e) { return e.index == sub.index && e.name == sub.name; })
+               : nullptr;
       subs.push_back({{"name", sub.name.empty() ? "#" + num(sub.index) : sub.name},
                       {"alive", sub.alive},
                       {"lag", sub.lag},
@@ -112,9 +113,8 @@ nlohmann::json frame_json(const std::vector<Snapshot>& prev, const std::vector<S
     j["subscribers"] = std::move(subs);
     nlohmann::json groups = nlohmann::json::array();
     for (const auto& g : s.groups) {
-      const GroupStats* pg = have ? find_entry(p->stats->groups, [&](const GroupStats& e) {
-        return e.name == g.name;
-      }) : nullptr;
+      const GroupStats* pg =
+          have ? find_entry(p->stats->groups, [&](const GroupStats& e) { return e.name == g.name; }) : nullptr;
       groups.push_back({{"name", g.name},
                         {"unfinished", g.unfinished},
                         {"in_flight", g.in_flight},
@@ -130,8 +130,8 @@ nlohmann::json frame_json(const std::vector<Snapshot>& prev, const std::vector<S
 }
 
 void print_frame(const nlohmann::json& f, const WatchArgs& a) {
-  std::cout << "shmbus watch  bus " << a.bus << "  " << f["time"].get<std::string>() << "  every "
-            << a.interval_s << "s\n\n";
+  std::cout << "shmbus watch  bus " << a.bus << "  " << f["time"].get<std::string>() << "  every " << a.interval_s
+            << "s\n\n";
   Table ch({"CHANNEL", "HEAD", "DEPTH", "MSG/S"});
   Table subs({"CHANNEL", "SUBSCRIBER", "ALIVE", "LAG", "LAG/S", "DELIVERED/S"});
   Table groups({"CHANNEL", "GROUP", "UNFINISHED", "IN_FLIGHT", "BACKLOG/S", "ACKED/S", "DEAD", "CONSUMERS"});
@@ -146,12 +146,11 @@ void print_frame(const nlohmann::json& f, const WatchArgs& a) {
     }
     ch.add({name, num(c["head"]), num(c["depth"]), fmt_rate(c["publish_rate"])});
     for (const auto& s : c["subscribers"])
-      subs.add({name, s["name"], s["alive"].get<bool>() ? "yes" : "no", num(s["lag"]),
-                fmt_rate(s["lag_growth"]), fmt_rate(s["delivery_rate"])});
+      subs.add({name, s["name"], s["alive"].get<bool>() ? "yes" : "no", num(s["lag"]), fmt_rate(s["lag_growth"]),
+                fmt_rate(s["delivery_rate"])});
     for (const auto& g : c["groups"])
-      groups.add({name, g["name"], num(g["unfinished"]), num(g["in_flight"]),
-                  fmt_rate(g["backlog_growth"]), fmt_rate(g["ack_rate"]), num(g["dead_lettered"]),
-                  num(g["consumers_alive"])});
+      groups.add({name, g["name"], num(g["unfinished"]), num(g["in_flight"]), fmt_rate(g["backlog_growth"]),
+                  fmt_rate(g["ack_rate"]), num(g["dead_lettered"]), num(g["consumers_alive"])});
   }
   ch.print(std::cout);
   std::cout << '\n';
@@ -199,8 +198,10 @@ int cmd_watch(const WatchArgs& a) {
     if (a.json) {
       std::cout << json_text(f) << std::endl;
     } else {
-      if (clear) std::cout << "\033[H\033[2J";
-      else if (n > 0) std::cout << '\n';
+      if (clear)
+        std::cout << "\033[H\033[2J";
+      else if (n > 0)
+        std::cout << '\n';
       print_frame(f, a);
       std::cout << std::flush;
     }
@@ -321,14 +322,13 @@ void check_dead_owners(Checker& ck, const ChannelStats& s) {
   for (const auto& g : s.groups)
     for (const auto& c : g.consumers)
       if (c.pid != 0 && !c.alive)
-        ck.report(kWarning, s.name + ": group " + g.name + " consumer #" + num(c.index) + " owner pid " +
-                                num(c.pid) + " is dead");
+        ck.report(kWarning, s.name + ": group " + g.name + " consumer #" + num(c.index) + " owner pid " + num(c.pid) +
+                                " is dead");
 }
 
 int cmd_check(const CheckArgs& a) {
   std::optional<Threshold> lag, dlq, unacked;
-  if (!parse_threshold_option("--max-lag", a.max_lag, lag) ||
-      !parse_threshold_option("--max-dlq", a.max_dlq, dlq) ||
+  if (!parse_threshold_option("--max-lag", a.max_lag, lag) || !parse_threshold_option("--max-dlq", a.max_dlq, dlq) ||
       !parse_threshold_option("--max-oldest-unacked", a.max_oldest_unacked, unacked)) {
     return kExitCheckUnknown;  // as monitoring plugins say: the check itself could not run
   }
@@ -412,8 +412,10 @@ class ConnectionPool final : public httplib::TaskQueue {
     // worker already woken for an earlier task is not free for this one).
     // Once all `max_` are started, a worker that is finishing a task (open_
     // counts it still) picks this one up when it loops.
-    if (tasks_.size() > idle_ && threads_.size() < max_) threads_.emplace_back([this] { work(); });
-    else task_ready_.notify_one();
+    if (tasks_.size() > idle_ && threads_.size() < max_)
+      threads_.emplace_back([this] { work(); });
+    else
+      task_ready_.notify_one();
   }
 
   void shutdown() override {
@@ -485,8 +487,8 @@ bool parse_listen(const std::string& text, ListenAddress& out, std::string& erro
       error = "--listen '" + text + "': '" + host + "' is not an IPv6 address";
       return false;
     }
-    out.loopback = IN6_IS_ADDR_LOOPBACK(&a6) ||
-                   (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);  // ::ffff:127.x.y.z
+    out.loopback =
+        IN6_IS_ADDR_LOOPBACK(&a6) || (IN6_IS_ADDR_V4MAPPED(&a6) && a6.s6_addr[12] == 127);  // ::ffff:127.x.y.z
   } else {
     in_addr a4{};
     if (inet_pton(AF_INET, host.c_str(), &a4) != 1) {
@@ -509,8 +511,8 @@ bool check_metrics_args(const MetricsArgs& a, ListenAddress& addr) {
     return false;
   }
   if (!std::isfinite(a.timeout_s) || a.timeout_s < kMinTimeout || a.timeout_s > kMaxTimeout) {
-    std::cerr << "shmbus metrics: --timeout must be from " << kMinTimeout << " to " << kMaxTimeout
-              << " seconds, got " << a.timeout_s << '\n';
+    std::cerr << "shmbus metrics: --timeout must be from " << kMinTimeout << " to " << kMaxTimeout << " seconds, got "
+              << a.timeout_s << '\n';
     return false;
   }
   std::string error;
@@ -673,17 +675,20 @@ void add_watch_commands(CLI::App& app, Action& action) {
 
   auto m = std::make_shared<MetricsArgs>();
   auto* metrics = app.add_subcommand("metrics", "Serve /metrics over HTTP for a Prometheus scrape");
-  metrics->add_option("--listen", m->listen,
-                      "ADDR:PORT, ADDR an IPv4 address or a bracketed IPv6 one ([::1]:9464); port 0: any free "
-                      "port; an address other than loopback warns that it exposes the bus")
+  metrics
+      ->add_option("--listen", m->listen,
+                   "ADDR:PORT, ADDR an IPv4 address or a bracketed IPv6 one ([::1]:9464); port 0: any free "
+                   "port; an address other than loopback warns that it exposes the bus")
       ->capture_default_str();
   metrics->add_option("--bus", m->bus, "Bus name")->capture_default_str();
-  metrics->add_option("--max-connections", m->max_connections,
-                      "Connections served at once, 1 to 1024 (more wait in the listen backlog)")
+  metrics
+      ->add_option("--max-connections", m->max_connections,
+                   "Connections served at once, 1 to 1024 (more wait in the listen backlog)")
       ->check(integer_in(1, 1024))
       ->capture_default_str();
-  metrics->add_option("--timeout", m->timeout_s,
-                      "Seconds, 0.1 to 300: read and write timeout, and how long an idle connection is kept")
+  metrics
+      ->add_option("--timeout", m->timeout_s,
+                   "Seconds, 0.1 to 300: read and write timeout, and how long an idle connection is kept")
       ->check(seconds_in(0.1, 300))
       ->capture_default_str();
   metrics->callback([m, &action] { action = [m] { return cmd_metrics(*m); }; });

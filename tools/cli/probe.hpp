@@ -29,16 +29,16 @@ using Action = std::function<int()>;
 
 /// Exit codes of the CLI. `check` uses its own: 0 ok, 1 warning, 2 critical.
 inline constexpr int kExitOk = 0;
-inline constexpr int kExitError = 1;       ///< an error (some channel could not be read, bad input)
-inline constexpr int kExitNotFound = 2;    ///< the named channel (or group) does not exist
+inline constexpr int kExitError = 1;         ///< an error (some channel could not be read, bad input)
+inline constexpr int kExitNotFound = 2;      ///< the named channel (or group) does not exist
 inline constexpr int kExitCheckUnknown = 3;  ///< `check` could not run (bad options): UNKNOWN
 
 // ---- command registration (one function per file) ---------------------------
-void add_inspect_commands(CLI::App& app, Action& action);   // ls, stat (probe_main.cpp)
-void add_watch_commands(CLI::App& app, Action& action);     // watch, check, metrics
-void add_message_commands(CLI::App& app, Action& action);   // peek, tail, publish, subscribe
-void add_admin_commands(CLI::App& app, Action& action);     // create, rm, gc, dlq
-void add_bridge_command(CLI::App& app, Action& action);     // bridge (cmd_bridge.cpp)
+void add_inspect_commands(CLI::App& app, Action& action);  // ls, stat (probe_main.cpp)
+void add_watch_commands(CLI::App& app, Action& action);    // watch, check, metrics
+void add_message_commands(CLI::App& app, Action& action);  // peek, tail, publish, subscribe
+void add_admin_commands(CLI::App& app, Action& action);    // create, rm, gc, dlq
+void add_bridge_command(CLI::App& app, Action& action);    // bridge (cmd_bridge.cpp)
 
 /// The owners the command line trusts (--trust-uid, --trust-gid): passed to
 /// every participant open (Channel::open), on top of the caller's uid and root.
@@ -86,7 +86,7 @@ struct Snapshot {
   std::vector<DlqInfo> dlqs;          ///< parallel to stats->groups
   std::string error_code;             ///< to_string(ErrorCode) when the open failed
   std::string error_message;
-  std::uint64_t taken_ns = 0;         ///< CLOCK_MONOTONIC when taken
+  std::uint64_t taken_ns = 0;  ///< CLOCK_MONOTONIC when taken
 };
 
 /// Opens `name` read-only and snapshots it (with its groups' DLQ depths).

@@ -25,9 +25,8 @@ Trust& cli_trust() {
 }
 
 const char* gone_reason(PollStatus st) noexcept {
-  return st == PollStatus::segment_lost
-             ? "lost its pages: its file was truncated by another process"
-             : "was removed (shmbus rm, gc, or its file was deleted)";
+  return st == PollStatus::segment_lost ? "lost its pages: its file was truncated by another process"
+                                        : "was removed (shmbus rm, gc, or its file was deleted)";
 }
 
 namespace {
@@ -66,10 +65,14 @@ std::string num(std::uint64_t v) { return std::to_string(v); }
 
 std::string duration(std::uint64_t ns) {
   char buf[64];
-  if (ns < 1'000ULL) std::snprintf(buf, sizeof buf, "%lluns", static_cast<unsigned long long>(ns));
-  else if (ns < 1'000'000ULL) std::snprintf(buf, sizeof buf, "%.1fus", static_cast<double>(ns) / 1e3);
-  else if (ns < 1'000'000'000ULL) std::snprintf(buf, sizeof buf, "%.1fms", static_cast<double>(ns) / 1e6);
-  else std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ns) / 1e9);
+  if (ns < 1'000ULL)
+    std::snprintf(buf, sizeof buf, "%lluns", static_cast<unsigned long long>(ns));
+  else if (ns < 1'000'000ULL)
+    std::snprintf(buf, sizeof buf, "%.1fus", static_cast<double>(ns) / 1e3);
+  else if (ns < 1'000'000'000ULL)
+    std::snprintf(buf, sizeof buf, "%.1fms", static_cast<double>(ns) / 1e6);
+  else
+    std::snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ns) / 1e9);
   return buf;
 }
 
@@ -78,9 +81,8 @@ std::string iso_time(std::uint64_t realtime_ns) {
   std::tm tm{};
   gmtime_r(&secs, &tm);
   char buf[64];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03lluZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<unsigned long long>((realtime_ns / 1'000'000ULL) % 1000));
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03lluZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<unsigned long long>((realtime_ns / 1'000'000ULL) % 1000));
   return buf;
 }
 
@@ -131,13 +133,12 @@ bool printable_ascii(std::span<const std::byte> p) {
 }
 
 std::string base64(std::span<const std::byte> p) {
-  static constexpr char kAlphabet[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
   std::size_t i = 0;
   for (; i + 2 < p.size(); i += 3) {
-    const unsigned v = (static_cast<unsigned>(p[i]) << 16) | (static_cast<unsigned>(p[i + 1]) << 8) |
-                       static_cast<unsigned>(p[i + 2]);
+    const unsigned v =
+        (static_cast<unsigned>(p[i]) << 16) | (static_cast<unsigned>(p[i + 1]) << 8) | static_cast<unsigned>(p[i + 2]);
     out += kAlphabet[(v >> 18) & 63];
     out += kAlphabet[(v >> 12) & 63];
     out += kAlphabet[(v >> 6) & 63];
@@ -178,10 +179,9 @@ void hex_dump(std::ostream& os, std::span<const std::byte> p) {
 
 void print_message(std::ostream& os, const Message& m, PayloadFormat f) {
   if (f == PayloadFormat::json) {
-    nlohmann::json j{{"sequence", m.sequence},   {"timestamp_ns", m.timestamp_ns},
-                     {"time", iso_time(m.timestamp_ns)}, {"key", m.key},
-                     {"correlation_id", m.correlation_id}, {"type", m.type},
-                     {"attempt", m.attempt},     {"length", m.payload.size()}};
+    nlohmann::json j{{"sequence", m.sequence}, {"timestamp_ns", m.timestamp_ns},     {"time", iso_time(m.timestamp_ns)},
+                     {"key", m.key},           {"correlation_id", m.correlation_id}, {"type", m.type},
+                     {"attempt", m.attempt},   {"length", m.payload.size()}};
     if (printable_ascii(m.payload)) {
       j["payload"] = std::string(reinterpret_cast<const char*>(m.payload.data()), m.payload.size());
     } else {
@@ -190,8 +190,7 @@ void print_message(std::ostream& os, const Message& m, PayloadFormat f) {
     os << json_text(j) << '\n';
     return;
   }
-  os << "#" << m.sequence << ' ' << iso_time(m.timestamp_ns) << " key=" << m.key
-     << " type=" << m.type;
+  os << "#" << m.sequence << ' ' << iso_time(m.timestamp_ns) << " key=" << m.key << " type=" << m.type;
   if (m.correlation_id != 0) os << " corr=" << m.correlation_id;
   if (m.attempt > 1) os << " attempt=" << m.attempt;
   os << " len=" << m.payload.size();
@@ -257,7 +256,7 @@ CLI::Validator seconds_in(double min, double max) {
 
 std::uint64_t seconds_to_ns(double seconds) noexcept {
   if (!(seconds > 0)) return 0;
-  if (seconds >= 18'446'744'073.0) return UINT64_MAX;  // 2^64 ns
+  if (seconds >= 18'446'744'073.0) return UINT64_MAX;      // 2^64 ns
   return static_cast<std::uint64_t>(seconds * 1e9 + 0.5);  // below 2^64 here: defined
 }
 
@@ -268,13 +267,12 @@ std::optional<StartAt> parse_start(const std::string& s, std::string& error) {
   if (parse_u64(s, v)) return StartAt::at_sequence(v);
   if (s.size() >= 3 && s[0] == '-') {
     const char unit = s.back();
-    const std::uint64_t mult = unit == 's' ? 1'000'000'000ULL
+    const std::uint64_t mult = unit == 's'   ? 1'000'000'000ULL
                                : unit == 'm' ? 60'000'000'000ULL
                                : unit == 'h' ? 3'600'000'000'000ULL
                                : unit == 'd' ? 86'400'000'000'000ULL
                                              : 0;
-    if (mult != 0 && parse_u64(std::string_view(s).substr(1, s.size() - 2), v) &&
-        v < UINT64_MAX / mult) {
+    if (mult != 0 && parse_u64(std::string_view(s).substr(1, s.size() - 2), v) && v < UINT64_MAX / mult) {
       const std::uint64_t now = realtime_now_ns();
       return StartAt::at_time(now > v * mult ? now - v * mult : 0);
     }
@@ -300,10 +298,14 @@ std::optional<StartAt> parse_start(const std::string& s, std::string& error) {
 
 std::uint64_t resolve_start(const Channel& ch, const StartAt& at) {
   switch (at.kind) {
-    case StartAt::Kind::earliest: return ch.oldest();
-    case StartAt::Kind::latest: return ch.head();
-    case StartAt::Kind::sequence: return at.value;
-    case StartAt::Kind::timestamp: return ch.sequence_at(at.value);
+    case StartAt::Kind::earliest:
+      return ch.oldest();
+    case StartAt::Kind::latest:
+      return ch.head();
+    case StartAt::Kind::sequence:
+      return at.value;
+    case StartAt::Kind::timestamp:
+      return ch.sequence_at(at.value);
   }
   return ch.head();
 }
@@ -312,13 +314,13 @@ std::optional<std::string> not_a_segment(const std::string& name, const std::str
   const std::string path = "/dev/shm/" + bus::segment_name(bus, name);
   struct stat st {};
   if (::lstat(path.c_str(), &st) != 0 || S_ISREG(st.st_mode)) return std::nullopt;
-  const char* kind = S_ISFIFO(st.st_mode)  ? "a FIFO"
-                     : S_ISLNK(st.st_mode) ? "a symbolic link"
-                     : S_ISDIR(st.st_mode) ? "a directory"
+  const char* kind = S_ISFIFO(st.st_mode)   ? "a FIFO"
+                     : S_ISLNK(st.st_mode)  ? "a symbolic link"
+                     : S_ISDIR(st.st_mode)  ? "a directory"
                      : S_ISSOCK(st.st_mode) ? "a socket"
-                     : S_ISCHR(st.st_mode) ? "a character device"
-                     : S_ISBLK(st.st_mode) ? "a block device"
-                                           : "not a regular file";
+                     : S_ISCHR(st.st_mode)  ? "a character device"
+                     : S_ISBLK(st.st_mode)  ? "a block device"
+                                            : "not a regular file";
   char mode[8];
   std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
   return "'" + path + "' is " + kind + " (owner uid " + num(st.st_uid) + ", mode " + mode +
@@ -327,15 +329,15 @@ std::optional<std::string> not_a_segment(const std::string& name, const std::str
 
 namespace {
 
-std::optional<Channel> report_open(Result<Channel> ch, const std::string& name,
-                                   const std::string& bus, int& exit_code) {
+std::optional<Channel> report_open(Result<Channel> ch, const std::string& name, const std::string& bus,
+                                   int& exit_code) {
   if (ch) return std::move(ch.value());
   if (ch.error().code() == ErrorCode::not_found) {
     std::cerr << "shmbus: no channel '" << name << "' on bus '" << bus << "'\n";
     exit_code = kExitNotFound;
   } else {
-    std::cerr << "shmbus: cannot open channel '" << name << "' on bus '" << bus
-              << "': " << to_string(ch.error().code()) << ": " << ch.error().message() << '\n';
+    std::cerr << "shmbus: cannot open channel '" << name << "' on bus '" << bus << "': " << to_string(ch.error().code())
+              << ": " << ch.error().message() << '\n';
     exit_code = kExitError;
   }
   return std::nullopt;

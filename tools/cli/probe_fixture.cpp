@@ -97,8 +97,7 @@ int create(const std::string& bus, const std::string& name) {
   // consumer that dies.
   Delivery d;
   if (con->receive(d, buf) != PollStatus::ok || con->ack(d) != AckStatus::ok) return fail("ack failed");
-  if (con->receive(d, buf) != PollStatus::ok || con->dead_letter(d) != AckStatus::ok)
-    return fail("dead_letter failed");
+  if (con->receive(d, buf) != PollStatus::ok || con->dead_letter(d) != AckStatus::ok) return fail("dead_letter failed");
   return leave_dead_consumer(*ch);
 }
 

@@ -144,23 +144,27 @@ json stat_json(const ChannelStats& s, const std::vector<DlqInfo>& dlqs) {
   j["evictions"] = s.evictions;
   j["dead_reclaimed"] = s.dead_reclaimed;
   const ProducerTotals t = producer_totals(s);
-  j["producer"] = {{"published", t.published}, {"rejected", t.rejected},
-                   {"timeouts", t.timeouts},   {"blocked_ns", t.blocked_ns},
-                   {"aborted", t.aborted},     {"abandoned", t.abandoned}};
+  j["producer"] = {{"published", t.published},   {"rejected", t.rejected}, {"timeouts", t.timeouts},
+                   {"blocked_ns", t.blocked_ns}, {"aborted", t.aborted},   {"abandoned", t.abandoned}};
   json pubs = json::array();
   for (const auto& p : s.publishers)
-    pubs.push_back({{"index", p.index},       {"pid", p.pid},
-                    {"alive", p.alive},       {"published", p.published},
-                    {"rejected", p.rejected}, {"timeouts", p.timeouts},
-                    {"blocked_ns", p.blocked_ns}, {"aborted", p.aborted},
+    pubs.push_back({{"index", p.index},
+                    {"pid", p.pid},
+                    {"alive", p.alive},
+                    {"published", p.published},
+                    {"rejected", p.rejected},
+                    {"timeouts", p.timeouts},
+                    {"blocked_ns", p.blocked_ns},
+                    {"aborted", p.aborted},
                     {"lost_claims", p.lost_claims}});
   j["publishers"] = std::move(pubs);
   json subs = json::array();
   for (const auto& sub : s.subscribers) {
-    json e{{"index", sub.index},     {"durable", sub.durable}, {"state", sub.state},
-           {"pid", sub.pid},         {"alive", sub.alive},     {"cursor", sub.cursor},
-           {"lag", sub.lag},         {"delivered", sub.delivered},
-           {"lost", sub.lost},       {"lapped_events", sub.lapped_events}};
+    json e{{"index", sub.index}, {"durable", sub.durable},
+           {"state", sub.state}, {"pid", sub.pid},
+           {"alive", sub.alive}, {"cursor", sub.cursor},
+           {"lag", sub.lag},     {"delivered", sub.delivered},
+           {"lost", sub.lost},   {"lapped_events", sub.lapped_events}};
     e["name"] = sub.name.empty() ? json(nullptr) : json(sub.name);
     subs.push_back(std::move(e));
   }
@@ -193,8 +197,12 @@ json stat_json(const ChannelStats& s, const std::vector<DlqInfo>& dlqs) {
     json cons = json::array();
     for (const auto& c : g.consumers) {
       if (c.alive) ++alive;
-      cons.push_back({{"index", c.index}, {"pid", c.pid}, {"alive", c.alive},
-                      {"delivered", c.delivered}, {"acked", c.acked}, {"nacked", c.nacked}});
+      cons.push_back({{"index", c.index},
+                      {"pid", c.pid},
+                      {"alive", c.alive},
+                      {"delivered", c.delivered},
+                      {"acked", c.acked},
+                      {"nacked", c.nacked}});
     }
     e["consumers_alive"] = alive;
     e["consumers_total"] = g.consumers.size();

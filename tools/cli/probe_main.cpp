@@ -28,8 +28,7 @@ struct InspectArgs {
 };
 
 void print_ls_table(const std::vector<Snapshot>& rows) {
-  Table t({"CHANNEL", "POLICY", "CAPACITY", "SLOT", "HEAD", "DEPTH", "PUBS", "SUBS", "GROUPS",
-           "OWNERS_ALIVE"});
+  Table t({"CHANNEL", "POLICY", "CAPACITY", "SLOT", "HEAD", "DEPTH", "PUBS", "SUBS", "GROUPS", "OWNERS_ALIVE"});
   std::vector<std::string> errors;
   for (const auto& r : rows) {
     if (!r.stats) {
@@ -39,8 +38,8 @@ void print_ls_table(const std::vector<Snapshot>& rows) {
     }
     const auto& s = *r.stats;
     const Owners o = count_owners(s);
-    t.add({r.name, std::string(to_string(s.policy)), num(s.capacity), num(s.slot_size), num(s.head),
-           num(s.depth), num(s.publishers.size()), num(s.subscribers.size()), num(s.groups.size()),
+    t.add({r.name, std::string(to_string(s.policy)), num(s.capacity), num(s.slot_size), num(s.head), num(s.depth),
+           num(s.publishers.size()), num(s.subscribers.size()), num(s.groups.size()),
            num(o.alive) + "/" + num(o.total)});
   }
   t.print(std::cout);
@@ -70,48 +69,44 @@ int cmd_ls(const InspectArgs& a) {
 void print_stat_table(const ChannelStats& s, const std::vector<DlqInfo>& dlqs) {
   const Owners o = count_owners(s);
   std::cout << "channel " << s.name << " (bus " << s.bus << ")\n"
-            << "  policy " << to_string(s.policy) << ", capacity " << s.capacity << ", slot "
-            << s.slot_size << " (max payload " << s.max_payload << "), timestamps "
-            << to_string(s.timestamps) << "\n"
-            << "  head " << s.head << ", oldest " << s.oldest << ", depth " << s.depth
-            << ", owners alive " << o.alive << "/" << o.total << "\n";
+            << "  policy " << to_string(s.policy) << ", capacity " << s.capacity << ", slot " << s.slot_size
+            << " (max payload " << s.max_payload << "), timestamps " << to_string(s.timestamps) << "\n"
+            << "  head " << s.head << ", oldest " << s.oldest << ", depth " << s.depth << ", owners alive " << o.alive
+            << "/" << o.total << "\n";
   const ProducerTotals p = producer_totals(s);
-  std::cout << "\nproducers: published " << p.published << ", rejected " << p.rejected
-            << ", timeouts " << p.timeouts << ", blocked " << duration(p.blocked_ns) << ", aborted "
-            << p.aborted << ", abandoned " << p.abandoned << "\n";
+  std::cout << "\nproducers: published " << p.published << ", rejected " << p.rejected << ", timeouts " << p.timeouts
+            << ", blocked " << duration(p.blocked_ns) << ", aborted " << p.aborted << ", abandoned " << p.abandoned
+            << "\n";
   if (!s.publishers.empty()) {
     Table t({"PUB", "PID", "ALIVE", "PUBLISHED", "REJECTED", "TIMEOUTS", "BLOCKED"});
     for (const auto& e : s.publishers)
-      t.add({num(e.index), num(e.pid), e.alive ? "yes" : "no", num(e.published), num(e.rejected),
-             num(e.timeouts), duration(e.blocked_ns)});
+      t.add({num(e.index), num(e.pid), e.alive ? "yes" : "no", num(e.published), num(e.rejected), num(e.timeouts),
+             duration(e.blocked_ns)});
     t.print(std::cout);
   }
   std::cout << "\nsubscribers: " << s.subscribers.size() << "\n";
   if (!s.subscribers.empty()) {
     Table t({"NAME", "STATE", "PID", "ALIVE", "CURSOR", "LAG", "DELIVERED", "LOST"});
     for (const auto& e : s.subscribers)
-      t.add({e.name.empty() ? "-" : e.name, e.state, num(e.pid), e.alive ? "yes" : "no",
-             num(e.cursor), num(e.lag), num(e.delivered), num(e.lost)});
+      t.add({e.name.empty() ? "-" : e.name, e.state, num(e.pid), e.alive ? "yes" : "no", num(e.cursor), num(e.lag),
+             num(e.delivered), num(e.lost)});
     t.print(std::cout);
   }
   std::cout << "\ngroups: " << s.groups.size() << "\n";
   if (s.groups.empty()) return;
-  Table t({"GROUP", "NEXT", "FLOOR", "PENDING", "IN_FLIGHT", "DUE", "DLQ_DUE", "DELIVERED", "ACKED",
-           "REDELIVERED", "DEAD", "OLDEST_UNACKED", "CONSUMERS", "DLQ", "DLQ_DEPTH"});
+  Table t({"GROUP", "NEXT", "FLOOR", "PENDING", "IN_FLIGHT", "DUE", "DLQ_DUE", "DELIVERED", "ACKED", "REDELIVERED",
+           "DEAD", "OLDEST_UNACKED", "CONSUMERS", "DLQ", "DLQ_DEPTH"});
   for (std::size_t i = 0; i < s.groups.size(); ++i) {
     const auto& g = s.groups[i];
     const DlqInfo d = i < dlqs.size() ? dlqs[i] : DlqInfo{};
     const std::string dlq_depth = !d.exists ? "-" : (d.error.empty() ? num(d.depth) : "error");
-    t.add({g.name, num(g.next), num(g.floor), num(g.pending), num(g.in_flight), num(g.due),
-           num(g.dlq_due), num(g.delivered), num(g.acked), num(g.redelivered), num(g.dead_lettered),
-           duration(g.oldest_unacked_age_ns),
-           num(consumers_alive(g)) + "/" + num(g.consumers.size()), g.dlq.empty() ? "-" : g.dlq,
-           dlq_depth});
+    t.add({g.name, num(g.next), num(g.floor), num(g.pending), num(g.in_flight), num(g.due), num(g.dlq_due),
+           num(g.delivered), num(g.acked), num(g.redelivered), num(g.dead_lettered), duration(g.oldest_unacked_age_ns),
+           num(consumers_alive(g)) + "/" + num(g.consumers.size()), g.dlq.empty() ? "-" : g.dlq, dlq_depth});
   }
   t.print(std::cout);
   for (std::size_t i = 0; i < dlqs.size() && i < s.groups.size(); ++i)
-    if (!dlqs[i].error.empty())
-      std::cout << "error: DLQ " << s.groups[i].dlq << ": " << dlqs[i].error << '\n';
+    if (!dlqs[i].error.empty()) std::cout << "error: DLQ " << s.groups[i].dlq << ": " << dlqs[i].error << '\n';
 }
 
 int cmd_stat(const InspectArgs& a) {
@@ -121,8 +116,8 @@ int cmd_stat(const InspectArgs& a) {
       std::cerr << "shmbus: no channel '" << a.channel << "' on bus '" << a.bus << "'\n";
       return kExitNotFound;
     }
-    std::cerr << "shmbus: cannot read channel '" << a.channel << "' on bus '" << a.bus
-              << "': " << snap.error_code << ": " << snap.error_message << '\n';
+    std::cerr << "shmbus: cannot read channel '" << a.channel << "' on bus '" << a.bus << "': " << snap.error_code
+              << ": " << snap.error_message << '\n';
     return kExitError;
   }
   if (a.json) {
@@ -170,8 +165,7 @@ int main(int argc, char** argv) {
                  "(publish, subscribe, rm, gc, dlq redrive, create) refuse a channel owned by "
                  "another uid than yours or root's")
       ->check(integer_in(0, 4294967295ULL));
-  app.add_option("--trust-gid", cli_trust().gids,
-                 "Also use channels whose group is this gid (repeatable)")
+  app.add_option("--trust-gid", cli_trust().gids, "Also use channels whose group is this gid (repeatable)")
       ->check(integer_in(0, 4294967295ULL));
 
   Action action;

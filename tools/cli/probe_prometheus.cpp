@@ -51,10 +51,14 @@ namespace {
 std::string escape_label(const std::string& v) {
   std::string out;
   for (char c : valid_utf8(v)) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -65,8 +69,7 @@ class Exposition {
  public:
   using Labels = std::vector<std::pair<std::string, std::string>>;
 
-  void add(const std::string& family, const char* type, const char* help, const Labels& labels,
-           double value) {
+  void add(const std::string& family, const char* type, const char* help, const Labels& labels, double value) {
     auto it = index_.find(family);
     if (it == index_.end()) {
       it = index_.emplace(family, families_.size()).first;
@@ -151,16 +154,23 @@ void channel_metrics(Exposition& x, const Exposition::Labels& ch, const ChannelS
   alive.emplace_back("state", "alive");
   auto dead = ch;
   dead.emplace_back("state", "dead");
-  x.add("shmbus_channel_owners", kGauge, "Table entries owned by a process, by whether it is alive.", alive, d(o.alive));
-  x.add("shmbus_channel_owners", kGauge, "Table entries owned by a process, by whether it is alive.", dead, d(o.total - o.alive));
-  x.add("shmbus_channel_abandoned_total", kCounter, "Claims marked abandoned (dead or stalled writers).", ch, d(s.abandoned));
-  x.add("shmbus_channel_evictions_total", kCounter, "Subscribers evicted for staying a full ring behind.", ch, d(s.evictions));
+  x.add("shmbus_channel_owners", kGauge, "Table entries owned by a process, by whether it is alive.", alive,
+        d(o.alive));
+  x.add("shmbus_channel_owners", kGauge, "Table entries owned by a process, by whether it is alive.", dead,
+        d(o.total - o.alive));
+  x.add("shmbus_channel_abandoned_total", kCounter, "Claims marked abandoned (dead or stalled writers).", ch,
+        d(s.abandoned));
+  x.add("shmbus_channel_evictions_total", kCounter, "Subscribers evicted for staying a full ring behind.", ch,
+        d(s.evictions));
 
   const ProducerTotals p = producer_totals(s);
-  x.add("shmbus_producer_published_total", kCounter, "Messages published on the channel, by every publisher.", ch, d(p.published));
-  x.add("shmbus_producer_rejected_total", kCounter, "Publishes refused on a full ring (reject policy).", ch, d(p.rejected));
+  x.add("shmbus_producer_published_total", kCounter, "Messages published on the channel, by every publisher.", ch,
+        d(p.published));
+  x.add("shmbus_producer_rejected_total", kCounter, "Publishes refused on a full ring (reject policy).", ch,
+        d(p.rejected));
   x.add("shmbus_producer_timeouts_total", kCounter, "Blocked publishes that timed out.", ch, d(p.timeouts));
-  x.add("shmbus_producer_blocked_seconds_total", kCounter, "Time publishers spent blocked on a full ring.", ch, secs(p.blocked_ns));
+  x.add("shmbus_producer_blocked_seconds_total", kCounter, "Time publishers spent blocked on a full ring.", ch,
+        secs(p.blocked_ns));
   x.add("shmbus_producer_aborted_total", kCounter, "Claims given back by their publisher.", ch, d(p.aborted));
 
   std::set<std::string> used;
@@ -172,7 +182,8 @@ void channel_metrics(Exposition& x, const Exposition::Labels& ch, const ChannelS
     x.add("shmbus_subscriber_cursor", kGauge, "Next sequence the subscriber reads.", l, d(sub.cursor));
     x.add("shmbus_subscriber_alive", kGauge, "Whether the subscriber's process is alive.", l, sub.alive ? 1 : 0);
     x.add("shmbus_subscriber_delivered_total", kCounter, "Messages delivered to the subscriber.", l, d(sub.delivered));
-    x.add("shmbus_subscriber_lost_total", kCounter, "Messages the subscriber lost (lapped or corrupted).", l, d(sub.lost));
+    x.add("shmbus_subscriber_lost_total", kCounter, "Messages the subscriber lost (lapped or corrupted).", l,
+          d(sub.lost));
   }
   std::set<std::string> used_groups;
   for (std::size_t i = 0; i < s.groups.size(); ++i) {
@@ -180,19 +191,22 @@ void channel_metrics(Exposition& x, const Exposition::Labels& ch, const ChannelS
     auto l = ch;
     l.emplace_back("group", entry_label(g.name, g.index, used_groups));
     x.add("shmbus_group_pending", kGauge, "Messages not yet delivered to any consumer.", l, d(g.pending));
-    x.add("shmbus_group_unfinished", kGauge, "Messages not yet acked or dead-lettered (head - floor).", l, d(g.unfinished));
+    x.add("shmbus_group_unfinished", kGauge, "Messages not yet acked or dead-lettered (head - floor).", l,
+          d(g.unfinished));
     x.add("shmbus_group_in_flight", kGauge, "Leases held now.", l, d(g.in_flight));
     x.add("shmbus_group_due", kGauge, "Nacked messages waiting for their retry time.", l, d(g.due));
     x.add("shmbus_group_dlq_due", kGauge,
           "Messages out of deliveries that nobody is working on, not yet moved to the DLQ.", l, d(g.dlq_due));
-    x.add("shmbus_group_oldest_unacked_age_seconds", kGauge, "Age of the oldest unfinished message.", l, secs(g.oldest_unacked_age_ns));
+    x.add("shmbus_group_oldest_unacked_age_seconds", kGauge, "Age of the oldest unfinished message.", l,
+          secs(g.oldest_unacked_age_ns));
     const std::uint32_t up = consumers_alive(g);
     auto la = l;
     la.emplace_back("state", "alive");
     auto ld = l;
     ld.emplace_back("state", "dead");
     x.add("shmbus_group_consumers", kGauge, "Consumers of the group, by whether their process is alive.", la, d(up));
-    x.add("shmbus_group_consumers", kGauge, "Consumers of the group, by whether their process is alive.", ld, d(g.consumers.size() - up));
+    x.add("shmbus_group_consumers", kGauge, "Consumers of the group, by whether their process is alive.", ld,
+          d(g.consumers.size() - up));
     if (i < dlqs.size() && dlqs[i].exists && dlqs[i].error.empty()) {
       x.add("shmbus_group_dlq_depth", kGauge, "Dead letters waiting in the group's DLQ channel.", l, d(dlqs[i].depth));
     }

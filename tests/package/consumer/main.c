@@ -42,8 +42,7 @@ int main(int argc, char** argv) {
     shmbus_message_meta meta;
     memset(&meta, 0, sizeof meta);
     meta.key = (uint64_t)i;
-    check(shmbus_publish(pub, text, (size_t)n, &meta, SHMBUS_DEFAULT_PUBLISH_TIMEOUT_NS) == SHMBUS_OK,
-          "publish");
+    check(shmbus_publish(pub, text, (size_t)n, &meta, SHMBUS_DEFAULT_PUBLISH_TIMEOUT_NS) == SHMBUS_OK, "publish");
   }
   for (int i = 0; i < 5; ++i) {
     char buf[64];
@@ -51,8 +50,7 @@ int main(int argc, char** argv) {
     shmbus_delivery d;
     const int n = snprintf(want, sizeof want, "task-%d", i);
     check(shmbus_consumer_receive(consumer, &d, buf, sizeof buf) == SHMBUS_OK, "receive");
-    check(d.message.key == (uint64_t)i && d.message.payload_size == (uint64_t)n &&
-              memcmp(buf, want, (size_t)n) == 0,
+    check(d.message.key == (uint64_t)i && d.message.payload_size == (uint64_t)n && memcmp(buf, want, (size_t)n) == 0,
           "the group delivers every task in order");
     check(shmbus_consumer_ack(consumer, &d) == SHMBUS_OK, "ack");
   }

@@ -65,8 +65,7 @@ int main(int argc, char** argv) {
     check(group->ack(d) == shmbus::AckStatus::ok, "ack");
   }
   const shmbus::ChannelStats st = ch->stats();
-  check(st.head == kCount && st.groups.size() == 1 && st.groups[0].acked == kCount,
-        "stats count every message");
+  check(st.head == kCount && st.groups.size() == 1 && st.groups[0].acked == kCount, "stats count every message");
 
   // The C API from C++: the header's extern "C" block, the version.
   check(std::strcmp(shmbus_version(), SHMBUS_EXPECTED_VERSION) == 0, "shmbus_version() is the expected one");
@@ -80,7 +79,6 @@ int main(int argc, char** argv) {
   (void)shmbus::Channel::remove(name, bus);
   (void)shmbus::Channel::remove(name + "-dlq", bus);
   if (failures != 0) return 1;
-  std::printf("C++ consumer ok: %d messages through a subscriber and a group (shmbus %s)\n", kCount,
-              shmbus_version());
+  std::printf("C++ consumer ok: %d messages through a subscriber and a group (shmbus %s)\n", kCount, shmbus_version());
   return 0;
 }
