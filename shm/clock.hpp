@@ -14,6 +14,12 @@ inline std::uint64_t monotonic_ns() noexcept {
   return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<std::uint64_t>(ts.tv_nsec);
 }
 
+/// `start + timeout`, saturating at the largest value (a timeout of "forever"
+/// must not wrap into the past).
+inline constexpr std::uint64_t deadline_after(std::uint64_t start, std::uint64_t timeout) noexcept {
+  return timeout > UINT64_MAX - start ? UINT64_MAX : start + timeout;
+}
+
 /// CLOCK_REALTIME in nanoseconds since the Unix epoch (vDSO). Thread-safe.
 inline std::uint64_t realtime_ns() noexcept {
   timespec ts{};

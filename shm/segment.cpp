@@ -93,7 +93,7 @@ bool trusted(const struct stat& st, const Trust& trust) {
 // exclusively. false with errno set on failure.
 bool lock_shared(int fd, std::uint64_t wait_ns) {
   const std::uint64_t now = monotonic_ns();
-  const std::uint64_t deadline = wait_ns > UINT64_MAX - now ? UINT64_MAX : now + wait_ns;
+  const std::uint64_t deadline = deadline_after(now, wait_ns);
   std::uint64_t pause = 10'000;
   for (;;) {
     if (::flock(fd, LOCK_SH | LOCK_NB) == 0) return true;

@@ -4,7 +4,6 @@
 #pragma once
 
 #include <cstdint>
-#include <limits>
 #include <string>
 
 #include "shm/clock.hpp"
@@ -19,12 +18,7 @@ inline std::uint64_t now_ms() noexcept { return shm::monotonic_ns() / kNsPerMs; 
 /// `ns` in milliseconds, rounded up: a wait of 1 ns is 1 ms, never 0.
 inline constexpr std::uint64_t ceil_ms(std::uint64_t ns) noexcept { return ns / kNsPerMs + (ns % kNsPerMs != 0); }
 
-/// `start + timeout`, saturating at the largest value (a timeout of "forever"
-/// must not wrap into the past).
-inline constexpr std::uint64_t deadline_after(std::uint64_t start, std::uint64_t timeout) noexcept {
-  return timeout > std::numeric_limits<std::uint64_t>::max() - start ? std::numeric_limits<std::uint64_t>::max()
-                                                                     : start + timeout;
-}
+using shm::deadline_after;  ///< saturating `start + timeout` (shm/clock.hpp)
 
 /// `v` rounded up to a multiple of `a` (a > 0).
 inline constexpr std::uint64_t round_up(std::uint64_t v, std::uint64_t a) noexcept { return (v + a - 1) / a * a; }
