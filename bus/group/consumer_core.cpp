@@ -59,7 +59,7 @@ Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<Channel
   c.ci_ = ci.value();
   c.control_ = control;
   c.mask_ = ch->geo.capacity - 1;
-  c.lap_shift_ = static_cast<std::uint32_t>(__builtin_ctzll(ch->geo.capacity));
+  c.lap_shift_ = lap_shift_of(ch->geo.capacity);
   c.visibility_ns_ = c.g_->visibility_timeout_ns;
   c.max_deliveries_ = c.g_->max_deliveries;
   c.backoff_base_ns_ = c.g_->backoff_base_ns;

@@ -87,9 +87,7 @@ class ConsumerCore {
   AckStatus send_to_dlq(std::uint64_t seq, std::uint64_t held, DeadLetterReason reason) noexcept;
   void advance_floor() noexcept;
   void release() noexcept;
-  [[nodiscard]] std::uint32_t lap(std::uint64_t seq) const noexcept {
-    return static_cast<std::uint32_t>((seq >> lap_shift_) & 0xffffu);
-  }
+  [[nodiscard]] std::uint32_t lap(std::uint64_t seq) const noexcept { return lap_of(seq, lap_shift_); }
   [[nodiscard]] bool available_for(std::uint64_t seq, std::uint64_t word) const noexcept;
   /// Whether this consumer holds d's lease as a live one (leased, ours, this
   /// lap): the only lease that ack, nack, extend and dead_letter may end.

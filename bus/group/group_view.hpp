@@ -16,6 +16,17 @@
 
 namespace shmbus::bus {
 
+/// The lap that a lease word records for sequence `seq`: the low 16 bits of
+/// seq / capacity, with `shift` = log2(capacity) (lap_shift_of).
+inline constexpr std::uint32_t lap_of(std::uint64_t seq, std::uint32_t shift) noexcept {
+  return static_cast<std::uint32_t>((seq >> shift) & 0xffffu);
+}
+
+/// log2 of a ring capacity (a power of two).
+inline std::uint32_t lap_shift_of(std::uint64_t capacity) noexcept {
+  return static_cast<std::uint32_t>(__builtin_ctzll(capacity));
+}
+
 /// One group's shared words, as a consumer or a mover outside the group
 /// needs them. A view: the channel state outlives it.
 struct GroupView {
@@ -24,15 +35,12 @@ struct GroupView {
   std::atomic<std::uint64_t>* leases;
   std::uint64_t mask;   ///< capacity - 1
   std::uint32_t shift;  ///< log2(capacity): a sequence's lap is (seq >> shift) & 0xffff
-  [[nodiscard]] std::uint32_t lap(std::uint64_t seq) const noexcept {
-    return static_cast<std::uint32_t>((seq >> shift) & 0xffffu);
-  }
+  [[nodiscard]] std::uint32_t lap(std::uint64_t seq) const noexcept { return lap_of(seq, shift); }
 };
 
 /// The view of group `gi` of `ch`.
 inline GroupView group_view(const ChannelState& ch, std::uint32_t gi) noexcept {
-  return {&ch, ch.group(gi), ch.leases(gi), ch.geo.capacity - 1,
-          static_cast<std::uint32_t>(__builtin_ctzll(ch.geo.capacity))};
+  return {&ch, ch.group(gi), ch.leases(gi), ch.geo.capacity - 1, lap_shift_of(ch.geo.capacity)};
 }
 
 /// The sequences [first, end) whose lease words a scan looks at: from the

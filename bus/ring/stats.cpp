@@ -141,7 +141,7 @@ GroupStats group_fields(const GroupEntry& g, std::uint32_t index) {
 // ring): in flight, due for a retry, or due for the DLQ.
 void count_leases(const ChannelState& ch, std::uint32_t index, GroupStats& gs) {
   const std::uint64_t mask = ch.geo.capacity - 1;
-  const std::uint32_t lap_shift = static_cast<std::uint32_t>(__builtin_ctzll(ch.geo.capacity));
+  const std::uint32_t lap_shift = lap_shift_of(ch.geo.capacity);
   const std::atomic<std::uint64_t>* leases = ch.leases(index);
   const ConsumerEntry* cons = ch.consumers(index);
   // Whether a lease's owner is gone (judged from the consumer table, as a
@@ -160,7 +160,7 @@ void count_leases(const ChannelState& ch, std::uint32_t index, GroupStats& gs) {
   for (std::uint64_t q = from; q < gs.next; ++q) {
     const std::uint64_t w = shm::load_relaxed(leases[q & mask]);
     const LeaseFields lf = lease_fields(w);
-    const auto lap = static_cast<std::uint32_t>((q >> lap_shift) & 0xffffu);
+    const std::uint32_t lap = lap_of(q, lap_shift);
     if (lf.lap != lap) continue;
     if (due_for_dlq(w, lap, gs.max_deliveries, lease_now, owner_gone)) {
       ++gs.dlq_due;
