@@ -22,9 +22,7 @@ constexpr std::uint64_t kOwnerCacheNs = 5'000'000;
 
 Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<ChannelState> ch, std::string_view name,
                                                          const GroupOptions& opts) {
-  if (ch->read_only()) {
-    return Error(ErrorCode::permission_denied, "channel '" + ch->name + "' is open read-only");
-  }
+  if (auto w = ch->require_writable(); !w) return w.error();
   if (auto r = validate_name("group", name); !r) return r.error();
   if (auto r = check_group_options(opts); !r) return r.error();
   if (ch->geo.max_groups == 0) {

@@ -181,9 +181,7 @@ Result<std::uint64_t> dead_letter_due_in(const ChannelState& ch, std::uint32_t g
 
 Result<std::uint64_t> dead_letter_due(const std::shared_ptr<ChannelState>& chp) {
   ChannelState& ch = *chp;
-  if (ch.read_only()) {
-    return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
-  }
+  if (auto w = ch.require_writable(); !w) return w.error();
   std::uint64_t moved = 0;
   for (std::uint32_t gi = 0; gi < ch.geo.max_groups; ++gi) {
     if (control_state(shm::load_acquire(ch.group(gi)->control)) != kEntryActive) continue;

@@ -251,9 +251,7 @@ std::uint32_t reclaim_dead_consumers(ChannelState& ch) noexcept {
 }
 
 Result<void> remove_group(ChannelState& ch, std::string_view name) {
-  if (ch.read_only()) {
-    return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
-  }
+  if (auto w = ch.require_writable(); !w) return w.error();
   const int gi = find_group(ch, name);
   if (gi < 0) return Error(ErrorCode::not_found, "channel '" + ch.name + "' has no group '" + std::string(name) + "'");
   GroupEntry& g = *ch.group(static_cast<std::uint32_t>(gi));

@@ -24,6 +24,11 @@ Error invalid(const std::string& msg) { return Error(ErrorCode::invalid_argument
 
 }  // namespace
 
+Result<void> ChannelState::require_writable() const {
+  if (!read_only()) return {};
+  return Error(ErrorCode::permission_denied, "channel '" + name + "' is open read-only");
+}
+
 ChannelOptions options_of(const Geometry& g) {
   ChannelOptions o;
   o.slot_size = g.slot_size;

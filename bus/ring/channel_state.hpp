@@ -125,6 +125,9 @@ class ChannelState {
   bool cas_stamp(std::uint64_t seq, std::uint64_t expected, std::uint64_t desired) noexcept;
 
   [[nodiscard]] bool read_only() const noexcept { return mode_ == MapMode::observer; }
+  /// permission_denied ("channel '<name>' is open read-only") for an observer
+  /// mapping: the check every call that writes the control area makes first.
+  [[nodiscard]] Result<void> require_writable() const;
 
   /// The header's RemovedState as last written (kChannelLive while usable).
   /// One relaxed load of a read-mostly line: for hot paths. Thread-safe.

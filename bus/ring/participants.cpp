@@ -65,9 +65,7 @@ bool reclaim_subscriber(ChannelState& ch, SubscriberEntry& e) noexcept {
 }  // namespace
 
 Result<std::uint32_t> attach_publisher(ChannelState& ch) {
-  if (ch.read_only()) {
-    return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
-  }
+  if (auto w = ch.require_writable(); !w) return w.error();
   const shm::ProcessId me = shm::self_process();
   for (int pass = 0; pass < 2; ++pass) {
     for (std::uint32_t i = 0; i < ch.geo.max_publishers; ++i) {
@@ -402,9 +400,7 @@ AttachAnswer attach_new(ChannelState& ch, std::string_view name, const StartAt& 
 }  // namespace
 
 Result<SubscriberAttach> attach_subscriber(ChannelState& ch, std::string_view name, const StartAt& start) {
-  if (ch.read_only()) {
-    return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
-  }
+  if (auto w = ch.require_writable(); !w) return w.error();
   const bool durable = !name.empty();
   if (durable) {
     if (auto r = validate_name("subscriber", name); !r) return r.error();
@@ -442,9 +438,7 @@ void detach_subscriber(ChannelState& ch, std::uint32_t index, std::uint64_t cont
 }
 
 Result<void> remove_durable_subscriber(ChannelState& ch, std::string_view name) {
-  if (ch.read_only()) {
-    return Error(ErrorCode::permission_denied, "channel '" + ch.name + "' is open read-only");
-  }
+  if (auto w = ch.require_writable(); !w) return w.error();
   for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
     SubscriberEntry& e = ch.subscribers[i];
     std::uint64_t c = shm::load_acquire(e.control);
