@@ -142,60 +142,39 @@ int null_argument(const char* function, const char* what) noexcept {
 
 int status_of(PollStatus s) noexcept {
   switch (s) {
-    case PollStatus::ok:
-      return SHMBUS_OK;
-    case PollStatus::empty:
-      return SHMBUS_EMPTY;
-    case PollStatus::lapped:
-      return SHMBUS_LAPPED;
-    case PollStatus::buffer_too_small:
-      return SHMBUS_BUFFER_TOO_SMALL;
-    case PollStatus::timeout:
-      return SHMBUS_TIMEOUT;
-    case PollStatus::corrupted:
-      return SHMBUS_CORRUPTED;
-    case PollStatus::invalid:
-      return SHMBUS_INVALID;
-    case PollStatus::removed:
-      return SHMBUS_REMOVED;
-    case PollStatus::segment_lost:
-      return SHMBUS_SEGMENT_LOST;
+    case PollStatus::ok: return SHMBUS_OK;
+    case PollStatus::empty: return SHMBUS_EMPTY;
+    case PollStatus::lapped: return SHMBUS_LAPPED;
+    case PollStatus::buffer_too_small: return SHMBUS_BUFFER_TOO_SMALL;
+    case PollStatus::timeout: return SHMBUS_TIMEOUT;
+    case PollStatus::corrupted: return SHMBUS_CORRUPTED;
+    case PollStatus::invalid: return SHMBUS_INVALID;
+    case PollStatus::removed: return SHMBUS_REMOVED;
+    case PollStatus::segment_lost: return SHMBUS_SEGMENT_LOST;
   }
   return SHMBUS_INTERNAL;
 }
 
 int status_of(PublishStatus s) noexcept {
   switch (s) {
-    case PublishStatus::ok:
-      return SHMBUS_OK;
-    case PublishStatus::full:
-      return SHMBUS_FULL;
-    case PublishStatus::timeout:
-      return SHMBUS_TIMEOUT;
-    case PublishStatus::too_large:
-      return SHMBUS_TOO_LARGE;
-    case PublishStatus::abandoned:
-      return SHMBUS_ABANDONED;
-    case PublishStatus::invalid:
-      return SHMBUS_INVALID;
-    case PublishStatus::removed:
-      return SHMBUS_REMOVED;
-    case PublishStatus::segment_lost:
-      return SHMBUS_SEGMENT_LOST;
+    case PublishStatus::ok: return SHMBUS_OK;
+    case PublishStatus::full: return SHMBUS_FULL;
+    case PublishStatus::timeout: return SHMBUS_TIMEOUT;
+    case PublishStatus::too_large: return SHMBUS_TOO_LARGE;
+    case PublishStatus::abandoned: return SHMBUS_ABANDONED;
+    case PublishStatus::invalid: return SHMBUS_INVALID;
+    case PublishStatus::removed: return SHMBUS_REMOVED;
+    case PublishStatus::segment_lost: return SHMBUS_SEGMENT_LOST;
   }
   return SHMBUS_INTERNAL;
 }
 
 int status_of(AckStatus s) noexcept {
   switch (s) {
-    case AckStatus::ok:
-      return SHMBUS_OK;
-    case AckStatus::lease_lost:
-      return SHMBUS_LEASE_LOST;
-    case AckStatus::invalid:
-      return SHMBUS_INVALID;
-    case AckStatus::dlq_unavailable:
-      return SHMBUS_DLQ_UNAVAILABLE;
+    case AckStatus::ok: return SHMBUS_OK;
+    case AckStatus::lease_lost: return SHMBUS_LEASE_LOST;
+    case AckStatus::invalid: return SHMBUS_INVALID;
+    case AckStatus::dlq_unavailable: return SHMBUS_DLQ_UNAVAILABLE;
   }
   return SHMBUS_INTERNAL;
 }
@@ -326,20 +305,11 @@ int write_sized(const char* function, const T& value, T* out, std::size_t size) 
 
 int to_start(const char* function, std::uint32_t kind, std::uint64_t value, shmbus::StartAt& out) noexcept {
   switch (kind) {
-    case SHMBUS_START_EARLIEST:
-      out = shmbus::StartAt::earliest();
-      return SHMBUS_OK;
-    case SHMBUS_START_LATEST:
-      out = shmbus::StartAt::latest();
-      return SHMBUS_OK;
-    case SHMBUS_START_SEQUENCE:
-      out = shmbus::StartAt::at_sequence(value);
-      return SHMBUS_OK;
-    case SHMBUS_START_TIMESTAMP:
-      out = shmbus::StartAt::at_time(value);
-      return SHMBUS_OK;
-    default:
-      break;
+    case SHMBUS_START_EARLIEST: out = shmbus::StartAt::earliest(); return SHMBUS_OK;
+    case SHMBUS_START_LATEST: out = shmbus::StartAt::latest(); return SHMBUS_OK;
+    case SHMBUS_START_SEQUENCE: out = shmbus::StartAt::at_sequence(value); return SHMBUS_OK;
+    case SHMBUS_START_TIMESTAMP: out = shmbus::StartAt::at_time(value); return SHMBUS_OK;
+    default: break;
   }
   char text[128];
   std::snprintf(text, sizeof text, "start is %u; expected 0..3 (earliest, latest, sequence, timestamp)", kind);
@@ -435,60 +405,33 @@ extern "C" {
 
 const char* shmbus_strerror(int status) {
   switch (status) {
-    case SHMBUS_OK:
-      return "ok";
-    case SHMBUS_INVALID_ARGUMENT:
-      return "invalid_argument";
-    case SHMBUS_NOT_FOUND:
-      return "not_found";
-    case SHMBUS_ALREADY_EXISTS:
-      return "already_exists";
-    case SHMBUS_PERMISSION_DENIED:
-      return "permission_denied";
-    case SHMBUS_NO_SPACE:
-      return "no_space";
-    case SHMBUS_PARAMETER_MISMATCH:
-      return "parameter_mismatch";
-    case SHMBUS_VERSION_MISMATCH:
-      return "version_mismatch";
-    case SHMBUS_CORRUPTED:
-      return "corrupted";
-    case SHMBUS_TIMEOUT:
-      return "timeout";
-    case SHMBUS_TABLE_FULL:
-      return "table_full";
-    case SHMBUS_BUSY:
-      return "busy";
-    case SHMBUS_SYSTEM:
-      return "system";
-    case SHMBUS_EMPTY:
-      return "empty";
-    case SHMBUS_LAPPED:
-      return "lapped";
-    case SHMBUS_BUFFER_TOO_SMALL:
-      return "buffer_too_small";
-    case SHMBUS_FULL:
-      return "full";
-    case SHMBUS_TOO_LARGE:
-      return "too_large";
-    case SHMBUS_ABANDONED:
-      return "abandoned";
-    case SHMBUS_LEASE_LOST:
-      return "lease_lost";
-    case SHMBUS_DLQ_UNAVAILABLE:
-      return "dlq_unavailable";
-    case SHMBUS_INVALID:
-      return "invalid";
-    case SHMBUS_REMOVED:
-      return "removed";
-    case SHMBUS_SEGMENT_LOST:
-      return "segment_lost";
-    case SHMBUS_OUT_OF_MEMORY:
-      return "out_of_memory";
-    case SHMBUS_INTERNAL:
-      return "internal";
-    default:
-      return "unknown";
+    case SHMBUS_OK: return "ok";
+    case SHMBUS_INVALID_ARGUMENT: return "invalid_argument";
+    case SHMBUS_NOT_FOUND: return "not_found";
+    case SHMBUS_ALREADY_EXISTS: return "already_exists";
+    case SHMBUS_PERMISSION_DENIED: return "permission_denied";
+    case SHMBUS_NO_SPACE: return "no_space";
+    case SHMBUS_PARAMETER_MISMATCH: return "parameter_mismatch";
+    case SHMBUS_VERSION_MISMATCH: return "version_mismatch";
+    case SHMBUS_CORRUPTED: return "corrupted";
+    case SHMBUS_TIMEOUT: return "timeout";
+    case SHMBUS_TABLE_FULL: return "table_full";
+    case SHMBUS_BUSY: return "busy";
+    case SHMBUS_SYSTEM: return "system";
+    case SHMBUS_EMPTY: return "empty";
+    case SHMBUS_LAPPED: return "lapped";
+    case SHMBUS_BUFFER_TOO_SMALL: return "buffer_too_small";
+    case SHMBUS_FULL: return "full";
+    case SHMBUS_TOO_LARGE: return "too_large";
+    case SHMBUS_ABANDONED: return "abandoned";
+    case SHMBUS_LEASE_LOST: return "lease_lost";
+    case SHMBUS_DLQ_UNAVAILABLE: return "dlq_unavailable";
+    case SHMBUS_INVALID: return "invalid";
+    case SHMBUS_REMOVED: return "removed";
+    case SHMBUS_SEGMENT_LOST: return "segment_lost";
+    case SHMBUS_OUT_OF_MEMORY: return "out_of_memory";
+    case SHMBUS_INTERNAL: return "internal";
+    default: return "unknown";
   }
 }
 

@@ -132,12 +132,9 @@ namespace {
 enum class Role { publish, poll, loop };
 const char* name_of(Role r) {
   switch (r) {
-    case Role::publish:
-      return "publish";
-    case Role::poll:
-      return "poll";
-    case Role::loop:
-      return "loop";
+    case Role::publish: return "publish";
+    case Role::poll: return "poll";
+    case Role::loop: return "loop";
   }
   return "?";
 }

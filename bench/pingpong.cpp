@@ -850,28 +850,17 @@ struct PingerSide {
   void run(Kind k, Buffers& b, std::uint64_t n, Histogram* h, std::uint64_t& round, std::uint64_t gap) {
     const char* name = info(k).name;
     switch (k) {
-      case Kind::floor:
-        return ping_n(floor, b, n, h, round, gap, name);
-      case Kind::floor_copy:
-        return ping_n(floor_copy, b, n, h, round, gap, name);
-      case Kind::spsc_ring:
-        return ping_n(spsc, b, n, h, round, gap, name);
-      case Kind::shmbus_spin:
-        return ping_n(spin, b, n, h, round, gap, name);
-      case Kind::shmbus_block:
-        return ping_n(block, b, n, h, round, gap, name);
-      case Kind::eventfd:
-        return ping_n(efd, b, n, h, round, gap, name);
-      case Kind::pipe:
-        return ping_n(pipe, b, n, h, round, gap, name);
-      case Kind::unix_socket:
-        return ping_n(sock, b, n, h, round, gap, name);
-      case Kind::posix_mq:
-        return ping_n(mq, b, n, h, round, gap, name);
-      case Kind::boost_mq:
-        return ping_n(bmq, b, n, h, round, gap, name);
-      case Kind::zmq:
-        return ping_n(zmq, b, n, h, round, gap, name);
+      case Kind::floor: return ping_n(floor, b, n, h, round, gap, name);
+      case Kind::floor_copy: return ping_n(floor_copy, b, n, h, round, gap, name);
+      case Kind::spsc_ring: return ping_n(spsc, b, n, h, round, gap, name);
+      case Kind::shmbus_spin: return ping_n(spin, b, n, h, round, gap, name);
+      case Kind::shmbus_block: return ping_n(block, b, n, h, round, gap, name);
+      case Kind::eventfd: return ping_n(efd, b, n, h, round, gap, name);
+      case Kind::pipe: return ping_n(pipe, b, n, h, round, gap, name);
+      case Kind::unix_socket: return ping_n(sock, b, n, h, round, gap, name);
+      case Kind::posix_mq: return ping_n(mq, b, n, h, round, gap, name);
+      case Kind::boost_mq: return ping_n(bmq, b, n, h, round, gap, name);
+      case Kind::zmq: return ping_n(zmq, b, n, h, round, gap, name);
       case Kind::mc_queue: {
         McPinger<McQueue> p{*mcq, name};
         return ping_n(p, b, n, h, round, gap, name);
@@ -916,31 +905,19 @@ struct PingerSide {
 
     auto echo = [&](Kind k, std::uint64_t n) {
       switch (k) {
-        case Kind::floor:
-          return echo_n(floor, buf, n);
-        case Kind::floor_copy:
-          return echo_n(floor_copy, buf, n);
-        case Kind::spsc_ring:
-          return echo_n(spsc, buf, n);
-        case Kind::shmbus_spin:
-          return echo_n(spin, buf, n);
-        case Kind::shmbus_block:
-          return echo_n(block, buf, n);
-        case Kind::eventfd:
-          return echo_n(efd, buf, n);
-        case Kind::pipe:
-          return echo_n(pipe, buf, n);
-        case Kind::unix_socket:
-          return echo_n(sock, buf, n);
-        case Kind::posix_mq:
-          return echo_n(mq, buf, n);
-        case Kind::boost_mq:
-          return echo_n(bmq, buf, n);
-        case Kind::zmq:
-          return echo_n(zmq, buf, n);
+        case Kind::floor: return echo_n(floor, buf, n);
+        case Kind::floor_copy: return echo_n(floor_copy, buf, n);
+        case Kind::spsc_ring: return echo_n(spsc, buf, n);
+        case Kind::shmbus_spin: return echo_n(spin, buf, n);
+        case Kind::shmbus_block: return echo_n(block, buf, n);
+        case Kind::eventfd: return echo_n(efd, buf, n);
+        case Kind::pipe: return echo_n(pipe, buf, n);
+        case Kind::unix_socket: return echo_n(sock, buf, n);
+        case Kind::posix_mq: return echo_n(mq, buf, n);
+        case Kind::boost_mq: return echo_n(bmq, buf, n);
+        case Kind::zmq: return echo_n(zmq, buf, n);
         case Kind::mc_queue:
-        case Kind::mc_blocking:
-          return;  // threads of the pinger's process
+        case Kind::mc_blocking: return;  // threads of the pinger's process
       }
     };
     for (const Step& st : schedule(cfg, kinds)) {

@@ -407,12 +407,9 @@ enum class PubMode { publish, claim_batch, publish_batch };
 constexpr std::size_t kClaimBatch = 16;
 const char* name_of(PubMode m) {
   switch (m) {
-    case PubMode::publish:
-      return "publish";
-    case PubMode::claim_batch:
-      return "claim_batch16";
-    case PubMode::publish_batch:
-      return "publish_batch16";
+    case PubMode::publish: return "publish";
+    case PubMode::claim_batch: return "claim_batch16";
+    case PubMode::publish_batch: return "publish_batch16";
   }
   return "?";
 }
@@ -505,12 +502,9 @@ enum class ReadMode { poll, read_batch, read_batch_backoff };
 constexpr std::uint64_t kBackoffNs = 2000;
 const char* name_of(ReadMode m) {
   switch (m) {
-    case ReadMode::poll:
-      return "poll";
-    case ReadMode::read_batch:
-      return "read_batch";
-    case ReadMode::read_batch_backoff:
-      return "read_batch+idle2us";
+    case ReadMode::poll: return "poll";
+    case ReadMode::read_batch: return "read_batch";
+    case ReadMode::read_batch_backoff: return "read_batch+idle2us";
   }
   return "?";
 }

@@ -146,16 +146,11 @@ enum class ReportKind : std::uint32_t { ready, result };
 
 const char* role_name(Role r) {
   switch (r) {
-    case Role::publisher:
-      return "publisher";
-    case Role::fast_subscriber:
-      return "fast-sub";
-    case Role::slow_subscriber:
-      return "slow-sub";
-    case Role::worker:
-      return "worker";
-    case Role::order_producer:
-      return "producer";
+    case Role::publisher: return "publisher";
+    case Role::fast_subscriber: return "fast-sub";
+    case Role::slow_subscriber: return "slow-sub";
+    case Role::worker: return "worker";
+    case Role::order_producer: return "producer";
   }
   return "?";
 }
@@ -387,8 +382,7 @@ int run_subscriber(const Config& cfg, const Scenario& sc, Role role, std::uint32
           }
         }
         break;
-      default:
-        child_exit(p.up[1], r, false, "poll: " + std::string(shmbus::to_string(st)));
+      default: child_exit(p.up[1], r, false, "poll: " + std::string(shmbus::to_string(st)));
     }
   }
   r.elapsed_ns = now_ns() - start;
@@ -1035,9 +1029,7 @@ OrdersRun run_orders(const Config& cfg, std::uint64_t count) {
               if ((r.ids[i] & kAckRefused) == 0) ++res.times_acked[oid];
             }
             break;
-          case WorkKind::poison:
-            res.poison.push_back({r.id, r.attempt, r.sequence, r.at_ns});
-            break;
+          case WorkKind::poison: res.poison.push_back({r.id, r.attempt, r.sequence, r.at_ns}); break;
           case WorkKind::done:
             if (r.ok == 0) {
               res.error = std::string(role_name(r.role)) + " " + std::to_string(r.id) + " (pid " +

@@ -95,14 +95,10 @@ GroupPick group_at(const std::vector<std::uint8_t>& image, const bus::Geometry& 
 StartAt start_from(std::uint8_t param, const Channel& ch) {
   const std::uint64_t head = ch.stats().head;
   switch (param & 3) {
-    case 0:
-      return StartAt::earliest();
-    case 1:
-      return StartAt::latest();
-    case 2:
-      return StartAt::at_sequence(head > param ? head - param : param);
-    default:
-      return StartAt::at_time(param & 4 ? 0 : UINT64_MAX / (param + 1));
+    case 0: return StartAt::earliest();
+    case 1: return StartAt::latest();
+    case 2: return StartAt::at_sequence(head > param ? head - param : param);
+    default: return StartAt::at_time(param & 4 ? 0 : UINT64_MAX / (param + 1));
   }
 }
 
@@ -142,9 +138,7 @@ void read_some(World& w, std::uint8_t param) {
         if (w.sub->read(f) == PollStatus::empty) break;
       }
       break;
-    case 1:
-      (void)w.sub->read_batch(f, w.geo.capacity + 2);
-      break;
+    case 1: (void)w.sub->read_batch(f, w.geo.capacity + 2); break;
     default: {
       std::vector<Message> out(w.geo.capacity);
       std::vector<std::byte> arena(param & 4 ? 16 : w.buf.size() * 2);
@@ -160,18 +154,10 @@ void wait_and_seek(World& w, std::uint8_t param) {
   if (!w.sub) return;
   Message m;
   switch (param & 3) {
-    case 0:
-      (void)w.sub->wait(0);
-      break;
-    case 1:
-      (void)w.sub->poll_wait(m, w.buf, 0);
-      break;
-    case 2:
-      w.sub->seek(w.sub->cursor() > param ? w.sub->cursor() - param : param);
-      break;
-    default:
-      (void)w.sub->counters();
-      break;
+    case 0: (void)w.sub->wait(0); break;
+    case 1: (void)w.sub->poll_wait(m, w.buf, 0); break;
+    case 2: w.sub->seek(w.sub->cursor() > param ? w.sub->cursor() - param : param); break;
+    default: (void)w.sub->counters(); break;
   }
 }
 
@@ -201,29 +187,19 @@ void receive_some(World& w, std::uint8_t param) {
     if (st == PollStatus::empty) break;
     if (st != PollStatus::ok) continue;
     switch ((param + i) & 7) {
-      case 0:
-        (void)w.consumer->ack(d);
-        break;
-      case 1:
-        (void)w.consumer->nack(d, 0);
-        break;
-      case 2:
-        (void)w.consumer->nack(d);
-        break;
+      case 0: (void)w.consumer->ack(d); break;
+      case 1: (void)w.consumer->nack(d, 0); break;
+      case 2: (void)w.consumer->nack(d); break;
       case 3:
         (void)w.consumer->extend(d, 1'000'000);
         w.held.push_back(d);
         break;
-      case 4:
-        (void)w.consumer->dead_letter(d);
-        break;
+      case 4: (void)w.consumer->dead_letter(d); break;
       case 5:
         (void)w.consumer->ack(d);
         (void)w.consumer->ack(d);
-        break;  // a second ack: lease_lost
-      default:
-        w.held.push_back(d);
-        break;  // kept: finished (or not) later
+        break;                              // a second ack: lease_lost
+      default: w.held.push_back(d); break;  // kept: finished (or not) later
     }
   }
   // Finish some kept deliveries, possibly long after their lease moved on.
@@ -258,12 +234,8 @@ void publish_some(World& w, std::uint8_t param) {
 
 void housekeeping(World& w, std::uint8_t param) {
   switch (param & 3) {
-    case 0:
-      (void)w.ch.reclaim_dead();
-      break;
-    case 1:
-      (void)w.ch.remove_subscriber(durable_name(w.image, w.geo));
-      break;
+    case 0: (void)w.ch.reclaim_dead(); break;
+    case 1: (void)w.ch.remove_subscriber(durable_name(w.image, w.geo)); break;
     case 2:
       if (w.geo.max_groups != 0) (void)w.ch.remove_group(group_at(w.image, w.geo, param >> 2).name);
       break;
@@ -303,36 +275,18 @@ void run(World& w, std::uint8_t op) {
       break;
     }
     case 2:
-    case 12:
-      poll_some(w, param);
-      break;
+    case 12: poll_some(w, param); break;
     case 3:
-    case 13:
-      read_some(w, param);
-      break;
-    case 4:
-      wait_and_seek(w, param);
-      break;
-    case 5:
-      join(w, param);
-      break;
+    case 13: read_some(w, param); break;
+    case 4: wait_and_seek(w, param); break;
+    case 5: join(w, param); break;
     case 6:
-    case 14:
-      receive_some(w, param);
-      break;
+    case 14: receive_some(w, param); break;
     case 7:
-    case 15:
-      publish_some(w, param);
-      break;
-    case 8:
-      housekeeping(w, param);
-      break;
-    case 9:
-      (void)w.ch.stats();
-      break;
-    case 10:
-      drop_handles(w, param);
-      break;
+    case 15: publish_some(w, param); break;
+    case 8: housekeeping(w, param); break;
+    case 9: (void)w.ch.stats(); break;
+    case 10: drop_handles(w, param); break;
     default: {
       // Take a subscriber and a consumer at once, so their gates interact.
       if (!w.sub) run(w, static_cast<std::uint8_t>(param << 4));

@@ -97,8 +97,7 @@ void fuzz_dedup(const std::uint8_t* image, std::size_t size) {
           t->complete(id);
         }
         break;
-      default:
-        break;
+      default: break;
     }
     (void)t->seen(id);
   }

@@ -28,14 +28,10 @@ FutexWait futex_wait(std::atomic<std::uint32_t>* word, std::uint32_t expected, s
   const long rc = ::syscall(SYS_futex, raw(word), FUTEX_WAIT_BITSET, expected, &abs, nullptr, FUTEX_BITSET_MATCH_ANY);
   if (rc == 0) return FutexWait::woken;
   switch (errno) {
-    case EAGAIN:
-      return FutexWait::changed;
-    case ETIMEDOUT:
-      return FutexWait::timed_out;
-    case EINTR:
-      return FutexWait::interrupted;
-    default:
-      return FutexWait::woken;  // treat as spurious: callers re-check
+    case EAGAIN: return FutexWait::changed;
+    case ETIMEDOUT: return FutexWait::timed_out;
+    case EINTR: return FutexWait::interrupted;
+    default: return FutexWait::woken;  // treat as spurious: callers re-check
   }
 }
 

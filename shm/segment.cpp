@@ -48,12 +48,8 @@ Error errno_error(int err, const std::string& what, const std::string& name) {
   ErrorCode code = ErrorCode::system;
   std::string detail = std::strerror(err);
   switch (err) {
-    case EEXIST:
-      code = ErrorCode::already_exists;
-      break;
-    case ENOENT:
-      code = ErrorCode::not_found;
-      break;
+    case EEXIST: code = ErrorCode::already_exists; break;
+    case ENOENT: code = ErrorCode::not_found; break;
     case EACCES:
     case EPERM: {
       code = ErrorCode::permission_denied;
@@ -69,15 +65,10 @@ Error errno_error(int err, const std::string& what, const std::string& name) {
       detail = path_of(name) + " is a symbolic link; shmbus follows none";
       break;
     case ENOSPC:
-    case ENOMEM:
-      code = ErrorCode::no_space;
-      break;
+    case ENOMEM: code = ErrorCode::no_space; break;
     case EINVAL:
-    case ENAMETOOLONG:
-      code = ErrorCode::invalid_argument;
-      break;
-    default:
-      break;
+    case ENAMETOOLONG: code = ErrorCode::invalid_argument; break;
+    default: break;
   }
   return Error(code, what + " shared-memory segment '" + name + "': " + detail, err);
 }

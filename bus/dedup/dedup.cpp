@@ -15,16 +15,11 @@ namespace shmbus {
 
 std::string_view to_string(DedupStatus s) noexcept {
   switch (s) {
-    case DedupStatus::first:
-      return "first";
-    case DedupStatus::in_progress:
-      return "in_progress";
-    case DedupStatus::done:
-      return "done";
-    case DedupStatus::full:
-      return "full";
-    case DedupStatus::invalid:
-      return "invalid";
+    case DedupStatus::first: return "first";
+    case DedupStatus::in_progress: return "in_progress";
+    case DedupStatus::done: return "done";
+    case DedupStatus::full: return "full";
+    case DedupStatus::invalid: return "invalid";
   }
   return "unknown";
 }
@@ -452,16 +447,14 @@ DedupStatus DedupCore::begin(std::uint64_t id) noexcept {
     const Found f = find(id, h);
     if (!f.found) {
       switch (insert(id, h, kDedupClaimed)) {
-        case Insert::ok:
-          return DedupStatus::first;
+        case Insert::ok: return DedupStatus::first;
         case Insert::no_room:
           header_->full.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
           return DedupStatus::full;
         case Insert::contended:
           header_->gave_up.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
           return DedupStatus::in_progress;
-        case Insert::retry:
-          continue;
+        case Insert::retry: continue;
       }
     }
     DedupEntry& e = entries_[f.index];
@@ -493,8 +486,7 @@ DedupStatus DedupCore::begin(std::uint64_t id) noexcept {
         }
         continue;
       }
-      default:
-        continue;  // free: find() skips those
+      default: continue;  // free: find() skips those
     }
   }
   header_->gave_up.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
@@ -535,8 +527,7 @@ void DedupCore::complete(std::uint64_t id) noexcept {
         if (shm::cas_acq_rel(e.state, w, done)) return;
         continue;
       }
-      default:
-        continue;
+      default: continue;
     }
   }
   header_->lost_completes.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic

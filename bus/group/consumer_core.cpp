@@ -289,11 +289,8 @@ bool ConsumerCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStat
           }
         }
         break;
-      case kLeaseDue:
-        ready = lease_time_reached(lf.deadline_ms, nms);
-        break;
-      default:
-        break;
+      case kLeaseDue: ready = lease_time_reached(lf.deadline_ms, nms); break;
+      default: break;
     }
     if (!ready) continue;
     const LeaseFields cur = lease_fields(w);

@@ -71,16 +71,14 @@ bool due_for_dlq(std::uint64_t w, std::uint32_t lap, std::uint32_t max_deliverie
   const LeaseFields lf = lease_fields(w);
   if (lf.lap != lap) return false;
   switch (lf.state) {
-    case kLeaseDue:
-      return lf.attempt >= max_deliveries;
+    case kLeaseDue: return lf.attempt >= max_deliveries;
     case kLeaseLeased:
       if (lf.attempt < max_deliveries) return false;
       [[fallthrough]];
     case kLeaseDeadLettering:
       return lease_time_reached(lf.deadline_ms, now_ms) ||
              (lf.owner != kLeaseNoOwner && owner_gone(static_cast<std::uint32_t>(lf.owner)));
-    default:
-      return false;
+    default: return false;
   }
 }
 

@@ -110,10 +110,8 @@ bool entry_gates(std::uint64_t control) noexcept {
   switch (control_state(control)) {
     case kEntryActive:
     case kEntryDetached:
-    case kEntryResuming:
-      return true;  // a durable cursor being taken over stays valid
-    default:
-      return false;
+    case kEntryResuming: return true;  // a durable cursor being taken over stays valid
+    default: return false;
   }
 }
 
@@ -202,12 +200,9 @@ std::uint64_t oldest_sequence(const ChannelState& ch) noexcept {
 std::uint64_t start_position(const ChannelState& ch, const StartAt& start, std::uint64_t* lost) noexcept {
   if (lost != nullptr) *lost = 0;
   switch (start.kind) {
-    case StartAt::Kind::earliest:
-      return oldest_sequence(ch);
-    case StartAt::Kind::latest:
-      return shm::load_acquire(ch.producer->head);
-    case StartAt::Kind::sequence:
-      return std::min(start.value, kMaxSequence);
+    case StartAt::Kind::earliest: return oldest_sequence(ch);
+    case StartAt::Kind::latest: return shm::load_acquire(ch.producer->head);
+    case StartAt::Kind::sequence: return std::min(start.value, kMaxSequence);
     case StartAt::Kind::timestamp: {
       const TimePosition p = locate_time(ch, start.value);
       if (lost != nullptr) *lost = p.overwritten;

@@ -61,12 +61,9 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::create(std::shared_ptr<Cha
 
 [[gnu::always_inline]] inline std::uint64_t PublisherCore::stamp_time() const noexcept {
   switch (timestamps_) {
-    case TimestampSource::tsc:
-      return kTicksFlag | (shm::tsc_ticks() & ~kTicksFlag);
-    case TimestampSource::none:
-      return 0;
-    case TimestampSource::realtime:
-      break;
+    case TimestampSource::tsc: return kTicksFlag | (shm::tsc_ticks() & ~kTicksFlag);
+    case TimestampSource::none: return 0;
+    case TimestampSource::realtime: break;
   }
   return shm::realtime_ns();
 }

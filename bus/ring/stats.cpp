@@ -15,18 +15,12 @@ namespace shmbus::bus {
 namespace {
 const char* state_name(std::uint32_t s) {
   switch (s) {
-    case kEntryClaiming:
-      return "claiming";
-    case kEntryActive:
-      return "active";
-    case kEntryDetached:
-      return "detached";
-    case kEntryEvicted:
-      return "evicted";
-    case kEntryResuming:
-      return "resuming";
-    default:
-      return "free";
+    case kEntryClaiming: return "claiming";
+    case kEntryActive: return "active";
+    case kEntryDetached: return "detached";
+    case kEntryEvicted: return "evicted";
+    case kEntryResuming: return "resuming";
+    default: return "free";
   }
 }
 bool alive(std::uint64_t control, const std::atomic<std::uint64_t>& start) {

@@ -512,9 +512,7 @@ void crash_trial(std::mt19937_64& rng, std::uint64_t trial, CrashFigures& fig) {
       ++p.entries;
       p.attempts.push_back(e.attempt.load(std::memory_order_relaxed));
       switch (e.state.load(std::memory_order_acquire)) {
-        case kAckOk:
-          ++p.ack_ok;
-          break;
+        case kAckOk: ++p.ack_ok; break;
         case kAckLost:
           ++p.ack_lost;
           if (e.late.load(std::memory_order_relaxed) == 0) ++early_lease_lost;

@@ -393,8 +393,7 @@ int publisher_main(const std::string& name, Policy policy, TrialLedger& t, int s
       case PublishStatus::abandoned:  // the claim was taken away: not committed; retry
         led.abandoned.fetch_add(1, std::memory_order_relaxed);
         break;
-      default:
-        return fail(led, kBadStatus, static_cast<std::uint64_t>(st), 13);
+      default: return fail(led, kBadStatus, static_cast<std::uint64_t>(st), 13);
     }
   }
   return 0;
@@ -693,12 +692,9 @@ Proc& Trial::spawn(Role role, std::uint32_t target) {
 
 std::atomic<std::uint32_t>& Trial::hold_of(const Proc& p) {
   switch (p.role) {
-    case Role::publisher:
-      return t_->publishers[p.slot].hold;
-    case Role::consumer:
-      return t_->consumers[p.slot].hold;
-    default:
-      return t_->readers[p.slot].hold;
+    case Role::publisher: return t_->publishers[p.slot].hold;
+    case Role::consumer: return t_->consumers[p.slot].hold;
+    default: return t_->readers[p.slot].hold;
   }
 }
 
@@ -756,16 +752,10 @@ void Trial::event(int k, std::uint32_t after) {
   std::uint32_t phase = kHoldNone;
   if (rng_() % 2 == 0) {
     switch (role) {
-      case Role::publisher:
-        phase = kHoldWriting;
-        break;
+      case Role::publisher: phase = kHoldWriting; break;
       case Role::anonymous:
-      case Role::durable:
-        phase = v.zero_copy && rng_() % 2 == 0 ? kHoldInRead : kHoldBeforeMark;
-        break;
-      case Role::consumer:
-        phase = rng_() % 2 == 0 ? kHoldBeforeAck : kHoldBeforeMark;
-        break;
+      case Role::durable: phase = v.zero_copy && rng_() % 2 == 0 ? kHoldInRead : kHoldBeforeMark; break;
+      case Role::consumer: phase = rng_() % 2 == 0 ? kHoldBeforeAck : kHoldBeforeMark; break;
     }
   }
   std::atomic<std::uint32_t>& hold = hold_of(v);
@@ -861,8 +851,7 @@ void Trial::event(int k, std::uint32_t after) {
       what << ", replaced by " << describe(r);
       break;
     }
-    case Role::anonymous:
-      break;  // its entry is reclaimed by the publishers
+    case Role::anonymous: break;  // its entry is reclaimed by the publishers
   }
   events_.push_back(what.str());
 }
@@ -1279,9 +1268,7 @@ void Trial::check_group(const ChannelStats& st, const std::set<std::uint64_t>* r
       ++ps.entries;
       ps.attempts.push_back(e.attempt.load(std::memory_order_relaxed));
       switch (e.state.load(std::memory_order_acquire)) {
-        case kAckOk:
-          ++ps.ack_ok;
-          break;
+        case kAckOk: ++ps.ack_ok; break;
         case kAckLost:
           ++ps.ack_lost;
           if (e.late.load(std::memory_order_relaxed) == 0) {

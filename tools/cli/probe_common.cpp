@@ -298,14 +298,10 @@ std::optional<StartAt> parse_start(const std::string& s, std::string& error) {
 
 std::uint64_t resolve_start(const Channel& ch, const StartAt& at) {
   switch (at.kind) {
-    case StartAt::Kind::earliest:
-      return ch.oldest();
-    case StartAt::Kind::latest:
-      return ch.head();
-    case StartAt::Kind::sequence:
-      return at.value;
-    case StartAt::Kind::timestamp:
-      return ch.sequence_at(at.value);
+    case StartAt::Kind::earliest: return ch.oldest();
+    case StartAt::Kind::latest: return ch.head();
+    case StartAt::Kind::sequence: return at.value;
+    case StartAt::Kind::timestamp: return ch.sequence_at(at.value);
   }
   return ch.head();
 }
