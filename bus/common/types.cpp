@@ -73,6 +73,20 @@ std::optional<TimestampSource> parse_timestamps(std::string_view s) noexcept {
   return std::nullopt;
 }
 
+std::string_view to_string(GroupOrdering o) noexcept {
+  switch (o) {
+    case GroupOrdering::none: return "none";
+    case GroupOrdering::per_key: return "per_key";
+  }
+  return "unknown";
+}
+
+std::optional<GroupOrdering> parse_ordering(std::string_view s) noexcept {
+  if (s == "none") return GroupOrdering::none;
+  if (s == "per_key" || s == "per-key") return GroupOrdering::per_key;
+  return std::nullopt;
+}
+
 std::string_view to_string(DeadLetterReason r) noexcept {
   switch (r) {
     case DeadLetterReason::max_deliveries: return "max_deliveries";

@@ -17,6 +17,8 @@ namespace shmbus::bus {
 namespace {
 
 constexpr std::uint64_t kOwnerCacheNs = 5'000'000;
+/// A per_key group's order_window when none is given (and the ring is larger).
+constexpr std::uint64_t kDefaultOrderWindow = 4096;
 
 }  // namespace
 
@@ -28,7 +30,18 @@ Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<Channel
   if (ch->geo.max_groups == 0) {
     return Error(ErrorCode::invalid_argument, "channel '" + ch->name + "' was created with max_groups 0");
   }
-  const std::string dlq = dlq_channel_name(ch->name, opts);
+  // The window a per_key group looks through, resolved against this ring:
+  // the group entry stores (and joiners compare) the resolved value.
+  GroupOptions o = opts;
+  if (o.ordering == GroupOrdering::none) {
+    o.order_window = 0;
+  } else if (o.order_window == 0) {
+    o.order_window = static_cast<std::uint32_t>(std::min<std::uint64_t>(ch->geo.capacity, kDefaultOrderWindow));
+  } else if (o.order_window > ch->geo.capacity) {
+    return Error(ErrorCode::invalid_argument, "order_window " + num(o.order_window) + " exceeds the capacity " +
+                                                  num(ch->geo.capacity) + " of channel '" + ch->name + "'");
+  }
+  const std::string dlq = dlq_channel_name(ch->name, o);
   if (auto r = validate_name("dlq channel", dlq); !r) return r.error();
   if (dlq == ch->name) {
     return Error(ErrorCode::invalid_argument, "group '" + std::string(name) + "' cannot use its own channel as DLQ");
@@ -41,7 +54,7 @@ Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<Channel
     return Error(dlq_ch.error().code(), "DLQ of group '" + std::string(name) + "': " + dlq_ch.error().message());
   }
 
-  auto gi = find_or_create_group(*ch, name, opts, dlq);
+  auto gi = find_or_create_group(*ch, name, o, dlq);
   if (!gi) return gi.error();
   std::uint64_t control = 0;
   auto ci = join_consumer(*ch, gi.value(), control);
@@ -63,7 +76,7 @@ Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<Channel
   c.backoff_base_ns_ = c.g_->backoff_base_ns;
   c.backoff_cap_ns_ = c.g_->backoff_cap_ns;
   c.jitter_permille_ = c.g_->jitter_permille;
-  c.wait_ = opts.wait;
+  c.wait_ = o.wait;
   c.dlq_name_ = dlq;
   c.dlq_ch_ = std::move(dlq_ch.value());
   // Redeliveries are looked for at least 4 times per visibility timeout.

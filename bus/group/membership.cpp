@@ -41,6 +41,8 @@ Result<void> check_same_settings(const GroupEntry& g, const GroupOptions& o, con
       {"backoff_base_ns", g.backoff_base_ns, o.backoff_base_ns},
       {"backoff_cap_ns", g.backoff_cap_ns, o.backoff_cap_ns},
       {"jitter_permille", g.jitter_permille, o.jitter_permille},
+      {"ordering", g.ordering, static_cast<std::uint32_t>(o.ordering)},
+      {"order_window", g.order_window, o.order_window},
   };
   if (auto r = check_settings("group '" + std::string(name) + "'", checks); !r) return r;
   const std::string have_dlq = read_name(g.dlq);
@@ -61,6 +63,8 @@ void init_group_entry(ChannelState& ch, std::uint32_t i, const GroupOptions& o, 
   g.backoff_cap_ns = o.backoff_cap_ns;
   g.max_deliveries = o.max_deliveries;
   g.jitter_permille = o.jitter_permille;
+  g.ordering = static_cast<std::uint32_t>(o.ordering);
+  g.order_window = o.order_window;
   g.created_realtime_ns = shm::realtime_ns();
   write_name(g.dlq, dlq);
   // relaxed: published by the CAS to active.
@@ -222,6 +226,9 @@ Result<void> check_group_options(const GroupOptions& o) {
   }
   if (o.jitter_permille > 1000) {
     return invalid("jitter_permille " + num(o.jitter_permille) + " must be in 0..1000");
+  }
+  if (o.ordering != GroupOrdering::none && o.ordering != GroupOrdering::per_key) {
+    return invalid("ordering " + num(static_cast<std::uint32_t>(o.ordering)) + " is not none (0) or per_key (1)");
   }
   return {};
 }

@@ -38,7 +38,7 @@ inline constexpr std::size_t kCacheLine = 64;  // fixed: this is an ABI
 inline constexpr std::size_t kHotSlot = 128;   // own slot for hot words (adjacent-line prefetch)
 inline constexpr std::size_t kHeaderPage = 4096;
 inline constexpr std::uint64_t kMagic = 0x5355424d48530a01ULL;  // "\x01\nSHMBUS" little-endian-ish
-inline constexpr std::uint32_t kLayoutVersion = 3;              // bump on any change below
+inline constexpr std::uint32_t kLayoutVersion = 4;              // bump on any change below
 inline constexpr std::size_t kNameMax = 63;                     // channel / subscriber names, without NUL
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
@@ -301,7 +301,9 @@ struct GroupEntry {
   std::uint64_t created_realtime_ns;
   NameWords name;
   NameWords dlq;
-  std::uint8_t reserved[80];
+  std::uint32_t ordering;      ///< GroupOrdering
+  std::uint32_t order_window;  ///< per_key: sequences past the floor a receive looks at
+  std::uint8_t reserved[72];
   alignas(kHotSlot) std::atomic<std::uint64_t> next;
   alignas(kHotSlot) std::atomic<std::uint64_t> floor;
   alignas(kHotSlot) std::atomic<std::uint64_t> delivered;
@@ -326,6 +328,8 @@ static_assert(offsetof(GroupEntry, jitter_permille) == 36);
 static_assert(offsetof(GroupEntry, created_realtime_ns) == 40);
 static_assert(offsetof(GroupEntry, name) == 48);
 static_assert(offsetof(GroupEntry, dlq) == 112);
+static_assert(offsetof(GroupEntry, ordering) == 176);
+static_assert(offsetof(GroupEntry, order_window) == 180);
 static_assert(offsetof(GroupEntry, next) == 256);
 static_assert(offsetof(GroupEntry, floor) == 384);
 static_assert(offsetof(GroupEntry, delivered) == 512);

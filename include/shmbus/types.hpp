@@ -174,6 +174,17 @@ std::string_view to_string(AckStatus s) noexcept;
 
 /// Settings of a consumer group, fixed when the group is first created
 /// (joining an existing group with other settings is a parameter_mismatch).
+/// How a consumer group hands out messages, fixed when the group is created.
+enum class GroupOrdering : std::uint32_t {
+  none = 0,     ///< competing consumers: any message to any consumer, in parallel
+  per_key = 1,  ///< a key's messages one at a time, in sequence order: a message is
+                ///< handed out only once every earlier message of its key is acked
+                ///< or dead-lettered (guarantees.md, "Ordering")
+};
+std::string_view to_string(GroupOrdering o) noexcept;
+/// Parses "none" / "per_key". Thread-safe.
+std::optional<GroupOrdering> parse_ordering(std::string_view s) noexcept;
+
 struct GroupOptions {
   StartAt start = StartAt::earliest();                      ///< where a new group starts
   std::uint64_t visibility_timeout_ns = 30'000'000'000ULL;  ///< lease length
@@ -185,6 +196,12 @@ struct GroupOptions {
   /// with room for the source's largest message plus the DLQ record header.
   std::string dlq;
   WaitStrategy wait = WaitStrategy::block;  ///< for receive_wait
+  /// none: any message to any consumer. per_key: the messages of one key go
+  /// one at a time, in sequence order (see GroupOrdering).
+  GroupOrdering ordering = GroupOrdering::none;
+  /// per_key only: how many sequences past the group's floor a receive looks
+  /// at for a key that is free (1..capacity; 0 = min(capacity, 4096)).
+  std::uint32_t order_window = 0;
 };
 
 /// Why a message went to the DLQ.
