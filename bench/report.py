@@ -242,6 +242,19 @@ def targets(pp, sleep, tp, micro, insn=None):
                 r is not None and r >= 0.4,
                 f"publish + poll {single['msgs_per_s'] / 1e6:.2f} M msg/s, the ring "
                 f"{spsc['msgs_per_s'] / 1e6:.2f} M msg/s (same rounds)")
+        # Ordering's price: with >= 16 keys and 2 consumers, per_key >= 0.8x unordered (each API, same rounds).
+        grp = [p for p in tp["points"] if p["scenario"] == "group" and p.get("consumers") == 2
+               and p.get("keys", 0) >= 16]
+        unordered = {(p["mode"], p["keys"]): p for p in grp if p.get("ordering") == "none"}
+        for p in grp:
+            u = unordered.get((p["mode"], p["keys"]))
+            if p.get("ordering") != "per_key" or not u:
+                continue
+            r = ratio(p["msgs_per_s"], u["msgs_per_s"])
+            add(f"group, 2 consumers, {p['keys']} keys, {p['mode']}: per_key ≥ 0.8× unordered", r, 0.8,
+                r is not None and r >= 0.8,
+                f"per_key {p['msgs_per_s'] / 1e6:.2f}, unordered {u['msgs_per_s'] / 1e6:.2f} M msg/s (same rounds)"
+                + (" (oversubscribed)" if p.get("oversubscribed") else ""))
     if insn:
         by_label = {r["label"]: r for r in insn["results"]}
         for label, lim in (("publish 64B", 100), ("poll 64B", 80)):
@@ -451,12 +464,38 @@ def throughput_table(pts, rings, md):
             note.append("threads, one process")
         if p["scenario"] in ("fanout", "group") or p["policy"] != "block":
             note.append(p["policy"])
+        if "ordering" in p:
+            note.append(f"{p['ordering']}, {p['keys']} keys")
         r1 = ratio(p["msgs_per_s"], one["msgs_per_s"]) if one else None
         rb = ratio(p["msgs_per_s"], batch["msgs_per_s"]) if batch else None
         nsp = f"{p['ns_per_publish']:.1f}" if "ns_per_publish" in p else ""
         md.append(f"| {p['scenario']} | {p['transport']} | {p['publishers']} | {readers} | {p['size']} | "
                   f"{p['mode']} | {p['msgs_per_s'] / 1e6:.2f} | {fmt_ratio(r1)} | {fmt_ratio(rb)} | {nsp} | "
                   f"{', '.join(note)} |")
+
+
+def ordering_table(pts, md):
+    """Each per_key group point against the unordered point of the same
+    consumers, reader API and keys (the same rounds)."""
+    unordered = {(p["consumers"], p["mode"], p["keys"]): p for p in pts
+                 if p.get("scenario") == "group" and p.get("ordering") == "none"}
+    rows = []
+    for p in pts:
+        if p.get("scenario") != "group" or p.get("ordering") != "per_key":
+            continue
+        u = unordered.get((p["consumers"], p["mode"], p["keys"]))
+        if u:
+            rows.append((p, u))
+    if not rows:
+        return
+    md.append("#### Ordered groups: per_key ÷ unordered, same keys, same rounds")
+    md.append("")
+    md.append("| consumers | reader API | keys | unordered M msg/s | per_key M msg/s | per_key ÷ unordered | note |")
+    md.append("|---|---|---|---|---|---|---|")
+    for p, u in rows:
+        note = "oversubscribed" if p.get("oversubscribed") else ""
+        md.append(f"| {p['consumers']} | {p['mode']} | {p['keys']} | {u['msgs_per_s'] / 1e6:.2f} | "
+                  f"{p['msgs_per_s'] / 1e6:.2f} | {fmt_ratio(ratio(p['msgs_per_s'], u['msgs_per_s']))} | {note} |")
 
 
 def insn_section(insn, md):
@@ -555,6 +594,8 @@ def markdown(pp, sleep, tp, micro, tg, img_prefix, insn=None):
             md.append("")
             throughput_table(paused, rings, md)
             md.append("")
+        ordering_table(pts, md)
+        md.append("")
         fan = [p for p in pts if p["scenario"] == "fanout"]
         if fan:
             md.append("#### Fan-out: publish cost by subscriber count (ratio to 1 subscriber)")

@@ -25,6 +25,10 @@
 //            robust to preemption.
 //   group    one publisher, C consumer processes in one group doing
 //            receive + ack one by one, or receive_batch + ack_batch (64).
+//            The publisher's keys go round robin over K distinct keys; each
+//            point runs once with an unordered group and once with a per_key
+//            one (a key's messages one at a time, in order), so the pair is
+//            the price of ordering for that many keys.
 //   spsc     baseline: a minimal single-producer single-consumer ring in
 //            shared memory between two processes (bu::SpscProducer and
 //            bu::SpscConsumer: cached indices, two lines per 64-byte message),
@@ -43,7 +47,8 @@
 // and the figure measures the scheduler as much as the bus.
 //
 //   shmbus_throughput [--only a,b] [--messages N] [--repeat K] [--publishers 1,2]
-//                     [--subscribers 1,2,4,8,16] [--consumers 1,2] [--sizes 8,64,...]
+//                     [--subscribers 1,2,4,8,16] [--consumers 1,2] [--keys 1,16,1024]
+//                     [--sizes 8,64,...]
 //                     [--quick | --smoke] [--json FILE]
 //
 // Repetitions run in rounds, every point once per round, and the median is
@@ -104,6 +109,7 @@ struct Config {
   std::vector<std::uint64_t> publishers{1, 2};
   std::vector<std::uint64_t> subscribers{1, 2, 4, 8, 16};
   std::vector<std::uint64_t> consumers{1, 2};
+  std::vector<std::uint64_t> keys{1, 16, 1024};  ///< distinct keys of the group scenario
   std::vector<std::uint64_t> sizes{8, 64, 256, 1024, 4096};
   std::string json;
   std::string bus;
@@ -417,8 +423,8 @@ const char* name_of(PubMode m) {
 /// A publisher process: `n` messages of `size` bytes, tokens (id, 0..n-1).
 /// Times chunks of kChunk publishes.
 Role publisher_role(const Config& cfg, Control& ctl, const std::string& name, std::uint64_t id, std::uint64_t n,
-                    std::size_t size, PubMode mode) {
-  return {[&cfg, &ctl, name, id, n, size, mode](Report& rep) {
+                    std::size_t size, PubMode mode, std::uint64_t keys) {
+  return {[&cfg, &ctl, name, id, n, size, mode, keys](Report& rep) {
             Channel ch = open_channel(cfg, name);
             auto pub = ch.publisher();
             if (!pub) die("publisher: " + pub.error().message());
@@ -438,7 +444,9 @@ Role publisher_role(const Config& cfg, Control& ctl, const std::string& name, st
               if (mode == PubMode::publish) {
                 const std::uint64_t tok = make_token(id, i);
                 std::memcpy(buf.data(), &tok, sizeof tok);
-                const PublishStatus st = pub->publish(buf, {}, kStallNs);
+                shmbus::MessageMeta meta;
+                if (keys != 0) meta.key = i % keys;  // round robin over the keys
+                const PublishStatus st = pub->publish(buf, meta, kStallNs);
                 if (st != PublishStatus::ok) die("publish: " + std::string(shmbus::to_string(st)));
                 ++i;
               } else if (mode == PubMode::publish_batch) {
@@ -598,16 +606,22 @@ enum class AckMode { single, batch };
 const char* name_of(AckMode m) { return m == AckMode::single ? "receive+ack" : "receive_batch+ack_batch"; }
 
 /// A consumer process of group "g": receives and acks until the group as a
-/// whole has acked `total`.
+/// whole has acked `total`. A per_key group is checked as it goes: one
+/// publisher's messages of one key (key = token % keys) reach each consumer
+/// in token order.
 Role consumer_role(const Config& cfg, Control& ctl, const std::string& name, std::uint64_t total, std::size_t size,
-                   AckMode mode) {
-  return {[&cfg, &ctl, name, total, size, mode](Report& rep) {
+                   AckMode mode, shmbus::GroupOrdering ordering, std::uint64_t keys) {
+  return {[&cfg, &ctl, name, total, size, mode, ordering, keys](Report& rep) {
             Channel ch = open_channel(cfg, name);
-            auto consumer = ch.join_group("g", reader_options<shmbus::GroupOptions>());
+            auto opts = reader_options<shmbus::GroupOptions>();
+            opts.ordering = ordering;
+            auto consumer = ch.join_group("g", opts);
             if (!consumer) die("join_group: " + consumer.error().message());
             std::vector<shmbus::Delivery> ds(kGroupBatch);
             std::vector<std::byte> arena(kGroupBatch * size);
             std::uint64_t got = 0, sum = 0, unreported = 0;
+            // per_key: the last token seen of each key (keys <= 2^20 in this program).
+            std::vector<std::uint64_t> last_of_key(ordering == shmbus::GroupOrdering::per_key ? keys : 0, ~0ULL);
             Stall stall;
             await_start(ctl);
             const std::uint64_t v0 = bu::voluntary_switches();
@@ -631,7 +645,13 @@ Role consumer_role(const Config& cfg, Control& ctl, const std::string& name, std
                 die("receive: " + std::string(shmbus::to_string(st)));
               for (std::size_t i = 0; i < n; ++i) {
                 if (ds[i].message.payload.size() != size) die("a message of the wrong size");
-                sum += token_seq(read_token(ds[i].message.payload.data()));
+                const std::uint64_t t = token_seq(read_token(ds[i].message.payload.data()));
+                sum += t;
+                if (!last_of_key.empty()) {
+                  std::uint64_t& last = last_of_key[ds[i].message.key];
+                  if (last != ~0ULL && t <= last) die("per_key: a key's messages out of order");
+                  last = t;
+                }
               }
               got += n;
               unreported += n;
@@ -692,6 +712,10 @@ void print_point(const Point& p) {
     std::printf("  publish %6.1f ns (p99 chunk %6.1f)", median(p.ns_per_publish), median(p.ns_per_publish_p99));
   }
   if (p.lost > 0) std::printf("  lost %llu", static_cast<unsigned long long>(p.lost));
+  if (p.desc.contains("ordering")) {
+    std::printf("  %s keys=%llu", p.desc["ordering"].get<std::string>().c_str(),
+                static_cast<unsigned long long>(p.desc.value("keys", std::uint64_t{0})));
+  }
   if (p.desc.value("oversubscribed", false)) std::printf("  [oversubscribed]");
   std::printf("\n");
   std::fflush(stdout);
@@ -707,6 +731,8 @@ struct ShmbusSpec {
   ReadMode read = ReadMode::read_batch;
   PubMode write = PubMode::publish;
   AckMode ack = AckMode::single;
+  shmbus::GroupOrdering ordering = shmbus::GroupOrdering::none;
+  std::uint64_t keys = 0;  ///< publishers' keys: round robin over 0..keys-1 (0: key 0)
   Policy policy = Policy::block;
   std::uint64_t messages = 0;
 };
@@ -724,6 +750,8 @@ void run_shmbus(const Config& cfg, const ShmbusSpec& s, std::uint64_t& serial, P
   if (s.group) {
     pt.desc["consumers"] = s.readers;
     pt.desc["mode"] = name_of(s.ack);
+    pt.desc["ordering"] = std::string(shmbus::to_string(s.ordering));
+    pt.desc["keys"] = s.keys;
   } else {
     pt.desc["subscribers"] = s.readers;
     pt.desc["mode"] = s.write == PubMode::publish ? std::string(name_of(s.read))
@@ -760,14 +788,14 @@ void run_shmbus(const Config& cfg, const ShmbusSpec& s, std::uint64_t& serial, P
     for (std::uint64_t i = 0; i < total % s.publishers; ++i) ++per_pub[i];
     roles.reserve(s.publishers + s.readers);
     for (std::uint64_t i = 0; i < s.readers; ++i) {
-      Role role = s.group ? consumer_role(cfg, *ctl, guard.name(), total, s.size, s.ack)
+      Role role = s.group ? consumer_role(cfg, *ctl, guard.name(), total, s.size, s.ack, s.ordering, s.keys)
                           : subscriber_role(cfg, *ctl, guard.name(), s.publishers, total, s.size, s.read,
                                             s.policy == Policy::drop_oldest);
       role.cpu = pl.reader_cpus[i];
       roles.push_back(std::move(role));
     }
     for (std::uint64_t i = 0; i < s.publishers; ++i) {
-      Role role = publisher_role(cfg, *ctl, guard.name(), i, per_pub[i], s.size, s.write);
+      Role role = publisher_role(cfg, *ctl, guard.name(), i, per_pub[i], s.size, s.write, s.keys);
       role.cpu = pl.writer_cpus[i];
       roles.push_back(std::move(role));
     }
@@ -998,6 +1026,8 @@ void usage(const char* argv0) {
                "  --publishers LIST   publisher counts for pubsub and mc (default 1,2)\n"
                "  --subscribers LIST  subscriber counts for fanout (default 1,2,4,8,16)\n"
                "  --consumers LIST    consumer counts for group (default 1,2)\n"
+               "  --keys LIST         distinct message keys for group, each point unordered and per_key\n"
+               "                      (default 1,16,1024; at most 1048576)\n"
                "  --sizes LIST        message sizes for the sizes scenario (default 8,64,256,1024,4096)\n"
                "  --cpus LIST         CPUs to use (default: all allowed)\n"
                "  --quick             fewer messages, one repetition\n"
@@ -1026,6 +1056,8 @@ std::optional<Config> parse(int argc, char** argv) {
       cfg.subscribers = list;
     } else if (a == "--consumers" && has && bu::parse_list(argv[++i], list)) {
       cfg.consumers = list;
+    } else if (a == "--keys" && has && bu::parse_list(argv[++i], list)) {
+      cfg.keys = list;
     } else if (a == "--sizes" && has && bu::parse_list(argv[++i], list)) {
       cfg.sizes = list;
     } else if (a == "--cpus" && has && bu::parse_list(argv[++i], list)) {
@@ -1050,10 +1082,17 @@ std::optional<Config> parse(int argc, char** argv) {
     cfg.repeat = 1;
     cfg.subscribers = {1, 3};
     cfg.sizes = {8, 4096};
+    cfg.keys = {1, 16};
   }
   for (const std::string& s : cfg.only) {
     if (s != "pubsub" && s != "sizes" && s != "fanout" && s != "group" && s != "spsc" && s != "mc") {
       std::fprintf(stderr, "shmbus_throughput: unknown scenario '%s'\n", s.c_str());
+      return std::nullopt;
+    }
+  }
+  for (std::uint64_t k : cfg.keys) {
+    if (k < 1 || k > (1u << 20)) {
+      std::fprintf(stderr, "shmbus_throughput: --keys: %llu is not in 1..1048576\n", static_cast<unsigned long long>(k));
       return std::nullopt;
     }
   }
@@ -1146,7 +1185,18 @@ void run(const Config& cfg) {
   if (wanted(cfg, "group")) {
     for (std::uint64_t c : cfg.consumers) {
       for (AckMode m : {AckMode::single, AckMode::batch}) {
-        shmbus_task({.scenario = "group", .readers = c, .group = true, .ack = m, .messages = quarter});
+        for (std::uint64_t k : cfg.keys) {
+          // Unordered and per_key side by side on the same stream of keys.
+          for (auto o : {shmbus::GroupOrdering::none, shmbus::GroupOrdering::per_key}) {
+            shmbus_task({.scenario = "group",
+                         .readers = c,
+                         .group = true,
+                         .ack = m,
+                         .ordering = o,
+                         .keys = k,
+                         .messages = quarter});
+          }
+        }
       }
     }
   }
