@@ -72,8 +72,8 @@
  *   -DBROKEN_RAISE_ON_G1_ONLY (with ORDERED) only a first lease (G1) raises
  *                             `next`, not a re-lease (G7, G8): after a kill
  *                             between G1 and the raise, a message finishes
- *                             at or above `next` and the floor never passes
- *                             it (K3).
+ *                             at or above `next`, and the floor cannot pass
+ *                             it until a later message is leased (K3).
  *   -DBROKEN_SCAN_FROM_NEXT   (with ORDERED) the scan starts at `next`, past
  *                             the floor: it misses the earlier messages of a
  *                             key still in progress (K1, K2).
