@@ -2,10 +2,13 @@
 # Generates, compiles and runs a Spin verifier for one model and one bound,
 # and checks the outcome.
 #
-# Usage: check.sh MODEL.pml EXPECT NAME [-DNAME=VALUE ...] [-O2] [-MMIB]
+# Usage: check.sh MODEL.pml EXPECT NAME [-DNAME=VALUE ...] [-O2] [-MMIB] [-XTEXT]
 #   EXPECT  pass: the exhaustive search must finish with no error;
 #           fail: Spin must find a violation (a deliberately broken variant);
 #                 the counterexample's first lines are printed.
+#   -X...   with fail: the violation Spin reports must contain TEXT (e.g. the
+#           failed assertion's expression), so that a broken variant fails
+#           for the reason it was made for, not for another
 #   -D...   the bound and variant, passed to `spin -a` (see the model's header)
 #   -O...   optimisation of the verifier (default -O0: it compiles in 2 s
 #           instead of 15 s, and small searches finish sooner that way; give
@@ -22,10 +25,12 @@ shift 3
 defines=()
 opt=-O0
 memlim=4096
+want=""
 for a in "$@"; do
   case "$a" in
     -O*) opt="$a" ;;
     -M*) memlim="${a#-M}" ;;
+    -X*) want="${a#-X}" ;;
     *) defines+=("$a") ;;
   esac
 done
@@ -78,6 +83,10 @@ case "$expect" in
   fail)
     if [ "${errors:-0}" = "0" ]; then
       echo "model $name: expected Spin to find a violation, found none"; exit 1
+    fi
+    if [ -n "$want" ] && ! grep -E "^pan:[0-9]" pan.log | grep -qF -- "$want"; then
+      echo "model $name: Spin found a violation, but not the expected one ($want):"
+      grep -E "^pan:[0-9]" pan.log | head -3; exit 1
     fi
     echo "model $name: violation found, as expected:"
     grep -E "^pan:[0-9]" pan.log | head -3 ;;

@@ -41,6 +41,21 @@
  *      reuses a slot whose previous message the group has not finished.
  *   I4 a message is delivered at most MAXDEL times.
  *
+ * Ordered groups (-DORDERED, GroupOrdering::per_key): consumers receive by
+ * the per-key scan of take_ordered() instead of take_due / take_new. Each
+ * message s carries the key KEY(s) (bit s of KEYPAT: two keys). Further
+ * invariants, asserted with I1 at every change of a lease word or held
+ * delivery, and at every finishing transition:
+ *   K1 per key, at most one message in progress (its word of its lap
+ *      leased, due or dead-lettering); hence never two live leases on one
+ *      key: at most one live consumer holds a delivery of a key whose word
+ *      is current.
+ *   K2 per key, completions (ack, dead-letter, loss) happen in sequence
+ *      order: when s finishes, every committed earlier message of its key
+ *      has finished.
+ *   K3 a message finishes only below `next`, so the floor can pass it
+ *      (`next` is one past the highest sequence ever leased).
+ *
  * Deliberately broken variants (the tests expect Spin to find a violation):
  *   -DBROKEN_FLOOR            advance_floor skips a sequence when
  *                             f + capacity <= head (the bug fixed by commit
@@ -51,10 +66,22 @@
  *   -DBROKEN_JOIN_NO_CAS      join_consumer takes a free entry with a load
  *                             and a store instead of a CAS: two consumers
  *                             share an index (I1).
+ *   -DBROKEN_DUE_NO_BLOCK     (with ORDERED) the scan does not block the key
+ *                             of a due message whose time has not come: a
+ *                             later message of the key is leased (K1, K2).
+ *   -DBROKEN_RAISE_ON_G1_ONLY (with ORDERED) only a first lease (G1) raises
+ *                             `next`, not a re-lease (G7, G8): after a kill
+ *                             between G1 and the raise, a message finishes
+ *                             at or above `next`, and the floor cannot pass
+ *                             it until a later message is leased (K3).
+ *   -DBROKEN_SCAN_FROM_NEXT   (with ORDERED) the scan starts at `next`, past
+ *                             the floor: it misses the earlier messages of a
+ *                             key still in progress (K1, K2).
  *
  * Bounds (-D on the spin command line): CAP slots, NMSG messages published,
  * MAXDEL max_deliveries, REJOIN 1 adds a third consumer that joins late,
- * MAXCRASH crashes in all.
+ * MAXCRASH crashes in all; with ORDERED, KEYPAT the keys (bit s = key of
+ * message s; default 4: keys 0 0 1 0) and WIN the order window (default CAP).
  */
 
 #ifndef CAP
@@ -72,6 +99,13 @@
 #ifndef MAXCRASH
 #define MAXCRASH 1
 #endif
+#ifndef KEYPAT
+#define KEYPAT 4
+#endif
+#ifndef WIN
+#define WIN CAP
+#endif
+#define KEY(q) (((KEYPAT) >> (q)) & 1)
 #define NIDX 2            /* consumer entries per group (max_consumers) */
 #define NPROC 4           /* consumer pids 1..3 (0 = nobody) */
 #define NONE 255
@@ -134,6 +168,39 @@ byte dlq[NMSG];          /* copies the DLQ got */
 byte delivered[NMSG];    /* ok deliveries */
 byte crashes = 0;
 
+#ifdef ORDERED
+/* K1 for the key of message q: at most one message of the key in progress
+ * (word of its own lap, neither free nor final), and at most one live
+ * consumer holding a current delivery of the key. */
+inline check_keys(q) {
+  kn = 0; i1p = 0;
+  do
+  :: i1p < NMSG ->
+     if
+     :: KEY(i1p) == KEY(q) && lease[i1p % CAP] != 0 && WLAP(lease[i1p % CAP]) == LAP(i1p) &&
+        !FINAL(WST(lease[i1p % CAP])) -> kn++
+     :: else -> skip
+     fi;
+     i1p++
+  :: else -> break
+  od;
+  assert(kn <= 1);   /* K1: one message of a key in progress */
+  kn = 0; i1p = 1;
+  do
+  :: i1p < NPROC ->
+     if
+     :: alive[i1p] && held_seq[i1p] != NONE && KEY(held_seq[i1p]) == KEY(q) &&
+        held_word[i1p] == lease[held_seq[i1p] % CAP] && WLAP(held_word[i1p]) == LAP(held_seq[i1p]) -> kh++
+     :: else -> skip
+     fi;
+     i1p++
+  :: else -> break
+  od;
+  assert(kh <= 1);   /* K1: never two live leases on one key */
+  kh = 0; i1p = 0
+}
+#endif
+
 /* I1: at most one live holder of message q's current word, and every live
  * consumer on its own index. */
 inline check_i1(q) {
@@ -156,12 +223,30 @@ inline check_i1(q) {
     :: else -> break
     od;
   assert(i1n <= 1);
+#ifdef ORDERED
+  check_keys(q);
+#endif
   i1n = 0; i1p = 0; i1q = 0
 }
 
 /* Ghost bookkeeping of a finishing transition for sequence q. */
 inline finished(q, how) {
   assert(fin[q] == F_NONE);  /* each sequence is finished exactly once */
+#ifdef ORDERED
+  if
+  :: how != F_G2 ->          /* a message (an aborted claim has no key) */
+     assert(q < next);       /* K3 */
+     i1p = 0;
+     do
+     :: i1p < q ->
+        assert(!(KEY(i1p) == KEY(q) && committed[i1p] && fin[i1p] == F_NONE));   /* K2 */
+        i1p++
+     :: else -> break
+     od;
+     i1p = 0
+  :: else -> skip
+  fi;
+#endif
   fin[q] = how
 }
 
@@ -478,6 +563,183 @@ td_next:
   s = 0; f = 0; nx = 0; w = 0; ready = 0
 }
 
+#ifdef ORDERED
+/* raise_next(q): next = max(next, q + 1), the code's CAS-max loop (its
+ * failed CASes change nothing, so one step is exact). */
+inline raise_next(q) {
+  atomic { if :: next < q + 1 -> next = q + 1 :: else -> skip fi }
+}
+/* A re-lease (G7, G8) raises `next` too: the consumer that leased s first
+ * may have been killed between its G1 and its raise. */
+#ifdef BROKEN_RAISE_ON_G1_ONLY
+#define RAISE_AGAIN(q) skip
+#else
+#define RAISE_AGAIN(q) raise_next(q)
+#endif
+
+/* take_ordered(): the receive of a per_key consumer. It walks s from the
+ * floor up to min(floor + WIN, the first sequence not committed), keeping
+ * the keys it has seen in progress in `blk` (its local set of blocked keys),
+ * and leases the first message that is due again (G7 / G8) or free with its
+ * key not blocked (G1). Every lease word load and stamp load is its own
+ * step: other consumers' CASes, acks, nacks, expiries and kills interleave
+ * with the scan. The key is read with the stamp: under the seqlock
+ * discipline (stamp, meta, stamp again) a stamp of s means the key of s. */
+inline take_ordered() {
+  advance_floor();
+#ifdef BROKEN_SCAN_FROM_NEXT
+  f = next;
+#else
+  f = floor;
+#endif
+  blk = 0; s = f;
+  do
+  :: s < f + WIN && s < NMSG ->   /* (beyond NMSG no stamp is ever of s: the scan would stop) */
+     w = lease[s % CAP];
+     if
+     :: w != 0 && WLAP(w) == LAP(s) && FINAL(WST(w)) -> goto to_next   /* finished: blocks nothing */
+     :: else -> skip
+     fi;
+     st = stamp[s % CAP];
+     if
+     :: st == MKS(s, S_COMMITTED) -> skip
+     :: st == MKS(s, S_ABANDONED) ->
+        /* an abandoned claim: finished for the group (G2), as take_new does;
+         * the scan stops there (its key is unknown) */
+        if
+        :: w == 0 || WLAP(w) != LAP(s) ->
+           atomic {
+             if
+             :: lease[s % CAP] == w ->
+                lease[s % CAP] = MK(L_ACKED, 0, 0, LAP(s));       /* G2 */
+                finished(s, F_G2);
+                check_i1(s);
+                ok = 1
+             :: else -> ok = 0
+             fi
+           };
+           if
+           :: ok -> raise_next(s); advance_floor()
+           :: else -> skip
+           fi
+        :: else -> skip
+        fi;
+        goto to_out
+     :: st % 4 != S_EMPTY && st / 4 > s ->
+        /* a later message in the slot: s was overwritten (drop_oldest). Under
+         * block only a stale scan sees this, after s finished: the loss CAS
+         * from the word read before then fails. */
+        atomic {
+          if
+          :: lease[s % CAP] == w && w != 0 && WLAP(w) == LAP(s) ->
+             lease[s % CAP] = MK(L_LOST, WATT(w), WOWN(w), LAP(s));   /* G10 */
+             finished(s, F_LOST);
+             check_i1(s)
+          :: else -> skip
+          fi
+        };
+        goto to_next
+     :: else -> goto to_out   /* not committed yet: its key is unknown, stop */
+     fi;
+     k = KEY(s);
+     if
+     :: w == 0 || WLAP(w) != LAP(s) ->                    /* free */
+        if
+        :: blk & (1 << k) -> goto to_next                  /* held back behind its key */
+        :: else -> skip
+        fi;
+        lw = MK(L_LEASED, 1, me, LAP(s));
+        atomic {
+          if
+          :: lease[s % CAP] == w ->
+             lease[s % CAP] = lw;                           /* G1 */
+             check_i1(s);
+             assert(w == 0 || FINAL(WST(w)));   /* never an unfinished earlier lap (block) */
+             ok = 1
+          :: else -> ok = 0
+          fi
+        };
+        blk = blk | (1 << k);    /* leased by us, or by someone faster: blocked either way */
+        if :: !ok -> goto to_next :: else -> skip fi;
+        crash_point();
+        raise_next(s);
+        deliver(s, lw);
+        goto to_out
+     :: else -> skip
+     fi;
+     /* in progress this lap: leased, dead-lettering or due */
+     ready = 0;
+     if
+     :: WST(w) == L_LEASED || WST(w) == L_DEADLETTERING ->
+        if
+        :: ready = 1       /* the deadline was reached */
+        :: WOWN(w) == NOOWN -> skip   /* a dead_letter_due mover's lease: its deadline only */
+        :: WOWN(w) != NOOWN ->
+           owner_dead(WOWN(w));
+           if
+           :: odead ->
+              w2 = lease[s % CAP];
+              if
+              :: w2 == w -> ready = 1
+              :: w2 != w && WLAP(w2) == LAP(s) && WST(w2) == L_DUE ->
+                 if :: w = w2; ready = 1 :: skip fi    /* due, and its time has come? */
+              :: else -> skip
+              fi;
+              w2 = 0
+           :: else -> skip
+           fi;
+           odead = 0
+        fi
+     :: WST(w) == L_DUE ->
+        if
+        :: ready = 1
+        :: skip            /* due, its time not yet come */
+#ifdef BROKEN_DUE_NO_BLOCK
+           ; goto to_next  /* ... and its key left unblocked */
+#endif
+        fi
+     fi;
+     blk = blk | (1 << k);
+     if
+     :: !ready || WLAP(w) != LAP(s) || FINAL(WST(w)) || w == 0 -> goto to_next
+     :: else -> skip
+     fi;
+     if
+     :: WATT(w) >= MAXDEL || WST(w) == L_DEADLETTERING ->
+        lw = MK(L_DEADLETTERING, WATT(w), me, LAP(s));
+        atomic {
+          if
+          :: lease[s % CAP] == w -> lease[s % CAP] = lw; check_i1(s); ok = 1    /* G8 */
+          :: else -> ok = 0
+          fi
+        };
+        if
+        :: ok -> RAISE_AGAIN(s); send_to_dlq(s, lw, 0)
+        :: else -> skip
+        fi;
+        goto to_next
+     :: else ->
+        lw = MK(L_LEASED, WATT(w) + 1, me, LAP(s));
+        atomic {
+          if
+          :: lease[s % CAP] == w -> lease[s % CAP] = lw; check_i1(s); ok = 1    /* G7 */
+          :: else -> ok = 0
+          fi
+        };
+        if
+        :: ok -> RAISE_AGAIN(s); deliver(s, lw); goto to_out
+        :: else -> goto to_next
+        fi
+     fi;
+to_next:
+     s++
+  :: else -> break
+  od;
+to_out:
+  s = 0; f = 0; st = 0; w = 0; k = 0; blk = 0; ready = 0
+}
+#endif
+
 /* finish(d, new word): one CAS from the delivery's word (ack/nack/extend/
  * dead_letter). */
 inline finish(newword, how) {
@@ -501,6 +763,9 @@ proctype consumer(byte p; bit may_crash; bit may_leave) {
   short w, w2, lw, aw, rw, hw;
   bit ok, ready, got, odead, rok;
   byte i1n, i1p, i1q;
+#ifdef ORDERED
+  byte k, blk, kn, kh;
+#endif
 
   atomic { held_seq[p] = NONE; held_word[p] = 0; myidx[p] = NONE; alive[p] = 1 };
 
@@ -564,8 +829,12 @@ join:
       * floor == next == head a receive reads and changes nothing: such
       * idle polls are left out.) */
      got = 0;
+#ifdef ORDERED
+     take_ordered();
+#else
      take_due();
      if :: !got -> take_new() :: else -> skip fi;
+#endif
      got = 0; ok = 0; lw = 0
   :: held_seq[p] != NONE ->
      q = held_seq[p];
@@ -649,6 +918,9 @@ proctype mover(byte p; bit may_crash) {
   short w, lw, aw;
   bit ok, ready;
   byte i1n, i1p, i1q;
+#ifdef ORDERED
+  byte kn, kh;
+#endif
   atomic { held_seq[p] = NONE; held_word[p] = 0; myidx[p] = NONE; alive[p] = 1 };
   do
   :: moves < MOVES && !(floor == NMSG && pub_done) ->
