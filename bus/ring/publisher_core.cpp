@@ -453,7 +453,10 @@ PublishStatus PublisherCore::publish_batch_of(std::size_t n, At at, std::uint64_
   PublishStatus result = PublishStatus::ok;
   std::uint64_t published = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    const OutMessage m = at(i);
+    // A reference where the caller's array is read in place (the span form):
+    // each field is loaded once, instead of copying the message to the stack
+    // first; a copy where `at` makes one (the MessageAt form).
+    decltype(auto) m = at(i);
     const std::uint64_t t = m.meta.timestamp_ns != 0 ? m.meta.timestamp_ns & ~kTicksFlag : now_time;
     prefetch_payload(seq, m.payload.size());
     const PublishStatus st = write_message(seq++, m.payload, m.meta, t, 0);
