@@ -23,8 +23,10 @@
 //
 // The message. OrderPlaced is text, so that `shmbus peek` and `shmbus dlq
 // list` show it as it is: "OrderPlaced id=17 customer=globex amount_cents=8123".
-// Its key (MessageMeta::key) is the order id, unique per order; that is what
-// the dedup tables and the ledger are keyed by. Order `--poison` carries a
+// Its message id (MessageMeta::id) is the order id, unique per order; that is
+// what the dedup tables and the ledger are keyed by. (Its key, what an event
+// is about, is the order id too here; a key shared by several events, such as
+// a customer, would be no dedup identity.) Order `--poison` carries a
 // negative amount: a refund entered as an order by mistake.
 //
 // At-least-once, and billing each order exactly once anyway. Workers of a
@@ -115,7 +117,7 @@ shmbus::ChannelOptions channel_options() {
   shmbus::ChannelOptions o;
   o.policy = shmbus::Policy::block;  // orders are never dropped: a full ring makes the service wait
   o.capacity = 512;                  // also what analytics can replay: the last 512 orders
-  o.slot_size = 128;                 // 80 bytes of payload (48-byte slot header)
+  o.slot_size = 128;                 // 72 bytes of payload (56-byte slot header)
   o.max_groups = 2;                  // billing, email
   o.max_consumers = 8;
   return o;
@@ -408,7 +410,7 @@ int run_service(const Args& a) {
   for (std::uint64_t id = 1; id <= a.orders; ++id) {
     const Order o = order_of(id, a.poison);
     // A full ring (every group a whole ring behind) makes this wait up to 5 s.
-    const PublishStatus st = pub.publish(encode(o), {.key = id, .type = kOrderPlaced}, 5 * kSecond);
+    const PublishStatus st = pub.publish(encode(o), {.key = id, .type = kOrderPlaced, .id = id}, 5 * kSecond);
     if (st != PublishStatus::ok) {
       std::fprintf(stderr, "order service: order %llu not published: %s\n", static_cast<unsigned long long>(id),
                    std::string(shmbus::to_string(st)).c_str());
@@ -485,7 +487,7 @@ class Worker {
   /// One delivery: dedup fast path, the side effect keyed by the order id,
   /// complete, ack. False on an error that should stop the worker.
   bool handle(shmbus::Consumer& worker, DedupTable& table, const Delivery& d) {
-    const std::uint64_t id = d.message.key;
+    const std::uint64_t id = d.message.id;
     const auto order = decode(d.message.payload);
     if (!order || order->id != id) {
       // Not an order we can read: no retry will help. Straight to the DLQ.
@@ -668,7 +670,7 @@ int run_analytics(const Args& a) {
     }
     ++messages;
     const auto o = decode(m.payload);
-    if (!o || o->id != m.key) {
+    if (!o || o->id != m.id) {
       ++unreadable;
       continue;
     }

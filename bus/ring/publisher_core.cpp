@@ -324,6 +324,7 @@ PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length, const
   slot.meta.correlation_id = meta.correlation_id;
   slot.meta.size = pack_size(static_cast<std::uint32_t>(length), attempt);
   slot.meta.type = meta.type;
+  slot.meta.id = meta.id;
   // SYNC(stamp): release (seq_cst), pairs with the acquire stamp loads in
   // SubscriberCore::begin_read: the slot's bytes are visible before the stamp.
   if (!shm::cas_seq_cst(slot.stamp, expected, make_stamp(seq, kStampCommitted))) {
@@ -380,6 +381,7 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
   slot.meta.correlation_id = meta.correlation_id;
   slot.meta.size = pack_size(static_cast<std::uint32_t>(n), attempt);
   slot.meta.type = meta.type;
+  slot.meta.id = meta.id;
   copy_bytes(at + kSlotHeaderSize, payload.data(), n);
   std::uint64_t expected = make_stamp(seq, kStampWriting);
   // SYNC(stamp): release (seq_cst), as in commit.
@@ -451,7 +453,10 @@ PublishStatus PublisherCore::publish_batch_of(std::size_t n, At at, std::uint64_
   PublishStatus result = PublishStatus::ok;
   std::uint64_t published = 0;
   for (std::size_t i = 0; i < n; ++i) {
-    const OutMessage m = at(i);
+    // A reference where the caller's array is read in place (the span form):
+    // each field is loaded once, instead of copying the message to the stack
+    // first; a copy where `at` makes one (the MessageAt form).
+    decltype(auto) m = at(i);
     const std::uint64_t t = m.meta.timestamp_ns != 0 ? m.meta.timestamp_ns & ~kTicksFlag : now_time;
     prefetch_payload(seq, m.payload.size());
     const PublishStatus st = write_message(seq++, m.payload, m.meta, t, 0);

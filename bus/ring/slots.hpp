@@ -109,6 +109,14 @@ inline SlotMeta read_meta(const std::byte* slot) noexcept {
   return m;
 }
 
+/// Copies a slot's SlotMeta::size word alone (seqlock read: validate the
+/// stamp afterwards): what a reader needs before it copies the payload.
+inline std::uint32_t read_meta_size(const std::byte* slot) noexcept {
+  std::uint32_t size;
+  racy_copy(&size, slot + offsetof(SlotHeader, meta) + offsetof(SlotMeta, size), sizeof size);
+  return size;
+}
+
 /// Converts the stamps a reader hands out, with a copy of the process's
 /// calibration held by the reader (no shared state touched per message).
 /// Not thread-safe: one per reader.
@@ -138,6 +146,7 @@ inline Message message_from(const SlotMeta& meta, std::uint64_t timestamp_ns, st
   m.sequence = seq;
   m.timestamp_ns = timestamp_ns;
   m.key = meta.key;
+  m.id = meta.id;
   m.correlation_id = meta.correlation_id;
   m.type = meta.type;
   m.attempt = attempt;

@@ -245,11 +245,14 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
       return on_idle(st);
     return PollStatus::empty;
   }
-  const SlotMeta meta = read_meta(slot);
-  const std::uint32_t length = size_length(meta.size);
+  // Only the size word is needed before the payload copy; the metadata is
+  // read after it, so that nothing is held in registers across the copy.
+  // Every read before the fence is validated by the stamp check.
+  const std::uint32_t length = size_length(read_meta_size(slot));
   if (length > max_payload_ || length > buffer.size()) [[unlikely]]
     return poll_general(out, buffer);
   racy_copy(buffer.data(), slot + kSlotHeaderSize, length);
+  const SlotMeta meta = read_meta(slot);
   // SYNC(seqlock-read): as in finish_read.
   std::atomic_thread_fence(std::memory_order_acquire);
   if (shm::load_relaxed(stamp) != st) [[unlikely]]
@@ -257,6 +260,7 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   out.sequence = cursor;
   out.timestamp_ns = clock_.ns(meta.timestamp);
   out.key = meta.key;
+  out.id = meta.id;
   out.correlation_id = meta.correlation_id;
   out.type = meta.type;
   out.attempt = size_attempt(meta.size);
