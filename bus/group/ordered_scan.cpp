@@ -93,6 +93,11 @@ std::size_t ConsumerCore::receive_ordered(std::span<Delivery> out, std::span<std
   // behind: every scan moves it over what is finished first.
   advance_floor();
   const std::uint64_t nms = now / kNsPerMs;
+  // Whether the owners of live leases are judged in this scan: at most once
+  // per scan interval, as take_due does (each judgement reads the clock and
+  // the owner's entry).
+  const bool judge_owners = now - last_scan_ns_ >= scan_every_ns_;
+  if (judge_owners) last_scan_ns_ = now;
   const std::uint64_t first = shm::load_acquire(g_->floor);
   const std::uint64_t end = first + order_window_;
   blocked_.clear();
@@ -175,7 +180,7 @@ std::size_t ConsumerCore::receive_ordered(std::span<Delivery> out, std::span<std
         case kLeaseLeased:
         case kLeaseDeadLettering:
           ready = lease_time_reached(lf.deadline_ms, nms);
-          if (!ready && owner_dead(lf.owner)) {
+          if (!ready && judge_owners && owner_dead(lf.owner)) {
             // Judging the owner may have released its leases (to due):
             // decide again on what the word is now.
             if (shm::load_acquire(lw) != w) continue;
