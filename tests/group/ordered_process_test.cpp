@@ -83,11 +83,11 @@ void spin_for(std::uint64_t iterations) {
   for (std::uint64_t i = 0; i < iterations; ++i) asm volatile("" ::: "memory");
 }
 
-[[noreturn]] void pause_forever() {
+[[noreturn, maybe_unused]] void pause_forever() {
   for (;;) ::pause();
 }
 
-int ms_left(Clock::time_point deadline) {
+[[maybe_unused]] int ms_left(Clock::time_point deadline) {
   const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
   return left.count() > 0 ? static_cast<int>(left.count()) : 0;
 }
