@@ -8,8 +8,9 @@
 //     published (never replaced when killed);
 //   - 1 durable subscriber "d" (its cursor made at sequence 0 by the parent),
 //     resumed by a new process each time one is killed;
-//   - 2 consumers of group "g" (made at sequence 0 by the parent), each
-//     killed one replaced.
+//   - 2 consumers of group "g" (unordered) and 2 of group "o" (per_key
+//     ordering), both groups made at sequence 0 by the parent, each killed
+//     consumer replaced by one of its group.
 // Then 1 to 3 events: a random live process of a random role is SIGKILLed,
 // or SIGSTOPped and, after a random pause, SIGCONTinued or SIGKILLed. Each
 // comes once a random number of messages were committed (the publishers are
@@ -22,22 +23,25 @@
 // The ledger is a MAP_SHARED anonymous mapping made before fork, so what a
 // process wrote there survives its death:
 //   - a publisher writes the payload (publisher id, per-publisher index, a
-//     check word, filler derived from them; the key names id and index) and
+//     check word, filler derived from them; the key is one of 3 order keys
+//     derived from id and index, shared by both publishers) and
 //     stores `committed = index + 1` after publish (or commit) returned ok.
 //     So every index below `committed` is committed, nothing above it exists,
 //     and only a killed publisher's index `committed` (the one in flight) may
 //     or may not be;
-//   - a subscriber records (sequence, key) of each message after checking its
+//   - a subscriber records (sequence, identity = id and index) of each message after checking its
 //     bytes. The durable one reads zero-copy and writes the entry inside the
 //     read callback, marks it pending, and counts it after read() returned
 //     ok: when it is killed in between, the cursor it left in the channel
 //     says whether the pending message was consumed (cursor past it) or will
 //     be delivered again, so its resumed deliveries are checked exactly;
-//   - a consumer writes (sequence, key, attempt) before its ack and the
-//     ack's outcome after it.
+//   - a consumer writes (sequence, identity, order key, attempt, start tick)
+//     before its ack, an end tick right before the ack, and the ack's
+//     outcome after it. Ticks come from one shared counter, so the leases of
+//     the per_key group are intervals on one line (see check_key_order).
 // After the events, the publishers must finish, then every other process
 // must finish within a bound (subscribers once their cursor reaches the final
-// head, consumers once the group's floor does): one that does not is stuck,
+// head, consumers once their group's floor does): one that does not is stuck,
 // and the trial fails naming its pid and role.
 //
 // What the ledger must show, per policy:
@@ -49,7 +53,12 @@
 //     once (floor at the head, nothing lost or dead-lettered), and processed a
 //     message twice only where an earlier delivery's ack did not complete: its
 //     consumer was killed first, or was stopped past its lease (the late ack
-//     returned lease_lost, after the deadline);
+//     returned lease_lost, after the deadline). This for both groups, "g"
+//     and "o"; and for "o", per order key: no two leases live at once (a
+//     lease counts from the tick after its receive to the tick before its
+//     ack, or before the parent's SIGKILL; one that had expired, or that the
+//     next lap took over on drop_oldest, no longer counts), and no lease of a
+//     sequence after a lease of a later one;
 //   - drop_oldest: nobody gets a message twice or out of order; every
 //     committed message a subscriber did not get was counted in its `lost`
 //     (delivered + lost >= committed), and `lost` never counts more than the
@@ -109,7 +118,7 @@ constexpr std::uint32_t kSlotSize = 128;  // max payload 72
 constexpr std::uint32_t kPerPublisher = 120;
 constexpr int kInitialPublishers = 2;
 constexpr int kAnonymousReaders = 2;
-constexpr int kInitialConsumers = 2;
+constexpr int kInitialConsumers = 2;  // of each group
 constexpr int kMaxEvents = 3;
 /// Claims stuck this long are taken away. Must exceed every pause of a
 /// publisher that is resumed afterwards (kMaxPublisherStopMs), or its late
@@ -128,7 +137,7 @@ constexpr int kKilled = 128 + SIGKILL;
 
 constexpr int kMaxPublishers = kInitialPublishers + kMaxEvents;
 constexpr int kMaxReaders = kAnonymousReaders + 1 + kMaxEvents;
-constexpr int kMaxConsumers = kInitialConsumers + kMaxEvents;
+constexpr int kMaxConsumers = 2 * kInitialConsumers + kMaxEvents;  // per group, then the replacements
 constexpr std::uint32_t kMaxSeen = 1024;
 
 const char* const kRoleNames[kRoles] = {"publisher", "anonymous subscriber", "durable subscriber", "consumer"};
@@ -158,11 +167,22 @@ struct PayloadHead {
 };
 constexpr std::size_t kHeadSize = sizeof(PayloadHead);
 
+/// A message's identity in the ledger: its publisher and per-publisher index
+/// (from the payload head). Not its MessageMeta::key: see order_key_of.
 std::uint64_t key_of(std::uint32_t publisher, std::uint64_t index) {
   return static_cast<std::uint64_t>(publisher) << 32 | index;
 }
 std::uint32_t key_publisher(std::uint64_t key) { return static_cast<std::uint32_t>(key >> 32); }
 std::uint32_t key_index(std::uint64_t key) { return static_cast<std::uint32_t>(key); }
+
+/// The MessageMeta::key a message is published with: one of a few keys,
+/// shared by both publishers' messages, so that the per_key group "o" has
+/// keys whose messages interleave (a unique key per message would make its
+/// ordering trivial).
+constexpr std::uint64_t kOrderKeys = 3;
+std::uint64_t order_key_of(std::uint32_t publisher, std::uint64_t index) {
+  return 100 + (index * 0x9e3779b97f4a7c15ULL + publisher) % kOrderKeys;
+}
 
 std::byte filler(std::uint64_t check, std::size_t i) {
   return static_cast<std::byte>((check >> ((i % 8) * 8)) ^ (i * 131));
@@ -175,17 +195,24 @@ void fill_payload(std::byte* out, std::size_t len, std::uint32_t publisher, std:
 }
 
 /// Whether a message is intact: its bytes are what fill_payload wrote for
-/// the publisher and index its key names.
+/// the publisher and index its head names, with their key and type.
 bool intact(const Message& m) {
   if (m.payload.size() < kHeadSize) return false;
   PayloadHead h;
   std::memcpy(&h, m.payload.data(), kHeadSize);
   if (h.length != m.payload.size() || h.check != check_of(h.publisher, h.index)) return false;
-  if (m.key != key_of(h.publisher, h.index) || m.type != h.publisher) return false;
+  if (m.key != order_key_of(h.publisher, h.index) || m.type != h.publisher) return false;
   for (std::size_t i = kHeadSize; i < m.payload.size(); ++i) {
     if (m.payload[i] != filler(h.check, i)) return false;
   }
   return true;
+}
+
+/// The identity (key_of) of a message; meaningful once intact().
+std::uint64_t identity_of(const Message& m) {
+  PayloadHead h;
+  std::memcpy(&h, m.payload.data(), kHeadSize);
+  return key_of(h.publisher, h.index);
 }
 
 // --- the ledger --------------------------------------------------------------
@@ -234,7 +261,18 @@ enum ConsumerEntryState : std::uint32_t {
 
 struct ConsumerEntry {
   std::atomic<std::uint64_t> seq;
-  std::atomic<std::uint64_t> key;
+  std::atomic<std::uint64_t> key;        ///< the identity (key_of)
+  std::atomic<std::uint64_t> order_key;  ///< MessageMeta::key
+  /// The lease as an interval on the ledger clock (TrialLedger::tick): the
+  /// start taken right after receive returned (the lease began before it),
+  /// the end right before the ack (the lease ends after it; 0: not reached).
+  std::atomic<std::uint64_t> start_tick;
+  std::atomic<std::uint64_t> end_tick;
+  std::atomic<std::uint64_t> start_ns;  ///< CLOCK_MONOTONIC right after receive returned
+  std::atomic<std::uint64_t> deadline_ns;
+  /// The channel's head right after receive returned: on drop_oldest, a
+  /// lease of a sequence a lap below it may have been taken over by the lap.
+  std::atomic<std::uint64_t> head_at_start;
   std::atomic<std::uint32_t> attempt;
   std::atomic<std::uint32_t> state;
   std::atomic<std::uint32_t> late;         ///< kAckLost: the lease deadline had passed
@@ -242,6 +280,10 @@ struct ConsumerEntry {
 };
 
 struct ConsumerLedger {
+  std::atomic<std::uint32_t> ordered;  ///< 1: a consumer of the per_key group "o" (set before the fork)
+  /// The parent's tick right before it SIGKILLed this consumer (0: never):
+  /// a lease the consumer held can only be released after it.
+  std::atomic<std::uint64_t> killed_tick;
   std::atomic<std::uint32_t> attached;
   std::atomic<std::uint32_t> count;  ///< SYNC(ledger): release after the entry
   std::atomic<std::uint32_t> error;
@@ -252,6 +294,9 @@ struct ConsumerLedger {
 };
 
 struct TrialLedger {
+  /// The one clock of the consumers' lease intervals. acq_rel: a tick taken
+  /// after an event that happens-after another tick is the larger one.
+  std::atomic<std::uint64_t> tick;
   std::atomic<std::uint64_t> final_head;  ///< 1 + the head once every publisher ended; 0 before
   std::atomic<std::uint32_t> stop_consumers;
   /// Publishers together commit no more than this many messages until the
@@ -357,7 +402,7 @@ int publisher_main(const std::string& name, Policy policy, TrialLedger& t, int s
     const std::size_t len = std::uniform_int_distribution<std::size_t>(kHeadSize, max_payload)(rng);
     fill_payload(buf.data(), len, id, idx);
     MessageMeta meta;
-    meta.key = key_of(id, idx);
+    meta.key = order_key_of(id, idx);
     meta.type = id;
     PublishStatus st;
     const bool held = led.hold.load(std::memory_order_acquire) == kHoldWriting;
@@ -418,7 +463,8 @@ int reader_main(const std::string& name, Policy policy, TrialLedger& t, int slot
   std::uint64_t bad_value = 0;
   // Checks one message and writes its entry at `n` (not yet counted).
   auto record = [&](const Message& m, std::uint32_t n) {
-    if (!intact(m)) {
+    const bool ok = intact(m);
+    if (!ok) {
       bad = kBadPayload;
       bad_value = m.sequence;
     } else if (have_last && m.sequence <= last) {
@@ -427,7 +473,7 @@ int reader_main(const std::string& name, Policy policy, TrialLedger& t, int slot
     }
     // relaxed: published by the release of `pending` or `count`.
     led.entries[n].seq.store(m.sequence, std::memory_order_relaxed);
-    led.entries[n].key.store(m.key, std::memory_order_relaxed);
+    led.entries[n].key.store(ok ? identity_of(m) : m.key, std::memory_order_relaxed);
   };
   for (;;) {
     if (Clock::now() >= deadline) return fail(led, kGaveUp, sub->cursor(), 12);
@@ -480,20 +526,26 @@ int reader_main(const std::string& name, Policy policy, TrialLedger& t, int slot
   }
 }
 
-GroupOptions group_options() {
+/// The two groups: "g" (unordered) and "o" (per_key), the same otherwise.
+GroupOptions group_options(bool ordered) {
   GroupOptions g;
   g.start = StartAt::earliest();
   g.visibility_timeout_ns = kVisibilityNs;
   g.max_deliveries = 255;  // crashes and stops never send a message to the DLQ here
   g.wait = WaitStrategy::block;
+  g.ordering = ordered ? GroupOrdering::per_key : GroupOrdering::none;
   return g;
 }
+const char* group_name(bool ordered) { return ordered ? "o" : "g"; }
+
+std::uint64_t take_tick(TrialLedger& t) { return t.tick.fetch_add(1, std::memory_order_acq_rel) + 1; }
 
 int consumer_main(const std::string& name, Policy policy, TrialLedger& t, int slot, std::uint64_t seed) {
   ConsumerLedger& led = t.consumers[slot];
+  const bool ordered = led.ordered.load(std::memory_order_relaxed) != 0;  // written before the fork
   auto ch = Channel::open(name, kTestBus);
   if (!ch) return fail(led, kOpenFailed, static_cast<std::uint64_t>(ch.error().code()), 10);
-  auto c = ch->join_group("g", group_options());
+  auto c = ch->join_group(group_name(ordered), group_options(ordered));
   if (!c) return fail(led, kAttachFailed, static_cast<std::uint64_t>(c.error().code()), 11);
   led.attached.store(1, std::memory_order_release);
   std::mt19937_64 rng(seed);
@@ -511,13 +563,22 @@ int consumer_main(const std::string& name, Policy policy, TrialLedger& t, int sl
       continue;
     }
     if (st != PollStatus::ok) return fail(led, kBadStatus, static_cast<std::uint64_t>(st), 13);
+    const std::uint64_t start_tick = take_tick(t);
+    const std::uint64_t start_ns = shm::monotonic_ns();
+    const std::uint64_t head_at_start = shmbus::detail::state_of(*ch)->producer->head.load(std::memory_order_acquire);
     if (!intact(d.message) || d.message.sequence != d.sequence) return fail(led, kBadPayload, d.sequence, 14);
     const std::uint32_t n = led.count.load(std::memory_order_relaxed);
     if (n >= kMaxSeen) return fail(led, kOverflow, n, 15);
     ConsumerEntry& e = led.entries[n];
     // relaxed: published by the release store of `count`.
     e.seq.store(d.sequence, std::memory_order_relaxed);
-    e.key.store(d.message.key, std::memory_order_relaxed);
+    e.key.store(identity_of(d.message), std::memory_order_relaxed);
+    e.order_key.store(d.message.key, std::memory_order_relaxed);
+    e.start_tick.store(start_tick, std::memory_order_relaxed);
+    e.end_tick.store(0, std::memory_order_relaxed);
+    e.start_ns.store(start_ns, std::memory_order_relaxed);
+    e.deadline_ns.store(d.deadline_ns, std::memory_order_relaxed);
+    e.head_at_start.store(head_at_start, std::memory_order_relaxed);
     e.attempt.store(d.attempt, std::memory_order_relaxed);
     e.state.store(kProcessed, std::memory_order_relaxed);
     // SYNC(ledger): release, pairs with the parent's acquire of `count`: the
@@ -525,6 +586,8 @@ int consumer_main(const std::string& name, Policy policy, TrialLedger& t, int sl
     led.count.store(n + 1, std::memory_order_release);
     hold_here(led.hold, kHoldBeforeAck);
     spin_for(work(rng));
+    // relaxed: read by the parent only after this process ended.
+    e.end_tick.store(take_tick(t), std::memory_order_relaxed);
     const AckStatus a = c->ack(d);
     if (a == AckStatus::ok) {
       hold_here(led.hold, kHoldBeforeMark);
@@ -555,6 +618,7 @@ struct Proc {
   /// Durable subscribers killed: the cursor the process left in its entry.
   std::uint64_t cursor_at_death = 0;
   std::uint32_t held_phase = 0;  ///< killed while held in this phase (kHoldNone: a random moment)
+  bool ordered = false;          ///< consumers: of the per_key group "o" (else of "g")
 };
 
 struct Removers {
@@ -565,8 +629,8 @@ struct Removers {
   }
 };
 
-std::uint64_t group_floor(const Channel& ch) {
-  const int gi = bus::find_group(*shmbus::detail::state_of(ch), "g");
+std::uint64_t group_floor(const Channel& ch, const char* group) {
+  const int gi = bus::find_group(*shmbus::detail::state_of(ch), group);
   if (gi < 0) return 0;
   return shmbus::detail::state_of(ch)->group(static_cast<std::uint32_t>(gi))->floor.load(std::memory_order_acquire);
 }
@@ -614,7 +678,8 @@ class Trial {
   [[nodiscard]] const std::vector<std::string>& events() const { return events_; }
 
  private:
-  Proc& spawn(Role role, std::uint32_t target = 0);
+  /// target: a publisher's messages; ordered: a consumer's group ("o", else "g").
+  Proc& spawn(Role role, std::uint32_t target = 0, bool ordered = false);
   std::uint32_t committed_total() const;
   bool publishing_over();
   std::vector<Proc*> live(Role role);
@@ -627,7 +692,10 @@ class Trial {
   std::atomic<std::uint32_t>& hold_of(const Proc& p);
   std::string describe(const Proc& p) const;
   void check(const ChannelStats& st);
-  void check_group(const ChannelStats& st, const std::set<std::uint64_t>* reference_seqs);
+  void check_group(const ChannelStats& st, const std::set<std::uint64_t>* reference_seqs, bool ordered);
+  /// The per_key group "o": per order key, no two leases at once and no
+  /// step back in sequence.
+  void check_key_order();
   void problem(const std::string& what) { problems_.push_back(what); }
 
   Policy policy_;
@@ -646,11 +714,13 @@ class Trial {
 
 std::string Trial::describe(const Proc& p) const {
   std::ostringstream o;
-  o << kRoleNames[static_cast<int>(p.role)] << " #" << p.slot << " (pid " << p.child->pid() << ")";
+  o << kRoleNames[static_cast<int>(p.role)] << " #" << p.slot;
+  if (p.role == Role::consumer) o << " of '" << group_name(p.ordered) << "'";
+  o << " (pid " << p.child->pid() << ")";
   return o.str();
 }
 
-Proc& Trial::spawn(Role role, std::uint32_t target) {
+Proc& Trial::spawn(Role role, std::uint32_t target, bool ordered) {
   // Anonymous and durable subscribers share the reader ledgers.
   const int r = static_cast<int>(role == Role::durable ? Role::anonymous : role);
   const int slot = next_slot_[r]++;
@@ -682,6 +752,8 @@ Proc& Trial::spawn(Role role, std::uint32_t target) {
       break;
     }
     case Role::consumer:
+      p->ordered = ordered;
+      t.consumers[slot].ordered.store(ordered ? 1 : 0, std::memory_order_relaxed);  // before the fork
       p->child = std::make_unique<Child>(
           [&t, name, policy, slot, seed] { return consumer_main(name, policy, t, slot, seed); });
       break;
@@ -807,6 +879,10 @@ void Trial::event(int k, std::uint32_t after) {
     events_.push_back(what.str());
     return;
   }
+  // A consumer's open lease can only be released after this tick: by its own
+  // ack (which takes an end tick first) or by its death being noticed. (A
+  // tick after waitpid would not do: the death may be noticed before it.)
+  if (role == Role::consumer) t_->consumers[v.slot].killed_tick.store(take_tick(*t_), std::memory_order_release);
   const int rc = v.child->kill_and_wait();
   if (rc != kKilled) {
     // It ended before the signal: fine if it ended well (its work was done).
@@ -847,7 +923,7 @@ void Trial::event(int k, std::uint32_t after) {
       break;
     }
     case Role::consumer: {
-      Proc& r = spawn(Role::consumer);
+      Proc& r = spawn(Role::consumer, 0, v.ordered);
       what << ", replaced by " << describe(r);
       break;
     }
@@ -903,20 +979,25 @@ std::vector<std::string> Trial::run() {
   o.policy = policy_;
   o.max_subscribers = 8;
   o.max_publishers = 8;
-  o.max_groups = 1;
+  o.max_groups = 2;
   o.max_consumers = 8;
   o.unblock_timeout_ns = kUnblockNs;
   ch_ = make_channel(guard, o);
   {
-    auto c = ch_.join_group("g", group_options());  // the group exists from sequence 0
+    auto c = ch_.join_group("g", group_options(false));  // the groups exist from sequence 0
     REQUIRE(c);
+    auto c2 = ch_.join_group("o", group_options(true));
+    REQUIRE(c2);
     auto d = ch_.subscribe({"d", StartAt::at_sequence(0), WaitStrategy::block});
     REQUIRE(d);  // "d" exists (detached) from sequence 0
   }
 
   for (int i = 0; i < kAnonymousReaders; ++i) spawn(Role::anonymous);
   spawn(Role::durable);
-  for (int i = 0; i < kInitialConsumers; ++i) spawn(Role::consumer);
+  for (int i = 0; i < kInitialConsumers; ++i) {
+    spawn(Role::consumer, 0, false);
+    spawn(Role::consumer, 0, true);
+  }
   // The anonymous subscribers attach at 0 before anything is published.
   const auto attach_bound = Clock::now() + kExitBound;
   for (int i = 0; i < kAnonymousReaders; ++i) {
@@ -959,15 +1040,18 @@ std::vector<std::string> Trial::run() {
     (void)finish(*p, std::max(left, 1ms), "reading to the final head");
   }
   const auto floor_deadline = Clock::now() + kExitBound;
-  while (group_floor(ch_) < head_ && Clock::now() < floor_deadline) nap();
-  if (group_floor(ch_) < head_) {
-    std::ostringstream m;
-    m << "the group's floor is stuck at " << group_floor(ch_) << " below the head " << head_ << " after "
-      << std::chrono::duration_cast<std::chrono::milliseconds>(kExitBound).count() << " ms; consumers:";
-    for (auto& p : procs_) {
-      if (p->role == Role::consumer && !p->killed) m << " " << describe(*p);
+  for (const bool ordered : {false, true}) {
+    const char* g = group_name(ordered);
+    while (group_floor(ch_, g) < head_ && Clock::now() < floor_deadline) nap();
+    if (group_floor(ch_, g) < head_) {
+      std::ostringstream m;
+      m << "group '" << g << "': the floor is stuck at " << group_floor(ch_, g) << " below the head " << head_
+        << " after " << std::chrono::duration_cast<std::chrono::milliseconds>(kExitBound).count() << " ms; consumers:";
+      for (auto& p : procs_) {
+        if (p->role == Role::consumer && p->ordered == ordered && !p->killed) m << " " << describe(*p);
+      }
+      problem(m.str());
     }
-    problem(m.str());
   }
   t_->stop_consumers.store(1, std::memory_order_release);
   const auto stop_deadline = Clock::now() + kExitBound;
@@ -1180,7 +1264,8 @@ void Trial::check(const ChannelStats& st) {
                 std::to_string(led.end_lost.load()) + " counted lost");
       }
     }
-    check_group(st, &ref_seqs);
+    check_group(st, &ref_seqs, false);
+    check_group(st, &ref_seqs, true);
   } else {
     std::uint64_t committed_seen = definite;
     for (int s = 0; s < n_pubs; ++s) {
@@ -1224,18 +1309,22 @@ void Trial::check(const ChannelStats& st) {
       }
       account(describe(*a.proc), a.view.seen, led.end_lost.load(), 0);
     }
-    check_group(st, nullptr);
+    check_group(st, nullptr, false);
+    check_group(st, nullptr, true);
   }
   fig_.abandoned_claims += st.abandoned;
 }
 
-void Trial::check_group(const ChannelStats& st, const std::set<std::uint64_t>* reference_seqs) {
+void Trial::check_group(const ChannelStats& st, const std::set<std::uint64_t>* reference_seqs, bool ordered) {
+  const std::string gname = group_name(ordered);
   const GroupStats* g = nullptr;
   for (const auto& x : st.groups) {
-    if (x.name == "g") g = &x;
+    if (x.name == gname) g = &x;
   }
+  // Every problem names its group.
+  auto problem = [&](const std::string& what) { Trial::problem("group '" + gname + "': " + what); };
   if (g == nullptr) {
-    problem("group 'g' missing at the end");
+    problem("missing at the end");
     return;
   }
   fig_.group_redelivered += g->redelivered;
@@ -1256,10 +1345,11 @@ void Trial::check_group(const ChannelStats& st, const std::set<std::uint64_t>* r
   };
   std::map<std::uint64_t, PerSeq> seqs;
   for (auto& p : procs_) {
-    if (p->role != Role::consumer) continue;
+    if (p->role != Role::consumer || p->ordered != ordered) continue;
     const ConsumerLedger& led = t_->consumers[p->slot];
     const std::uint32_t n = led.count.load(std::memory_order_acquire);
     fig_.group_processings += n;
+    if (ordered) fig_.ordered_processings += n;
     for (std::uint32_t j = 0; j < n; ++j) {
       const ConsumerEntry& e = led.entries[j];
       const std::uint64_t s = e.seq.load(std::memory_order_relaxed);
@@ -1317,7 +1407,7 @@ void Trial::check_group(const ChannelStats& st, const std::set<std::uint64_t>* r
   // message: processed but not acked -> delivered again (block, reject);
   // acked but not marked -> never delivered again.
   for (auto& p : procs_) {
-    if (p->role != Role::consumer || !p->killed || p->held_phase == kHoldNone) continue;
+    if (p->role != Role::consumer || p->ordered != ordered || !p->killed || p->held_phase == kHoldNone) continue;
     const ConsumerLedger& led = t_->consumers[p->slot];
     const std::uint32_t n = led.count.load(std::memory_order_acquire);
     if (n == 0) {
@@ -1366,6 +1456,75 @@ void Trial::check_group(const ChannelStats& st, const std::set<std::uint64_t>* r
               " sequences of " + std::to_string(head_));
     }
   }
+  if (ordered) check_key_order();
+}
+
+void Trial::check_key_order() {
+  struct Lease {
+    std::uint64_t order_key, seq, start, end, start_ns, deadline_ns, head_at_start;
+    bool overwritten;  ///< drop_oldest: refused because the next lap took the lease word
+    const Proc* proc;
+  };
+  std::vector<Lease> leases;
+  for (auto& p : procs_) {
+    if (p->role != Role::consumer || !p->ordered) continue;
+    const ConsumerLedger& led = t_->consumers[p->slot];
+    const std::uint32_t n = led.count.load(std::memory_order_acquire);
+    const std::uint64_t killed_tick = led.killed_tick.load(std::memory_order_acquire);
+    for (std::uint32_t j = 0; j < n; ++j) {
+      const ConsumerEntry& e = led.entries[j];
+      Lease l{e.order_key.load(std::memory_order_relaxed),
+              e.seq.load(std::memory_order_relaxed),
+              e.start_tick.load(std::memory_order_relaxed),
+              e.end_tick.load(std::memory_order_relaxed),
+              e.start_ns.load(std::memory_order_relaxed),
+              e.deadline_ns.load(std::memory_order_relaxed),
+              e.head_at_start.load(std::memory_order_relaxed),
+              e.state.load(std::memory_order_acquire) == kAckLost && e.overwritten.load(std::memory_order_relaxed) != 0,
+              p.get()};
+      // Killed before its end tick: the lease ended after the parent's tick
+      // before the kill (check_group reports an open lease of a survivor).
+      if (l.end == 0) l.end = p->killed && killed_tick != 0 ? killed_tick : UINT64_MAX;
+      leases.push_back(l);
+    }
+  }
+  std::sort(leases.begin(), leases.end(), [](const Lease& a, const Lease& b) {
+    return a.order_key != b.order_key ? a.order_key < b.order_key : a.start < b.start;
+  });
+  std::uint64_t concurrent = 0, order = 0;
+  for (std::size_t b = 0; b < leases.size();) {
+    std::size_t e = b;
+    while (e < leases.size() && leases[e].order_key == leases[b].order_key) ++e;
+    for (std::size_t j = b; j < e; ++j) {
+      const Lease& c = leases[j];
+      if (j > b && c.seq < leases[j - 1].seq && ++order <= 3) {
+        problem("group 'o': key " + std::to_string(c.order_key) + ": sequence " + std::to_string(c.seq) +
+                " leased at tick " + std::to_string(c.start) + " by " + describe(*c.proc) + " after sequence " +
+                std::to_string(leases[j - 1].seq));
+      }
+      for (std::size_t i = b; i < j; ++i) {
+        const Lease& a = leases[i];
+        if (a.end <= c.start) continue;
+        // An expired lease (the lease clock counts whole ms) or, on
+        // drop_oldest, one the next lap took over (its message is lost to
+        // the group, and counted so), is no longer held.
+        const bool lapped = policy_ == Policy::drop_oldest && (a.overwritten || c.head_at_start >= a.seq + kCapacity);
+        if (c.start_ns + 1'000'000 >= a.deadline_ns || lapped) {
+          ++fig_.ordered_after_expiry;
+          continue;
+        }
+        if (++concurrent <= 3) {
+          problem("group 'o': key " + std::to_string(c.order_key) + ": " + describe(*c.proc) + " leased sequence " +
+                  std::to_string(c.seq) + " at tick " + std::to_string(c.start) + " while " + describe(*a.proc) +
+                  " held sequence " + std::to_string(a.seq) + " (ticks " + std::to_string(a.start) + ".." +
+                  std::to_string(a.end) + ")");
+        }
+      }
+    }
+    b = e;
+  }
+  fig_.ordered_concurrent_same_key += concurrent;
+  fig_.ordered_order_violations += order;
 }
 
 }  // namespace
@@ -1390,8 +1549,11 @@ std::string Figures::line() const {
     << dup_lease_expired << " after a stopped consumer's lease expired, " << group_unexplained_duplicates
     << " unexplained), " << lease_lost_overwritten << " acks refused because the next lap took the slot (drop_oldest), "
     << group_unacked << " never acked, " << group_lost << " counted lost (drop_oldest), " << group_redelivered
-    << " redelivered, " << group_expired << " expired, " << group_dead_releases << " dead-consumer releases; " << stuck
-    << " stuck processes; " << std::fixed << std::setprecision(1) << seconds << " s";
+    << " redelivered, " << group_expired << " expired, " << group_dead_releases << " dead-consumer releases; "
+    << "of them the per_key group: " << ordered_processings << " processings, " << ordered_concurrent_same_key
+    << " concurrent same-key leases (" << ordered_after_expiry << " more after a lease expired or was overwritten), "
+    << ordered_order_violations << " order violations; " << stuck << " stuck processes; " << std::fixed
+    << std::setprecision(1) << seconds << " s";
   return o.str();
 }
 

@@ -65,7 +65,12 @@ struct Figures {
   std::uint64_t group_redelivered = 0;
   std::uint64_t group_expired = 0;
   std::uint64_t group_dead_releases = 0;
-  std::uint64_t stuck = 0;  ///< processes that did not finish within their bound (must be 0)
+  /// The per_key group "o" (its figures are also in the group_* ones above).
+  std::uint64_t ordered_processings = 0;
+  std::uint64_t ordered_concurrent_same_key = 0;  ///< two live leases of one key (must be 0)
+  std::uint64_t ordered_after_expiry = 0;         ///< overlaps where the earlier lease had expired (allowed)
+  std::uint64_t ordered_order_violations = 0;     ///< a key's sequence leased after a later one (must be 0)
+  std::uint64_t stuck = 0;                        ///< processes that did not finish within their bound (must be 0)
   double seconds = 0;
 
   /// One line for the report.

@@ -40,6 +40,8 @@ void check_totals(const Figures& fig, std::uint64_t trials) {
   CHECK(fig.group_unacked == 0);
   CHECK(fig.group_unexplained_duplicates == 0);
   CHECK(fig.stuck == 0);
+  CHECK(fig.ordered_concurrent_same_key == 0);
+  CHECK(fig.ordered_order_violations == 0);
   // The moments must mostly land while there was work in hand.
   CHECK(fig.late_events * 4 <= fig.events);
 }
