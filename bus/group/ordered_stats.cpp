@@ -1,8 +1,8 @@
 #include "bus/group/ordered_stats.hpp"
 
 #include <algorithm>
-#include <vector>
 
+#include "bus/group/ordered_scan.hpp"
 #include "bus/ring/slots.hpp"
 #include "shm/atomics.hpp"
 
@@ -13,67 +13,6 @@ namespace {
 /// The window of a per_key group whose stored one is unusable (as a join
 /// resolves order_window 0: consumer_core.cpp).
 constexpr std::uint64_t kFallbackOrderWindow = 4096;
-
-/// The keys of a window that block their later messages, with whether each
-/// has a held-back message. Open addressing with linear probing, kept at
-/// most half full: it starts small and doubles as keys come, so a window
-/// with few blocking keys costs little, and it never outgrows one entry
-/// per sequence of the window (two slots each).
-class KeySet {
- public:
-  struct Entry {
-    std::uint64_t key = 0;
-    bool used = false;
-    bool held = false;  ///< at least one message of the key is held back
-  };
-
-  KeySet() : slots_(kInitialSlots), mask_(kInitialSlots - 1) {}
-
-  /// The entry of `key`, inserted (not held) if absent. The reference is
-  /// valid until the next call of at().
-  Entry& at(std::uint64_t key) {
-    std::uint64_t i = find(key);
-    if (!slots_[i].used) {
-      if (2 * (size_ + 1) > slots_.size()) {
-        grow();
-        i = find(key);
-      }
-      slots_[i].used = true;
-      slots_[i].key = key;
-      ++size_;
-    }
-    return slots_[i];
-  }
-
-  /// Whether `key` is present (blocks its later messages).
-  [[nodiscard]] bool contains(std::uint64_t key) const noexcept { return slots_[find(key)].used; }
-
- private:
-  static constexpr std::size_t kInitialSlots = 64;
-
-  // A multiplicative hash: user keys are often small consecutive numbers,
-  // which the high bits of the product spread.
-  [[nodiscard]] std::uint64_t home(std::uint64_t key) const noexcept {
-    return ((key * 0x9E3779B97F4A7C15ULL) >> 20) & mask_;
-  }
-  // The slot holding `key`, or the free one where it would go.
-  [[nodiscard]] std::uint64_t find(std::uint64_t key) const noexcept {
-    std::uint64_t i = home(key);
-    while (slots_[i].used && slots_[i].key != key) i = (i + 1) & mask_;
-    return i;
-  }
-  void grow() {
-    std::vector<Entry> old(slots_.size() * 2);
-    old.swap(slots_);
-    mask_ = slots_.size() - 1;
-    for (const Entry& e : old)
-      if (e.used) slots_[find(e.key)] = e;
-  }
-
-  std::vector<Entry> slots_;
-  std::uint64_t mask_;
-  std::size_t size_ = 0;
-};
 
 }  // namespace
 
@@ -93,7 +32,13 @@ HeldBack held_back(const GroupView& v) {
   const std::uint64_t head = shm::load_acquire(ch.producer->head);
   if (head > first && head - first > capacity) first = head - capacity;
   const std::uint64_t end = first + window;
-  KeySet blocking;
+  // The keys a consumer's scan would hold back at this point of the walk
+  // (as ConsumerCore::receive_ordered keeps them), and those already
+  // counted as held: exact keys, at most one per sequence of the window.
+  BlockedKeys blocking;
+  BlockedKeys held;
+  blocking.reserve(window);
+  held.reserve(window);
   std::uint64_t oldest_stored = 0;
   bool any = false;
   for (std::uint64_t s = first; s < end; ++s) {
@@ -117,14 +62,13 @@ HeldBack held_back(const GroupView& v) {
       if (lease_final(lf.state)) continue;  // acked, dead-lettered or lost: finished
       // Leased, due for a retry or being dead-lettered: its key's later
       // messages wait for it.
-      (void)blocking.at(meta.key);
+      blocking.insert(meta.key);
       continue;
     }
     // Free for its lap: held back if an earlier message of its key is unfinished.
     if (!blocking.contains(meta.key)) continue;  // the key's next message: free to go
-    KeySet::Entry& e = blocking.at(meta.key);
-    if (!e.held) {
-      e.held = true;
+    if (!held.contains(meta.key)) {
+      held.insert(meta.key);
       ++out.keys;
     }
     ++out.messages;

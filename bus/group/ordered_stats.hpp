@@ -36,9 +36,9 @@ std::uint32_t effective_order_window(std::uint32_t stored, std::uint64_t capacit
 /// Reads lease words and slot keys with the seqlock discipline of a
 /// consumer's delivery, and stops at the first sequence whose slot does not
 /// hold it committed (not yet written, or overwritten under drop_oldest).
-/// Bounded work: at most one window of sequences. Allocates a scratch set
-/// of the keys that block, at most two slots per sequence of the window. A racing consumer can make the result a mix of
-/// two moments: it is a statistic, as the other stats are. Thread-safe; never writes to the channel.
+/// Bounded work: at most one window of sequences. Allocates two scratch
+/// key sets sized by the window (BlockedKeys, as a consumer's scan uses). A racing consumer can make the result a mix
+/// of two moments: it is a statistic, as the other stats are. Thread-safe; never writes to the channel.
 HeldBack held_back(const GroupView& v);
 
 }  // namespace shmbus::bus

@@ -263,7 +263,7 @@ typedef struct shmbus_group_stats {
   uint64_t dlq_due; /**< out of deliveries, nobody working on them: due for the DLQ */
   /* Appended after dlq_due: a caller built against an older header passes a
    * smaller size and gets none of these. */
-  uint32_t ordering;           /**< 0: none, 1: per_key (shmbus::GroupOrdering) */
+  uint32_t ordering;           /**< enum shmbus_ordering */
   uint32_t order_window;       /**< per_key: sequences past the floor a receive looks at; 0 for none */
   uint64_t held_keys;          /**< per_key: keys whose next message waits behind an unfinished one */
   uint64_t held_messages;      /**< per_key: messages held back so */

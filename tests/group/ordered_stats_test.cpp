@@ -96,6 +96,41 @@ TEST_CASE("a leased key's later messages are held back, other keys are not, and 
   CHECK(after.held_oldest_age_ns == 0);
 }
 
+TEST_CASE("while a key is held back a second consumer gets the other keys, and the count agrees") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small_channel());
+  auto a = ch.join_group("g", ordered());
+  auto b = ch.join_group("g", ordered());
+  auto pub = ch.publisher();
+  REQUIRE((a && b && pub));
+  publish_keys(*pub, {7, 7, 3, 7, 5}, shm::realtime_ns());
+  std::byte buf[128];
+  Delivery da;
+  Delivery db;
+  REQUIRE(a->receive(da, buf) == PollStatus::ok);
+  REQUIRE(da.sequence == 0);
+  // The receive skips exactly what the walk counts as held back (1 and 3).
+  REQUIRE(b->receive(db, buf) == PollStatus::ok);
+  CHECK(db.sequence == 2);
+  CHECK(db.message.key == 3);
+  GroupStats g = only_group(ch);
+  CHECK(g.in_flight == 2);
+  CHECK(g.held_keys == 1);
+  CHECK(g.held_messages == 2);
+  // Key 7's first message finished: its second goes next, the third waits behind it.
+  REQUIRE(a->ack(da) == AckStatus::ok);
+  REQUIRE(a->receive(da, buf) == PollStatus::ok);
+  CHECK(da.sequence == 1);
+  g = only_group(ch);
+  CHECK(g.held_keys == 1);
+  CHECK(g.held_messages == 1);
+  REQUIRE(a->ack(da) == AckStatus::ok);
+  REQUIRE(b->ack(db) == AckStatus::ok);
+  g = only_group(ch);
+  CHECK(g.held_keys == 0);
+  CHECK(g.held_messages == 0);
+}
+
 TEST_CASE("a nacked message waiting for its retry holds back its key's later messages") {
   ScopedGroupChannelName name;
   Channel ch = make_channel(name, small_channel());
