@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -577,6 +578,16 @@ int shmbus_channel_get_stats(const shmbus_channel* channel, shmbus_channel_stats
   });
 }
 
+// The group stats struct grows only at its end (sized-struct versioning):
+// the fields a caller built against an older header knows stay where they were.
+static_assert(offsetof(shmbus_group_stats, dlq_due) == 120);
+static_assert(offsetof(shmbus_group_stats, ordering) == 128);
+static_assert(offsetof(shmbus_group_stats, order_window) == 132);
+static_assert(offsetof(shmbus_group_stats, held_keys) == 136);
+static_assert(offsetof(shmbus_group_stats, held_messages) == 144);
+static_assert(offsetof(shmbus_group_stats, held_oldest_age_ns) == 152);
+static_assert(sizeof(shmbus_group_stats) == 160);
+
 int shmbus_channel_get_group_stats(const shmbus_channel* channel, const char* group, shmbus_group_stats* out,
                                    size_t size) {
   static constexpr const char* fn = "shmbus_channel_get_group_stats";
@@ -604,6 +615,11 @@ int shmbus_channel_get_group_stats(const shmbus_channel* channel, const char* gr
       c.consumers = static_cast<std::uint32_t>(g.consumers.size());
       c.max_deliveries = g.max_deliveries;
       c.dlq_due = g.dlq_due;
+      c.ordering = static_cast<std::uint32_t>(g.ordering);
+      c.order_window = g.order_window;
+      c.held_keys = g.held_keys;
+      c.held_messages = g.held_messages;
+      c.held_oldest_age_ns = g.held_oldest_age_ns;
       return write_sized(fn, c, out, size);
     }
     return fail(SHMBUS_NOT_FOUND, fn,

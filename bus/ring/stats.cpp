@@ -4,6 +4,7 @@
 
 #include "bus/common/util.hpp"
 #include "bus/group/consumer_core.hpp"
+#include "bus/group/ordered_stats.hpp"
 #include "bus/ring/participants.hpp"
 #include "bus/ring/slots.hpp"
 #include "shm/atomics.hpp"
@@ -128,6 +129,9 @@ GroupStats group_fields(const GroupEntry& g, std::uint32_t index) {
   gs.lost = shm::load_relaxed(g.lost);
   gs.dlq_failures = shm::load_relaxed(g.dlq_failures);
   gs.dead_consumer_releases = shm::load_relaxed(g.dead_consumer_releases);
+  gs.ordering =
+      g.ordering == static_cast<std::uint32_t>(GroupOrdering::per_key) ? GroupOrdering::per_key : GroupOrdering::none;
+  gs.order_window = g.order_window;
   return gs;
 }
 
@@ -182,14 +186,25 @@ void add_consumers(const ChannelState& ch, std::uint32_t index, GroupStats& gs) 
   }
 }
 
+// A per_key group's held-back keys and messages, and the age at `now_rt` of
+// the oldest held-back one. Only per_key groups pay for this walk.
+void add_held_back(const ChannelState& ch, std::uint32_t index, std::uint64_t now_rt, GroupStats& gs) {
+  if (gs.ordering != GroupOrdering::per_key) return;
+  const HeldBack h = held_back(group_view(ch, index));
+  gs.held_keys = h.keys;
+  gs.held_messages = h.messages;
+  gs.held_oldest_age_ns = h.oldest_publish_ns != 0 && h.oldest_publish_ns < now_rt ? now_rt - h.oldest_publish_ns : 0;
+}
+
 // Every active group (lags are derived later, from the head). Returns the
 // smaller of `gate` and the groups' floors.
-std::uint64_t add_groups(const ChannelState& ch, ChannelStats& s, std::uint64_t gate) {
+std::uint64_t add_groups(const ChannelState& ch, ChannelStats& s, std::uint64_t gate, std::uint64_t now_rt) {
   for (std::uint32_t i = 0; i < ch.geo.max_groups; ++i) {
     const GroupEntry& g = *ch.group(i);
     if (control_state(shm::load_acquire(g.control)) != kEntryActive) continue;
     GroupStats gs = group_fields(g, i);
     count_leases(ch, i, gs);
+    add_held_back(ch, i, now_rt, gs);
     add_consumers(ch, i, gs);
     gate = std::min(gate, gs.floor);
     s.groups.push_back(std::move(gs));
@@ -236,7 +251,7 @@ ChannelStats snapshot(const ChannelState& ch) {
   // so no cursor in the snapshot is ahead of its head.
   std::uint64_t gate = add_subscribers(ch, s);
   const std::uint64_t now_rt = shm::realtime_ns();
-  gate = add_groups(ch, s, gate);
+  gate = add_groups(ch, s, gate, now_rt);
   add_head_and_lags(ch, s, gate, now_rt);
   return s;
 }

@@ -265,6 +265,13 @@ typedef struct shmbus_group_stats {
   uint32_t consumers; /**< member entries in use */
   uint32_t max_deliveries;
   uint64_t dlq_due; /**< out of deliveries, nobody working on them: due for the DLQ */
+  /* Appended after dlq_due: a caller built against an older header passes a
+   * smaller size and gets none of these. */
+  uint32_t ordering;           /**< enum shmbus_ordering */
+  uint32_t order_window;       /**< per_key: sequences past the floor a receive looks at; 0 for none */
+  uint64_t held_keys;          /**< per_key: keys whose next message waits behind an unfinished one */
+  uint64_t held_messages;      /**< per_key: messages held back so */
+  uint64_t held_oldest_age_ns; /**< per_key: now - publish time of the oldest held-back message */
 } shmbus_group_stats;
 
 /** One subscriber's cursor and counters, as its owner sees them. */

@@ -75,6 +75,15 @@ struct GroupStats {
   std::uint64_t lost = 0;
   std::uint64_t dlq_failures = 0;
   std::uint64_t dead_consumer_releases = 0;
+  GroupOrdering ordering = GroupOrdering::none;  ///< how the group hands out messages
+  std::uint32_t order_window = 0;                ///< per_key: sequences past the floor a receive looks at
+  // per_key groups only (0 otherwise), over the order window at the moment
+  // of the snapshot. A message is held back when it is committed, not yet
+  // handed out, and an earlier message of its key is unfinished (leased,
+  // due for a retry, being dead-lettered, or itself held back).
+  std::uint64_t held_keys = 0;           ///< distinct keys with a held-back message
+  std::uint64_t held_messages = 0;       ///< held-back messages
+  std::uint64_t held_oldest_age_ns = 0;  ///< now - publish time of the oldest held-back message
   std::vector<ConsumerStats> consumers;
 };
 

@@ -5,7 +5,9 @@
 # Checks tables, parsed JSON, promtool's verdict on the Prometheus text, a
 # curl scrape of `shmbus metrics`, check's exit codes, peek/tail/publish/
 # subscribe, dlq list/show/redrive, create/rm/gc (DLQs go with their channel,
-# orphaned DLQs are collected), where a new group starts, numeric options
+# orphaned DLQs are collected), where a new group starts, a per_key group's
+# held-back keys (stat, JSON, Prometheus, check --max-held-age, watch) and
+# subscribe --ordering, numeric options
 # out of range, a FIFO in place of a segment, and bad input.
 # Usage: probe_test.sh PATH/TO/shmbus PATH/TO/shmbus_probe_fixture
 set -u
@@ -35,7 +37,7 @@ cleanup() {
   [ -n "${PUB_PID:-}" ] && kill "$PUB_PID" 2>/dev/null
   [ -n "${DLQSUB_PID:-}" ] && kill "$DLQSUB_PID" 2>/dev/null
   [ -n "${FOLLOW_PID:-}" ] && kill "$FOLLOW_PID" 2>/dev/null
-  for c in "$CH" scratch broken badcap fresh kept goodnum; do "$FIXTURE" "$BUS" "$c" --remove >/dev/null 2>&1; done
+  for c in "$CH" scratch broken badcap fresh kept goodnum ordered perkey; do "$FIXTURE" "$BUS" "$c" --remove >/dev/null 2>&1; done
   rm -f "/dev/shm/shmbus.$BUS."* "/dev/shm/shmbus.${BUS}last."*
   rm -rf "$TMP"
 }
@@ -82,6 +84,10 @@ assert g['name'] == 'workers' and g['floor'] == 2 and g['next'] == 3 and g['in_f
 assert g['acked'] == 1 and g['dead_lettered'] == 1, g
 assert g['consumers_alive'] == 0 and g['consumers_total'] == 1, g
 assert g['dlq'] == {'name': '$CH-dlq', 'exists': True, 'depth': 1}, g['dlq']"
+json_check "stat --json of an unordered group: ordering none, nothing held" "
+(g,) = d['groups']
+assert g['ordering'] == 'none' and g['order_window'] == 0, g
+assert g['held_keys'] == 0 and g['held_messages'] == 0 and g['held_oldest_age_ns'] == 0, g"
 
 # ---- Prometheus: promtool and an HTTP scrape ---------------------------------
 "$SHMBUS" stat "$CH" --bus "$BUS" --prometheus >"$TMP/stat.prom"
@@ -204,6 +210,8 @@ check "check of the DLQ alone judges its retainer's lag" grep -q "^CRITICAL $CH-
 run "$SHMBUS" check --bus "$BUS" --dead-owners
 check "check --dead-owners exits 1" test "$rc" -eq 1
 check "check names the dead consumer" grep -q "^WARNING $CH: group workers consumer #[0-9]* owner pid [0-9]* is dead" <<<"$out"
+run "$SHMBUS" check --bus "$BUS" --channel "$CH" --max-held-age 0
+check "check --max-held-age leaves unordered groups alone (their messages are never held back)" test "$rc" -eq 0
 run "$SHMBUS" check --bus "$BUS" --max-lag banana
 check "check with a bad threshold exits 3" test "$rc" -eq 3
 
@@ -585,6 +593,78 @@ check "peek --from a time older than the ring warns with the count" grep -q "^sh
 check "...and prints what the ring holds" test "$(wc -l <<<"$out")" -eq 4
 "$FIXTURE" "$BUS2" last --remove >/dev/null 2>&1
 rm -f "/dev/shm/shmbus.$BUS2."*
+
+# ---- a per_key group: keys held back behind an unfinished message ---------------
+# The fixture's group "ordered": keys 7, 7, 3, 7, 5 stamped 600 s ago; the
+# first (key 7) leased by a consumer that was killed. Key 7's two later
+# messages are held back; keys 3 and 5 are not.
+"$FIXTURE" "$BUS" ordered --ordered || echo "FAIL: fixture could not create the ordered channel"
+run "$SHMBUS" stat ordered --bus "$BUS"; echo "$out"
+check "stat of an ordered group exits 0" test "$rc" -eq 0
+# GROUP ORDER NEXT FLOOR PENDING IN_FLIGHT DUE DLQ_DUE DELIVERED ACKED REDELIVERED DEAD OLDEST_UNACKED HELD_KEYS HELD_MSGS HELD_AGE ...
+check "stat table shows the ordering and 1 key / 2 messages held back" \
+  grep -Eq "^ordered +per_key( +[^ ]+){11} +1 +2 +[0-9]+\.[0-9]s " <<<"$out"
+run "$SHMBUS" stat ordered --bus "$BUS" --json; json=$out
+json_check "stat --json: ordering, window, held keys and messages, the oldest's age" "
+(g,) = d['groups']
+assert g['ordering'] == 'per_key' and g['order_window'] == 16, g
+assert g['in_flight'] == 1 and g['held_keys'] == 1 and g['held_messages'] == 2, g
+assert 600e9 <= g['held_oldest_age_ns'] < 86400e9, g"
+"$SHMBUS" stat ordered --bus "$BUS" --prometheus >"$TMP/ordered.prom"
+check "stat --prometheus of an ordered group passes promtool check metrics" promtool check metrics <"$TMP/ordered.prom"
+check "stat --prometheus: held keys 1" \
+  grep -qx "shmbus_group_held_keys{bus=\"$BUS\",channel=\"ordered\",group=\"ordered\"} 1" "$TMP/ordered.prom"
+check "stat --prometheus: held messages 2" \
+  grep -qx "shmbus_group_held_messages{bus=\"$BUS\",channel=\"ordered\",group=\"ordered\"} 2" "$TMP/ordered.prom"
+check "stat --prometheus: the held-back age has HELP and TYPE lines" \
+  grep -qx "# TYPE shmbus_group_held_oldest_age_seconds gauge" "$TMP/ordered.prom"
+check "stat --prometheus: the oldest held-back message is at least 600 s old" python3 - "$TMP/ordered.prom" "$BUS" <<'PY'
+import sys
+key = 'shmbus_group_held_oldest_age_seconds{bus="%s",channel="ordered",group="ordered"}' % sys.argv[2]
+(v,) = [float(l.split()[1]) for l in open(sys.argv[1]) if l.split()[0] == key]
+sys.exit(0 if 600 <= v < 86400 else 'age %s' % v)
+PY
+check "an unordered group has no held-back series" bash -c '! grep -q "shmbus_group_held_keys{.*group=\"workers\"" "$1"' _ "$TMP/stat.prom"
+run "$SHMBUS" check --bus "$BUS" --channel ordered --max-held-age 3600
+check "check --max-held-age under the limit exits 0" test "$rc" -eq 0
+run "$SHMBUS" check --bus "$BUS" --channel ordered --max-held-age 60,3600
+check "check --max-held-age warning exits 1" test "$rc" -eq 1
+check "check names the group and the keys held back" \
+  grep -Eq "^WARNING ordered: group ordered oldest held-back message \(1 key\(s\), 2 message\(s\) held\) [0-9.e+]+s > 60s" <<<"$out"
+run "$SHMBUS" check --bus "$BUS" --channel ordered --max-held-age 60
+check "check --max-held-age critical exits 2" test "$rc" -eq 2
+run "$SHMBUS" check --bus "$BUS" --max-held-age banana
+check "check --max-held-age with a bad threshold exits 3" test "$rc" -eq 3
+run "$SHMBUS" watch ordered --bus "$BUS" --interval 0.05 --count 1 --no-clear; echo "$out"
+check "watch shows the held-back keys / messages" grep -Eq "^ordered +ordered .* 1/2 +[0-9]+\.[0-9]s " <<<"$out"
+run "$SHMBUS" watch ordered --bus "$BUS" --interval 0.05 --count 1 --json; json=$(head -1 <<<"$out")
+json_check "watch --json: held keys and messages" "
+(g,) = d['channels'][0]['groups']
+assert g['ordering'] == 'per_key' and g['held_keys'] == 1 and g['held_messages'] == 2, g"
+
+# subscribe --group --ordering per_key creates an ordered group; joining it
+# with other settings is refused, naming the setting.
+run "$SHMBUS" create perkey --bus "$BUS" --capacity 16
+printf 'one\ntwo\n' | "$SHMBUS" publish perkey --bus "$BUS" --key 4 2>/dev/null
+run "$SHMBUS" subscribe perkey --bus "$BUS" --group og --ordering per_key --order-window 8 -n 2 --idle-exit 10
+check "subscribe --ordering per_key receives both messages of the key" test "$(wc -l <<<"$out")" -eq 2
+run "$SHMBUS" stat perkey --bus "$BUS" --json; json=$out
+json_check "the group subscribe made is per_key with window 8, nothing held after the acks" "
+(g,) = d['groups']
+assert g['name'] == 'og' and g['ordering'] == 'per_key' and g['order_window'] == 8, g
+assert g['acked'] == 2 and g['held_keys'] == 0 and g['held_messages'] == 0, g"
+run "$SHMBUS" subscribe perkey --bus "$BUS" --group og --idle-exit 0.1
+check "joining a per_key group without --ordering is refused" \
+  test "$rc" -eq 1 -a -n "$(grep "ordering" "$TMP/err")"
+run "$SHMBUS" subscribe perkey --bus "$BUS" --group og2 --order-window 8 --idle-exit 0.1
+check "--order-window without --ordering per_key is refused" \
+  test "$rc" -eq 1 -a -n "$(grep -- "--order-window 8 needs --ordering per_key" "$TMP/err")"
+run "$SHMBUS" subscribe perkey --bus "$BUS" --group og3 --ordering sideways --idle-exit 0.1
+check "a bad --ordering is refused" test "$rc" -eq 1 -a -n "$(grep -- "bad --ordering 'sideways'" "$TMP/err")"
+run "$SHMBUS" subscribe perkey --bus "$BUS" --ordering per_key --idle-exit 0.1
+check "--ordering without --group is refused" test "$rc" -ne 0
+"$FIXTURE" "$BUS" ordered --remove >/dev/null 2>&1
+"$FIXTURE" "$BUS" perkey --remove >/dev/null 2>&1
 
 help_ok() { "$SHMBUS" "$@" --help >/dev/null; }
 for c in ls stat watch check metrics peek tail publish subscribe create rm gc dlq "dlq list" "dlq show" "dlq redrive"; do

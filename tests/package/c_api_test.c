@@ -568,6 +568,11 @@ static void test_group_nack_ack_dead_letter(void) {
   CHECK(gs.acked == 1 && gs.nacked == 1 && gs.dead_lettered == 1 && gs.redelivered == 1);
   CHECK(gs.unfinished == 0 && gs.pending == 0 && gs.in_flight == 0 && gs.floor == 2);
   CHECK(gs.consumers == 1 && gs.max_deliveries == 3);
+  CHECK(gs.ordering == 0 && gs.order_window == 0 && gs.held_keys == 0 && gs.held_messages == 0);
+  /* A caller built before the ordering fields passes the smaller size: they are not written. */
+  memset(&gs, 0xff, sizeof gs);
+  CHECK_RC(shmbus_channel_get_group_stats(ch, "workers", &gs, offsetof(shmbus_group_stats, ordering)), SHMBUS_OK);
+  CHECK(gs.acked == 1 && gs.dlq_due == 0 && gs.ordering == UINT32_MAX && gs.held_oldest_age_ns == UINT64_MAX);
   CHECK_RC(shmbus_channel_get_group_stats(ch, "nobody", &gs, sizeof gs), SHMBUS_NOT_FOUND);
   CHECK_CONTAINS(shmbus_last_error(), "nobody");
 

@@ -22,9 +22,11 @@ struct ReadArgs {
   std::uint64_t count = 10;
   bool follow = false;  // tail -f
   std::string format = "text";
-  double idle_exit_s = 0;  // subscribe / tail -f: stop after this long without a message
-  std::string name;        // subscribe: durable name
-  std::string group;       // subscribe: consume through a group (ack after printing)
+  double idle_exit_s = 0;          // subscribe / tail -f: stop after this long without a message
+  std::string name;                // subscribe: durable name
+  std::string group;               // subscribe: consume through a group (ack after printing)
+  std::string ordering = "none";   // subscribe --group: the group's ordering (a new group's; checked on join)
+  std::uint32_t order_window = 0;  // subscribe --group --ordering per_key: 0 = min(capacity, 4096)
 };
 
 // Prints messages [from, ...) by peeking, at most `count` (0: no limit);
@@ -198,6 +200,17 @@ int cmd_subscribe(const ReadArgs& a) {
     std::cerr << "shmbus subscribe: " << (fmt ? err : "bad --format '" + a.format + "': text, hex or json") << '\n';
     return kExitError;
   }
+  const auto ordering = parse_ordering(a.ordering);
+  if (!ordering) {
+    std::cerr << "shmbus subscribe: bad --ordering '" << a.ordering << "': none or per_key\n";
+    return kExitError;
+  }
+  if (a.order_window != 0 && *ordering != GroupOrdering::per_key) {
+    // A window means nothing to an unordered group: refuse it rather than
+    // drop it silently.
+    std::cerr << "shmbus subscribe: --order-window " << a.order_window << " needs --ordering per_key\n";
+    return kExitError;
+  }
   int rc = kExitOk;
   auto ch = open_participant(a.channel, a.bus, rc);
   if (!ch) return rc;
@@ -212,6 +225,8 @@ int cmd_subscribe(const ReadArgs& a) {
   if (!a.group.empty()) {
     GroupOptions go;
     go.start = *at;
+    go.ordering = *ordering;
+    go.order_window = a.order_window;
     auto con = ch->join_group(a.group, go);
     if (!con) {
       std::cerr << "shmbus subscribe: group '" << a.group << "': " << to_string(con.error().code()) << ": "
@@ -326,7 +341,21 @@ void add_message_commands(CLI::App& app, Action& action) {
                         "for a group (as the API). A durable subscriber resumes its cursor and an existing "
                         "group its position, whatever --from says");
   subscribe->add_option("--name", s->name, "Durable subscriber name (resumes its cursor)");
-  subscribe->add_option("--group", s->group, "Consume through this consumer group, acking after printing");
+  auto* group_opt =
+      subscribe->add_option("--group", s->group, "Consume through this consumer group, acking after printing");
+  subscribe
+      ->add_option("--ordering", s->ordering,
+                   "With --group: none (any message to any consumer) or per_key (a key's messages one at a time, "
+                   "in sequence order). Creates the group so, or must match the existing group's")
+      ->capture_default_str()
+      ->needs(group_opt);
+  subscribe
+      ->add_option("--order-window", s->order_window,
+                   "With --ordering per_key: sequences past the group's floor a receive looks at (0: "
+                   "min(capacity, 4096)); must match an existing group's")
+      ->capture_default_str()
+      ->check(integer_in(0, UINT32_MAX))
+      ->needs(group_opt);
   subscribe->add_option("-n,--count", s->count, "Stop after this many messages (0: until interrupted)")
       ->capture_default_str()
       ->check(integer_in(0, UINT64_MAX));

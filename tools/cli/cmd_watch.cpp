@@ -121,7 +121,11 @@ nlohmann::json frame_json(const std::vector<Snapshot>& prev, const std::vector<S
                         {"backlog_growth", pg ? rate(g.unfinished, pg->unfinished, dt) : 0.0},
                         {"ack_rate", pg ? rate(g.acked, pg->acked, dt) : 0.0},
                         {"dead_lettered", g.dead_lettered},
-                        {"consumers_alive", consumers_alive(g)}});
+                        {"consumers_alive", consumers_alive(g)},
+                        {"ordering", std::string(to_string(g.ordering))},
+                        {"held_keys", g.held_keys},
+                        {"held_messages", g.held_messages},
+                        {"held_oldest_age_ns", g.held_oldest_age_ns}});
     }
     j["groups"] = std::move(groups);
     chans.push_back(std::move(j));
@@ -134,7 +138,8 @@ void print_frame(const nlohmann::json& f, const WatchArgs& a) {
             << "s\n\n";
   Table ch({"CHANNEL", "HEAD", "DEPTH", "MSG/S"});
   Table subs({"CHANNEL", "SUBSCRIBER", "ALIVE", "LAG", "LAG/S", "DELIVERED/S"});
-  Table groups({"CHANNEL", "GROUP", "UNFINISHED", "IN_FLIGHT", "BACKLOG/S", "ACKED/S", "DEAD", "CONSUMERS"});
+  Table groups(
+      {"CHANNEL", "GROUP", "UNFINISHED", "IN_FLIGHT", "BACKLOG/S", "ACKED/S", "DEAD", "HELD", "HELD_AGE", "CONSUMERS"});
   std::vector<std::string> errors;
   for (const auto& c : f["channels"]) {
     const std::string name = c["name"];
@@ -148,9 +153,15 @@ void print_frame(const nlohmann::json& f, const WatchArgs& a) {
     for (const auto& s : c["subscribers"])
       subs.add({name, s["name"], s["alive"].get<bool>() ? "yes" : "no", num(s["lag"]), fmt_rate(s["lag_growth"]),
                 fmt_rate(s["delivery_rate"])});
-    for (const auto& g : c["groups"])
+    for (const auto& g : c["groups"]) {
+      // HELD: keys / messages held back behind an unfinished message of
+      // their key; only per_key groups hold any ("-" elsewhere).
+      const bool per_key = g["ordering"] == "per_key";
       groups.add({name, g["name"], num(g["unfinished"]), num(g["in_flight"]), fmt_rate(g["backlog_growth"]),
-                  fmt_rate(g["ack_rate"]), num(g["dead_lettered"]), num(g["consumers_alive"])});
+                  fmt_rate(g["ack_rate"]), num(g["dead_lettered"]),
+                  per_key ? num(g["held_keys"]) + "/" + num(g["held_messages"]) : "-",
+                  per_key ? duration(g["held_oldest_age_ns"].get<std::uint64_t>()) : "-", num(g["consumers_alive"])});
+    }
   }
   ch.print(std::cout);
   std::cout << '\n';
@@ -249,7 +260,7 @@ std::optional<Threshold> parse_threshold(const std::string& s) {
 struct CheckArgs {
   std::string bus{kDefaultBus};
   std::vector<std::string> channels;
-  std::string max_lag, max_dlq, max_oldest_unacked;
+  std::string max_lag, max_dlq, max_oldest_unacked, max_held_age;
   bool dead_owners = false;
 };
 
@@ -289,14 +300,28 @@ bool parse_threshold_option(const std::string& opt, const std::string& v, std::o
   return out.has_value();
 }
 
-// A group's lag, oldest unacked message and dead letters against the limits.
-void check_group(Checker& ck, const Snapshot& snap, std::size_t i, const std::optional<Threshold>& lag,
-                 const std::optional<Threshold>& unacked, const std::optional<Threshold>& dlq) {
+/// The limits `check` judges a group by (each empty when its option is not given).
+struct GroupLimits {
+  std::optional<Threshold> lag, unacked, dlq, held_age;
+};
+
+// A group's lag, oldest unacked message, oldest held-back message (per_key
+// groups) and dead letters against the limits.
+void check_group(Checker& ck, const Snapshot& snap, std::size_t i, const GroupLimits& lim) {
   const ChannelStats& s = *snap.stats;
   const auto& g = s.groups[i];
+  const auto& [lag, unacked, dlq, held_age] = lim;
   ck.limit(lag, static_cast<double>(g.unfinished), s.name + ": group " + g.name + " lag", "");
   ck.limit(unacked, static_cast<double>(g.oldest_unacked_age_ns) / 1e9,
            s.name + ": group " + g.name + " oldest unacked", "s");
+  if (g.ordering == GroupOrdering::per_key) {
+    // A key stuck behind an unfinished message (a poison message retried,
+    // a hung consumer) while the other keys flow: lag alone may not show it.
+    ck.limit(held_age, static_cast<double>(g.held_oldest_age_ns) / 1e9,
+             s.name + ": group " + g.name + " oldest held-back message (" + num(g.held_keys) + " key(s), " +
+                 num(g.held_messages) + " message(s) held)",
+             "s");
+  }
   // Dead letters: those in the DLQ plus those due for it (out of
   // deliveries, not yet moved: with no consumer alive they wait there).
   const bool have_dlq = i < snap.dlqs.size() && snap.dlqs[i].exists;
@@ -327,9 +352,11 @@ void check_dead_owners(Checker& ck, const ChannelStats& s) {
 }
 
 int cmd_check(const CheckArgs& a) {
-  std::optional<Threshold> lag, dlq, unacked;
-  if (!parse_threshold_option("--max-lag", a.max_lag, lag) || !parse_threshold_option("--max-dlq", a.max_dlq, dlq) ||
-      !parse_threshold_option("--max-oldest-unacked", a.max_oldest_unacked, unacked)) {
+  GroupLimits lim;
+  if (!parse_threshold_option("--max-lag", a.max_lag, lim.lag) ||
+      !parse_threshold_option("--max-dlq", a.max_dlq, lim.dlq) ||
+      !parse_threshold_option("--max-oldest-unacked", a.max_oldest_unacked, lim.unacked) ||
+      !parse_threshold_option("--max-held-age", a.max_held_age, lim.held_age)) {
     return kExitCheckUnknown;  // as monitoring plugins say: the check itself could not run
   }
   std::vector<Snapshot> snaps;
@@ -361,10 +388,10 @@ int cmd_check(const CheckArgs& a) {
     const ChannelStats& s = *snap.stats;
     for (const auto& sub : s.subscribers) {
       if (is_retainer(s, sub)) continue;
-      ck.limit(lag, static_cast<double>(sub.lag),
+      ck.limit(lim.lag, static_cast<double>(sub.lag),
                s.name + ": subscriber " + (sub.name.empty() ? "#" + num(sub.index) : sub.name) + " lag", "");
     }
-    for (std::size_t i = 0; i < s.groups.size(); ++i) check_group(ck, snap, i, lag, unacked, dlq);
+    for (std::size_t i = 0; i < s.groups.size(); ++i) check_group(ck, snap, i, lim);
     if (a.dead_owners) check_dead_owners(ck, s);
   }
   for (const auto& l : ck.lines) std::cout << l << '\n';
@@ -663,13 +690,17 @@ void add_watch_commands(CLI::App& app, Action& action) {
 
   auto c = std::make_shared<CheckArgs>();
   auto* check = app.add_subcommand(
-      "check", "Check lag, DLQ depth, unacked age and owners; exit 0 ok, 1 warning, 2 critical (3: bad options)");
+      "check",
+      "Check lag, DLQ depth, unacked and held-back age and owners; exit 0 ok, 1 warning, 2 critical (3: bad options)");
   check->add_option("--bus", c->bus, "Bus name")->capture_default_str();
   check->add_option("--channel", c->channels, "Check only this channel (repeatable; default: every channel)");
   check->add_option("--max-lag", c->max_lag, "Subscriber lag / group backlog: LIMIT (critical) or WARN,CRIT");
   check->add_option("--max-dlq", c->max_dlq, "Dead letters waiting in a group's DLQ: LIMIT or WARN,CRIT");
   check->add_option("--max-oldest-unacked", c->max_oldest_unacked,
                     "Age in seconds of a group's oldest unfinished message: LIMIT or WARN,CRIT");
+  check->add_option("--max-held-age", c->max_held_age,
+                    "per_key groups: age in seconds of the oldest message held back behind an unfinished one of "
+                    "its key: LIMIT or WARN,CRIT");
   check->add_flag("--dead-owners", c->dead_owners, "Warn about table entries whose process is dead");
   check->callback([c, &action] { action = [c] { return cmd_check(*c); }; });
 

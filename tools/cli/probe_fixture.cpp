@@ -12,6 +12,12 @@
 //                                              max_deliveries 1, one message leased (its
 //                                              last attempt) by a consumer process that
 //                                              was then killed; no consumer left
+//   shmbus_probe_fixture BUS CHANNEL --ordered create CHANNEL: per_key group "ordered"
+//                                              (order_window 16), messages with keys
+//                                              7, 7, 3, 7, 5 stamped 600 s ago, the
+//                                              first (key 7) leased by a consumer
+//                                              process that was then killed: key 7's
+//                                              two later messages are held back
 //   shmbus_probe_fixture BUS CHANNEL --remove  remove CHANNEL and CHANNEL-dlq
 //   shmbus_probe_fixture BUS CHANNEL --wide N  create CHANNEL with N durable subscribers
 //                                              with 63-character names (a large
@@ -24,6 +30,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <ctime>
 #include <exception>
 #include <iostream>
 #include <string>
@@ -47,16 +54,17 @@ GroupOptions group_options(std::uint32_t max_deliveries = 3) {
   return go;
 }
 
-// A consumer process that takes one lease and is killed before its ack. The
-// pipe tells the parent the lease is held, so the kill lands after it.
-int leave_dead_consumer(Channel& ch, std::uint32_t max_deliveries = 3) {
+// A consumer process of `group` that takes one lease and is killed before
+// its ack. The pipe tells the parent the lease is held, so the kill lands
+// after it.
+int leave_dead_consumer(Channel& ch, const std::string& group, const GroupOptions& go) {
   int fds[2];
   if (pipe(fds) != 0) return fail("pipe");
   const pid_t pid = fork();
   if (pid < 0) return fail("fork");
   if (pid == 0) {
     close(fds[0]);
-    auto c = ch.join_group("workers", group_options(max_deliveries));
+    auto c = ch.join_group(group, go);
     std::array<std::byte, 256> buf{};
     Delivery d;
     char ok = (c && c->receive(d, buf) == PollStatus::ok) ? 'y' : 'n';
@@ -101,7 +109,7 @@ int create(const std::string& bus, const std::string& name) {
   Delivery d;
   if (con->receive(d, buf) != PollStatus::ok || con->ack(d) != AckStatus::ok) return fail("ack failed");
   if (con->receive(d, buf) != PollStatus::ok || con->dead_letter(d) != AckStatus::ok) return fail("dead_letter failed");
-  return leave_dead_consumer(*ch);
+  return leave_dead_consumer(*ch, "workers", group_options());
 }
 
 int create_last_attempt(const std::string& bus, const std::string& name) {
@@ -114,7 +122,34 @@ int create_last_attempt(const std::string& bus, const std::string& name) {
     if (!pub) return fail(pub.error().message());
     if (pub->publish(std::string_view("last chance")) != PublishStatus::ok) return fail("publish failed");
   }
-  return leave_dead_consumer(*ch, 1);
+  return leave_dead_consumer(*ch, "workers", group_options(1));
+}
+
+int create_ordered(const std::string& bus, const std::string& name) {
+  ChannelOptions opts;
+  opts.capacity = 64;
+  auto ch = Channel::create(name, opts, bus);
+  if (!ch) return fail(ch.error().message());
+  GroupOptions go = group_options();
+  go.ordering = GroupOrdering::per_key;
+  go.order_window = 16;
+  {
+    // The group exists before the messages, so that it starts at the first.
+    auto con = ch->join_group("ordered", go);
+    if (!con) return fail(con.error().message());
+    auto pub = ch->publisher();
+    if (!pub) return fail(pub.error().message());
+    // Stamped in the past, so that the held-back age is at least 600 s
+    // whenever the probe looks.
+    const std::uint64_t stamped = static_cast<std::uint64_t>(std::time(nullptr) - 600) * 1'000'000'000ULL;
+    for (const std::uint64_t key : {7, 7, 3, 7, 5}) {
+      MessageMeta m;
+      m.key = key;
+      m.timestamp_ns = stamped;
+      if (pub->publish("key " + std::to_string(key), m) != PublishStatus::ok) return fail("publish failed");
+    }
+  }
+  return leave_dead_consumer(*ch, "ordered", go);
 }
 
 int hold(const std::string& bus, const std::string& name) {
@@ -159,7 +194,8 @@ int wide(const std::string& bus, const std::string& name, const std::string& cou
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) return fail("usage: shmbus_probe_fixture BUS CHANNEL [--hold|--last-attempt|--remove|--wide N]");
+  if (argc < 3)
+    return fail("usage: shmbus_probe_fixture BUS CHANNEL [--hold|--last-attempt|--ordered|--remove|--wide N]");
   const std::string bus = argv[1];
   const std::string name = argv[2];
   const std::string mode = argc > 3 ? argv[3] : "";
@@ -171,6 +207,7 @@ int main(int argc, char** argv) {
   if (mode == "--hold") return hold(bus, name);
   if (mode == "--wide" && argc > 4) return wide(bus, name, argv[4]);
   if (mode == "--last-attempt") return create_last_attempt(bus, name);
+  if (mode == "--ordered") return create_ordered(bus, name);
   if (!mode.empty()) return fail("unknown option " + mode);
   return create(bus, name);
 }

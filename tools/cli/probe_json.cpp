@@ -53,6 +53,9 @@
 //                   "redelivered": N, "dead_lettered": N, "nacked": N,
 //                   "expired": N, "lost": N, "dlq_failures": N,
 //                   "dead_consumer_releases": N,
+//                   "ordering": "none"|"per_key", "order_window": N,  // 0 for none
+//                   "held_keys": N, "held_messages": N,            // per_key: held back now
+//                   "held_oldest_age_ns": N,                       // (0 for none)
 //                   "consumers_alive": N, "consumers_total": N,
 //                   "dlq": { "name": "...", "exists": bool,
 //                            "depth": N | null,        // null if absent/unreadable
@@ -192,7 +195,12 @@ json stat_json(const ChannelStats& s, const std::vector<DlqInfo>& dlqs) {
            {"expired", g.expired},
            {"lost", g.lost},
            {"dlq_failures", g.dlq_failures},
-           {"dead_consumer_releases", g.dead_consumer_releases}};
+           {"dead_consumer_releases", g.dead_consumer_releases},
+           {"ordering", std::string(to_string(g.ordering))},
+           {"order_window", g.order_window},
+           {"held_keys", g.held_keys},
+           {"held_messages", g.held_messages},
+           {"held_oldest_age_ns", g.held_oldest_age_ns}};
     std::uint32_t alive = 0;
     json cons = json::array();
     for (const auto& c : g.consumers) {

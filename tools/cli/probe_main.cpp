@@ -94,15 +94,20 @@ void print_stat_table(const ChannelStats& s, const std::vector<DlqInfo>& dlqs) {
   }
   std::cout << "\ngroups: " << s.groups.size() << "\n";
   if (s.groups.empty()) return;
-  Table t({"GROUP", "NEXT", "FLOOR", "PENDING", "IN_FLIGHT", "DUE", "DLQ_DUE", "DELIVERED", "ACKED", "REDELIVERED",
-           "DEAD", "OLDEST_UNACKED", "CONSUMERS", "DLQ", "DLQ_DEPTH"});
+  Table t({"GROUP", "ORDER", "NEXT", "FLOOR", "PENDING", "IN_FLIGHT", "DUE", "DLQ_DUE", "DELIVERED", "ACKED",
+           "REDELIVERED", "DEAD", "OLDEST_UNACKED", "HELD_KEYS", "HELD_MSGS", "HELD_AGE", "CONSUMERS", "DLQ",
+           "DLQ_DEPTH"});
   for (std::size_t i = 0; i < s.groups.size(); ++i) {
     const auto& g = s.groups[i];
     const DlqInfo d = i < dlqs.size() ? dlqs[i] : DlqInfo{};
     const std::string dlq_depth = !d.exists ? "-" : (d.error.empty() ? num(d.depth) : "error");
-    t.add({g.name, num(g.next), num(g.floor), num(g.pending), num(g.in_flight), num(g.due), num(g.dlq_due),
-           num(g.delivered), num(g.acked), num(g.redelivered), num(g.dead_lettered), duration(g.oldest_unacked_age_ns),
-           num(consumers_alive(g)) + "/" + num(g.consumers.size()), g.dlq.empty() ? "-" : g.dlq, dlq_depth});
+    // Held-back keys exist only in per_key groups: "-" elsewhere.
+    const bool per_key = g.ordering == GroupOrdering::per_key;
+    t.add({g.name, std::string(to_string(g.ordering)), num(g.next), num(g.floor), num(g.pending), num(g.in_flight),
+           num(g.due), num(g.dlq_due), num(g.delivered), num(g.acked), num(g.redelivered), num(g.dead_lettered),
+           duration(g.oldest_unacked_age_ns), per_key ? num(g.held_keys) : "-", per_key ? num(g.held_messages) : "-",
+           per_key ? duration(g.held_oldest_age_ns) : "-", num(consumers_alive(g)) + "/" + num(g.consumers.size()),
+           g.dlq.empty() ? "-" : g.dlq, dlq_depth});
   }
   t.print(std::cout);
   for (std::size_t i = 0; i < dlqs.size() && i < s.groups.size(); ++i)

@@ -33,6 +33,10 @@
 //     _oldest_unacked_age_seconds, _consumers{state}, _dlq_depth,
 //     _delivered_total, _acked_total, _redelivered_total, _dead_lettered_total,
 //     _nacked_total, _expired_total, _lost_total
+//   shmbus_group_held_keys, _held_messages, _held_oldest_age_seconds
+//                                                  per_key groups only: keys and messages
+//                                                  held back behind an unfinished message
+//                                                  of their key, and the oldest one's age
 #include <algorithm>
 #include <map>
 #include <set>
@@ -199,6 +203,15 @@ void channel_metrics(Exposition& x, const Exposition::Labels& ch, const ChannelS
           "Messages out of deliveries that nobody is working on, not yet moved to the DLQ.", l, d(g.dlq_due));
     x.add("shmbus_group_oldest_unacked_age_seconds", kGauge, "Age of the oldest unfinished message.", l,
           secs(g.oldest_unacked_age_ns));
+    if (g.ordering == GroupOrdering::per_key) {
+      // Only ordered groups hold keys back: an unordered group has no such series.
+      x.add("shmbus_group_held_keys", kGauge, "Keys whose next message waits behind an unfinished one (per_key).", l,
+            d(g.held_keys));
+      x.add("shmbus_group_held_messages", kGauge, "Messages held back behind an unfinished one of their key (per_key).",
+            l, d(g.held_messages));
+      x.add("shmbus_group_held_oldest_age_seconds", kGauge, "Age of the oldest held-back message (per_key).", l,
+            secs(g.held_oldest_age_ns));
+    }
     const std::uint32_t up = consumers_alive(g);
     auto la = l;
     la.emplace_back("state", "alive");
