@@ -93,9 +93,13 @@ static_assert(offsetof(shmbus_delivery, sequence) == 48);
 constexpr std::size_t kChannelOptionsV1 = 56;
 constexpr std::size_t kSubscribeOptionsV1 = 32;
 constexpr std::size_t kGroupOptionsV1 = 64;
+// Later versions: what this library knows of each struct now.
+constexpr std::size_t kGroupOptionsV2 = 72;  // + order_window (ordering took reserved0)
 static_assert(sizeof(shmbus_channel_options) == kChannelOptionsV1);
 static_assert(sizeof(shmbus_subscribe_options) == kSubscribeOptionsV1);
-static_assert(sizeof(shmbus_group_options) == kGroupOptionsV1);
+static_assert(sizeof(shmbus_group_options) == kGroupOptionsV2);
+static_assert(offsetof(shmbus_group_options, ordering) == 60);
+static_assert(offsetof(shmbus_group_options, order_window) == kGroupOptionsV1);
 
 // --- the per-thread last error ---------------------------------------------
 // A fixed buffer, so that recording an error never allocates (and works when
@@ -793,6 +797,11 @@ int shmbus_group_join(shmbus_channel* channel, const char* group, const shmbus_g
     go.backoff_base_ns = o.backoff_base_ns;
     go.backoff_cap_ns = o.backoff_cap_ns;
     go.jitter_permille = o.jitter_permille;
+    // A caller of the first version (64 bytes) has no order_window: read_sized
+    // left the default (0) there. check_group_options refuses an unknown ordering.
+    go.ordering = static_cast<shmbus::GroupOrdering>(o.ordering);
+    go.order_window = o.order_window;
+    if (o.reserved1 != 0) return fail(SHMBUS_INVALID_ARGUMENT, fn, "group options reserved1 must be 0");
     if (o.dlq != nullptr) go.dlq = o.dlq;
     auto c = channel->channel.join_group(group, go);
     if (!c) return fail(fn, c.error());

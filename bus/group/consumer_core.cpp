@@ -83,6 +83,12 @@ Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<Channel
   c.scan_every_ns_ = std::clamp<std::uint64_t>(c.visibility_ns_ / 4, 100'000, 10'000'000);
   c.rng_ = shm::random_u64() | 1;
   c.owner_cache_.assign(ch->geo.max_consumers, OwnerSeen{});
+  if (o.ordering == GroupOrdering::per_key) {
+    // A scan blocks at most one key per sequence it looks at.
+    c.ordered_ = true;
+    c.order_window_ = c.g_->order_window;
+    c.blocked_.reserve(c.order_window_);
+  }
   c.ch_ = std::move(ch);
   return owned;
 }
@@ -96,6 +102,7 @@ void ConsumerCore::release() noexcept {
     release_leases_of(*ch_, gi_, ci_);
     std::uint64_t c = control_;
     (void)shm::cas_acq_rel(me_->control, c, make_control(kEntryFree, 0));
+    if (ordered_) wake_ordered();  // their keys are free for the sleepers
   }
   dlq_pub_.reset();
   ch_.reset();
@@ -332,6 +339,11 @@ bool ConsumerCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStat
 
 PollStatus ConsumerCore::receive(Delivery& out, std::span<std::byte> buffer) noexcept {
   if (!ch_) return PollStatus::invalid;
+  if (ordered_) [[unlikely]] {
+    PollStatus st;
+    (void)receive_ordered(std::span<Delivery>(&out, 1), buffer, shm::monotonic_ns(), st);
+    return st;
+  }
   return receive_at(out, buffer, shm::monotonic_ns());  // one clock read per receive
 }
 
@@ -345,11 +357,15 @@ std::size_t ConsumerCore::receive_batch(std::span<Delivery> out, std::span<std::
     // the batch (deliver counts into batch_delivered_ meanwhile).
     const std::uint64_t now = shm::monotonic_ns();
     batching_ = true;
-    while (n < out.size() && used <= arena.size()) {
-      st = receive_at(out[n], arena.subspan(used), now);
-      if (st != PollStatus::ok) break;
-      used += out[n].message.payload.size();
-      ++n;
+    if (ordered_) [[unlikely]] {
+      n = receive_ordered(out, arena, now, st);  // one scan for the whole batch
+    } else {
+      while (n < out.size() && used <= arena.size()) {
+        st = receive_at(out[n], arena.subspan(used), now);
+        if (st != PollStatus::ok) break;
+        used += out[n].message.payload.size();
+        ++n;
+      }
     }
     batching_ = false;
     if (batch_delivered_ != 0) {
@@ -414,6 +430,8 @@ AckStatus ConsumerCore::ack(const Delivery& d) noexcept {
   g_->acked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   shm::single_writer_add(me_->acked, 1);
   advance_floor();
+  if (ordered_) [[unlikely]]
+    wake_ordered();
   return AckStatus::ok;
 }
 
@@ -426,6 +444,8 @@ std::size_t ConsumerCore::ack_batch(std::span<const Delivery> ds) noexcept {
   g_->acked.fetch_add(acked, std::memory_order_relaxed);  // relaxed: a statistic
   shm::single_writer_add(me_->acked, acked);
   advance_floor();
+  if (ordered_) [[unlikely]]
+    wake_ordered();
   return acked;
 }
 
@@ -441,6 +461,8 @@ AckStatus ConsumerCore::nack(const Delivery& d, std::uint64_t delay_ns) noexcept
   g_->nacked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   shm::single_writer_add(me_->nacked, 1);
   if (delay_ns == 0) last_scan_ns_ = 0;  // due now: look at once
+  if (ordered_) [[unlikely]]
+    wake_ordered();
   return AckStatus::ok;
 }
 
@@ -456,6 +478,7 @@ AckStatus ConsumerCore::nack_final(const Delivery& d, std::uint64_t due_ms) noex
   g_->nacked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   shm::single_writer_add(me_->nacked, 1);
   const AckStatus sent = send_to_dlq(d.sequence, held, DeadLetterReason::max_deliveries);
+  if (ordered_) wake_ordered();  // dead-lettered: its key flows again
   if (sent != AckStatus::dlq_unavailable) return sent;
   // The DLQ cannot take it now: it stays due for the DLQ (G4r: one CAS back
   // to due, attempt kept), retried after the nack's delay by any receive or
@@ -491,7 +514,9 @@ AckStatus ConsumerCore::dead_letter(const Delivery& d) noexcept {
   std::uint64_t held = 0;
   const AckStatus st = begin_dead_letter(d, held);
   if (st != AckStatus::ok) return st;
-  return send_to_dlq(d.sequence, held, DeadLetterReason::rejected);
+  const AckStatus sent = send_to_dlq(d.sequence, held, DeadLetterReason::rejected);
+  if (ordered_) wake_ordered();  // dead-lettered: its key flows again
+  return sent;
 }
 
 AckStatus ConsumerCore::begin_dead_letter(const Delivery& d, std::uint64_t& held) noexcept {

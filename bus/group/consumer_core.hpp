@@ -24,6 +24,7 @@
 #include "bus/group/dlq.hpp"
 #include "bus/group/group_view.hpp"
 #include "bus/group/membership.hpp"
+#include "bus/group/ordered_scan.hpp"
 #include "bus/ring/channel_state.hpp"
 #include "bus/ring/layout.hpp"
 #include "bus/ring/publisher_core.hpp"
@@ -70,6 +71,27 @@ class ConsumerCore {
   [[nodiscard]] const std::shared_ptr<ChannelState>& channel() const noexcept { return ch_; }
 
  private:
+  /// What a per_key scan found in the slot of a sequence.
+  enum class SlotSeen {
+    message,      ///< committed for it: the key was read
+    abandoned,    ///< its claim was abandoned: no message
+    overwritten,  ///< a later sequence's claim reused the slot (drop_oldest)
+    pending,      ///< not committed yet
+  };
+  /// per_key groups (ordered_scan.cpp): one scan from the floor that hands
+  /// out up to out.size() messages, each the lowest unfinished message of
+  /// its key, payloads packed into `arena`. Sets `st` as receive returns it.
+  std::size_t receive_ordered(std::span<Delivery> out, std::span<std::byte> arena, std::uint64_t now,
+                              PollStatus& st) noexcept;
+  /// Reads sequence s's stamp (into `stamp`) and, if committed, its key
+  /// (seqlock read).
+  SlotSeen key_at(std::uint64_t s, std::uint64_t& key, std::uint64_t& stamp) const noexcept;
+  /// Raises `next` to at least `to` (a CAS-max loop).
+  void raise_next(std::uint64_t to) noexcept;
+  /// Ends sequence s, overwritten while its lease word was `w`, as lost.
+  void lose_overwritten(std::uint64_t s, std::uint64_t w) noexcept;
+  /// Wakes consumers sleeping in receive_wait (a key may be free now).
+  [[gnu::noinline]] void wake_ordered() noexcept;
   bool take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st, std::uint64_t now) noexcept;
   void help_advance_next(std::uint64_t n) noexcept;
   bool take_due(Delivery& out, std::span<std::byte> buffer, PollStatus& st, std::uint64_t now) noexcept;
@@ -135,6 +157,9 @@ class ConsumerCore {
   bool batching_ = false;              ///< inside receive_batch: count deliveries locally
   std::uint64_t batch_delivered_ = 0;  ///< deliveries of the batch not yet in the group's counter
   std::uint64_t last_stall_check_ns_ = 0;
+  bool ordered_ = false;            ///< a per_key group
+  std::uint64_t order_window_ = 0;  ///< per_key: sequences past the floor a scan looks at
+  BlockedKeys blocked_;             ///< per_key: the keys the current scan holds back
 };
 
 }  // namespace shmbus::bus

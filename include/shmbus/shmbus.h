@@ -171,8 +171,17 @@ typedef struct shmbus_group_options {
   uint32_t jitter_permille;       /**< random spread of each backoff, in 1/1000 (200) */
   const char* dlq;                /**< dead-letter channel on the same bus; NULL or "": "<channel>-dlq" */
   uint32_t wait;                  /**< enum shmbus_wait for receive_wait (SHMBUS_WAIT_BLOCK) */
-  uint32_t reserved0;             /**< must be 0 */
+  uint32_t ordering;              /**< enum shmbus_ordering (SHMBUS_ORDERING_NONE); was reserved0 (0) */
+  /* Since version 2 of the struct (72 bytes): */
+  uint32_t order_window; /**< per_key: sequences past the floor a receive looks at; 0: min(capacity, 4096) */
+  uint32_t reserved1;    /**< must be 0 */
 } shmbus_group_options;
+
+/** How a consumer group hands out messages (shmbus::GroupOrdering). */
+enum shmbus_ordering {
+  SHMBUS_ORDERING_NONE = 0,   /**< competing consumers: any message to any consumer, in parallel */
+  SHMBUS_ORDERING_PER_KEY = 1 /**< a key's messages one at a time, in sequence order */
+};
 
 /** What publishers stamp messages with (shmbus::TimestampSource); every
  *  source reads back as CLOCK_REALTIME ns. */

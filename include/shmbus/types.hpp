@@ -197,10 +197,18 @@ struct GroupOptions {
   std::string dlq;
   WaitStrategy wait = WaitStrategy::block;  ///< for receive_wait
   /// none: any message to any consumer. per_key: the messages of one key go
-  /// one at a time, in sequence order (see GroupOrdering).
+  /// one at a time, in sequence order (see GroupOrdering): a nack, an
+  /// expired lease or a consumer's death holds back only that key, and the
+  /// redelivery comes before the key's later messages; a message that
+  /// reaches the DLQ frees its key (docs/protocol.md, section 8.11).
   GroupOrdering ordering = GroupOrdering::none;
   /// per_key only: how many sequences past the group's floor a receive looks
-  /// at for a key that is free (1..capacity; 0 = min(capacity, 4096)).
+  /// at for a key that is free (1..capacity; 0 = min(capacity, 4096)). A
+  /// message further on waits until the floor moves, so a key held back
+  /// near the floor (a slow or retried message) narrows what the group sees
+  /// to this window; each receive reads up to this many lease words. Joining
+  /// with a window above the capacity is invalid_argument; 0 is resolved at
+  /// join and the resolved value is the group's setting.
   std::uint32_t order_window = 0;
 };
 

@@ -1,0 +1,232 @@
+// The per_key mode of a consumer group: one scan from the floor hands out
+// messages whose keys have no earlier message in progress. See
+// ordered_scan.hpp and docs/protocol.md ("Ordered groups (per_key)").
+#include "bus/group/ordered_scan.hpp"
+
+#include <algorithm>
+#include <bit>
+
+#include "bus/common/util.hpp"
+#include "bus/group/consumer_core.hpp"
+#include "bus/ring/slots.hpp"
+#include "shm/atomics.hpp"
+#include "shm/futex.hpp"
+
+namespace shmbus::bus {
+
+namespace {
+
+/// How often a scan re-reads one sequence whose lease word changed under
+/// it before it holds the key back (conservative: a key held back by
+/// mistake only waits for the next receive).
+constexpr int kRetriesPerSequence = 8;
+
+}  // namespace
+
+void BlockedKeys::reserve(std::size_t max_keys) {
+  const std::size_t size = std::bit_ceil(std::max<std::size_t>(2 * max_keys, 2));
+  table_.assign(size, Entry{});
+  mask_ = size - 1;
+  shift_ = static_cast<std::uint32_t>(64 - std::countr_zero(size));
+  gen_ = 1;
+}
+
+ConsumerCore::SlotSeen ConsumerCore::key_at(std::uint64_t s, std::uint64_t& key, std::uint64_t& stamp) const noexcept {
+  const ChannelState& ch = *ch_;
+  const std::byte* slot = slot_at(ch.data, s, mask_, ch.geo.slot_size);
+  const std::uint64_t want = make_stamp(s, kStampCommitted);
+  stamp = shm::load_acquire(slot_header(slot).stamp);
+  if (stamp == want) {
+    // SYNC(seqlock-read): as in deliver; the key counts only if the stamp
+    // still names s after the copy.
+    const SlotMeta m = read_meta(slot);
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (shm::load_relaxed(slot_header(slot).stamp) == want) {
+      key = m.key;
+      return SlotSeen::message;
+    }
+    return SlotSeen::overwritten;  // a committed stamp changes only for a later claim
+  }
+  if (stamp_state(stamp) != kStampEmpty && stamp_seq(stamp) > s) return SlotSeen::overwritten;
+  if (stamp_state(stamp) == kStampAbandoned && stamp_seq(stamp) == s) return SlotSeen::abandoned;
+  return SlotSeen::pending;
+}
+
+void ConsumerCore::raise_next(std::uint64_t to) noexcept {
+  // per_key: `next` is one past the highest sequence ever leased (or
+  // finished by a scan), so floor <= next holds as in unordered groups.
+  std::uint64_t n = shm::load_acquire(g_->next);
+  while (n < to && !g_->next.compare_exchange_weak(n, to, std::memory_order_acq_rel, std::memory_order_acquire)) {
+  }
+}
+
+void ConsumerCore::lose_overwritten(std::uint64_t s, std::uint64_t w) noexcept {
+  const LeaseFields lf = lease_fields(w);
+  if (w != 0 && lf.lap == lap(s)) {
+    // A lease of this lap on a message that is gone.
+    if (!lease_final(lf.state)) end_lease_lost(view(), s, w);
+    return;
+  }
+  // Only a word of the lap before s (or the never-used word) may be ended
+  // for s: any other one belongs to a later lap, which is not ours to touch.
+  const std::uint32_t before = (lap(s) - 1) & 0xffffu;
+  if (w != 0 && !(lease_final(lf.state) && lf.lap == before)) return;
+  std::uint64_t e = w;
+  if (shm::cas_acq_rel(leases_[s & mask_], e, make_lease({kLeaseLost, 0, 0, lap(s), 0}))) {
+    raise_next(s + 1);
+    count_lost(view(), 1);
+  }
+}
+
+void ConsumerCore::wake_ordered() noexcept {
+  // A finished or delayed message may free its key for a consumer sleeping
+  // in receive_wait. seq_cst fence: the lease CAS before it against the
+  // sleeper's flag store (SYNC(sleep-flag), as a publisher's commit).
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  shm::wake_sleepers(ch_->producer->sub_sleeping, ch_->producer->sub_futex);
+}
+
+std::size_t ConsumerCore::receive_ordered(std::span<Delivery> out, std::span<std::byte> arena, std::uint64_t now,
+                                          PollStatus& st) noexcept {
+  st = PollStatus::empty;
+  // A consumer killed between its ack and its floor advance leaves the floor
+  // behind: every scan moves it over what is finished first.
+  advance_floor();
+  const std::uint64_t nms = now / kNsPerMs;
+  // Whether the owners of live leases are judged in this scan: at most once
+  // per scan interval, as take_due does (each judgement reads the clock and
+  // the owner's entry).
+  const bool judge_owners = now - last_scan_ns_ >= scan_every_ns_;
+  if (judge_owners) last_scan_ns_ = now;
+  const std::uint64_t first = shm::load_acquire(g_->floor);
+  const std::uint64_t end = first + order_window_;
+  blocked_.clear();
+  std::size_t n = 0;
+  std::size_t used = 0;
+  int retries = 0;
+  // Each pass of the loop decides sequence s once; `again` re-reads s (its
+  // lease word changed under us), `next_seq` goes on to s + 1.
+  std::uint64_t s = first;
+  const auto next_seq = [&] {
+    ++s;
+    retries = 0;
+  };
+  while (s < end && n < out.size()) {
+    std::atomic<std::uint64_t>& lw = leases_[s & mask_];
+    std::uint64_t w = shm::load_acquire(lw);
+    LeaseFields lf = lease_fields(w);
+    const bool this_lap = w != 0 && lf.lap == lap(s);
+    if (this_lap && lease_final(lf.state)) {  // acked, dead-lettered, lost: blocks nothing
+      next_seq();
+      continue;
+    }
+    // The lease word was read before the stamp: if the stamp still names s
+    // as committed, the word is of s's lap or an earlier one (a later lap's
+    // word is written only after its claim changed the stamp).
+    std::uint64_t key = 0;
+    std::uint64_t stamp = 0;
+    const SlotSeen seen = key_at(s, key, stamp);
+    if (seen == SlotSeen::overwritten) {  // drop_oldest lapped the group: s is lost to it
+      lose_overwritten(s, w);
+      next_seq();
+      continue;
+    }
+    if (seen == SlotSeen::abandoned) {
+      // A claim that never became a message: finished for the group.
+      if (!this_lap) {
+        if (!shm::cas_acq_rel(lw, w, make_lease({kLeaseAcked, 0, 0, lap(s), 0}))) continue;
+        raise_next(s + 1);
+        advance_floor();
+      }
+      next_seq();
+      continue;
+    }
+    if (seen == SlotSeen::pending) {
+      // Not committed: its key is unknown, and any later message may share
+      // it, so the scan ends here. A publisher that died (or stalled)
+      // holding this claim must not stop the group: check, at most once per
+      // scan interval.
+      if (now - last_stall_check_ns_ >= scan_every_ns_) {
+        last_stall_check_ns_ = now;
+        if (stall_.check(*ch_, s, stamp, shm::load_acquire(ch_->producer->head))) continue;
+      }
+      break;
+    }
+    // A committed message with key `key`.
+    if (++retries > kRetriesPerSequence) {
+      blocked_.insert(key);  // contended: hold the key back, decide on the next receive
+      next_seq();
+      continue;
+    }
+    std::uint64_t lease = 0;
+    if (!this_lap) {
+      // Free: never leased in this lap.
+      if (blocked_.contains(key)) {  // held back behind an earlier message of its key
+        next_seq();
+        continue;
+      }
+      const bool overwrote_previous = !available_for(s, w);
+      lease = make_lease({kLeaseLeased, 1, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
+      if (!shm::cas_acq_rel(lw, w, lease)) continue;
+      // The previous lap's message was still in flight but was overwritten
+      // (drop_oldest lapped this group): it is lost to the group.
+      if (overwrote_previous) g_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    } else {
+      // In progress: the lowest unfinished message of its key (every
+      // earlier one was seen finished), so it blocks the key, and when it
+      // is ready again it is redelivered before any later one.
+      bool ready = false;
+      switch (lf.state) {
+        case kLeaseLeased:
+        case kLeaseDeadLettering:
+          ready = lease_time_reached(lf.deadline_ms, nms);
+          if (!ready && judge_owners && owner_dead(lf.owner)) {
+            // Judging the owner may have released its leases (to due):
+            // decide again on what the word is now.
+            if (shm::load_acquire(lw) != w) continue;
+            ready = true;
+          }
+          break;
+        case kLeaseDue: ready = lease_time_reached(lf.deadline_ms, nms); break;
+        default: break;
+      }
+      if (!ready) {
+        blocked_.insert(key);
+        next_seq();
+        continue;
+      }
+      if (lf.attempt >= max_deliveries_ || lf.state == kLeaseDeadLettering) {
+        // Out of deliveries: to the DLQ, under a lease of our own; then
+        // look at s again (dead-lettered, it no longer blocks its key).
+        const std::uint64_t held =
+            make_lease({kLeaseDeadLettering, lf.attempt, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
+        if (!shm::cas_acq_rel(lw, w, held)) continue;
+        if (lf.state == kLeaseLeased) g_->expired.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+        (void)send_to_dlq(s, held, DeadLetterReason::max_deliveries);
+        continue;
+      }
+      lease = make_lease({kLeaseLeased, lf.attempt + 1, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
+      if (!shm::cas_acq_rel(lw, w, lease)) continue;
+      // relaxed: statistics.
+      g_->redelivered.fetch_add(1, std::memory_order_relaxed);
+      if (lf.state == kLeaseLeased) g_->expired.fetch_add(1, std::memory_order_relaxed);
+    }
+    blocked_.insert(key);
+    raise_next(s + 1);
+    (void)deliver(s, lease, out[n], arena.subspan(std::min(used, arena.size())), st);
+    if (st != PollStatus::ok) return n;  // lapped, corrupted, or no room left: ends the batch
+    out[n].deadline_ns = now + visibility_ns_;
+    used += out[n].message.payload.size();
+    ++n;
+    next_seq();
+  }
+  if (n != 0) {
+    st = PollStatus::ok;
+  } else if (const std::uint64_t r = ch_->removed_fast(); r != kChannelLive) {
+    // relaxed: a flag that carries no data (see SubscriberCore::begin_read).
+    st = poll_status_of_removed(r);
+  }
+  return n;
+}
+
+}  // namespace shmbus::bus
