@@ -82,11 +82,16 @@ static_assert(offsetof(shmbus_dlq_record, payload_length) == offsetof(shmbus::bu
 static_assert(offsetof(shmbus_dlq_record, group) == offsetof(shmbus::bus::DlqRecord, group));
 static_assert(offsetof(shmbus_dlq_record, source) == offsetof(shmbus::bus::DlqRecord, source));
 
-// The fixed-layout structs of ABI version 1 (other languages restate them).
-static_assert(sizeof(shmbus_message_meta) == 32);
-static_assert(sizeof(shmbus_message) == 48);
-static_assert(sizeof(shmbus_delivery) == 80);
-static_assert(offsetof(shmbus_delivery, sequence) == 48);
+// The fixed-layout structs of ABI version 2 (other languages restate them;
+// version 2 appended the message id to the message and its metadata).
+static_assert(SHMBUS_C_ABI_VERSION == 2);
+static_assert(sizeof(shmbus_message_meta) == 40);
+static_assert(offsetof(shmbus_message_meta, id) == 32);
+static_assert(sizeof(shmbus_message) == 56);
+static_assert(offsetof(shmbus_message, id) == 48);
+static_assert(sizeof(shmbus_out_message) == 56);
+static_assert(sizeof(shmbus_delivery) == 88);
+static_assert(offsetof(shmbus_delivery, sequence) == 56);
 
 // First-version sizes of the growable structs: a caller's struct_size may
 // not be smaller. These never change once released.
@@ -363,6 +368,7 @@ void fill_message(const shmbus::Message& m, shmbus_message& out) noexcept {
   out.sequence = m.sequence;
   out.timestamp_ns = m.timestamp_ns;
   out.key = m.key;
+  out.id = m.id;
   out.correlation_id = m.correlation_id;
   out.type = m.type;
   out.attempt = m.attempt;
@@ -650,6 +656,7 @@ int shmbus_publish(shmbus_publisher* publisher, const void* data, size_t size, c
   shmbus::MessageMeta m;
   if (meta != nullptr) {
     m.key = meta->key;
+    m.id = meta->id;
     m.correlation_id = meta->correlation_id;
     m.timestamp_ns = meta->timestamp_ns;
     m.type = meta->type;
@@ -671,6 +678,7 @@ shmbus::OutMessage out_message_at(const void* ctx, std::size_t i) noexcept {
   shmbus::OutMessage m;
   m.payload = std::span<const std::byte>(static_cast<const std::byte*>(c.data), c.data == nullptr ? 0 : c.size);
   m.meta.key = c.meta.key;
+  m.meta.id = c.meta.id;
   m.meta.correlation_id = c.meta.correlation_id;
   m.meta.timestamp_ns = c.meta.timestamp_ns;
   m.meta.type = c.meta.type;

@@ -152,6 +152,7 @@ std::optional<DeadLetter> decode_dead_letter(const Message& m) noexcept {
   d.group = name(rec.group);
   d.source = name(rec.source);
   d.key = m.key;
+  d.id = m.id;
   d.correlation_id = m.correlation_id;
   d.type = m.type;
   d.payload = m.payload.subspan(sizeof rec, rec.payload_length);

@@ -80,7 +80,7 @@ struct Payload {
   std::uint64_t number;
   std::uint64_t check;
 };
-static_assert(sizeof(Payload) == 16);  // fits the smallest slot (64 bytes, 48 of header)
+static_assert(sizeof(Payload) == 16);  // fits a 128-byte slot (56 bytes of header)
 
 std::uint64_t check_of(std::uint64_t n) noexcept { return n * 0x9E3779B97F4A7C15ULL ^ 0x5bd1e995ULL; }
 
@@ -255,7 +255,7 @@ std::optional<Outcome> run_policy(const Config& cfg, Policy policy) {
   shmbus::ChannelOptions opts;
   opts.policy = policy;
   opts.capacity = cfg.capacity;
-  opts.slot_size = 64;  // 16 bytes of payload is all we need
+  opts.slot_size = 128;  // 16 bytes of payload is all we need (a 64-byte slot holds 8)
   auto ch = Channel::create(channel_name(policy), opts, cfg.bus);
   if (!ch) {
     std::fprintf(stderr, "backpressure: create %s: %s\n", channel_name(policy).c_str(), ch.error().message().c_str());

@@ -115,7 +115,7 @@ shmbus::ChannelOptions channel_options() {
   shmbus::ChannelOptions o;
   o.policy = shmbus::Policy::block;  // orders are never dropped: a full ring makes the service wait
   o.capacity = 512;                  // also what analytics can replay: the last 512 orders
-  o.slot_size = 128;                 // 80 bytes of payload (48-byte slot header)
+  o.slot_size = 128;                 // 72 bytes of payload (56-byte slot header)
   o.max_groups = 2;                  // billing, email
   o.max_consumers = 8;
   return o;

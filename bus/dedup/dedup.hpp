@@ -1,10 +1,8 @@
-// Idempotency (dedup) table: a shared-memory map from a 64-bit id (usually
-// Message::key) to "claimed by a worker until a deadline" or "done until an
-// expiry", so that the consumers of an at-least-once group can skip work that
-// was already done. Lock-free: every entry is two 64-bit words and every
-// transition is one CAS on the entry's state word. docs/guarantees.md says
-// what it does and does not buy; the protocol is written down at the end of
-// this header.
+// Idempotency (dedup) table: a shared-memory map from a 64-bit id (the
+// publisher's Message::id, never the key: events share keys) to "claimed by a worker until a deadline" or "done until
+// an expiry", so that the consumers of an at-least-once group can skip work that was already done. Lock-free: every
+// entry is two 64-bit words and every transition is one CAS on the entry's state word. docs/guarantees.md says what it
+// does and does not buy; the protocol is written down at the end of this header.
 //
 // The segment is "shmbus-dedup.<bus>.<name>". Names cannot hold a '.', so it
 // can never be mistaken for a channel ("shmbus.<bus>.<channel>") and is never

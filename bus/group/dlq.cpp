@@ -88,6 +88,7 @@ AckStatus copy_to_dlq(const GroupView& v, PublisherCore& pub, std::uint64_t seq,
   }
   MessageMeta meta;
   meta.key = hdr.key;
+  meta.id = hdr.id;
   meta.correlation_id = hdr.correlation_id;
   meta.type = hdr.type;
   meta.timestamp_ns = rec.original_timestamp_ns;
@@ -230,6 +231,7 @@ Result<std::uint64_t> redrive_dead_letters(const std::shared_ptr<ChannelState>& 
     const std::size_t len = std::min<std::size_t>(rec.payload_length, m.payload.size() - sizeof rec);
     MessageMeta meta;
     meta.key = m.key;
+    meta.id = m.id;  // the same event: a consumer that dedups on the id sees it as such
     meta.correlation_id = m.correlation_id;
     meta.type = m.type;
     const PublishStatus ps =

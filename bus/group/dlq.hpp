@@ -21,7 +21,8 @@ namespace shmbus::bus {
 
 //  DlqRecord (160 B) at the start of every DLQ message's payload; the
 //  original payload follows. The DLQ slot header keeps the original key,
-//  correlation id and type, and its `attempt` holds the attempts made.
+//  message id, correlation id and type, and its `attempt` holds the attempts
+//  made; redrive republishes the key, id, correlation id and type.
 //  0 original_sequence  8 original_timestamp_ns  16 attempts  20 reason
 //  24 payload_length  28 reserved  32 group (64)  96 source channel (64)
 struct DlqRecord {

@@ -12,9 +12,9 @@
 //  +--------------------------------------------------------------------+
 //  | slot 0 | slot 1 | ...                          | slot cap-1        |  data area
 //  +--------------------------------------------------------------------+  (page-aligned;
-//  each slot: SlotHeader (48 B: stamp, writer, metadata) + payload         read-only for
-//  (slot_size - 48 B); the stamp shares the slot's first line with the     subscribers)
-//  metadata and the first 16 payload bytes.
+//  each slot: SlotHeader (56 B: stamp, writer, metadata) + payload         read-only for
+//  (slot_size - 56 B); the stamp shares the slot's first line with the     subscribers)
+//  metadata and the first 8 payload bytes.
 //
 // The commit word (stamp) lives in the slot's first cache line, as in Aeron
 // and Chronicle: a reader spins on the line it reads next, and a publisher's
@@ -426,25 +426,28 @@ inline constexpr std::uint64_t stamp_seq(std::uint64_t s) noexcept { return s >>
 inline constexpr std::uint64_t stamp_state(std::uint64_t s) noexcept { return s & 3u; }
 inline constexpr std::uint64_t kMaxSequence = (1ULL << 62) - 1;
 
-//  SlotMeta (32 B): the plain metadata of a message, written by the one
+//  SlotMeta (40 B): the plain metadata of a message, written by the one
 //  publisher that holds the slot's stamp in `writing`, read after an acquire
 //  of `committed` and re-validated by the stamp (seqlock).
 //  0 timestamp (see stored_time_is_ticks)  8 key  16 correlation_id
 //  24 size: payload length (bits 0..23) | attempt (bits 24..31)  28 type
+//  32 id (the message id, 0 = none; last, so the older fields kept their offsets)
 struct SlotMeta {
   std::uint64_t timestamp;
   std::uint64_t key;
   std::uint64_t correlation_id;
   std::uint32_t size;
   std::uint32_t type;
+  std::uint64_t id;
 };
 static_assert(std::is_standard_layout_v<SlotMeta>);
-static_assert(sizeof(SlotMeta) == 32);
+static_assert(sizeof(SlotMeta) == 40);
 static_assert(offsetof(SlotMeta, timestamp) == 0);
 static_assert(offsetof(SlotMeta, key) == 8);
 static_assert(offsetof(SlotMeta, correlation_id) == 16);
 static_assert(offsetof(SlotMeta, size) == 24);
 static_assert(offsetof(SlotMeta, type) == 28);
+static_assert(offsetof(SlotMeta, id) == 32);
 
 /// SlotMeta::size: the payload length (slots are at most 16 MiB, so it fits
 /// 24 bits) and the delivery attempt a DLQ copy carries (0..255).
@@ -461,19 +464,21 @@ inline constexpr std::uint32_t size_attempt(std::uint32_t size) noexcept { retur
 inline constexpr std::uint64_t kTicksFlag = 1ULL << 63;
 inline constexpr bool stored_time_is_ticks(std::uint64_t t) noexcept { return (t & kTicksFlag) != 0; }
 
-//  SlotHeader (48 B, at the start of each slot in the data area, so in the
-//  slot's first cache line with the first 16 payload bytes):
+//  SlotHeader (56 B, at the start of each slot in the data area, so in the
+//  slot's first cache line with the first 8 payload bytes: an 8-byte message
+//  is one line):
 //  0 stamp   8 writer (low 32 bits of the sequence being written, pid of its
 //  writer: lets a reader abandon a dead writer's claim at once instead of
 //  waiting out the unblock timeout; see slots.hpp make_writer)
-//  16 meta (SlotMeta)   48 payload
+//  16 meta (SlotMeta)   56 payload
 struct SlotHeader {
   std::atomic<std::uint64_t> stamp;
   std::atomic<std::uint64_t> writer;
   SlotMeta meta;
 };
 static_assert(std::is_standard_layout_v<SlotHeader>);
-static_assert(sizeof(SlotHeader) == 48);
+static_assert(sizeof(SlotHeader) == 56);
+static_assert(sizeof(SlotHeader) + 8 <= kCacheLine);
 static_assert(offsetof(SlotHeader, stamp) == 0);
 static_assert(offsetof(SlotHeader, writer) == 8);
 static_assert(offsetof(SlotHeader, meta) == 16);

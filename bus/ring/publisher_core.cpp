@@ -324,6 +324,7 @@ PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length, const
   slot.meta.correlation_id = meta.correlation_id;
   slot.meta.size = pack_size(static_cast<std::uint32_t>(length), attempt);
   slot.meta.type = meta.type;
+  slot.meta.id = meta.id;
   // SYNC(stamp): release (seq_cst), pairs with the acquire stamp loads in
   // SubscriberCore::begin_read: the slot's bytes are visible before the stamp.
   if (!shm::cas_seq_cst(slot.stamp, expected, make_stamp(seq, kStampCommitted))) {
@@ -380,6 +381,7 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
   slot.meta.correlation_id = meta.correlation_id;
   slot.meta.size = pack_size(static_cast<std::uint32_t>(n), attempt);
   slot.meta.type = meta.type;
+  slot.meta.id = meta.id;
   copy_bytes(at + kSlotHeaderSize, payload.data(), n);
   std::uint64_t expected = make_stamp(seq, kStampWriting);
   // SYNC(stamp): release (seq_cst), as in commit.

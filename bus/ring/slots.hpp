@@ -138,6 +138,7 @@ inline Message message_from(const SlotMeta& meta, std::uint64_t timestamp_ns, st
   m.sequence = seq;
   m.timestamp_ns = timestamp_ns;
   m.key = meta.key;
+  m.id = meta.id;
   m.correlation_id = meta.correlation_id;
   m.type = meta.type;
   m.attempt = attempt;

@@ -257,6 +257,7 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   out.sequence = cursor;
   out.timestamp_ns = clock_.ns(meta.timestamp);
   out.key = meta.key;
+  out.id = meta.id;
   out.correlation_id = meta.correlation_id;
   out.type = meta.type;
   out.attempt = size_attempt(meta.size);

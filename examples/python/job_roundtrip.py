@@ -2,7 +2,7 @@
 """Python and C++ processes on one bus, through the C API (shmbus_ctypes).
 
   Python  --jobs-->     C++ worker (group "cpp-workers")
-  Python  <--results--  C++ worker (one reply per job, correlated by key)
+  Python  <--results--  C++ worker (one reply per job, correlated by key; the job's message id)
   C++     --tasks-->    Python consumer (group "py-workers", nack + redelivery)
 
 Python creates the channels and the groups first, so nothing depends on which
@@ -27,6 +27,8 @@ JOBS = 20
 TASKS = 12
 FLAKY_JOB = 3  # the worker fails its first attempt
 SECOND = 1_000_000_000
+JOB_ID_BASE = 0x10B0000000000000  # job i has key i and message id JOB_ID_BASE + i
+TASK_ID_BASE = 0x7A5C000000000000  # job_worker.cpp's kTaskIdBase
 
 
 def check(cond, what):
@@ -68,7 +70,7 @@ def main():
             for i in range(JOBS):
                 text = f"job {i}: resize image-{i}.png"
                 kind = 2 if i == FLAKY_JOB else 1
-                check(pub.publish(text.encode(), key=i, type=kind) == sb.OK, f"publish job {i}")
+                check(pub.publish(text.encode(), key=i, type=kind, id=JOB_ID_BASE + i) == sb.OK, f"publish job {i}")
 
             worker = subprocess.Popen([args.worker, BUS, names["jobs"], names["results"], names["tasks"],
                                        str(TASKS)])
@@ -85,6 +87,7 @@ def main():
                 check(m.payload == f"JOB {i}: RESIZE IMAGE-{i}.PNG".encode(), f"reply {i}: {m.payload!r}")
                 want_attempt = 2 if i == FLAKY_JOB else 1
                 check(m.type == want_attempt, f"job {i} succeeded on attempt {m.type}, expected {want_attempt}")
+                check(m.id == JOB_ID_BASE + i, f"reply {i} carries its job's message id (got {m.id:#x})")
             print(f"python: {JOBS} replies from the C++ worker, job {FLAKY_JOB} on its second attempt")
 
             # The C++ worker's tasks, through a Python consumer group: the first
@@ -95,6 +98,7 @@ def main():
                 d = py_workers.receive_wait(30 * SECOND)
                 check(d is not None, f"a task within 30 s (have {len(seen)} of {TASKS})")
                 i = d.message.key - 1000
+                check(d.message.id == TASK_ID_BASE + i, f"task {i} carries message id {d.message.id:#x}")
                 check(d.message.payload == f"task {i} from C++".encode(), f"task payload {d.message.payload!r}")
                 if i == 0 and not nacked:
                     check(d.attempt == 1, "first delivery is attempt 1")

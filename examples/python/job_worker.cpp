@@ -1,10 +1,14 @@
 // The C++ side of examples/python/job_roundtrip.py: a worker in consumer
 // group "cpp-workers" of the jobs channel. For each job it publishes a reply
 // on the results channel (the payload in upper case, correlation_id = the
-// job's key, type = the attempt that succeeded) and acks it. A job of type
+// job's key, id = the job's message id, type = the attempt that succeeded)
+// and acks it. The reply's id is the job's, not a fresh one, so a reply
+// published twice (its job redelivered after a crash) is recognisably one
+// event to whoever deduplicates the results. A job of type
 // kFlaky fails its first attempt (nack, redelivered at once). A job of type
 // kStop ends the worker. Before taking jobs it publishes `tasks` messages on
-// the tasks channel for the Python side's own group.
+// the tasks channel for the Python side's own group (task i: key 1000 + i,
+// message id kTaskIdBase + i).
 //
 // Usage: shmbus_job_worker BUS JOBS RESULTS TASKS NTASKS
 // Exit: 0 done; 1 setup failed; 2 usage; 3 no job for 30 s; 4 publish failed.
@@ -22,6 +26,7 @@ namespace {
 constexpr std::uint32_t kFlaky = 2;
 constexpr std::uint32_t kStop = 99;
 constexpr std::uint64_t kIdleLimitNs = 30'000'000'000ULL;
+constexpr std::uint64_t kTaskIdBase = 0x7a5c000000000000ULL;  // job_roundtrip.py checks it
 
 template <class T>
 T need(shmbus::Result<T> r, const char* what) {
@@ -49,6 +54,7 @@ int main(int argc, char** argv) {
   for (long i = 0; i < ntasks; ++i) {
     shmbus::MessageMeta meta;
     meta.key = 1000 + static_cast<std::uint64_t>(i);
+    meta.id = kTaskIdBase + static_cast<std::uint64_t>(i);
     const std::string text = "task " + std::to_string(i) + " from C++";
     if (task_pub.publish(text, meta) != shmbus::PublishStatus::ok) return 4;
   }
@@ -75,6 +81,7 @@ int main(int argc, char** argv) {
     for (char& c : reply) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     shmbus::MessageMeta meta;
     meta.correlation_id = m.key;
+    meta.id = m.id;
     meta.type = d.attempt;
     if (reply_pub.publish(reply, meta) != shmbus::PublishStatus::ok) return 4;
     if (worker.ack(d) == shmbus::AckStatus::ok) ++done;

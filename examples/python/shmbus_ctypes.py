@@ -6,7 +6,7 @@ only.
     lib = sb.load()                       # or sb.load("/path/to/libshmbus.so")
     with sb.Channel.open_or_create(lib, "orders", capacity=1024) as ch:
         with ch.publisher() as pub:
-            pub.publish(b"hello", key=42)
+            pub.publish(b"hello", key=42, id=0x5eed)   # key: what it is about; id: which event
 
 Every handle is closed by close() or by leaving its `with` block. Threading is
 that of the C API: a Channel may be shared by threads; a Publisher,
@@ -23,7 +23,7 @@ import ctypes.util
 import os
 from dataclasses import dataclass
 
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 # enum shmbus_status (the values the C header defines)
 OK = 0
@@ -77,12 +77,12 @@ class GroupOptions(ctypes.Structure):
 
 class MessageMeta(ctypes.Structure):
     _fields_ = [("key", _u64), ("correlation_id", _u64), ("timestamp_ns", _u64), ("type", _u32),
-                ("reserved0", _u32)]
+                ("reserved0", _u32), ("id", _u64)]
 
 
 class CMessage(ctypes.Structure):
     _fields_ = [("sequence", _u64), ("timestamp_ns", _u64), ("key", _u64), ("correlation_id", _u64),
-                ("type", _u32), ("attempt", _u32), ("payload_size", _u64)]
+                ("type", _u32), ("attempt", _u32), ("payload_size", _u64), ("id", _u64)]
 
 
 class CDelivery(ctypes.Structure):
@@ -110,9 +110,9 @@ class SubscriberCounters(ctypes.Structure):
                 ("lapped_events", _u64)]
 
 
-# The fixed layouts of ABI version 1 (api/c_api.cpp asserts the same sizes).
-assert ctypes.sizeof(MessageMeta) == 32 and ctypes.sizeof(CMessage) == 48
-assert ctypes.sizeof(CDelivery) == 80 and ctypes.sizeof(ChannelOptions) == 56
+# The fixed layouts of ABI version 2 (api/c_api.cpp asserts the same sizes).
+assert ctypes.sizeof(MessageMeta) == 40 and ctypes.sizeof(CMessage) == 56
+assert ctypes.sizeof(CDelivery) == 88 and ctypes.sizeof(ChannelOptions) == 56
 assert ctypes.sizeof(SubscribeOptions) == 32 and ctypes.sizeof(GroupOptions) == 64
 
 
@@ -131,6 +131,7 @@ class Message:
     sequence: int
     timestamp_ns: int
     key: int
+    id: int  # the publisher's message id (0 = none): dedup on it, not on the key
     correlation_id: int
     type: int
     attempt: int
@@ -366,9 +367,11 @@ class Publisher(_Handle):
 
     _free = "shmbus_publisher_free"
 
-    def publish(self, data, key=0, correlation_id=0, type=0, timeout_ns=DEFAULT_PUBLISH_TIMEOUT_NS):
-        """Returns OK, or the backpressure result (FULL, TIMEOUT). Raises on misuse (TOO_LARGE...)."""
-        meta = MessageMeta(key=key, correlation_id=correlation_id, type=type)
+    def publish(self, data, key=0, correlation_id=0, type=0, timeout_ns=DEFAULT_PUBLISH_TIMEOUT_NS, id=0):
+        """Returns OK, or the backpressure result (FULL, TIMEOUT). Raises on misuse (TOO_LARGE...).
+        `key` says what the message is about (ordering, partitioning); `id` says which event it is
+        (unique per event, 0 = none): consumers deduplicate on the id."""
+        meta = MessageMeta(key=key, correlation_id=correlation_id, type=type, id=id)
         data = bytes(data)
         rc = self._lib.dll.shmbus_publish(self._ptr, data, len(data), ctypes.byref(meta), timeout_ns)
         if rc in (OK, FULL, TIMEOUT):
@@ -382,7 +385,7 @@ class Publisher(_Handle):
 
 
 def _message(m, buf):
-    return Message(m.sequence, m.timestamp_ns, m.key, m.correlation_id, m.type, m.attempt,
+    return Message(m.sequence, m.timestamp_ns, m.key, m.id, m.correlation_id, m.type, m.attempt,
                    bytes(buf[:m.payload_size]))
 
 

@@ -50,6 +50,7 @@ struct DeadLetter {
   std::string group;   ///< the group that dead-lettered it
   std::string source;  ///< the source channel
   std::uint64_t key = 0;
+  std::uint64_t id = 0;  ///< the original message id (redrive republishes it)
   std::uint64_t correlation_id = 0;
   std::uint32_t type = 0;
   std::span<const std::byte> payload;  ///< points into the message's payload

@@ -1,13 +1,13 @@
 // DedupTable: an idempotency table in shared memory, so that the consumers
 // of an at-least-once group can skip work that was already done. Keyed by a
-// 64-bit id (usually Message::key, set by the publisher), each id is either
+// 64-bit id (Message::id, set by the publisher, unique per event), each id is either
 // claimed by one worker (until a claim timeout, or until that worker's
 // process dies) or done (until a TTL runs out).
 //
-//   switch (table.begin(d.message.key)) {
+//   switch (table.begin(d.message.id)) {
 //     case DedupStatus::first:        // ours: do the work
-//       if (process(d)) { table.complete(d.message.key); (void)consumer.ack(d); }
-//       else { table.abandon(d.message.key); (void)consumer.nack(d); }
+//       if (process(d)) { table.complete(d.message.id); (void)consumer.ack(d); }
+//       else { table.abandon(d.message.id); (void)consumer.nack(d); }
 //       break;
 //     case DedupStatus::done:         // already done: just ack
 //       (void)consumer.ack(d);
@@ -26,6 +26,10 @@
 // atomically with its own dedup record in the same store (a database
 // transaction keyed by the id); this table then only saves the repeated work
 // in the common case. docs/guarantees.md gives the pattern.
+//
+// Dedup on the message id, not on the key: the key names what a message is
+// about (an account), so two real events of one account share it, and a
+// table keyed by it would skip the second as a duplicate.
 #pragma once
 
 #include <cstdint>

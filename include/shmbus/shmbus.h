@@ -23,7 +23,8 @@
  *     library whose structs have grown (the library reads only struct_size
  *     bytes and uses defaults for the rest). Stats functions take the size of
  *     the caller's struct the same way. shmbus_message, shmbus_message_meta
- *     and shmbus_delivery are fixed for SHMBUS_C_ABI_VERSION 1.
+ *     and shmbus_delivery are fixed for each SHMBUS_C_ABI_VERSION (version 2
+ *     added the message id to them).
  *   - Threading: each function states its contract. "Thread-safe" means any
  *     thread may call it at any time; "one thread at a time per handle" means
  *     calls on one handle must not overlap (different handles may be used by
@@ -48,7 +49,7 @@ extern "C" {
 #endif
 
 /** Version of the C ABI described by this header (structs, enums, signatures). */
-#define SHMBUS_C_ABI_VERSION 1
+#define SHMBUS_C_ABI_VERSION 2
 
 /** Default bound on how long shmbus_publish waits on a `block` channel (1 s). */
 #define SHMBUS_DEFAULT_PUBLISH_TIMEOUT_NS 1000000000ULL
@@ -194,11 +195,13 @@ enum shmbus_timestamps {
 
 /** Metadata a publisher attaches to a message (shmbus::MessageMeta). Fixed layout. */
 typedef struct shmbus_message_meta {
-  uint64_t key;            /**< user key (partitioning, dedup) */
+  uint64_t key;            /**< user key (partitioning, per-key order); many messages share it */
   uint64_t correlation_id; /**< request/response pairing */
   uint64_t timestamp_ns;   /**< CLOCK_REALTIME ns; 0: stamped at commit */
   uint32_t type;           /**< user message type */
   uint32_t reserved0;      /**< must be 0 */
+  uint64_t id;             /**< message id, unique per event: dedup on it, not on the key; 0 = none
+                                (ABI version 2) */
 } shmbus_message_meta;
 
 /** A message as a reader receives it; the payload is in the caller's buffer,
@@ -211,6 +214,7 @@ typedef struct shmbus_message {
   uint32_t type;
   uint32_t attempt;      /**< delivery attempt (groups: 1 on first delivery; subscribers: 0) */
   uint64_t payload_size; /**< bytes copied; with SHMBUS_BUFFER_TOO_SMALL, the bytes needed */
+  uint64_t id;           /**< the publisher's message id (0 = none; ABI version 2) */
 } shmbus_message;
 
 /** A message delivered to one consumer of a group, with its lease: the token
@@ -279,8 +283,8 @@ enum shmbus_dlq_reason {
 };
 
 /** The record at the start of every payload on a dead-letter channel; the
- *  original payload follows it (key, correlation id and type are kept in the
- *  message itself). Part of the channel layout: 160 bytes, fixed. */
+ *  original payload follows it (key, message id, correlation id and type are
+ *  kept in the message itself). Part of the channel layout: 160 bytes, fixed. */
 typedef struct shmbus_dlq_record {
   uint64_t original_sequence;     /**< its sequence on the source channel */
   uint64_t original_timestamp_ns; /**< its CLOCK_REALTIME publish time */

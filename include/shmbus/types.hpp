@@ -77,11 +77,17 @@ std::string_view to_string(TimestampSource t) noexcept;
 std::optional<TimestampSource> parse_timestamps(std::string_view s) noexcept;
 
 /// Per-message metadata set by the publisher. timestamp_ns 0 means "now".
+/// The key says what a message is about (per-key ordering in groups; many
+/// messages share it); the id says which message it is (unique per event,
+/// kept by the DLQ and redrive): deduplicate on the id, never on the key
+/// (docs/guarantees.md section 6). `id` comes last so that positional
+/// initialisers written before it existed keep their meaning.
 struct MessageMeta {
-  std::uint64_t key = 0;             ///< user key (partitioning, dedup)
+  std::uint64_t key = 0;             ///< user key (partitioning, per-key ordering)
   std::uint64_t correlation_id = 0;  ///< request/response pairing
   std::uint32_t type = 0;            ///< user message type
   std::uint64_t timestamp_ns = 0;    ///< CLOCK_REALTIME ns; 0 = stamped at commit
+  std::uint64_t id = 0;              ///< message id (the dedup identity); 0 = none
 };
 
 /// A message as a reader sees it. For zero-copy reads `payload` points into
@@ -91,6 +97,7 @@ struct Message {
   std::uint64_t sequence = 0;
   std::uint64_t timestamp_ns = 0;
   std::uint64_t key = 0;
+  std::uint64_t id = 0;  ///< the publisher's MessageMeta::id (0 = none)
   std::uint64_t correlation_id = 0;
   std::uint32_t type = 0;
   std::uint32_t attempt = 0;

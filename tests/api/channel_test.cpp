@@ -29,7 +29,7 @@ TEST_CASE("create is exclusive, and open finds the channel with its parameters")
   CHECK(b->options().capacity == 64);
   CHECK(b->options().slot_size == 512);
   CHECK(b->options().policy == Policy::reject);
-  CHECK(b->max_payload() == 512 - 48);
+  CHECK(b->max_payload() == 512 - 56);
 }
 
 TEST_CASE("opening with other parameters names both values") {

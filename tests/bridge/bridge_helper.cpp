@@ -5,13 +5,15 @@
 //   bridge_helper remove BUS CHANNEL
 //   bridge_helper head BUS CHANNEL
 //   bridge_helper publish BUS CHANNEL FIRST COUNT
-//       message i (FIRST <= i < FIRST+COUNT): payload "m-<i>", key i+1, type 7
+//       message i (FIRST <= i < FIRST+COUNT): payload "m-<i>", key i+1,
+//       message id kIdBase+i, type 7
 //   bridge_helper publish-until BUS CHANNEL MAX
 //       the same from i = 0 until SIGTERM (or MAX messages); prints how many
 //   bridge_helper collect BUS CHANNEL COUNT READY_FILE TIMEOUT_S [PER_MS]
 //       subscribes at the earliest message, creates READY_FILE, then reads
 //       (at most about PER_MS messages a millisecond, if given)
-//       until it has seen keys 1..COUNT, each with payload "e-<key-1>";
+//       until it has seen keys 1..COUNT, each with payload "e-<key-1>" and
+//       message id kIdBase+key-1 (feed_stream.py writes them);
 //       prints "distinct D duplicates U missing M bad B" and exits 0 only if
 //       nothing is missing and nothing is bad. COUNT may be a file name: the
 //       count is then read from that file once it exists.
@@ -70,6 +72,11 @@ int cmd_head(const char* bus, const char* name) {
   return 0;
 }
 
+/// Message ids of the test's messages: kIdBase + i, apart from key i + 1,
+/// so that a field mixed up in the mapping shows (feed_stream.py and
+/// bridge_test.sh use the same base).
+constexpr std::uint64_t kIdBase = 1'000'000'000;
+
 volatile std::sig_atomic_t g_stop = 0;
 extern "C" void on_term(int /*signo*/) { g_stop = 1; }
 
@@ -87,6 +94,7 @@ int cmd_publish_until(const char* bus, const char* name, std::uint64_t max) {
     const std::string payload = "m-" + std::to_string(i);
     MessageMeta meta;
     meta.key = i + 1;
+    meta.id = kIdBase + i;
     meta.type = 7;
     const PublishStatus st = pub->publish(payload, meta, 100'000'000ULL);
     if (st == PublishStatus::ok) {
@@ -110,6 +118,7 @@ int cmd_publish(const char* bus, const char* name, std::uint64_t first, std::uin
     const std::string payload = "m-" + std::to_string(i);
     MessageMeta meta;
     meta.key = i + 1;
+    meta.id = kIdBase + i;
     meta.type = 7;
     for (;;) {
       const PublishStatus st = pub->publish(payload, meta, 100'000'000ULL);
@@ -163,9 +172,10 @@ int cmd_collect(const char* bus, const char* name, const std::string& count_arg,
       continue;
     }
     const std::string payload(reinterpret_cast<const char*>(m.payload.data()), m.payload.size());
-    if (m.key == 0 || m.key > (1ULL << 24) || payload != "e-" + std::to_string(m.key - 1)) {
-      std::cerr << "bridge_helper: unexpected message seq " << m.sequence << " key " << m.key << " payload '"
-                << payload.substr(0, 40) << "'\n";
+    if (m.key == 0 || m.key > (1ULL << 24) || payload != "e-" + std::to_string(m.key - 1) ||
+        m.id != kIdBase + m.key - 1) {
+      std::cerr << "bridge_helper: unexpected message seq " << m.sequence << " key " << m.key << " id " << m.id
+                << " payload '" << payload.substr(0, 40) << "'\n";
       ++bad;
       continue;
     }

@@ -83,7 +83,8 @@ head_at_least() { [ "$("$HELPER" head "$BUS" "$1")" -ge "$2" ]; }
 logged() { grep -q "$2" "$1"; }
 
 # Checks the stream's entries: every sequence FIRST..LAST present, payload
-# "m-<seq>", key seq+1, type 7. Prints the duplicates it found.
+# "m-<seq>", key seq+1, message id 1000000000+seq, type 7. Prints the
+# duplicates it found.
 check_stream() {  # check_stream KEY FIRST LAST
   R --json xrange "$1" - + >"$TMP/xrange.json"
   python3 - "$TMP/xrange.json" "$2" "$3" <<'EOF'
@@ -95,7 +96,8 @@ bad = 0
 for eid, fields in entries:
     f = dict(zip(fields[0::2], fields[1::2]))
     s = int(f["sequence"])
-    if f["data"] != "m-%d" % s or int(f["key"]) != s + 1 or int(f["type"]) != 7 or not (first <= s <= last):
+    if (f["data"] != "m-%d" % s or int(f["key"]) != s + 1 or int(f["id"]) != 1000000000 + s
+            or int(f["type"]) != 7 or not (first <= s <= last)):
         bad += 1
         if bad <= 5: print("  bad entry", eid, f)
     seen[s] = seen.get(s, 0) + 1
@@ -273,11 +275,11 @@ check "restarted c1 re-published its pending entries" grep -q "re-published [1-9
 
 # === 6. entries that cannot be published stay pending, reported ===============
 make_channel small 64 256 block
-R xadd odd '*' data e-0 key 1 >/dev/null
+R xadd odd '*' data e-0 key 1 id 1000000000 >/dev/null
 R xadd odd '*' data "$(head -c 1000 /dev/zero | tr '\0' x)" key 3 >/dev/null
 R xadd odd '*' key 4 note no-data >/dev/null
 R xadd odd '*' data e-1 key 2 type notanumber >/dev/null
-R xadd odd '*' data e-1 key 2 >/dev/null
+R xadd odd '*' data e-1 key 2 id 1000000001 >/dev/null
 rm -f "$TMP/ready"
 "$HELPER" collect "$BUS" small 2 "$TMP/ready" 60 >"$TMP/collect2.out" &
 COL=$!

@@ -1,6 +1,6 @@
 """Writes XADD commands for stream KEY in the Redis protocol to stdout until
 SIGTERM (or MAX entries), at most about PER_MS entries a millisecond: entry i
-has data "e-<i>" and key i+1. Pipe it into
+has data "e-<i>", key i+1 and message id 1000000000+i. Pipe it into
 `redis-cli --pipe`. On SIGTERM it stops at a command boundary, closes stdout
 and writes how many entries it sent to COUNT_FILE.
 
@@ -25,7 +25,7 @@ i = 0
 while not stop and i < limit:
     chunk = []
     for _ in range(100):
-        args = ["XADD", key, "*", "data", "e-%d" % i, "key", str(i + 1)]
+        args = ["XADD", key, "*", "data", "e-%d" % i, "key", str(i + 1), "id", str(1000000000 + i)]
         chunk.append("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a), a) for a in args))
         i += 1
     out.write("".join(chunk))

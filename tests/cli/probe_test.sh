@@ -227,9 +227,11 @@ check "watch --all shows both channels" grep -q "^$CH-dlq " <<<"$out"
 run "$SHMBUS" peek "$CH" --bus "$BUS" --from 2 -n 3
 check "peek prints 3 messages from #2" test "$(grep -c '^#' <<<"$out")" -eq 3
 check "peek text shows the payload" grep -q "^#2 .* len=9  message 2$" <<<"$out"
+check "peek text shows the message id" grep -q "^#2 .* id=5002 len=9 " <<<"$out"
 run "$SHMBUS" peek "$CH" --bus "$BUS" --from earliest -n 0 --format json; json=$(head -n 1 <<<"$out")
 check "peek -n 0 reads up to the head" test "$(wc -l <<<"$out")" -eq 10
-json_check "peek --format json" "assert d['sequence'] == 0 and d['payload'] == 'message 0' and d['length'] == 9, d"
+json_check "peek --format json" "assert d['sequence'] == 0 and d['payload'] == 'message 0' and d['length'] == 9, d
+assert d['id'] == 5000 and d['key'] == 0, d"
 run "$SHMBUS" peek "$CH" --bus "$BUS" --from 9 --format hex
 check "peek --format hex dumps bytes" grep -q "6d 65 73 73 61 67 65 20 39" <<<"$out"
 run "$SHMBUS" peek "$CH" --bus "$BUS" --from -1h -n 1
@@ -252,13 +254,15 @@ TAIL_PID=$!
 exec {TFD}<"$TMP/tail.out"
 read -r -t 30 line <&"$TFD"
 check "tail -f starts with the last message" grep -q "^#9 " <<<"$line"
-printf 'alpha\nbeta\ngamma\n' | "$SHMBUS" publish "$CH" --bus "$BUS" --key 7 2>"$TMP/err"
+printf 'alpha\nbeta\ngamma\n' | "$SHMBUS" publish "$CH" --bus "$BUS" --key 7 --id 900 2>"$TMP/err"
 check "publish says what it published" grep -q "3 message(s) published" "$TMP/err"
 got=()
 for i in 1 2 3; do read -r -t 30 line <&"$TFD"; got+=("$line"); done
 check "tail -f printed the published lines in order" \
   test "${got[0]##* }${got[1]##* }${got[2]##* }" = "alphabetagamma"
 check "tail -f shows the key" grep -q "key=7" <<<"${got[0]}"
+check "publish --id gives each line the next id" \
+  test -n "$(grep "key=7 .*id=900 " <<<"${got[0]}")" -a -n "$(grep "key=7 .*id=902 " <<<"${got[2]}")"
 kill -TERM "$TAIL_PID"; wait "$TAIL_PID"; rc=$?; TAIL_PID=
 check "tail -f exits 0 on SIGTERM" test "$rc" -eq 0
 exec {TFD}<&-
@@ -282,10 +286,12 @@ check "dlq list shows the rejected message" grep -Eq "^0 +$CH +1 +workers +1 +re
 run "$SHMBUS" dlq list workers --bus "$BUS" --json; json=$out
 json_check "dlq list --json" "
 (l,) = d['dead_letters']
-assert l['original_sequence'] == 1 and l['reason'] == 'rejected' and l['group'] == 'workers', l"
+assert l['original_sequence'] == 1 and l['reason'] == 'rejected' and l['group'] == 'workers', l
+assert l['id'] == 5001 and l['key'] == 0, l"
 run "$SHMBUS" dlq show workers 0 --bus "$BUS"
 check "dlq show prints the original payload" grep -q "message 1$" <<<"$out"
 check "dlq show prints the reason" grep -q "reason rejected" <<<"$out"
+check "dlq show prints the message id the DLQ kept" grep -q "id=5001 " <<<"$out"
 run "$SHMBUS" dlq show workers 5 --bus "$BUS"
 check "dlq show of a missing letter exits 2" test "$rc" -eq 2
 run "$SHMBUS" dlq list nosuchgroup --bus "$BUS"
@@ -299,6 +305,7 @@ assert d['head'] == 14, d
 assert g['dlq']['depth'] == 0, g"
 run "$SHMBUS" peek "$CH" --bus "$BUS" --from 13 -n 1
 check "the redriven message is the original payload" grep -q "message 1$" <<<"$out"
+check "the redriven message keeps its message id" grep -q "^#13 .* id=5001 " <<<"$out"
 
 # ---- create / gc / rm ----------------------------------------------------------
 run "$SHMBUS" create scratch --bus "$BUS" --capacity 16 --slot-size 128 --policy drop_oldest
@@ -388,6 +395,7 @@ for v in -1 nan inf 1e30; do
   check "create --max-groups $v" bad_number 1 --max-groups create badnum --bus "$BUS" --max-groups "$v"
   check "publish --timeout $v" bad_number 1 --timeout publish "$CH" --bus "$BUS" --timeout "$v"
   check "publish --key $v" bad_number 1 --key publish "$CH" --bus "$BUS" --key "$v"
+  check "publish --id $v" bad_number 1 --id publish "$CH" --bus "$BUS" --id "$v"
   check "subscribe --idle-exit $v" bad_number 1 --idle-exit subscribe "$CH" --bus "$BUS" --idle-exit "$v"
   check "subscribe -n $v" bad_number 1 --count subscribe "$CH" --bus "$BUS" -n "$v"
   check "peek -n $v" bad_number 1 --count peek "$CH" --bus "$BUS" -n "$v"

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <string>
+#include <vector>
 
 #include <shmbus/dedup.hpp>
 #include "bus/dedup/dedup.hpp"
@@ -122,6 +123,52 @@ TEST_CASE("a new id is first, in progress while claimed, then done after complet
   CHECK(st.claimed == 1);
   CHECK(st.takeovers == 0);
   CHECK(st.full == 0);
+}
+
+TEST_CASE("deduplicating on the message id keeps two events of one key and drops the retry", "[dedup]") {
+  // Two real deposits to account 42 (same key, ids 1 and 2), then the
+  // publisher retries the first (same id 1) after a crash it could not tell
+  // from a failure. A worker that dedups on the id processes each deposit
+  // once; one that deduped on the key would have dropped the second.
+  ScopedTableName table_name;
+  DedupTable table = make_table(table_name, small_table());
+  ScopedChannelName name("dedup-id");
+  ChannelOptions o;
+  o.capacity = 16;
+  o.slot_size = 128;
+  Channel ch = make_channel(name, o);
+  auto worker = ch.join_group("g", {});
+  auto pub = ch.publisher();
+  REQUIRE((worker && pub));
+  const auto deposit = [&](std::uint64_t id, std::string_view amount) {
+    MessageMeta m;
+    m.key = 42;
+    m.id = id;
+    REQUIRE(pub->publish(amount, m) == PublishStatus::ok);
+  };
+  deposit(1, "10");
+  deposit(2, "20");
+  deposit(1, "10");  // the retry: a duplicate of event 1
+
+  std::vector<std::string> applied;
+  std::uint64_t skipped = 0;
+  std::byte buf[128];
+  Delivery d;
+  while (worker->receive(d, buf) == PollStatus::ok) {
+    const DedupStatus st = table.begin(d.message.id);
+    switch (st) {
+      case DedupStatus::first:
+        applied.emplace_back(reinterpret_cast<const char*>(d.message.payload.data()), d.message.payload.size());
+        table.complete(d.message.id);
+        break;
+      case DedupStatus::done: ++skipped; break;
+      default: FAIL("unexpected dedup status " << to_string(st));
+    }
+    REQUIRE(worker->ack(d) == AckStatus::ok);
+  }
+  CHECK(applied == std::vector<std::string>{"10", "20"});  // both events of key 42
+  CHECK(skipped == 1);                                     // the retry of id 1
+  CHECK(ch.stats().groups[0].acked == 3);
 }
 
 TEST_CASE("abandon releases this process's claim so the next begin is first", "[dedup]") {

@@ -287,6 +287,38 @@ TEST_CASE("dead letters can be redriven back to the source channel") {
   CHECK(none.value() == 0);
 }
 
+TEST_CASE("a message id reaches consumers and survives the DLQ and redrive") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small());
+  auto [c, pub] = join_with_publisher(ch, fast_group(3, 10));
+  MessageMeta meta;
+  meta.key = 5;  // the account; the id names this one event of it
+  meta.id = 0xfeed000000000077ULL;
+  meta.correlation_id = 9;
+  REQUIRE(pub.publish(std::string_view("bad"), meta) == PublishStatus::ok);
+  std::byte buf[128];
+  Delivery d;
+  REQUIRE(c.receive(d, buf) == PollStatus::ok);
+  CHECK((d.message.key == 5 && d.message.id == meta.id && d.message.correlation_id == 9));
+  REQUIRE(c.dead_letter(d) == AckStatus::ok);
+  {
+    DlqReader reader(name.dlq());
+    (void)reader.next(3);
+    CHECK((reader.message().key == 5 && reader.message().id == meta.id));  // the DLQ copy's slot keeps it
+    const auto letter = decode_dead_letter(reader.message());
+    REQUIRE(letter);
+    CHECK((letter->key == 5 && letter->id == meta.id && letter->correlation_id == 9));
+  }
+  auto n = ch.redrive_dlq(name.dlq());
+  REQUIRE(n);
+  REQUIRE(n.value() == 1);
+  Delivery again;
+  REQUIRE(c.receive(again, buf) == PollStatus::ok);
+  CHECK(again.sequence == 1);  // a new message...
+  CHECK((again.message.key == 5 && again.message.id == meta.id && again.message.correlation_id == 9));  // ...same event
+  CHECK(c.ack(again) == AckStatus::ok);
+}
+
 TEST_CASE("block: the group floor holds publishers until the group acks") {
   ScopedGroupChannelName name;
   Channel ch = make_channel(name, small(Policy::block, 4));

@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,10 +140,14 @@ static void release(shmbus_consumer* consumer, shmbus_subscriber* subscriber, sh
   shmbus_channel_close(channel);
 }
 
+/* Publishes `text` with `key` and the message id key + ID_OFFSET, so that
+ * tests can check that the id travels apart from the key. */
+#define ID_OFFSET 0x7700000000000000ULL
 static void publish_text(shmbus_publisher* p, const char* text, uint64_t key) {
   shmbus_message_meta meta;
   memset(&meta, 0, sizeof meta);
   meta.key = key;
+  meta.id = key + ID_OFFSET;
   CHECK_RC(shmbus_publish(p, text, strlen(text), &meta, SHMBUS_DEFAULT_PUBLISH_TIMEOUT_NS), SHMBUS_OK);
 }
 
@@ -319,6 +324,7 @@ static void test_publish_and_poll(void) {
   meta.key = 42;
   meta.correlation_id = 7;
   meta.type = 3;
+  meta.id = 0x1d0000000000beefULL;
   CHECK_RC(shmbus_publish(pub, "hello", 5, &meta, SHMBUS_DEFAULT_PUBLISH_TIMEOUT_NS), SHMBUS_OK);
   CHECK_RC(shmbus_publish(pub, NULL, 0, NULL, 0), SHMBUS_OK); /* an empty message */
 
@@ -327,8 +333,9 @@ static void test_publish_and_poll(void) {
   CHECK_RC(shmbus_subscriber_poll(sub, &m, buf, sizeof buf), SHMBUS_OK);
   CHECK(m.sequence == 0 && m.payload_size == 5 && memcmp(buf, "hello", 5) == 0);
   CHECK(m.key == 42 && m.correlation_id == 7 && m.type == 3 && m.timestamp_ns > 0);
+  CHECK(m.id == 0x1d0000000000beefULL);
   CHECK_RC(shmbus_subscriber_poll_wait(sub, &m, buf, sizeof buf, TEN_SECONDS_NS), SHMBUS_OK);
-  CHECK(m.sequence == 1 && m.payload_size == 0 && m.key == 0);
+  CHECK(m.sequence == 1 && m.payload_size == 0 && m.key == 0 && m.id == 0);
   CHECK_RC(shmbus_subscriber_poll(sub, &m, buf, sizeof buf), SHMBUS_EMPTY);
   CHECK_RC(shmbus_subscriber_poll_wait(sub, &m, buf, sizeof buf, 1000000), SHMBUS_TIMEOUT);
 
@@ -426,6 +433,7 @@ static void test_publish_batch_and_timestamps(void) {
     batch[i].data = texts[i];
     batch[i].size = strlen(texts[i]);
     batch[i].meta.key = (uint64_t)(10 + i);
+    batch[i].meta.id = (uint64_t)(100 + i);
   }
   CHECK_RC(shmbus_publish_batch(pub, batch, 3, 0), SHMBUS_OK);
   /* One slot left: a batch of two is refused whole, a batch of five never fits. */
@@ -442,7 +450,7 @@ static void test_publish_batch_and_timestamps(void) {
   shmbus_message m;
   for (int i = 0; i < 3; ++i) {
     CHECK_RC(shmbus_subscriber_poll(sub, &m, buf, sizeof buf), SHMBUS_OK);
-    CHECK(m.sequence == (uint64_t)i && m.key == (uint64_t)(10 + i));
+    CHECK(m.sequence == (uint64_t)i && m.key == (uint64_t)(10 + i) && m.id == (uint64_t)(100 + i));
     CHECK(m.payload_size == strlen(texts[i]) && memcmp(buf, texts[i], m.payload_size) == 0);
     CHECK(m.timestamp_ns == 0); /* a `none` channel stamps nothing */
   }
@@ -535,6 +543,7 @@ static void test_group_nack_ack_dead_letter(void) {
   shmbus_delivery d;
   CHECK_RC(shmbus_consumer_receive(c, &d, buf, sizeof buf), SHMBUS_OK);
   CHECK(d.sequence == 0 && d.attempt == 1 && d.message.key == 10 && memcmp(buf, "job-a", 5) == 0);
+  CHECK(d.message.id == 10 + ID_OFFSET);
   CHECK(d.deadline_ns > 0);
   CHECK_RC(shmbus_consumer_nack(c, &d, 0), SHMBUS_OK);
   CHECK_RC(shmbus_consumer_ack(c, &d), SHMBUS_LEASE_LOST); /* the nack ended this lease */
@@ -571,6 +580,7 @@ static void test_group_nack_ack_dead_letter(void) {
   shmbus_message m;
   CHECK_RC(shmbus_subscriber_poll(dsub, &m, rec_buf, sizeof rec_buf), SHMBUS_OK);
   CHECK(m.payload_size == sizeof(shmbus_dlq_record) + 5 && m.key == 11);
+  CHECK(m.id == 11 + ID_OFFSET); /* the dead letter keeps the message id */
   shmbus_dlq_record rec;
   memcpy(&rec, rec_buf, sizeof rec);
   CHECK(rec.original_sequence == 1 && rec.reason == SHMBUS_DLQ_REJECTED && rec.attempts == 1);
@@ -775,8 +785,9 @@ static void test_c99_layout(void) {
   CHECK(shmbus_test_c99_sizeof(3) == sizeof(shmbus_message));
   CHECK(shmbus_test_c99_sizeof(4) == sizeof(shmbus_delivery));
   CHECK(shmbus_test_c99_sizeof(5) == sizeof(shmbus_dlq_record));
-  CHECK(sizeof(shmbus_message) == 48 && sizeof(shmbus_delivery) == 80);
-  CHECK(sizeof(shmbus_message_meta) == 32 && sizeof(shmbus_dlq_record) == 160);
+  CHECK(sizeof(shmbus_message) == 56 && sizeof(shmbus_delivery) == 88);
+  CHECK(sizeof(shmbus_message_meta) == 40 && sizeof(shmbus_dlq_record) == 160);
+  CHECK(offsetof(shmbus_message, id) == 48 && offsetof(shmbus_message_meta, id) == 32);
 }
 
 /* --- the table; tests/package/CMakeLists.txt reads the names from it ------------ */

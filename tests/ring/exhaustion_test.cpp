@@ -296,7 +296,7 @@ TEST_CASE(
   auto pub = ch.publisher();
   REQUIRE((sub && pub));
   const std::size_t max = pub->max_payload();
-  REQUIRE(max == 128 - 48);
+  REQUIRE(max == 128 - 56);
 
   std::vector<std::byte> big(max + 1, std::byte{1});
   CHECK(pub->publish(big) == PublishStatus::too_large);

@@ -20,8 +20,9 @@ static_assert(offsetof(ProducerBlock, sub_sleeping) == 256 && offsetof(ProducerB
 static_assert(sizeof(PublisherEntry) == 128 && offsetof(PublisherEntry, published) == 16);
 static_assert(sizeof(SubscriberEntry) == 256 && offsetof(SubscriberEntry, cursor) == 128);
 static_assert(offsetof(SubscriberEntry, name) == 32 && offsetof(SubscriberEntry, lost) == 144);
-static_assert(sizeof(SlotHeader) == 48 && offsetof(SlotHeader, meta) == 16);
+static_assert(sizeof(SlotHeader) == 56 && offsetof(SlotHeader, meta) == 16);
 static_assert(offsetof(SlotHeader, meta) + offsetof(SlotMeta, size) == 40);
+static_assert(offsetof(SlotHeader, meta) + offsetof(SlotMeta, id) == 48);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 TEST_CASE("the hot words of the producer block sit on separate 128-byte slots") {
@@ -32,15 +33,15 @@ TEST_CASE("the hot words of the producer block sit on separate 128-byte slots") 
   CHECK(offsetof(SubscriberEntry, cursor) % kHotSlot == 0);
 }
 
-TEST_CASE("the stamp shares the slot's first line with the metadata and 16 payload bytes") {
+TEST_CASE("the stamp shares the slot's first line with the metadata and 8 payload bytes") {
   CHECK(offsetof(SlotHeader, stamp) == 0);
   CHECK(offsetof(SlotHeader, writer) == 8);
-  CHECK(kSlotHeaderSize + 16 == kCacheLine);
+  CHECK(kSlotHeaderSize + 8 == kCacheLine);  // an 8-byte message is one line
 }
 
 TEST_CASE("a slot's size word holds the length and the attempt") {
-  const std::uint32_t s = pack_size(16u * 1024 * 1024 - 48, 255);
-  CHECK(size_length(s) == 16u * 1024 * 1024 - 48);
+  const std::uint32_t s = pack_size(16u * 1024 * 1024 - 56, 255);
+  CHECK(size_length(s) == 16u * 1024 * 1024 - 56);
   CHECK(size_attempt(s) == 255);
   CHECK(size_length(pack_size(0, 7)) == 0);
   CHECK(size_attempt(pack_size(0, 7)) == 7);
@@ -82,7 +83,7 @@ TEST_CASE("the geometry lays regions out in order, aligned, data on a page bound
   CHECK(g->data_offset % 4096 == 0);
   CHECK(g->data_offset >= g->groups_offset + g->group_stride * g->max_groups);
   CHECK(g->total_size == g->data_offset + 1024ULL * 256);
-  CHECK(g->max_payload == 256 - 48);
+  CHECK(g->max_payload == 256 - 56);
 }
 
 namespace {
@@ -129,13 +130,13 @@ TEST_CASE("the ABI fingerprint hashes the 16 layout numbers that protocol.md lis
   // with layout.hpp, docs/protocol.md and (for an incompatible change)
   // kLayoutVersion.
   const std::uint64_t documented = fnv1a_of_numbers(kFingerprintBasis, {
-                                                                           3,     // kLayoutVersion
+                                                                           4,     // kLayoutVersion
                                                                            4096,  // sizeof(ChannelHeader)
                                                                            512,   // sizeof(ProducerBlock)
                                                                            128,   // sizeof(PublisherEntry)
                                                                            256,   // sizeof(SubscriberEntry)
-                                                                           48,    // sizeof(SlotHeader)
-                                                                           32,    // sizeof(SlotMeta)
+                                                                           56,    // sizeof(SlotHeader)
+                                                                           40,    // sizeof(SlotMeta)
                                                                            640,   // sizeof(GroupEntry)
                                                                            64,    // sizeof(ConsumerEntry)
                                                                            384,   // offsetof(GroupEntry, floor)

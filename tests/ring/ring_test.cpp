@@ -4,6 +4,8 @@
 #include <catch2/catch.hpp>
 
 #include <cstring>
+#include <iterator>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -57,6 +59,58 @@ TEST_CASE("a published message reaches a subscriber with its metadata") {
   CHECK(std::string(reinterpret_cast<const char*>(m.payload.data()), m.payload.size()) == "hello");
   CHECK(sub->poll(m, buf) == PollStatus::empty);
   CHECK(sub->counters().delivered == 1);
+}
+
+TEST_CASE("the message id travels apart from the key through every write and read path") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::block, 16));
+  const SubscribeOptions from_start{"", StartAt::at_sequence(0)};
+  auto copied = ch.subscribe(from_start);
+  auto zero_copy = ch.subscribe(from_start);
+  auto batched = ch.subscribe(from_start);
+  auto pub = ch.publisher();
+  REQUIRE((copied && zero_copy && batched && pub));
+  // Every message has key 42 (one account): only the ids tell them apart.
+  const auto meta_of = [](std::uint64_t id) {
+    MessageMeta m;
+    m.key = 42;
+    m.id = id;
+    return m;
+  };
+  constexpr std::uint64_t kIds[] = {0xa000000000000001ULL, 0xa000000000000002ULL, 0xa000000000000003ULL,
+                                    0xa000000000000004ULL, 0};
+  REQUIRE(pub->publish(std::string_view("one"), meta_of(kIds[0])) == PublishStatus::ok);  // the fused publish
+  const std::string two = "two", three = "three";
+  const OutMessage batch[] = {{std::as_bytes(std::span(two)), meta_of(kIds[1])},
+                              {std::as_bytes(std::span(three)), meta_of(kIds[2])}};
+  REQUIRE(pub->publish_batch(batch) == PublishStatus::ok);
+  Claim c;
+  REQUIRE(pub->try_claim(8, c) == PublishStatus::ok);
+  std::memcpy(c.payload.data(), "four", 4);
+  REQUIRE(pub->commit(c, 4, meta_of(kIds[3])) == PublishStatus::ok);                 // claim / commit
+  REQUIRE(pub->publish(std::string_view("five"), meta_of(0)) == PublishStatus::ok);  // no id
+
+  std::byte buf[128];
+  for (std::uint64_t i = 0; i < 5; ++i) {
+    INFO("sequence " << i);
+    Message m;
+    REQUIRE(copied->poll(m, buf) == PollStatus::ok);  // copy-out poll
+    CHECK((m.sequence == i && m.key == 42 && m.id == kIds[i]));
+    std::uint64_t read_id = ~0ULL;
+    REQUIRE(zero_copy->read([&](const Message& z) { read_id = z.id; }) == PollStatus::ok);  // zero-copy
+    CHECK(read_id == kIds[i]);
+    Message peeked;
+    REQUIRE(ch.peek(i, peeked, buf) == PollStatus::ok);  // no cursor
+    CHECK((peeked.key == 42 && peeked.id == kIds[i]));
+  }
+  std::vector<std::uint64_t> ids;
+  CHECK(batched->read_batch([&](const Message& m) { ids.push_back(m.id); }, 2) == 2);
+  Message msgs[8];
+  std::byte arena[8 * 16];
+  const std::size_t k = batched->poll_batch(msgs, arena);
+  REQUIRE(k == 3);
+  for (std::size_t i = 0; i < k; ++i) ids.push_back(msgs[i].id);
+  CHECK(ids == std::vector<std::uint64_t>(std::begin(kIds), std::end(kIds)));
 }
 
 TEST_CASE("every subscriber sees every message in order (fan-out)") {

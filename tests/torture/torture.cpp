@@ -105,7 +105,7 @@ using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 constexpr std::uint32_t kCapacity = 32;
-constexpr std::uint32_t kSlotSize = 128;  // max payload 80
+constexpr std::uint32_t kSlotSize = 128;  // max payload 72
 constexpr std::uint32_t kPerPublisher = 120;
 constexpr int kInitialPublishers = 2;
 constexpr int kAnonymousReaders = 2;

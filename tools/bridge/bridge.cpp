@@ -455,6 +455,7 @@ void append_xadd(std::string& out, const ToRedisOptions& o, const std::string& m
   std::size_t nargs = 2 + 1 + 8;  // XADD key * data sequence epoch timestamp_ns (pairs)
   if (o.maxlen != 0) nargs += o.approx ? 3 : 2;
   if (m.key != 0) nargs += 2;
+  if (m.id != 0) nargs += 2;
   if (m.type != 0) nargs += 2;
   if (m.correlation_id != 0) nargs += 2;
   Resp w(out);
@@ -478,6 +479,10 @@ void append_xadd(std::string& out, const ToRedisOptions& o, const std::string& m
   if (m.key != 0) {
     w.arg(std::string_view("key"));
     w.arg(m.key);
+  }
+  if (m.id != 0) {
+    w.arg(std::string_view("id"));
+    w.arg(m.id);
   }
   if (m.type != 0) {
     w.arg(std::string_view("type"));
@@ -857,6 +862,8 @@ Entry parse_entry(const redisReply* e) {
     std::uint64_t type = 0;
     if (name == "key")
       target = &out.meta.key;
+    else if (name == "id")
+      target = &out.meta.id;
     else if (name == "correlation_id")
       target = &out.meta.correlation_id;
     else if (name == "timestamp_ns")

@@ -603,6 +603,8 @@ int cmd_dlq_list(const DlqArgs& a) {
                        {"group", d.group},
                        {"attempts", d.attempts},
                        {"reason", std::string(to_string(d.reason))},
+                       {"key", d.key},
+                       {"id", d.id},
                        {"length", d.payload.size()}});
       return;
     }
@@ -701,7 +703,7 @@ void add_admin_commands(CLI::App& app, Action& action) {
   create->add_option("--capacity", c->opts.capacity, "Slots (a power of two)")
       ->capture_default_str()
       ->check(integer_in(2, 1U << 30));
-  create->add_option("--slot-size", c->opts.slot_size, "Bytes per slot, 48-byte header included (multiple of 64)")
+  create->add_option("--slot-size", c->opts.slot_size, "Bytes per slot, 56-byte header included (multiple of 64)")
       ->capture_default_str()
       ->check(integer_in(64, 16U << 20));
   create->add_option("--policy", c->policy, "block, drop_oldest or reject")->capture_default_str();

@@ -133,6 +133,7 @@ struct PublishArgs {
   std::string file;
   bool whole = false;
   std::uint64_t key = 0;
+  std::uint64_t id = 0;  ///< the first message's id; each further one gets the next (0: none)
   std::uint32_t type = 0;
   double timeout_s = 5;
 };
@@ -161,6 +162,10 @@ int cmd_publish(const PublishArgs& a) {
   const std::uint64_t timeout_ns = seconds_to_ns(a.timeout_s);
   std::uint64_t n = 0;
   auto send = [&](std::string_view payload) {
+    // Every line is its own event, so each gets its own id: consecutive ones
+    // from --id (a consumer that deduplicates on the id must not take the
+    // second line for a copy of the first).
+    meta.id = a.id == 0 ? 0 : a.id + n;
     const PublishStatus st = pub->publish(payload, meta, timeout_ns);
     if (st != PublishStatus::ok) {
       std::cerr << "shmbus publish: message " << n + 1 << " (" << payload.size() << " bytes): " << to_string(st)
@@ -298,6 +303,12 @@ void add_message_commands(CLI::App& app, Action& action) {
   publish->add_option("--file", pa->file, "Read from this file instead of stdin");
   publish->add_flag("--whole", pa->whole, "Publish the whole input as one message instead of one per line");
   publish->add_option("--key", pa->key, "Message key")->capture_default_str()->check(integer_in(0, UINT64_MAX));
+  publish
+      ->add_option("--id", pa->id,
+                   "Message id of the first message; each further line gets the next id (0: no id). Consumers "
+                   "deduplicate on the id, so publish the same ids again when retrying the same input")
+      ->capture_default_str()
+      ->check(integer_in(0, UINT64_MAX));
   publish->add_option("--type", pa->type, "Message type")->capture_default_str()->check(integer_in(0, UINT32_MAX));
   publish->add_option("--timeout", pa->timeout_s, "Seconds a publish may block on a full ring (0: do not wait)")
       ->capture_default_str()

