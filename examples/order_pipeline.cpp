@@ -17,6 +17,7 @@
 //   order_pipeline email     --bus B --dir D [--freeze ID:POINT]... [--events FIFO]
 //   order_pipeline service   --bus B --orders N --poison ID
 //   order_pipeline await     --bus B --group G --head H   wait until G finished all H messages
+//                            (--acked A: until G has acked A messages)
 //   order_pipeline analytics --bus B --orders N --poison ID
 //   order_pipeline verify    --bus B --dir D --orders N --poison ID [--freeze ID:POINT]...
 //   order_pipeline cleanup   --bus B
@@ -223,6 +224,7 @@ struct Args {
   std::uint64_t orders = 0;
   std::uint64_t poison = 0;
   std::uint64_t head = 0;
+  std::uint64_t acked = 0;  ///< await: wait for this many acks instead
   double timeout_s = 60;
   bool accept_refunds = false;
   std::vector<Freeze> freezes;
@@ -232,7 +234,7 @@ struct Args {
   std::fprintf(stderr,
                "order_pipeline: %s\n"
                "usage: order_pipeline setup|service|billing|email|await|analytics|verify|cleanup [options]\n"
-               "  --bus B  --dir D  --orders N  --poison ID  --group G  --head H  --timeout S\n"
+               "  --bus B  --dir D  --orders N  --poison ID  --group G  --head H  --acked A  --timeout S\n"
                "  --accept-refunds  --freeze ID:before-charge|after-charge|after-complete  --events FIFO\n"
                "(the header of examples/order_pipeline.cpp says which role takes which)\n",
                why.c_str());
@@ -273,6 +275,8 @@ Args parse(int argc, char** argv) {
       a.poison = to_u64(f, v);
     else if (f == "--head")
       a.head = to_u64(f, v);
+    else if (f == "--acked")
+      a.acked = to_u64(f, v);
     else if (f == "--timeout")
       a.timeout_s = static_cast<double>(to_u64(f, v));
     else if (f == "--freeze") {
@@ -659,7 +663,7 @@ class Worker {
 
 int run_await(const Args& a) {
   need(!a.group.empty(), "--group G", a);
-  need(a.head > 0, "--head H", a);
+  need(a.head > 0 || a.acked > 0, "--head H or --acked A", a);
   // A read-only observer: it takes no table entry and moves nothing.
   auto ch = need_ok(Channel::open_read_only(kChannel, a.bus), "open orders");
   const std::uint64_t deadline = now_ns() + static_cast<std::uint64_t>(a.timeout_s * 1e9);
@@ -675,13 +679,17 @@ int run_await(const Args& a) {
       return 2;
     }
     last = *g;
-    if (s.head == a.head && g->floor == s.head && g->in_flight == 0 && g->due == 0) break;
+    if (a.acked > 0 ? g->acked >= a.acked
+                    : s.head == a.head && g->floor == s.head && g->in_flight == 0 && g->due == 0) {
+      break;
+    }
     if (now_ns() > deadline) {
       std::fprintf(stderr,
-                   "await: group %s not finished after %.0f s: head %llu (want %llu), floor %llu, in flight %llu, "
-                   "due %llu\n",
+                   "await: group %s not finished after %.0f s: head %llu (want %llu), acked %llu (want %llu), "
+                   "floor %llu, in flight %llu, due %llu\n",
                    a.group.c_str(), a.timeout_s, static_cast<unsigned long long>(s.head),
-                   static_cast<unsigned long long>(a.head), static_cast<unsigned long long>(g->floor),
+                   static_cast<unsigned long long>(a.head), static_cast<unsigned long long>(g->acked),
+                   static_cast<unsigned long long>(a.acked), static_cast<unsigned long long>(g->floor),
                    static_cast<unsigned long long>(g->in_flight), static_cast<unsigned long long>(g->due));
       return 1;
     }

@@ -108,9 +108,10 @@ case_order_pipeline() {
   # complete()ing order 13, one holding order 9 before charging it (its
   # account's later orders must wait for its redelivery: billing is
   # per_key). kill -9 each where it stands.
-  local killed=() line word fpid forder fpoint st
+  local killed=() line word fpid forder fpoint st holder=""
   for i in 1 2 3; do
     if read -r -t 60 word fpid forder fpoint <&3 && [ "$word" = frozen ]; then
+      if [ "$fpoint" = before-charge ]; then holder=$fpid; continue; fi
       echo "kill -9 billing worker $fpid (order $forder, $fpoint)"
       kill -9 "$fpid"
       wait "$fpid"; st=$?
@@ -120,6 +121,20 @@ case_order_pipeline() {
       check "a billing worker reported its freeze" false
     fi
   done
+  # Order 9's account (umbrella: ids 4, 9, 14, ... 199) waits for it: every
+  # other order is billed (200 - order 9 - its 38 successors - the poison,
+  # dead-lettered = 160 acks) while the holder lives. Only then kill it:
+  # its redelivery must still come before the account's later orders (in an
+  # unordered group they would be billed by now, and the statement check of
+  # verify fails).
+  check "a billing worker froze holding order 9" test -n "$holder"
+  run "$op" await --bus "$BUS" --group billing --acked 160 --timeout 60
+  check "billing acked every order but order 9's account's while it was held" test "$rc" -eq 0
+  echo "kill -9 billing worker $holder (order 9, before-charge)"
+  kill -9 "$holder"
+  wait "$holder"; st=$?
+  check "billing worker $holder died of SIGKILL" test "$st" -eq 137
+  killed+=("$holder")
   local live=()
   for p in "${billing[@]}"; do [[ " ${killed[*]} " == *" $p "* ]] || live+=("$p"); done
   check "one billing worker is left" test "${#live[@]}" -eq 1
