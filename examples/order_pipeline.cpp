@@ -17,17 +17,28 @@
 //   order_pipeline email     --bus B --dir D [--freeze ID:POINT]... [--events FIFO]
 //   order_pipeline service   --bus B --orders N --poison ID
 //   order_pipeline await     --bus B --group G --head H   wait until G finished all H messages
+//                            (--acked A: until G has acked A messages)
 //   order_pipeline analytics --bus B --orders N --poison ID
 //   order_pipeline verify    --bus B --dir D --orders N --poison ID [--freeze ID:POINT]...
 //   order_pipeline cleanup   --bus B
 //
 // The message. OrderPlaced is text, so that `shmbus peek` and `shmbus dlq
 // list` show it as it is: "OrderPlaced id=17 customer=globex amount_cents=8123".
-// Its message id (MessageMeta::id) is the order id, unique per order; that is
-// what the dedup tables and the ledger are keyed by. (Its key, what an event
-// is about, is the order id too here; a key shared by several events, such as
-// a customer, would be no dedup identity.) Order `--poison` carries a
-// negative amount: a refund entered as an order by mistake.
+// Two numbers travel with it, for two different jobs:
+//   - MessageMeta::id is the order id, unique per order: the identity that the
+//     dedup tables and the charge files are keyed by;
+//   - MessageMeta::key is the customer's account number, shared by all of a
+//     customer's orders: what billing keeps in order.
+// Order `--poison` carries a negative amount: a refund entered as an order by
+// mistake.
+//
+// Account events in order. Billing is a per_key group (GroupOptions::ordering):
+// of one account, one order at a time, in the order placed, whichever of the
+// billing workers takes it, and through kills and redeliveries; different
+// accounts in parallel. Each charge is also appended to the account's
+// statement (DIR/accounts/<customer>), which verify checks is in order. The
+// append needs no lock because no two workers ever hold one account's orders
+// at once. Email is an unordered group: e-mails may go out in any order.
 //
 // At-least-once, and billing each order exactly once anyway. Workers of a
 // group receive, do the work, then ack; a worker that dies before its ack
@@ -46,11 +57,13 @@
 //      and the link refuses the second charge. docs/guarantees.md section 6.
 //
 // `--freeze ID:POINT` makes the worker that gets order ID on its first
-// delivery stop at POINT (after-charge: charged, not yet complete()d;
-// after-complete: complete()d, not yet acked), write "frozen PID ID POINT"
+// delivery stop at POINT (before-charge: taken, not yet charged; after-charge:
+// charged, not yet complete()d; after-complete: complete()d, not yet acked),
+// write "frozen PID ID POINT"
 // to the --events FIFO, and wait there, so that the test can kill -9 it at
 // exactly that point. verify then checks that the redelivery charged nobody
-// twice.
+// twice, and that the account's later orders waited for it (before-charge:
+// in an unordered group they would be charged first, out of order).
 //
 // The poison order: billing refuses a negative amount and dead-letters it
 // (Consumer::dead_letter). It waits in "orders-dlq" (`shmbus dlq list billing`)
@@ -123,8 +136,10 @@ shmbus::ChannelOptions channel_options() {
   return o;
 }
 
-shmbus::GroupOptions group_options() {
+/// The options of group `role`: billing keeps each account's orders in order.
+shmbus::GroupOptions group_options(std::string_view role) {
   shmbus::GroupOptions g;
+  if (role == "billing") g.ordering = shmbus::GroupOrdering::per_key;
   g.start = shmbus::StartAt::earliest();
   g.visibility_timeout_ns = 5 * kSecond;  // a hung worker's order goes to another after 5 s
   g.max_deliveries = 3;                   // then the DLQ
@@ -150,6 +165,14 @@ struct Order {
   std::string customer;
   std::int64_t amount_cents = 0;
 };
+
+/// A customer's account number (1..5): the key billing orders by.
+std::uint64_t account_of(std::string_view customer) {
+  for (std::size_t i = 0; i < std::size(kCustomers); ++i) {
+    if (customer == kCustomers[i]) return i + 1;
+  }
+  return 0;
+}
 
 Order order_of(std::uint64_t id, std::uint64_t poison) {
   Order o;
@@ -189,7 +212,7 @@ std::string cents(std::int64_t c) {
 
 struct Freeze {
   std::uint64_t id = 0;
-  std::string point;  ///< after-charge | after-complete
+  std::string point;  ///< before-charge | after-charge | after-complete
 };
 
 struct Args {
@@ -201,6 +224,7 @@ struct Args {
   std::uint64_t orders = 0;
   std::uint64_t poison = 0;
   std::uint64_t head = 0;
+  std::uint64_t acked = 0;  ///< await: wait for this many acks instead
   double timeout_s = 60;
   bool accept_refunds = false;
   std::vector<Freeze> freezes;
@@ -210,8 +234,8 @@ struct Args {
   std::fprintf(stderr,
                "order_pipeline: %s\n"
                "usage: order_pipeline setup|service|billing|email|await|analytics|verify|cleanup [options]\n"
-               "  --bus B  --dir D  --orders N  --poison ID  --group G  --head H  --timeout S\n"
-               "  --accept-refunds  --freeze ID:after-charge|after-complete  --events FIFO\n"
+               "  --bus B  --dir D  --orders N  --poison ID  --group G  --head H  --acked A  --timeout S\n"
+               "  --accept-refunds  --freeze ID:before-charge|after-charge|after-complete  --events FIFO\n"
                "(the header of examples/order_pipeline.cpp says which role takes which)\n",
                why.c_str());
   std::exit(2);
@@ -251,14 +275,16 @@ Args parse(int argc, char** argv) {
       a.poison = to_u64(f, v);
     else if (f == "--head")
       a.head = to_u64(f, v);
+    else if (f == "--acked")
+      a.acked = to_u64(f, v);
     else if (f == "--timeout")
       a.timeout_s = static_cast<double>(to_u64(f, v));
     else if (f == "--freeze") {
       const auto colon = v.find(':');
       if (colon == std::string::npos) usage("--freeze takes ID:POINT, got '" + v + "'");
       Freeze z{to_u64(f, v.substr(0, colon)), v.substr(colon + 1)};
-      if (z.point != "after-charge" && z.point != "after-complete") {
-        usage("--freeze point must be after-charge or after-complete, got '" + z.point + "'");
+      if (z.point != "before-charge" && z.point != "after-charge" && z.point != "after-complete") {
+        usage("--freeze point must be before-charge, after-charge or after-complete, got '" + z.point + "'");
       }
       a.freezes.push_back(z);
     } else {
@@ -363,7 +389,7 @@ T need_ok(shmbus::Result<T> r, const std::string& what) {
 
 int run_setup(const Args& a) {
   need(!a.dir.empty(), "--dir", a);
-  for (const char* sub : {"/charges", "/outbox"}) {
+  for (const char* sub : {"/charges", "/outbox", "/accounts"}) {
     if (::mkdir((a.dir + sub).c_str(), 0755) != 0 && errno != EEXIST) {
       std::fprintf(stderr, "order_pipeline: mkdir %s%s: %s\n", a.dir.c_str(), sub, std::strerror(errno));
       return 1;
@@ -373,13 +399,13 @@ int run_setup(const Args& a) {
   // Creating the groups now, before any order, makes their floors gate the
   // ring from the first message: a worker that starts late misses nothing.
   for (const char* g : {"billing", "email"}) {
-    (void)need_ok(ch.join_group(g, group_options()), std::string("create group ") + g);
+    (void)need_ok(ch.join_group(g, group_options(g)), std::string("create group ") + g);
     (void)need_ok(DedupTable::open_or_create(g, dedup_options(), a.bus), std::string("dedup table ") + g);
   }
   const auto o = channel_options();
   std::printf(
-      "setup: channel orders on bus %s (block, %u slots of %u bytes), groups billing and email "
-      "(visibility 5 s, max_deliveries 3, DLQ %s), dedup tables billing and email\n",
+      "setup: channel orders on bus %s (block, %u slots of %u bytes), groups billing (per_key: each account in "
+      "order) and email (unordered), visibility 5 s, max_deliveries 3, DLQ %s; dedup tables billing and email\n",
       a.bus.c_str(), o.capacity, o.slot_size, std::string(kDlq).c_str());
   return 0;
 }
@@ -410,7 +436,8 @@ int run_service(const Args& a) {
   for (std::uint64_t id = 1; id <= a.orders; ++id) {
     const Order o = order_of(id, a.poison);
     // A full ring (every group a whole ring behind) makes this wait up to 5 s.
-    const PublishStatus st = pub.publish(encode(o), {.key = id, .type = kOrderPlaced, .id = id}, 5 * kSecond);
+    const PublishStatus st =
+        pub.publish(encode(o), {.key = account_of(o.customer), .type = kOrderPlaced, .id = id}, 5 * kSecond);
     if (st != PublishStatus::ok) {
       std::fprintf(stderr, "order service: order %llu not published: %s\n", static_cast<unsigned long long>(id),
                    std::string(shmbus::to_string(st)).c_str());
@@ -451,7 +478,7 @@ class Worker {
       }
     }
     auto ch = need_ok(Channel::open(kChannel, a_.bus), "open orders");
-    auto worker = need_ok(ch.join_group(a_.role, group_options()), "join group " + a_.role);
+    auto worker = need_ok(ch.join_group(a_.role, group_options(a_.role)), "join group " + a_.role);
     auto table = need_ok(DedupTable::open_or_create(a_.role, dedup_options(), a_.bus), "dedup table " + a_.role);
     std::printf("%s worker %d: joined group %s%s\n", a_.role.c_str(), ::getpid(), a_.role.c_str(),
                 a_.accept_refunds ? " (accepts refunds)" : "");
@@ -489,7 +516,7 @@ class Worker {
   bool handle(shmbus::Consumer& worker, DedupTable& table, const Delivery& d) {
     const std::uint64_t id = d.message.id;
     const auto order = decode(d.message.payload);
-    if (!order || order->id != id) {
+    if (!order || order->id != id || d.message.key != account_of(order->customer)) {
       // Not an order we can read: no retry will help. Straight to the DLQ.
       log_.add("malformed", id, d.attempt);
       return dead_letter(worker, d, id);
@@ -522,6 +549,7 @@ class Worker {
       log_.add("dead-letter", id, d.attempt);
       return dead_letter(worker, d, id);
     }
+    freeze_if_asked(id, "before-charge", d.attempt);
     log_.add("work", id, d.attempt);
     const Insert effect = a_.role == "billing" ? charge(*order, d.attempt) : send_email(*order);
     if (effect == Insert::failed) {
@@ -544,10 +572,34 @@ class Worker {
     return ack(worker, d, id);
   }
 
+  /// The charge (its file is the idempotency record), then the line on the
+  /// account's statement, unless a delivery before this one wrote it.
   Insert charge(const Order& o, std::uint32_t attempt) {
-    return insert_if_absent(a_.dir + "/charges", std::to_string(o.id),
-                            std::to_string(o.id) + " " + o.customer + " " + std::to_string(o.amount_cents) + " " +
-                                std::to_string(::getpid()) + " " + std::to_string(attempt) + "\n");
+    const Insert r = insert_if_absent(a_.dir + "/charges", std::to_string(o.id),
+                                      std::to_string(o.id) + " " + o.customer + " " + std::to_string(o.amount_cents) +
+                                          " " + std::to_string(::getpid()) + " " + std::to_string(attempt) + "\n");
+    if (r == Insert::failed) return r;
+    return append_to_statement(o) ? r : Insert::failed;
+  }
+
+  /// Appends "ID AMOUNT" to DIR/accounts/<customer> if no line of that order
+  /// is there yet. Read, then append, with no lock: the group is per_key, so
+  /// no other worker holds an order of this account meanwhile.
+  bool append_to_statement(const Order& o) {
+    const std::string path = a_.dir + "/accounts/" + o.customer;
+    {
+      std::ifstream in(path);
+      std::uint64_t id = 0;
+      std::int64_t amount = 0;
+      while (in >> id >> amount) {
+        if (id == o.id) return true;  // a redelivery after the append
+      }
+    }
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return false;
+    const bool ok = write_all(fd, std::to_string(o.id) + " " + std::to_string(o.amount_cents) + "\n");
+    ::close(fd);
+    return ok;
   }
 
   Insert send_email(const Order& o) {
@@ -611,7 +663,7 @@ class Worker {
 
 int run_await(const Args& a) {
   need(!a.group.empty(), "--group G", a);
-  need(a.head > 0, "--head H", a);
+  need(a.head > 0 || a.acked > 0, "--head H or --acked A", a);
   // A read-only observer: it takes no table entry and moves nothing.
   auto ch = need_ok(Channel::open_read_only(kChannel, a.bus), "open orders");
   const std::uint64_t deadline = now_ns() + static_cast<std::uint64_t>(a.timeout_s * 1e9);
@@ -627,13 +679,17 @@ int run_await(const Args& a) {
       return 2;
     }
     last = *g;
-    if (s.head == a.head && g->floor == s.head && g->in_flight == 0 && g->due == 0) break;
+    if (a.acked > 0 ? g->acked >= a.acked
+                    : s.head == a.head && g->floor == s.head && g->in_flight == 0 && g->due == 0) {
+      break;
+    }
     if (now_ns() > deadline) {
       std::fprintf(stderr,
-                   "await: group %s not finished after %.0f s: head %llu (want %llu), floor %llu, in flight %llu, "
-                   "due %llu\n",
+                   "await: group %s not finished after %.0f s: head %llu (want %llu), acked %llu (want %llu), "
+                   "floor %llu, in flight %llu, due %llu\n",
                    a.group.c_str(), a.timeout_s, static_cast<unsigned long long>(s.head),
-                   static_cast<unsigned long long>(a.head), static_cast<unsigned long long>(g->floor),
+                   static_cast<unsigned long long>(a.head), static_cast<unsigned long long>(g->acked),
+                   static_cast<unsigned long long>(a.acked), static_cast<unsigned long long>(g->floor),
                    static_cast<unsigned long long>(g->in_flight), static_cast<unsigned long long>(g->due));
       return 1;
     }
@@ -813,6 +869,33 @@ int run_verify(const Args& a) {
   v.expect(double_charged == 0 && total_of("billing", "charged") == static_cast<long>(a.orders),
            "no order charged twice (" + std::to_string(total_of("billing", "charged")) + " charges made)");
 
+  std::printf("verify: each account's statement (%s/accounts), in the order placed\n", a.dir.c_str());
+  std::uint64_t out_of_order = 0, lines = 0, missing = 0;
+  for (const char* customer : kCustomers) {
+    std::ifstream in(a.dir + "/accounts/" + customer);
+    std::vector<std::uint64_t> ids;
+    std::uint64_t id = 0;
+    std::int64_t amount = 0;
+    while (in >> id >> amount) ids.push_back(id);
+    lines += ids.size();
+    // The redriven poison order is a new message, published after all the
+    // others: on its account's statement it comes last. Every other line
+    // follows the order ids, which is the order the service placed them in.
+    std::uint64_t last = 0;
+    for (std::uint64_t x : ids) {
+      if (x == a.poison) continue;
+      if (x <= last) ++out_of_order;
+      last = x;
+    }
+    for (std::uint64_t want = 1; want <= a.orders; ++want) {
+      if (order_of(want, a.poison).customer == customer && std::count(ids.begin(), ids.end(), want) != 1) ++missing;
+    }
+  }
+  v.expect(lines == a.orders && missing == 0, "every order once on its account's statement: " + std::to_string(lines) +
+                                                  " lines, " + std::to_string(missing) + " missing or repeated");
+  v.expect(out_of_order == 0, "each account's charges in the order placed, through the kills and redeliveries (" +
+                                  std::to_string(out_of_order) + " out of order)");
+
   std::printf("verify: the e-mails (%s/outbox)\n", a.dir.c_str());
   const auto outbox = read_dir(a.dir + "/outbox");
   v.expect(outbox.size() == a.orders && total_of("email", "emailed") == static_cast<long>(a.orders),
@@ -824,7 +907,13 @@ int run_verify(const Args& a) {
     const std::string id = std::to_string(z.id);
     v.expect(count("billing", "frozen-" + z.point, z.id) == 1,
              "order " + id + ": a billing worker stopped " + z.point + " on its first delivery");
-    if (z.point == "after-charge") {
+    if (z.point == "before-charge") {
+      // The worker took the order and died before any side effect: the
+      // redelivery did the work, once; meanwhile the account's later orders
+      // waited (the statement check above).
+      v.expect(count("billing", "work", z.id) == 1 && count("billing", "work", z.id, 2) == 1,
+               "order " + id + ": redelivered and worked once, on a later attempt");
+    } else if (z.point == "after-charge") {
       // The worker charged, then died before complete(): the dedup claim was
       // taken over (`first`), the work ran again, and the ledger's key refused it.
       v.expect(count("billing", "work", z.id) >= 2 && count("billing", "already-charged", z.id, 2) >= 1,

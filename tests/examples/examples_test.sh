@@ -6,9 +6,10 @@
 #   examples_test.sh order-pipeline PATH/order_pipeline PATH/shmbus
 #
 # order-pipeline is the walkthrough of examples/order_pipeline.cpp: billing
-# (three workers) and email (one) consume 200 orders; two billing workers are
-# kill -9ed at chosen points (after charging; after complete(), before the
-# ack); the poison order lands in the DLQ, `shmbus check` and `shmbus dlq
+# (four workers, a per_key group: each account's orders in order) and email
+# (one) consume 200 orders; three billing workers are kill -9ed at chosen
+# points (holding an order before charging it; after charging; after
+# complete(), before the ack); the poison order lands in the DLQ, `shmbus check` and `shmbus dlq
 # list` show it, billing is restarted with the fix and `shmbus dlq redrive`
 # sends it back; analytics then replays everything from the oldest order;
 # verify checks the ledger. Every wait is on an event: a line on a FIFO, a
@@ -82,7 +83,7 @@ case_backpressure() {
 case_order_pipeline() {
   local op="$1" cli="$2"
   local dir="$TMP/run" n=200 poison=20
-  local freezes=(--freeze 7:after-charge --freeze 13:after-complete)
+  local freezes=(--freeze 7:after-charge --freeze 13:after-complete --freeze 9:before-charge)
   mkdir -p "$dir"
   run "$op" setup --bus "$BUS" --dir "$dir"
   check "setup exits 0" test "$rc" -eq 0
@@ -92,7 +93,7 @@ case_order_pipeline() {
   mkfifo "$dir/events.fifo"
   exec 3<>"$dir/events.fifo"
   local billing=() email p i
-  for i in 1 2 3; do
+  for i in 1 2 3 4; do
     "$op" billing --bus "$BUS" --dir "$dir" "${freezes[@]}" --events "$dir/events.fifo" \
       >"$dir/billing-$i.out" 2>&1 &
     billing+=($!); PIDS+=($!)
@@ -103,11 +104,14 @@ case_order_pipeline() {
   run "$op" service --bus "$BUS" --orders "$n" --poison "$poison"
   check "the order service published $n orders" test "$rc" -eq 0
 
-  # Two billing workers stop: one after charging order 7, one after
-  # complete()ing order 13. kill -9 each where it stands.
-  local killed=() line word fpid forder fpoint st
-  for i in 1 2; do
+  # Three billing workers stop: one after charging order 7, one after
+  # complete()ing order 13, one holding order 9 before charging it (its
+  # account's later orders must wait for its redelivery: billing is
+  # per_key). kill -9 each where it stands.
+  local killed=() line word fpid forder fpoint st holder=""
+  for i in 1 2 3; do
     if read -r -t 60 word fpid forder fpoint <&3 && [ "$word" = frozen ]; then
+      if [ "$fpoint" = before-charge ]; then holder=$fpid; continue; fi
       echo "kill -9 billing worker $fpid (order $forder, $fpoint)"
       kill -9 "$fpid"
       wait "$fpid"; st=$?
@@ -117,6 +121,20 @@ case_order_pipeline() {
       check "a billing worker reported its freeze" false
     fi
   done
+  # Order 9's account (umbrella: ids 4, 9, 14, ... 199) waits for it: every
+  # other order is billed (200 - order 9 - its 38 successors - the poison,
+  # dead-lettered = 160 acks) while the holder lives. Only then kill it:
+  # its redelivery must still come before the account's later orders (in an
+  # unordered group they would be billed by now, and the statement check of
+  # verify fails).
+  check "a billing worker froze holding order 9" test -n "$holder"
+  run "$op" await --bus "$BUS" --group billing --acked 160 --timeout 60
+  check "billing acked every order but order 9's account's while it was held" test "$rc" -eq 0
+  echo "kill -9 billing worker $holder (order 9, before-charge)"
+  kill -9 "$holder"
+  wait "$holder"; st=$?
+  check "billing worker $holder died of SIGKILL" test "$st" -eq 137
+  killed+=("$holder")
   local live=()
   for p in "${billing[@]}"; do [[ " ${killed[*]} " == *" $p "* ]] || live+=("$p"); done
   check "one billing worker is left" test "${#live[@]}" -eq 1
