@@ -430,8 +430,9 @@ AckStatus ConsumerCore::ack(const Delivery& d) noexcept {
   g_->acked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   shm::single_writer_add(me_->acked, 1);
   advance_floor();
-  if (ordered_) [[unlikely]]
-    wake_ordered();
+  if (ordered_) [[unlikely]] {
+    wake_ordered();  // its key is free: wake a consumer sleeping for it
+  }
   return AckStatus::ok;
 }
 
@@ -444,8 +445,9 @@ std::size_t ConsumerCore::ack_batch(std::span<const Delivery> ds) noexcept {
   g_->acked.fetch_add(acked, std::memory_order_relaxed);  // relaxed: a statistic
   shm::single_writer_add(me_->acked, acked);
   advance_floor();
-  if (ordered_) [[unlikely]]
-    wake_ordered();
+  if (ordered_) [[unlikely]] {
+    wake_ordered();  // their keys are free: wake consumers sleeping for them
+  }
   return acked;
 }
 
@@ -460,9 +462,10 @@ AckStatus ConsumerCore::nack(const Delivery& d, std::uint64_t delay_ns) noexcept
   if (st != AckStatus::ok) return st;
   g_->nacked.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
   shm::single_writer_add(me_->nacked, 1);
-  if (delay_ns == 0) last_scan_ns_ = 0;  // due now: look at once
-  if (ordered_) [[unlikely]]
-    wake_ordered();
+  if (delay_ns == 0) {
+    last_scan_ns_ = 0;             // due now: look at once
+    if (ordered_) wake_ordered();  // per_key: a sleeper may take the retry now
+  }
   return AckStatus::ok;
 }
 

@@ -6,9 +6,9 @@
 #include <catch2/catch.hpp>
 
 #include <cstdint>
-#include <optional>
-#include <set>
 #include <vector>
+
+#include <signal.h>
 
 #include <shmbus/shmbus.h>
 
@@ -130,7 +130,7 @@ TEST_CASE("per_key: a nack holds back only its key, and the redelivery comes bef
   const Delivery d2 = take(c);
   CHECK(d2.sequence == 2);
   REQUIRE(c.ack(d2) == AckStatus::ok);
-  CHECK(poll_once(c) == PollStatus::empty);
+  // Sequence 1 is free but held back: what comes next is the retry.
   const Delivery again = take_wait(c);
   CHECK(again.sequence == 0);
   CHECK(again.attempt == 2);
@@ -150,8 +150,7 @@ TEST_CASE("per_key: an expired lease is redelivered with attempt + 1 before the 
   Publisher pub = publisher(ch);
   publish_keys(pub, {3, 3});
   const Delivery first = take(c);
-  CHECK(poll_once(c) == PollStatus::empty);
-  // Wait out the lease (its deadline).
+  // Wait out the lease (its deadline): the redelivery, not sequence 1, comes.
   const Delivery again = take_wait(c);
   CHECK(again.sequence == 0);
   CHECK(again.attempt == 2);
@@ -206,7 +205,8 @@ TEST_CASE("per_key: a poison message blocks its key until it is dead-lettered, t
     Consumer c = join(ch, ordered(1, 20));
     publish_keys(pub, {9, 9});
     CHECK(take(c).sequence == 0);
-    CHECK(poll_once(c) == PollStatus::empty);
+    // Its lease expires on its last attempt: the scan moves it to the DLQ,
+    // and sequence 1 is the next delivery.
     const Delivery next = take_wait(c);
     CHECK(next.sequence == 1);
     CHECK(ch.stats().groups[0].expired == 1);
@@ -358,4 +358,34 @@ TEST_CASE("per_key: a drop_oldest lap loses what was overwritten, and the group 
   const Delivery after = take(c);
   CHECK(after.sequence == 21);
   CHECK(after.message.key == 1);
+}
+
+TEST_CASE("per_key: a consumer killed with a message in hand has it redelivered before the key's next message") {
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small());
+  // A minute-long lease: only the holder's death can free the message here.
+  const GroupOptions g = ordered(5, 60'000);
+  Consumer survivor = join(ch, g);
+  Publisher pub = publisher(ch);
+  publish_keys(pub, {11, 11, 12});
+  Child holder([&]() -> int {
+    auto mine = Channel::open(name.str(), kTestBus);
+    if (!mine) return 1;
+    auto c = mine->join_group("g", g);
+    if (!c) return 2;
+    std::byte buf[128];
+    Delivery d;
+    if (c->receive(d, buf) != PollStatus::ok || d.sequence != 0) return 3;
+    raise(SIGKILL);  // dies holding the lease on sequence 0
+    return 4;
+  });
+  REQUIRE(holder.wait() == 128 + SIGKILL);
+  const Delivery again = take_wait(survivor);
+  CHECK(again.sequence == 0);
+  CHECK(again.attempt == 2);
+  const Delivery other = take(survivor);
+  CHECK(other.sequence == 2);  // key 11's next message still waits
+  CHECK(poll_once(survivor) == PollStatus::empty);
+  REQUIRE(survivor.ack(again) == AckStatus::ok);
+  CHECK(take(survivor).sequence == 1);
 }
