@@ -59,6 +59,41 @@ inline ScanRange scan_range(const GroupView& v) noexcept {
   return {f, nx};
 }
 
+/// per_key groups: ends every sequence of [from, to) (all overwritten by
+/// the ring) that the group has not finished as lost, one CAS on its lease
+/// word each, and counts those CASes won. An unordered group needs no such
+/// walk: every sequence below its `next` was handed out, so the consumer
+/// that leases the next lap finds the unfinished lease and counts it. A
+/// per_key group passes over messages held back behind their key, which no
+/// lease word records; without this walk the floor would pass them and the
+/// next lap's lease would find an old, finished word: a loss never counted.
+/// The floor is below `from`'s next lap while this runs (a per_key scan
+/// leases only within a window <= capacity past the floor), so every word
+/// of [from, to) belongs to its sequence's lap or an earlier one, and a
+/// walk in sequence order decides each sequence once. Thread-safe: a
+/// concurrent walk, scan or ack meets the same words, and only the CAS
+/// that ends a lease counts it.
+inline void end_overwritten_held(const GroupView& v, std::uint64_t from, std::uint64_t to) noexcept {
+  std::uint64_t n = 0;
+  for (std::uint64_t s = from; s < to; ++s) {
+    std::atomic<std::uint64_t>& lw = v.leases[s & v.mask];
+    std::uint64_t w = shm::load_acquire(lw);
+    for (;;) {
+      const LeaseFields lf = lease_fields(w);
+      const std::uint32_t ahead = (lf.lap - v.lap(s)) & 0xffffu;
+      if (w != 0 && ((ahead == 0 && lease_final(lf.state)) || (ahead != 0 && ahead < 0x8000u))) break;
+      // Ours to end: a lease of s (live, due, dead-lettering) or a word of
+      // an earlier lap (s never handed out). acq_rel: against the holder's
+      // ack CAS on the same word.
+      if (shm::cas_acq_rel(lw, w, make_lease({kLeaseLost, lf.attempt, 0, v.lap(s), 0}))) {
+        ++n;
+        break;
+      }
+    }
+  }
+  if (n != 0) v.g->lost.fetch_add(n, std::memory_order_relaxed);  // relaxed: a statistic
+}
+
 /// Moves the group's floor over every finished (or overwritten) sequence,
 /// and wakes publishers waiting for room if it moved. Thread-safe.
 inline void advance_floor_of(const GroupView& v) noexcept {
@@ -83,6 +118,13 @@ inline void advance_floor_of(const GroupView& v) noexcept {
       // reused: pass them all in one step (one CAS each would make a group
       // that fell far behind, or a corrupted floor, walk billions).
       to = std::min(nx, head - (v.mask + 1));
+      // per_key: what the floor passes here may include messages held back
+      // behind their key, never leased: end and count them first. A gap of
+      // more than a ring is no healthy per_key group's (next stays within a
+      // window of the floor): a corrupted floor, passed as above.
+      if (v.g->ordering == static_cast<std::uint32_t>(GroupOrdering::per_key) && to - f <= v.mask + 1) {
+        end_overwritten_held(v, f, to);
+      }
     } else {
       // The run of finished sequences from f (at most a ring), in one CAS.
       while (to < nx && to - f <= v.mask && finished(to)) ++to;

@@ -117,6 +117,10 @@ std::size_t ConsumerCore::receive_ordered(std::span<Delivery> out, std::span<std
     LeaseFields lf = lease_fields(w);
     const bool this_lap = w != 0 && lf.lap == lap(s);
     if (this_lap && lease_final(lf.state)) {  // acked, dead-lettered, lost: blocks nothing
+      // A consumer killed between a lease and its raise of `next` can leave
+      // a finished sequence at or above `next`, which the floor would never
+      // pass: raise it (a load, and a CAS only in that case).
+      raise_next(s + 1);
       next_seq();
       continue;
     }
@@ -202,6 +206,7 @@ std::size_t ConsumerCore::receive_ordered(std::span<Delivery> out, std::span<std
             make_lease({kLeaseDeadLettering, lf.attempt, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
         if (!shm::cas_acq_rel(lw, w, held)) continue;
         if (lf.state == kLeaseLeased) g_->expired.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+        raise_next(s + 1);  // as for every lease: the floor may pass s only below `next`
         (void)send_to_dlq(s, held, DeadLetterReason::max_deliveries);
         continue;
       }

@@ -234,7 +234,9 @@ void add_head_and_lags(const ChannelState& ch, ChannelStats& s, std::uint64_t ga
   const auto behind = [&](std::uint64_t pos) { return s.head > pos ? s.head - pos : 0; };
   for (auto& sub : s.subscribers) sub.lag = behind(sub.cursor);
   for (auto& gs : s.groups) {
-    gs.pending = behind(gs.next);
+    // per_key: `next` is one past the highest sequence ever leased, and the
+    // messages held back below it were not delivered either.
+    gs.pending = behind(gs.next) + gs.held_messages;
     gs.unfinished = behind(gs.floor);
     gs.oldest_unacked_age_ns = oldest_unacked_age(ch, gs.floor, s.head, now_rt);
   }

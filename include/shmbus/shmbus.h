@@ -250,7 +250,7 @@ typedef struct shmbus_channel_stats {
 typedef struct shmbus_group_stats {
   uint64_t next;                  /**< next sequence not yet taken by any consumer */
   uint64_t floor;                 /**< every sequence below is finished */
-  uint64_t pending;               /**< head - next: not yet delivered (the group's lag) */
+  uint64_t pending;               /**< head - next (+ held_messages, per_key): not yet delivered (the group's lag) */
   uint64_t unfinished;            /**< head - floor: not yet acked or dead-lettered */
   uint64_t in_flight;             /**< leases held now */
   uint64_t due;                   /**< nacked, waiting for their retry time */

@@ -54,7 +54,7 @@ struct GroupStats {
   std::string dlq;               ///< DLQ channel name (same bus)
   std::uint64_t next = 0;        ///< next sequence not yet taken by any consumer
   std::uint64_t floor = 0;       ///< every sequence below is finished
-  std::uint64_t pending = 0;     ///< head - next: committed or claimed, not yet delivered
+  std::uint64_t pending = 0;     ///< head - next (+ held_messages, per_key): committed or claimed, not yet delivered
   std::uint64_t unfinished = 0;  ///< head - floor: not yet acked / dead-lettered
   std::uint64_t in_flight = 0;   ///< leases held now (leased or being dead-lettered), dlq_due excluded
   std::uint64_t due = 0;         ///< nacked, waiting for their retry time (dlq_due excluded)
