@@ -15,6 +15,7 @@
 
 #include "shm/clock.hpp"
 
+#include "group_test_util.hpp"
 #include "test_support.hpp"
 
 using namespace shmbus;
@@ -60,29 +61,15 @@ Outcome run_group_stress(const Config& cfg) {
     std::string name;
     ~DlqGuard() { (void)Channel::remove(name, kTestBus); }
   } dlq{name.str() + "-dlq"};
-  ChannelOptions o;
-  o.capacity = cfg.capacity;
-  o.slot_size = 128;
-  o.policy = Policy::block;
-  Channel ch = make_channel(name, o);
-
   GroupOptions g;
   g.start = StartAt::earliest();
   g.visibility_timeout_ns = 600'000'000'000ULL;  // 10 minutes: nothing expires in this test
   g.max_deliveries = 255;                        // nacks never send a message to the DLQ
   g.wait = WaitStrategy::block;                  // more threads than cores: sleep, don't spin
-  std::vector<Consumer> consumers;
-  for (int i = 0; i < cfg.consumers; ++i) {
-    auto c = ch.join_group("workers", g);
-    REQUIRE(c);
-    consumers.push_back(std::move(c.value()));
-  }
-  std::vector<Publisher> pubs;
-  for (int i = 0; i < cfg.producers; ++i) {
-    auto p = ch.publisher();
-    REQUIRE(p);
-    pubs.push_back(std::move(p.value()));
-  }
+  GroupCast cast = make_group_cast(name, cfg.capacity, "workers", g, cfg.consumers, cfg.producers);
+  Channel& ch = cast.channel;
+  std::vector<Consumer>& consumers = cast.consumers;
+  std::vector<Publisher>& pubs = cast.publishers;
 
   const std::uint64_t total = cfg.per_producer * static_cast<std::uint64_t>(cfg.producers);
   Outcome out;

@@ -26,14 +26,6 @@ using namespace shmbus::test;
 
 namespace {
 
-ChannelOptions small(Policy p = Policy::block, std::uint32_t capacity = 16) {
-  ChannelOptions o;
-  o.capacity = capacity;
-  o.slot_size = 128;
-  o.policy = p;
-  return o;
-}
-
 GroupOptions fast_group(std::uint32_t max_deliveries = 3, std::uint64_t visibility_ms = 50) {
   GroupOptions g;
   g.visibility_timeout_ns = visibility_ms * 1'000'000;

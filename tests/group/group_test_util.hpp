@@ -1,6 +1,7 @@
-// Helpers shared by the consumer-group tests (group_test.cpp, in one
-// process, and group_process_test.cpp, across processes): channel names that
-// take their dead-letter channel with them, and a reader of a DLQ.
+// Helpers shared by the consumer-group tests (group_test.cpp and
+// ordered_test.cpp in one process, the process tests across processes): a
+// small channel, channel names that take their dead-letter channel with them,
+// and a reader of a DLQ.
 #pragma once
 
 #include <catch2/catch.hpp>
@@ -11,12 +12,22 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "bus/group/consumer_core.hpp"
 
 #include "test_support.hpp"
 
 namespace shmbus::test {
+
+/// A small channel for group tests: `capacity` slots of 128 bytes.
+inline ChannelOptions small(Policy p = Policy::block, std::uint32_t capacity = 16) {
+  ChannelOptions o;
+  o.capacity = capacity;
+  o.slot_size = 128;
+  o.policy = p;
+  return o;
+}
 
 /// A unique test channel name (see ScopedChannelName) whose dead-letter
 /// channel, "<name>-dlq", is removed with it.
@@ -30,6 +41,32 @@ class ScopedGroupChannelName : public ScopedChannelName {
   /// The name of the channel's DLQ (the default of GroupOptions::dlq).
   [[nodiscard]] std::string dlq() const { return str() + "-dlq"; }
 };
+
+/// The cast of a stress test: a block channel of `capacity` 128-byte slots,
+/// `consumers` members of group `group` joined with `g`, and `producers`
+/// publishers. Fails the test if any of them cannot be made.
+struct GroupCast {
+  Channel channel;
+  std::vector<Consumer> consumers;
+  std::vector<Publisher> publishers;
+};
+
+inline GroupCast make_group_cast(const ScopedChannelName& name, std::uint32_t capacity, const std::string& group,
+                                 const GroupOptions& g, int consumers, int producers) {
+  GroupCast cast;
+  cast.channel = make_channel(name, small(Policy::block, capacity));
+  for (int i = 0; i < consumers; ++i) {
+    auto c = cast.channel.join_group(group, g);
+    REQUIRE(c);
+    cast.consumers.push_back(std::move(c.value()));
+  }
+  for (int i = 0; i < producers; ++i) {
+    auto p = cast.channel.publisher();
+    REQUIRE(p);
+    cast.publishers.push_back(std::move(p.value()));
+  }
+  return cast;
+}
 
 /// Reads a dead-letter channel from its earliest message, as an operator
 /// inspecting the DLQ does. One thread at a time.
