@@ -57,6 +57,7 @@
 #include "shm/clock.hpp"
 
 #include "group_test_util.hpp"
+#include "process_test_util.hpp"
 #include "test_support.hpp"
 
 using namespace shmbus;
@@ -76,21 +77,6 @@ using namespace std::chrono_literals;
 /// Bound on every wait for a peer: far above anything a healthy run needs.
 constexpr auto kBound = 20s;
 constexpr std::uint64_t kBoundNs = 20'000'000'000ULL;
-constexpr int kKilled = 128 + SIGKILL;  // Child::wait's code for a SIGKILLed child
-
-/// Burns `iterations` loop turns: a random, unsynchronised delay.
-void spin_for(std::uint64_t iterations) {
-  for (std::uint64_t i = 0; i < iterations; ++i) asm volatile("" ::: "memory");
-}
-
-[[noreturn, maybe_unused]] void pause_forever() {
-  for (;;) ::pause();
-}
-
-[[maybe_unused]] int ms_left(Clock::time_point deadline) {
-  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-  return left.count() > 0 ? static_cast<int>(left.count()) : 0;
-}
 
 ChannelOptions block_channel(std::uint32_t capacity) {
   ChannelOptions o;
@@ -98,13 +84,6 @@ ChannelOptions block_channel(std::uint32_t capacity) {
   o.slot_size = 128;  // the header takes 64: an OrderedPayload fits
   o.policy = Policy::block;
   return o;
-}
-
-/// The group's floor, read straight from its entry (cheap enough to poll).
-std::uint64_t group_floor(const Channel& ch, std::string_view group) {
-  const int gi = bus::find_group(*shmbus::detail::state_of(ch), group);
-  if (gi < 0) return 0;
-  return shmbus::detail::state_of(ch)->group(static_cast<std::uint32_t>(gi))->floor.load(std::memory_order_acquire);
 }
 
 // ---------------------------------------------------------------------------
@@ -193,17 +172,6 @@ struct ConsumerLedger {
   Interval intervals[kMaxIntervals];
 };
 
-/// A phase the parent wants the first consumer that gets there to report
-/// (and hold in, until it is killed).
-struct KillTarget {
-  std::atomic<std::uint32_t> armed;
-  std::atomic<std::uint32_t> phase;
-  std::atomic<std::uint32_t> after;    ///< only once the ledgers hold this many intervals
-  std::atomic<std::uint32_t> hold;     ///< 1: stay in the phase until killed
-  std::atomic<std::uint32_t> reached;  ///< 1 + index of the consumer that got there
-};
-constexpr std::uint32_t kCancelled = ~0u;
-
 struct TrialLedger {
   std::atomic<std::uint64_t> tick;  ///< the one clock of the ledger
   std::atomic<std::uint32_t> stop;  ///< set by the parent: consumers exit 0
@@ -227,21 +195,7 @@ std::uint32_t ledger_intervals(const TrialLedger& t) {
 
 /// A consumer enters phase `p`: if it is the parent's target, it raises the
 /// flag (and holds, bounded, until it is killed).
-void enter(TrialLedger& t, int me, Phase p) {
-  KillTarget& k = t.target;
-  // relaxed: the fields are published by the release store of `armed`.
-  if (k.armed.load(std::memory_order_acquire) == 0 || k.phase.load(std::memory_order_relaxed) != p ||
-      k.reached.load(std::memory_order_relaxed) != 0 || ledger_intervals(t) < k.after.load(std::memory_order_relaxed)) {
-    return;
-  }
-  std::uint32_t none = 0;
-  const auto mine = static_cast<std::uint32_t>(me) + 1;
-  if (!k.reached.compare_exchange_strong(none, mine, std::memory_order_acq_rel)) return;
-  if (k.hold.load(std::memory_order_relaxed) == 0) return;
-  const auto deadline = Clock::now() + kBound;
-  while (Clock::now() < deadline) spin_for(1000);
-  ::_exit(17);  // never killed: the parent failed already
-}
+void enter(TrialLedger& t, int me, Phase p) { reach(t.target, me, p, ledger_intervals(t), kBound); }
 
 struct ConsumerParams {
   std::string channel;
