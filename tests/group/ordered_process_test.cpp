@@ -81,7 +81,7 @@ constexpr std::uint64_t kBoundNs = 20'000'000'000ULL;
 ChannelOptions block_channel(std::uint32_t capacity) {
   ChannelOptions o;
   o.capacity = capacity;
-  o.slot_size = 128;  // the header takes 64: an OrderedPayload fits
+  o.slot_size = 128;  // the header takes 56: an OrderedPayload fits
   o.policy = Policy::block;
   return o;
 }
