@@ -83,6 +83,28 @@ class ConsumerCore {
   /// its key, payloads packed into `arena`. Sets `st` as receive returns it.
   std::size_t receive_ordered(std::span<Delivery> out, std::span<std::byte> arena, std::uint64_t now,
                               PollStatus& st) noexcept;
+  /// The time of one per_key scan.
+  struct ScanTime {
+    std::uint64_t now;  ///< CLOCK_MONOTONIC ns
+    std::uint64_t nms;  ///< now in ms, as lease deadlines are
+    bool judge_owners;  ///< whether live leases' owners are judged in this scan
+  };
+  /// What a per_key scan does after one step at a sequence.
+  enum class ScanStep {
+    next,   ///< decided: go on to the next sequence
+    again,  ///< its lease word changed under the step: decide it again
+    stop,   ///< not committed: the scan ends here
+    take,   ///< leased to this consumer (the lease word is in `lease`): deliver it
+  };
+  /// One step of a per_key scan at sequence s (`tries`: steps at s so far).
+  ScanStep scan_step(std::uint64_t s, const ScanTime& t, int tries, std::uint64_t& lease) noexcept;
+  /// scan_step for a sequence whose slot holds no committed message for it.
+  ScanStep scan_no_message(std::uint64_t s, SlotSeen seen, std::uint64_t w, std::uint64_t stamp,
+                           const ScanTime& t) noexcept;
+  /// scan_step for a message in progress (its lease word `w` is of its lap):
+  /// blocks its key, and takes it over if its lease ended or its retry is due.
+  ScanStep scan_in_progress(std::uint64_t s, std::uint64_t w, std::uint64_t key, const ScanTime& t,
+                            std::uint64_t& lease) noexcept;
   /// Reads sequence s's stamp (into `stamp`) and, if committed, its key
   /// (seqlock read).
   SlotSeen key_at(std::uint64_t s, std::uint64_t& key, std::uint64_t& stamp) const noexcept;

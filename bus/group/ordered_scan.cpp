@@ -94,146 +94,150 @@ void ConsumerCore::wake_ordered() noexcept {
   shm::wake_sleepers(ch_->producer->sub_sleeping, ch_->producer->sub_futex);
 }
 
+ConsumerCore::ScanStep ConsumerCore::scan_no_message(std::uint64_t s, SlotSeen seen, std::uint64_t w,
+                                                     std::uint64_t stamp, const ScanTime& t) noexcept {
+  if (seen == SlotSeen::overwritten) {  // drop_oldest lapped the group: s is lost to it
+    lose_overwritten(s, w);
+    return ScanStep::next;
+  }
+  if (seen == SlotSeen::abandoned) {
+    // A claim that never became a message: finished for the group.
+    const LeaseFields lf = lease_fields(w);
+    if (w == 0 || lf.lap != lap(s)) {
+      if (!shm::cas_acq_rel(leases_[s & mask_], w, make_lease({kLeaseAcked, 0, 0, lap(s), 0}))) {
+        return ScanStep::again;
+      }
+      raise_next(s + 1);
+      advance_floor();
+    }
+    return ScanStep::next;
+  }
+  // Not committed: its key is unknown, and any later message may share it,
+  // so the scan ends here. A publisher that died (or stalled) holding this
+  // claim must not stop the group: check, at most once per scan interval.
+  if (t.now - last_stall_check_ns_ >= scan_every_ns_) {
+    last_stall_check_ns_ = t.now;
+    if (stall_.check(*ch_, s, stamp, shm::load_acquire(ch_->producer->head))) return ScanStep::again;
+  }
+  return ScanStep::stop;
+}
+
+ConsumerCore::ScanStep ConsumerCore::scan_in_progress(std::uint64_t s, std::uint64_t w, std::uint64_t key,
+                                                      const ScanTime& t, std::uint64_t& lease) noexcept {
+  // The lowest unfinished message of its key (every earlier one was seen
+  // finished), so it blocks the key, and when it is ready again it is
+  // redelivered before any later one.
+  std::atomic<std::uint64_t>& lw = leases_[s & mask_];
+  const LeaseFields lf = lease_fields(w);
+  bool ready = false;
+  switch (lf.state) {
+    case kLeaseLeased:
+    case kLeaseDeadLettering:
+      ready = lease_time_reached(lf.deadline_ms, t.nms);
+      if (!ready && t.judge_owners && owner_dead(lf.owner)) {
+        // Judging the owner may have released its leases (to due): decide
+        // again on what the word is now.
+        if (shm::load_acquire(lw) != w) return ScanStep::again;
+        ready = true;
+      }
+      break;
+    case kLeaseDue: ready = lease_time_reached(lf.deadline_ms, t.nms); break;
+    default: break;
+  }
+  if (!ready) {
+    blocked_.insert(key);
+    return ScanStep::next;
+  }
+  const std::uint64_t deadline_ms = t.nms + ceil_ms(visibility_ns_);
+  if (lf.attempt >= max_deliveries_ || lf.state == kLeaseDeadLettering) {
+    // Out of deliveries: to the DLQ, under a lease of our own; then look at
+    // s again (dead-lettered, it no longer blocks its key).
+    const std::uint64_t held = make_lease({kLeaseDeadLettering, lf.attempt, ci_, lap(s), deadline_ms});
+    if (!shm::cas_acq_rel(lw, w, held)) return ScanStep::again;
+    if (lf.state == kLeaseLeased) g_->expired.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+    raise_next(s + 1);  // as for every lease: the floor may pass s only below `next`
+    (void)send_to_dlq(s, held, DeadLetterReason::max_deliveries);
+    return ScanStep::again;
+  }
+  lease = make_lease({kLeaseLeased, lf.attempt + 1, ci_, lap(s), deadline_ms});
+  if (!shm::cas_acq_rel(lw, w, lease)) return ScanStep::again;
+  // relaxed: statistics.
+  g_->redelivered.fetch_add(1, std::memory_order_relaxed);
+  if (lf.state == kLeaseLeased) g_->expired.fetch_add(1, std::memory_order_relaxed);
+  blocked_.insert(key);
+  return ScanStep::take;
+}
+
+ConsumerCore::ScanStep ConsumerCore::scan_step(std::uint64_t s, const ScanTime& t, int tries,
+                                               std::uint64_t& lease) noexcept {
+  std::atomic<std::uint64_t>& lw = leases_[s & mask_];
+  std::uint64_t w = shm::load_acquire(lw);
+  const LeaseFields lf = lease_fields(w);
+  const bool this_lap = w != 0 && lf.lap == lap(s);
+  if (this_lap && lease_final(lf.state)) {  // acked, dead-lettered, lost: blocks nothing
+    // A consumer killed between a lease and its raise of `next` can leave a
+    // finished sequence at or above `next`, which the floor would never
+    // pass: raise it (a load, and a CAS only in that case).
+    raise_next(s + 1);
+    return ScanStep::next;
+  }
+  // The lease word was read before the stamp: if the stamp still names s as
+  // committed, the word is of s's lap or an earlier one (a later lap's word
+  // is written only after its claim changed the stamp).
+  std::uint64_t key = 0;
+  std::uint64_t stamp = 0;
+  const SlotSeen seen = key_at(s, key, stamp);
+  if (seen != SlotSeen::message) return scan_no_message(s, seen, w, stamp, t);
+  if (tries > kRetriesPerSequence) {
+    blocked_.insert(key);  // contended: hold the key back, decide on the next receive
+    return ScanStep::next;
+  }
+  if (this_lap) return scan_in_progress(s, w, key, t, lease);
+  // Free: never leased in this lap.
+  if (blocked_.contains(key)) return ScanStep::next;  // held back behind an earlier message of its key
+  const bool overwrote_previous = !available_for(s, w);
+  lease = make_lease({kLeaseLeased, 1, ci_, lap(s), t.nms + ceil_ms(visibility_ns_)});
+  if (!shm::cas_acq_rel(lw, w, lease)) return ScanStep::again;
+  // The previous lap's message was still in flight but was overwritten
+  // (drop_oldest lapped this group): it is lost to the group.
+  if (overwrote_previous) g_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+  blocked_.insert(key);
+  return ScanStep::take;
+}
+
 std::size_t ConsumerCore::receive_ordered(std::span<Delivery> out, std::span<std::byte> arena, std::uint64_t now,
                                           PollStatus& st) noexcept {
   st = PollStatus::empty;
   // A consumer killed between its ack and its floor advance leaves the floor
   // behind: every scan moves it over what is finished first.
   advance_floor();
-  const std::uint64_t nms = now / kNsPerMs;
-  // Whether the owners of live leases are judged in this scan: at most once
-  // per scan interval, as take_due does (each judgement reads the clock and
-  // the owner's entry).
-  const bool judge_owners = now - last_scan_ns_ >= scan_every_ns_;
-  if (judge_owners) last_scan_ns_ = now;
+  // Owners of live leases are judged at most once per scan interval, as
+  // take_due does (each judgement reads the clock and the owner's entry).
+  const ScanTime t{now, now / kNsPerMs, now - last_scan_ns_ >= scan_every_ns_};
+  if (t.judge_owners) last_scan_ns_ = now;
   const std::uint64_t first = shm::load_acquire(g_->floor);
   const std::uint64_t end = first + order_window_;
   blocked_.clear();
   std::size_t n = 0;
   std::size_t used = 0;
-  int retries = 0;
-  // Each pass of the loop decides sequence s once; `again` re-reads s (its
-  // lease word changed under us), `next_seq` goes on to s + 1.
-  std::uint64_t s = first;
-  const auto next_seq = [&] {
-    ++s;
-    retries = 0;
-  };
+  int tries = 0;
   std::uint64_t last_delivered = 0;
-  while (s < end && n < out.size() && (n == 0 || s - last_delivered < kScanPastLastDelivery)) {
-    std::atomic<std::uint64_t>& lw = leases_[s & mask_];
-    std::uint64_t w = shm::load_acquire(lw);
-    LeaseFields lf = lease_fields(w);
-    const bool this_lap = w != 0 && lf.lap == lap(s);
-    if (this_lap && lease_final(lf.state)) {  // acked, dead-lettered, lost: blocks nothing
-      // A consumer killed between a lease and its raise of `next` can leave
-      // a finished sequence at or above `next`, which the floor would never
-      // pass: raise it (a load, and a CAS only in that case).
-      raise_next(s + 1);
-      next_seq();
-      continue;
-    }
-    // The lease word was read before the stamp: if the stamp still names s
-    // as committed, the word is of s's lap or an earlier one (a later lap's
-    // word is written only after its claim changed the stamp).
-    std::uint64_t key = 0;
-    std::uint64_t stamp = 0;
-    const SlotSeen seen = key_at(s, key, stamp);
-    if (seen == SlotSeen::overwritten) {  // drop_oldest lapped the group: s is lost to it
-      lose_overwritten(s, w);
-      next_seq();
-      continue;
-    }
-    if (seen == SlotSeen::abandoned) {
-      // A claim that never became a message: finished for the group.
-      if (!this_lap) {
-        if (!shm::cas_acq_rel(lw, w, make_lease({kLeaseAcked, 0, 0, lap(s), 0}))) continue;
-        raise_next(s + 1);
-        advance_floor();
-      }
-      next_seq();
-      continue;
-    }
-    if (seen == SlotSeen::pending) {
-      // Not committed: its key is unknown, and any later message may share
-      // it, so the scan ends here. A publisher that died (or stalled)
-      // holding this claim must not stop the group: check, at most once per
-      // scan interval.
-      if (now - last_stall_check_ns_ >= scan_every_ns_) {
-        last_stall_check_ns_ = now;
-        if (stall_.check(*ch_, s, stamp, shm::load_acquire(ch_->producer->head))) continue;
-      }
-      break;
-    }
-    // A committed message with key `key`.
-    if (++retries > kRetriesPerSequence) {
-      blocked_.insert(key);  // contended: hold the key back, decide on the next receive
-      next_seq();
-      continue;
-    }
+  for (std::uint64_t s = first; s < end && n < out.size() && (n == 0 || s - last_delivered < kScanPastLastDelivery);) {
     std::uint64_t lease = 0;
-    if (!this_lap) {
-      // Free: never leased in this lap.
-      if (blocked_.contains(key)) {  // held back behind an earlier message of its key
-        next_seq();
-        continue;
-      }
-      const bool overwrote_previous = !available_for(s, w);
-      lease = make_lease({kLeaseLeased, 1, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
-      if (!shm::cas_acq_rel(lw, w, lease)) continue;
-      // The previous lap's message was still in flight but was overwritten
-      // (drop_oldest lapped this group): it is lost to the group.
-      if (overwrote_previous) g_->lost.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-    } else {
-      // In progress: the lowest unfinished message of its key (every
-      // earlier one was seen finished), so it blocks the key, and when it
-      // is ready again it is redelivered before any later one.
-      bool ready = false;
-      switch (lf.state) {
-        case kLeaseLeased:
-        case kLeaseDeadLettering:
-          ready = lease_time_reached(lf.deadline_ms, nms);
-          if (!ready && judge_owners && owner_dead(lf.owner)) {
-            // Judging the owner may have released its leases (to due):
-            // decide again on what the word is now.
-            if (shm::load_acquire(lw) != w) continue;
-            ready = true;
-          }
-          break;
-        case kLeaseDue: ready = lease_time_reached(lf.deadline_ms, nms); break;
-        default: break;
-      }
-      if (!ready) {
-        blocked_.insert(key);
-        next_seq();
-        continue;
-      }
-      if (lf.attempt >= max_deliveries_ || lf.state == kLeaseDeadLettering) {
-        // Out of deliveries: to the DLQ, under a lease of our own; then
-        // look at s again (dead-lettered, it no longer blocks its key).
-        const std::uint64_t held =
-            make_lease({kLeaseDeadLettering, lf.attempt, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
-        if (!shm::cas_acq_rel(lw, w, held)) continue;
-        if (lf.state == kLeaseLeased) g_->expired.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
-        raise_next(s + 1);  // as for every lease: the floor may pass s only below `next`
-        (void)send_to_dlq(s, held, DeadLetterReason::max_deliveries);
-        continue;
-      }
-      lease = make_lease({kLeaseLeased, lf.attempt + 1, ci_, lap(s), nms + ceil_ms(visibility_ns_)});
-      if (!shm::cas_acq_rel(lw, w, lease)) continue;
-      // relaxed: statistics.
-      g_->redelivered.fetch_add(1, std::memory_order_relaxed);
-      if (lf.state == kLeaseLeased) g_->expired.fetch_add(1, std::memory_order_relaxed);
+    const ScanStep step = scan_step(s, t, ++tries, lease);
+    if (step == ScanStep::again) continue;
+    if (step == ScanStep::stop) break;
+    if (step == ScanStep::take) {
+      raise_next(s + 1);
+      (void)deliver(s, lease, out[n], arena.subspan(std::min(used, arena.size())), st);
+      if (st != PollStatus::ok) return n;  // lapped, corrupted, or no room left: ends the batch
+      out[n].deadline_ns = now + visibility_ns_;
+      used += out[n].message.payload.size();
+      ++n;
+      last_delivered = s;
     }
-    blocked_.insert(key);
-    raise_next(s + 1);
-    (void)deliver(s, lease, out[n], arena.subspan(std::min(used, arena.size())), st);
-    if (st != PollStatus::ok) return n;  // lapped, corrupted, or no room left: ends the batch
-    out[n].deadline_ns = now + visibility_ns_;
-    used += out[n].message.payload.size();
-    ++n;
-    last_delivered = s;
-    next_seq();
+    ++s;
+    tries = 0;
   }
   if (n != 0) {
     st = PollStatus::ok;
