@@ -372,10 +372,16 @@ TEST_CASE("per_key: a consumer killed with a message in hand has it redelivered 
     return 4;
   });
   REQUIRE(holder.wait() == 128 + SIGKILL);
-  const Delivery again = take_wait(survivor);
+  // Key 11's first message comes back (attempt 2) and key 12's flows, in
+  // either order: judging the dead holder makes its lease due at the
+  // releaser's clock, which a scan that read its clock a little earlier
+  // may see as not yet due, and then hands out key 12's message first.
+  const Delivery first = take_wait(survivor);
+  const Delivery second = first.sequence == 0 ? take(survivor) : take_wait(survivor);
+  const Delivery& again = first.sequence == 0 ? first : second;
+  const Delivery& other = first.sequence == 0 ? second : first;
   CHECK(again.sequence == 0);
   CHECK(again.attempt == 2);
-  const Delivery other = take(survivor);
   CHECK(other.sequence == 2);  // key 11's next message still waits
   CHECK(poll_once(survivor) == PollStatus::empty);
   REQUIRE(survivor.ack(again) == AckStatus::ok);
