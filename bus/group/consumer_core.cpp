@@ -5,6 +5,7 @@
 
 #include "bus/common/util.hpp"
 #include "bus/common/wait.hpp"
+#include "bus/group/ordered_stats.hpp"
 #include "bus/ring/participants.hpp"
 #include "bus/ring/slots.hpp"
 #include "shm/atomics.hpp"
@@ -17,8 +18,6 @@ namespace shmbus::bus {
 namespace {
 
 constexpr std::uint64_t kOwnerCacheNs = 5'000'000;
-/// A per_key group's order_window when none is given (and the ring is larger).
-constexpr std::uint64_t kDefaultOrderWindow = 4096;
 
 }  // namespace
 
@@ -36,7 +35,7 @@ Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<Channel
   if (o.ordering == GroupOrdering::none) {
     o.order_window = 0;
   } else if (o.order_window == 0) {
-    o.order_window = static_cast<std::uint32_t>(std::min<std::uint64_t>(ch->geo.capacity, kDefaultOrderWindow));
+    o.order_window = effective_order_window(0, ch->geo.capacity);
   } else if (o.order_window > ch->geo.capacity) {
     return Error(ErrorCode::invalid_argument, "order_window " + num(o.order_window) + " exceeds the capacity " +
                                                   num(ch->geo.capacity) + " of channel '" + ch->name + "'");
@@ -86,7 +85,7 @@ Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<Channel
   if (o.ordering == GroupOrdering::per_key) {
     // A scan blocks at most one key per sequence it looks at.
     c.ordered_ = true;
-    c.order_window_ = c.g_->order_window;
+    c.order_window_ = o.order_window;  // checked above, and equal to the entry's (check_same_settings)
     c.blocked_.reserve(c.order_window_);
   }
   c.ch_ = std::move(ch);

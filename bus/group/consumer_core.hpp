@@ -110,8 +110,8 @@ class ConsumerCore {
   SlotSeen key_at(std::uint64_t s, std::uint64_t& key, std::uint64_t& stamp) const noexcept;
   /// Raises `next` to at least `to` (a CAS-max loop).
   void raise_next(std::uint64_t to) noexcept;
-  /// Ends sequence s, overwritten while its lease word was `w`, as lost.
-  void lose_overwritten(std::uint64_t s, std::uint64_t w) noexcept;
+  /// Ends sequence s, overwritten by the ring, as lost (end_overwritten_held).
+  void lose_overwritten(std::uint64_t s) noexcept;
   /// Wakes consumers sleeping in receive_wait (a key may be free now).
   [[gnu::noinline]] void wake_ordered() noexcept;
   bool take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st, std::uint64_t now) noexcept;

@@ -73,6 +73,7 @@ inline ScanRange scan_range(const GroupView& v) noexcept {
 /// walk in sequence order decides each sequence once. Thread-safe: a
 /// concurrent walk, scan or ack meets the same words, and only the CAS
 /// that ends a lease counts it.
+/// A per_key scan that meets one overwritten sequence ends it the same way.
 inline void end_overwritten_held(const GroupView& v, std::uint64_t from, std::uint64_t to) noexcept {
   std::uint64_t n = 0;
   for (std::uint64_t s = from; s < to; ++s) {

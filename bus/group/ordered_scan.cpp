@@ -68,22 +68,14 @@ void ConsumerCore::raise_next(std::uint64_t to) noexcept {
   }
 }
 
-void ConsumerCore::lose_overwritten(std::uint64_t s, std::uint64_t w) noexcept {
-  const LeaseFields lf = lease_fields(w);
-  if (w != 0 && lf.lap == lap(s)) {
-    // A lease of this lap on a message that is gone.
-    if (!lease_final(lf.state)) end_lease_lost(view(), s, w);
-    return;
-  }
-  // Only a word of the lap before s (or the never-used word) may be ended
-  // for s: any other one belongs to a later lap, which is not ours to touch.
-  const std::uint32_t before = (lap(s) - 1) & 0xffffu;
-  if (w != 0 && !(lease_final(lf.state) && lf.lap == before)) return;
-  std::uint64_t e = w;
-  if (shm::cas_acq_rel(leases_[s & mask_], e, make_lease({kLeaseLost, 0, 0, lap(s), 0}))) {
-    raise_next(s + 1);
-    count_lost(view(), 1);
-  }
+void ConsumerCore::lose_overwritten(std::uint64_t s) noexcept {
+  // The floor's walk over what the ring overwrote, for this one sequence:
+  // ends s as lost unless it is finished (a word of a later lap is left
+  // alone), counted once by the CAS that wins; then `next` and the floor
+  // move past it.
+  end_overwritten_held(view(), s, s + 1);
+  raise_next(s + 1);
+  advance_floor();
 }
 
 void ConsumerCore::wake_ordered() noexcept {
@@ -97,7 +89,7 @@ void ConsumerCore::wake_ordered() noexcept {
 ConsumerCore::ScanStep ConsumerCore::scan_no_message(std::uint64_t s, SlotSeen seen, std::uint64_t w,
                                                      std::uint64_t stamp, const ScanTime& t) noexcept {
   if (seen == SlotSeen::overwritten) {  // drop_oldest lapped the group: s is lost to it
-    lose_overwritten(s, w);
+    lose_overwritten(s);
     return ScanStep::next;
   }
   if (seen == SlotSeen::abandoned) {

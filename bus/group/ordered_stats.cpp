@@ -10,8 +10,8 @@ namespace shmbus::bus {
 
 namespace {
 
-/// The window of a per_key group whose stored one is unusable (as a join
-/// resolves order_window 0: consumer_core.cpp).
+/// A per_key group's window when none is given, or the stored one is
+/// unusable: min(capacity, this). ConsumerCore::join resolves 0 with it too.
 constexpr std::uint64_t kFallbackOrderWindow = 4096;
 
 }  // namespace

@@ -28,7 +28,7 @@ struct HeldBack {
 /// The sequences a per_key receive looks at past the floor: the group's
 /// order_window, or min(capacity, 4096) where the stored value is not one a
 /// join can have written (0, or more than the ring: the segment is
-/// untrusted). Thread-safe.
+/// untrusted). With `stored` 0, the default a join resolves. Thread-safe.
 std::uint32_t effective_order_window(std::uint32_t stored, std::uint64_t capacity) noexcept;
 
 /// Walks the group's window, [floor, min(floor + order_window, first
