@@ -13,10 +13,11 @@
 // kRound, then poll them all), so the ring never fills and no publish waits.
 // Every message polled is checked (length and sequence): an error exits 1.
 //
-//   shmbus_insn_driver [--ops N]
+//   shmbus_insn_driver [--ops N] [--only FUNCTION]
 //
-// Prints one line per measured function when done:
-//   op <function> <publish|poll|loop> <operations> <label>
+// Prints one line per measured function when done (with --only, for that
+// one alone, which then runs with only what it needs):
+//   op <function> <publish|poll|loop> <operations> <api pattern> <label>
 // Instruction counts are exact under callgrind (no timing, no other core),
 // so one run is enough, on any machine; run natively, it only checks itself.
 #include <shmbus/shmbus.hpp>
@@ -141,6 +142,7 @@ const char* name_of(Role r) {
 
 struct Op {
   const char* function;  ///< the symbol, as callgrind reports it
+  const char* api;       ///< the public call it measures, as a callgrind --toggle-collect pattern
   const char* label;     ///< as the script prints it
   Role role;
   std::size_t size;  ///< payload bytes
@@ -151,13 +153,16 @@ struct Op {
 // claims) is one more entry: a Role::publish function named insn_* that
 // moves `n` messages of `size` bytes; the driver drains it with the poll
 // entry of the same size, and the script reports it like the others.
+constexpr const char* kPublishApi = "shmbus::Publisher::publish(std::span<std::byte?const*";
+constexpr const char* kBatchApi = "shmbus::Publisher::publish_batch(std::span<shmbus::OutMessage?const*";
+constexpr const char* kPollApi = "shmbus::Subscriber::poll(*";
 constexpr std::array kOps{
-    Op{"insn_loop", "loop overhead", Role::loop, 0, insn_loop},
-    Op{"insn_publish_64", "publish 64B", Role::publish, 64, insn_publish_64},
-    Op{"insn_publish_8", "publish 8B", Role::publish, 8, insn_publish_8},
-    Op{"insn_publish_batch16_64", "publish_batch16 64B", Role::publish, 64, insn_publish_batch16_64},
-    Op{"insn_poll_64", "poll 64B", Role::poll, 64, insn_poll_64},
-    Op{"insn_poll_8", "poll 8B", Role::poll, 8, insn_poll_8},
+    Op{"insn_loop", "-", "loop overhead", Role::loop, 0, insn_loop},
+    Op{"insn_publish_64", kPublishApi, "publish 64B", Role::publish, 64, insn_publish_64},
+    Op{"insn_publish_8", kPublishApi, "publish 8B", Role::publish, 8, insn_publish_8},
+    Op{"insn_publish_batch16_64", kBatchApi, "publish_batch16 64B", Role::publish, 64, insn_publish_batch16_64},
+    Op{"insn_poll_64", kPollApi, "poll 64B", Role::poll, 64, insn_poll_64},
+    Op{"insn_poll_8", kPollApi, "poll 8B", Role::poll, 8, insn_poll_8},
 };
 
 /// The channel, removed on every exit path.
@@ -173,7 +178,10 @@ class ChannelGuard {
   std::string bus_;
 };
 
-int run(std::uint64_t ops) {
+/// Runs every measured function (`only` empty), or only the one named and
+/// what it needs: a publish with its drain, or a poll with its first publish
+/// entry of the same size.
+int run(std::uint64_t ops, std::string_view only) {
   ChannelGuard guard;
   shmbus::ChannelOptions o;
   o.capacity = insn::kCapacity;
@@ -199,6 +207,7 @@ int run(std::uint64_t ops) {
 
   std::array<std::uint64_t, kOps.size()> done{};
   const std::uint64_t rounds = (ops + insn::kRound - 1) / insn::kRound;
+  bool drained_only = false;  // with a poll named: its first publish entry ran
   for (std::size_t p = 0; p < kOps.size(); ++p) {
     if (kOps[p].role != Role::publish) continue;
     std::size_t drain = kOps.size();
@@ -209,6 +218,10 @@ int run(std::uint64_t ops) {
       std::fprintf(stderr, "shmbus_insn_driver: no poll entry of %zu bytes to drain %s\n", kOps[p].size,
                    kOps[p].function);
       return 1;
+    }
+    if (!only.empty() && only != kOps[p].function) {
+      if (only != kOps[drain].function || drained_only) continue;
+      drained_only = true;
     }
     for (std::uint64_t r = 0; r < rounds; ++r) {
       kOps[p].run(c, insn::kRound);
@@ -225,9 +238,17 @@ int run(std::uint64_t ops) {
                  static_cast<unsigned long long>(c.polled));
     return 1;
   }
+  bool found = only.empty();
   for (std::size_t i = 0; i < kOps.size(); ++i) {
-    std::printf("op %s %s %llu %s\n", kOps[i].function, name_of(kOps[i].role), static_cast<unsigned long long>(done[i]),
-                kOps[i].label);
+    if (!only.empty() && only != kOps[i].function) continue;
+    found = true;
+    std::printf("op %s %s %llu %s %s\n", kOps[i].function, name_of(kOps[i].role),
+                static_cast<unsigned long long>(done[i]), kOps[i].api, kOps[i].label);
+  }
+  if (!found) {
+    std::fprintf(stderr, "shmbus_insn_driver: no measured function '%.*s'\n", static_cast<int>(only.size()),
+                 only.data());
+    return 2;
   }
   return 0;
 }
@@ -236,12 +257,20 @@ int run(std::uint64_t ops) {
 
 int main(int argc, char** argv) {
   std::uint64_t ops = 100'000;
+  std::string_view only;
   for (int i = 1; i < argc; ++i) {
     const std::string_view a = argv[i];
     char* end = nullptr;
     if (a == "--ops" && i + 1 < argc && (ops = std::strtoull(argv[++i], &end, 10)) > 0 && *end == '\0') continue;
-    std::fprintf(stderr, "usage: %s [--ops N]   (N > 0 operations per measured function; default 100000)\n", argv[0]);
+    if (a == "--only" && i + 1 < argc) {
+      only = argv[++i];
+      continue;
+    }
+    std::fprintf(stderr,
+                 "usage: %s [--ops N] [--only FUNCTION]   (N > 0 operations per measured function; default "
+                 "100000)\n",
+                 argv[0]);
     return 2;
   }
-  return run(ops);
+  return run(ops, only);
 }

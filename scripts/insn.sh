@@ -12,11 +12,17 @@
 #                in the report)
 #
 # For each measured function of the driver (publish 64 B and 8 B, copy-out
-# poll 64 B and 8 B, and whatever the driver's table lists), one callgrind
-# run collects only inside that function (--toggle-collect), library calls
-# included; the script prints the instructions per operation, less the
-# driver's loop overhead (the same loop with an empty body), e.g.
-#   publish 64B: 287 insn/op
+# poll 64 B and 8 B, and whatever the driver's table lists), the script
+# prints two figures per operation, for each timestamp source a publisher
+# may use (tsc: counter ticks, SHMBUS_TSC=1; realtime: its fallback,
+# SHMBUS_TSC=0):
+# "In the call" counts from the public call's entry to its return, library
+# calls included (a callgrind run that collects only inside that call, with
+# only that function run): the budget the hot-path targets are about.
+# "With the caller" counts the whole measured loop (a run that collects only
+# inside the driver's function), less the loop overhead (the same loop with
+# an empty body): it adds the caller's side, building the arguments (a
+# default MessageMeta, a Message), the call and the check of the result.
 # Under valgrind, clock_gettime is a system call, not the vDSO: a clock read
 # counts as its glibc wrapper only (about 10 instructions; the vDSO's own
 # are about 30-50 more, and time, not counted here).
@@ -60,35 +66,75 @@ trap 'rm -rf "$TMP"' EXIT
 # A native run first: the driver checks every message, and lists its functions.
 "$DRIVER" --ops "$OPS" > "$TMP/ops.txt"
 
-# One callgrind run per function: "Collected" is then that function's total.
-while read -r _ fn _; do
-  valgrind --tool=callgrind --callgrind-out-file="$TMP/$fn.cg" --collect-atstart=no \
-    --toggle-collect="$fn" "$DRIVER" --ops "$OPS" > /dev/null 2> "$TMP/$fn.err" ||
-    { cat "$TMP/$fn.err" >&2; echo "insn.sh: the callgrind run of $fn failed" >&2; exit 1; }
-  sed -n 's/^==[0-9]*== Collected : \([0-9]*\)$/\1/p' "$TMP/$fn.err" > "$TMP/$fn.ir"
-  [ -s "$TMP/$fn.ir" ] || { echo "insn.sh: no instruction count for $fn in callgrind's output" >&2; exit 1; }
-done < "$TMP/ops.txt"
+# Two callgrind runs per function: "Collected" is then, in the first, that
+# function's total (the caller's loop and the calls), and in the second,
+# with only that function run, the total inside the public call it measures.
+# Both timestamp sources a publisher may use: the counter (SHMBUS_TSC=1, the
+# default source where the kernel trusts the counter) and the realtime clock
+# (SHMBUS_TSC=0, its fallback elsewhere).
+collected() {  # FILE.err -> FILE.ir, or fail
+  sed -n 's/^==[0-9]*== Collected : \([0-9]*\)$/\1/p' "$1.err" > "$1.ir"
+  [ -s "$1.ir" ] && [ "$(cat "$1.ir")" != 0 ] || { echo "insn.sh: no instruction count in $1.err" >&2; exit 1; }
+}
+for src in tsc realtime; do
+  tsc=1
+  [ "$src" = realtime ] && tsc=0
+  while read -r _ fn role _ api _; do
+    f="$TMP/$src.$fn"
+    SHMBUS_TSC=$tsc valgrind --tool=callgrind --callgrind-out-file="$f.cg" --collect-atstart=no \
+      --toggle-collect="$fn" "$DRIVER" --ops "$OPS" > /dev/null 2> "$f.err" ||
+      { cat "$f.err" >&2; echo "insn.sh: the callgrind run of $fn ($src) failed" >&2; exit 1; }
+    collected "$f"
+    [ "$role" = loop ] && continue
+    SHMBUS_TSC=$tsc valgrind --tool=callgrind --callgrind-out-file="$f.api.cg" --collect-atstart=no \
+      --toggle-collect="$api" "$DRIVER" --ops "$OPS" --only "$fn" > "$f.api.ops" 2> "$f.api.err" ||
+      { cat "$f.api.err" >&2; echo "insn.sh: the callgrind run of $api for $fn ($src) failed" >&2; exit 1; }
+    collected "$f.api"
+  done < "$TMP/ops.txt"
+done
 
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY="$(command -v python3)"
 "$PY" - "$TMP" "$OPS" "$(valgrind --version)" "$JSON" <<'EOF'
 import json, os, sys
 tmp, ops, version, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+def read_ir(name):
+    return int(open(os.path.join(tmp, name + ".ir")).read().split()[0])
 rows = []
-for line in open(os.path.join(tmp, "ops.txt")):
-    _, fn, role, n, label = line.rstrip("\n").split(" ", 4)
-    ir = int(open(os.path.join(tmp, fn + ".ir")).read().split()[0])
-    rows.append({"function": fn, "role": role, "label": label, "ops": int(n), "ir": ir, "ir_per_op": ir / int(n)})
-loop = next(r["ir_per_op"] for r in rows if r["role"] == "loop")
-print(f"instructions per operation (callgrind, one thread, {ops} operations each; "
-      f"less the loop overhead of {loop:.1f}):")
+loops = {}
+for src in ("tsc", "realtime"):
+    for line in open(os.path.join(tmp, "ops.txt")):
+        _, fn, role, n, api, label = line.rstrip("\n").split(" ", 5)
+        ir = read_ir(f"{src}.{fn}")
+        row = {"function": fn, "role": role, "label": label, "timestamps": src, "ops": int(n), "ir": ir,
+               "ir_per_op": ir / int(n)}
+        if role == "loop":
+            loops[src] = row["ir_per_op"]
+            continue
+        only = open(os.path.join(tmp, f"{src}.{fn}.api.ops")).read().split()
+        row["api"] = api
+        row["api_ops"] = int(only[3])
+        row["api_ir"] = read_ir(f"{src}.{fn}.api")
+        row["in_call_per_op"] = row["api_ir"] / row["api_ops"]
+        row["insn_per_op"] = row["ir_per_op"] - loops[src]
+        rows.append(row)
+loop = loops["tsc"]
+print(f"instructions per operation (callgrind, one thread, {ops} operations each):")
+print("  in the call: from the public call's entry to its return, library calls included")
+print(f"  with the caller: the measured loop, less its overhead of {loop:.1f} (the empty loop)")
+print("  timestamps: tsc = counter ticks (the default source where the kernel trusts the counter),")
+print("  realtime = CLOCK_REALTIME (its fallback; under valgrind a clock read counts as its glibc wrapper)")
+print(f"  {'operation':<22} {'tsc: in call':>12} {'with caller':>12} {'realtime: in call':>18} {'with caller':>12}")
+by = {(r["timestamps"], r["label"]): r for r in rows}
 for r in rows:
-    if r["role"] != "loop":
-        r["insn_per_op"] = r["ir_per_op"] - loop
-        print(f"  {r['label']}: {r['insn_per_op']:.0f} insn/op")
+    if r["timestamps"] != "tsc":
+        continue
+    q = by[("realtime", r["label"])]
+    print(f"  {r['label']:<22} {r['in_call_per_op']:>12.0f} {r['insn_per_op']:>12.0f} "
+          f"{q['in_call_per_op']:>18.0f} {q['insn_per_op']:>12.0f}")
 if out:
     with open(out, "w") as f:
         json.dump({"program": "insn", "valgrind": version, "ops": ops, "loop_insn_per_op": loop,
-                   "results": [r for r in rows if r["role"] != "loop"]}, f, indent=1)
+                   "results": rows}, f, indent=1)
         f.write("\n")
 EOF

@@ -36,8 +36,16 @@ inline bool cas_seq_cst(std::atomic<T>& a, T& expected, T desired) noexcept {
 }
 /// Increment of a counter that has exactly one writer: a plain load + store,
 /// no locked instruction. relaxed: readers (the probe) only need a recent value.
+/// On x86-64 it is one unlocked add to memory: its store is a single aligned
+/// 8-byte write, so a reader sees the old or the new value, never a torn one
+/// (ThreadSanitizer builds keep the atomic load and store, which it sees).
 inline void single_writer_add(std::atomic<std::uint64_t>& a, std::uint64_t n) noexcept {
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
+  static_assert(sizeof(std::atomic<std::uint64_t>) == 8 && alignof(std::atomic<std::uint64_t>) == 8);
+  asm volatile("addq %1, %0" : "+m"(a) : "er"(n));
+#else
   a.store(a.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+#endif
 }
 
 }  // namespace shmbus::shm

@@ -153,6 +153,49 @@ struct TscSnapshot {
     return A > back ? A - back : 0;
   }
 
+  /// Where to_ns is one multiply from the anchor, without saturation: ticks
+  /// up to `span` past it at `rate`, and up to `back` before it at m2.
+  struct Recent {
+    std::uint64_t span = 0;
+    std::uint64_t rate = 0;
+    std::uint64_t back = 0;
+  };
+  /// The Recent window of this mapping. Past the anchor: within the slew
+  /// span h at m1, where A + y_h does not saturate (d * m1 >> kRateShift is
+  /// at most y_h there, the product growing with d); with no slew span
+  /// (h = 0, after a step) up to refresh_at at m2. Before it: as far, where
+  /// A - back * m2 stays above 0. Each sum then equals to_ns's.
+  [[nodiscard]] Recent recent() const noexcept {
+    Recent r;
+    if (h != 0) {
+      r.rate = m1;
+      r.span = y_h != ~0ULL && A <= ~0ULL - y_h ? h : 0;
+    } else {
+      r.rate = m2;
+      r.span = refresh_at - a;
+      while (r.span != 0 && mul(r.span, m2) > ~0ULL - A) r.span /= 2;
+    }
+    r.back = h != 0 ? h : refresh_at - a;
+    while (r.back != 0 && mul(r.back, m2) > A) r.back /= 2;
+    return r;
+  }
+  /// to_ns(t) for t within `r` (from recent()): a recent message, published
+  /// just after the anchor or just before it. False, `ns` untouched, for any
+  /// other t.
+  [[nodiscard]] bool to_ns_recent(std::uint64_t t, const Recent& r, std::uint64_t& ns) const noexcept {
+    const std::uint64_t d = t - a;  // wraps for t < a: above any span
+    if (d <= r.span) [[likely]] {
+      __extension__ const unsigned __int128 v = static_cast<unsigned __int128>(d) * r.rate;
+      ns = A + static_cast<std::uint64_t>(v >> kRateShift);
+      return true;
+    }
+    const std::uint64_t b = a - t;  // wraps for t > a: above any back
+    if (b > r.back) return false;
+    __extension__ const unsigned __int128 v = static_cast<unsigned __int128>(b) * m2;
+    ns = A - static_cast<std::uint64_t>(v >> kRateShift);
+    return true;
+  }
+
  private:
   static std::uint64_t mul(std::uint64_t d, std::uint64_t rate) noexcept {
     __extension__ const unsigned __int128 v = (static_cast<unsigned __int128>(d) * rate) >> kRateShift;

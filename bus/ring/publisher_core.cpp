@@ -2,6 +2,8 @@
 #include "bus/common/util.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <cstddef>
 #include <climits>
 #include <cstring>
 
@@ -46,6 +48,7 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::create(std::shared_ptr<Cha
   p.unblock_ns_ = ch->geo.unblock_timeout_ns;
   p.slot_size_ = ch->geo.slot_size;
   p.max_payload_ = ch->geo.max_payload;
+  p.fast_max_ = std::min<std::uint32_t>(p.max_payload_, kSmallCopy);
   p.index_ = idx.value();
   p.self_pid_ = shm::self_process().pid;
   p.policy_ = ch->geo.policy;
@@ -54,7 +57,7 @@ Result<std::unique_ptr<PublisherCore>> PublisherCore::create(std::shared_ptr<Cha
   p.timestamps_ =
       ch->geo.timestamps == TimestampSource::tsc && !shm::tsc_usable() ? TimestampSource::realtime : ch->geo.timestamps;
   // SYNC(gate): acquire, pairs with the release store in refresh_gate.
-  p.gate_ = shm::load_acquire(ch->producer->gate_cache);
+  p.set_gate(shm::load_acquire(ch->producer->gate_cache));
   p.ch_ = std::move(ch);
   return owned;
 }
@@ -90,7 +93,7 @@ std::uint64_t PublisherCore::refresh_gate(std::uint64_t head, bool housekeeping)
       (void)reclaim_and_evict(*ch_, head, now);
     }
   }
-  gate_ = gating_minimum(*ch_, head);
+  set_gate(gating_minimum(*ch_, head));
   // SYNC(gate): release, pairs with the acquire loads of gate_cache: a
   // publisher that uses this value inherits our acquire of every cursor.
   shm::store_release(prod_->gate_cache, gate_);
@@ -149,12 +152,12 @@ bool PublisherCore::reserve(std::uint64_t& seq, std::uint64_t n, std::uint64_t t
       return false;
     }
     const std::uint64_t last = head + n - 1;  // the newest sequence this claim takes
-    if (last >= gate_ + capacity_) [[unlikely]] {
+    if (last >= limit_) [[unlikely]] {
       // Cached gate says full: take another publisher's fresher value, then rescan.
-      gate_ = std::max(gate_, shm::load_acquire(prod_->gate_cache));
+      set_gate(std::max(gate_, shm::load_acquire(prod_->gate_cache)));
       // Housekeeping (rate-limited) here too, so a dead subscriber cannot keep
       // a reject channel `full` or a zero-timeout publish failing.
-      if (last >= gate_ + capacity_ && last >= refresh_gate(head, true) + capacity_) {
+      if (last >= limit_ && last >= refresh_gate(head, true) + capacity_) {
         if (policy_ == Policy::reject) {
           shm::single_writer_add(entry_->rejected, n);
           why = PublishStatus::full;
@@ -350,6 +353,21 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
   }
 }
 
+// A message's metadata, into a slot this thread has taken.
+[[gnu::always_inline]] inline void PublisherCore::store_meta(std::byte* at, std::size_t n, const MessageMeta& meta,
+                                                             std::uint64_t stored_time, std::uint32_t attempt) noexcept {
+  SlotMeta& m = slot_header(at).meta;
+  m.timestamp = stored_time;
+  m.key = meta.key;
+  m.correlation_id = meta.correlation_id;
+  // size and type, adjacent, in one store.
+  static_assert(offsetof(SlotMeta, type) == offsetof(SlotMeta, size) + 4 && std::endian::native == std::endian::little);
+  const std::uint64_t size_type =
+      pack_size(static_cast<std::uint32_t>(n), attempt) | std::uint64_t{meta.type} << 32;
+  std::memcpy(reinterpret_cast<std::byte*>(&m) + offsetof(SlotMeta, size), &size_type, sizeof size_type);
+  m.id = meta.id;
+}
+
 // The fused publish: everything a reader will read goes into the slot's
 // first line (and the payload's further lines) between two CASes of the
 // stamp, with no call and no clock read in that window, so the line a
@@ -361,7 +379,6 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
                                                                          std::uint32_t attempt) noexcept {
   std::byte* at = slot_at(data_, seq, mask_, slot_size_);
   SlotHeader& slot = slot_header(at);
-  const std::size_t n = payload.size();
   // The usual case: the previous lap's message (or nothing, on the first
   // lap) is committed. Anything else takes the general path.
   std::uint64_t st = shm::load_acquire(slot.stamp);  // SYNC(stamp-take), as in take_slot
@@ -376,65 +393,135 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
   }
   // SYNC(seqlock-write): as in take_slot (a compiler barrier on x86).
   std::atomic_thread_fence(std::memory_order_release);
-  slot.meta.timestamp = stored_time;
-  slot.meta.key = meta.key;
-  slot.meta.correlation_id = meta.correlation_id;
-  slot.meta.size = pack_size(static_cast<std::uint32_t>(n), attempt);
-  slot.meta.type = meta.type;
-  slot.meta.id = meta.id;
-  copy_bytes(at + kSlotHeaderSize, payload.data(), n);
+  store_meta(at, payload.size(), meta, stored_time, attempt);
+  copy_bytes(at + kSlotHeaderSize, payload.data(), payload.size());
   std::uint64_t expected = make_stamp(seq, kStampWriting);
   // SYNC(stamp): release (seq_cst), as in commit.
-  if (!shm::cas_seq_cst(slot.stamp, expected, make_stamp(seq, kStampCommitted))) [[unlikely]] {
-    shm::single_writer_add(entry_->lost_claims, 1);
-    return PublishStatus::abandoned;
-  }
+  if (!shm::cas_seq_cst(slot.stamp, expected, make_stamp(seq, kStampCommitted))) [[unlikely]]
+    return lost_claim();
   return PublishStatus::ok;
 }
 
+// The publish path in four pieces. `publish` picks the message's time and
+// enters `publish_fast`, the usual case: a leaf with no call and no
+// callee-saved register, whose every rare case (too large, removed, no room
+// below the cached gate, a contended claim or slot, a sleeping reader) leaves
+// by a tail call to one of the cold functions below, which finish the job.
 PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const MessageMeta& meta,
                                      std::uint64_t timeout_ns) noexcept {
-  if (!ch_) [[unlikely]]
-    return PublishStatus::invalid;
-  if (payload.size() > max_payload_) [[unlikely]]
-    return PublishStatus::too_large;
-  if (const std::uint64_t r = gone(false); r != kChannelLive) [[unlikely]]
-    return publish_status_of_removed(r);
-  // The claim, inline for the usual case: room below the cached gate and an
-  // uncontended CAS of head (a plain ticket for drop_oldest).
+  // The time is read before the claim here, as a ticket, since this path
+  // never waits for space; publish_general, which may wait, reads it after.
+  std::uint64_t t = meta.timestamp_ns & ~kTicksFlag;
+  if (meta.timestamp_ns == 0) {
+    if (timestamps_ == TimestampSource::tsc) {
+      t = kTicksFlag | (shm::tsc_ticks() & ~kTicksFlag);
+    } else if (timestamps_ == TimestampSource::realtime) [[unlikely]] {
+      return publish_realtime(payload, meta, timeout_ns);
+    }
+  }
+  return publish_fast(payload, meta, t, timeout_ns);
+}
+
+[[gnu::noinline]] PublishStatus PublisherCore::publish_realtime(std::span<const std::byte> payload,
+                                                                const MessageMeta& meta,
+                                                                std::uint64_t timeout_ns) noexcept {
+  return publish_fast(payload, meta, shm::realtime_ns(), timeout_ns);
+}
+
+[[gnu::always_inline]] inline PublishStatus PublisherCore::publish_fast(std::span<const std::byte> payload,
+                                                                        const MessageMeta& meta, std::uint64_t t,
+                                                                        std::uint64_t timeout_ns) noexcept {
+  const std::size_t n = payload.size();
+  // A payload this path copies inline (else publish_general copies it, or
+  // says too_large); relaxed: a flag that carries no data (as in gone()).
+  if (n > fast_max_ || removed_->load(std::memory_order_relaxed) != kChannelLive) [[unlikely]]
+    return publish_general(payload, meta, timeout_ns);
+  // The claim: room below the cached gate and an uncontended CAS of head (a
+  // plain ticket for drop_oldest). relaxed on success: a ticket, as in reserve.
   std::uint64_t seq = 0;
-  bool reserved = false;
   if (policy_ == Policy::drop_oldest) {
-    // relaxed: a ticket, as in reserve.
     seq = prod_->head.fetch_add(1, std::memory_order_relaxed);
     if (seq > kMaxSequence - 1) [[unlikely]]
       return PublishStatus::invalid;  // a corrupted head, as in reserve
-    reserved = true;
   } else {
-    std::uint64_t head = shm::load_relaxed(prod_->head);
-    // relaxed on success: a ticket, as in reserve.
-    reserved = head < gate_ + capacity_ && head <= kMaxSequence - 1 &&
-               prod_->head.compare_exchange_weak(head, head + 1, std::memory_order_relaxed, std::memory_order_relaxed);
-    seq = head;
+    seq = shm::load_relaxed(prod_->head);
+    if (seq >= limit_ ||
+        !prod_->head.compare_exchange_weak(seq, seq + 1, std::memory_order_relaxed, std::memory_order_relaxed))
+        [[unlikely]]
+      return publish_general(payload, meta, timeout_ns);
   }
-  if (!reserved) [[unlikely]] {
-    PublishStatus why = PublishStatus::ok;
-    if (!reserve(seq, 1, timeout_ns, why)) return why;
+  std::byte* at = slot_at(data_, seq, mask_, slot_size_);
+  SlotHeader& slot = slot_header(at);
+  // Ask for the payload's further lines, so that their transfers overlap the
+  // stamp's.
+  if (n > kCacheLine - kSlotHeaderSize) {
+    prefetch_for_write(at + kCacheLine);
+    if (n > 2 * kCacheLine - kSlotHeaderSize) prefetch_for_write(at + 2 * kCacheLine);
   }
-  // Ask for the payload's next line first, so that its transfer overlaps the
-  // clock read; then stamp the time (after any wait for space, before the
-  // slot is taken: the clock stays out of the window in which it is `writing`).
-  prefetch_payload(seq, payload.size());
-  const PublishStatus st = write_message(seq, payload, meta, time_to_store(meta), 0);
-  if (st != PublishStatus::ok) [[unlikely]]
-    return st;
+  // Take the slot from the previous lap's committed message; anything else
+  // (the first lap's empty slots too: seq - capacity_ wraps there, to a
+  // stamp no counted sequence reaches) is take_slot's, in publish_claimed.
+  std::uint64_t st = shm::load_acquire(slot.stamp);  // SYNC(stamp-take), as in take_slot
+  if (st != make_stamp(seq - capacity_, kStampCommitted)) [[unlikely]]
+    return publish_claimed(seq, payload, meta, t);
+  shm::store_relaxed(slot.writer, make_writer(seq, self_pid_));  // as in take_slot
+  std::uint64_t writing = make_stamp(seq, kStampWriting);
+  if (!shm::cas_acq_rel(slot.stamp, st, writing)) [[unlikely]]
+    return publish_claimed(seq, payload, meta, t);
+  // SYNC(seqlock-write): as in take_slot (a compiler barrier on x86).
+  std::atomic_thread_fence(std::memory_order_release);
+  store_meta(at, n, meta, t, 0);
+  copy_small(at + kSlotHeaderSize, payload.data(), n);
+  // SYNC(stamp): release (seq_cst), as in commit. committed = writing + 1.
+  static_assert(kStampCommitted == kStampWriting + 1);
+  if (!shm::cas_seq_cst(slot.stamp, writing, writing + 1)) [[unlikely]]
+    return lost_claim();
   // Counters and the wake check after the commit: off the reader's path.
   shm::single_writer_add(entry_->published, 1);
-  wake_subscribers();
+  // SYNC(sleep-flag): as in wake_subscribers (the rest of it is in after_commit).
+  if (prod_->sub_sleeping.load(std::memory_order_seq_cst) != 0) [[unlikely]]
+    return after_commit();
   // Removed (or its pages lost) while we wrote: say so rather than `ok`.
-  if (const std::uint64_t r = gone(false); r != kChannelLive) [[unlikely]]
+  if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) [[unlikely]]
     return publish_status_of_removed(r);
   return PublishStatus::ok;
+}
+
+// A publish that does not fit publish_fast's usual case: it may wait for
+// space (and reads the clock after the wait), or fail.
+[[gnu::noinline]] PublishStatus PublisherCore::publish_general(std::span<const std::byte> payload,
+                                                               const MessageMeta& meta,
+                                                               std::uint64_t timeout_ns) noexcept {
+  if (payload.size() > max_payload_) return PublishStatus::too_large;
+  if (const std::uint64_t r = gone(false); r != kChannelLive) return publish_status_of_removed(r);
+  std::uint64_t seq = 0;
+  PublishStatus why = PublishStatus::ok;
+  if (!reserve(seq, 1, timeout_ns, why)) return why;
+  return publish_claimed(seq, payload, meta, time_to_store(meta));
+}
+
+// A reserved `seq` whose slot publish_fast could not take at once.
+[[gnu::noinline]] PublishStatus PublisherCore::publish_claimed(std::uint64_t seq, std::span<const std::byte> payload,
+                                                               const MessageMeta& meta, std::uint64_t t) noexcept {
+  prefetch_payload(seq, payload.size());
+  const PublishStatus st = write_message(seq, payload, meta, t, 0);
+  if (st != PublishStatus::ok) return st;
+  shm::single_writer_add(entry_->published, 1);
+  return after_commit();
+}
+
+// After a commit: wakes sleeping readers, then says whether the channel went
+// away meanwhile.
+[[gnu::noinline]] PublishStatus PublisherCore::after_commit() noexcept {
+  wake_subscribers();
+  if (const std::uint64_t r = gone(false); r != kChannelLive) return publish_status_of_removed(r);
+  return PublishStatus::ok;
+}
+
+// A commit CAS that failed: the claim was taken away (we stalled).
+[[gnu::noinline, gnu::cold]] PublishStatus PublisherCore::lost_claim() noexcept {
+  shm::single_writer_add(entry_->lost_claims, 1);
+  return PublishStatus::abandoned;
 }
 
 template <class At>

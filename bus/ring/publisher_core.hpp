@@ -67,6 +67,21 @@ class PublisherCore {
   std::uint64_t time_to_store(const MessageMeta& meta) const noexcept;
   /// Prefetches for write the payload lines past the slot's first.
   void prefetch_payload(std::uint64_t seq, std::size_t n) const noexcept;
+  /// The pieces of publish (publisher_core.cpp): the leaf for the usual
+  /// case, and the cold paths it leaves by.
+  PublishStatus publish_fast(std::span<const std::byte> payload, const MessageMeta& meta, std::uint64_t t,
+                             std::uint64_t timeout_ns) noexcept;
+  PublishStatus publish_realtime(std::span<const std::byte> payload, const MessageMeta& meta,
+                                 std::uint64_t timeout_ns) noexcept;
+  PublishStatus publish_general(std::span<const std::byte> payload, const MessageMeta& meta,
+                                std::uint64_t timeout_ns) noexcept;
+  PublishStatus publish_claimed(std::uint64_t seq, std::span<const std::byte> payload, const MessageMeta& meta,
+                                std::uint64_t t) noexcept;
+  PublishStatus after_commit() noexcept;
+  PublishStatus lost_claim() noexcept;
+  /// Stores a message's metadata (`n` payload bytes) into the slot at `at`.
+  void store_meta(std::byte* at, std::size_t n, const MessageMeta& meta, std::uint64_t stored_time,
+                  std::uint32_t attempt) noexcept;
   /// Takes the slot of a reserved `seq`, stores the message and commits it.
   PublishStatus write_message(std::uint64_t seq, std::span<const std::byte> payload, const MessageMeta& meta,
                               std::uint64_t stored_time, std::uint32_t attempt) noexcept;
@@ -74,6 +89,10 @@ class PublisherCore {
   /// also the fstat check, at most every few ms).
   std::uint64_t gone(bool slow) noexcept;
   std::uint64_t refresh_gate(std::uint64_t head, bool housekeeping) noexcept;
+  void set_gate(std::uint64_t gate) noexcept {
+    gate_ = gate;
+    limit_ = gate > kMaxSequence - capacity_ ? kMaxSequence : gate + capacity_;
+  }
   PublishStatus take_slot(std::uint64_t seq) noexcept;
   void wake_subscribers() noexcept;
   template <class At>
@@ -90,10 +109,14 @@ class PublisherCore {
   std::uint64_t unblock_ns_ = 0;
   std::uint32_t slot_size_ = 0;
   std::uint32_t max_payload_ = 0;
+  std::uint32_t fast_max_ = 0;  ///< the largest payload publish_fast takes: min(max_payload_, kSmallCopy)
   std::uint32_t index_ = 0;
   Policy policy_ = Policy::block;
   TimestampSource timestamps_ = TimestampSource::realtime;  ///< tsc only where usable
   std::uint64_t gate_ = 0;                                  ///< local copy of the gating minimum
+  /// One past the newest sequence a claim may take: gate_ + capacity_, at
+  /// most kMaxSequence (a stamp's 62 bits), so one compare checks both.
+  std::uint64_t limit_ = 0;
   std::uint64_t last_housekeeping_ns_ = 0;
   std::uint64_t last_removed_check_ns_ = 0;
   std::uint32_t self_pid_ = 0;  ///< for the slot writer word

@@ -20,9 +20,13 @@
 
 namespace shmbus::bus {
 
-/// Copies n bytes; up to 64 inline (a few loads and stores, no call: a
-/// message's bytes are on the latency path of both sides), more by memcpy.
-inline void copy_bytes(void* dst_v, const void* src_v, std::size_t n) noexcept {
+/// The most bytes copy_small copies.
+inline constexpr std::size_t kSmallCopy = 64;
+
+/// Copies n <= kSmallCopy bytes inline: a few loads and stores, no call (a
+/// message's bytes are on the latency path of both sides, and a leaf with no
+/// call needs no saved registers).
+[[gnu::always_inline]] inline void copy_small(void* dst_v, const void* src_v, std::size_t n) noexcept {
   auto* dst = static_cast<unsigned char*>(dst_v);
   const auto* src = static_cast<const unsigned char*>(src_v);
   if (n <= 16) {
@@ -43,7 +47,7 @@ inline void copy_bytes(void* dst_v, const void* src_v, std::size_t n) noexcept {
       dst[n / 2] = src[n / 2];
       dst[n - 1] = src[n - 1];
     }
-  } else if (n <= 64) {  // 16-byte moves from both ends, overlapping in the middle
+  } else {  // 16-byte moves from both ends, overlapping in the middle
     unsigned char a[16], b[16], c[16], d[16];
     const std::size_t half = n > 32 ? 16 : n - 16;  // [0,32) and [n-32,n), or [0,16) and [n-16,n)
     std::memcpy(a, src, 16);
@@ -54,6 +58,13 @@ inline void copy_bytes(void* dst_v, const void* src_v, std::size_t n) noexcept {
     std::memcpy(dst + half, b, 16);
     std::memcpy(dst + n - 16 - half, c, 16);
     std::memcpy(dst + n - 16, d, 16);
+  }
+}
+
+/// Copies n bytes: up to kSmallCopy inline (copy_small), more by memcpy.
+inline void copy_bytes(void* dst, const void* src, std::size_t n) noexcept {
+  if (n <= kSmallCopy) {
+    copy_small(dst, src, n);
   } else {
     std::memcpy(dst, src, n);
   }
@@ -66,8 +77,14 @@ inline void copy_bytes(void* dst_v, const void* src_v, std::size_t n) noexcept {
 /// interceptor (slots.cpp); every other build copies with copy_bytes.
 #if defined(__SANITIZE_THREAD__)
 void racy_copy(void* dst, const void* src, std::size_t n) noexcept;
+/// racy_copy of n <= kSmallCopy bytes: inline, no call (but in TSan builds).
+inline void racy_copy_small(void* dst, const void* src, std::size_t n) noexcept { racy_copy(dst, src, n); }
 #else
 inline void racy_copy(void* dst, const void* src, std::size_t n) noexcept { copy_bytes(dst, src, n); }
+/// racy_copy of n <= kSmallCopy bytes: inline, no call (but in TSan builds).
+[[gnu::always_inline]] inline void racy_copy_small(void* dst, const void* src, std::size_t n) noexcept {
+  copy_small(dst, src, n);
+}
 #endif
 
 /// Asks for the line at `p` in the exclusive state (PREFETCHW; a hint that
@@ -126,13 +143,28 @@ class StampClock {
   std::uint64_t ns(std::uint64_t stored) noexcept {
     if (!stored_time_is_ticks(stored)) return stored;
     const std::uint64_t ticks = stored & ~kTicksFlag;
-    if (ticks > snap_.refresh_at) [[unlikely]]
+    if (ticks > snap_.refresh_at) [[unlikely]] {
       snap_ = shm::tsc_snapshot(ticks);
+      recent_ = snap_.recent();
+    }
     return snap_.to_ns(ticks);
+  }
+
+  /// ns() where it is cheap, with no call: realtime ns pass through, and
+  /// ticks near the snapshot's anchor (within its slew span after it, or as
+  /// far before it) take one subtract, one multiply and one add. False
+  /// (`out` untouched) otherwise: call ns().
+  [[nodiscard]] bool ns_recent(std::uint64_t stored, std::uint64_t& out) const noexcept {
+    if (!stored_time_is_ticks(stored)) {
+      out = stored;
+      return true;
+    }
+    return snap_.to_ns_recent(stored & ~kTicksFlag, recent_, out);
   }
 
  private:
   shm::TscSnapshot snap_;
+  shm::TscSnapshot::Recent recent_;  ///< snap_.recent()
 };
 
 /// The message a reader hands out for sequence `seq`: the metadata of `meta`

@@ -33,7 +33,7 @@ void SubscriberCore::release() noexcept {
       publish_cursor();
       detach_subscriber(*ch_, index_, control_);
     }
-    fast_ = false;
+    set_fast(false);
     ch_.reset();
   }
 }
@@ -59,7 +59,8 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::create(std::shared_ptr<C
   s.cursor_ = a->cursor;
   s.resumed_ = a->resumed;
   s.report_start_loss_ = a->start_lost != 0;
-  s.fast_ = !s.report_start_loss_;
+  s.fast_max_ = std::min<std::uint32_t>(s.max_payload_, kSmallCopy);
+  s.set_fast(!s.report_start_loss_);
   s.wake_publishers_ = ch->geo.policy == Policy::block;
   s.wait_ = opts.wait;
   s.ch_ = std::move(ch);
@@ -85,7 +86,7 @@ void SubscriberCore::seek(std::uint64_t seq) noexcept {
   cursor_ = std::min(seq, kMaxSequence);
   pending_ = false;
   report_start_loss_ = false;  // a new position: its own poll reports what it finds
-  fast_ = true;
+  set_fast(true);
   publish_cursor();
 }
 
@@ -149,7 +150,7 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
     // then was counted at attach (entry lost, lapped_events); say so once,
     // as a seek to an overwritten sequence does.
     report_start_loss_ = false;
-    fast_ = true;
+    set_fast(true);
     return PollStatus::lapped;
   }
   // relaxed: only compared with our own value; on_evicted re-reads with acquire.
@@ -224,10 +225,10 @@ PollStatus SubscriberCore::finish_read(bool publish) noexcept {
 // the copies, the seqlock re-check, one cursor store. Anything but a
 // committed message of the right size, or an empty slot, takes poll_general.
 PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexcept {
-  if (!fast_) [[unlikely]]
-    return poll_general(out, buffer);
-  // relaxed: only compared with our own value; on_evicted re-reads with acquire.
-  if (shm::load_relaxed(entry_->control) != control_) [[unlikely]]
+  // relaxed: only compared with our own value; on_evicted re-reads with
+  // acquire. fast_control_ never matches while there is a start loss to
+  // report (set_fast).
+  if (shm::load_relaxed(entry_->control) != fast_control_) [[unlikely]]
     return poll_general(out, buffer);
   pending_ = false;  // a poll ends any zero-copy read begun before it
   const std::uint64_t cursor = cursor_;
@@ -247,18 +248,19 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   }
   // Only the size word is needed before the payload copy; the metadata is
   // read after it, so that nothing is held in registers across the copy.
-  // Every read before the fence is validated by the stamp check.
+  // Every read before the fence is validated by the stamp check. A payload
+  // larger than copy_small copies is poll_general's (which also tells
+  // corrupted and too-small buffers apart).
   const std::uint32_t length = size_length(read_meta_size(slot));
-  if (length > max_payload_ || length > buffer.size()) [[unlikely]]
+  if (length > fast_max_ || length > buffer.size()) [[unlikely]]
     return poll_general(out, buffer);
-  racy_copy(buffer.data(), slot + kSlotHeaderSize, length);
+  racy_copy_small(buffer.data(), slot + kSlotHeaderSize, length);
   const SlotMeta meta = read_meta(slot);
   // SYNC(seqlock-read): as in finish_read.
   std::atomic_thread_fence(std::memory_order_acquire);
   if (shm::load_relaxed(stamp) != st) [[unlikely]]
     return on_lapped();
   out.sequence = cursor;
-  out.timestamp_ns = clock_.ns(meta.timestamp);
   out.key = meta.key;
   out.id = meta.id;
   out.correlation_id = meta.correlation_id;
@@ -267,7 +269,29 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   out.payload = std::span<const std::byte>(buffer.data(), length);
   cursor_ = cursor + 1;
   shm::single_writer_add(entry_->delivered, 1);
-  store_cursor();
+  // The cursor, as store_cursor; its wake-up and a time that needs more than
+  // the recent-ticks conversion are poll_finish's, so that this path makes
+  // no call.
+  if (wake_publishers_) {
+    // SYNC(cursor): as in store_cursor (seq_cst store, then the flag check).
+    entry_->cursor.store(cursor + 1, std::memory_order_seq_cst);
+    if (prod_->pub_sleeping.load(std::memory_order_seq_cst) != 0) [[unlikely]]
+      return poll_finish(out, meta.timestamp);
+  } else {
+    // SYNC(cursor): as in store_cursor.
+    shm::store_release(entry_->cursor, cursor + 1);
+  }
+  if (!clock_.ns_recent(meta.timestamp, out.timestamp_ns)) [[unlikely]]
+    return poll_finish(out, meta.timestamp);
+  return PollStatus::ok;
+}
+
+// The end of a poll that poll's own path could not finish: the message's time
+// (a refresh of the clock's snapshot, or older ticks) and the wake-up of
+// publishers sleeping on our cursor.
+[[gnu::noinline]] PollStatus SubscriberCore::poll_finish(Message& out, std::uint64_t stored_time) noexcept {
+  out.timestamp_ns = clock_.ns(stored_time);
+  if (wake_publishers_) shm::wake_sleepers(prod_->pub_sleeping, prod_->pub_futex);
   return PollStatus::ok;
 }
 

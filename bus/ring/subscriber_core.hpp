@@ -62,6 +62,12 @@ class SubscriberCore {
 
  private:
   PollStatus poll_general(Message& out, std::span<std::byte> buffer) noexcept;
+  PollStatus poll_finish(Message& out, std::uint64_t stored_time) noexcept;
+  /// Whether poll may take its fused path: it does while fast_control_
+  /// equals the entry's control word, which kNoFastPath (state bits that no
+  /// entry has) never does.
+  void set_fast(bool fast) noexcept { fast_control_ = fast ? control_ : kNoFastPath; }
+  static constexpr std::uint64_t kNoFastPath = ~0ULL;
   void store_cursor() noexcept;  ///< publish_cursor's body, inlined into poll
   PollStatus on_idle(std::uint64_t stamp) noexcept;
   PollStatus on_lapped() noexcept;
@@ -81,12 +87,13 @@ class SubscriberCore {
   std::uint64_t unblock_ns_ = 0;
   std::uint32_t slot_size_ = 0;
   std::uint32_t max_payload_ = 0;
+  std::uint32_t fast_max_ = 0;  ///< the largest payload poll copies itself: min(max_payload_, kSmallCopy)
   std::uint32_t index_ = 0;
   std::uint64_t control_ = 0;        ///< the entry's control word while this handle owns it
+  std::uint64_t fast_control_ = kNoFastPath;  ///< control_ while poll may take its fused path (set_fast)
   std::uint64_t cursor_ = 0;         ///< next sequence to read (owned; mirrored to entry_->cursor)
   std::uint64_t pending_stamp_ = 0;  ///< stamp seen by begin_read, re-checked by finish_read
   bool pending_ = false;
-  bool fast_ = false;             ///< attached, no start loss to report: poll may take its fused path
   bool wake_publishers_ = false;  ///< block policy: publishers may sleep on our cursor
   bool resumed_ = false;
   bool report_start_loss_ = false;  ///< started at a time older than the ring: the first read says lapped

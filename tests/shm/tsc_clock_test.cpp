@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -289,4 +290,72 @@ TEST_CASE("threads converting while the anchor refreshes all get the same mappin
   INFO(conversions.load() << " conversions");
   CHECK(bad.load() == 0);
   CHECK(shm::detail::tsc_anchor_ticks() != first_anchor);  // refreshed during the run
+}
+
+TEST_CASE("the recent-ticks conversion equals to_ns wherever it answers", "[tsc]") {
+  using Snap = shm::TscSnapshot;
+  constexpr std::uint64_t kOne = 1ULL << Snap::kRateShift;  // 1 ns per tick
+  constexpr std::uint64_t kMax = ~0ULL;
+  const auto make = [](std::uint64_t a, std::uint64_t A, std::uint64_t m1, std::uint64_t m2, std::uint64_t h,
+                       std::uint64_t refresh) {
+    Snap s;
+    s.a = a;
+    s.A = A;
+    s.m1 = m1;
+    s.m2 = m2;
+    s.h = h;
+    __extension__ const unsigned __int128 y = static_cast<unsigned __int128>(h) * m1 >> Snap::kRateShift;
+    s.y_h = y > kMax ? kMax : static_cast<std::uint64_t>(y);
+    s.refresh_at = refresh;
+    return s;
+  };
+  const std::uint64_t a = 1ULL << 40;
+  const std::uint64_t now = 1'790'000'000'000'000'000ULL;  // ns since the epoch, in 2026
+  struct Case {
+    const char* what;
+    Snap snap;
+    std::uint64_t after;   ///< must answer for ticks up to this far past the anchor
+    std::uint64_t before;  ///< and this far before it
+  };
+  const Case cases[] = {
+      {"a slewed mapping (3 ticks per ns)", make(a, now, kOne / 3 + 12345, kOne / 3, 300'000'000, a + 300'000'000),
+       300'000'000, 300'000'000},
+      {"a step: no slew span", make(a, now, kOne / 3, kOne / 3, 0, a + 300'000'000), 300'000'000, 300'000'000},
+      // (the window shrinks by halving: at least half of what would fit)
+      {"A near 0: little before it", make(a, 5, kOne, kOne, 1'000'000, a + 1'000'000), 1'000'000, 2},
+      {"A near the top: the span shrinks", make(a, kMax - 100, kOne, kOne, 1'000'000, a + 1'000'000), 0, 1'000},
+      {"a huge rate: y_h saturates", make(a, now, kMax, kMax, 1ULL << 40, a + (1ULL << 40)), 0, 0},
+      {"empty (no snapshot taken yet)", Snap{}, 0, 0},
+      {"the identity of a host without a counter", make(0, 0, kOne, kOne, 0, kMax), kMax, 0},
+  };
+  std::mt19937_64 rng(20261202);
+  for (const Case& c : cases) {
+    INFO(c.what);
+    const Snap::Recent r = c.snap.recent();
+    const auto check = [&](std::uint64_t t) {
+      std::uint64_t ns = 0;
+      if (!c.snap.to_ns_recent(t, r, ns)) return false;
+      if (ns != c.snap.to_ns(t)) FAIL("ticks " << t << ": recent " << ns << ", to_ns " << c.snap.to_ns(t));
+      return true;
+    };
+    // Ticks near the anchor and at the window's edges: answered where the
+    // case says, and equal to to_ns wherever answered.
+    for (std::uint64_t d = 0; d <= 1000; ++d) {
+      if (d <= c.after && !check(c.snap.a + d)) FAIL("no answer " << d << " ticks after the anchor");
+      if (d <= c.before && !check(c.snap.a - d)) FAIL("no answer " << d << " ticks before the anchor");
+      (void)check(c.snap.a + d);
+      (void)check(c.snap.a - d);
+    }
+    CHECK((c.after == 0 || c.after == kMax || check(c.snap.a + c.after)));
+    CHECK((c.before == 0 || check(c.snap.a - c.before)));
+    for (const std::uint64_t edge : {r.span, r.span + 1, 0 - r.back, 0 - r.back - 1, c.snap.h, c.snap.h + 1}) {
+      (void)check(c.snap.a + edge);
+    }
+    // Random ticks, anywhere and around the window.
+    for (int i = 0; i < 100'000; ++i) {
+      const std::uint64_t x = rng();
+      const std::uint64_t w = r.span / 2 + r.back / 2 + 1;
+      (void)check(i % 2 == 0 ? x : c.snap.a - r.back + x % (2 * w + 2));
+    }
+  }
 }
