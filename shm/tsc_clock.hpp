@@ -183,13 +183,17 @@ struct TscSnapshot {
   /// just after the anchor or just before it. False, `ns` untouched, for any
   /// other t.
   [[nodiscard]] bool to_ns_recent(std::uint64_t t, const Recent& r, std::uint64_t& ns) const noexcept {
-    const std::uint64_t d = t - a;  // wraps for t < a: above any span
+    return to_ns_recent_delta(t - a, r, ns);
+  }
+  /// to_ns_recent(a + d, r, ns): for a caller that has t - a already.
+  [[nodiscard]] bool to_ns_recent_delta(std::uint64_t d, const Recent& r, std::uint64_t& ns) const noexcept {
+    // d = t - a wraps for t < a: above any span.
     if (d <= r.span) [[likely]] {
       __extension__ const unsigned __int128 v = static_cast<unsigned __int128>(d) * r.rate;
       ns = A + static_cast<std::uint64_t>(v >> kRateShift);
       return true;
     }
-    const std::uint64_t b = a - t;  // wraps for t > a: above any back
+    const std::uint64_t b = 0 - d;  // a - t; wraps for t > a: above any back
     if (b > r.back) return false;
     __extension__ const unsigned __int128 v = static_cast<unsigned __int128>(b) * m2;
     ns = A - static_cast<std::uint64_t>(v >> kRateShift);

@@ -119,7 +119,9 @@ class PublisherCore {
   std::uint64_t limit_ = 0;
   std::uint64_t last_housekeeping_ns_ = 0;
   std::uint64_t last_removed_check_ns_ = 0;
-  std::uint32_t self_pid_ = 0;  ///< for the slot writer word
+  /// This process's pid, for the slot writer word (64 bits wide, so that
+  /// make_writer can take it straight from memory).
+  std::uint64_t self_pid_ = 0;
 };
 
 }  // namespace shmbus::bus

@@ -145,7 +145,11 @@ class StampClock {
     const std::uint64_t ticks = stored & ~kTicksFlag;
     if (ticks > snap_.refresh_at) [[unlikely]] {
       snap_ = shm::tsc_snapshot(ticks);
-      recent_ = snap_.recent();
+      // The anchor with the stamp's flag, so that stored - flagged_anchor_
+      // is ticks - a without clearing the flag first (an anchor with bit 63
+      // set, a counter 100 years up, gets no recent window).
+      flagged_anchor_ = snap_.a | kTicksFlag;
+      recent_ = snap_.a < kTicksFlag ? snap_.recent() : shm::TscSnapshot::Recent{};
     }
     return snap_.to_ns(ticks);
   }
@@ -159,12 +163,13 @@ class StampClock {
       out = stored;
       return true;
     }
-    return snap_.to_ns_recent(stored & ~kTicksFlag, recent_, out);
+    return snap_.to_ns_recent_delta(stored - flagged_anchor_, recent_, out);
   }
 
  private:
   shm::TscSnapshot snap_;
-  shm::TscSnapshot::Recent recent_;  ///< snap_.recent()
+  shm::TscSnapshot::Recent recent_;        ///< snap_.recent()
+  std::uint64_t flagged_anchor_ = kTicksFlag;  ///< snap_.a | kTicksFlag
 };
 
 /// The message a reader hands out for sequence `seq`: the metadata of `meta`
@@ -194,8 +199,9 @@ inline constexpr std::uint64_t kLivenessAfterNs = 1'000'000;
 /// low 32 bits of the sequence and the pid. A word left by a writer that lost
 /// its claim names another sequence than the stamp, so it is ignored rather
 /// than trusted (the claim then falls back to the unblock timeout).
-inline constexpr std::uint64_t make_writer(std::uint64_t seq, std::uint32_t pid) noexcept {
-  return ((seq & 0xffffffffULL) << 32) | pid;
+/// `pid` is a 32-bit pid, zero-extended.
+inline constexpr std::uint64_t make_writer(std::uint64_t seq, std::uint64_t pid) noexcept {
+  return (seq << 32) | pid;
 }
 
 /// Whether the process recorded as the writer of `seq` in this slot is known

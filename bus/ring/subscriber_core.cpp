@@ -251,21 +251,28 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   // Every read before the fence is validated by the stamp check. A payload
   // larger than copy_small copies is poll_general's (which also tells
   // corrupted and too-small buffers apart).
-  const std::uint32_t length = size_length(read_meta_size(slot));
+  const std::uint32_t size = read_meta_size(slot);
+  const std::uint32_t length = size_length(size);
   if (length > fast_max_ || length > buffer.size()) [[unlikely]]
     return poll_general(out, buffer);
   racy_copy_small(buffer.data(), slot + kSlotHeaderSize, length);
-  const SlotMeta meta = read_meta(slot);
+  // The metadata goes into `out` field by field before the validation, as
+  // the payload into the buffer (both are the caller's to ignore unless the
+  // result is ok): each a load and a store, so that none is held in a
+  // register across the rest.
+  const std::byte* m = slot + offsetof(SlotHeader, meta);
+  racy_copy_small(&out.key, m + offsetof(SlotMeta, key), sizeof out.key);
+  racy_copy_small(&out.id, m + offsetof(SlotMeta, id), sizeof out.id);
+  racy_copy_small(&out.correlation_id, m + offsetof(SlotMeta, correlation_id), sizeof out.correlation_id);
+  racy_copy_small(&out.type, m + offsetof(SlotMeta, type), sizeof out.type);
+  out.attempt = size_attempt(size);
+  std::uint64_t stored_time;
+  racy_copy_small(&stored_time, m + offsetof(SlotMeta, timestamp), sizeof stored_time);
   // SYNC(seqlock-read): as in finish_read.
   std::atomic_thread_fence(std::memory_order_acquire);
   if (shm::load_relaxed(stamp) != st) [[unlikely]]
     return on_lapped();
   out.sequence = cursor;
-  out.key = meta.key;
-  out.id = meta.id;
-  out.correlation_id = meta.correlation_id;
-  out.type = meta.type;
-  out.attempt = size_attempt(meta.size);
   out.payload = std::span<const std::byte>(buffer.data(), length);
   cursor_ = cursor + 1;
   shm::single_writer_add(entry_->delivered, 1);
@@ -276,13 +283,13 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
     // SYNC(cursor): as in store_cursor (seq_cst store, then the flag check).
     entry_->cursor.store(cursor + 1, std::memory_order_seq_cst);
     if (prod_->pub_sleeping.load(std::memory_order_seq_cst) != 0) [[unlikely]]
-      return poll_finish(out, meta.timestamp);
+      return poll_finish(out, stored_time);
   } else {
     // SYNC(cursor): as in store_cursor.
     shm::store_release(entry_->cursor, cursor + 1);
   }
-  if (!clock_.ns_recent(meta.timestamp, out.timestamp_ns)) [[unlikely]]
-    return poll_finish(out, meta.timestamp);
+  if (!clock_.ns_recent(stored_time, out.timestamp_ns)) [[unlikely]]
+    return poll_finish(out, stored_time);
   return PollStatus::ok;
 }
 
