@@ -478,9 +478,11 @@ SHMBUS_API void shmbus_subscriber_free(shmbus_subscriber* subscriber);
  *  SHMBUS_LAPPED after counting lost messages (call again);
  *  SHMBUS_BUFFER_TOO_SMALL with out->payload_size the bytes needed (the
  *  message is kept: poll again with a larger buffer); SHMBUS_CORRUPTED for a
- *  slot with an impossible value (skipped, counted). buffer may be NULL when
- *  capacity is 0. Never blocks, never allocates. Not thread-safe: one thread
- *  at a time per subscriber. */
+ *  slot with an impossible value (skipped, counted). *out is written only on
+ *  SHMBUS_OK and SHMBUS_BUFFER_TOO_SMALL; after any other result buffer may
+ *  hold part of a message that was overwritten while it was copied. buffer
+ *  may be NULL when capacity is 0. Never blocks, never allocates. Not
+ *  thread-safe: one thread at a time per subscriber. */
 SHMBUS_API int shmbus_subscriber_poll(shmbus_subscriber* subscriber, shmbus_message* out, void* buffer,
                                       size_t capacity);
 

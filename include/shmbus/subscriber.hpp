@@ -27,7 +27,10 @@ class Subscriber {
   /// fills `out` (out.payload then points into buffer). Returns `empty` when
   /// nothing is committed yet, `lapped` after counting lost messages (call
   /// again), `buffer_too_small` (out.payload.size() is the size needed).
-  /// Never blocks, never allocates. Not thread-safe: one caller at a time.
+  /// After any result but `ok` (and `buffer_too_small`'s size), `out` and
+  /// `buffer` may hold part of a message that was overwritten while it was
+  /// copied: ignore them. Never blocks, never allocates. Not thread-safe:
+  /// one caller at a time.
   PollStatus poll(Message& out, std::span<std::byte> buffer) noexcept;
 
   /// Waits up to timeout_ns (with the handle's WaitStrategy) and polls.
