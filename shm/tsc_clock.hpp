@@ -66,6 +66,7 @@
 
 #include "shm/clock.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <string_view>
 
@@ -164,12 +165,15 @@ struct TscSnapshot {
   /// span h at m1, where A + y_h does not saturate (d * m1 >> kRateShift is
   /// at most y_h there, the product growing with d); with no slew span
   /// (h = 0, after a step) up to refresh_at at m2. Before it: as far, where
-  /// A - back * m2 stays above 0. Each sum then equals to_ns's.
+  /// A - back * m2 stays above 0. Each sum then equals to_ns's, and no
+  /// ticks in it are past refresh_at (where a reader takes a new snapshot).
   [[nodiscard]] Recent recent() const noexcept {
     Recent r;
     if (h != 0) {
       r.rate = m1;
-      r.span = y_h != ~0ULL && A <= ~0ULL - y_h ? h : 0;
+      // (h is refresh_at - a as calibrated; the min keeps the window inside
+      // what needs no refresh, whatever a mapping holds.)
+      r.span = y_h != ~0ULL && A <= ~0ULL - y_h ? std::min(h, refresh_at - a) : 0;
     } else {
       r.rate = m2;
       r.span = refresh_at - a;

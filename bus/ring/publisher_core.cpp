@@ -3,8 +3,8 @@
 
 #include <algorithm>
 #include <bit>
-#include <cstddef>
 #include <climits>
+#include <cstddef>
 #include <cstring>
 
 #include "bus/ring/participants.hpp"
@@ -355,15 +355,15 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
 
 // A message's metadata, into a slot this thread has taken.
 [[gnu::always_inline]] inline void PublisherCore::store_meta(std::byte* at, std::size_t n, const MessageMeta& meta,
-                                                             std::uint64_t stored_time, std::uint32_t attempt) noexcept {
+                                                             std::uint64_t stored_time,
+                                                             std::uint32_t attempt) noexcept {
   SlotMeta& m = slot_header(at).meta;
   m.timestamp = stored_time;
   m.key = meta.key;
   m.correlation_id = meta.correlation_id;
   // size and type, adjacent, in one store.
   static_assert(offsetof(SlotMeta, type) == offsetof(SlotMeta, size) + 4 && std::endian::native == std::endian::little);
-  const std::uint64_t size_type =
-      pack_size(static_cast<std::uint32_t>(n), attempt) | std::uint64_t{meta.type} << 32;
+  const std::uint64_t size_type = pack_size(static_cast<std::uint32_t>(n), attempt) | std::uint64_t{meta.type} << 32;
   std::memcpy(reinterpret_cast<std::byte*>(&m) + offsetof(SlotMeta, size), &size_type, sizeof size_type);
   m.id = meta.id;
 }
@@ -445,9 +445,8 @@ PublishStatus PublisherCore::publish(std::span<const std::byte> payload, const M
       return PublishStatus::invalid;  // a corrupted head, as in reserve
   } else {
     seq = shm::load_relaxed(prod_->head);
-    if (seq >= limit_ ||
-        !prod_->head.compare_exchange_weak(seq, seq + 1, std::memory_order_relaxed, std::memory_order_relaxed))
-        [[unlikely]]
+    if (seq >= limit_ || !prod_->head.compare_exchange_weak(seq, seq + 1, std::memory_order_relaxed,
+                                                            std::memory_order_relaxed)) [[unlikely]]
       return publish_general(payload, meta, timeout_ns);
   }
   std::byte* at = slot_at(data_, seq, mask_, slot_size_);

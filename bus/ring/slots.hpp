@@ -168,7 +168,7 @@ class StampClock {
 
  private:
   shm::TscSnapshot snap_;
-  shm::TscSnapshot::Recent recent_;        ///< snap_.recent()
+  shm::TscSnapshot::Recent recent_;            ///< snap_.recent()
   std::uint64_t flagged_anchor_ = kTicksFlag;  ///< snap_.a | kTicksFlag
 };
 
@@ -200,9 +200,7 @@ inline constexpr std::uint64_t kLivenessAfterNs = 1'000'000;
 /// its claim names another sequence than the stamp, so it is ignored rather
 /// than trusted (the claim then falls back to the unblock timeout).
 /// `pid` is a 32-bit pid, zero-extended.
-inline constexpr std::uint64_t make_writer(std::uint64_t seq, std::uint64_t pid) noexcept {
-  return (seq << 32) | pid;
-}
+inline constexpr std::uint64_t make_writer(std::uint64_t seq, std::uint64_t pid) noexcept { return (seq << 32) | pid; }
 
 /// Whether the process recorded as the writer of `seq` in this slot is known
 /// to be dead. Call after acquiring a `writing` stamp for `seq`: the writer

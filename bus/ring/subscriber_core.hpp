@@ -89,10 +89,10 @@ class SubscriberCore {
   std::uint32_t max_payload_ = 0;
   std::uint32_t fast_max_ = 0;  ///< the largest payload poll copies itself: min(max_payload_, kSmallCopy)
   std::uint32_t index_ = 0;
-  std::uint64_t control_ = 0;        ///< the entry's control word while this handle owns it
+  std::uint64_t control_ = 0;                 ///< the entry's control word while this handle owns it
   std::uint64_t fast_control_ = kNoFastPath;  ///< control_ while poll may take its fused path (set_fast)
-  std::uint64_t cursor_ = 0;         ///< next sequence to read (owned; mirrored to entry_->cursor)
-  std::uint64_t pending_stamp_ = 0;  ///< stamp seen by begin_read, re-checked by finish_read
+  std::uint64_t cursor_ = 0;                  ///< next sequence to read (owned; mirrored to entry_->cursor)
+  std::uint64_t pending_stamp_ = 0;           ///< stamp seen by begin_read, re-checked by finish_read
   bool pending_ = false;
   bool wake_publishers_ = false;  ///< block policy: publishers may sleep on our cursor
   bool resumed_ = false;

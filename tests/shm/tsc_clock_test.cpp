@@ -357,5 +357,14 @@ TEST_CASE("the recent-ticks conversion equals to_ns wherever it answers", "[tsc]
       const std::uint64_t w = r.span / 2 + r.back / 2 + 1;
       (void)check(i % 2 == 0 ? x : c.snap.a - r.back + x % (2 * w + 2));
     }
+    // Never past refresh_at: a reader takes a new snapshot there first.
+    std::uint64_t ns = 0;
+    if (c.snap.refresh_at != kMax) CHECK_FALSE(c.snap.to_ns_recent(c.snap.refresh_at + 1, r, ns));
   }
+  // A slew span longer than the refresh window still stops at refresh_at.
+  const Snap s = make(a, now, kOne / 3, kOne / 3, 1'000'000, a + 1'000);
+  std::uint64_t ns = 0;
+  CHECK(s.to_ns_recent(a + 1'000, s.recent(), ns));
+  CHECK(ns == s.to_ns(a + 1'000));
+  CHECK_FALSE(s.to_ns_recent(a + 1'001, s.recent(), ns));
 }
