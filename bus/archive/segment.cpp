@@ -547,6 +547,10 @@ Result<void> SegmentReader::refresh() {
   if (!files.ok()) return files.error();
   files_.clear();
   for (auto& f : *files) files_.push_back({f.first_sequence, std::move(f.path)});
+  // Forget the index of pruned files.
+  std::erase_if(index_, [this](const auto& e) {
+    return std::none_of(files_.begin(), files_.end(), [&](const File& f) { return f.first_sequence == e.first; });
+  });
   return {};
 }
 
@@ -568,7 +572,11 @@ const SegmentReader::File* SegmentReader::next_file() const noexcept {
   return it == files_.end() ? nullptr : &*it;
 }
 
-void SegmentReader::advance() noexcept {
+void SegmentReader::advance() {
+  if ((expected_ - file_first_) % kIndexStride == 0) {
+    auto& entries = index_[file_first_];
+    if (entries.size() == (expected_ - file_first_) / kIndexStride) entries.push_back(offset_);
+  }
   offset_ += pending_;
   ++expected_;
   pending_ = 0;
@@ -677,6 +685,11 @@ Result<void> SegmentReader::seek(std::uint64_t seq) {
   auto it = std::upper_bound(files_.begin(), files_.end(), seq,
                              [](std::uint64_t v, const File& f) { return v < f.first_sequence; });
   if (auto o = open_file(*std::prev(it)); !o.ok()) return o;
+  if (auto ix = index_.find(file_first_); ix != index_.end() && !ix->second.empty()) {
+    const std::uint64_t k = std::min<std::uint64_t>((seq - file_first_) / kIndexStride, ix->second.size() - 1);
+    offset_ = ix->second[k];
+    expected_ = file_first_ + k * kIndexStride;
+  }
   for (;;) {
     auto r = peek();
     if (!r.ok()) return r.error();

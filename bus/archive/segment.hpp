@@ -16,6 +16,7 @@
 #include <bit>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -156,7 +157,8 @@ class SegmentWriter {
   /// One past the last whole record (0 for an empty archive).
   [[nodiscard]] std::uint64_t next_sequence() const noexcept { return next_sequence_; }
 
-  /// Whether the archive holds no record yet.
+  /// Whether the archive has no segment file yet (then the first append may
+  /// start at any sequence).
   [[nodiscard]] bool empty() const noexcept { return empty_; }
 
   /// How many bytes open() cut off the newest file's torn tail.
@@ -190,6 +192,9 @@ namespace detail {
 class FileCursor;  // buffered reads and checks of one file (segment.cpp)
 }  // namespace detail
 
+/// How many records apart the reader's per-file sparse index entries are.
+inline constexpr std::uint64_t kIndexStride = 4096;
+
 /// Reads the records of a directory of segment files in order. Not
 /// thread-safe: one caller at a time.
 class SegmentReader {
@@ -209,7 +214,10 @@ class SegmentReader {
   /// One past the last whole record on disk now (scans the newest file).
   Result<std::uint64_t> end_sequence();
 
-  /// Positions at the record with sequence `seq`. `seq` == end_sequence()
+  /// Positions at the record with sequence `seq`: the file by a binary
+  /// search over the names, then a scan from the nearest record of the
+  /// file's sparse index (every kIndexStride-th record's offset, learnt by
+  /// earlier reads). `seq` == end_sequence()
   /// positions at the end; older than first_sequence() is not_found; past the
   /// end is invalid_argument.
   Result<void> seek(std::uint64_t seq);
@@ -236,7 +244,7 @@ class SegmentReader {
   [[nodiscard]] const File* next_file() const noexcept;
   Result<std::optional<Record>> peek();
   Result<bool> handle_stop(int check, std::uint64_t size, std::uint64_t claimed, bool& reread);
-  void advance() noexcept;
+  void advance();
 
   std::string dir_;
   std::vector<File> files_;                     // as last listed, oldest first
@@ -246,6 +254,9 @@ class SegmentReader {
   std::uint64_t offset_ = 0;                    // of the next record in the open file
   std::uint64_t expected_ = 0;                  // its sequence
   std::uint32_t pending_ = 0;                   // padded size of the record peek() returned, 0 if none
+  // Per file (by first sequence): offsets of its records first + k * kIndexStride
+  // for k = 0, 1, ..., as far as reads have gone.
+  std::map<std::uint64_t, std::vector<std::uint64_t>> index_;
 };
 
 /// What prune() did.
