@@ -16,6 +16,7 @@
 #include <utility>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -336,9 +337,19 @@ Result<SegmentWriter> SegmentWriter::open(const std::string& dir, const WriterOp
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return sys_error("cannot create archive directory", dir, ec.value());
+  SegmentWriter w(dir, opts);
+  // Two writers appending to one file would interleave records: the lock
+  // (released by the kernel if the process dies) keeps a second one out.
+  w.lock_fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (w.lock_fd_ < 0) return sys_error("cannot open archive directory", dir, errno);
+  if (::flock(w.lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) {
+      return Error(ErrorCode::busy, "archive directory '" + dir + "' has another writer (it holds its flock)");
+    }
+    return sys_error("cannot lock archive directory", dir, errno);
+  }
   auto files = list_segments(dir);
   if (!files.ok()) return files.error();
-  SegmentWriter w(dir, opts);
   w.last_sync_ns_ = monotonic_ns();
   if (files->empty()) return w;
   const SegmentFile& newest = files->back();
@@ -382,6 +393,7 @@ SegmentWriter::SegmentWriter(SegmentWriter&& o) noexcept
     : dir_(std::move(o.dir_)),
       opts_(o.opts_),
       fd_(std::exchange(o.fd_, -1)),
+      lock_fd_(std::exchange(o.lock_fd_, -1)),
       path_(std::move(o.path_)),
       file_bytes_(o.file_bytes_),
       next_sequence_(o.next_sequence_),
@@ -394,9 +406,11 @@ SegmentWriter::SegmentWriter(SegmentWriter&& o) noexcept
 SegmentWriter& SegmentWriter::operator=(SegmentWriter&& o) noexcept {
   if (this != &o) {
     close_fd();
+    release_lock();
     dir_ = std::move(o.dir_);
     opts_ = o.opts_;
     fd_ = std::exchange(o.fd_, -1);
+    lock_fd_ = std::exchange(o.lock_fd_, -1);
     path_ = std::move(o.path_);
     file_bytes_ = o.file_bytes_;
     next_sequence_ = o.next_sequence_;
@@ -409,7 +423,15 @@ SegmentWriter& SegmentWriter::operator=(SegmentWriter&& o) noexcept {
   return *this;
 }
 
-SegmentWriter::~SegmentWriter() { close_fd(); }
+SegmentWriter::~SegmentWriter() {
+  close_fd();
+  release_lock();
+}
+
+void SegmentWriter::release_lock() noexcept {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // closing the last descriptor drops the flock
+  lock_fd_ = -1;
+}
 
 void SegmentWriter::close_fd() noexcept {
   if (fd_ >= 0) ::close(fd_);
@@ -519,6 +541,7 @@ Result<void> SegmentWriter::sync() {
 
 Result<void> SegmentWriter::close() {
   closed_ = true;
+  release_lock();
   if (fd_ < 0) return {};
   const int rc = ::close(std::exchange(fd_, -1));
   if (rc != 0) return sys_error("close of", path_, errno);

@@ -130,7 +130,8 @@ struct WriterOptions {
 /// caller at a time, and one writer per directory.
 class SegmentWriter {
  public:
-  /// Opens (creating `dir` if missing) and recovers the newest file: at the
+  /// Opens (creating `dir` if missing), takes the directory's writer lock
+  /// (`busy` if another writer holds it) and recovers the newest file: at the
   /// first incomplete, misaligned, badly sized, CRC-failing or out-of-order
   /// record it is truncated (a torn tail). Older files are not touched.
   static Result<SegmentWriter> open(const std::string& dir, const WriterOptions& opts);
@@ -139,7 +140,8 @@ class SegmentWriter {
   SegmentWriter& operator=(SegmentWriter&& other) noexcept;
   SegmentWriter(const SegmentWriter&) = delete;
   SegmentWriter& operator=(const SegmentWriter&) = delete;
-  /// Closes the file; does not sync (call sync() first for that).
+  /// Closes the file and releases the directory; does not sync (call sync()
+  /// first for that).
   ~SegmentWriter();
 
   /// Appends `records`, whose sequences must be consecutive from
@@ -151,7 +153,8 @@ class SegmentWriter {
   /// fdatasync of the current file and fsync of the directory.
   Result<void> sync();
 
-  /// Closes the current file. Later calls other than the destructor fail.
+  /// Closes the current file and releases the directory. Later calls other
+  /// than the destructor fail.
   Result<void> close();
 
   /// One past the last whole record (0 for an empty archive).
@@ -174,10 +177,12 @@ class SegmentWriter {
   Result<void> flush_buffer(std::size_t records);
   Result<void> after_batch();
   void close_fd() noexcept;
+  void release_lock() noexcept;
 
   std::string dir_;
   WriterOptions opts_;
   int fd_ = -1;
+  int lock_fd_ = -1;  // the directory, flock()ed: one writer per directory
   std::string path_;
   std::uint64_t file_bytes_ = 0;  // whole records on disk in the current file, header included
   std::uint64_t next_sequence_ = 0;

@@ -562,3 +562,16 @@ TEST_CASE("archive seek lands on the right record in a large file whichever way 
   }
   CHECK(rd.seek(20'001).error().code() == ErrorCode::invalid_argument);
 }
+
+TEST_CASE("archive directory takes one writer at a time", "[archive]") {
+  TempDir dir;
+  auto first = open_writer(dir.str(), {});
+  append_range(first, 0, 5, 10);
+  auto second = archive::SegmentWriter::open(dir.str(), {});
+  REQUIRE_FALSE(second.ok());
+  CHECK(second.error().code() == ErrorCode::busy);
+  CHECK_THAT(second.error().message(), Catch::Contains(dir.str()));
+  REQUIRE(first.close().ok());
+  auto third = open_writer(dir.str(), {});
+  CHECK(third.next_sequence() == 5);
+}
