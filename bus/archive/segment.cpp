@@ -295,9 +295,11 @@ struct ScanEnd {
   std::uint64_t last_timestamp_ns = 0;
 };
 
-// Walks every whole record from the header on, stopping at the first that
-// does not check out (or at the end).
-Result<ScanEnd> scan_file(Cursor& c, std::uint64_t first_sequence) {
+// Walks every whole record from the header on (or from `from_offset`, the
+// known start of record `from_sequence`, past a header already checked),
+// stopping at the first that does not check out (or at the end).
+Result<ScanEnd> scan_file(Cursor& c, std::uint64_t first_sequence, std::uint64_t from_offset = kFileHeaderSize,
+                          std::uint64_t from_sequence = UINT64_MAX) {
   ScanEnd s;
   auto size = c.size();
   if (!size.ok()) return size.error();
@@ -308,7 +310,12 @@ Result<ScanEnd> scan_file(Cursor& c, std::uint64_t first_sequence) {
     s.stop = Check::incomplete;
     return s;
   }
-  if (auto h = c.read_header(first_sequence); !h.ok()) return h.error();
+  if (from_offset > kFileHeaderSize && from_offset <= s.size) {
+    s.offset = from_offset;
+    s.next_sequence = from_sequence;
+  } else if (auto h = c.read_header(first_sequence); !h.ok()) {
+    return h.error();
+  }
   for (;;) {
     Record r;
     std::uint32_t step = 0;
@@ -613,10 +620,19 @@ Result<std::uint64_t> SegmentReader::first_sequence() {
 Result<std::uint64_t> SegmentReader::end_sequence() {
   if (auto f = refresh(); !f.ok()) return f.error();
   if (files_.empty()) return std::uint64_t{0};
-  auto c = Cursor::open(files_.back().path);
+  const File& newest = files_.back();
+  auto c = Cursor::open(newest.path);
   if (!c.ok()) return c.error();
-  auto s = scan_file(**c, files_.back().first_sequence);
+  // Records before the last known end were whole and are never rewritten
+  // (recovery cuts only after them), so the scan resumes there.
+  const bool resume = tail_first_ == newest.first_sequence;
+  auto s = scan_file(**c, newest.first_sequence, resume ? tail_offset_ : kFileHeaderSize, tail_sequence_);
   if (!s.ok()) return s.error();
+  if (s->offset >= kFileHeaderSize) {
+    tail_first_ = newest.first_sequence;
+    tail_offset_ = s->offset;
+    tail_sequence_ = s->next_sequence;
+  }
   return s->next_sequence;
 }
 

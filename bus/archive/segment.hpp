@@ -216,7 +216,8 @@ class SegmentReader {
   /// The oldest sequence kept (from the oldest file's name; 0 if empty).
   Result<std::uint64_t> first_sequence();
 
-  /// One past the last whole record on disk now (scans the newest file).
+  /// One past the last whole record on disk now: scans the newest file, from
+  /// where the previous call stopped when that file is still the newest.
   Result<std::uint64_t> end_sequence();
 
   /// Positions at the record with sequence `seq`: the file by a binary
@@ -262,6 +263,10 @@ class SegmentReader {
   // Per file (by first sequence): offsets of its records first + k * kIndexStride
   // for k = 0, 1, ..., as far as reads have gone.
   std::map<std::uint64_t, std::vector<std::uint64_t>> index_;
+  // Where end_sequence() last found the newest file's end, to resume there.
+  std::uint64_t tail_first_ = UINT64_MAX;
+  std::uint64_t tail_offset_ = 0;
+  std::uint64_t tail_sequence_ = 0;
 };
 
 /// What prune() did.

@@ -590,6 +590,7 @@ TEST_CASE("archive reader tailing a writer sees each record once across rolls", 
     // A reader at the end keeps its place and continues when records come.
     seen = read_all(rd, seen, 200);
     REQUIRE(seen == w.next_sequence());
+    REQUIRE(rd.end_sequence().value() == w.next_sequence());
   }
   CHECK(segment_files(dir.str()).size() > 5);
 }
