@@ -116,8 +116,8 @@ enum class FsyncPolicy {
 };
 
 struct WriterOptions {
-  std::uint64_t segment_bytes = 64ull << 20;  ///< roll to a new file before one would exceed this
-  FsyncPolicy fsync = FsyncPolicy::never;
+  std::uint64_t segment_bytes = 64ull << 20;      ///< roll to a new file before one would exceed this
+  FsyncPolicy fsync = FsyncPolicy::never;         ///< when written records are made durable
   std::uint64_t fsync_interval_ns = 100'000'000;  ///< for FsyncPolicy::interval
   std::uint64_t channel_hash = 0;                 ///< stored in each file header, not checked
 };
@@ -223,9 +223,8 @@ class SegmentReader {
   /// Positions at the record with sequence `seq`: the file by a binary
   /// search over the names, then a scan from the nearest record of the
   /// file's sparse index (every kIndexStride-th record's offset, learnt by
-  /// earlier reads). `seq` == end_sequence()
-  /// positions at the end; older than first_sequence() is not_found; past the
-  /// end is invalid_argument.
+  /// earlier reads). `seq` == end_sequence() positions at the end; older
+  /// than first_sequence() is not_found; past the end is invalid_argument.
   Result<void> seek(std::uint64_t seq);
 
   /// Positions at the first record with timestamp >= `ns`, scanning from the
