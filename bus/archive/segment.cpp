@@ -4,26 +4,19 @@
 #include "bus/archive/segment.hpp"
 
 #include "bus/archive/crc32c.hpp"
+#include "shm/file.hpp"
 
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <system_error>
 #include <utility>
-
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 namespace shmbus::bus::archive {
 namespace {
-
-namespace fs = std::filesystem;
 
 constexpr std::size_t kReadChunk = 1u << 20;   // the reader's buffer: one pread per MiB
 constexpr std::size_t kWriteChunk = 1u << 20;  // the writer writes at least this much per write(2)
@@ -42,48 +35,17 @@ std::uint64_t monotonic_ns() noexcept {
           .count());
 }
 
-// An error from a system call on `path`, with errno mapped to the closest code:
-// a full disk or quota is no_space so callers can tell it from a bug.
-Error sys_error(const std::string& what, const std::string& path, int err, std::uint64_t offset = UINT64_MAX) {
-  ErrorCode code = ErrorCode::system;
-  if (err == ENOSPC || err == EDQUOT) code = ErrorCode::no_space;
-  if (err == EACCES || err == EPERM || err == EROFS) code = ErrorCode::permission_denied;
-  if (err == ENOENT) code = ErrorCode::not_found;
-  std::string msg = what + " '" + path + "'";
-  if (offset != UINT64_MAX) msg += " at offset " + std::to_string(offset);
-  msg += ": " + std::string(std::strerror(err));
-  return Error(code, std::move(msg), err);
+// The failure `e` of an OS-layer call (its errno, hence its code) described
+// in the archive's words: "<what> '<path>'[ at offset N]: <errno text>".
+Error in_context(const Error& e, const std::string& what, const std::string& path, std::uint64_t offset = UINT64_MAX) {
+  return shm::file_error(what, path, e.sys_errno(), offset);
 }
 
 Error corrupted(const std::string& path, std::uint64_t offset, const std::string& what) {
   return Error(ErrorCode::corrupted, "archive file '" + path + "' at offset " + std::to_string(offset) + ": " + what);
 }
 
-// write(2) all of `data`, retrying EINTR and short writes. Returns 0 or errno.
-int write_all(int fd, std::span<const std::byte> data) noexcept {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return errno;
-    }
-    if (n == 0) return EIO;  // no progress and no errno: do not spin
-    data = data.subspan(static_cast<std::size_t>(n));
-  }
-  return 0;
-}
-
-Result<void> fsync_dir(const std::string& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return sys_error("cannot open directory", dir, errno);
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) return sys_error("fsync of directory", dir, err);
-  return {};
-}
-
-std::string join(const std::string& dir, const std::string& name) { return (fs::path(dir) / name).string(); }
+std::string join(const std::string& dir, const std::string& name) { return shm::join_path(dir, name); }
 
 struct SegmentFile {
   std::uint64_t first_sequence;
@@ -93,18 +55,17 @@ struct SegmentFile {
 // Segment files of `dir`, oldest first. Names other than 20 digits + ".seg"
 // are not the archive's and are ignored.
 Result<std::vector<SegmentFile>> list_segments(const std::string& dir) {
-  std::error_code ec;
+  auto names = shm::list_directory(dir);
+  if (!names.ok()) return in_context(names.error(), "cannot list archive directory", dir);
   std::vector<SegmentFile> out;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
-    const std::string name = it->path().filename().string();
+  for (const std::string& name : *names) {
     if (name.size() != 24 || name.compare(20, 4, ".seg") != 0) continue;
     if (!std::all_of(name.begin(), name.begin() + 20, [](char c) { return c >= '0' && c <= '9'; })) continue;
     errno = 0;
     const unsigned long long v = std::strtoull(name.substr(0, 20).c_str(), nullptr, 10);
     if (errno == ERANGE) continue;  // 20 digits can exceed 2^64 - 1
-    out.push_back({v, it->path().string()});
+    out.push_back({v, join(dir, name)});
   }
-  if (ec) return sys_error("cannot list archive directory", dir, ec.value());
   std::sort(out.begin(), out.end(),
             [](const SegmentFile& a, const SegmentFile& b) { return a.first_sequence < b.first_sequence; });
   return out;
@@ -188,25 +149,28 @@ const char* describe(Check c) {
 /// Buffered reads of one segment file through pread, and record validation.
 class detail::FileCursor {
  public:
-  FileCursor(int fd, std::string path, bool owns_fd) : fd_(fd), path_(std::move(path)), owns_fd_(owns_fd) {}
+  /// Reads `file`, which the caller keeps open while the cursor lives.
+  explicit FileCursor(const shm::File& file) : file_(&file) {}
+  /// Reads `file`, and closes it with the cursor.
+  explicit FileCursor(shm::File&& file) : owned_(std::move(file)), file_(&owned_) {}
   FileCursor(const FileCursor&) = delete;
   FileCursor& operator=(const FileCursor&) = delete;
-  ~FileCursor() {
-    if (owns_fd_ && fd_ >= 0) ::close(fd_);
-  }
+  FileCursor(FileCursor&&) = delete;
+  FileCursor& operator=(FileCursor&&) = delete;
+  ~FileCursor() = default;
 
   static Result<std::unique_ptr<FileCursor>> open(const std::string& path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sys_error("cannot open archive file", path, errno);
-    return std::make_unique<FileCursor>(fd, path, true);
+    auto f = shm::File::open_read(path);
+    if (!f.ok()) return in_context(f.error(), "cannot open archive file", path);
+    return std::make_unique<FileCursor>(std::move(*f));
   }
 
-  [[nodiscard]] const std::string& path() const noexcept { return path_; }
+  [[nodiscard]] const std::string& path() const noexcept { return file_->path(); }
 
   Result<std::uint64_t> size() {
-    struct stat st {};
-    if (::fstat(fd_, &st) != 0) return sys_error("cannot stat archive file", path_, errno);
-    return static_cast<std::uint64_t>(st.st_size);
+    auto n = file_->size();
+    if (!n.ok()) return in_context(n.error(), "cannot stat archive file", path());
+    return n;
   }
 
   /// Forgets buffered bytes (the file may have changed under them).
@@ -216,10 +180,10 @@ class detail::FileCursor {
   Result<void> read_header(std::uint64_t expected_first) {
     auto p = bytes(0, kFileHeaderSize);
     if (!p.ok()) return p.error();
-    if (*p == nullptr) return corrupted(path_, 0, "file shorter than its header");
+    if (*p == nullptr) return corrupted(path(), 0, "file shorter than its header");
     FileHeader h;
     std::memcpy(&h, *p, sizeof h);
-    return check_header(h, path_, expected_first);
+    return check_header(h, path(), expected_first);
   }
 
   /// Validates the record at `offset` of a file of `size` bytes whose
@@ -258,23 +222,20 @@ class detail::FileCursor {
     if (offset >= buf_off_ && offset + len <= buf_off_ + buf_len_) return buf_.data() + (offset - buf_off_);
     const std::size_t want = std::max(len, kReadChunk);
     if (buf_.size() < want) buf_.resize(want);
-    std::size_t got = 0;
-    while (got < want) {
-      const ssize_t n = ::pread(fd_, buf_.data() + got, want - got, static_cast<off_t>(offset + got));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return sys_error("cannot read archive file", path_, errno, offset + got);
-      if (n == 0) break;
-      got += static_cast<std::size_t>(n);
+    auto n = file_->pread(buf_.data(), want, offset);
+    if (!n.ok()) {
+      buf_len_ = 0;
+      return n.error();  // "cannot read '<path>' at offset N": where the read failed
     }
+    const std::size_t got = *n;
     buf_off_ = offset;
     buf_len_ = got;
     if (got < len) return static_cast<const std::byte*>(nullptr);
     return static_cast<const std::byte*>(buf_.data());
   }
 
-  int fd_;
-  std::string path_;
-  bool owns_fd_;
+  shm::File owned_;        // the file when the cursor owns it
+  const shm::File* file_;  // the file read: &owned_ or the caller's
   std::vector<std::byte> buf_;
   std::uint64_t buf_off_ = 0;
   std::size_t buf_len_ = 0;
@@ -341,20 +302,20 @@ Result<SegmentWriter> SegmentWriter::open(const std::string& dir, const WriterOp
     return Error(ErrorCode::invalid_argument,
                  "archive segment_bytes " + std::to_string(opts.segment_bytes) + " is smaller than one header");
   }
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return sys_error("cannot create archive directory", dir, ec.value());
+  if (auto d = shm::create_directories(dir); !d.ok()) {
+    return in_context(d.error(), "cannot create archive directory", dir);
+  }
   SegmentWriter w(dir, opts);
   // Two writers appending to one file would interleave records: the lock
   // (released by the kernel if the process dies) keeps a second one out.
-  w.lock_fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (w.lock_fd_ < 0) return sys_error("cannot open archive directory", dir, errno);
-  if (::flock(w.lock_fd_, LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) {
+  auto lock = shm::lock_directory(dir);
+  if (!lock.ok()) {
+    if (lock.error().code() == ErrorCode::busy) {
       return Error(ErrorCode::busy, "archive directory '" + dir + "' has another writer (it holds its flock)");
     }
-    return sys_error("cannot lock archive directory", dir, errno);
+    return lock.error();  // "cannot open directory" or "cannot lock directory", with its errno
   }
+  w.lock_ = std::move(*lock);
   auto files = list_segments(dir);
   if (!files.ok()) return files.error();
   w.last_sync_ns_ = monotonic_ns();
@@ -368,28 +329,31 @@ Result<SegmentWriter> SegmentWriter::open(const std::string& dir, const WriterOp
 // record. A file shorter than its header (a crash while it was created) is
 // given a fresh header: its name says which sequence it starts at.
 Result<void> SegmentWriter::recover_newest(const std::string& path, std::uint64_t first_sequence) {
-  fd_ = ::open(path.c_str(), O_RDWR | O_APPEND | O_CLOEXEC);
-  if (fd_ < 0) return sys_error("cannot open archive file", path, errno);
+  auto f = shm::File::open_append(path);
+  if (!f.ok()) return in_context(f.error(), "cannot open archive file", path);
+  file_ = std::move(*f);
   path_ = path;
-  Cursor c(fd_, path, false);
+  Cursor c(file_);
   auto s = scan_file(c, first_sequence);
   if (!s.ok()) return s.error();
   if (s->offset < s->size) {
-    if (::ftruncate(fd_, static_cast<off_t>(s->offset)) != 0) {
-      return sys_error("cannot truncate torn tail of", path, errno, s->offset);
+    if (auto t = file_.truncate(s->offset); !t.ok()) {
+      return in_context(t.error(), "cannot truncate torn tail of", path, s->offset);
     }
     recovered_bytes_ = s->size - s->offset;
   }
   if (s->size < kFileHeaderSize) {
     const FileHeader h = make_header(first_sequence, opts_.channel_hash);
-    if (const int err = write_all(fd_, std::as_bytes(std::span(&h, 1))); err != 0) {
-      return sys_error("cannot rewrite header of", path, err, 0);
+    if (auto w = file_.write_all(std::as_bytes(std::span(&h, 1))); !w.ok()) {
+      return in_context(w.error(), "cannot rewrite header of", path, 0);
     }
     s->offset = kFileHeaderSize;
     s->next_sequence = first_sequence;
   }
   // The cut must reach the disk before records are appended after it.
-  if (recovered_bytes_ > 0 && ::fdatasync(fd_) != 0) return sys_error("fdatasync of", path, errno);
+  if (recovered_bytes_ > 0) {
+    if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path);
+  }
   file_bytes_ = s->offset;
   next_sequence_ = s->next_sequence;
   empty_ = false;
@@ -399,8 +363,8 @@ Result<void> SegmentWriter::recover_newest(const std::string& path, std::uint64_
 SegmentWriter::SegmentWriter(SegmentWriter&& o) noexcept
     : dir_(std::move(o.dir_)),
       opts_(o.opts_),
-      fd_(std::exchange(o.fd_, -1)),
-      lock_fd_(std::exchange(o.lock_fd_, -1)),
+      file_(std::move(o.file_)),
+      lock_(std::move(o.lock_)),
       path_(std::move(o.path_)),
       file_bytes_(o.file_bytes_),
       next_sequence_(o.next_sequence_),
@@ -416,8 +380,8 @@ SegmentWriter& SegmentWriter::operator=(SegmentWriter&& o) noexcept {
     release_lock();
     dir_ = std::move(o.dir_);
     opts_ = o.opts_;
-    fd_ = std::exchange(o.fd_, -1);
-    lock_fd_ = std::exchange(o.lock_fd_, -1);
+    file_ = std::move(o.file_);
+    lock_ = std::move(o.lock_);
     path_ = std::move(o.path_);
     file_bytes_ = o.file_bytes_;
     next_sequence_ = o.next_sequence_;
@@ -436,35 +400,31 @@ SegmentWriter::~SegmentWriter() {
 }
 
 void SegmentWriter::release_lock() noexcept {
-  if (lock_fd_ >= 0) ::close(lock_fd_);  // closing the last descriptor drops the flock
-  lock_fd_ = -1;
+  lock_ = shm::File();  // closing the last descriptor drops the flock
 }
 
-void SegmentWriter::close_fd() noexcept {
-  if (fd_ >= 0) ::close(fd_);
-  fd_ = -1;
-}
+void SegmentWriter::close_fd() noexcept { file_ = shm::File(); }
 
 // Creates the file whose first record will be `first_sequence` and writes
 // its header. A file that could not get its header is removed again.
 Result<void> SegmentWriter::start_file(std::uint64_t first_sequence) {
   const std::string path = join(dir_, segment_file_name(first_sequence));
-  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) return sys_error("cannot create archive file", path, errno);
+  auto f = shm::File::create_new(path);
+  if (!f.ok()) return in_context(f.error(), "cannot create archive file", path);
   const FileHeader h = make_header(first_sequence, opts_.channel_hash);
-  if (const int err = write_all(fd, std::as_bytes(std::span(&h, 1))); err != 0) {
-    ::close(fd);
-    ::unlink(path.c_str());
-    return sys_error("cannot write header of", path, err, 0);
+  if (auto w = f->write_all(std::as_bytes(std::span(&h, 1))); !w.ok()) {
+    *f = shm::File();
+    (void)shm::remove_file(path);  // best effort: the header's error is the one to report
+    return in_context(w.error(), "cannot write header of", path, 0);
   }
   close_fd();
-  fd_ = fd;
+  file_ = std::move(*f);
   path_ = path;
   file_bytes_ = kFileHeaderSize;
   next_sequence_ = first_sequence;
   empty_ = false;
   // A file's name must survive a power cut as surely as the records in it.
-  if (opts_.fsync != FsyncPolicy::never) return fsync_dir(dir_);
+  if (opts_.fsync != FsyncPolicy::never) return shm::sync_directory(dir_);
   return {};
 }
 
@@ -474,14 +434,16 @@ Result<void> SegmentWriter::start_file(std::uint64_t first_sequence) {
 Result<void> SegmentWriter::flush_buffer(std::size_t records) {
   if (buffer_.empty()) return {};
   const std::uint64_t bytes = buffer_.size();
-  const int err = write_all(fd_, buffer_);
+  auto w = file_.write_all(buffer_);
   buffer_.clear();
-  if (err != 0) {
-    const int cut = ::ftruncate(fd_, static_cast<off_t>(file_bytes_));
-    Error e = sys_error("cannot append to archive file", path_, err, file_bytes_);
-    if (cut != 0) {
-      return Error(e.code(), e.message() + "; cutting back the partial write also failed: " + std::strerror(errno),
-                   err);
+  if (!w.ok()) {
+    auto cut = file_.truncate(file_bytes_);
+    Error e = in_context(w.error(), "cannot append to archive file", path_, file_bytes_);
+    if (!cut.ok()) {
+      return Error(
+          e.code(),
+          e.message() + "; cutting back the partial write also failed: " + std::strerror(cut.error().sys_errno()),
+          e.sys_errno());
     }
     return e;
   }
@@ -505,7 +467,7 @@ Result<void> SegmentWriter::append(std::span<const Record> records) {
     }
     ++want;
   }
-  if (fd_ < 0) {
+  if (!file_.is_open()) {
     if (auto s = start_file(records[0].sequence); !s.ok()) return s;
   }
   buffer_.clear();
@@ -519,7 +481,9 @@ Result<void> SegmentWriter::append(std::span<const Record> records) {
       in_buffer = 0;
     }
     if (full) {
-      if (opts_.fsync != FsyncPolicy::never && ::fdatasync(fd_) != 0) return sys_error("fdatasync of", path_, errno);
+      if (opts_.fsync != FsyncPolicy::never) {
+        if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path_);
+      }
       if (auto s = start_file(r.sequence); !s.ok()) return s;
     }
     encode(r, buffer_);
@@ -534,24 +498,25 @@ Result<void> SegmentWriter::after_batch() {
   const bool due = opts_.fsync == FsyncPolicy::every_batch ||
                    (opts_.fsync == FsyncPolicy::interval && now - last_sync_ns_ >= opts_.fsync_interval_ns);
   if (!due) return {};
-  if (::fdatasync(fd_) != 0) return sys_error("fdatasync of", path_, errno);
+  if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path_);
   last_sync_ns_ = monotonic_ns();
   return {};
 }
 
 Result<void> SegmentWriter::sync() {
   if (closed_) return Error(ErrorCode::invalid_argument, "archive writer for '" + dir_ + "' is closed");
-  if (fd_ >= 0 && ::fdatasync(fd_) != 0) return sys_error("fdatasync of", path_, errno);
+  if (file_.is_open()) {
+    if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path_);
+  }
   last_sync_ns_ = monotonic_ns();
-  return fsync_dir(dir_);
+  return shm::sync_directory(dir_);
 }
 
 Result<void> SegmentWriter::close() {
   closed_ = true;
   release_lock();
-  if (fd_ < 0) return {};
-  const int rc = ::close(std::exchange(fd_, -1));
-  if (rc != 0) return sys_error("close of", path_, errno);
+  if (!file_.is_open()) return {};
+  if (auto c = file_.close(); !c.ok()) return in_context(c.error(), "close of", path_);
   return {};
 }
 
@@ -563,8 +528,7 @@ SegmentReader& SegmentReader::operator=(SegmentReader&&) noexcept = default;
 SegmentReader::~SegmentReader() = default;
 
 Result<SegmentReader> SegmentReader::open(const std::string& dir) {
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) {
+  if (!shm::is_directory(dir)) {
     return Error(ErrorCode::not_found, "archive directory '" + dir + "' does not exist");
   }
   SegmentReader r(dir);
@@ -794,11 +758,10 @@ Result<PruneResult> prune(const std::string& dir, std::uint64_t max_age_ns, std:
   std::vector<std::uint64_t> sizes;
   std::uint64_t total = 0;
   for (const auto& f : *files) {
-    std::error_code ec;
-    const std::uint64_t sz = fs::file_size(f.path, ec);
-    if (ec) return sys_error("cannot stat archive file", f.path, ec.value());
-    sizes.push_back(sz);
-    total += sz;
+    auto sz = shm::file_size(f.path);
+    if (!sz.ok()) return in_context(sz.error(), "cannot stat archive file", f.path);
+    sizes.push_back(*sz);
+    total += *sz;
   }
   // Only a prefix of the oldest files goes, so what is kept has no gap.
   std::size_t i = 0;
@@ -810,8 +773,8 @@ Result<PruneResult> prune(const std::string& dir, std::uint64_t max_age_ns, std:
       drop = *old;
     }
     if (!drop) break;
-    if (::unlink((*files)[i].path.c_str()) != 0 && errno != ENOENT) {
-      return sys_error("cannot remove archive file", (*files)[i].path, errno);
+    if (auto r = shm::remove_file((*files)[i].path); !r.ok()) {
+      return in_context(r.error(), "cannot remove archive file", (*files)[i].path);
     }
     total -= sizes[i];
     out.bytes_removed += sizes[i];

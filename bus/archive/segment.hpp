@@ -13,6 +13,8 @@
 
 #include <shmbus/result.hpp>
 
+#include "shm/file.hpp"
+
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -181,8 +183,8 @@ class SegmentWriter {
 
   std::string dir_;
   WriterOptions opts_;
-  int fd_ = -1;
-  int lock_fd_ = -1;  // the directory, flock()ed: one writer per directory
+  shm::File file_;  // the file being appended to; closed before the first record
+  shm::File lock_;  // the directory, flock()ed: one writer per directory
   std::string path_;
   std::uint64_t file_bytes_ = 0;  // whole records on disk in the current file, header included
   std::uint64_t next_sequence_ = 0;
