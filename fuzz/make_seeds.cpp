@@ -4,7 +4,7 @@
 // use), snapshotted byte for byte.
 //
 // Usage: shmbus_fuzz_make_seeds OUT_DIR
-// Writes OUT_DIR/{header,channel,probe}/seed-*. The seeds in the repository
+// Writes OUT_DIR/{header,channel,probe,archive}/seed-*. The seeds in the repository
 // (fuzz/corpus/) were made with it; rerun it after a layout change. The
 // process that made a seed is gone when the seed is used, so every owner in
 // it reads as dead, which is what the reclaim paths need.
@@ -17,9 +17,12 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include <shmbus/dedup.hpp>
 #include <shmbus/shmbus.hpp>
 
+#include "bus/archive/segment.hpp"
 #include "fuzz_support.hpp"
 
 namespace fs = std::filesystem;
@@ -148,6 +151,42 @@ std::vector<std::uint8_t> dedup_image() {
   return bytes;
 }
 
+/// An archive segment file of `count` records from `first` (payloads of
+/// 0..40 bytes), made by the archive's writer in a private directory.
+std::vector<std::uint8_t> archive_file(std::uint64_t first, std::uint64_t count) {
+  namespace ar = shmbus::bus::archive;
+  const fs::path dir = fs::temp_directory_path() / ("shmbus-seeds-archive-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  auto w = ar::SegmentWriter::open(dir.string(), ar::WriterOptions{});
+  if (!w) fail("archive writer: " + w.error().message());
+  std::vector<std::byte> body(40, std::byte{0x5a});
+  std::vector<ar::Record> recs(count);
+  for (std::uint64_t i = 0; i < count; ++i) {
+    recs[i].sequence = first + i;
+    recs[i].timestamp_ns = 1'790'000'000'000'000'000ULL + i * 1000;
+    recs[i].key = i % 3;
+    recs[i].id = 100 + i;
+    recs[i].type = 7;
+    recs[i].payload = std::span<const std::byte>(body.data(), (i * 7) % body.size());
+  }
+  if (auto r = w->append(recs); !r) fail("archive append: " + r.error().message());
+  if (auto r = w->close(); !r) fail("archive close: " + r.error().message());
+  std::vector<std::uint8_t> bytes = read_file((dir / ar::segment_file_name(first)).string());
+  fs::remove_all(dir);
+  if (bytes.empty()) fail("cannot read the archive file");
+  return bytes;
+}
+
+/// Seeds of the archive target (archive_fuzzer.cpp: a mode byte, then a file).
+void archive_seeds() {
+  save("archive", "alone", with_prefix({0}, archive_file(0, 20)));
+  save("archive", "newest", with_prefix({1}, archive_file(8, 20)));
+  save("archive", "older", with_prefix({2}, archive_file(0, 20)));
+  std::vector<std::uint8_t> torn = archive_file(8, 20);
+  torn.resize(torn.size() - 13);  // cut inside the last record: a torn tail
+  save("archive", "torn", with_prefix({1}, torn));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -170,6 +209,7 @@ int main(int argc, char** argv) {
     save("channel", "g" + std::to_string(gi) + "-fresh", channel_input(gi, scripts[0], fresh_image(gi)));
   }
   save("header", "dedup", with_prefix({1}, dedup_image()));
+  archive_seeds();
   remove_all_segments();
   std::printf("make_seeds: wrote %s\n", g_out.c_str());
   return 0;

@@ -6,7 +6,7 @@
 #
 # Usage: run_fuzzer.sh FUZZER TARGET SECONDS FUZZ_SOURCE_DIR [libFuzzer args...]
 #   FUZZER           the libFuzzer binary (shmbus_fuzz_<target>)
-#   TARGET           header | channel | probe (names the corpus directories)
+#   TARGET           header | channel | probe | archive (names the corpus directories)
 #   SECONDS          -max_total_time
 #   FUZZ_SOURCE_DIR  fuzz/ in the source tree (corpus/<target>, regressions/<target>)
 # Environment:

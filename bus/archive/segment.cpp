@@ -1,0 +1,787 @@
+// Segment files: encoding, the torn-tail recovery, the writer's batching and
+// rolling, the reader's scan, and retention. See segment.hpp for the
+// contracts and docs/protocol.md ("Archive files") for the format.
+#include "bus/archive/segment.hpp"
+
+#include "bus/archive/crc32c.hpp"
+#include "shm/file.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+namespace shmbus::bus::archive {
+namespace {
+
+constexpr std::size_t kReadChunk = 1u << 20;   // the reader's buffer: one pread per MiB
+constexpr std::size_t kWriteChunk = 1u << 20;  // the writer writes at least this much per write(2)
+
+std::uint64_t padded(std::uint64_t length) noexcept { return (length + kRecordAlign - 1) & ~(kRecordAlign - 1); }
+
+std::uint64_t realtime_ns() noexcept {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+}
+
+std::uint64_t monotonic_ns() noexcept {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+          .count());
+}
+
+// The failure `e` of an OS-layer call (its errno, hence its code) described
+// in the archive's words: "<what> '<path>'[ at offset N]: <errno text>".
+Error in_context(const Error& e, const std::string& what, const std::string& path, std::uint64_t offset = UINT64_MAX) {
+  return shm::file_error(what, path, e.sys_errno(), offset);
+}
+
+Error corrupted(const std::string& path, std::uint64_t offset, const std::string& what) {
+  return Error(ErrorCode::corrupted, "archive file '" + path + "' at offset " + std::to_string(offset) + ": " + what);
+}
+
+std::string join(const std::string& dir, const std::string& name) { return shm::join_path(dir, name); }
+
+struct SegmentFile {
+  std::uint64_t first_sequence;
+  std::string path;
+};
+
+// Segment files of `dir`, oldest first. Names other than 20 digits + ".seg"
+// are not the archive's and are ignored.
+Result<std::vector<SegmentFile>> list_segments(const std::string& dir) {
+  auto names = shm::list_directory(dir);
+  if (!names.ok()) return in_context(names.error(), "cannot list archive directory", dir);
+  std::vector<SegmentFile> out;
+  for (const std::string& name : *names) {
+    if (name.size() != 24 || name.compare(20, 4, ".seg") != 0) continue;
+    if (!std::all_of(name.begin(), name.begin() + 20, [](char c) { return c >= '0' && c <= '9'; })) continue;
+    errno = 0;
+    const unsigned long long v = std::strtoull(name.substr(0, 20).c_str(), nullptr, 10);
+    if (errno == ERANGE) continue;  // 20 digits can exceed 2^64 - 1
+    out.push_back({v, join(dir, name)});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const SegmentFile& a, const SegmentFile& b) { return a.first_sequence < b.first_sequence; });
+  return out;
+}
+
+FileHeader make_header(std::uint64_t first_sequence, std::uint64_t channel_hash) {
+  FileHeader h{};
+  std::memcpy(h.magic, kFileMagic, sizeof h.magic);
+  h.version = kFormatVersion;
+  h.header_size = static_cast<std::uint32_t>(kFileHeaderSize);
+  h.first_sequence = first_sequence;
+  h.created_ns = realtime_ns();
+  h.channel_hash = channel_hash;
+  h.crc = crc32c(std::as_bytes(std::span(&h, 1)).first(offsetof(FileHeader, crc)));
+  return h;
+}
+
+Result<void> check_header(const FileHeader& h, const std::string& path, std::uint64_t expected_first) {
+  if (std::memcmp(h.magic, kFileMagic, sizeof h.magic) != 0) return corrupted(path, 0, "bad magic");
+  if (h.version != kFormatVersion || h.header_size != kFileHeaderSize) {
+    return Error(ErrorCode::version_mismatch, "archive file '" + path + "' has format version " +
+                                                  std::to_string(h.version) + ", header size " +
+                                                  std::to_string(h.header_size) + "; this build reads version 1");
+  }
+  if (h.crc != crc32c(std::as_bytes(std::span(&h, 1)).first(offsetof(FileHeader, crc)))) {
+    return corrupted(path, offsetof(FileHeader, crc), "file header checksum mismatch");
+  }
+  if (h.first_sequence != expected_first) {
+    return corrupted(path, offsetof(FileHeader, first_sequence),
+                     "header says first sequence " + std::to_string(h.first_sequence) + ", the name says " +
+                         std::to_string(expected_first));
+  }
+  return {};
+}
+
+// Appends the encoding of `r` (header, payload, zero padding) to `out`.
+void encode(const Record& r, std::vector<std::byte>& out) {
+  RecordHeader h{};
+  h.length = static_cast<std::uint32_t>(kRecordHeaderSize + r.payload.size());
+  h.sequence = r.sequence;
+  h.timestamp_ns = r.timestamp_ns;
+  h.key = r.key;
+  h.id = r.id;
+  h.correlation_id = r.correlation_id;
+  h.type = r.type;
+  h.payload_length = static_cast<std::uint32_t>(r.payload.size());
+  const auto hb = std::as_bytes(std::span(&h, 1));
+  h.crc = crc32c(r.payload, crc32c(hb.subspan(8)));
+  const std::size_t at = out.size();
+  out.resize(at + padded(h.length));  // value-initialised: the padding is zero
+  std::memcpy(out.data() + at, &h, sizeof h);
+  if (!r.payload.empty()) std::memcpy(out.data() + at + sizeof h, r.payload.data(), r.payload.size());
+}
+
+}  // namespace
+
+std::string segment_file_name(std::uint64_t first_sequence) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%020" PRIu64 ".seg", first_sequence);
+  return name;
+}
+
+// --- reading one file -----------------------------------------------------------------
+
+/// What read_record() found at an offset.
+enum class Check { ok, end, incomplete, misaligned, bad_length, bad_crc, bad_sequence };
+
+const char* describe(Check c) {
+  switch (c) {
+    case Check::ok: return "ok";
+    case Check::end: return "end of file";
+    case Check::incomplete: return "incomplete record";
+    case Check::misaligned: return "misaligned record";
+    case Check::bad_length: return "bad record length";
+    case Check::bad_crc: return "record checksum mismatch";
+    case Check::bad_sequence: return "sequence out of order";
+  }
+  return "?";
+}
+
+/// Buffered reads of one segment file through pread, and record validation.
+class detail::FileCursor {
+ public:
+  /// Reads `file`, which the caller keeps open while the cursor lives.
+  explicit FileCursor(const shm::File& file) : file_(&file) {}
+  /// Reads `file`, and closes it with the cursor.
+  explicit FileCursor(shm::File&& file) : owned_(std::move(file)), file_(&owned_) {}
+  FileCursor(const FileCursor&) = delete;
+  FileCursor& operator=(const FileCursor&) = delete;
+  FileCursor(FileCursor&&) = delete;
+  FileCursor& operator=(FileCursor&&) = delete;
+  ~FileCursor() = default;
+
+  static Result<std::unique_ptr<FileCursor>> open(const std::string& path) {
+    auto f = shm::File::open_read(path);
+    if (!f.ok()) return in_context(f.error(), "cannot open archive file", path);
+    return std::make_unique<FileCursor>(std::move(*f));
+  }
+
+  [[nodiscard]] const std::string& path() const noexcept { return file_->path(); }
+
+  Result<std::uint64_t> size() {
+    auto n = file_->size();
+    if (!n.ok()) return in_context(n.error(), "cannot stat archive file", path());
+    return n;
+  }
+
+  /// Forgets buffered bytes (the file may have changed under them).
+  void invalidate() noexcept { buf_len_ = 0; }
+
+  /// The header, checked; `size` must be at least kFileHeaderSize.
+  Result<void> read_header(std::uint64_t expected_first) {
+    auto p = bytes(0, kFileHeaderSize);
+    if (!p.ok()) return p.error();
+    if (*p == nullptr) return corrupted(path(), 0, "file shorter than its header");
+    FileHeader h;
+    std::memcpy(&h, *p, sizeof h);
+    return check_header(h, path(), expected_first);
+  }
+
+  /// Validates the record at `offset` of a file of `size` bytes whose
+  /// sequence should be `expected`; fills `out` (payload into the buffer,
+  /// valid until the next call) and its padded size. `claimed` gets the
+  /// record's own length field when it could be read.
+  Result<Check> read_record(std::uint64_t offset, std::uint64_t size, std::uint64_t expected, Record& out,
+                            std::uint32_t& padded_size, std::uint64_t& claimed) {
+    claimed = 0;
+    if (offset % kRecordAlign != 0) return Check::misaligned;
+    if (offset == size) return Check::end;
+    if (offset + kRecordHeaderSize > size) return Check::incomplete;
+    auto hp = bytes(offset, kRecordHeaderSize);
+    if (!hp.ok()) return hp.error();
+    if (*hp == nullptr) return Check::incomplete;
+    RecordHeader h;
+    std::memcpy(&h, *hp, sizeof h);
+    claimed = h.length;
+    if (h.length < kRecordHeaderSize || h.length - kRecordHeaderSize != h.payload_length) return Check::bad_length;
+    if (offset + padded(h.length) > size) return Check::incomplete;
+    auto rp = bytes(offset, h.length);
+    if (!rp.ok()) return rp.error();
+    if (*rp == nullptr) return Check::incomplete;
+    const std::span<const std::byte> rec(*rp, h.length);
+    if (crc32c(rec.subspan(8)) != h.crc) return Check::bad_crc;
+    if (h.sequence != expected) return Check::bad_sequence;
+    out = Record{h.sequence, h.timestamp_ns, h.key, h.id, h.correlation_id, h.type, rec.subspan(kRecordHeaderSize)};
+    padded_size = static_cast<std::uint32_t>(padded(h.length));
+    return Check::ok;
+  }
+
+ private:
+  // A pointer to bytes [offset, offset + len) of the file, or nullptr when
+  // the file is shorter. Refills the buffer from `offset` when needed.
+  Result<const std::byte*> bytes(std::uint64_t offset, std::size_t len) {
+    if (offset >= buf_off_ && offset + len <= buf_off_ + buf_len_) return buf_.data() + (offset - buf_off_);
+    const std::size_t want = std::max(len, kReadChunk);
+    if (buf_.size() < want) buf_.resize(want);
+    auto n = file_->pread(buf_.data(), want, offset);
+    if (!n.ok()) {
+      buf_len_ = 0;
+      return n.error();  // "cannot read '<path>' at offset N": where the read failed
+    }
+    const std::size_t got = *n;
+    buf_off_ = offset;
+    buf_len_ = got;
+    if (got < len) return static_cast<const std::byte*>(nullptr);
+    return static_cast<const std::byte*>(buf_.data());
+  }
+
+  shm::File owned_;        // the file when the cursor owns it
+  const shm::File* file_;  // the file read: &owned_ or the caller's
+  std::vector<std::byte> buf_;
+  std::uint64_t buf_off_ = 0;
+  std::size_t buf_len_ = 0;
+};
+
+using Cursor = detail::FileCursor;
+
+namespace {
+
+/// Where a scan of a file's records stopped.
+struct ScanEnd {
+  std::uint64_t offset = kFileHeaderSize;  // just past the last whole record
+  std::uint64_t next_sequence = 0;
+  std::uint64_t size = 0;  // of the file when scanned
+  Check stop = Check::end;
+  std::uint64_t claimed = 0;  // the stopping record's length field
+  bool has_record = false;
+  std::uint64_t last_timestamp_ns = 0;
+};
+
+// Walks every whole record from the header on (or from `from_offset`, the
+// known start of record `from_sequence`, past a header already checked),
+// stopping at the first that does not check out (or at the end).
+Result<ScanEnd> scan_file(Cursor& c, std::uint64_t first_sequence, std::uint64_t from_offset = kFileHeaderSize,
+                          std::uint64_t from_sequence = UINT64_MAX) {
+  ScanEnd s;
+  auto size = c.size();
+  if (!size.ok()) return size.error();
+  s.size = *size;
+  s.next_sequence = first_sequence;
+  if (s.size < kFileHeaderSize) {
+    s.offset = 0;
+    s.stop = Check::incomplete;
+    return s;
+  }
+  if (from_offset > kFileHeaderSize && from_offset <= s.size) {
+    s.offset = from_offset;
+    s.next_sequence = from_sequence;
+  } else if (auto h = c.read_header(first_sequence); !h.ok()) {
+    return h.error();
+  }
+  for (;;) {
+    Record r;
+    std::uint32_t step = 0;
+    auto chk = c.read_record(s.offset, s.size, s.next_sequence, r, step, s.claimed);
+    if (!chk.ok()) return chk.error();
+    if (*chk != Check::ok) {
+      s.stop = *chk;
+      return s;
+    }
+    s.has_record = true;
+    s.last_timestamp_ns = r.timestamp_ns;
+    s.offset += step;
+    ++s.next_sequence;
+  }
+}
+
+}  // namespace
+
+// --- writer -----------------------------------------------------------------------
+
+Result<SegmentWriter> SegmentWriter::open(const std::string& dir, const WriterOptions& opts) {
+  if (opts.segment_bytes < kFileHeaderSize + kRecordHeaderSize) {
+    return Error(ErrorCode::invalid_argument,
+                 "archive segment_bytes " + std::to_string(opts.segment_bytes) + " is smaller than one header");
+  }
+  if (auto d = shm::create_directories(dir); !d.ok()) {
+    return in_context(d.error(), "cannot create archive directory", dir);
+  }
+  SegmentWriter w(dir, opts);
+  // Two writers appending to one file would interleave records: the lock
+  // (released by the kernel if the process dies) keeps a second one out.
+  auto lock = shm::lock_directory(dir);
+  if (!lock.ok()) {
+    if (lock.error().code() == ErrorCode::busy) {
+      return Error(ErrorCode::busy, "archive directory '" + dir + "' has another writer (it holds its flock)");
+    }
+    return lock.error();  // "cannot open directory" or "cannot lock directory", with its errno
+  }
+  w.lock_ = std::move(*lock);
+  auto files = list_segments(dir);
+  if (!files.ok()) return files.error();
+  w.last_sync_ns_ = monotonic_ns();
+  if (files->empty()) return w;
+  const SegmentFile& newest = files->back();
+  if (auto r = w.recover_newest(newest.path, newest.first_sequence); !r.ok()) return r.error();
+  return w;
+}
+
+// Opens the newest file for appending and cuts it back to its last whole
+// record. A file shorter than its header (a crash while it was created) is
+// given a fresh header: its name says which sequence it starts at.
+Result<void> SegmentWriter::recover_newest(const std::string& path, std::uint64_t first_sequence) {
+  auto f = shm::File::open_append(path);
+  if (!f.ok()) return in_context(f.error(), "cannot open archive file", path);
+  file_ = std::move(*f);
+  path_ = path;
+  Cursor c(file_);
+  auto s = scan_file(c, first_sequence);
+  if (!s.ok()) return s.error();
+  if (s->offset < s->size) {
+    if (auto t = file_.truncate(s->offset); !t.ok()) {
+      return in_context(t.error(), "cannot truncate torn tail of", path, s->offset);
+    }
+    recovered_bytes_ = s->size - s->offset;
+  }
+  if (s->size < kFileHeaderSize) {
+    const FileHeader h = make_header(first_sequence, opts_.channel_hash);
+    if (auto w = file_.write_all(std::as_bytes(std::span(&h, 1))); !w.ok()) {
+      return in_context(w.error(), "cannot rewrite header of", path, 0);
+    }
+    s->offset = kFileHeaderSize;
+    s->next_sequence = first_sequence;
+  }
+  // The cut must reach the disk before records are appended after it.
+  if (recovered_bytes_ > 0) {
+    if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path);
+  }
+  file_bytes_ = s->offset;
+  next_sequence_ = s->next_sequence;
+  empty_ = false;
+  return {};
+}
+
+SegmentWriter::SegmentWriter(SegmentWriter&& o) noexcept
+    : dir_(std::move(o.dir_)),
+      opts_(o.opts_),
+      file_(std::move(o.file_)),
+      lock_(std::move(o.lock_)),
+      path_(std::move(o.path_)),
+      file_bytes_(o.file_bytes_),
+      next_sequence_(o.next_sequence_),
+      empty_(o.empty_),
+      closed_(o.closed_),
+      recovered_bytes_(o.recovered_bytes_),
+      last_sync_ns_(o.last_sync_ns_),
+      buffer_(std::move(o.buffer_)) {}
+
+SegmentWriter& SegmentWriter::operator=(SegmentWriter&& o) noexcept {
+  if (this != &o) {
+    close_fd();
+    release_lock();
+    dir_ = std::move(o.dir_);
+    opts_ = o.opts_;
+    file_ = std::move(o.file_);
+    lock_ = std::move(o.lock_);
+    path_ = std::move(o.path_);
+    file_bytes_ = o.file_bytes_;
+    next_sequence_ = o.next_sequence_;
+    empty_ = o.empty_;
+    closed_ = o.closed_;
+    recovered_bytes_ = o.recovered_bytes_;
+    last_sync_ns_ = o.last_sync_ns_;
+    buffer_ = std::move(o.buffer_);
+  }
+  return *this;
+}
+
+SegmentWriter::~SegmentWriter() {
+  close_fd();
+  release_lock();
+}
+
+void SegmentWriter::release_lock() noexcept {
+  lock_ = shm::File();  // closing the last descriptor drops the flock
+}
+
+void SegmentWriter::close_fd() noexcept { file_ = shm::File(); }
+
+// Creates the file whose first record will be `first_sequence` and writes
+// its header. A file that could not get its header is removed again.
+Result<void> SegmentWriter::start_file(std::uint64_t first_sequence) {
+  const std::string path = join(dir_, segment_file_name(first_sequence));
+  auto f = shm::File::create_new(path);
+  if (!f.ok()) return in_context(f.error(), "cannot create archive file", path);
+  const FileHeader h = make_header(first_sequence, opts_.channel_hash);
+  if (auto w = f->write_all(std::as_bytes(std::span(&h, 1))); !w.ok()) {
+    *f = shm::File();
+    (void)shm::remove_file(path);  // best effort: the header's error is the one to report
+    return in_context(w.error(), "cannot write header of", path, 0);
+  }
+  close_fd();
+  file_ = std::move(*f);
+  path_ = path;
+  file_bytes_ = kFileHeaderSize;
+  next_sequence_ = first_sequence;
+  empty_ = false;
+  // A file's name must survive a power cut as surely as the records in it.
+  if (opts_.fsync != FsyncPolicy::never) return shm::sync_directory(dir_);
+  return {};
+}
+
+// Writes the buffered records (`records` of them) to the current file. On a
+// failure the file is cut back to its last whole record, so a retry after
+// the disk has room again appends where the archive really ends.
+Result<void> SegmentWriter::flush_buffer(std::size_t records) {
+  if (buffer_.empty()) return {};
+  const std::uint64_t bytes = buffer_.size();
+  auto w = file_.write_all(buffer_);
+  buffer_.clear();
+  if (!w.ok()) {
+    auto cut = file_.truncate(file_bytes_);
+    Error e = in_context(w.error(), "cannot append to archive file", path_, file_bytes_);
+    if (!cut.ok()) {
+      return Error(
+          e.code(),
+          e.message() + "; cutting back the partial write also failed: " + std::strerror(cut.error().sys_errno()),
+          e.sys_errno());
+    }
+    return e;
+  }
+  file_bytes_ += bytes;
+  next_sequence_ += records;
+  return {};
+}
+
+Result<void> SegmentWriter::append(std::span<const Record> records) {
+  if (closed_) return Error(ErrorCode::invalid_argument, "archive writer for '" + dir_ + "' is closed");
+  if (records.empty()) return {};
+  std::uint64_t want = empty_ ? records[0].sequence : next_sequence_;
+  for (const Record& r : records) {
+    if (r.sequence != want) {
+      return Error(ErrorCode::invalid_argument, "archive '" + dir_ + "' expects sequence " + std::to_string(want) +
+                                                    ", got " + std::to_string(r.sequence));
+    }
+    if (r.payload.size() > kMaxPayload) {
+      return Error(ErrorCode::invalid_argument, "archive record payload of " + std::to_string(r.payload.size()) +
+                                                    " bytes exceeds the format's limit");
+    }
+    ++want;
+  }
+  if (!file_.is_open()) {
+    if (auto s = start_file(records[0].sequence); !s.ok()) return s;
+  }
+  buffer_.clear();
+  std::size_t in_buffer = 0;
+  for (const Record& r : records) {
+    const std::uint64_t size = padded(kRecordHeaderSize + r.payload.size());
+    const std::uint64_t used = file_bytes_ + buffer_.size();
+    const bool full = used > kFileHeaderSize && used + size > opts_.segment_bytes;
+    if (full || buffer_.size() >= kWriteChunk) {
+      if (auto f = flush_buffer(in_buffer); !f.ok()) return f;
+      in_buffer = 0;
+    }
+    if (full) {
+      if (opts_.fsync != FsyncPolicy::never) {
+        if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path_);
+      }
+      if (auto s = start_file(r.sequence); !s.ok()) return s;
+    }
+    encode(r, buffer_);
+    ++in_buffer;
+  }
+  if (auto f = flush_buffer(in_buffer); !f.ok()) return f;
+  return after_batch();
+}
+
+Result<void> SegmentWriter::after_batch() {
+  const std::uint64_t now = opts_.fsync == FsyncPolicy::interval ? monotonic_ns() : 0;
+  const bool due = opts_.fsync == FsyncPolicy::every_batch ||
+                   (opts_.fsync == FsyncPolicy::interval && now - last_sync_ns_ >= opts_.fsync_interval_ns);
+  if (!due) return {};
+  if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path_);
+  last_sync_ns_ = monotonic_ns();
+  return {};
+}
+
+Result<void> SegmentWriter::sync() {
+  if (closed_) return Error(ErrorCode::invalid_argument, "archive writer for '" + dir_ + "' is closed");
+  if (file_.is_open()) {
+    if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path_);
+  }
+  last_sync_ns_ = monotonic_ns();
+  return shm::sync_directory(dir_);
+}
+
+Result<void> SegmentWriter::close() {
+  closed_ = true;
+  release_lock();
+  if (!file_.is_open()) return {};
+  if (auto c = file_.close(); !c.ok()) return in_context(c.error(), "close of", path_);
+  return {};
+}
+
+// --- reader -----------------------------------------------------------------------
+
+SegmentReader::SegmentReader(std::string dir) : dir_(std::move(dir)) {}
+SegmentReader::SegmentReader(SegmentReader&&) noexcept = default;
+SegmentReader& SegmentReader::operator=(SegmentReader&&) noexcept = default;
+SegmentReader::~SegmentReader() = default;
+
+Result<SegmentReader> SegmentReader::open(const std::string& dir) {
+  if (!shm::is_directory(dir)) {
+    return Error(ErrorCode::not_found, "archive directory '" + dir + "' does not exist");
+  }
+  SegmentReader r(dir);
+  if (auto f = r.refresh(); !f.ok()) return f.error();
+  return r;
+}
+
+Result<void> SegmentReader::refresh() {
+  auto files = list_segments(dir_);
+  if (!files.ok()) return files.error();
+  files_.clear();
+  for (auto& f : *files) files_.push_back({f.first_sequence, std::move(f.path)});
+  // Forget the index of pruned files.
+  std::erase_if(index_, [this](const auto& e) {
+    return std::none_of(files_.begin(), files_.end(), [&](const File& f) { return f.first_sequence == e.first; });
+  });
+  return {};
+}
+
+Result<void> SegmentReader::open_file(const File& file) {
+  auto c = Cursor::open(file.path);
+  if (!c.ok()) return c.error();
+  cursor_ = std::move(*c);
+  file_first_ = file.first_sequence;
+  header_ok_ = false;
+  offset_ = kFileHeaderSize;
+  expected_ = file.first_sequence;
+  pending_ = 0;
+  return {};
+}
+
+const SegmentReader::File* SegmentReader::next_file() const noexcept {
+  auto it = std::upper_bound(files_.begin(), files_.end(), file_first_,
+                             [](std::uint64_t v, const File& f) { return v < f.first_sequence; });
+  return it == files_.end() ? nullptr : &*it;
+}
+
+void SegmentReader::advance() {
+  if ((expected_ - file_first_) % kIndexStride == 0) {
+    auto& entries = index_[file_first_];
+    if (entries.size() == (expected_ - file_first_) / kIndexStride) entries.push_back(offset_);
+  }
+  offset_ += pending_;
+  ++expected_;
+  pending_ = 0;
+}
+
+Result<std::uint64_t> SegmentReader::first_sequence() {
+  if (auto f = refresh(); !f.ok()) return f.error();
+  return files_.empty() ? 0 : files_.front().first_sequence;
+}
+
+Result<std::uint64_t> SegmentReader::end_sequence() {
+  if (auto f = refresh(); !f.ok()) return f.error();
+  if (files_.empty()) return std::uint64_t{0};
+  const File& newest = files_.back();
+  auto c = Cursor::open(newest.path);
+  if (!c.ok()) return c.error();
+  // Records before the last known end were whole and are never rewritten
+  // (recovery cuts only after them), so the scan resumes there.
+  const bool resume = tail_first_ == newest.first_sequence;
+  auto s = scan_file(**c, newest.first_sequence, resume ? tail_offset_ : kFileHeaderSize, tail_sequence_);
+  if (!s.ok()) return s.error();
+  if (s->offset >= kFileHeaderSize) {
+    tail_first_ = newest.first_sequence;
+    tail_offset_ = s->offset;
+    tail_sequence_ = s->next_sequence;
+  }
+  return s->next_sequence;
+}
+
+Result<std::optional<Record>> SegmentReader::peek() {
+  bool reread = false;
+  for (;;) {
+    if (!cursor_) {
+      if (auto f = refresh(); !f.ok()) return f.error();
+      if (files_.empty()) return std::optional<Record>{};
+      if (auto o = open_file(files_.front()); !o.ok()) return o.error();
+    }
+    auto size = cursor_->size();
+    if (!size.ok()) return size.error();
+    Check chk = Check::incomplete;
+    Record rec;
+    std::uint32_t step = 0;
+    std::uint64_t claimed = 0;
+    if (!header_ok_ && *size >= kFileHeaderSize) {
+      if (auto h = cursor_->read_header(file_first_); !h.ok()) return h.error();
+      header_ok_ = true;
+    }
+    if (header_ok_) {
+      auto r = cursor_->read_record(offset_, *size, expected_, rec, step, claimed);
+      if (!r.ok()) return r.error();
+      chk = *r;
+    }
+    if (chk == Check::ok) {
+      pending_ = step;
+      return std::optional<Record>{rec};
+    }
+    auto moved = handle_stop(static_cast<int>(chk), *size, claimed, reread);
+    if (!moved.ok()) return moved.error();
+    if (!*moved) return std::optional<Record>{};
+  }
+}
+
+// The open file has no whole record at offset_. In the newest file that is
+// the end (a writer may be appending, or a torn tail awaits recovery) unless
+// whole bytes follow the bad record: that is corruption in the middle. An
+// older file must end exactly at a record boundary and be followed by the
+// file starting at the next sequence. Returns true when the caller should
+// read again, false at the end.
+Result<bool> SegmentReader::handle_stop(int check, std::uint64_t size, std::uint64_t claimed, bool& reread) {
+  const auto chk = static_cast<Check>(check);
+  if (auto f = refresh(); !f.ok()) return f.error();
+  const File* next = next_file();
+  if (next == nullptr) {
+    const bool tail =
+        chk == Check::end || chk == Check::incomplete || chk == Check::bad_length || offset_ + padded(claimed) >= size;
+    if (!tail) return corrupted(cursor_->path(), offset_, describe(chk));
+    cursor_->invalidate();  // a writer will overwrite or extend these bytes
+    return false;
+  }
+  if (chk == Check::end) {
+    if (next->first_sequence != expected_) {
+      return corrupted(next->path, 0,
+                       "file starts at sequence " + std::to_string(next->first_sequence) + " but the previous file " +
+                           cursor_->path() + " ends before " + std::to_string(expected_));
+    }
+    if (auto o = open_file(*next); !o.ok()) return o.error();
+    return true;
+  }
+  // The file may have stopped being the newest only now: read it once more.
+  if (!reread) {
+    reread = true;
+    cursor_->invalidate();
+    return true;
+  }
+  return corrupted(cursor_->path(), offset_, describe(chk));
+}
+
+Result<std::optional<Record>> SegmentReader::next() {
+  auto r = peek();
+  if (r.ok() && r->has_value()) advance();
+  return r;
+}
+
+Result<void> SegmentReader::seek(std::uint64_t seq) {
+  if (auto f = refresh(); !f.ok()) return f;
+  cursor_.reset();
+  if (files_.empty()) {
+    if (seq == 0) return {};
+    return Error(ErrorCode::invalid_argument, "archive '" + dir_ + "' is empty; cannot seek to " + std::to_string(seq));
+  }
+  if (seq < files_.front().first_sequence) {
+    return Error(ErrorCode::not_found, "sequence " + std::to_string(seq) + " is older than the oldest kept (" +
+                                           std::to_string(files_.front().first_sequence) + ") in '" + dir_ + "'");
+  }
+  auto it = std::upper_bound(files_.begin(), files_.end(), seq,
+                             [](std::uint64_t v, const File& f) { return v < f.first_sequence; });
+  if (auto o = open_file(*std::prev(it)); !o.ok()) return o;
+  if (auto ix = index_.find(file_first_); ix != index_.end() && !ix->second.empty()) {
+    const std::uint64_t k = std::min<std::uint64_t>((seq - file_first_) / kIndexStride, ix->second.size() - 1);
+    offset_ = ix->second[k];
+    expected_ = file_first_ + k * kIndexStride;
+  }
+  for (;;) {
+    auto r = peek();
+    if (!r.ok()) return r.error();
+    if (!r->has_value()) {
+      if (expected_ == seq) return {};
+      return Error(ErrorCode::invalid_argument, "sequence " + std::to_string(seq) + " is past the end (" +
+                                                    std::to_string(expected_) + ") of '" + dir_ + "'");
+    }
+    if ((*r)->sequence == seq) return {};
+    advance();
+  }
+}
+
+Result<void> SegmentReader::seek_time(std::uint64_t ns) {
+  if (auto f = refresh(); !f.ok()) return f;
+  cursor_.reset();
+  if (files_.empty()) return {};
+  std::size_t start = 0;
+  for (std::size_t i = files_.size(); i-- > 0 && start == 0;) {
+    auto c = Cursor::open(files_[i].path);
+    if (!c.ok()) return c.error();
+    auto size = (*c)->size();
+    if (!size.ok()) return size.error();
+    if (*size < kFileHeaderSize) continue;
+    if (auto h = (*c)->read_header(files_[i].first_sequence); !h.ok()) return h;
+    Record rec;
+    std::uint32_t step = 0;
+    std::uint64_t claimed = 0;
+    auto chk = (*c)->read_record(kFileHeaderSize, *size, files_[i].first_sequence, rec, step, claimed);
+    if (!chk.ok()) return chk.error();
+    if (*chk == Check::ok && rec.timestamp_ns < ns) start = i;
+  }
+  if (auto o = open_file(files_[start]); !o.ok()) return o;
+  for (;;) {
+    auto r = peek();
+    if (!r.ok()) return r.error();
+    if (!r->has_value() || (*r)->timestamp_ns >= ns) return {};
+    advance();
+  }
+}
+
+// --- retention --------------------------------------------------------------------
+
+namespace {
+
+// Whether every record of `file` is older than `max_age_ns` before `now_ns`.
+Result<bool> expired(const SegmentFile& file, std::uint64_t max_age_ns, std::uint64_t now_ns) {
+  if (max_age_ns == 0 || now_ns < max_age_ns) return false;
+  auto c = Cursor::open(file.path);
+  if (!c.ok()) return c.error();
+  auto s = scan_file(**c, file.first_sequence);
+  if (!s.ok()) return s.error();
+  return !s->has_record || s->last_timestamp_ns < now_ns - max_age_ns;
+}
+
+}  // namespace
+
+Result<PruneResult> prune(const std::string& dir, std::uint64_t max_age_ns, std::uint64_t max_total_bytes,
+                          std::uint64_t now_ns) {
+  auto files = list_segments(dir);
+  if (!files.ok()) return files.error();
+  PruneResult out;
+  std::vector<std::uint64_t> sizes;
+  std::uint64_t total = 0;
+  for (const auto& f : *files) {
+    auto sz = shm::file_size(f.path);
+    if (!sz.ok()) return in_context(sz.error(), "cannot stat archive file", f.path);
+    sizes.push_back(*sz);
+    total += *sz;
+  }
+  // Only a prefix of the oldest files goes, so what is kept has no gap.
+  std::size_t i = 0;
+  for (; i + 1 < files->size(); ++i) {
+    bool drop = max_total_bytes != 0 && total > max_total_bytes;
+    if (!drop) {
+      auto old = expired((*files)[i], max_age_ns, now_ns);
+      if (!old.ok()) return old.error();
+      drop = *old;
+    }
+    if (!drop) break;
+    if (auto r = shm::remove_file((*files)[i].path); !r.ok()) {
+      return in_context(r.error(), "cannot remove archive file", (*files)[i].path);
+    }
+    total -= sizes[i];
+    out.bytes_removed += sizes[i];
+    ++out.files_removed;
+  }
+  out.first_sequence = files->empty() ? 0 : (*files)[i].first_sequence;
+  return out;
+}
+
+}  // namespace shmbus::bus::archive
