@@ -33,25 +33,10 @@ namespace {
 
 constexpr std::uint64_t kBaseNs = 1'700'000'000'000'000'000ull;
 
-/// A fresh directory under /tmp, removed with everything in it.
-class TempDir {
+/// A fresh directory for one test's archive.
+class TempDir : public shmbus::test::TempDir {
  public:
-  TempDir() {
-    char tmpl[] = "/tmp/shmbus-archive-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] const std::string& str() const { return path_; }
-  [[nodiscard]] std::string sub(const std::string& name) const { return path_ + "/" + name; }
-
- private:
-  std::string path_;
+  TempDir() : shmbus::test::TempDir("shmbus-archive") {}
 };
 
 std::uint64_t mix(std::uint64_t x) {

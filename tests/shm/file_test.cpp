@@ -2,6 +2,8 @@
 // writes, exclusive creation, the directory lock, removal and truncation.
 #include "shm/file.hpp"
 
+#include "test_support.hpp"
+
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -17,25 +19,10 @@ using shmbus::ErrorCode;
 
 namespace {
 
-/// A fresh directory under /tmp, removed with everything in it.
-class TempDir {
+/// A fresh directory for one test's files.
+class TempDir : public shmbus::test::TempDir {
  public:
-  TempDir() {
-    char tmpl[] = "/tmp/shmbus-file-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  [[nodiscard]] std::string sub(const std::string& name) const { return path_ + "/" + name; }
-  [[nodiscard]] const std::string& str() const { return path_; }
-
- private:
-  std::string path_;
+  TempDir() : shmbus::test::TempDir("shmbus-file") {}
 };
 
 std::vector<std::byte> pattern(std::size_t n) {

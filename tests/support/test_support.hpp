@@ -1,5 +1,6 @@
-// Helpers shared by the tests: unique channel names removed by a scope guard,
-// forked peers, and small payload helpers.
+// Helpers shared by the tests: unique channel names and temporary
+// directories removed by scope guards, forked peers, and small payload
+// helpers.
 #pragma once
 
 #include <atomic>
@@ -20,6 +21,21 @@
 #include <shmbus/shmbus.hpp>
 
 namespace shmbus::test {
+
+/// A fresh directory under /tmp (named from `prefix`), removed with
+/// everything in it when the guard goes out of scope.
+class TempDir {
+ public:
+  explicit TempDir(const char* prefix);
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  [[nodiscard]] const std::string& str() const { return path_; }
+  [[nodiscard]] std::string sub(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
 
 /// The bus every test uses, so stray segments are easy to spot and clean.
 inline constexpr const char* kTestBus = "shmbustest";
