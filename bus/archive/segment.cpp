@@ -360,45 +360,6 @@ Result<void> SegmentWriter::recover_newest(const std::string& path, std::uint64_
   return {};
 }
 
-SegmentWriter::SegmentWriter(SegmentWriter&& o) noexcept
-    : dir_(std::move(o.dir_)),
-      opts_(o.opts_),
-      file_(std::move(o.file_)),
-      lock_(std::move(o.lock_)),
-      path_(std::move(o.path_)),
-      file_bytes_(o.file_bytes_),
-      next_sequence_(o.next_sequence_),
-      empty_(o.empty_),
-      closed_(o.closed_),
-      recovered_bytes_(o.recovered_bytes_),
-      last_sync_ns_(o.last_sync_ns_),
-      buffer_(std::move(o.buffer_)) {}
-
-SegmentWriter& SegmentWriter::operator=(SegmentWriter&& o) noexcept {
-  if (this != &o) {
-    close_fd();
-    release_lock();
-    dir_ = std::move(o.dir_);
-    opts_ = o.opts_;
-    file_ = std::move(o.file_);
-    lock_ = std::move(o.lock_);
-    path_ = std::move(o.path_);
-    file_bytes_ = o.file_bytes_;
-    next_sequence_ = o.next_sequence_;
-    empty_ = o.empty_;
-    closed_ = o.closed_;
-    recovered_bytes_ = o.recovered_bytes_;
-    last_sync_ns_ = o.last_sync_ns_;
-    buffer_ = std::move(o.buffer_);
-  }
-  return *this;
-}
-
-SegmentWriter::~SegmentWriter() {
-  close_fd();
-  release_lock();
-}
-
 void SegmentWriter::release_lock() noexcept {
   lock_ = shm::File();  // closing the last descriptor drops the flock
 }

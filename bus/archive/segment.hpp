@@ -138,13 +138,13 @@ class SegmentWriter {
   /// record it is truncated (a torn tail). Older files are not touched.
   static Result<SegmentWriter> open(const std::string& dir, const WriterOptions& opts);
 
-  SegmentWriter(SegmentWriter&& other) noexcept;
-  SegmentWriter& operator=(SegmentWriter&& other) noexcept;
+  SegmentWriter(SegmentWriter&& other) noexcept = default;
+  SegmentWriter& operator=(SegmentWriter&& other) noexcept = default;
   SegmentWriter(const SegmentWriter&) = delete;
   SegmentWriter& operator=(const SegmentWriter&) = delete;
   /// Closes the file and releases the directory; does not sync (call sync()
   /// first for that).
-  ~SegmentWriter();
+  ~SegmentWriter() = default;
 
   /// Appends `records`, whose sequences must be consecutive from
   /// next_sequence() (an empty archive takes any start). On an error, the
@@ -183,8 +183,10 @@ class SegmentWriter {
 
   std::string dir_;
   WriterOptions opts_;
+  // The directory, flock()ed: one writer per directory. Declared before
+  // file_, so that the destructor closes the file before the lock drops.
+  shm::File lock_;
   shm::File file_;  // the file being appended to; closed before the first record
-  shm::File lock_;  // the directory, flock()ed: one writer per directory
   std::string path_;
   std::uint64_t file_bytes_ = 0;  // whole records on disk in the current file, header included
   std::uint64_t next_sequence_ = 0;

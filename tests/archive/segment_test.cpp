@@ -156,6 +156,15 @@ std::vector<std::uint64_t> record_offsets(const std::vector<std::byte>& file) {
   return out;
 }
 
+/// Writes records 0..count-1 (payloads of up to 300 bytes) with `opts`
+/// into a directory "master" under `dir`, and returns its path.
+std::string write_master(const TempDir& dir, const archive::WriterOptions& opts, std::uint64_t count) {
+  const std::string master = dir.sub("master");
+  auto w = open_writer(master, opts);
+  append_range(w, 0, count, 300, 5);
+  return master;
+}
+
 }  // namespace
 
 TEST_CASE("archive segment files have the documented layout", "[archive]") {
@@ -246,13 +255,9 @@ TEST_CASE("archive records round-trip across rolled files and seek by sequence a
 
 TEST_CASE("archive writer recovers a torn tail at every cut point and appending continues", "[archive]") {
   TempDir dir;
-  const std::string master = dir.sub("master");
   archive::WriterOptions opts;
   opts.segment_bytes = 8 << 10;
-  {
-    auto w = open_writer(master, opts);
-    append_range(w, 0, 120, 300, 5);
-  }
+  const std::string master = write_master(dir, opts, 120);
   const auto files = segment_files(master);
   REQUIRE(files.size() >= 3);
   const std::string newest_name = fs::path(files.back()).filename().string();
@@ -622,13 +627,9 @@ TEST_CASE("archive writer killed with SIGKILL mid-append loses no whole record a
 
 TEST_CASE("archive damaged at random places yields a correct prefix then an error or the end", "[archive]") {
   TempDir dir;
-  const std::string master = dir.sub("master");
   archive::WriterOptions opts;
   opts.segment_bytes = 8 << 10;
-  {
-    auto w = open_writer(master, opts);
-    append_range(w, 0, 150, 300, 5);
-  }
+  const std::string master = write_master(dir, opts, 150);
   const auto names = segment_files(master);
   std::mt19937_64 rng(4242);
   int errors = 0;
