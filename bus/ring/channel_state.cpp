@@ -1,7 +1,9 @@
 #include "bus/ring/channel_state.hpp"
 #include "bus/common/util.hpp"
 
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <thread>
 
 #include "bus/common/segment_open.hpp"
@@ -41,6 +43,7 @@ ChannelOptions options_of(const Geometry& g) {
   o.unblock_timeout_ns = g.unblock_timeout_ns;
   o.eviction_timeout_ns = g.eviction_timeout_ns;
   o.timestamps = g.timestamps;
+  o.archive_dir = g.archive_dir;
   return o;
 }
 
@@ -75,6 +78,8 @@ void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
   h->eviction_timeout_ns = g.eviction_timeout_ns;
   std::memset(h->name, 0, sizeof h->name);
   std::memcpy(h->name, name.data(), std::min(name.size(), sizeof h->name - 1));
+  std::memset(h->archive_dir, 0, sizeof h->archive_dir);
+  std::memcpy(h->archive_dir, g.archive_dir.data(), std::min(g.archive_dir.size(), sizeof h->archive_dir - 1));
   shm::store_relaxed(h->layout_version, kLayoutVersion);  // ordered by the release below
   shm::store_relaxed(h->magic, kMagic);                   // ordered by the release below
   // SYNC(init): release, pairs with the acquire of init_state in channel_init_state.
@@ -82,6 +87,27 @@ void initialise(ChannelHeader* h, const Geometry& g, std::string_view name) {
 }
 
 }  // namespace
+
+Result<std::string> resolve_archive_dir(std::string_view requested, std::string_view bus, std::string_view channel) {
+  std::filesystem::path p;
+  if (!requested.empty()) {
+    p = std::filesystem::path(std::string(requested));
+  } else if (const char* env = std::getenv("SHMBUS_ARCHIVE_DIR"); env != nullptr && *env != '\0') {
+    p = std::filesystem::path(env) / std::string(bus) / std::string(channel);
+  } else {
+    return std::string();
+  }
+  std::error_code ec;
+  const std::filesystem::path abs = std::filesystem::absolute(p, ec);
+  if (ec) return invalid("archive_dir '" + p.string() + "' cannot be made absolute: " + ec.message());
+  std::string s = abs.lexically_normal().string();
+  if (s.size() > 1 && s.back() == '/') s.pop_back();
+  if (s.size() > kArchiveDirMax || s.find('\0') != std::string::npos) {
+    return invalid("archive_dir '" + s.substr(0, 64) + "...' must be at most " + num(kArchiveDirMax) +
+                   " bytes, with no NUL");
+  }
+  return s;
+}
 
 Result<void> validate_name(std::string_view what, std::string_view name) {
   if (name.empty() || name.size() > kNameMax) {
@@ -170,6 +196,11 @@ Result<Geometry> compute_geometry(const ChannelOptions& o) {
   g.unblock_timeout_ns = o.unblock_timeout_ns;
   g.eviction_timeout_ns = o.eviction_timeout_ns;
   g.timestamps = o.timestamps;
+  if (o.archive_dir.size() > kArchiveDirMax || o.archive_dir.find('\0') != std::string::npos) {
+    return invalid("archive_dir '" + o.archive_dir.substr(0, 64) + "...' must be at most " + num(kArchiveDirMax) +
+                   " bytes, with no NUL");
+  }
+  g.archive_dir = o.archive_dir;
   g.producer_offset = kHeaderPage;
   g.publishers_offset = g.producer_offset + sizeof(ProducerBlock);
   g.subscribers_offset = round_up(g.publishers_offset + sizeof(PublisherEntry) * g.max_publishers, kHotSlot);
@@ -212,6 +243,13 @@ Result<Geometry> validate_header(const ChannelHeader& h, std::size_t segment_siz
   o.unblock_timeout_ns = h.unblock_timeout_ns;
   o.eviction_timeout_ns = h.eviction_timeout_ns;
   o.timestamps = static_cast<TimestampSource>(h.timestamps);
+  // The archive directory: a NUL-terminated path within its field (a
+  // hostile header gets no further than this check).
+  const std::size_t dir_len = strnlen(h.archive_dir, sizeof h.archive_dir);
+  if (dir_len == sizeof h.archive_dir) {
+    return Error(ErrorCode::corrupted, "channel '" + channel + "' is corrupted: archive_dir is not NUL-terminated");
+  }
+  o.archive_dir.assign(h.archive_dir, dir_len);
   auto g = compute_geometry(o);
   if (!g) return Error(ErrorCode::corrupted, "channel '" + channel + "' is corrupted: " + g.error().message());
   const Geometry& e = g.value();
@@ -329,7 +367,11 @@ Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::
                                                      const ChannelOptions& opts, const shm::Trust& trust) {
   if (auto r = validate_name("bus", bus); !r) return r.error();
   if (auto r = validate_name("channel", name); !r) return r.error();
-  auto g = compute_geometry(opts);
+  ChannelOptions resolved = opts;
+  auto dir = resolve_archive_dir(opts.archive_dir, bus, name);
+  if (!dir) return dir.error();
+  resolved.archive_dir = std::move(dir.value());
+  auto g = compute_geometry(resolved);
   if (!g) return g.error();
   // Made, sized and initialised without a name; linked only when complete.
   // A creator killed at any point before the link leaves nothing behind; one
@@ -363,6 +405,17 @@ Result<void> check_expected(const Geometry& g, const ChannelOptions& want, std::
       {"eviction_timeout_ns", have.eviction_timeout_ns, want.eviction_timeout_ns},
       {"timestamps", static_cast<std::uint64_t>(have.timestamps), static_cast<std::uint64_t>(want.timestamps)},
   };
+  // The archive directory, when the caller names one (resolved as a create
+  // would resolve it): an existing channel's archive is found through the
+  // channel, so an empty request accepts any.
+  if (!want.archive_dir.empty()) {
+    auto dir = resolve_archive_dir(want.archive_dir, "", name);
+    if (!dir) return dir.error();
+    if (dir.value() != have.archive_dir) {
+      return Error(ErrorCode::parameter_mismatch, "channel '" + std::string(name) + "' has archive_dir '" +
+                                                      have.archive_dir + "', not '" + dir.value() + "'");
+    }
+  }
   // The policy and the timestamp source by name; every other setting as a number.
   const SettingFormatter show = [](std::string_view field, std::uint64_t v) {
     if (field == "policy") return std::string(to_string(static_cast<Policy>(v)));

@@ -41,13 +41,21 @@ struct Geometry {
   std::uint64_t unblock_timeout_ns = 0;
   std::uint64_t eviction_timeout_ns = 0;
   TimestampSource timestamps = TimestampSource::tsc;
+  std::string archive_dir;  ///< absolute, or empty: no archive
 };
 
 /// The creation options a geometry came from (mode excluded).
 ChannelOptions options_of(const Geometry& g);
 
 /// Checks options and lays the segment out. invalid_argument names the field.
+/// opts.archive_dir is taken as given (see resolve_archive_dir).
 Result<Geometry> compute_geometry(const ChannelOptions& opts);
+
+/// The archive directory a new channel records: `requested` made absolute, or
+/// if empty `$SHMBUS_ARCHIVE_DIR/<bus>/<channel>` when that variable is set,
+/// else "" (no archive). invalid_argument if the result exceeds
+/// kArchiveDirMax bytes or holds a NUL. Thread-safe (reads the environment).
+Result<std::string> resolve_archive_dir(std::string_view requested, std::string_view bus, std::string_view channel);
 
 /// Checks every field of a header against the limits and against the size of
 /// the segment; never trusts a value it has not checked. corrupted or

@@ -38,8 +38,9 @@ inline constexpr std::size_t kCacheLine = 64;  // fixed: this is an ABI
 inline constexpr std::size_t kHotSlot = 128;   // own slot for hot words (adjacent-line prefetch)
 inline constexpr std::size_t kHeaderPage = 4096;
 inline constexpr std::uint64_t kMagic = 0x5355424d48530a01ULL;  // "\x01\nSHMBUS" little-endian-ish
-inline constexpr std::uint32_t kLayoutVersion = 4;              // bump on any change below
+inline constexpr std::uint32_t kLayoutVersion = 5;              // bump on any change below
 inline constexpr std::size_t kNameMax = 63;                     // channel / subscriber names, without NUL
+inline constexpr std::size_t kArchiveDirMax = 1023;             // archive directory path, without NUL
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
@@ -113,7 +114,8 @@ struct ChannelHeader {
   std::uint32_t max_consumers;
   std::uint32_t pad0;
   std::uint64_t group_stride;
-  std::uint8_t reserved[kHeaderPage - 240];
+  char archive_dir[kArchiveDirMax + 1];  // absolute path of the disk archive; "" = none
+  std::uint8_t reserved[kHeaderPage - 240 - (kArchiveDirMax + 1)];
 };
 static_assert(std::is_standard_layout_v<ChannelHeader>);
 static_assert(sizeof(ChannelHeader) == kHeaderPage);
@@ -145,6 +147,7 @@ static_assert(offsetof(ChannelHeader, eviction_timeout_ns) == 152);
 static_assert(offsetof(ChannelHeader, name) == 160);
 static_assert(offsetof(ChannelHeader, max_consumers) == 224);
 static_assert(offsetof(ChannelHeader, group_stride) == 232);
+static_assert(offsetof(ChannelHeader, archive_dir) == 240);
 
 //  ProducerBlock: four 128-byte slots so that the claim counter, the gating
 //  cache, each futex pair and the shared counters never share a line.
@@ -504,6 +507,7 @@ inline constexpr std::uint64_t abi_fingerprint() noexcept {
                                  offsetof(SubscriberEntry, cursor),
                                  offsetof(SlotHeader, meta),
                                  offsetof(ChannelHeader, timestamps),
+                                 offsetof(ChannelHeader, archive_dir),
                                  kCacheLine,
                                  kHotSlot};
   for (std::uint64_t p : parts) {

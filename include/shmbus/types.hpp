@@ -134,6 +134,13 @@ struct ChannelOptions {
   /// call (~20-30 ns through the vDSO) off the publish path. See
   /// docs/guarantees.md for the accuracy of each.
   TimestampSource timestamps = TimestampSource::tsc;
+  /// The directory of the channel's disk archive (docs/archive.md): where an
+  /// archiver writes every message and where replay older than the ring
+  /// reads. Empty: `$SHMBUS_ARCHIVE_DIR/<bus>/<channel>` if that variable is
+  /// set when the channel is created, else no archive. A relative path is
+  /// made absolute at create; at most 1023 bytes. Stored in the channel, so
+  /// every process that opens it finds the same archive.
+  std::string archive_dir;
   /// Not a channel parameter: whose existing segment open_or_create (and a
   /// group's DLQ) accepts besides this process's uid and root.
   Trust trust;

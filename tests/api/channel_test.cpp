@@ -2,6 +2,8 @@
 // that says what is wrong.
 #include <catch2/catch.hpp>
 
+#include <cstdlib>
+
 #include "bus/ring/channel_state.hpp"
 
 #include "test_support.hpp"
@@ -167,4 +169,51 @@ TEST_CASE("permission denied names the segment and its mode") {
     return contains(r.error().message(), "0600") ? 0 : 4;
   });
   CHECK(wait_child(child) == 0);
+}
+
+TEST_CASE("the archive directory is stored in the channel, absolute, and checked on open") {
+  ScopedChannelName name;
+  ChannelOptions o;
+  o.archive_dir = "relative/archive/";
+  Channel a = make_channel(name, o);
+  const std::string stored = a.options().archive_dir;
+  CHECK(stored.front() == '/');
+  CHECK(contains(stored, "relative/archive"));
+  CHECK(stored.back() != '/');
+  auto b = Channel::open(name.str(), kTestBus);
+  REQUIRE(b);
+  CHECK(b->options().archive_dir == stored);  // every opener finds the same archive
+  ChannelOptions want = o;
+  want.archive_dir = "/elsewhere";
+  auto other = Channel::open_or_create(name.str(), want, kTestBus);
+  REQUIRE_FALSE(other);
+  CHECK(other.error().code() == ErrorCode::parameter_mismatch);
+  CHECK(contains(other.error().message(), "/elsewhere"));
+  want.archive_dir.clear();  // no request: any archive is accepted
+  CHECK(Channel::open_or_create(name.str(), want, kTestBus));
+  want.archive_dir = "relative/archive";  // resolved as the create resolved it
+  CHECK(Channel::open_or_create(name.str(), want, kTestBus));
+}
+
+TEST_CASE("an archive directory that does not fit the header is refused") {
+  ScopedChannelName name;
+  ChannelOptions o;
+  o.archive_dir = "/" + std::string(2000, 'a');
+  auto r = Channel::create(name.str(), o, kTestBus);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code() == ErrorCode::invalid_argument);
+  CHECK(contains(r.error().message(), "archive_dir"));
+}
+
+TEST_CASE("SHMBUS_ARCHIVE_DIR gives a channel without its own directory one per bus and channel") {
+  ScopedChannelName name;
+  REQUIRE(::setenv("SHMBUS_ARCHIVE_DIR", "/var/tmp/shmbus-archive-test", 1) == 0);
+  auto r = Channel::create(name.str(), {}, kTestBus);
+  ::unsetenv("SHMBUS_ARCHIVE_DIR");
+  REQUIRE(r);
+  CHECK(r->options().archive_dir == "/var/tmp/shmbus-archive-test/" + std::string(kTestBus) + "/" + name.str());
+  ScopedChannelName plain;
+  auto p = Channel::create(plain.str(), {}, kTestBus);
+  REQUIRE(p);
+  CHECK(p->options().archive_dir.empty());
 }
