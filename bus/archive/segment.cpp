@@ -514,6 +514,7 @@ Result<void> SegmentReader::open_file(const File& file) {
   if (!c.ok()) return c.error();
   cursor_ = std::move(*c);
   file_first_ = file.first_sequence;
+  known_size_ = 0;
   header_ok_ = false;
   offset_ = kFileHeaderSize;
   expected_ = file.first_sequence;
@@ -569,26 +570,35 @@ Result<std::optional<Record>> SegmentReader::peek() {
       if (files_.empty()) return std::optional<Record>{};
       if (auto o = open_file(files_.front()); !o.ok()) return o.error();
     }
-    auto size = cursor_->size();
-    if (!size.ok()) return size.error();
     Check chk = Check::incomplete;
     Record rec;
     std::uint32_t step = 0;
     std::uint64_t claimed = 0;
-    if (!header_ok_ && *size >= kFileHeaderSize) {
-      if (auto h = cursor_->read_header(file_first_); !h.ok()) return h.error();
-      header_ok_ = true;
-    }
-    if (header_ok_) {
-      auto r = cursor_->read_record(offset_, *size, expected_, rec, step, claimed);
-      if (!r.ok()) return r.error();
-      chk = *r;
+    // Records wholly within the size last seen need no fstat (one per record
+    // was most of a replay's time); only a read that stops short asks the
+    // file again, and reads again if it has grown.
+    for (bool stat_again = true;;) {
+      if (!header_ok_ && known_size_ >= kFileHeaderSize) {
+        if (auto h = cursor_->read_header(file_first_); !h.ok()) return h.error();
+        header_ok_ = true;
+      }
+      if (header_ok_) {
+        auto r = cursor_->read_record(offset_, known_size_, expected_, rec, step, claimed);
+        if (!r.ok()) return r.error();
+        chk = *r;
+      }
+      if (chk == Check::ok || !stat_again) break;
+      stat_again = false;
+      auto size = cursor_->size();
+      if (!size.ok()) return size.error();
+      if (*size == known_size_) break;
+      known_size_ = *size;
     }
     if (chk == Check::ok) {
       pending_ = step;
       return std::optional<Record>{rec};
     }
-    auto moved = handle_stop(static_cast<int>(chk), *size, claimed, reread);
+    auto moved = handle_stop(static_cast<int>(chk), known_size_, claimed, reread);
     if (!moved.ok()) return moved.error();
     if (!*moved) return std::optional<Record>{};
   }

@@ -259,6 +259,7 @@ class SegmentReader {
   std::vector<File> files_;                     // as last listed, oldest first
   std::unique_ptr<detail::FileCursor> cursor_;  // the open file; null before the first read
   std::uint64_t file_first_ = 0;                // the open file's first sequence
+  std::uint64_t known_size_ = 0;                // the open file's size when last asked (fstat)
   bool header_ok_ = false;                      // the open file's header has been checked
   std::uint64_t offset_ = 0;                    // of the next record in the open file
   std::uint64_t expected_ = 0;                  // its sequence

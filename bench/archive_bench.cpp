@@ -1,0 +1,329 @@
+// Throughput of the disk archive's storage layer against the disk itself,
+// measured in the same run (DESIGN.md section 7: quote ratios).
+//
+// Points, per message size and fsync setting, once per round:
+//   disk     what `dd bs=1M` does: the same number of bytes written to a new
+//            file in the archive's directory in 1 MiB writes; with
+//            `--fsync batch`, an fdatasync after every batch's worth of
+//            bytes, as the archive does. The baseline.
+//   archive  bus::archive::SegmentWriter appending batches of records of
+//            that payload size (56-byte record header, CRC32C, 8-byte
+//            padding) until as many file bytes are written; rate in file
+//            bytes (the ratio to `disk`) and in messages. A batch is what an
+//            archiver appends at once: --batch-kb of records (1 MiB, what a
+//            busy archiver reads from the ring per append), one write(2).
+//   replay   bus::archive::SegmentReader reading the archive just written,
+//            every record's CRC checked: messages and bytes per second.
+//
+//   shmbus_archive_bench [--dir D] [--mb N] [--sizes 64,4096] [--fsync never,batch]
+//                        [--batch-kb K] [--repeat K] [--quick | --smoke] [--json FILE]
+//
+// D defaults to /var/tmp (a disk, not a tmpfs, on most systems); each point
+// writes to a fresh subdirectory that is removed afterwards. Rounds
+// interleave the points, and the median of each is reported.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "bench_util.hpp"
+#include "bus/archive/segment.hpp"
+
+namespace {
+
+namespace bu = shmbus::benchutil;
+namespace ar = shmbus::bus::archive;
+namespace fs = std::filesystem;
+
+struct Config {
+  std::string bus;  // set by bench_main (unused: no channel here)
+  std::string dir = "/var/tmp";
+  std::uint64_t mb = 256;
+  std::vector<std::uint64_t> sizes{64, 4096};
+  std::vector<std::string> fsyncs{"never", "batch"};
+  std::uint64_t batch_kb = 1024;
+  std::uint64_t repeat = 3;
+  std::string json;
+};
+
+struct Samples {
+  std::vector<double> bytes_per_s;
+  std::vector<double> msgs_per_s;
+};
+
+struct Point {
+  std::string what;  // disk, archive, replay
+  std::uint64_t size = 0;
+  std::string fsync;
+  std::uint64_t bytes = 0;
+  std::uint64_t messages = 0;
+  Samples s;
+};
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::uint64_t record_bytes(std::uint64_t payload) { return (ar::kRecordHeaderSize + payload + 7) / 8 * 8; }
+
+// Records per append: as many as fit in --batch-kb, at least one.
+std::uint64_t batch_records(const Config& cfg, std::uint64_t payload) {
+  return std::max<std::uint64_t>(1, (cfg.batch_kb << 10) / record_bytes(payload));
+}
+
+// A fresh, empty directory under cfg.dir; removed by the destructor.
+struct ScratchDir {
+  fs::path path;
+  explicit ScratchDir(const std::string& parent) {
+    path = fs::path(parent) / ("shmbus-archive-bench-" + std::to_string(::getpid()));
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+};
+
+// dd's loop: 1 MiB writes of `total` bytes; fdatasync every `sync_every`
+// bytes (0: never). Returns bytes per second.
+double run_disk(const fs::path& dir, std::uint64_t total, std::uint64_t sync_every) {
+  const fs::path file = dir / "dd.out";
+  const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) bu::die_errno("open " + file.string());
+  std::vector<std::byte> buf(1 << 20, std::byte{0x5a});
+  const std::uint64_t start = bu::now_ns();
+  std::uint64_t done = 0;
+  std::uint64_t since_sync = 0;
+  while (done < total) {
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), total - done));
+    // With syncs, write exactly one batch's worth between them (the archive
+    // syncs at batch ends, not at 1 MiB boundaries).
+    const std::size_t chunk =
+        sync_every != 0 ? static_cast<std::size_t>(std::min<std::uint64_t>(n, sync_every - since_sync)) : n;
+    const ssize_t w = ::write(fd, buf.data(), chunk);
+    if (w <= 0) bu::die_errno("write " + file.string());
+    done += static_cast<std::uint64_t>(w);
+    since_sync += static_cast<std::uint64_t>(w);
+    if (sync_every != 0 && since_sync >= sync_every) {
+      if (::fdatasync(fd) != 0) bu::die_errno("fdatasync " + file.string());
+      since_sync = 0;
+    }
+  }
+  const std::uint64_t ns = bu::now_ns() - start;
+  ::close(fd);
+  fs::remove(file);
+  return static_cast<double>(total) * 1e9 / static_cast<double>(ns);
+}
+
+// Appends `count` records of `size` payload bytes in batches; returns the
+// elapsed ns (the final close is inside, a sync is not unless per batch).
+std::uint64_t run_archive(const fs::path& dir, std::uint64_t size, std::uint64_t count, std::uint64_t batch,
+                          bool sync_batches) {
+  ar::WriterOptions wo;
+  wo.fsync = sync_batches ? ar::FsyncPolicy::every_batch : ar::FsyncPolicy::never;
+  wo.segment_bytes = 64ull << 20;
+  std::vector<std::byte> payload(size, std::byte{0x33});
+  std::vector<ar::Record> recs(batch);
+  const std::uint64_t start = bu::now_ns();
+  auto w = ar::SegmentWriter::open(dir.string(), wo);
+  if (!w) bu::die("archive open: " + w.error().message());
+  std::uint64_t seq = 0;
+  while (seq < count) {
+    const std::uint64_t n = std::min(batch, count - seq);
+    for (std::uint64_t i = 0; i < n; ++i) {
+      ar::Record& r = recs[i];
+      r.sequence = seq + i;
+      r.timestamp_ns = seq + i;
+      r.key = i;
+      r.id = seq + i;
+      r.payload = std::span<const std::byte>(payload.data(), payload.size());
+    }
+    if (auto a = w->append(std::span<const ar::Record>(recs.data(), n)); !a) {
+      bu::die("archive append: " + a.error().message());
+    }
+    seq += n;
+  }
+  if (auto c = w->close(); !c) bu::die("archive close: " + c.error().message());
+  return bu::now_ns() - start;
+}
+
+// Reads every record back; returns elapsed ns and checks the count.
+std::uint64_t run_replay(const fs::path& dir, std::uint64_t count) {
+  const std::uint64_t start = bu::now_ns();
+  auto r = ar::SegmentReader::open(dir.string());
+  if (!r) bu::die("replay open: " + r.error().message());
+  std::uint64_t n = 0;
+  std::uint64_t sum = 0;
+  for (;;) {
+    auto rec = r->next();
+    if (!rec) bu::die("replay: " + rec.error().message());
+    if (!rec.value()) break;
+    if (rec.value()->sequence != n) bu::die("replay: sequence " + std::to_string(rec.value()->sequence));
+    sum += rec.value()->payload.size();
+    ++n;
+  }
+  const std::uint64_t ns = bu::now_ns() - start;
+  if (n != count) bu::die("replay read " + std::to_string(n) + " of " + std::to_string(count));
+  if (sum == 0 && count != 0) bu::die("replay: empty payloads");
+  return ns;
+}
+
+void run(Config& cfg) {
+  std::vector<Point> points;
+  for (const std::string& f : cfg.fsyncs) {
+    for (std::uint64_t size : cfg.sizes) {
+      const std::uint64_t per = record_bytes(size);
+      const std::uint64_t count = std::max<std::uint64_t>(1, (cfg.mb << 20) / per);
+      // Bytes the archive writes: records plus one 64-byte header per file.
+      const std::uint64_t bytes = count * per;
+      for (const char* what : {"disk", "archive", "replay"}) {
+        points.push_back({what, size, f, bytes, count, {}});
+      }
+    }
+  }
+  for (std::uint64_t round = 0; round < cfg.repeat; ++round) {
+    std::printf("round %llu of %llu\n", static_cast<unsigned long long>(round + 1),
+                static_cast<unsigned long long>(cfg.repeat));
+    std::fflush(stdout);
+    for (std::size_t i = 0; i < points.size(); i += 3) {
+      Point& disk = points[i];
+      Point& arch = points[i + 1];
+      Point& rep = points[i + 2];
+      const bool sync = disk.fsync == "batch";
+      ScratchDir scratch(cfg.dir);
+      const std::uint64_t batch = batch_records(cfg, disk.size);
+      // Each timed write starts with no dirty pages of earlier points
+      // waiting for writeback (which throttles whoever writes next).
+      ::sync();
+      const double dbps = run_disk(scratch.path, disk.bytes, sync ? batch * record_bytes(disk.size) : 0);
+      disk.s.bytes_per_s.push_back(dbps);
+      disk.s.msgs_per_s.push_back(dbps / static_cast<double>(record_bytes(disk.size)));
+      ::sync();
+      const std::uint64_t ans = run_archive(scratch.path / "archive", arch.size, arch.messages, batch, sync);
+      arch.s.bytes_per_s.push_back(static_cast<double>(arch.bytes) * 1e9 / static_cast<double>(ans));
+      arch.s.msgs_per_s.push_back(static_cast<double>(arch.messages) * 1e9 / static_cast<double>(ans));
+      // Reading back what was just written reads the page cache, as a
+      // consumer replaying recent history does (docs/benchmarks.md says so).
+      const std::uint64_t rns = run_replay(scratch.path / "archive", rep.messages);
+      rep.s.bytes_per_s.push_back(static_cast<double>(rep.bytes) * 1e9 / static_cast<double>(rns));
+      rep.s.msgs_per_s.push_back(static_cast<double>(rep.messages) * 1e9 / static_cast<double>(rns));
+    }
+  }
+  std::printf("%-8s %6s %6s %12s %12s %8s\n", "point", "size", "fsync", "MB/s", "msg/s", "vs disk");
+  nlohmann::ordered_json out;
+  out["program"] = "archive";
+  out["host"] = bu::host_info();
+  out["config"] = {{"dir", cfg.dir}, {"mb", cfg.mb}, {"batch_kb", cfg.batch_kb}, {"repeat", cfg.repeat}};
+  out["points"] = nlohmann::ordered_json::array();
+  for (std::size_t i = 0; i < points.size(); ++i) {
+    const Point& p = points[i];
+    const double disk_bps = median(points[i - i % 3].s.bytes_per_s);
+    const double bps = median(p.s.bytes_per_s);
+    const double mps = median(p.s.msgs_per_s);
+    const double ratio = disk_bps > 0 ? bps / disk_bps : 0;
+    std::printf("%-8s %6llu %6s %12.1f %12.0f %7.2fx\n", p.what.c_str(), static_cast<unsigned long long>(p.size),
+                p.fsync.c_str(), bps / 1e6, mps, ratio);
+    out["points"].push_back({{"point", p.what},
+                             {"size", p.size},
+                             {"fsync", p.fsync},
+                             {"bytes", p.bytes},
+                             {"messages", p.messages},
+                             {"mb_per_s", bps / 1e6},
+                             {"msgs_per_s", mps},
+                             {"ratio_to_disk", ratio},
+                             {"mb_per_s_samples", p.s.bytes_per_s}});
+  }
+  if (!cfg.json.empty()) bu::write_json(cfg.json, out);
+}
+
+std::vector<std::uint64_t> parse_list(const char* s) {
+  std::vector<std::uint64_t> v;
+  std::string t(s);
+  std::size_t pos = 0;
+  while (pos <= t.size()) {
+    const std::size_t comma = t.find(',', pos);
+    const std::string part = t.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+    if (!part.empty()) v.push_back(std::stoull(part));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return v;
+}
+
+std::vector<std::string> parse_words(const char* s) {
+  std::vector<std::string> v;
+  std::string t(s);
+  std::size_t pos = 0;
+  for (;;) {
+    const std::size_t comma = t.find(',', pos);
+    v.push_back(t.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return v;
+}
+
+std::optional<Config> parse(int argc, char** argv) {
+  Config c;
+  try {
+    for (int i = 1; i < argc; ++i) {
+      const std::string a = argv[i];
+      const bool has = i + 1 < argc;
+      if (a == "--dir" && has) {
+        c.dir = argv[++i];
+      } else if (a == "--mb" && has) {
+        c.mb = std::stoull(argv[++i]);
+      } else if (a == "--sizes" && has) {
+        c.sizes = parse_list(argv[++i]);
+      } else if (a == "--fsync" && has) {
+        c.fsyncs = parse_words(argv[++i]);
+      } else if (a == "--batch-kb" && has) {
+        c.batch_kb = std::stoull(argv[++i]);
+      } else if (a == "--repeat" && has) {
+        c.repeat = std::stoull(argv[++i]);
+      } else if (a == "--json" && has) {
+        c.json = argv[++i];
+      } else if (a == "--quick") {
+        c.mb = 64;
+        c.repeat = 3;
+      } else if (a == "--smoke") {
+        c.mb = 1;
+        c.repeat = 1;
+      } else {
+        return std::nullopt;
+      }
+    }
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  for (const std::string& f : c.fsyncs) {
+    if (f != "never" && f != "batch") return std::nullopt;
+  }
+  if (c.sizes.empty() || c.batch_kb == 0 || c.repeat == 0 || c.mb == 0) return std::nullopt;
+  return c;
+}
+
+void usage(const char* argv0) {
+  std::fprintf(stderr,
+               "usage: %s [--dir D] [--mb N] [--sizes 64,4096] [--fsync never,batch] [--batch-kb K]\n"
+               "          [--repeat K] [--quick | --smoke] [--json FILE]\n",
+               argv0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return shmbus::benchutil::bench_main(argc, argv, "shmbus_archive_bench", "archive", parse, usage, run);
+}
