@@ -755,4 +755,20 @@ Result<PruneResult> prune(const std::string& dir, std::uint64_t max_age_ns, std:
   return out;
 }
 
+Result<std::vector<SegmentFileInfo>> list_segment_files(const std::string& dir) {
+  auto files = list_segments(dir);
+  if (!files.ok()) return files.error();
+  std::vector<SegmentFileInfo> out;
+  out.reserve(files->size());
+  for (SegmentFile& f : *files) {
+    auto size = shm::file_size(f.path);
+    if (!size.ok()) {
+      if (size.error().code() == ErrorCode::not_found) continue;  // pruned meanwhile
+      return size.error();
+    }
+    out.push_back({f.first_sequence, std::move(f.path), *size});
+  }
+  return out;
+}
+
 }  // namespace shmbus::bus::archive

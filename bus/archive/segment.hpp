@@ -287,4 +287,16 @@ struct PruneResult {
 Result<PruneResult> prune(const std::string& dir, std::uint64_t max_age_ns, std::uint64_t max_total_bytes,
                           std::uint64_t now_ns);
 
+/// One segment file of an archive directory.
+struct SegmentFileInfo {
+  std::uint64_t first_sequence = 0;  ///< from its name
+  std::string path;
+  std::uint64_t bytes = 0;  ///< its size when listed
+};
+
+/// The segment files of `dir`, oldest first (other names are ignored), with
+/// their sizes: what the probe shows without reading a record. A file removed
+/// between the listing and its stat is left out. Thread-safe.
+Result<std::vector<SegmentFileInfo>> list_segment_files(const std::string& dir);
+
 }  // namespace shmbus::bus::archive

@@ -257,7 +257,8 @@ struct SubscriberEntry {
   NameWords name;
   std::atomic<std::uint64_t> evict_watch_cursor;
   std::atomic<std::uint64_t> evict_watch_since_ns;
-  std::uint8_t pad1[16];
+  std::atomic<std::uint64_t> archive_synced_ns;  // the archiver's entry: CLOCK_REALTIME of its last fdatasync
+  std::uint8_t pad1[8];
   alignas(kHotSlot) std::atomic<std::uint64_t> cursor;
   std::atomic<std::uint64_t> delivered;
   std::atomic<std::uint64_t> lost;
@@ -273,6 +274,7 @@ static_assert(offsetof(SubscriberEntry, flags) == 24);
 static_assert(offsetof(SubscriberEntry, name) == 32);
 static_assert(offsetof(SubscriberEntry, evict_watch_cursor) == 96);
 static_assert(offsetof(SubscriberEntry, evict_watch_since_ns) == 104);
+static_assert(offsetof(SubscriberEntry, archive_synced_ns) == 112);
 static_assert(offsetof(SubscriberEntry, cursor) == 128);
 static_assert(offsetof(SubscriberEntry, delivered) == 136);
 static_assert(offsetof(SubscriberEntry, lost) == 144);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "bus/archive/archive_stats.hpp"
 #include "bus/common/util.hpp"
 #include "bus/group/consumer_core.hpp"
 #include "bus/group/ordered_stats.hpp"
@@ -243,6 +244,34 @@ void add_head_and_lags(const ChannelState& ch, ChannelStats& s, std::uint64_t ga
   s.depth = gate == UINT64_MAX ? 0 : behind(gate);
 }
 
+// The archive, for a channel that has one: its files, and the archiver's
+// entry (the durable subscriber archive::kArchiverName) with its lag and last sync.
+void add_archive(const ChannelState& ch, ChannelStats& s) {
+  if (ch.geo.archive_dir.empty()) return;
+  ArchiveStats a;
+  a.dir = ch.geo.archive_dir;
+  for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+    const SubscriberEntry& e = ch.subscribers[i];
+    const std::uint64_t c = shm::load_acquire(e.control);
+    if (control_state(c) == kEntryFree || (shm::load_relaxed(e.flags) & kSubDurable) == 0) continue;
+    if (read_name(e.name) != archive::kArchiverName) continue;
+    a.archiver = true;
+    a.archiver_alive = control_state(c) == kEntryActive && alive(c, e.owner_start);
+    a.archiver_cursor = shm::load_acquire(e.cursor);
+    a.lag = s.head > a.archiver_cursor ? s.head - a.archiver_cursor : 0;
+    a.lost = shm::load_relaxed(e.lost);
+    a.last_fsync_realtime_ns = shm::load_relaxed(e.archive_synced_ns);
+    const std::uint64_t now = shm::realtime_ns();
+    if (a.last_fsync_realtime_ns != 0 && now > a.last_fsync_realtime_ns)
+      a.fsync_age_ns = now - a.last_fsync_realtime_ns;
+    break;
+  }
+  // A live archiver's cursor is where the archive ends (up to the batch it
+  // is writing); otherwise the newest file is read to its end.
+  archive::describe_archive_dir(a, a.archiver_alive ? std::optional<std::uint64_t>(a.archiver_cursor) : std::nullopt);
+  s.archive = std::move(a);
+}
+
 }  // namespace
 
 ChannelStats snapshot(const ChannelState& ch) {
@@ -255,6 +284,7 @@ ChannelStats snapshot(const ChannelState& ch) {
   const std::uint64_t now_rt = shm::realtime_ns();
   gate = add_groups(ch, s, gate, now_rt);
   add_head_and_lags(ch, s, gate, now_rt);
+  add_archive(ch, s);
   return s;
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,25 @@ struct GroupStats {
   std::vector<ConsumerStats> consumers;
 };
 
+/// A channel's disk archive as the probe sees it (ChannelStats::archive):
+/// the directory's segment files and the archiver's entry.
+struct ArchiveStats {
+  std::string dir;                           ///< the channel's archive_dir
+  bool present = false;                      ///< the directory holds at least one segment file
+  std::uint64_t first_sequence = 0;          ///< the oldest archived sequence
+  std::uint64_t end_sequence = 0;            ///< one past the newest archived record
+  std::uint64_t files = 0;                   ///< segment files
+  std::uint64_t bytes = 0;                   ///< their total size
+  bool archiver = false;                     ///< the channel has an archiver entry (attached or detached)
+  bool archiver_alive = false;               ///< ... whose process is alive
+  std::uint64_t archiver_cursor = 0;         ///< where the archiver reads next
+  std::uint64_t lag = 0;                     ///< head - archiver_cursor: published, not yet archived
+  std::uint64_t lost = 0;                    ///< sequences the archiver could not archive (gaps)
+  std::uint64_t last_fsync_realtime_ns = 0;  ///< the archiver's last fdatasync (0: none yet)
+  std::uint64_t fsync_age_ns = 0;            ///< now - last_fsync_realtime_ns at the snapshot (0: none yet)
+  std::string error;                         ///< why the directory could not be read ("" if it could)
+};
+
 struct ChannelStats {
   std::string bus;
   std::string name;
@@ -117,6 +137,8 @@ struct ChannelStats {
   std::vector<PublisherStats> publishers;
   std::vector<SubscriberStats> subscribers;
   std::vector<GroupStats> groups;
+  /// Set when the channel has an archive directory (ChannelOptions::archive_dir).
+  std::optional<ArchiveStats> archive;
 };
 
 }  // namespace shmbus

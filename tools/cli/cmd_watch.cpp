@@ -260,8 +260,9 @@ std::optional<Threshold> parse_threshold(const std::string& s) {
 struct CheckArgs {
   std::string bus{kDefaultBus};
   std::vector<std::string> channels;
-  std::string max_lag, max_dlq, max_oldest_unacked, max_held_age;
+  std::string max_lag, max_dlq, max_oldest_unacked, max_held_age, max_archive_lag, max_fsync_age;
   bool dead_owners = false;
+  bool archiver_down = false;
 };
 
 constexpr int kOk = 0, kWarning = 1, kCritical = 2;
@@ -351,8 +352,40 @@ void check_dead_owners(Checker& ck, const ChannelStats& s) {
                                 " is dead");
 }
 
+/// The limits `check` judges a channel's archive by.
+struct ArchiveLimits {
+  std::optional<Threshold> lag, fsync_age;
+  bool archiver_down = false;
+};
+
+// A channel's archive: readable, an archiver alive (--archiver-down), its
+// lag and the age of its last fdatasync against the limits.
+void check_archive(Checker& ck, const ChannelStats& s, const ArchiveLimits& lim) {
+  if (!s.archive) return;
+  const ArchiveStats& a = *s.archive;
+  const std::string what = s.name + ": archive " + a.dir;
+  if (!a.error.empty()) {
+    ck.report(kCritical, what + " unreadable: " + a.error);
+    return;
+  }
+  if (lim.archiver_down && !a.archiver_alive) {
+    ck.report(kCritical, what + (a.archiver ? " archiver is not running" : " has no archiver"));
+  }
+  if (!a.archiver) return;
+  ck.limit(lim.lag, static_cast<double>(a.lag), what + " lag", "");
+  if (a.last_fsync_realtime_ns != 0) {
+    ck.limit(lim.fsync_age, static_cast<double>(a.fsync_age_ns) / 1e9, what + " last fsync", "s ago");
+  }
+}
+
 int cmd_check(const CheckArgs& a) {
   GroupLimits lim;
+  ArchiveLimits alim;
+  alim.archiver_down = a.archiver_down;
+  if (!parse_threshold_option("--max-archive-lag", a.max_archive_lag, alim.lag) ||
+      !parse_threshold_option("--max-fsync-age", a.max_fsync_age, alim.fsync_age)) {
+    return kExitCheckUnknown;
+  }
   if (!parse_threshold_option("--max-lag", a.max_lag, lim.lag) ||
       !parse_threshold_option("--max-dlq", a.max_dlq, lim.dlq) ||
       !parse_threshold_option("--max-oldest-unacked", a.max_oldest_unacked, lim.unacked) ||
@@ -393,6 +426,7 @@ int cmd_check(const CheckArgs& a) {
     }
     for (std::size_t i = 0; i < s.groups.size(); ++i) check_group(ck, snap, i, lim);
     if (a.dead_owners) check_dead_owners(ck, s);
+    check_archive(ck, s, alim);
   }
   for (const auto& l : ck.lines) std::cout << l << '\n';
   if (ck.worst == kOk) std::cout << "OK " << snaps.size() << " channel(s) checked on bus " << a.bus << '\n';
@@ -702,6 +736,12 @@ void add_watch_commands(CLI::App& app, Action& action) {
                     "per_key groups: age in seconds of the oldest message held back behind an unfinished one of "
                     "its key: LIMIT or WARN,CRIT");
   check->add_flag("--dead-owners", c->dead_owners, "Warn about table entries whose process is dead");
+  check->add_option("--max-archive-lag", c->max_archive_lag,
+                    "Channels with an archive: messages published but not yet archived: LIMIT or WARN,CRIT");
+  check->add_option("--max-fsync-age", c->max_fsync_age,
+                    "Channels with an archive: seconds since the archiver's last fdatasync: LIMIT or WARN,CRIT");
+  check->add_flag("--archiver-down", c->archiver_down,
+                  "Critical when a channel with an archive directory has no live archiver");
   check->callback([c, &action] { action = [c] { return cmd_check(*c); }; });
 
   auto m = std::make_shared<MetricsArgs>();

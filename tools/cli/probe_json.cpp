@@ -61,7 +61,15 @@
 //                            "depth": N | null,        // null if absent/unreadable
 //                            "error": "..." },          // only if unreadable
 //                   "consumers": [ { "index": N, "pid": N, "alive": bool,
-//                                    "delivered": N, "acked": N, "nacked": N } ] } ]
+//                                    "delivered": N, "acked": N, "nacked": N } ] } ],
+//     "archive": null |   // null: the channel has no archive directory
+//                { "dir": "...", "present": bool,   // present: segment files exist
+//                  "first_sequence": N, "end_sequence": N, "files": N, "bytes": N,
+//                  "archiver": bool, "archiver_alive": bool, "archiver_cursor": N,
+//                  "lag": N,       // head - archiver_cursor
+//                  "lost": N,      // sequences never archived (gaps)
+//                  "last_fsync_realtime_ns": N, "fsync_age_ns": N,   // 0: no fsync yet
+//                  "error": "..." }                  // only if the directory is unreadable
 //   }
 #include "probe.hpp"
 
@@ -223,6 +231,26 @@ json stat_json(const ChannelStats& s, const std::vector<DlqInfo>& dlqs) {
     groups.push_back(std::move(e));
   }
   j["groups"] = std::move(groups);
+  if (s.archive) {
+    const ArchiveStats& a = *s.archive;
+    json aj{{"dir", a.dir},
+            {"present", a.present},
+            {"first_sequence", a.first_sequence},
+            {"end_sequence", a.end_sequence},
+            {"files", a.files},
+            {"bytes", a.bytes},
+            {"archiver", a.archiver},
+            {"archiver_alive", a.archiver_alive},
+            {"archiver_cursor", a.archiver_cursor},
+            {"lag", a.lag},
+            {"lost", a.lost},
+            {"last_fsync_realtime_ns", a.last_fsync_realtime_ns},
+            {"fsync_age_ns", a.fsync_age_ns}};
+    if (!a.error.empty()) aj["error"] = a.error;
+    j["archive"] = std::move(aj);
+  } else {
+    j["archive"] = nullptr;
+  }
   return j;
 }
 

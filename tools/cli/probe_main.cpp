@@ -66,6 +66,27 @@ int cmd_ls(const InspectArgs& a) {
   return failed ? kExitError : kExitOk;
 }
 
+// The archive's range, size, the archiver's lag and its last fdatasync.
+void print_archive_line(const ArchiveStats& a) {
+  std::cout << "  archive " << a.dir << ": ";
+  if (!a.error.empty()) {
+    std::cout << "unreadable: " << a.error << "\n";
+  } else if (!a.present) {
+    std::cout << "nothing archived yet";
+  } else {
+    std::cout << "sequences " << a.first_sequence << ".." << a.end_sequence << " (" << a.files << " file"
+              << (a.files == 1 ? "" : "s") << ", " << a.bytes << " bytes)";
+  }
+  if (!a.error.empty()) return;
+  if (!a.archiver) {
+    std::cout << ", no archiver\n";
+    return;
+  }
+  std::cout << ", archiver " << (a.archiver_alive ? "alive" : "not running") << ", lag " << a.lag << ", lost " << a.lost
+            << ", last fsync "
+            << (a.last_fsync_realtime_ns == 0 ? std::string("never") : duration(a.fsync_age_ns) + " ago") << "\n";
+}
+
 void print_stat_table(const ChannelStats& s, const std::vector<DlqInfo>& dlqs) {
   const Owners o = count_owners(s);
   std::cout << "channel " << s.name << " (bus " << s.bus << ")\n"
@@ -73,6 +94,7 @@ void print_stat_table(const ChannelStats& s, const std::vector<DlqInfo>& dlqs) {
             << " (max payload " << s.max_payload << "), timestamps " << to_string(s.timestamps) << "\n"
             << "  head " << s.head << ", oldest " << s.oldest << ", depth " << s.depth << ", owners alive " << o.alive
             << "/" << o.total << "\n";
+  if (s.archive) print_archive_line(*s.archive);
   const ProducerTotals p = producer_totals(s);
   std::cout << "\nproducers: published " << p.published << ", rejected " << p.rejected << ", timeouts " << p.timeouts
             << ", blocked " << duration(p.blocked_ns) << ", aborted " << p.aborted << ", abandoned " << p.abandoned

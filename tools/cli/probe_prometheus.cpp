@@ -33,6 +33,10 @@
 //     _oldest_unacked_age_seconds, _consumers{state}, _dlq_depth,
 //     _delivered_total, _acked_total, _redelivered_total, _dead_lettered_total,
 //     _nacked_total, _expired_total, _lost_total
+//   shmbus_archive_first_sequence, _end_sequence, _files, _bytes, _archiver_alive,
+//     _lag, _lost_total, _fsync_age_seconds    channels with an archive directory (the
+//                                                  last three once an archiver has attached /
+//                                                  synced)
 //   shmbus_group_held_keys, _held_messages, _held_oldest_age_seconds
 //                                                  per_key groups only: keys and messages
 //                                                  held back behind an unfinished message
@@ -230,6 +234,24 @@ void channel_metrics(Exposition& x, const Exposition::Labels& ch, const ChannelS
     x.add("shmbus_group_nacked_total", kCounter, "Nacks.", l, d(g.nacked));
     x.add("shmbus_group_expired_total", kCounter, "Leases that expired without an ack.", l, d(g.expired));
     x.add("shmbus_group_lost_total", kCounter, "Messages overwritten before the group finished them.", l, d(g.lost));
+  }
+  if (s.archive && s.archive->error.empty()) {
+    const ArchiveStats& a = *s.archive;
+    x.add("shmbus_archive_first_sequence", kGauge, "Oldest sequence the disk archive holds.", ch, d(a.first_sequence));
+    x.add("shmbus_archive_end_sequence", kGauge, "One past the newest archived sequence.", ch, d(a.end_sequence));
+    x.add("shmbus_archive_files", kGauge, "Segment files of the disk archive.", ch, d(a.files));
+    x.add("shmbus_archive_bytes", kGauge, "Bytes of the disk archive's segment files.", ch, d(a.bytes));
+    x.add("shmbus_archive_archiver_alive", kGauge, "Whether the channel's archiver process is alive.", ch,
+          a.archiver_alive ? 1 : 0);
+    if (a.archiver) {
+      x.add("shmbus_archive_lag", kGauge, "Messages published but not yet archived (head - archiver cursor).", ch,
+            d(a.lag));
+      x.add("shmbus_archive_lost_total", kCounter, "Sequences the archiver could not archive (gaps).", ch, d(a.lost));
+      if (a.last_fsync_realtime_ns != 0) {
+        x.add("shmbus_archive_fsync_age_seconds", kGauge, "Time since the archiver's last fdatasync.", ch,
+              secs(a.fsync_age_ns));
+      }
+    }
   }
 }
 
