@@ -206,27 +206,32 @@ std::size_t ConsumerCore::take_run(std::span<Delivery> out, std::span<std::byte>
   const std::uint64_t deadline_ns = now + visibility_ns_;
   std::size_t k = 0;
   end = RunEnd::general;
-  std::uint64_t n = shm::load_acquire(g_->next);
+  const std::uint64_t first = shm::load_acquire(g_->next);
+  std::uint64_t n = first;
   while (k < out.size()) {
     const std::byte* slot = slot_at(ch.data, n, mask_, ch.geo.slot_size);
     const std::atomic<std::uint64_t>& stamp_word = slot_header(slot).stamp;
     const std::uint64_t stamp = shm::load_acquire(stamp_word);
     std::atomic<std::uint64_t>& lw = leases_[n & mask_];
     std::uint64_t w = shm::load_acquire(lw);
-    // As take_new: the two words are n's only if `next` is still n after
-    // both loads. Anything but a committed message with a free lease word
-    // (taken by someone, or an unfinished lease of an earlier lap) is
+    // The two words are n's only if `next` is still at most n after both
+    // loads (as take_new's re-read, for a run: `next` stays at `first`
+    // while the run takes first, first + 1, ..., unless others help it
+    // over them): nobody can have leased n + capacity, whose lease needs
+    // `next` past it. Anything but a committed message with a free lease
+    // word (taken by someone, or an unfinished lease of an earlier lap) is
     // take_new's.
-    if (stamp != make_stamp(n, kStampCommitted) || !available_for(n, w) || shm::load_acquire(g_->next) != n) break;
+    if (stamp != make_stamp(n, kStampCommitted) || !available_for(n, w) || shm::load_acquire(g_->next) > n) break;
     // The size word alone before the take (the rest after it), validated
     // with the rest by the stamp check below: a payload that take_run does
     // not copy itself is left to take_new and deliver before it is taken.
     const std::uint32_t length = size_length(read_meta_size(slot));
     if (length > fast_max_ || length > arena.size() - used) break;
     const std::uint64_t lease = lease_base | make_lease({0, 0, 0, lap(n), 0});
-    // G1: taking the word is the delivery.
+    // G1: taking the word is the delivery. `next` moves past the run once,
+    // at its end; meanwhile a consumer that finds one of its words at
+    // `next` helps `next` on, as after any G1.
     if (!shm::cas_acq_rel(lw, w, lease)) break;
-    help_advance_next(n);
     Delivery& d = out[k];
     std::byte* dst = arena.data() + used;
     racy_copy_small(dst, slot + kSlotHeaderSize, length);
@@ -241,7 +246,7 @@ std::size_t ConsumerCore::take_run(std::span<Delivery> out, std::span<std::byte>
     // SYNC(seqlock-read): as in deliver.
     std::atomic_thread_fence(std::memory_order_acquire);
     if (shm::load_relaxed(stamp_word) != stamp) [[unlikely]] {
-      end_lost(n, lease);  // G10
+      end_lost(n++, lease);  // G10 (and `next` moves past it with the run)
       end = RunEnd::lapped;
       break;
     }
@@ -258,6 +263,12 @@ std::size_t ConsumerCore::take_run(std::span<Delivery> out, std::span<std::byte>
     used += length;
     ++k;
     ++n;
+  }
+  if (n != first) {
+    // `next` past the run: one CAS from `first` unless others helped it on
+    // meanwhile (then at most the CAS-max loop's few rounds).
+    std::uint64_t expected = first;
+    if (!g_->next.compare_exchange_strong(expected, n, std::memory_order_acq_rel) && expected < n) raise_next(n);
   }
   if (k == out.size()) end = RunEnd::full;
   if (k != 0) shm::single_writer_add(me_->delivered, k);
