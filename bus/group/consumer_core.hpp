@@ -121,15 +121,16 @@ class ConsumerCore {
               ///< or count lost, a lost CAS, a payload over fast_max_ or over what is left of the arena)
     lapped,   ///< the message it took was overwritten while it was read: its lease ended lost (G10)
   };
-  /// The common case of receive, for a run of new messages: each committed
-  /// at `next` with a free lease word and a payload of at most fast_max_
-  /// that fits what is left of `arena`: the same steps as take_new and
-  /// deliver (G1, one CAS per message and `next` moved past it), with the
-  /// deadline and the lease word's fields computed once for the run, the
-  /// copies inline and the consumer's delivered counter added once. Fills
-  /// out[0, k) with payloads packed into `arena` (`used` bytes of it) and
-  /// returns k; the group's delivered counter is the caller's. Not for
-  /// per_key groups.
+  /// The common case of receive, for a run of new messages from `next` on:
+  /// each committed, with a free lease word and a payload of at most
+  /// fast_max_ that fits what is left of `arena`. The steps of take_new and
+  /// deliver (one G1 CAS per message, the seqlock copy and check), but
+  /// `next` moves past the run once, at its end (docs/protocol.md 8.3,
+  /// "Runs"); the deadline and the lease word's fields are computed once
+  /// for the run, the copies are inline and the consumer's delivered
+  /// counter is added once. Fills out[0, k) with payloads packed into
+  /// `arena` (`used` bytes of it) and returns k; the group's delivered
+  /// counter is the caller's. Not for per_key groups.
   std::size_t take_run(std::span<Delivery> out, std::span<std::byte> arena, std::uint64_t now, std::size_t& used,
                        RunEnd& end) noexcept;
   /// Whether receive must run the general path first: a scan for due
