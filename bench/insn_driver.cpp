@@ -12,12 +12,14 @@
 // Publishes and polls alternate in rounds of kRound messages (publish
 // kRound, then poll them all), so the ring never fills and no publish waits.
 // Every message polled is checked (length and sequence): an error exits 1.
+// The group entries (receive + ack, receive_batch + ack_batch) run the same
+// way on a channel of their own, with one consumer in one group (run_group).
 //
 //   shmbus_insn_driver [--ops N] [--only FUNCTION]
 //
 // Prints one line per measured function when done (with --only, for that
 // one alone, which then runs with only what it needs):
-//   op <function> <publish|poll|loop> <operations> <api pattern> <label>
+//   op <function> <publish|poll|loop|group> <operations> <api pattern> <label>
 // Instruction counts are exact under callgrind (no timing, no other core),
 // so one run is enough, on any machine; run natively, it only checks itself.
 #include <shmbus/shmbus.hpp>
@@ -98,6 +100,75 @@ template <std::size_t Size>
   }
 }
 
+// --- the group path: receive + ack by the only consumer of a group ----------------
+// On a channel of its own: a group's floor gates the publishers of its
+// channel, which would change the publish counts above. Its publishes run
+// outside every measured function.
+
+constexpr std::size_t kGroupBatch = 64;  ///< deliveries per receive_batch and ack_batch
+
+/// What the group functions work on.
+struct GroupCtx {
+  shmbus::Publisher pub;  ///< publishes to the group's channel (never measured)
+  shmbus::Consumer con;   ///< the group's only consumer
+  std::uint64_t published = 0;
+  std::uint64_t acked = 0;
+  std::array<std::byte, kSlotSize> out{};
+  std::array<shmbus::Delivery, kGroupBatch> ds{};
+  std::array<std::byte, kGroupBatch * kSlotSize> arena{};
+};
+inline GroupCtx* g_group = nullptr;  ///< set by run() while group entries run
+
+/// n publishes of `size` bytes to the group's channel.
+inline void group_publish_n(Ctx& c, std::size_t n, std::size_t size) noexcept {
+  GroupCtx& g = *g_group;
+  for (std::size_t i = 0; i < n; ++i) {
+    const std::uint64_t seq = g.published++;
+    std::memcpy(g.out.data(), &seq, sizeof seq);
+    if (g.pub.publish(std::span<const std::byte>(g.out.data(), size)) != shmbus::PublishStatus::ok) ++c.errors;
+  }
+}
+
+/// Checks a delivery: `Size` bytes, the next sequence (the only consumer of
+/// an unordered group gets them in order).
+template <std::size_t Size>
+[[gnu::always_inline]] inline void group_check(Ctx& c, GroupCtx& g, const shmbus::Delivery& d) noexcept {
+  std::uint64_t seq = 0;
+  if (d.message.payload.size() == Size) std::memcpy(&seq, d.message.payload.data(), sizeof seq);
+  if (d.message.payload.size() != Size || seq != g.acked) ++c.errors;
+  ++g.acked;
+}
+
+/// n receive + ack, one message at a time.
+template <std::size_t Size>
+[[gnu::always_inline]] inline void receive_ack_n(Ctx& c, std::size_t n) noexcept {
+  GroupCtx& g = *g_group;
+  for (std::size_t i = 0; i < n; ++i) {
+    shmbus::Delivery& d = g.ds[0];
+    if (g.con.receive(d, g.arena) != shmbus::PollStatus::ok || g.con.ack(d) != shmbus::AckStatus::ok) {
+      ++c.errors;
+      continue;
+    }
+    group_check<Size>(c, g, d);
+  }
+}
+
+/// n messages by receive_batch + ack_batch, kGroupBatch at a time.
+template <std::size_t Size>
+[[gnu::always_inline]] inline void receive_ack_batch_n(Ctx& c, std::size_t n) noexcept {
+  GroupCtx& g = *g_group;
+  for (std::size_t done = 0; done < n;) {
+    const std::size_t want = std::min(kGroupBatch, n - done);
+    const std::size_t k = g.con.receive_batch(std::span<shmbus::Delivery>(g.ds.data(), want), g.arena);
+    if (k == 0 || g.con.ack_batch(std::span<const shmbus::Delivery>(g.ds.data(), k)) != k) {
+      ++c.errors;
+      return;
+    }
+    for (std::size_t i = 0; i < k; ++i) group_check<Size>(c, g, g.ds[i]);
+    done += k;
+  }
+}
+
 }  // namespace insn
 
 // The measured functions: C names (callgrind's --toggle-collect=insn_* and
@@ -127,15 +198,22 @@ INSN_MEASURED void insn_publish_batch16_64(insn::Ctx& c, std::size_t n) noexcept
 INSN_MEASURED void insn_poll_64(insn::Ctx& c, std::size_t n) noexcept { insn::poll_n<64>(c, n); }
 INSN_MEASURED void insn_poll_8(insn::Ctx& c, std::size_t n) noexcept { insn::poll_n<8>(c, n); }
 }
+extern "C" {
+INSN_MEASURED void insn_group_receive_ack_64(insn::Ctx& c, std::size_t n) noexcept { insn::receive_ack_n<64>(c, n); }
+INSN_MEASURED void insn_group_receive_ack_batch64_64(insn::Ctx& c, std::size_t n) noexcept {
+  insn::receive_ack_batch_n<64>(c, n);
+}
+}
 
 namespace {
 
-enum class Role { publish, poll, loop };
+enum class Role { publish, poll, loop, group };
 const char* name_of(Role r) {
   switch (r) {
     case Role::publish: return "publish";
     case Role::poll: return "poll";
     case Role::loop: return "loop";
+    case Role::group: return "group";
   }
   return "?";
 }
@@ -156,6 +234,10 @@ struct Op {
 constexpr const char* kPublishApi = "shmbus::Publisher::publish(std::span<std::byte?const*";
 constexpr const char* kBatchApi = "shmbus::Publisher::publish_batch(std::span<shmbus::OutMessage?const*";
 constexpr const char* kPollApi = "shmbus::Subscriber::poll(*";
+// receive and ack (both take a Delivery first; nothing else of the kind runs
+// in a group entry), and receive_batch and ack_batch.
+constexpr const char* kGroupApi = "shmbus::Consumer::*(shmbus::Delivery*";
+constexpr const char* kGroupBatchApi = "shmbus::Consumer::*_batch(*";
 constexpr std::array kOps{
     Op{"insn_loop", "-", "loop overhead", Role::loop, 0, insn_loop},
     Op{"insn_publish_64", kPublishApi, "publish 64B", Role::publish, 64, insn_publish_64},
@@ -163,6 +245,11 @@ constexpr std::array kOps{
     Op{"insn_publish_batch16_64", kBatchApi, "publish_batch16 64B", Role::publish, 64, insn_publish_batch16_64},
     Op{"insn_poll_64", kPollApi, "poll 64B", Role::poll, 64, insn_poll_64},
     Op{"insn_poll_8", kPollApi, "poll 8B", Role::poll, 8, insn_poll_8},
+    // The group path (Role::group): a consumer's receive + ack per message,
+    // on a channel of its own (run_group). "In the call" counts both calls.
+    Op{"insn_group_receive_ack_64", kGroupApi, "receive+ack 64B", Role::group, 64, insn_group_receive_ack_64},
+    Op{"insn_group_receive_ack_batch64_64", kGroupBatchApi, "batch64 recv+ack 64B", Role::group, 64,
+       insn_group_receive_ack_batch64_64},
 };
 
 /// The channel, removed on every exit path.
@@ -200,6 +287,94 @@ bool warm_up(insn::Ctx& c) {
     }
   }
   return true;
+}
+
+/// The group entries' channel, removed on every exit path.
+class GroupChannelGuard {
+ public:
+  explicit GroupChannelGuard(std::string bus) : bus_(std::move(bus)) {}
+  ~GroupChannelGuard() {
+    // The group's DLQ ("insn-group-dlq") is created at join.
+    (void)shmbus::Channel::remove("insn-group", bus_);
+    (void)shmbus::Channel::remove("insn-group-dlq", bus_);
+  }
+  GroupChannelGuard(const GroupChannelGuard&) = delete;
+  GroupChannelGuard& operator=(const GroupChannelGuard&) = delete;
+
+ private:
+  std::string bus_;
+};
+
+/// Runs the group entries (Role::group) that `only` selects (all, if it is
+/// empty), on a channel of their own with one consumer in one group:
+/// rounds of kRound publishes (not measured), then the entry's kRound
+/// receives and acks. A warm-up lap first, as in warm_up, through the other
+/// group entry's calls (so that the count of the entry's own calls, with
+/// --only, does not include it): every lease word then holds an acked lease
+/// of the previous lap.
+int run_group(insn::Ctx& c, std::uint64_t ops, std::string_view only, const std::string& bus,
+              std::span<std::uint64_t> done) {
+  bool any = false;
+  bool batch_measured = false;
+  for (const Op& op : kOps) {
+    if (op.role != Role::group || (!only.empty() && only != op.function)) continue;
+    any = true;
+    batch_measured = batch_measured || op.run == insn_group_receive_ack_batch64_64;
+  }
+  if (!any) return 0;
+  GroupChannelGuard guard(bus);
+  shmbus::ChannelOptions o;
+  o.capacity = insn::kCapacity;
+  o.slot_size = insn::kSlotSize;
+  o.policy = shmbus::Policy::block;
+  o.max_groups = 1;
+  o.max_consumers = 1;
+  auto ch = shmbus::Channel::create("insn-group", o, bus);
+  if (!ch) {
+    std::fprintf(stderr, "shmbus_insn_driver: create insn-group: %s\n", ch.error().message().c_str());
+    return 1;
+  }
+  shmbus::GroupOptions go;
+  go.wait = shmbus::WaitStrategy::busy_spin;
+  auto con = ch->join_group("g", go);
+  auto pub = ch->publisher();
+  if (!con || !pub) {
+    std::fprintf(stderr, "shmbus_insn_driver: join_group: %s\n", (!con ? con.error() : pub.error()).message().c_str());
+    return 1;
+  }
+  insn::GroupCtx g;
+  g.con = std::move(con.value());
+  g.pub = std::move(pub.value());
+  insn::g_group = &g;
+  for (std::size_t i = 0; i < insn::kCapacity / insn::kRound; ++i) {
+    insn::group_publish_n(c, insn::kRound, 64);
+    if (batch_measured) {
+      insn::receive_ack_n<64>(c, insn::kRound);
+    } else {
+      insn::receive_ack_batch_n<64>(c, insn::kRound);
+    }
+  }
+  const std::uint64_t rounds = (ops + insn::kRound - 1) / insn::kRound;
+  for (std::size_t p = 0; p < kOps.size(); ++p) {
+    if (kOps[p].role != Role::group || (!only.empty() && only != kOps[p].function)) continue;
+    for (std::uint64_t r = 0; r < rounds; ++r) {
+      insn::group_publish_n(c, insn::kRound, kOps[p].size);
+      kOps[p].run(c, insn::kRound);
+      kOps[0].run(c, insn::kRound);  // the loop overhead, as often as the others run
+      done[p] += insn::kRound;
+      done[0] += insn::kRound;
+    }
+  }
+  insn::g_group = nullptr;
+  if (c.errors != 0 || g.acked != g.published) {
+    std::fprintf(stderr,
+                 "shmbus_insn_driver: group: %llu failed operations or wrong messages (published %llu, "
+                 "acked %llu)\n",
+                 static_cast<unsigned long long>(c.errors), static_cast<unsigned long long>(g.published),
+                 static_cast<unsigned long long>(g.acked));
+    return 1;
+  }
+  return 0;
 }
 
 /// Runs every measured function (`only` empty), or only the one named and
@@ -265,6 +440,7 @@ int run(std::uint64_t ops, std::string_view only) {
       done[0] += insn::kRound;
     }
   }
+  if (const int r = run_group(c, ops, only, guard.bus(), done); r != 0) return r;
   if (c.errors != 0 || c.polled != c.published) {
     std::fprintf(stderr, "shmbus_insn_driver: %llu failed operations or wrong messages (published %llu, polled %llu)\n",
                  static_cast<unsigned long long>(c.errors), static_cast<unsigned long long>(c.published),

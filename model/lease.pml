@@ -12,6 +12,9 @@
  *   dead_letter (G6), send_to_dlq (G9; the DLQ may refuse), release
  *   (leaving: G12 then free), release_consumer / release_leases_of (G12),
  *   join_consumer, advance_floor; a block publisher gated by the floor.
+ *   With -DRUN, take_new's G1 may go on as a run (ConsumerCore::take_run,
+ *   receive_batch): a G1 at n + 1 before `next` moves past n, then one
+ *   raise of `next` past the run.
  *   Consumers may crash at any of the marked points (kill -9), leave, and a
  *   late consumer may join and reuse a freed index.
  *
@@ -300,18 +303,20 @@ inline advance_floor() {
   af = 0; anx = 0; ahd = 0; aw = 0
 }
 
-/* release_leases_of(o): make o's leases in [floor, next) due (G12). */
+/* release_leases_of(o): make o's leases in [floor, next) due (G12), and
+ * those of a run o was taking past `next` (its leases at next, next + 1,
+ * ... up to the first word that is not o's live lease of its lap). */
 inline release_leases_of(o) {
   rf = floor; rnx = next; rs = rf;
   do
-  :: rs < rnx && rs - rf < CAP ->
+  :: rs < NMSG && rs - rf < CAP ->
      atomic {
        rw = lease[rs % CAP];
        if
        :: (WST(rw) == L_LEASED || WST(rw) == L_DEADLETTERING) && WOWN(rw) == o && WLAP(rw) == LAP(rs) ->
           lease[rs % CAP] = MK(L_DUE, WATT(rw), o, LAP(rs));   /* G12 */
           check_i1(rs)
-       :: else -> skip
+       :: else -> if :: rs >= rnx -> rs = NMSG :: else -> skip fi   /* past next: the run ended */
        fi
      };
      rs++
@@ -424,6 +429,55 @@ inline deliver(q, lw) {
   fi
 }
 
+/* raise_next(q): next = max(next, q + 1), the code's CAS-max loop (its
+ * failed CASes change nothing, so one step is exact). */
+inline raise_next(q) {
+  atomic { if :: next < q + 1 -> next = q + 1 :: else -> skip fi }
+}
+
+#ifdef RUN
+/* The rest of a run (ConsumerCore::take_run, receive_batch): after its G1
+ * at n, and before `next` moves, the consumer may take n + 1 too, with the
+ * run's re-read (`next` still at most n + 1 after loading both words: no
+ * consumer can have leased n + 1 + capacity), then moves `next` past what
+ * it took (raise_next). The earlier delivery of the run is held until the
+ * next one replaces it here (the model holds one delivery per consumer);
+ * its lease then stays with this live consumer until it expires, as a
+ * forgotten delivery's does. Meanwhile other consumers find the run's
+ * words at `next` and help `next` over them, as after any G1. */
+inline take_run_more() {
+  deliver(n, lw);
+  rn = n + 1;
+  if
+  :: rn >= NMSG -> raise_next(n)
+  :: else ->
+     st = stamp[rn % CAP];
+     w = lease[rn % CAP];
+     if
+     :: next > rn -> raise_next(n)                 /* someone moved `next` past rn: the run ends */
+     :: st != MKS(rn, S_COMMITTED) || !(w == 0 || (FINAL(WST(w)) && WLAP(w) != LAP(rn))) ->
+        raise_next(n)                              /* not for the run: take_new's */
+     :: else ->
+        rlw = MK(L_LEASED, 1, me, LAP(rn));
+        atomic {
+          if
+          :: lease[rn % CAP] == w -> lease[rn % CAP] = rlw; check_i1(rn); ok = 1    /* G1 */
+          :: else -> ok = 0
+          fi
+        };
+        if
+        :: ok ->
+           crash_point();
+           raise_next(rn);
+           deliver(rn, rlw)
+        :: else -> raise_next(n)
+        fi
+     fi
+  fi;
+  rn = 0; rlw = 0
+}
+#endif
+
 /* take_new(): the next new message at `next` (G1), or finish an abandoned
  * claim (G2). */
 inline take_new() {
@@ -460,6 +514,12 @@ tn_again:
      };
      if :: !ok -> goto tn_again :: else -> skip fi;
      crash_point();
+#ifdef RUN
+     if
+     :: take_run_more(); goto tn_out
+     :: skip
+     fi;
+#endif
      help_advance_next(n);
      deliver(n, lw);
      goto tn_out
@@ -564,11 +624,6 @@ td_next:
 }
 
 #ifdef ORDERED
-/* raise_next(q): next = max(next, q + 1), the code's CAS-max loop (its
- * failed CASes change nothing, so one step is exact). */
-inline raise_next(q) {
-  atomic { if :: next < q + 1 -> next = q + 1 :: else -> skip fi }
-}
 /* A re-lease (G7, G8) raises `next` too: the consumer that leased s first
  * may have been killed between its G1 and its raise. */
 #ifdef BROKEN_RAISE_ON_G1_ONLY
@@ -762,6 +817,10 @@ proctype consumer(byte p; bit may_crash; bit may_leave) {
   byte me, i, n, s, f, nx, st, af, anx, ahd, rf, rnx, rs, oc, q;
   short w, w2, lw, aw, rw, hw;
   bit ok, ready, got, odead, rok;
+#ifdef RUN
+  byte rn;
+  short rlw;
+#endif
   byte i1n, i1p, i1q;
 #ifdef ORDERED
   byte k, blk, kn, kh;

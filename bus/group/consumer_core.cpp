@@ -70,6 +70,7 @@ Result<std::unique_ptr<ConsumerCore>> ConsumerCore::join(std::shared_ptr<Channel
   c.control_ = control;
   c.mask_ = ch->geo.capacity - 1;
   c.lap_shift_ = lap_shift_of(ch->geo.capacity);
+  c.fast_max_ = std::min<std::uint32_t>(ch->geo.max_payload, static_cast<std::uint32_t>(kSmallCopy));
   c.visibility_ns_ = c.g_->visibility_timeout_ns;
   c.max_deliveries_ = c.g_->max_deliveries;
   c.backoff_base_ns_ = c.g_->backoff_base_ns;
@@ -105,12 +106,6 @@ void ConsumerCore::release() noexcept {
   }
   dlq_pub_.reset();
   ch_.reset();
-}
-
-bool ConsumerCore::available_for(std::uint64_t seq, std::uint64_t word) const noexcept {
-  if (word == 0) return true;  // never used
-  const LeaseFields lf = lease_fields(word);
-  return lease_final(lf.state) && lf.lap != lap(seq);  // an earlier lap, finished
 }
 
 std::uint64_t ConsumerCore::backoff_ns(std::uint32_t attempt) noexcept {
@@ -202,11 +197,82 @@ bool ConsumerCore::deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out
   return true;
 }
 
-void ConsumerCore::help_advance_next(std::uint64_t n) noexcept {
-  // Moves `next` past n if nobody has yet. A copy: a failed CAS must not
-  // change the caller's n (it still names the sequence it holds a lease on).
-  std::uint64_t expected = n;
-  (void)g_->next.compare_exchange_strong(expected, n + 1, std::memory_order_acq_rel);
+std::size_t ConsumerCore::take_run(std::span<Delivery> out, std::span<std::byte> arena, std::uint64_t now,
+                                   std::size_t& used, RunEnd& end) noexcept {
+  const ChannelState& ch = *ch_;
+  // Every lease of the run is (leased, attempt 1, us, lap, the same
+  // deadline): all but the lap computed once.
+  const std::uint64_t lease_base = make_lease({kLeaseLeased, 1, ci_, 0, now / kNsPerMs + ceil_ms(visibility_ns_)});
+  const std::uint64_t deadline_ns = now + visibility_ns_;
+  std::size_t k = 0;
+  end = RunEnd::general;
+  const std::uint64_t first = shm::load_acquire(g_->next);
+  std::uint64_t n = first;
+  while (k < out.size()) {
+    const std::byte* slot = slot_at(ch.data, n, mask_, ch.geo.slot_size);
+    const std::atomic<std::uint64_t>& stamp_word = slot_header(slot).stamp;
+    const std::uint64_t stamp = shm::load_acquire(stamp_word);
+    std::atomic<std::uint64_t>& lw = leases_[n & mask_];
+    std::uint64_t w = shm::load_acquire(lw);
+    // The two words are n's only if `next` is still at most n after both
+    // loads (as take_new's re-read, for a run: `next` stays at `first`
+    // while the run takes first, first + 1, ..., unless others help it
+    // over them): nobody can have leased n + capacity, whose lease needs
+    // `next` past it. Anything but a committed message with a free lease
+    // word (taken by someone, or an unfinished lease of an earlier lap) is
+    // take_new's.
+    if (stamp != make_stamp(n, kStampCommitted) || !available_for(n, w) || shm::load_acquire(g_->next) > n) break;
+    // The size word alone before the take (the rest after it), validated
+    // with the rest by the stamp check below: a payload that take_run does
+    // not copy itself is left to take_new and deliver before it is taken.
+    const std::uint32_t length = size_length(read_meta_size(slot));
+    if (length > fast_max_ || length > arena.size() - used) break;
+    const std::uint64_t lease = lease_base | make_lease({0, 0, 0, lap(n), 0});
+    // G1: taking the word is the delivery. `next` moves past the run once,
+    // at its end; meanwhile a consumer that finds one of its words at
+    // `next` helps `next` on, as after any G1.
+    if (!shm::cas_acq_rel(lw, w, lease)) break;
+    Delivery& d = out[k];
+    std::byte* dst = arena.data() + used;
+    racy_copy_small(dst, slot + kSlotHeaderSize, length);
+    // The metadata field by field into `d`, as SubscriberCore::poll does.
+    const std::byte* m = slot + offsetof(SlotHeader, meta);
+    racy_copy_small(&d.message.key, m + offsetof(SlotMeta, key), sizeof d.message.key);
+    racy_copy_small(&d.message.id, m + offsetof(SlotMeta, id), sizeof d.message.id);
+    racy_copy_small(&d.message.correlation_id, m + offsetof(SlotMeta, correlation_id), sizeof d.message.correlation_id);
+    racy_copy_small(&d.message.type, m + offsetof(SlotMeta, type), sizeof d.message.type);
+    std::uint64_t stored_time;
+    racy_copy_small(&stored_time, m + offsetof(SlotMeta, timestamp), sizeof stored_time);
+    // SYNC(seqlock-read): as in deliver.
+    std::atomic_thread_fence(std::memory_order_acquire);
+    if (shm::load_relaxed(stamp_word) != stamp) [[unlikely]] {
+      end_lost(n++, lease);  // G10 (and `next` moves past it with the run)
+      end = RunEnd::lapped;
+      break;
+    }
+    d.sequence = n;
+    d.attempt = 1;
+    d.lease = lease;
+    d.group = gi_;
+    d.deadline_ns = deadline_ns;
+    d.message.sequence = n;
+    d.message.attempt = 1;
+    d.message.payload = std::span<const std::byte>(dst, length);
+    if (!clock_.ns_recent(stored_time, d.message.timestamp_ns)) [[unlikely]]
+      d.message.timestamp_ns = clock_.ns(stored_time);
+    used += length;
+    ++k;
+    ++n;
+  }
+  if (n != first) {
+    // `next` past the run: one CAS from `first` unless others helped it on
+    // meanwhile (then at most the CAS-max loop's few rounds).
+    std::uint64_t expected = first;
+    if (!g_->next.compare_exchange_strong(expected, n, std::memory_order_acq_rel) && expected < n) raise_next(n);
+  }
+  if (k == out.size()) end = RunEnd::full;
+  if (k != 0) shm::single_writer_add(me_->delivered, k);
+  return k;
 }
 
 bool ConsumerCore::take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st, std::uint64_t now) noexcept {
@@ -338,12 +404,22 @@ bool ConsumerCore::take_due(Delivery& out, std::span<std::byte> buffer, PollStat
 
 PollStatus ConsumerCore::receive(Delivery& out, std::span<std::byte> buffer) noexcept {
   if (!ch_) return PollStatus::invalid;
+  const std::uint64_t now = shm::monotonic_ns();  // one clock read per receive
   if (ordered_) [[unlikely]] {
     PollStatus st;
-    (void)receive_ordered(std::span<Delivery>(&out, 1), buffer, shm::monotonic_ns(), st);
+    (void)receive_ordered(std::span<Delivery>(&out, 1), buffer, now, st);
     return st;
   }
-  return receive_at(out, buffer, shm::monotonic_ns());  // one clock read per receive
+  if (!scan_due(now)) {
+    std::size_t used = 0;
+    RunEnd end;
+    if (take_run(std::span<Delivery>(&out, 1), buffer, now, used, end) == 1) {
+      g_->delivered.fetch_add(1, std::memory_order_relaxed);  // relaxed: a statistic
+      return PollStatus::ok;
+    }
+    if (end == RunEnd::lapped) return PollStatus::lapped;
+  }
+  return receive_at(out, buffer, now);
 }
 
 std::size_t ConsumerCore::receive_batch(std::span<Delivery> out, std::span<std::byte> arena,
@@ -360,6 +436,19 @@ std::size_t ConsumerCore::receive_batch(std::span<Delivery> out, std::span<std::
       n = receive_ordered(out, arena, now, st);  // one scan for the whole batch
     } else {
       while (n < out.size() && used <= arena.size()) {
+        // Runs of new messages (take_run); whatever a run stops at, and a
+        // scan for due redeliveries when one is due, the general path's.
+        if (!scan_due(now)) {
+          RunEnd end;
+          const std::size_t k = take_run(out.subspan(n), arena, now, used, end);
+          n += k;
+          batch_delivered_ += k;
+          if (end == RunEnd::full) break;
+          if (end == RunEnd::lapped) {
+            st = PollStatus::lapped;
+            break;
+          }
+        }
         st = receive_at(out[n], arena.subspan(used), now);
         if (st != PollStatus::ok) break;
         used += out[n].message.payload.size();
@@ -436,8 +525,14 @@ AckStatus ConsumerCore::ack(const Delivery& d) noexcept {
 }
 
 std::size_t ConsumerCore::ack_batch(std::span<const Delivery> ds) noexcept {
+  if (!ch_) return 0;
   std::uint64_t acked = 0;
-  for (const Delivery& d : ds) acked += end_lease_acked(d) == AckStatus::ok;
+  for (const Delivery& d : ds) {
+    // As end_lease_acked (G3), with the handle checked once for the batch.
+    if (d.group != gi_ || !holds_lease(d.sequence, d.lease)) continue;
+    std::uint64_t expected = d.lease;
+    acked += shm::cas_acq_rel(leases_[d.sequence & mask_], expected, acked_word(d.lease));
+  }
   if (acked == 0) return 0;
   // One counter update and one floor advance (a CAS over the whole run of
   // finished sequences) for the batch.

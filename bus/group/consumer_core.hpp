@@ -114,8 +114,36 @@ class ConsumerCore {
   void lose_overwritten(std::uint64_t s) noexcept;
   /// Wakes consumers sleeping in receive_wait (a key may be free now).
   [[gnu::noinline]] void wake_ordered() noexcept;
+  /// Where take_run stopped.
+  enum class RunEnd {
+    full,     ///< `out` is full
+    general,  ///< at something it leaves to take_new (nothing committed at `next`, a lease word to help past
+              ///< or count lost, a lost CAS, a payload over fast_max_ or over what is left of the arena)
+    lapped,   ///< the message it took was overwritten while it was read: its lease ended lost (G10)
+  };
+  /// The common case of receive, for a run of new messages from `next` on:
+  /// each committed, with a free lease word and a payload of at most
+  /// fast_max_ that fits what is left of `arena`. The steps of take_new and
+  /// deliver (one G1 CAS per message, the seqlock copy and check), but
+  /// `next` moves past the run once, at its end (docs/protocol.md 8.3,
+  /// "Runs"); the deadline and the lease word's fields are computed once
+  /// for the run, the copies are inline and the consumer's delivered
+  /// counter is added once. Fills out[0, k) with payloads packed into
+  /// `arena` (`used` bytes of it) and returns k; the group's delivered
+  /// counter is the caller's. Not for per_key groups.
+  std::size_t take_run(std::span<Delivery> out, std::span<std::byte> arena, std::uint64_t now, std::size_t& used,
+                       RunEnd& end) noexcept;
+  /// Whether receive must run the general path first: a scan for due
+  /// redeliveries is due.
+  [[nodiscard]] bool scan_due(std::uint64_t now) const noexcept { return now - last_scan_ns_ >= scan_every_ns_; }
   bool take_new(Delivery& out, std::span<std::byte> buffer, PollStatus& st, std::uint64_t now) noexcept;
-  void help_advance_next(std::uint64_t n) noexcept;
+  /// Moves `next` past n if nobody has yet. Inline: it is on the receive path.
+  void help_advance_next(std::uint64_t n) noexcept {
+    // A copy: a failed CAS must not change the caller's n (it still names
+    // the sequence it holds a lease on).
+    std::uint64_t expected = n;
+    (void)g_->next.compare_exchange_strong(expected, n + 1, std::memory_order_acq_rel);
+  }
   bool take_due(Delivery& out, std::span<std::byte> buffer, PollStatus& st, std::uint64_t now) noexcept;
   bool deliver(std::uint64_t seq, std::uint64_t lease, Delivery& out, std::span<std::byte> buffer,
                PollStatus& st) noexcept;
@@ -132,14 +160,30 @@ class ConsumerCore {
   void advance_floor() noexcept;
   void release() noexcept;
   [[nodiscard]] std::uint32_t lap(std::uint64_t seq) const noexcept { return lap_of(seq, lap_shift_); }
-  [[nodiscard]] bool available_for(std::uint64_t seq, std::uint64_t word) const noexcept;
+  /// Whether a new lease for `seq` may replace `word`: never used, or a
+  /// finished lease of an earlier lap. Inline: it is on the receive path.
+  [[nodiscard]] bool available_for(std::uint64_t seq, std::uint64_t word) const noexcept {
+    if (word == 0) return true;  // never used
+    const LeaseFields lf = lease_fields(word);
+    return lease_final(lf.state) && lf.lap != lap(seq);  // an earlier lap, finished
+  }
   /// Whether this consumer holds d's lease as a live one (leased, ours, this
   /// lap): the only lease that ack, nack, extend and dead_letter may end.
   /// Inline: it is on the ack path.
   [[nodiscard]] bool holds(const Delivery& d) const noexcept {
-    if (!ch_ || d.group != gi_) return false;
-    const LeaseFields lf = lease_fields(d.lease);
-    return lf.state == kLeaseLeased && lf.owner == ci_ && lf.lap == lap(d.sequence);
+    return ch_ && d.group == gi_ && holds_lease(d.sequence, d.lease);
+  }
+  /// holds() for the lease word `lease` on sequence `seq`, of this group.
+  [[nodiscard]] bool holds_lease(std::uint64_t seq, std::uint64_t lease) const noexcept {
+    const LeaseFields lf = lease_fields(lease);
+    return lf.state == kLeaseLeased && lf.owner == ci_ && lf.lap == lap(seq);
+  }
+  /// The word that acks `lease` (G3): acked, no deadline, the rest kept.
+  [[nodiscard]] static std::uint64_t acked_word(std::uint64_t lease) noexcept {
+    LeaseFields lf = lease_fields(lease);
+    lf.state = kLeaseAcked;
+    lf.deadline_ms = 0;
+    return make_lease(lf);
   }
   /// end_lease_lost for a lease of ours; out of line, so that the delivery
   /// path it leaves keeps its registers.
@@ -156,6 +200,7 @@ class ConsumerCore {
   std::uint64_t control_ = 0;
   std::uint64_t mask_ = 0;
   std::uint32_t lap_shift_ = 0;
+  std::uint32_t fast_max_ = 0;  ///< the largest payload take_run copies itself: min(max_payload, kSmallCopy)
   std::uint64_t visibility_ns_ = 0;
   std::uint32_t max_deliveries_ = 0;
   std::uint64_t backoff_base_ns_ = 0;

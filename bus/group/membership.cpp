@@ -192,13 +192,18 @@ void release_leases_of(const ChannelState& ch, std::uint32_t gi, std::uint32_t o
   const std::uint64_t nms = now_ms();
   const std::uint64_t f = shm::load_acquire(v.g->floor);
   const std::uint64_t nx = shm::load_acquire(v.g->next);
-  for (std::uint64_t s = f; s < nx && s - f <= v.mask; ++s) {
+  // [floor, next), then on past `next` while the words are the owner's
+  // live leases of their lap: a run (ConsumerCore::take_run) that a killed
+  // owner was taking leases from `next` on before moving `next` past them.
+  for (std::uint64_t s = f; s - f <= v.mask; ++s) {
     std::uint64_t w = shm::load_acquire(v.leases[s & v.mask]);
     LeaseFields lf = lease_fields(w);
     if ((lf.state == kLeaseLeased || lf.state == kLeaseDeadLettering) && lf.owner == owner && lf.lap == v.lap(s)) {
       lf.state = kLeaseDue;
       lf.deadline_ms = nms;
       (void)shm::cas_acq_rel(v.leases[s & v.mask], w, make_lease(lf));
+    } else if (s >= nx) {
+      break;
     }
   }
 }

@@ -41,9 +41,11 @@ Result<std::uint32_t> find_or_create_group(ChannelState& ch, std::string_view na
 Result<std::uint32_t> join_consumer(ChannelState& ch, std::uint32_t gi, std::uint64_t& control);
 
 /// Makes every lease that consumer `owner` of group `gi` holds due now, so
-/// the others take it at once. Called before the consumer's entry (and
-/// index) is freed, so a later consumer at that index is never taken for
-/// their owner. Thread-safe.
+/// the others take it at once: those in [floor, next), and those of a run
+/// it was taking from `next` on (take_run moves `next` past a run at its
+/// end). Called before the consumer's entry (and index) is freed, so a
+/// later consumer at that index is never taken for their owner.
+/// Thread-safe.
 void release_leases_of(const ChannelState& ch, std::uint32_t gi, std::uint32_t owner) noexcept;
 
 /// Frees consumer entry `k` of group `gi`, which the caller judged dead while

@@ -133,6 +133,49 @@ TEST_CASE("a batch receive hands out consecutive messages, and a batch ack moves
   CHECK(empty.ack_batch(std::span<const Delivery>(ds, 2)) == 0);
 }
 
+TEST_CASE("a batch's leases taken past next are helped over by others, and a leaving consumer makes them due") {
+  // receive_batch leases a run of messages from `next` on and moves `next`
+  // past the run at its end. Rewinding `next` makes the state a consumer
+  // killed before that move leaves.
+  ScopedGroupChannelName name;
+  Channel ch = make_channel(name, small());
+  auto a = ch.join_group("g", fast_group(3, 60'000));  // no lease expires during the test
+  auto b = ch.join_group("g", fast_group(3, 60'000));
+  auto pub = ch.publisher();
+  REQUIRE((a && b && pub));
+  for (std::uint64_t i = 0; i < 4; ++i) REQUIRE(pub->publish(bytes_of(i)) == PublishStatus::ok);
+  Delivery ds[3];
+  std::byte arena[3 * 8];
+  REQUIRE(a->receive_batch(ds, arena) == 3);
+  auto& next = detail::state_of(ch)->group(0)->next;
+  CHECK(next.load() == 3);
+  next.store(0);
+  // b finds a's words at `next`, helps `next` over them, and takes 3.
+  Delivery d;
+  std::byte buf[8];
+  REQUIRE(b->receive(d, buf) == PollStatus::ok);
+  CHECK(d.sequence == 3);
+  CHECK(next.load() == 4);
+  CHECK(b->ack(d) == AckStatus::ok);
+  // a leaves while its leases lie past `next` again: its release makes
+  // them due, and b gets them back (attempt 2) without waiting for their
+  // deadline.
+  next.store(0);
+  *a = Consumer();
+  std::set<std::uint64_t> redelivered;
+  const std::uint64_t give_up = shm::monotonic_ns() + 10'000'000'000ULL;
+  while (redelivered.size() < 3 && shm::monotonic_ns() < give_up) {
+    if (b->receive(d, buf) != PollStatus::ok) continue;
+    CHECK(d.attempt == 2);
+    redelivered.insert(d.sequence);
+    CHECK(b->ack(d) == AckStatus::ok);
+  }
+  CHECK(redelivered == std::set<std::uint64_t>{0, 1, 2});
+  const ChannelStats st = ch.stats();
+  CHECK(st.groups[0].floor == 4);
+  CHECK(st.groups[0].acked == 4);
+}
+
 TEST_CASE("an expired lease is redelivered with attempt + 1 and the old ack is refused") {
   ScopedGroupChannelName name;
   Channel ch = make_channel(name, small());
