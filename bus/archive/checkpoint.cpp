@@ -114,6 +114,78 @@ Result<std::string> get_name(const char (&src)[64], const std::string& path, con
   return s;
 }
 
+// One subscriber record at `at` (whole, inside the checked file); `names`
+// collects the names seen so far.
+Result<SubscriberCheckpoint> decode_subscriber(const std::byte* at, const std::string& path,
+                                               std::set<std::string>& names) {
+  CheckpointSubscriber r;
+  std::memcpy(&r, at, sizeof r);
+  auto name = get_name(r.name, path, "subscriber", false);
+  if (!name) return name.error();
+  if (!names.insert(*name).second) return damaged(path, "subscriber '" + *name + "' is listed twice");
+  if ((r.flags & kSubDurable) == 0 || !stable_durable_state(r.state)) {
+    return damaged(path, "subscriber '" + *name + "' has flags " + num(r.flags) + " and state " + num(r.state) +
+                             " (not a durable entry in a stable state)");
+  }
+  SubscriberCheckpoint s;
+  s.name = std::move(*name);
+  s.cursor = r.cursor;
+  s.flags = r.flags;
+  s.state = r.state;
+  s.delivered = r.delivered;
+  s.lost = r.lost;
+  s.lapped_events = r.lapped_events;
+  s.attached_ns = r.attached_ns;
+  return s;
+}
+
+// One group record at `at`, as decode_subscriber.
+Result<GroupCheckpoint> decode_group(const std::byte* at, const std::string& path, std::set<std::string>& names) {
+  CheckpointGroup r;
+  std::memcpy(&r, at, sizeof r);
+  auto name = get_name(r.name, path, "group", false);
+  if (!name) return name.error();
+  auto dlq = get_name(r.dlq, path, "group '" + *name + "' dlq", true);
+  if (!dlq) return dlq.error();
+  if (!names.insert(*name).second) return damaged(path, "group '" + *name + "' is listed twice");
+  GroupOptions o;
+  o.visibility_timeout_ns = r.visibility_timeout_ns;
+  o.backoff_base_ns = r.backoff_base_ns;
+  o.backoff_cap_ns = r.backoff_cap_ns;
+  o.max_deliveries = r.max_deliveries;
+  o.jitter_permille = r.jitter_permille;
+  o.ordering = static_cast<GroupOrdering>(r.ordering);
+  o.order_window = r.order_window;
+  if (auto ok = check_group_options(o); !ok) {
+    return damaged(path, "group '" + *name + "': " + ok.error().message());
+  }
+  if (r.next < r.floor) {
+    return damaged(path, "group '" + *name + "' has next " + num(r.next) + " below its floor " + num(r.floor));
+  }
+  GroupCheckpoint g;
+  g.name = std::move(*name);
+  g.dlq = std::move(*dlq);
+  g.visibility_timeout_ns = r.visibility_timeout_ns;
+  g.backoff_base_ns = r.backoff_base_ns;
+  g.backoff_cap_ns = r.backoff_cap_ns;
+  g.max_deliveries = r.max_deliveries;
+  g.jitter_permille = r.jitter_permille;
+  g.ordering = r.ordering;
+  g.order_window = r.order_window;
+  g.created_ns = r.created_ns;
+  g.floor = r.floor;
+  g.next = r.next;
+  g.delivered = r.delivered;
+  g.acked = r.acked;
+  g.redelivered = r.redelivered;
+  g.dead_lettered = r.dead_lettered;
+  g.nacked = r.nacked;
+  g.expired = r.expired;
+  g.lost = r.lost;
+  g.dlq_failures = r.dlq_failures;
+  return g;
+}
+
 }  // namespace
 
 Checkpoint capture_checkpoint(const ChannelState& ch) {
@@ -244,73 +316,17 @@ Result<Checkpoint> decode_checkpoint(std::span<const std::byte> bytes, const std
   std::size_t at = kHeaderSize;
   std::set<std::string> names;
   for (std::uint32_t i = 0; i < h.subscribers; ++i) {
-    CheckpointSubscriber r;
-    std::memcpy(&r, bytes.data() + at, sizeof r);
-    at += sizeof r;
-    auto name = get_name(r.name, path, "subscriber", false);
-    if (!name) return name.error();
-    if (!names.insert(*name).second) return damaged(path, "subscriber '" + *name + "' is listed twice");
-    if ((r.flags & kSubDurable) == 0 || !stable_durable_state(r.state)) {
-      return damaged(path, "subscriber '" + *name + "' has flags " + num(r.flags) + " and state " + num(r.state) +
-                               " (not a durable entry in a stable state)");
-    }
-    SubscriberCheckpoint s;
-    s.name = std::move(*name);
-    s.cursor = r.cursor;
-    s.flags = r.flags;
-    s.state = r.state;
-    s.delivered = r.delivered;
-    s.lost = r.lost;
-    s.lapped_events = r.lapped_events;
-    s.attached_ns = r.attached_ns;
-    cp.subscribers.push_back(std::move(s));
+    auto s = decode_subscriber(bytes.data() + at, path, names);
+    if (!s) return s.error();
+    cp.subscribers.push_back(std::move(*s));
+    at += sizeof(CheckpointSubscriber);
   }
   names.clear();
   for (std::uint32_t i = 0; i < h.groups; ++i) {
-    CheckpointGroup r;
-    std::memcpy(&r, bytes.data() + at, sizeof r);
-    at += sizeof r;
-    auto name = get_name(r.name, path, "group", false);
-    if (!name) return name.error();
-    auto dlq = get_name(r.dlq, path, "group '" + *name + "' dlq", true);
-    if (!dlq) return dlq.error();
-    if (!names.insert(*name).second) return damaged(path, "group '" + *name + "' is listed twice");
-    GroupOptions o;
-    o.visibility_timeout_ns = r.visibility_timeout_ns;
-    o.backoff_base_ns = r.backoff_base_ns;
-    o.backoff_cap_ns = r.backoff_cap_ns;
-    o.max_deliveries = r.max_deliveries;
-    o.jitter_permille = r.jitter_permille;
-    o.ordering = static_cast<GroupOrdering>(r.ordering);
-    o.order_window = r.order_window;
-    if (auto ok = check_group_options(o); !ok) {
-      return damaged(path, "group '" + *name + "': " + ok.error().message());
-    }
-    if (r.next < r.floor) {
-      return damaged(path, "group '" + *name + "' has next " + num(r.next) + " below its floor " + num(r.floor));
-    }
-    GroupCheckpoint g;
-    g.name = std::move(*name);
-    g.dlq = std::move(*dlq);
-    g.visibility_timeout_ns = r.visibility_timeout_ns;
-    g.backoff_base_ns = r.backoff_base_ns;
-    g.backoff_cap_ns = r.backoff_cap_ns;
-    g.max_deliveries = r.max_deliveries;
-    g.jitter_permille = r.jitter_permille;
-    g.ordering = r.ordering;
-    g.order_window = r.order_window;
-    g.created_ns = r.created_ns;
-    g.floor = r.floor;
-    g.next = r.next;
-    g.delivered = r.delivered;
-    g.acked = r.acked;
-    g.redelivered = r.redelivered;
-    g.dead_lettered = r.dead_lettered;
-    g.nacked = r.nacked;
-    g.expired = r.expired;
-    g.lost = r.lost;
-    g.dlq_failures = r.dlq_failures;
-    cp.groups.push_back(std::move(g));
+    auto g = decode_group(bytes.data() + at, path, names);
+    if (!g) return g.error();
+    cp.groups.push_back(std::move(*g));
+    at += sizeof(CheckpointGroup);
   }
   return cp;
 }
