@@ -378,13 +378,17 @@ Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::
   // A creator killed at any point before the link leaves nothing behind; one
   // killed after it leaves a complete channel.
   // A channel with an archive continues it (archive/restore.hpp) before the
-  // link, so that nobody sees it half restored.
-  auto seg = create_segment(kChannelSteps, name, segment_name(bus, name), g.value(), opts.mode,
-                            [&](shm::Segment& s) -> Result<void> {
-                              auto r = archive::restore_channel(s, g.value(), name);
-                              if (!r) return r.error();
-                              return {};
-                            });
+  // link, so that nobody sees it half restored. A name already taken skips
+  // the archive's reads (open_or_create of a live channel); the link decides.
+  const std::string seg_name = segment_name(bus, name);
+  auto seg = create_segment(kChannelSteps, name, seg_name, g.value(), opts.mode, [&](shm::Segment& s) -> Result<void> {
+    if (!g->archive_dir.empty() && shm::Segment::in_use(seg_name).ok()) {
+      return Error(ErrorCode::already_exists, "taken");
+    }
+    auto r = archive::restore_channel(s, g.value(), name);
+    if (!r) return r.error();
+    return {};
+  });
   if (!seg) {
     if (seg.error().code() == ErrorCode::already_exists) {
       return Error(ErrorCode::already_exists,

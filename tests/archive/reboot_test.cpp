@@ -7,6 +7,8 @@
 #include "bus/archive/segment.hpp"
 
 #include "api/detail.hpp"
+#include "bus/ring/layout.hpp"
+#include "shm/tsc_clock.hpp"
 #include "test_support.hpp"
 
 #include <catch2/catch.hpp>
@@ -18,6 +20,7 @@
 #include <filesystem>
 #include <set>
 #include <sstream>
+#include <stdlib.h>
 #include <string>
 #include <vector>
 
@@ -296,48 +299,85 @@ TEST_CASE("slots of the last lap that the archive never held are skipped, and pu
   REQUIRE(st.groups.at(0).lost == 0);
 }
 
+// Creates a channel with timestamp source `ts` over an archive of records
+// 0..19 and checks the times its readers see: the archive's for the
+// pre-loaded records, the wall clock's for a new one. With `want_ticks`, the
+// new message must hold counter ticks in its slot (and the pre-loaded ones
+// realtime ns). Runs in a forked child too, so it reports by number: 0 if
+// every check passed, else the number of the first that failed.
+int check_preload_times(const std::string& dir, shmbus::TimestampSource ts, bool want_ticks) {
+  int step = 0;
+  const auto check = [&step](bool ok) {
+    ++step;
+    return ok;
+  };
+  const auto same = [](const Message& m, std::uint64_t seq) {
+    const MessageMeta w = meta_of(seq);
+    return m.sequence == seq && m.timestamp_ns == w.timestamp_ns && m.key == w.key && m.id == w.id &&
+           value_of<std::uint64_t>(m.payload) == seq;
+  };
+  ScopedChannelName name("rbts");
+  ChannelOptions o = small_options(Policy::block, dir);
+  o.timestamps = ts;
+  auto ch = Channel::create(name.str(), o, kTestBus);
+  if (!check(ch.ok())) return step;
+  // Peek, a subscriber's poll and a search by time see the archive's times.
+  std::byte buf[128];
+  Message m;
+  if (!check(ch->peek(15, m, buf) == PollStatus::ok && same(m, 15))) return step;
+  if (!check(ch->sequence_at(meta_of(14).timestamp_ns + 1) == 15)) return step;
+  shmbus::SubscribeOptions so;
+  so.start = StartAt::at_time(meta_of(13).timestamp_ns);
+  auto sub = ch->subscribe(so);
+  if (!check(sub.ok())) return step;
+  for (std::uint64_t s = 13; s < 20; ++s) {
+    if (!check(sub->poll(m, buf) == PollStatus::ok && same(m, s))) return step;
+  }
+  // A new message is stamped by the channel's own clock (counter ticks on
+  // a tsc channel where the counter is usable), converted to realtime.
+  auto pub = ch->publisher();
+  if (!check(pub.ok())) return step;
+  const auto before = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+          .count());
+  if (!check(pub->publish(bytes_of(std::uint64_t{20})) == PublishStatus::ok)) return step;
+  if (!check(sub->poll(m, buf) == PollStatus::ok && m.sequence == 20)) return step;
+  // Within a second of the wall clock: a counter stamp misread as realtime
+  // ns (or the archive's times as ticks) would be decades off.
+  const std::uint64_t diff = m.timestamp_ns > before ? m.timestamp_ns - before : before - m.timestamp_ns;
+  if (!check(diff < 1'000'000'000ull)) return step;
+  if (!check(ch->peek(19, m, buf) == PollStatus::ok && same(m, 19))) return step;
+  const auto& state = *shmbus::detail::state_of(*ch);
+  const bool ticks20 = shmbus::bus::stored_time_is_ticks(state.slot(20)->meta.timestamp);
+  const bool ticks19 = shmbus::bus::stored_time_is_ticks(state.slot(19)->meta.timestamp);
+  if (!check(!ticks19 && ticks20 == want_ticks)) return step;
+  return 0;
+}
+
 TEST_CASE("the pre-loaded ring keeps the archive's realtime stamps on counter- and realtime-stamped channels",
           "[archive][reboot]") {
-  for (const auto ts : {shmbus::TimestampSource::tsc, shmbus::TimestampSource::realtime}) {
-    CAPTURE(static_cast<int>(ts));
-    TempDir dir("shmbus-reboot");
-    write_archive(dir.str(), 0, 20);
-    ScopedChannelName name("rb");
-    ChannelOptions o = small_options(Policy::block, dir.str());
-    o.timestamps = ts;
-    auto ch = Channel::create(name.str(), o, kTestBus);
-    REQUIRE(ch.ok());
-    // Peek, a subscriber's poll and its zero-copy read, and a search by time
-    // all see the archive's times.
-    std::byte buf[128];
-    Message m;
-    REQUIRE(ch->peek(15, m, buf) == PollStatus::ok);
-    check_message(m, 15);
-    REQUIRE(ch->sequence_at(meta_of(14).timestamp_ns + 1) == 15);
-    shmbus::SubscribeOptions so;
-    so.start = StartAt::at_time(meta_of(13).timestamp_ns);
-    auto sub = ch->subscribe(so);
-    REQUIRE(sub.ok());
-    for (std::uint64_t s = 13; s < 20; ++s) {
-      REQUIRE(sub->poll(m, buf) == PollStatus::ok);
-      check_message(m, s);
-    }
-    // A new message is stamped by the channel's own clock (counter ticks on
-    // a tsc channel where the counter is usable), converted to realtime.
-    auto pub = ch->publisher();
-    REQUIRE(pub.ok());
-    const auto before = static_cast<std::uint64_t>(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-            .count());
-    REQUIRE(pub->publish(bytes_of(std::uint64_t{20})) == PublishStatus::ok);
-    REQUIRE(sub->poll(m, buf) == PollStatus::ok);
-    REQUIRE(m.sequence == 20);
-    // Within a second of the wall clock: a counter stamp misread as realtime
-    // ns (or the archive's times as ticks) would be decades off.
-    const std::uint64_t diff = m.timestamp_ns > before ? m.timestamp_ns - before : before - m.timestamp_ns;
-    REQUIRE(diff < 1'000'000'000ull);
-    REQUIRE(ch->peek(19, m, buf) == PollStatus::ok);
-    check_message(m, 19);
+  TempDir dir("shmbus-reboot");
+  {
+    const std::string d = dir.sub("realtime");
+    write_archive(d, 0, 20);
+    REQUIRE(check_preload_times(d, shmbus::TimestampSource::realtime, false) == 0);
+  }
+  // A counter-stamped channel, with the counter forced on (SHMBUS_TSC=1, read
+  // once per process: hence a fresh child), so that one ring holds the
+  // archive's realtime ns and the new message's ticks side by side.
+  const std::string d = dir.sub("tsc");
+  write_archive(d, 0, 20);
+  Child child([&] {
+    ::setenv("SHMBUS_TSC", "1", 1);
+    if (!shmbus::shm::tsc_usable()) return 100;  // no counter on this CPU
+    return check_preload_times(d, shmbus::TimestampSource::tsc, true);
+  });
+  const int rc = child.wait();
+  if (rc == 100) {
+    WARN("no usable counter: the tsc channel was checked with realtime stamps only");
+    REQUIRE(check_preload_times(d, shmbus::TimestampSource::tsc, false) == 0);
+  } else {
+    REQUIRE(rc == 0);
   }
 }
 
@@ -520,6 +560,11 @@ TEST_CASE("a checkpoint whose head is past the archive's end is clamped to the a
   Message m;
   REQUIRE(r->poll(m, buf) == PollStatus::ok);
   check_message(m, 12);
+  // open_or_create of the live channel opens it: nothing is restored again.
+  auto same = Channel::open_or_create(name.str(), small_options(Policy::block, dir.str()), kTestBus);
+  REQUIRE(same.ok());
+  REQUIRE(same->head() == 13);
+  REQUIRE(same->stats().subscribers.at(0).cursor == 13);
 }
 
 TEST_CASE("a damaged checkpoint refuses the create with an error naming the file", "[archive][reboot]") {
