@@ -784,3 +784,30 @@ TEST_CASE("after a simulated reboot the channel continues from its archive and c
   REQUIRE(st.groups.at(0).lost == 0);
   REQUIRE(st.groups.at(0).acked == kAcked + (kFirst + kAfter + 1 - kAcked));
 }
+
+TEST_CASE("a checkpoint with more entries than the new channel's tables refuses the create", "[archive][reboot]") {
+  TempDir dir("shmbus-reboot");
+  write_archive(dir.str(), 0, 4);
+  archive::Checkpoint cp;
+  cp.head = 4;
+  for (const char* n : {"a", "b", "c"}) {
+    archive::SubscriberCheckpoint s;
+    s.name = n;
+    s.flags = shmbus::bus::kSubDurable;
+    s.state = shmbus::bus::kEntryDetached;
+    cp.subscribers.push_back(s);
+  }
+  REQUIRE(archive::write_checkpoint(dir.str(), cp).ok());
+  ScopedChannelName name("rb");
+  ChannelOptions o = small_options(Policy::block, dir.str());
+  o.max_subscribers = 2;
+  auto ch = Channel::create(name.str(), o, kTestBus);
+  REQUIRE(!ch.ok());
+  INFO(ch.error().message());
+  REQUIRE(ch.error().code() == ErrorCode::table_full);
+  REQUIRE(ch.error().message().find("max_subscribers 2") != std::string::npos);
+  o.max_subscribers = 3;
+  auto fits = Channel::create(name.str(), o, kTestBus);
+  REQUIRE(fits.ok());
+  REQUIRE(fits->stats().subscribers.size() == 3);
+}
