@@ -3,6 +3,7 @@
 // error naming the file (never a crash).
 #include "bus/archive/checkpoint.hpp"
 
+#include "../group/group_test_util.hpp"
 #include "api/detail.hpp"
 #include "bus/archive/crc32c.hpp"
 #include "shm/file.hpp"
@@ -20,7 +21,7 @@ namespace archive = shmbus::bus::archive;
 using shmbus::Channel;
 using shmbus::ChannelOptions;
 using shmbus::ErrorCode;
-using shmbus::test::ScopedChannelName;
+using ScopedChannelName = shmbus::test::ScopedGroupChannelName;  // takes its DLQ with it
 using shmbus::test::TempDir;
 
 namespace {
@@ -263,7 +264,7 @@ TEST_CASE("capture_checkpoint takes durable subscribers and groups, not anonymou
   shmbus::GroupOptions go;
   go.visibility_timeout_ns = 7'000'000'000ull;
   go.max_deliveries = 3;
-  go.dlq = "my-dlq";
+  go.dlq = name.dlq();
   auto c = ch.join_group("workers", go);
   REQUIRE(c.ok());
   shmbus::Delivery d;
@@ -285,7 +286,7 @@ TEST_CASE("capture_checkpoint takes durable subscribers and groups, not anonymou
   REQUIRE(cp.groups.size() == 1);
   const auto& g = cp.groups[0];
   REQUIRE(g.name == "workers");
-  REQUIRE(g.dlq == "my-dlq");
+  REQUIRE(g.dlq == name.dlq());
   REQUIRE(g.visibility_timeout_ns == 7'000'000'000ull);
   REQUIRE(g.max_deliveries == 3);
   REQUIRE(g.backoff_base_ns == go.backoff_base_ns);

@@ -6,6 +6,7 @@
 #include "bus/archive/checkpoint.hpp"
 #include "bus/archive/segment.hpp"
 
+#include "../group/group_test_util.hpp"
 #include "api/detail.hpp"
 #include "bus/ring/layout.hpp"
 #include "shm/tsc_clock.hpp"
@@ -40,7 +41,7 @@ using shmbus::test::bytes_of;
 using shmbus::test::Child;
 using shmbus::test::Event;
 using shmbus::test::kTestBus;
-using shmbus::test::ScopedChannelName;
+using ScopedChannelName = shmbus::test::ScopedGroupChannelName;  // takes its DLQ with it
 using shmbus::test::TempDir;
 using shmbus::test::value_of;
 
@@ -450,6 +451,7 @@ TEST_CASE("durable subscribers come back detached with their names, flags and cl
 TEST_CASE("groups come back with their settings and floors, every lease empty, an old floor counted as lost",
           "[archive][reboot]") {
   TempDir dir("shmbus-reboot");
+  ScopedChannelName name("rb");
   write_archive(dir.str(), 0, 40);  // capacity 8: the ring holds 32..39
   archive::Checkpoint cp;
   cp.head = 40;
@@ -467,14 +469,13 @@ TEST_CASE("groups come back with their settings and floors, every lease empty, a
   g.lost = 1;
   cp.groups.push_back(g);
   g.name = "inflight";
-  g.dlq = "inflight-dead";
+  g.dlq = name.dlq();
   g.floor = 34;
   g.next = 38;
   g.lost = 0;
   cp.groups.push_back(g);
   REQUIRE(archive::write_checkpoint(dir.str(), cp).ok());
 
-  ScopedChannelName name("rb");
   auto ch = Channel::create(name.str(), small_options(Policy::block, dir.str()), kTestBus);
   INFO((ch.ok() ? std::string() : ch.error().message()));
   REQUIRE(ch.ok());
@@ -490,7 +491,7 @@ TEST_CASE("groups come back with their settings and floors, every lease empty, a
   REQUIRE(st.groups[1].floor == 34);
   REQUIRE(st.groups[1].next == 34);
   REQUIRE(st.groups[1].in_flight == 0);
-  REQUIRE(st.groups[1].dlq == "inflight-dead");
+  REQUIRE(st.groups[1].dlq == name.dlq());
 
   // Joining with other settings is refused: they are the group's own.
   shmbus::GroupOptions go;
@@ -499,7 +500,7 @@ TEST_CASE("groups come back with their settings and floors, every lease empty, a
   go.backoff_cap_ns = 5'000'000;
   go.max_deliveries = 7;
   go.jitter_permille = 0;
-  go.dlq = "inflight-dead";
+  go.dlq = name.dlq();
   shmbus::GroupOptions other = go;
   other.max_deliveries = 6;
   auto bad = ch->join_group("inflight", other);
