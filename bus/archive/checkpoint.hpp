@@ -198,6 +198,7 @@ Checkpoint capture_checkpoint(const ChannelState& ch);
 
 /// The bytes of `cp` in the checkpoint format. invalid_argument if it lists
 /// more entries than a channel can hold or a name longer than kNameMax.
+/// Thread-safe.
 Result<std::vector<std::byte>> encode_checkpoint(const Checkpoint& cp);
 
 /// Parses checkpoint bytes read from `path` (named in errors): corrupted,
