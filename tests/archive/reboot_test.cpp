@@ -229,7 +229,7 @@ std::vector<std::string> run_script(Channel& ch, std::uint64_t n) {
 }  // namespace
 
 TEST_CASE("a channel created over an archive at head N works like one that published up to N", "[archive][reboot]") {
-  for (const Policy policy : {Policy::block, Policy::drop_oldest}) {
+  for (const Policy policy : {Policy::block, Policy::drop_oldest, Policy::reject}) {
     for (const std::uint64_t n : {1ull, 3ull, 8ull, 13ull, 40ull}) {
       CAPTURE(static_cast<int>(policy), n);
       TempDir dir("shmbus-reboot");
