@@ -2,6 +2,7 @@
 #include "shm/file.hpp"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <dirent.h>
 #include <fcntl.h>
@@ -171,6 +172,27 @@ std::string join_path(const std::string& dir, const std::string& name) {
 Result<void> remove_file(const std::string& path) {
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) return file_error("cannot remove", path, errno);
   return {};
+}
+
+Result<void> rename_file(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) return file_error("cannot rename", from + "' to '" + to, errno);
+  return {};
+}
+
+Result<std::vector<std::byte>> read_file(const std::string& path, std::uint64_t max_bytes) {
+  auto f = File::open_read(path);
+  if (!f) return f.error();
+  auto size = f->size();
+  if (!size) return size.error();
+  if (*size > max_bytes) {
+    return Error(ErrorCode::invalid_argument, "file '" + path + "' holds " + std::to_string(*size) +
+                                                  " bytes, more than the " + std::to_string(max_bytes) + " expected");
+  }
+  std::vector<std::byte> out(static_cast<std::size_t>(*size));
+  auto got = f->pread(out.data(), out.size(), 0);
+  if (!got) return got.error();
+  out.resize(*got);  // a file that shrank meanwhile: what was there
+  return out;
 }
 
 Result<std::uint64_t> file_size(const std::string& path) {

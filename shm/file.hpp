@@ -110,6 +110,16 @@ std::string join_path(const std::string& dir, const std::string& name);
 /// Removes file `path`. One that does not exist is not an error.
 Result<void> remove_file(const std::string& path);
 
+/// Renames `from` to `to` in one step (rename(2)): a `to` that exists is
+/// replaced atomically, so a reader sees the old file or the new one, never
+/// a mix. Both must be on one file system (e.g. in one directory); call
+/// sync_directory afterwards to make the new name last.
+Result<void> rename_file(const std::string& from, const std::string& to);
+
+/// Reads the whole of file `path` (at most `max_bytes`: a larger file is
+/// invalid_argument naming its size). not_found if it does not exist.
+Result<std::vector<std::byte>> read_file(const std::string& path, std::uint64_t max_bytes);
+
 /// The size of file `path` (stat).
 Result<std::uint64_t> file_size(const std::string& path);
 

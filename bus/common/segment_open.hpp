@@ -111,11 +111,14 @@ Result<OpenedSegment<G>> open_segment(const SegmentSteps<H, G>& steps, std::stri
 }
 
 /// Makes segment `seg_name` of `geo.total_size` bytes with permission bits
-/// `mode`, has the kind initialise its header, and links it under its name:
-/// already_exists (the new segment dropped) if the name is taken.
-template <class H, class G>
+/// `mode`, has the kind initialise its header, then runs `prepare(segment)`
+/// (a Result<void>: the kind's contents beyond the header, e.g. a channel
+/// continuing its archive), and only then links it under its name:
+/// already_exists (the new segment dropped) if the name is taken. An error of
+/// `prepare` drops the segment unnamed: nobody ever sees a half-made one.
+template <class H, class G, class Prepare>
 Result<shm::Segment> create_segment(const SegmentSteps<H, G>& steps, std::string_view name, const std::string& seg_name,
-                                    const G& geo, std::uint32_t mode) {
+                                    const G& geo, std::uint32_t mode, Prepare&& prepare) {
   auto seg = shm::Segment::create_unnamed(seg_name, geo.total_size, mode);
   if (!seg) return seg.error();
   if (steps.kind.lost_offset != kNoLostMarker) seg->set_lost_marker(steps.kind.lost_offset, steps.kind.lost_value);
@@ -124,8 +127,16 @@ Result<shm::Segment> create_segment(const SegmentSteps<H, G>& steps, std::string
     if (!hdr_map) return hdr_map.error();
     steps.initialise(reinterpret_cast<H*>(hdr_map->data()), geo, name);
   }
+  if (Result<void> r = prepare(seg.value()); !r) return r.error();
   if (auto r = seg->link(); !r) return r.error();
   return seg;
+}
+
+/// create_segment with nothing to prepare beyond the header.
+template <class H, class G>
+Result<shm::Segment> create_segment(const SegmentSteps<H, G>& steps, std::string_view name, const std::string& seg_name,
+                                    const G& geo, std::uint32_t mode) {
+  return create_segment(steps, name, seg_name, geo, mode, [](shm::Segment&) { return Result<void>{}; });
 }
 
 /// How many times create_or_open starts over when a segment vanishes

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "bus/archive/restore.hpp"
 #include "bus/common/segment_open.hpp"
 #include "bus/common/settings_check.hpp"
 #include "shm/atomics.hpp"
@@ -376,7 +377,18 @@ Result<std::shared_ptr<ChannelState>> create_channel(std::string_view bus, std::
   // Made, sized and initialised without a name; linked only when complete.
   // A creator killed at any point before the link leaves nothing behind; one
   // killed after it leaves a complete channel.
-  auto seg = create_segment(kChannelSteps, name, segment_name(bus, name), g.value(), opts.mode);
+  // A channel with an archive continues it (archive/restore.hpp) before the
+  // link, so that nobody sees it half restored. A name already taken skips
+  // the archive's reads (open_or_create of a live channel); the link decides.
+  const std::string seg_name = segment_name(bus, name);
+  auto seg = create_segment(kChannelSteps, name, seg_name, g.value(), opts.mode, [&](shm::Segment& s) -> Result<void> {
+    if (!g->archive_dir.empty() && shm::Segment::in_use(seg_name).ok()) {
+      return Error(ErrorCode::already_exists, "taken");
+    }
+    auto r = archive::restore_channel(s, g.value(), name);
+    if (!r) return r.error();
+    return {};
+  });
   if (!seg) {
     if (seg.error().code() == ErrorCode::already_exists) {
       return Error(ErrorCode::already_exists,
