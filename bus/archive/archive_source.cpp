@@ -89,6 +89,13 @@ ArchiveRead ArchiveSource::read_unchecked(std::uint64_t seq) {
     position_ = seq;
   }
   auto r = reader_->next();
+  if (r.ok() && !r->has_value()) {
+    // At the newest file's tail the reader drops its buffered bytes before
+    // answering "end" (a writer may have rewritten them after a recovery):
+    // read once more from the file itself before saying `seq` is not there,
+    // which a subscriber would count as lost.
+    r = reader_->next();
+  }
   if (!r.ok()) return fail(r.error(), seq);
   if (!r->has_value()) return ArchiveRead::absent;  // still positioned at seq: a later read retries
   record_ = **r;

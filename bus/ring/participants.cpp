@@ -283,10 +283,12 @@ std::optional<SubscriberAttach> activate(SubscriberEntry& e, std::uint32_t i, st
 }
 
 // Where a resumed entry reads from: its cursor, or, if it was evicted while
-// away, the oldest message, the gap it lost counted now.
+// away, the oldest message, the gap it lost counted now. With an archive the
+// cursor stands: the first read finds what the ring lost there, and counts
+// only what the archive lacks.
 std::uint64_t resume_cursor(const ChannelState& ch, SubscriberEntry& e, bool was_evicted) noexcept {
   const std::uint64_t cursor = shm::load_acquire(e.cursor);
-  if (!was_evicted) return cursor;
+  if (!was_evicted || !ch.geo.archive_dir.empty()) return cursor;
   const std::uint64_t oldest = oldest_sequence(ch);
   if (cursor >= oldest) return cursor;
   shm::single_writer_add(e.lost, oldest - cursor);
