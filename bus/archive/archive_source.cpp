@@ -116,12 +116,26 @@ Result<std::optional<std::uint64_t>> ArchiveSource::first_sequence() {
   auto opened = open();
   if (!opened.ok()) return opened.error();
   if (!*opened) return std::optional<std::uint64_t>{};
-  auto end = reader_->end_sequence();
-  if (!end.ok()) return end.error();
   auto first = reader_->first_sequence();
   if (!first.ok()) return first.error();
-  if (*end <= *first) return std::optional<std::uint64_t>{};  // no whole record yet
-  return std::optional<std::uint64_t>{*first};
+  // Whether a whole record is there: read it (cheap, at the start of the
+  // oldest file; and kept, for a read of it that follows).
+  if (have_record_ && record_.sequence == *first) return std::optional<std::uint64_t>{*first};
+  position_ = kUnknown;
+  have_record_ = false;
+  if (auto s = reader_->seek(*first); !s.ok()) {
+    if (s.error().code() == ErrorCode::invalid_argument || s.error().code() == ErrorCode::not_found) {
+      return std::optional<std::uint64_t>{};  // empty, or pruned meanwhile
+    }
+    return s.error();
+  }
+  auto r = reader_->next();
+  if (!r.ok()) return r.error();
+  if (!r->has_value()) return std::optional<std::uint64_t>{};  // a file with no whole record yet
+  record_ = **r;
+  have_record_ = true;
+  position_ = record_.sequence + 1;
+  return std::optional<std::uint64_t>{record_.sequence};
 }
 
 Result<std::uint64_t> ArchiveSource::end_sequence() {
@@ -132,19 +146,15 @@ Result<std::uint64_t> ArchiveSource::end_sequence() {
 }
 
 Result<std::optional<std::uint64_t>> ArchiveSource::seek_time(std::uint64_t realtime_ns) {
-  auto first = first_sequence();
-  if (!first.ok()) return first.error();
-  if (!first->has_value()) return std::optional<std::uint64_t>{};
+  auto opened = open();
+  if (!opened.ok()) return opened.error();
+  if (!*opened) return std::optional<std::uint64_t>{};
   position_ = kUnknown;
   have_record_ = false;
   if (auto s = reader_->seek_time(realtime_ns); !s.ok()) return s.error();
   auto r = reader_->next();
   if (!r.ok()) return r.error();
-  if (!r->has_value()) {
-    auto end = reader_->end_sequence();
-    if (!end.ok()) return end.error();
-    return std::optional<std::uint64_t>{*end};
-  }
+  if (!r->has_value()) return std::optional<std::uint64_t>{};
   record_ = **r;
   have_record_ = true;
   position_ = record_.sequence + 1;
@@ -179,12 +189,11 @@ std::uint64_t archive_start_position(const ChannelState& ch, const StartAt& star
         // The ring holds every message since the time: it answers.
         if (lost == 0) return ring_cursor;
         auto at = src.seek_time(start.value);
-        if (!at.ok() || !at->has_value()) return ring_cursor;
+        if (!at.ok()) return ring_cursor;
         auto first = src.first_sequence();
-        auto end = src.end_sequence();
-        if (!first.ok() || !first->has_value() || !end.ok()) return ring_cursor;
-        const std::uint64_t s = **at;
-        if (s < *end) {
+        if (!first.ok() || !first->has_value()) return ring_cursor;  // nothing archived
+        if (at->has_value()) {
+          const std::uint64_t s = **at;
           // The archive's first record is already at or after the time:
           // what was before it (pruned, or never archived) may be from then
           // (an upper bound, as for the ring).
@@ -193,6 +202,8 @@ std::uint64_t archive_start_position(const ChannelState& ch, const StartAt& star
         }
         // Every archived record is older than the time: only what lies
         // between the archive's end and the ring's oldest is unaccounted.
+        auto end = src.end_sequence();
+        if (!end.ok()) return ring_cursor;
         lost = *end < ring_cursor ? ring_cursor - *end : 0;
         return ring_cursor;
       }

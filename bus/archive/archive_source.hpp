@@ -52,14 +52,17 @@ class ArchiveSource {
   [[nodiscard]] const std::string& error() const noexcept { return error_; }
   [[nodiscard]] const std::string& dir() const noexcept { return dir_; }
 
-  /// The oldest sequence kept; nullopt when the archive is empty or does not
+  /// The oldest sequence kept (its record read, and kept for a read that
+  /// follows); nullopt when the archive has no whole record or does not
   /// exist (yet).
   Result<std::optional<std::uint64_t>> first_sequence();
-  /// One past the last whole record (0 when empty or absent).
+  /// One past the last whole record (0 when empty or absent). Scans the
+  /// newest file: for setup paths.
   Result<std::uint64_t> end_sequence();
   /// The sequence of the first record with timestamp >= `realtime_ns`
-  /// (SegmentReader::seek_time), or end_sequence() if none; nullopt when the
-  /// archive is empty or does not exist.
+  /// (SegmentReader::seek_time), its record kept for a read that follows;
+  /// nullopt when there is none (every record older, an empty archive, or
+  /// none at all).
   Result<std::optional<std::uint64_t>> seek_time(std::uint64_t realtime_ns);
 
  private:

@@ -134,21 +134,23 @@ std::uint64_t resolve_start_archived(const Channel& ch, const StartAt& at, const
   }
   auto s = src.seek_time(at.value);
   auto first = src.first_sequence();
-  auto end = src.end_sequence();
-  if (!s.ok() || !s->has_value() || !first.ok() || !first->has_value() || !end.ok()) {
+  if (!s.ok() || !first.ok() || !first->has_value()) {
     std::cerr << "shmbus " << what << ": messages since " << text << " are no longer all in the ring and the archive "
-              << (s.ok() ? "holds none" : "cannot be read: " + s.error().message()) << "; starting at the oldest, #"
-              << ch.oldest() << '\n';
+              << (!s.ok()       ? "cannot be read: " + s.error().message()
+                  : !first.ok() ? "cannot be read: " + first.error().message()
+                                : std::string("holds none"))
+              << "; starting at the oldest, #" << ch.oldest() << '\n';
     return ch.oldest();
   }
-  if (**s < *end) {
+  if (s->has_value()) {
     if (**s == **first && **first > 0) {
       std::cerr << "shmbus " << what << ": the archive's first record, #" << **first << ", is already after " << text
                 << ": up to " << **first << " older message(s) are no longer kept\n";
     }
     return std::min(**s, ch.oldest());
   }
-  if (*end < ch.oldest()) {
+  auto end = src.end_sequence();
+  if (end.ok() && *end < ch.oldest()) {
     std::cerr << "shmbus " << what << ": messages since " << text << " are no longer all kept: up to "
               << ch.oldest() - *end << " (#" << *end << " to #" << ch.oldest() - 1
               << ") neither in the archive nor the ring; starting at the oldest, #" << ch.oldest() << '\n';
