@@ -67,6 +67,8 @@ void Subscriber::seek(std::uint64_t sequence) noexcept {
   if (core_) core_->seek(sequence);
 }
 
+std::string Subscriber::last_error() const { return core_ ? core_->last_error() : std::string(); }
+
 SubscriberCounters Subscriber::counters() const noexcept { return core_ ? core_->counters() : SubscriberCounters{}; }
 
 std::uint64_t Subscriber::cursor() const noexcept { return core_ ? core_->cursor() : 0; }

@@ -20,6 +20,10 @@
 
 namespace shmbus::bus {
 
+namespace archive {
+class ArchiveSource;
+}
+
 /// The geometry of a channel, derived from its options or read (and checked)
 /// from a header. Everything a handle needs to address the segment.
 struct Geometry {
@@ -157,6 +161,12 @@ class ChannelState {
 
   /// Owners trusted when this channel was opened (its DLQs are opened alike).
   shm::Trust trust;
+
+  /// Channel::peek's reader of the archive (bus/ring/peek.cpp), opened at
+  /// the first peek older than the ring and kept for the next (sequential
+  /// peeks then cost no seek); used under archive_peek_mu.
+  mutable std::mutex archive_peek_mu;
+  mutable std::shared_ptr<archive::ArchiveSource> archive_peek;
 
  private:
   friend Result<std::shared_ptr<ChannelState>> attach(shm::Segment, const std::string&, const std::string&,

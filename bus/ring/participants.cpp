@@ -4,6 +4,7 @@
 #include <climits>
 #include <optional>
 
+#include "bus/archive/archive_source.hpp"
 #include "bus/common/util.hpp"
 #include "bus/ring/slots.hpp"
 #include "shm/atomics.hpp"
@@ -282,10 +283,12 @@ std::optional<SubscriberAttach> activate(SubscriberEntry& e, std::uint32_t i, st
 }
 
 // Where a resumed entry reads from: its cursor, or, if it was evicted while
-// away, the oldest message, the gap it lost counted now.
+// away, the oldest message, the gap it lost counted now. With an archive the
+// cursor stands: the first read finds what the ring lost there, and counts
+// only what the archive lacks.
 std::uint64_t resume_cursor(const ChannelState& ch, SubscriberEntry& e, bool was_evicted) noexcept {
   const std::uint64_t cursor = shm::load_acquire(e.cursor);
-  if (!was_evicted) return cursor;
+  if (!was_evicted || !ch.geo.archive_dir.empty()) return cursor;
   const std::uint64_t oldest = oldest_sequence(ch);
   if (cursor >= oldest) return cursor;
   shm::single_writer_add(e.lost, oldest - cursor);
@@ -337,7 +340,11 @@ std::uint64_t prepare_new_entry(ChannelState& ch, SubscriberEntry& e, std::strin
   shm::store_relaxed(e.lapped_events, std::uint64_t{0});
   shm::store_relaxed(e.evict_watch_since_ns, std::uint64_t{0});
   start_lost = 0;
-  const std::uint64_t cursor = start_position(ch, start, &start_lost);
+  std::uint64_t cursor = start_position(ch, start, &start_lost);
+  // A channel with an archive reaches further back than its ring: earliest
+  // and a time older than the ring start in the archive (a sequence older
+  // than the ring needs nothing here: the first read finds it there).
+  if (!ch.geo.archive_dir.empty()) cursor = archive::archive_start_position(ch, start, cursor, start_lost);
   if (start_lost != 0) {
     // Started at a time older than the ring: counted now (the entry
     // shows it at once), reported by the first poll.

@@ -5,6 +5,7 @@
 #include <climits>
 #include <cstring>
 
+#include "bus/archive/archive_source.hpp"
 #include "bus/common/wait.hpp"
 #include "bus/ring/participants.hpp"
 #include "bus/ring/slots.hpp"
@@ -20,6 +21,11 @@ constexpr std::uint32_t kStallCheckEvery = 1024;  // empty polls between stall c
 constexpr std::uint32_t kRemovedCheckEvery = 64;  // empty polls between removal checks (divides the above)
 static_assert(kStallCheckEvery % kRemovedCheckEvery == 0);
 constexpr std::uint64_t kMaxSleepSliceNs = 50'000'000;
+// pending_stamp_ of a message begin_read served from the archive: a stamp no
+// ring read ever validates against (a committed read's stamp is never in
+// the abandoned state), so finish_read's comparison sends it to
+// finish_mismatch, which tells the two apart.
+constexpr std::uint64_t kArchivedStamp = make_stamp(kMaxSequence, kStampAbandoned);
 
 }  // namespace
 
@@ -63,6 +69,7 @@ Result<std::unique_ptr<SubscriberCore>> SubscriberCore::create(std::shared_ptr<C
   s.set_fast(!s.report_start_loss_);
   s.wake_publishers_ = ch->geo.policy == Policy::block;
   s.wait_ = opts.wait;
+  s.has_archive_ = !ch->geo.archive_dir.empty();
   s.ch_ = std::move(ch);
   return owned;
 }
@@ -86,6 +93,9 @@ void SubscriberCore::seek(std::uint64_t seq) noexcept {
   cursor_ = std::min(seq, kMaxSequence);
   pending_ = false;
   report_start_loss_ = false;  // a new position: its own poll reports what it finds
+  // The ring first; a position it no longer holds sends the first read to
+  // the archive (read_ring -> on_overwritten).
+  archive_mode_ = false;
   set_fast(true);
   publish_cursor();
 }
@@ -97,6 +107,24 @@ PollStatus SubscriberCore::on_lapped() noexcept {
   if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) {
     return poll_status_of_removed(r);  // relaxed: a flag
   }
+  if (has_archive_) {
+    // The message at the cursor was overwritten while it was read (poll's
+    // or finish_read's validation failed): what the caller got is torn, so
+    // the answer is lapped whatever happens; but it is lost only if the
+    // archive does not hold it. Look now, so that the count is right at
+    // once; a record found is kept by the source, and the next read serves
+    // it without another read of the file.
+    Message m;
+    const PollStatus st = serve_archived(m);
+    pending_ = false;
+    return st == PollStatus::ok ? PollStatus::lapped : st;
+  }
+  return skip_overwritten();
+}
+
+// The ring's answer to an overwritten cursor: on to the oldest sequence the
+// ring may still hold, the gap counted as lost.
+PollStatus SubscriberCore::skip_overwritten() noexcept {
   // acquire: a fresh head to find the oldest sequence still in the ring.
   const std::uint64_t head = shm::load_acquire(prod_->head);
   const std::uint64_t oldest = head > capacity_ ? head - capacity_ : 0;
@@ -120,7 +148,9 @@ PollStatus SubscriberCore::on_evicted() noexcept {
     return PollStatus::invalid;  // the entry was taken from us (we were thought dead)
   }
   const std::uint64_t oldest = oldest_sequence(*ch_);
-  if (cursor_ < oldest) {
+  // With an archive the cursor stays: the next read finds what the ring
+  // lost in the archive and counts only what that lacks.
+  if (cursor_ < oldest && !has_archive_) {
     shm::single_writer_add(entry_->lost, oldest - cursor_);
     cursor_ = oldest;
   }
@@ -135,7 +165,10 @@ void SubscriberCore::check_stall(std::uint64_t st) noexcept {
 }
 
 bool SubscriberCore::ready() noexcept {
-  if (!ch_ || report_start_loss_) return true;
+  // In archive mode the cursor was overwritten in the ring: the archive
+  // holds it, or its loss is to be reported (or poll finds the ring caught
+  // up with and says empty once, leaving archive mode).
+  if (!ch_ || report_start_loss_ || archive_mode_) return true;
   if (shm::load_relaxed(entry_->control) != control_) return true;
   const std::uint64_t st = stamp_at(cursor_).load(std::memory_order_seq_cst);
   if (stamp_state(st) == kStampEmpty) return false;
@@ -145,16 +178,15 @@ bool SubscriberCore::ready() noexcept {
 PollStatus SubscriberCore::begin_read(Message& out) noexcept {
   if (!ch_) return PollStatus::invalid;
   pending_ = false;
-  if (report_start_loss_) [[unlikely]] {
-    // Started at a time older than the ring: what was overwritten since
-    // then was counted at attach (entry lost, lapped_events); say so once,
-    // as a seek to an overwritten sequence does.
-    report_start_loss_ = false;
-    set_fast(true);
-    return PollStatus::lapped;
-  }
-  // relaxed: only compared with our own value; on_evicted re-reads with acquire.
-  if (shm::load_relaxed(entry_->control) != control_) return on_evicted();
+  // relaxed: only compared with our own value. fast_control_ differs from
+  // the entry's word while a start loss is to be reported, in archive mode,
+  // and when the entry was taken from us: begin_read_cold sorts them out.
+  if (shm::load_relaxed(entry_->control) != fast_control_) [[unlikely]]
+    return begin_read_cold(out);
+  return read_ring(out);
+}
+
+[[gnu::always_inline]] inline PollStatus SubscriberCore::read_ring(Message& out) noexcept {
   for (;;) {
     const std::uint64_t want = make_stamp(cursor_, kStampCommitted);
     // SYNC(stamp): acquire, pairs with the seq_cst (release) commit CAS in
@@ -167,7 +199,7 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
         // Torn by a lapping writer, or a corrupted slot: the stamp decides.
         std::atomic_thread_fence(std::memory_order_acquire);
         const std::uint64_t now = shm::load_relaxed(slot_header(slot).stamp);
-        if (now != want) return on_lapped();
+        if (now != want) return on_overwritten(out);
         shm::single_writer_add(entry_->lost, 1);
         ++cursor_;
         publish_cursor();
@@ -184,12 +216,27 @@ PollStatus SubscriberCore::begin_read(Message& out) noexcept {
         publish_cursor();
         continue;
       }
-      if (stamp_seq(st) > cursor_) return on_lapped();
+      if (stamp_seq(st) > cursor_) return on_overwritten(out);
     }
     if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]]
       return on_idle(st);
     return PollStatus::empty;
   }
+}
+
+[[gnu::noinline]] PollStatus SubscriberCore::begin_read_cold(Message& out) noexcept {
+  if (report_start_loss_) {
+    // Started at a time older than the ring (and the archive): what was
+    // overwritten since then was counted at attach (entry lost,
+    // lapped_events); say so once, as a seek to an overwritten sequence does.
+    report_start_loss_ = false;
+    set_fast(!archive_mode_);
+    return PollStatus::lapped;
+  }
+  // relaxed: as in begin_read; on_evicted re-reads with acquire.
+  if (shm::load_relaxed(entry_->control) != control_) return on_evicted();
+  if (archive_mode_) return read_archived(out);
+  return read_ring(out);
 }
 
 PollStatus SubscriberCore::on_idle(std::uint64_t st) noexcept {
@@ -213,11 +260,112 @@ PollStatus SubscriberCore::finish_read(bool publish) noexcept {
   // joined a busy channel behind a publisher's cached gate can be lapped.
   std::atomic_thread_fence(std::memory_order_acquire);
   const std::uint64_t now = shm::load_relaxed(stamp_at(cursor_));
-  if (now != pending_stamp_) return on_lapped();
+  if (now != pending_stamp_) [[unlikely]]
+    return finish_mismatch(publish);
   ++cursor_;
   shm::single_writer_add(entry_->delivered, 1);
   if (publish) publish_cursor();
   return PollStatus::ok;
+}
+
+// finish_read's other cases: a message served from the archive (nothing to
+// validate: the record's checksum was checked when it was read, and no
+// writer rewrites it), or a ring message overwritten while it was read.
+[[gnu::noinline]] PollStatus SubscriberCore::finish_mismatch(bool publish) noexcept {
+  if (pending_stamp_ != kArchivedStamp) return on_lapped();
+  ++cursor_;
+  shm::single_writer_add(entry_->delivered, 1);
+  if (publish) publish_cursor();
+  return PollStatus::ok;
+}
+
+// --- replay from the archive (docs/protocol.md, "Replay and merge") --------------
+
+// The ring no longer holds the cursor (its slot holds a later sequence).
+PollStatus SubscriberCore::on_overwritten(Message& out) noexcept {
+  if (!has_archive_) return on_lapped();
+  return serve_archived(out);
+}
+
+// In archive mode: the ring first. Once its slot for the cursor holds
+// anything but a later sequence (committed, being written, abandoned, or
+// not reached yet), reading goes back to it and the fast path with it; the
+// cursor decides which source serves each sequence, so the switch has no gap
+// and no duplicate.
+PollStatus SubscriberCore::read_archived(Message& out) noexcept {
+  // SYNC(stamp): acquire, as in read_ring (and as there, only a committed
+  // stamp lets the slot's bytes be read).
+  const std::uint64_t st = shm::load_acquire(stamp_at(cursor_));
+  if (stamp_state(st) == kStampEmpty || stamp_seq(st) <= cursor_) {
+    leave_archive();
+    return read_ring(out);
+  }
+  return serve_archived(out);
+}
+
+void SubscriberCore::leave_archive() noexcept {
+  archive_mode_ = false;
+  set_fast(!report_start_loss_);
+}
+
+// Moves the cursor forward to `next` (the archive's or the ring's next
+// sequence), counting what lies between as lost.
+void SubscriberCore::skip_to(std::uint64_t next) noexcept {
+  // What the ring may still hold is not lost, whatever the archive lacks
+  // (an archive pruned past the ring's oldest).
+  const std::uint64_t oldest = oldest_sequence(*ch_);
+  next = std::max(cursor_ + 1, std::min(next, std::max(oldest, cursor_ + 1)));
+  shm::single_writer_add(entry_->lost, next - cursor_);
+  shm::single_writer_add(entry_->lapped_events, 1);
+  cursor_ = next;
+  publish_cursor();
+}
+
+// Serves the cursor from the archive. The ring overwrote it, so the archive
+// is the only place it can be: found -> ok (archive mode); not kept (pruned,
+// or a gap the archiver recorded) -> lapped, on to the archive's next
+// record; not archived (no archiver, or one behind on a drop_oldest channel)
+// -> lapped, on to the ring's oldest, as without an archive; unreadable ->
+// corrupted, on to the next file (or the ring's oldest), the error kept for
+// last_error().
+PollStatus SubscriberCore::serve_archived(Message& out) noexcept {
+  pending_ = false;
+  if (const std::uint64_t r = removed_->load(std::memory_order_relaxed); r != kChannelLive) {
+    return poll_status_of_removed(r);  // relaxed: a flag
+  }
+  if (!archive_) {
+    try {
+      archive_ = std::make_unique<archive::ArchiveSource>(ch_->geo.archive_dir);
+    } catch (const std::bad_alloc&) {
+      return skip_overwritten();  // no memory to read the archive: the ring's answer, the loss counted
+    }
+  }
+  switch (archive_->read(cursor_)) {
+    case archive::ArchiveRead::found:
+      archive_mode_ = true;
+      set_fast(false);
+      out = archive::message_of(archive_->record());
+      pending_stamp_ = kArchivedStamp;
+      pending_ = true;
+      return PollStatus::ok;
+    case archive::ArchiveRead::missing:
+      archive_mode_ = true;
+      set_fast(false);
+      skip_to(archive_->next());
+      return PollStatus::lapped;
+    case archive::ArchiveRead::absent: leave_archive(); return skip_overwritten();
+    case archive::ArchiveRead::error: {
+      try {
+        last_error_ = archive_->error();
+      } catch (const std::bad_alloc&) {
+        last_error_.clear();  // the status still says corrupted; only the text is lost
+      }
+      const std::uint64_t next = archive_->next();
+      skip_to(next != 0 ? next : kMaxSequence);
+      return PollStatus::corrupted;
+    }
+  }
+  return skip_overwritten();
 }
 
 // The copy-out poll, fused: one acquire of the stamp at the head of the

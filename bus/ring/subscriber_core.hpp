@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 
 #include "bus/common/types.hpp"
 #include "bus/ring/channel_state.hpp"
@@ -15,6 +16,10 @@
 #include "bus/ring/slots.hpp"
 
 namespace shmbus::bus {
+
+namespace archive {
+class ArchiveSource;
+}
 
 /// Counters of one subscriber (the public type).
 using shmbus::SubscriberCounters;
@@ -58,7 +63,12 @@ class SubscriberCore {
   [[nodiscard]] const std::shared_ptr<ChannelState>& channel() const noexcept { return ch_; }
   [[nodiscard]] std::uint32_t index() const noexcept { return index_; }
   /// Moves the cursor: the next read returns `seq` (losses are not counted).
+  /// On a channel with an archive, a `seq` the ring no longer holds is read
+  /// from the archive.
   void seek(std::uint64_t seq) noexcept;
+  /// What the last archive read that failed said (the file and the offset),
+  /// "" if none did. Not thread-safe w.r.t. polls.
+  [[nodiscard]] const std::string& last_error() const noexcept { return last_error_; }
 
  private:
   PollStatus poll_general(Message& out, std::span<std::byte> buffer) noexcept;
@@ -71,6 +81,17 @@ class SubscriberCore {
   void store_cursor() noexcept;  ///< publish_cursor's body, inlined into poll
   PollStatus on_idle(std::uint64_t stamp) noexcept;
   PollStatus on_lapped() noexcept;
+  PollStatus skip_overwritten() noexcept;
+  // The ring at the cursor, begin_read's loop (the cursor's slot decides).
+  PollStatus read_ring(Message& out) noexcept;
+  PollStatus begin_read_cold(Message& out) noexcept;
+  PollStatus finish_mismatch(bool publish) noexcept;
+  // Replay from the archive (docs/protocol.md, "Replay and merge").
+  PollStatus on_overwritten(Message& out) noexcept;
+  PollStatus read_archived(Message& out) noexcept;
+  PollStatus serve_archived(Message& out) noexcept;
+  void skip_to(std::uint64_t next) noexcept;
+  void leave_archive() noexcept;
   PollStatus on_evicted() noexcept;
   void check_stall(std::uint64_t stamp) noexcept;
   [[nodiscard]] const std::atomic<std::uint64_t>& stamp_at(std::uint64_t seq) const noexcept {
@@ -106,6 +127,12 @@ class SubscriberCore {
   // latency moved by 20% when these two sat among them).
   const std::atomic<std::uint64_t>* removed_ = nullptr;  ///< the header's RemovedState
   std::uint64_t last_removed_check_ns_ = 0;
+  // Replay from the channel's archive: read only once the ring no longer
+  // holds the cursor, so cold as well.
+  std::unique_ptr<archive::ArchiveSource> archive_;  ///< opened at the first read older than the ring
+  bool has_archive_ = false;                         ///< the channel has an archive directory
+  bool archive_mode_ = false;  ///< the cursor is read from the archive (set_fast(false) meanwhile)
+  std::string last_error_;     ///< the last archive error (see last_error())
 };
 
 }  // namespace shmbus::bus

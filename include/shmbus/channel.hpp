@@ -162,8 +162,10 @@ class Channel {
   /// Copies message `sequence` into `buffer` without consuming it: no
   /// cursor, no table entry, nothing written (works on read-only channels).
   /// ok; empty if it is not committed yet; lapped if it was overwritten
-  /// (older than the oldest retained message); corrupted if its claim was
-  /// abandoned or its slot is impossible; buffer_too_small with
+  /// (older than the oldest retained message) and the channel's archive, if
+  /// it has one, does not hold it either (a sequence the ring overwrote is
+  /// read from the archive); corrupted if its claim was abandoned, its slot
+  /// is impossible or its archive record unreadable; buffer_too_small with
   /// out.payload.size() = the size needed. Validated like a poll, so a
   /// concurrent writer never yields a torn message. Thread-safe.
   PollStatus peek(std::uint64_t sequence, Message& out, std::span<std::byte> buffer) const noexcept;

@@ -1,11 +1,18 @@
 // Subscriber: an independent cursor over a channel that sees every message
 // (fan-out). Each handle is used by one thread at a time.
+//
+// On a channel with an archive (ChannelOptions::archive_dir), a cursor the
+// ring no longer holds is read from the archive, and reading switches back to
+// the ring as soon as it holds the cursor: every call below works the same in
+// both, with no gap and no duplicate at the switch (docs/protocol.md, "Replay
+// and merge"). Only what neither holds is lost, and counted.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <span>
+#include <string>
 #include <type_traits>
 
 #include <shmbus/types.hpp>
@@ -29,8 +36,14 @@ class Subscriber {
   /// again), `buffer_too_small` (out.payload.size() is the size needed).
   /// After any result but `ok` (and `buffer_too_small`'s size), `out` and
   /// `buffer` may hold part of a message that was overwritten while it was
-  /// copied: ignore them. Never blocks, never allocates. Not thread-safe:
-  /// one caller at a time.
+  /// copied: ignore them. Never blocks, never allocates while reading the
+  /// ring (reading the archive makes system calls, and allocates once to
+  /// open it). On a channel with an archive: `lapped` counts only what
+  /// neither the ring nor the archive holds (it may count nothing when a
+  /// message was overwritten while it was copied: the next poll returns it
+  /// from the archive); `corrupted` for an unreadable archive record, the
+  /// sequences skipped past it counted as lost and the reason in
+  /// last_error(). Not thread-safe: one caller at a time.
   PollStatus poll(Message& out, std::span<std::byte> buffer) noexcept;
 
   /// Waits up to timeout_ns (with the handle's WaitStrategy) and polls.
@@ -38,10 +51,12 @@ class Subscriber {
   PollStatus poll_wait(Message& out, std::span<std::byte> buffer, std::uint64_t timeout_ns) noexcept;
 
   /// Zero-copy read: calls f(const Message&) with the payload in the
-  /// channel's read-only mapping, then validates the slot. If the result is
-  /// `lapped`, a writer overwrote the message while f ran (drop_oldest
-  /// channels, evicted readers): discard what f derived from it.
-  /// Not thread-safe: one caller at a time.
+  /// channel's read-only mapping (or, for a message read from the archive,
+  /// in the archive reader's buffer, valid until the next call), then
+  /// validates the slot. If the result is `lapped`, a writer overwrote the
+  /// message while f ran (drop_oldest channels, evicted readers): discard
+  /// what f derived from it (with an archive, the next read returns it
+  /// again). Not thread-safe: one caller at a time.
   template <class F>
   PollStatus read(F&& f) noexcept(std::is_nothrow_invocable_v<F&, const Message&>) {
     if (!core_) return PollStatus::invalid;
@@ -89,9 +104,17 @@ class Subscriber {
   /// Not thread-safe: one caller at a time.
   PollStatus wait(std::uint64_t timeout_ns) noexcept;
 
-  /// Moves the cursor so the next message read is `sequence` (replay).
-  /// Not thread-safe: one caller at a time.
+  /// Moves the cursor so the next message read is `sequence` (replay). A
+  /// sequence the ring no longer holds is read from the channel's archive if
+  /// it has one (then the ring once it holds the cursor); without one, or
+  /// older than the archive's first record, the next read returns `lapped`
+  /// with the loss counted. Not thread-safe: one caller at a time.
   void seek(std::uint64_t sequence) noexcept;
+
+  /// Why the last read of the archive failed (a `corrupted` result): the
+  /// error naming the file and the offset; "" if none has. Not thread-safe
+  /// w.r.t. polls.
+  [[nodiscard]] std::string last_error() const;
 
   /// Cursor and counters (delivered, lost). Not thread-safe w.r.t. polls.
   [[nodiscard]] SubscriberCounters counters() const noexcept;

@@ -146,20 +146,30 @@ struct ChannelOptions {
   Trust trust;
 };
 
-/// Where a new subscriber starts reading.
+/// Where a new subscriber starts reading. On a channel with an archive
+/// (ChannelOptions::archive_dir), positions older than the ring are read from
+/// the archive, then the ring, with no gap and no duplicate.
 struct StartAt {
   enum class Kind : std::uint8_t { earliest, latest, sequence, timestamp };
   Kind kind = Kind::latest;
   std::uint64_t value = 0;  ///< the sequence, or CLOCK_REALTIME ns for `timestamp`
 
+  /// The oldest message kept: the archive's first record on a channel whose
+  /// archive holds older ones than the ring, else the ring's oldest.
   static StartAt earliest() noexcept { return {Kind::earliest, 0}; }
   static StartAt latest() noexcept { return {Kind::latest, 0}; }
+  /// Sequence `s`. Older than the ring: read from the archive; older than
+  /// what is kept (or no archive): the first poll returns `lapped`, the
+  /// sequences up to the oldest kept counted as lost.
   static StartAt at_sequence(std::uint64_t s) noexcept { return {Kind::sequence, s}; }
   /// The first message published at or after the time. If the ring no
   /// longer holds every message since then (its oldest is newer and older
-  /// ones were overwritten), the first poll returns `lapped` and `lost`
-  /// counts every overwritten sequence (an upper bound: their times are
-  /// gone); a group counts them in its `lost`.
+  /// ones were overwritten), a subscriber on a channel with an archive
+  /// starts at the archive's first record at or after the time (found by
+  /// its time index); what neither holds (the ring without an archive)
+  /// makes the first poll return `lapped`, `lost` counting every sequence
+  /// that may be from then (an upper bound: their times are gone); a group
+  /// (which reads the ring only) counts them in its `lost`.
   static StartAt at_time(std::uint64_t realtime_ns) noexcept { return {Kind::timestamp, realtime_ns}; }
 };
 

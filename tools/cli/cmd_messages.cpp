@@ -1,11 +1,17 @@
-// `shmbus peek`, `tail`, `publish` and `subscribe`: messages from and to the
-// shell. peek and tail read by sequence without taking part (no cursor, no
-// table entry); publish and subscribe are real participants.
+// `shmbus peek`, `tail`, `replay`, `publish` and `subscribe`: messages from
+// and to the shell. peek, tail and replay read by sequence without taking
+// part (no cursor, no table entry), from the ring or, for sequences it no
+// longer holds, the channel's archive; publish and subscribe are real
+// participants.
+#include <algorithm>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <thread>
 
+#include "api/detail.hpp"
+#include "bus/archive/archive_source.hpp"
+#include "bus/ring/peek.hpp"
 #include "probe.hpp"
 
 namespace shmbus::probe {
@@ -18,7 +24,9 @@ constexpr double kMaxIdleExitSeconds = 365.0 * 86400;
 struct ReadArgs {
   std::string bus{kDefaultBus};
   std::string channel;
-  std::string from;  // peek: start position
+  std::string from;   // peek, tail, replay: start position
+  std::string to;     // replay: the last sequence or time printed
+  bool json = false;  // replay: --json (as --format json)
   std::uint64_t count = 10;
   bool follow = false;  // tail -f
   std::string format = "text";
@@ -29,20 +37,38 @@ struct ReadArgs {
   std::uint32_t order_window = 0;  // subscribe --group --ordering per_key: 0 = min(capacity, 4096)
 };
 
-// Prints messages [from, ...) by peeking, at most `count` (0: no limit);
-// follows the head if `follow`. Messages overwritten before they could be
-// read are reported on stderr with how many were skipped.
+// Where printing stops: before sequence `end_seq`, or before the first
+// message stamped after `end_time_ns` (0: no time bound).
+struct RangeEnd {
+  std::uint64_t end_seq = UINT64_MAX;
+  std::uint64_t end_time_ns = 0;
+};
+
+// Prints messages [from, ...) by peeking (the ring, or the archive for what
+// the ring no longer holds), at most `count` (0: no limit); follows the head
+// if `follow`. Messages neither holds are reported on stderr with how many
+// were skipped, unreadable archive records with the archive's error.
 int print_range(const Channel& ch, std::uint64_t from, std::uint64_t count, bool follow, PayloadFormat fmt,
-                double idle_exit_s) {
+                double idle_exit_s, const RangeEnd& end = {}) {
+  const bus::ChannelState& state = *detail::state_of(ch);
+  // An archived payload is at most what the ring could hold.
   std::vector<std::byte> buf(ch.max_payload());
   std::uint64_t seq = from, printed = 0;
   std::uint64_t idle_since = monotonic_now_ns();
   std::uint64_t backoff_us = 100;
-  while (count == 0 || printed < count) {
+  bus::ArchivePeek archive;
+  // The next sequence readable after `seq`: the archive's next record, but
+  // never past what the ring may still hold.
+  const auto next_after = [&](std::uint64_t archive_next) {
+    const std::uint64_t ring = std::max(ch.oldest(), seq + 1);
+    return archive_next > seq ? std::min(archive_next, ring) : ring;
+  };
+  while ((count == 0 || printed < count) && seq < end.end_seq) {
     if (stop_requested()) break;
     Message m;
-    const PollStatus st = ch.peek(seq, m, buf);
+    const PollStatus st = bus::peek_message(state, seq, m, buf, &archive);
     if (st == PollStatus::ok) {
+      if (end.end_time_ns != 0 && m.timestamp_ns > end.end_time_ns) break;
       print_message(std::cout, m, fmt);
       ++seq;
       ++printed;
@@ -51,14 +77,21 @@ int print_range(const Channel& ch, std::uint64_t from, std::uint64_t count, bool
       continue;
     }
     if (st == PollStatus::lapped) {
-      const std::uint64_t oldest = ch.oldest();
-      const std::uint64_t next = oldest > seq ? oldest : seq + 1;
+      const std::uint64_t next = std::min(next_after(archive.next), end.end_seq);
       std::cerr << "shmbus: skipped " << (next - seq) << " message(s) from #" << seq
-                << " (overwritten before they were read)\n";
+                << (state.geo.archive_dir.empty() ? " (overwritten before they were read)\n"
+                                                  : " (no longer in the ring, and not in the archive)\n");
       seq = next;
       continue;
     }
     if (st == PollStatus::corrupted) {
+      if (!archive.error.empty()) {
+        const std::uint64_t next = std::min(next_after(archive.next != 0 ? archive.next : UINT64_MAX), end.end_seq);
+        std::cerr << "shmbus: #" << seq << ": " << archive.error << "; skipped " << (next - seq)
+                  << " message(s) to the next archive file or the ring\n";
+        seq = next;
+        continue;
+      }
       std::cerr << "shmbus: #" << seq << " skipped (claim abandoned or slot corrupted)\n";
       ++seq;
       continue;
@@ -84,6 +117,47 @@ int print_range(const Channel& ch, std::uint64_t from, std::uint64_t count, bool
   return kExitOk;
 }
 
+// The first sequence a start position names, looking into the channel's
+// archive for what the ring no longer holds: earliest is the archive's first
+// record, a time older than the ring the archive's first record at or after
+// it. Says on stderr when messages since that time are no longer kept.
+std::uint64_t resolve_start_archived(const Channel& ch, const StartAt& at, const std::string& what,
+                                     const std::string& text) {
+  const std::uint64_t ring = resolve_start(ch, at);
+  const std::string& dir = detail::state_of(ch)->geo.archive_dir;
+  if (dir.empty() || (at.kind != StartAt::Kind::earliest && at.kind != StartAt::Kind::timestamp)) return ring;
+  if (at.kind == StartAt::Kind::timestamp && ring >= ch.oldest()) return ring;  // the ring holds it all
+  bus::archive::ArchiveSource src(dir);
+  if (at.kind == StartAt::Kind::earliest) {
+    auto first = src.first_sequence();
+    return first.ok() && first->has_value() ? std::min(**first, ring) : ring;
+  }
+  auto s = src.seek_time(at.value);
+  auto first = src.first_sequence();
+  if (!s.ok() || !first.ok() || !first->has_value()) {
+    std::cerr << "shmbus " << what << ": messages since " << text << " are no longer all in the ring and the archive "
+              << (!s.ok()       ? "cannot be read: " + s.error().message()
+                  : !first.ok() ? "cannot be read: " + first.error().message()
+                                : std::string("holds none"))
+              << "; starting at the oldest, #" << ch.oldest() << '\n';
+    return ch.oldest();
+  }
+  if (s->has_value()) {
+    if (**s == **first && **first > 0) {
+      std::cerr << "shmbus " << what << ": the archive's first record, #" << **first << ", is already after " << text
+                << ": up to " << **first << " older message(s) are no longer kept\n";
+    }
+    return std::min(**s, ch.oldest());
+  }
+  auto end = src.end_sequence();
+  if (end.ok() && *end < ch.oldest()) {
+    std::cerr << "shmbus " << what << ": messages since " << text << " are no longer all kept: up to "
+              << ch.oldest() - *end << " (#" << *end << " to #" << ch.oldest() - 1
+              << ") neither in the archive nor the ring; starting at the oldest, #" << ch.oldest() << '\n';
+  }
+  return ch.oldest();
+}
+
 int cmd_peek(const ReadArgs& a) {
   const auto fmt = parse_format(a.format);
   std::string err;
@@ -95,8 +169,11 @@ int cmd_peek(const ReadArgs& a) {
   int rc = kExitOk;
   auto ch = open_observer(a.channel, a.bus, rc);
   if (!ch) return rc;
-  std::uint64_t from = resolve_start(*ch, *at);
-  if (from < ch->oldest()) {
+  const bool archived = !detail::state_of(*ch)->geo.archive_dir.empty();
+  std::uint64_t from = resolve_start_archived(*ch, *at, "peek", a.from);
+  // With an archive, print_range reads what the ring lost there (and says
+  // what neither holds).
+  if (from < ch->oldest() && !archived) {
     if (at->kind == StartAt::Kind::sequence) {
       std::cerr << "shmbus peek: #" << from << " is no longer in the ring; starting at the oldest, #" << ch->oldest()
                 << '\n';
@@ -122,11 +199,58 @@ int cmd_tail(const ReadArgs& a) {
   auto ch = open_observer(a.channel, a.bus, rc);
   if (!ch) return rc;
   install_stop_handlers();
+  if (!a.from.empty()) {
+    // tail --from: everything from there (the archive for what the ring no
+    // longer holds), then, with -f, what comes.
+    std::string err;
+    const auto at = parse_start(a.from, err);
+    if (!at) {
+      std::cerr << "shmbus tail: " << err << '\n';
+      return kExitError;
+    }
+    const std::uint64_t from = resolve_start_archived(*ch, *at, "tail", a.from);
+    return print_range(*ch, from, 0, a.follow, *fmt, a.idle_exit_s);
+  }
   const std::uint64_t head = ch->head();
   std::uint64_t from = head > a.count ? head - a.count : 0;
   if (from < ch->oldest()) from = ch->oldest();
   // tail -f: the last `count` messages, then everything new (no limit).
   return print_range(*ch, from, a.follow ? 0 : a.count, a.follow, *fmt, a.idle_exit_s);
+}
+
+// shmbus replay CHANNEL --from TIME|SEQ [--to TIME|SEQ]: the messages from a
+// position (read from the archive where the ring no longer holds them) up to
+// the last one asked for, or the head when it started.
+int cmd_replay(const ReadArgs& a) {
+  const auto fmt = parse_format(a.json ? "json" : a.format);
+  if (!fmt) {
+    std::cerr << "shmbus replay: bad --format '" << a.format << "': text, hex or json\n";
+    return kExitError;
+  }
+  std::string err;
+  const auto at = parse_start(a.from, err);
+  if (!at) {
+    std::cerr << "shmbus replay: --from: " << err << '\n';
+    return kExitError;
+  }
+  RangeEnd end;
+  if (!a.to.empty()) {
+    const auto to = parse_start(a.to, err);
+    if (!to || to->kind == StartAt::Kind::earliest) {
+      std::cerr << "shmbus replay: --to: " << (to ? "earliest is no end; give a sequence, a time or latest" : err)
+                << '\n';
+      return kExitError;
+    }
+    if (to->kind == StartAt::Kind::sequence) end.end_seq = to->value == UINT64_MAX ? UINT64_MAX : to->value + 1;
+    if (to->kind == StartAt::Kind::timestamp) end.end_time_ns = std::max<std::uint64_t>(to->value, 1);
+  }
+  int rc = kExitOk;
+  auto ch = open_observer(a.channel, a.bus, rc);
+  if (!ch) return rc;
+  install_stop_handlers();
+  if (!a.to.empty() && a.to == "latest") end.end_seq = ch->head();
+  const std::uint64_t from = resolve_start_archived(*ch, *at, "replay", a.from);
+  return print_range(*ch, from, 0, false, *fmt, 0, end);
 }
 
 struct PublishArgs {
@@ -306,10 +430,29 @@ void add_message_commands(CLI::App& app, Action& action) {
       ->capture_default_str()
       ->check(integer_in(0, UINT64_MAX));
   tail->add_flag("-f,--follow", t->follow, "Keep printing new messages until interrupted");
+  tail->add_option("--from", t->from,
+                   "Print everything from here instead of the last --count (older than the ring: from the "
+                   "channel's archive): earliest | latest | SEQ | -30s/-5m/-2h/-1d | @UNIX_SECONDS | "
+                   "YYYY-MM-DDTHH:MM:SS (UTC)");
   tail->add_option("--idle-exit", t->idle_exit_s,
                    "With -f: stop after this many seconds without a new message (0: never)")
       ->check(seconds_in(0, kMaxIdleExitSeconds));
   tail->callback([t, &action] { action = [t] { return cmd_tail(*t); }; });
+
+  auto r = std::make_shared<ReadArgs>();
+  auto* replay = app.add_subcommand(
+      "replay", "Print messages from a position on, reading what the ring no longer holds from the channel's archive");
+  add_read_options(replay, *r);
+  replay
+      ->add_option("--from", r->from,
+                   "Where to start: earliest (the archive's first record) | SEQ | -30s/-5m/-2h/-1d | @UNIX_SECONDS | "
+                   "YYYY-MM-DDTHH:MM:SS (UTC)")
+      ->required();
+  replay->add_option("--to", r->to,
+                     "The last message printed: SEQ (inclusive), a time (messages stamped at or before it) or "
+                     "latest; default: the head when replay starts");
+  replay->add_flag("--json", r->json, "One JSON object per line (as --format json)");
+  replay->callback([r, &action] { action = [r] { return cmd_replay(*r); }; });
 
   auto pa = std::make_shared<PublishArgs>();
   auto* publish = app.add_subcommand("publish", "Publish each line of stdin (or --file) as a message");
