@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <type_traits>
 
 #include "bus/common/wait.hpp"
 #include "bus/ring/participants.hpp"
@@ -20,6 +21,18 @@ constexpr std::uint32_t kStallCheckEvery = 1024;  // empty polls between stall c
 constexpr std::uint32_t kRemovedCheckEvery = 64;  // empty polls between removal checks (divides the above)
 static_assert(kStallCheckEvery % kRemovedCheckEvery == 0);
 constexpr std::uint64_t kMaxSleepSliceNs = 50'000'000;
+
+// What poll copies from SlotMeta into Message in one run: key, id,
+// correlation_id, type, and the size word, which lands on attempt.
+constexpr std::size_t kMetaRun = offsetof(SlotMeta, size) + sizeof(SlotMeta::size) - offsetof(SlotMeta, key);
+static_assert(std::is_standard_layout_v<Message> && std::is_trivially_copyable_v<Message>);
+static_assert(offsetof(Message, id) - offsetof(Message, key) == offsetof(SlotMeta, id) - offsetof(SlotMeta, key));
+static_assert(offsetof(Message, correlation_id) - offsetof(Message, key) ==
+              offsetof(SlotMeta, correlation_id) - offsetof(SlotMeta, key));
+static_assert(offsetof(Message, type) - offsetof(Message, key) == offsetof(SlotMeta, type) - offsetof(SlotMeta, key));
+static_assert(offsetof(Message, attempt) - offsetof(Message, key) ==
+              offsetof(SlotMeta, size) - offsetof(SlotMeta, key));
+static_assert(sizeof(Message::attempt) == sizeof(SlotMeta::size) && kMetaRun == 32);
 
 }  // namespace
 
@@ -256,15 +269,15 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   if (length > fast_max_ || length > buffer.size()) [[unlikely]]
     return poll_general(out, buffer);
   racy_copy_small(buffer.data(), slot + kSlotHeaderSize, length);
-  // The metadata goes into `out` field by field before the validation, as
-  // the payload into the buffer (both are the caller's to ignore unless the
-  // result is ok): each a load and a store, so that none is held in a
-  // register across the rest.
+  // The metadata goes into `out` before the validation, as the payload into
+  // the buffer (both are the caller's to ignore unless the result is ok):
+  // key, id, correlation_id and type lie in SlotMeta as in Message, so they
+  // move with the size word behind them as one 32-byte copy (two 16-byte
+  // loads and stores, nothing held in a register across the rest); the size
+  // word lands on `attempt`, which then takes its real value.
   const std::byte* m = slot + offsetof(SlotHeader, meta);
-  racy_copy_small(&out.key, m + offsetof(SlotMeta, key), sizeof out.key);
-  racy_copy_small(&out.id, m + offsetof(SlotMeta, id), sizeof out.id);
-  racy_copy_small(&out.correlation_id, m + offsetof(SlotMeta, correlation_id), sizeof out.correlation_id);
-  racy_copy_small(&out.type, m + offsetof(SlotMeta, type), sizeof out.type);
+  racy_copy_small(reinterpret_cast<std::byte*>(&out) + offsetof(Message, key), m + offsetof(SlotMeta, key),
+                  kMetaRun);
   out.attempt = size_attempt(size);
   std::uint64_t stored_time;
   racy_copy_small(&stored_time, m + offsetof(SlotMeta, timestamp), sizeof stored_time);
