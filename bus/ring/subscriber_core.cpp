@@ -23,16 +23,14 @@ static_assert(kStallCheckEvery % kRemovedCheckEvery == 0);
 constexpr std::uint64_t kMaxSleepSliceNs = 50'000'000;
 
 // What poll copies from SlotMeta into Message in one run: key, id,
-// correlation_id, type, and the size word, which lands on attempt.
-constexpr std::size_t kMetaRun = offsetof(SlotMeta, size) + sizeof(SlotMeta::size) - offsetof(SlotMeta, key);
+// correlation_id and type, which lie alike in both (layout.hpp, SlotMeta).
+constexpr std::size_t kMetaRun = offsetof(SlotMeta, type) + sizeof(SlotMeta::type) - offsetof(SlotMeta, key);
 static_assert(std::is_standard_layout_v<Message> && std::is_trivially_copyable_v<Message>);
 static_assert(offsetof(Message, id) - offsetof(Message, key) == offsetof(SlotMeta, id) - offsetof(SlotMeta, key));
 static_assert(offsetof(Message, correlation_id) - offsetof(Message, key) ==
               offsetof(SlotMeta, correlation_id) - offsetof(SlotMeta, key));
 static_assert(offsetof(Message, type) - offsetof(Message, key) == offsetof(SlotMeta, type) - offsetof(SlotMeta, key));
-static_assert(offsetof(Message, attempt) - offsetof(Message, key) ==
-              offsetof(SlotMeta, size) - offsetof(SlotMeta, key));
-static_assert(sizeof(Message::attempt) == sizeof(SlotMeta::size) && kMetaRun == 32);
+static_assert(sizeof(Message::type) == sizeof(SlotMeta::type) && kMetaRun == 28);
 
 }  // namespace
 
@@ -234,7 +232,7 @@ PollStatus SubscriberCore::finish_read(bool publish) noexcept {
 }
 
 // The copy-out poll, fused: one acquire of the stamp at the head of the
-// slot's first line (which also holds the metadata and 16 payload bytes),
+// slot's first line (which also holds the metadata and 8 payload bytes),
 // the copies, the seqlock re-check, one cursor store. Anything but a
 // committed message of the right size, or an empty slot, takes poll_general.
 PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexcept {
@@ -249,11 +247,13 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   const std::atomic<std::uint64_t>& stamp = slot_header(slot).stamp;
   // SYNC(stamp): acquire, as in begin_read.
   const std::uint64_t st = shm::load_acquire(stamp);
-  if (st != make_stamp(cursor, kStampCommitted)) {
+  const std::uint64_t committed = make_stamp(cursor, kStampCommitted);
+  if (st != committed) {
     // Nothing at the cursor yet (never written, an older lap, or being
     // written): an empty poll. Anything else is for the general path.
-    const bool nothing =
-        stamp_state(st) == kStampEmpty || stamp_seq(st) < cursor || st == make_stamp(cursor, kStampWriting);
+    // (`writing` as committed - 1: one stamp computed on the hot path.)
+    static_assert(kStampWriting == kStampCommitted - 1);
+    const bool nothing = stamp_state(st) == kStampEmpty || stamp_seq(st) < cursor || st == committed - 1;
     if (!nothing) return poll_general(out, buffer);
     if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]]
       return on_idle(st);
@@ -268,17 +268,17 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   const std::uint32_t length = size_length(size);
   if (length > fast_max_ || length > buffer.size()) [[unlikely]]
     return poll_general(out, buffer);
-  racy_copy_small(buffer.data(), slot + kSlotHeaderSize, length);
-  // The metadata goes into `out` before the validation, as the payload into
-  // the buffer (both are the caller's to ignore unless the result is ok):
-  // key, id, correlation_id and type lie in SlotMeta as in Message, so they
-  // move with the size word behind them as one 32-byte copy (two 16-byte
-  // loads and stores, nothing held in a register across the rest); the size
-  // word lands on `attempt`, which then takes its real value.
-  const std::byte* m = slot + offsetof(SlotHeader, meta);
-  racy_copy_small(reinterpret_cast<std::byte*>(&out) + offsetof(Message, key), m + offsetof(SlotMeta, key),
-                  kMetaRun);
+  // What goes into `out` and the buffer before the validation is the
+  // caller's to ignore unless the result is ok. attempt first: the size word
+  // is then dead, and the length (opaque: one register, not derived from
+  // the size word again) is all the payload copy holds.
   out.attempt = size_attempt(size);
+  const std::size_t n = opaque(std::size_t{length});
+  racy_copy_small(buffer.data(), slot + kSlotHeaderSize, n);
+  // key, id, correlation_id and type lie in SlotMeta as in Message: one
+  // copy of kMetaRun bytes (two overlapping 16-byte loads and stores).
+  const std::byte* m = slot + offsetof(SlotHeader, meta);
+  racy_copy_small(reinterpret_cast<std::byte*>(&out) + offsetof(Message, key), m + offsetof(SlotMeta, key), kMetaRun);
   std::uint64_t stored_time;
   racy_copy_small(&stored_time, m + offsetof(SlotMeta, timestamp), sizeof stored_time);
   // SYNC(seqlock-read): as in finish_read.
@@ -286,7 +286,7 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   if (shm::load_relaxed(stamp) != st) [[unlikely]]
     return on_lapped();
   out.sequence = cursor;
-  out.payload = std::span<const std::byte>(buffer.data(), length);
+  out.payload = std::span<const std::byte>(buffer.data(), n);
   cursor_ = cursor + 1;
   shm::single_writer_add(entry_->delivered, 1);
   // The cursor, as store_cursor; its wake-up and a time that needs more than

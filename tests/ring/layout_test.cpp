@@ -157,12 +157,24 @@ TEST_CASE("the ABI fingerprint hashes the 16 layout numbers that protocol.md lis
                                                                        });
   CHECK(abi_fingerprint() == documented);
   // The same numbers as this build computes them.
-  CHECK(abi_fingerprint() ==
-        fnv1a_of_numbers(kFingerprintBasis,
-                         {kLayoutVersion, sizeof(ChannelHeader), sizeof(ProducerBlock), sizeof(PublisherEntry),
-                          sizeof(SubscriberEntry), sizeof(SlotHeader), sizeof(SlotMeta), sizeof(GroupEntry),
-                          sizeof(ConsumerEntry), offsetof(GroupEntry, floor), offsetof(ChannelHeader, name),
-                          offsetof(ProducerBlock, sub_futex), offsetof(SubscriberEntry, cursor),
-                          offsetof(SlotHeader, meta), offsetof(SlotMeta, id), offsetof(SlotMeta, size),
-                          offsetof(SlotMeta, timestamp), offsetof(ChannelHeader, timestamps), kCacheLine, kHotSlot}));
+  CHECK(abi_fingerprint() == fnv1a_of_numbers(kFingerprintBasis, {kLayoutVersion,
+                                                                  sizeof(ChannelHeader),
+                                                                  sizeof(ProducerBlock),
+                                                                  sizeof(PublisherEntry),
+                                                                  sizeof(SubscriberEntry),
+                                                                  sizeof(SlotHeader),
+                                                                  sizeof(SlotMeta),
+                                                                  sizeof(GroupEntry),
+                                                                  sizeof(ConsumerEntry),
+                                                                  offsetof(GroupEntry, floor),
+                                                                  offsetof(ChannelHeader, name),
+                                                                  offsetof(ProducerBlock, sub_futex),
+                                                                  offsetof(SubscriberEntry, cursor),
+                                                                  offsetof(SlotHeader, meta),
+                                                                  offsetof(SlotMeta, id),
+                                                                  offsetof(SlotMeta, size),
+                                                                  offsetof(SlotMeta, timestamp),
+                                                                  offsetof(ChannelHeader, timestamps),
+                                                                  kCacheLine,
+                                                                  kHotSlot}));
 }
