@@ -433,8 +433,8 @@ inline constexpr std::uint64_t kMaxSequence = (1ULL << 62) - 1;
 //  28 size: payload length (bits 0..23) | attempt (bits 24..31)
 //  32 timestamp (see stored_time_is_ticks)
 //  key, id, correlation_id and type lie as in shmbus::Message (key .. type,
-//  then attempt where size is), so a copy-out reader moves them with two
-//  16-byte loads and stores and then fixes up attempt (subscriber_core.cpp).
+//  then attempt where size is), so a copy-out reader moves the four as one
+//  28-byte run: two overlapping 16-byte loads and stores (subscriber_core.cpp).
 struct SlotMeta {
   std::uint64_t key;
   std::uint64_t id;
