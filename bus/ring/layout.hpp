@@ -434,25 +434,28 @@ inline constexpr std::uint64_t kMaxSequence = (1ULL << 62) - 1;
 //  SlotMeta (40 B): the plain metadata of a message, written by the one
 //  publisher that holds the slot's stamp in `writing`, read after an acquire
 //  of `committed` and re-validated by the stamp (seqlock).
-//  0 timestamp (see stored_time_is_ticks)  8 key  16 correlation_id
-//  24 size: payload length (bits 0..23) | attempt (bits 24..31)  28 type
-//  32 id (the message id, 0 = none; last, so the older fields kept their offsets)
+//  0 key  8 id (the message id, 0 = none)  16 correlation_id  24 type
+//  28 size: payload length (bits 0..23) | attempt (bits 24..31)
+//  32 timestamp (see stored_time_is_ticks)
+//  key, id, correlation_id and type lie as in shmbus::Message (key .. type,
+//  then attempt where size is), so a copy-out reader moves the four as one
+//  28-byte run: two overlapping 16-byte loads and stores (subscriber_core.cpp).
 struct SlotMeta {
-  std::uint64_t timestamp;
   std::uint64_t key;
-  std::uint64_t correlation_id;
-  std::uint32_t size;
-  std::uint32_t type;
   std::uint64_t id;
+  std::uint64_t correlation_id;
+  std::uint32_t type;
+  std::uint32_t size;
+  std::uint64_t timestamp;
 };
 static_assert(std::is_standard_layout_v<SlotMeta>);
 static_assert(sizeof(SlotMeta) == 40);
-static_assert(offsetof(SlotMeta, timestamp) == 0);
-static_assert(offsetof(SlotMeta, key) == 8);
+static_assert(offsetof(SlotMeta, key) == 0);
+static_assert(offsetof(SlotMeta, id) == 8);
 static_assert(offsetof(SlotMeta, correlation_id) == 16);
-static_assert(offsetof(SlotMeta, size) == 24);
-static_assert(offsetof(SlotMeta, type) == 28);
-static_assert(offsetof(SlotMeta, id) == 32);
+static_assert(offsetof(SlotMeta, type) == 24);
+static_assert(offsetof(SlotMeta, size) == 28);
+static_assert(offsetof(SlotMeta, timestamp) == 32);
 
 /// SlotMeta::size: the payload length (slots are at most 16 MiB, so it fits
 /// 24 bits) and the delivery attempt a DLQ copy carries (0..255).
@@ -508,6 +511,9 @@ inline constexpr std::uint64_t abi_fingerprint() noexcept {
                                  offsetof(ProducerBlock, sub_futex),
                                  offsetof(SubscriberEntry, cursor),
                                  offsetof(SlotHeader, meta),
+                                 offsetof(SlotMeta, id),
+                                 offsetof(SlotMeta, size),
+                                 offsetof(SlotMeta, timestamp),
                                  offsetof(ChannelHeader, timestamps),
                                  offsetof(ChannelHeader, archive_dir),
                                  kCacheLine,

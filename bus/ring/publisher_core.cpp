@@ -322,12 +322,12 @@ PublishStatus PublisherCore::commit(ClaimToken& claim, std::size_t length, const
     shm::single_writer_add(entry_->lost_claims, 1);
     return PublishStatus::abandoned;
   }
-  slot.meta.timestamp = time_to_store(meta);
   slot.meta.key = meta.key;
-  slot.meta.correlation_id = meta.correlation_id;
-  slot.meta.size = pack_size(static_cast<std::uint32_t>(length), attempt);
-  slot.meta.type = meta.type;
   slot.meta.id = meta.id;
+  slot.meta.correlation_id = meta.correlation_id;
+  slot.meta.type = meta.type;
+  slot.meta.size = pack_size(static_cast<std::uint32_t>(length), attempt);
+  slot.meta.timestamp = time_to_store(meta);
   // SYNC(stamp): release (seq_cst), pairs with the acquire stamp loads in
   // SubscriberCore::begin_read: the slot's bytes are visible before the stamp.
   if (!shm::cas_seq_cst(slot.stamp, expected, make_stamp(seq, kStampCommitted))) {
@@ -358,14 +358,14 @@ void PublisherCore::abort(ClaimToken& claim) noexcept {
                                                              std::uint64_t stored_time,
                                                              std::uint32_t attempt) noexcept {
   SlotMeta& m = slot_header(at).meta;
-  m.timestamp = stored_time;
   m.key = meta.key;
-  m.correlation_id = meta.correlation_id;
-  // size and type, adjacent, in one store.
-  static_assert(offsetof(SlotMeta, type) == offsetof(SlotMeta, size) + 4 && std::endian::native == std::endian::little);
-  const std::uint64_t size_type = pack_size(static_cast<std::uint32_t>(n), attempt) | std::uint64_t{meta.type} << 32;
-  std::memcpy(reinterpret_cast<std::byte*>(&m) + offsetof(SlotMeta, size), &size_type, sizeof size_type);
   m.id = meta.id;
+  m.correlation_id = meta.correlation_id;
+  // type and size, adjacent, in one store.
+  static_assert(offsetof(SlotMeta, size) == offsetof(SlotMeta, type) + 4 && std::endian::native == std::endian::little);
+  const std::uint64_t type_size = meta.type | std::uint64_t{pack_size(static_cast<std::uint32_t>(n), attempt)} << 32;
+  std::memcpy(reinterpret_cast<std::byte*>(&m) + offsetof(SlotMeta, type), &type_size, sizeof type_size);
+  m.timestamp = stored_time;
 }
 
 // The fused publish: everything a reader will read goes into the slot's

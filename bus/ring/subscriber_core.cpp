@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstring>
+#include <type_traits>
 
 #include "bus/archive/archive_source.hpp"
 #include "bus/common/wait.hpp"
@@ -26,6 +27,16 @@ constexpr std::uint64_t kMaxSleepSliceNs = 50'000'000;
 // the abandoned state), so finish_read's comparison sends it to
 // finish_mismatch, which tells the two apart.
 constexpr std::uint64_t kArchivedStamp = make_stamp(kMaxSequence, kStampAbandoned);
+
+// What poll copies from SlotMeta into Message in one run: key, id,
+// correlation_id and type, which lie alike in both (layout.hpp, SlotMeta).
+constexpr std::size_t kMetaRun = offsetof(SlotMeta, type) + sizeof(SlotMeta::type) - offsetof(SlotMeta, key);
+static_assert(std::is_standard_layout_v<Message> && std::is_trivially_copyable_v<Message>);
+static_assert(offsetof(Message, id) - offsetof(Message, key) == offsetof(SlotMeta, id) - offsetof(SlotMeta, key));
+static_assert(offsetof(Message, correlation_id) - offsetof(Message, key) ==
+              offsetof(SlotMeta, correlation_id) - offsetof(SlotMeta, key));
+static_assert(offsetof(Message, type) - offsetof(Message, key) == offsetof(SlotMeta, type) - offsetof(SlotMeta, key));
+static_assert(sizeof(Message::type) == sizeof(SlotMeta::type) && kMetaRun == 28);
 
 }  // namespace
 
@@ -369,7 +380,7 @@ PollStatus SubscriberCore::serve_archived(Message& out) noexcept {
 }
 
 // The copy-out poll, fused: one acquire of the stamp at the head of the
-// slot's first line (which also holds the metadata and 16 payload bytes),
+// slot's first line (which also holds the metadata and 8 payload bytes),
 // the copies, the seqlock re-check, one cursor store. Anything but a
 // committed message of the right size, or an empty slot, takes poll_general.
 PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexcept {
@@ -384,11 +395,13 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   const std::atomic<std::uint64_t>& stamp = slot_header(slot).stamp;
   // SYNC(stamp): acquire, as in begin_read.
   const std::uint64_t st = shm::load_acquire(stamp);
-  if (st != make_stamp(cursor, kStampCommitted)) {
+  const std::uint64_t committed = make_stamp(cursor, kStampCommitted);
+  if (st != committed) {
     // Nothing at the cursor yet (never written, an older lap, or being
     // written): an empty poll. Anything else is for the general path.
-    const bool nothing =
-        stamp_state(st) == kStampEmpty || stamp_seq(st) < cursor || st == make_stamp(cursor, kStampWriting);
+    // (`writing` as committed - 1: one stamp computed on the hot path.)
+    static_assert(kStampWriting == kStampCommitted - 1);
+    const bool nothing = stamp_state(st) == kStampEmpty || stamp_seq(st) < cursor || st == committed - 1;
     if (!nothing) return poll_general(out, buffer);
     if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]]
       return on_idle(st);
@@ -403,17 +416,17 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   const std::uint32_t length = size_length(size);
   if (length > fast_max_ || length > buffer.size()) [[unlikely]]
     return poll_general(out, buffer);
-  racy_copy_small(buffer.data(), slot + kSlotHeaderSize, length);
-  // The metadata goes into `out` field by field before the validation, as
-  // the payload into the buffer (both are the caller's to ignore unless the
-  // result is ok): each a load and a store, so that none is held in a
-  // register across the rest.
-  const std::byte* m = slot + offsetof(SlotHeader, meta);
-  racy_copy_small(&out.key, m + offsetof(SlotMeta, key), sizeof out.key);
-  racy_copy_small(&out.id, m + offsetof(SlotMeta, id), sizeof out.id);
-  racy_copy_small(&out.correlation_id, m + offsetof(SlotMeta, correlation_id), sizeof out.correlation_id);
-  racy_copy_small(&out.type, m + offsetof(SlotMeta, type), sizeof out.type);
+  // What goes into `out` and the buffer before the validation is the
+  // caller's to ignore unless the result is ok. attempt first: the size word
+  // is then dead, and the length (opaque: one register, not derived from
+  // the size word again) is all the payload copy holds.
   out.attempt = size_attempt(size);
+  const std::size_t n = opaque(std::size_t{length});
+  racy_copy_small(buffer.data(), slot + kSlotHeaderSize, n);
+  // key, id, correlation_id and type lie in SlotMeta as in Message: one
+  // copy of kMetaRun bytes (two overlapping 16-byte loads and stores).
+  const std::byte* m = slot + offsetof(SlotHeader, meta);
+  racy_copy_small(reinterpret_cast<std::byte*>(&out) + offsetof(Message, key), m + offsetof(SlotMeta, key), kMetaRun);
   std::uint64_t stored_time;
   racy_copy_small(&stored_time, m + offsetof(SlotMeta, timestamp), sizeof stored_time);
   // SYNC(seqlock-read): as in finish_read.
@@ -421,7 +434,7 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   if (shm::load_relaxed(stamp) != st) [[unlikely]]
     return on_lapped();
   out.sequence = cursor;
-  out.payload = std::span<const std::byte>(buffer.data(), length);
+  out.payload = std::span<const std::byte>(buffer.data(), n);
   cursor_ = cursor + 1;
   shm::single_writer_add(entry_->delivered, 1);
   // The cursor, as store_cursor; its wake-up and a time that needs more than

@@ -21,8 +21,12 @@ static_assert(sizeof(PublisherEntry) == 128 && offsetof(PublisherEntry, publishe
 static_assert(sizeof(SubscriberEntry) == 256 && offsetof(SubscriberEntry, cursor) == 128);
 static_assert(offsetof(SubscriberEntry, name) == 32 && offsetof(SubscriberEntry, lost) == 144);
 static_assert(sizeof(SlotHeader) == 56 && offsetof(SlotHeader, meta) == 16);
-static_assert(offsetof(SlotHeader, meta) + offsetof(SlotMeta, size) == 40);
-static_assert(offsetof(SlotHeader, meta) + offsetof(SlotMeta, id) == 48);
+static_assert(offsetof(SlotHeader, meta) + offsetof(SlotMeta, key) == 16);
+static_assert(offsetof(SlotHeader, meta) + offsetof(SlotMeta, id) == 24);
+static_assert(offsetof(SlotHeader, meta) + offsetof(SlotMeta, correlation_id) == 32);
+static_assert(offsetof(SlotHeader, meta) + offsetof(SlotMeta, type) == 40);
+static_assert(offsetof(SlotHeader, meta) + offsetof(SlotMeta, size) == 44);
+static_assert(offsetof(SlotHeader, meta) + offsetof(SlotMeta, timestamp) == 48);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
 TEST_CASE("the hot words of the producer block sit on separate 128-byte slots") {
@@ -144,6 +148,9 @@ TEST_CASE("the ABI fingerprint hashes the layout numbers that protocol.md lists,
                                                                            260,   // offsetof(ProducerBlock, sub_futex)
                                                                            128,   // offsetof(SubscriberEntry, cursor)
                                                                            16,    // offsetof(SlotHeader, meta)
+                                                                           8,     // offsetof(SlotMeta, id)
+                                                                           28,    // offsetof(SlotMeta, size)
+                                                                           32,    // offsetof(SlotMeta, timestamp)
                                                                            128,   // offsetof(ChannelHeader, timestamps)
                                                                            240,  // offsetof(ChannelHeader, archive_dir)
                                                                            64,   // kCacheLine
@@ -151,12 +158,25 @@ TEST_CASE("the ABI fingerprint hashes the layout numbers that protocol.md lists,
                                                                        });
   CHECK(abi_fingerprint() == documented);
   // The same numbers as this build computes them.
-  CHECK(abi_fingerprint() ==
-        fnv1a_of_numbers(
-            kFingerprintBasis,
-            {kLayoutVersion, sizeof(ChannelHeader), sizeof(ProducerBlock), sizeof(PublisherEntry),
-             sizeof(SubscriberEntry), sizeof(SlotHeader), sizeof(SlotMeta), sizeof(GroupEntry), sizeof(ConsumerEntry),
-             offsetof(GroupEntry, floor), offsetof(ChannelHeader, name), offsetof(ProducerBlock, sub_futex),
-             offsetof(SubscriberEntry, cursor), offsetof(SlotHeader, meta), offsetof(ChannelHeader, timestamps),
-             offsetof(ChannelHeader, archive_dir), kCacheLine, kHotSlot}));
+  CHECK(abi_fingerprint() == fnv1a_of_numbers(kFingerprintBasis, {kLayoutVersion,
+                                                                  sizeof(ChannelHeader),
+                                                                  sizeof(ProducerBlock),
+                                                                  sizeof(PublisherEntry),
+                                                                  sizeof(SubscriberEntry),
+                                                                  sizeof(SlotHeader),
+                                                                  sizeof(SlotMeta),
+                                                                  sizeof(GroupEntry),
+                                                                  sizeof(ConsumerEntry),
+                                                                  offsetof(GroupEntry, floor),
+                                                                  offsetof(ChannelHeader, name),
+                                                                  offsetof(ProducerBlock, sub_futex),
+                                                                  offsetof(SubscriberEntry, cursor),
+                                                                  offsetof(SlotHeader, meta),
+                                                                  offsetof(SlotMeta, id),
+                                                                  offsetof(SlotMeta, size),
+                                                                  offsetof(SlotMeta, timestamp),
+                                                                  offsetof(ChannelHeader, timestamps),
+                                                                  offsetof(ChannelHeader, archive_dir),
+                                                                  kCacheLine,
+                                                                  kHotSlot}));
 }

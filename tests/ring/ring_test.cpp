@@ -5,11 +5,16 @@
 
 #include <cstring>
 #include <iterator>
+#include <random>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "api/detail.hpp"
+#include "bus/ring/publisher_core.hpp"
+#include "bus/ring/slots.hpp"
 #include "shm/clock.hpp"
+#include "shm/tsc_clock.hpp"
 
 #include "test_support.hpp"
 
@@ -600,4 +605,80 @@ TEST_CASE("empty and moved-from handles answer invalid instead of crashing") {
   CHECK(moved.publish(std::string_view("y")) == PublishStatus::ok);
   CHECK(pub->publish(std::string_view("z")) == PublishStatus::invalid);  // NOLINT(bugprone-use-after-move)
   CHECK(ch.stats().publishers.size() == 1);
+}
+
+TEST_CASE("a copy-out poll hands out every metadata field and payload length intact") {
+  ScopedChannelName name;
+  Channel ch = make_channel(name, small(Policy::block, 128));  // max_payload 72: past the 64-byte fast path
+  auto sub = ch.subscribe(SubscribeOptions{"", StartAt::at_sequence(0)});
+  REQUIRE(sub);
+  // Through the core, for the attempt a DLQ copy carries in the size word.
+  auto core = bus::PublisherCore::create(detail::state_of(ch));
+  REQUIRE(core);
+  const std::size_t max = ch.max_payload();
+  REQUIRE(max == 72);
+  std::vector<std::byte> body(max);
+  for (std::size_t i = 0; i < max; ++i) body[i] = static_cast<std::byte>(0xa0 + i);
+  for (std::size_t len = 0; len <= max; ++len) {
+    INFO("length " << len);
+    const std::uint64_t seq = len;
+    MessageMeta meta;
+    meta.key = 0x1111'0000'0000'0000ULL | seq;
+    meta.id = 0x2222'0000'0000'0000ULL | seq;
+    meta.correlation_id = 0x3333'0000'0000'0000ULL | seq;
+    meta.type = 0xfeed'0000u | static_cast<std::uint32_t>(seq);
+    meta.timestamp_ns = 1'700'000'000'000'000'000ULL + seq;  // the publisher's own time: read back as is
+    const std::uint32_t attempt = static_cast<std::uint32_t>(len % 256);
+    Claim claim;
+    REQUIRE(core.value()->claim(len, claim, 0) == PublishStatus::ok);
+    std::memcpy(claim.payload.data(), body.data(), len);
+    REQUIRE(core.value()->commit(claim, len, meta, attempt) == PublishStatus::ok);
+    Message m;
+    std::vector<std::byte> buf(len + 8, std::byte{0x55});  // 8 guard bytes after the payload
+    REQUIRE(sub->poll(m, std::span<std::byte>(buf.data(), len)) == PollStatus::ok);
+    CHECK(m.sequence == seq);
+    CHECK(m.key == meta.key);
+    CHECK(m.id == meta.id);
+    CHECK(m.correlation_id == meta.correlation_id);
+    CHECK(m.type == meta.type);
+    CHECK(m.attempt == attempt);
+    CHECK(m.timestamp_ns == meta.timestamp_ns);
+    REQUIRE(m.payload.size() == len);
+    CHECK(m.payload.data() == buf.data());
+    CHECK(std::memcmp(buf.data(), body.data(), len) == 0);
+    for (std::size_t g = len; g < buf.size(); ++g) CHECK(buf[g] == std::byte{0x55});  // nothing past it
+  }
+  Message m;
+  std::byte buf[128];
+  CHECK(sub->poll(m, buf) == PollStatus::empty);
+}
+
+TEST_CASE("a reader's recent-ticks conversion equals its full one wherever it answers", "[tsc]") {
+  bus::StampClock clock;
+  const std::uint64_t now = shm::tsc_ticks() & ~bus::kTicksFlag;
+  (void)clock.ns(bus::kTicksFlag | now);  // takes the snapshot now holds
+  std::uint64_t answered = 0;
+  const auto check = [&](std::uint64_t ticks) {
+    const std::uint64_t stored = bus::kTicksFlag | (ticks & ~bus::kTicksFlag);
+    std::uint64_t ns = 0;
+    if (!clock.ns_recent(stored, ns)) return false;
+    bus::StampClock full = clock;  // (a copy: ns() may take a new snapshot)
+    if (ns != full.ns(stored)) FAIL("ticks " << ticks << ": recent " << ns << ", full " << full.ns(stored));
+    ++answered;
+    return true;
+  };
+  // The ticks just converted, as a message stamped now would carry: answered.
+  CHECK(check(now));
+  std::mt19937_64 rng(20261202);
+  for (int i = 0; i < 200'000; ++i) {
+    const std::uint64_t d = rng() >> (i % 64);  // every magnitude, after and before
+    (void)check(now + d);
+    (void)check(now - d);
+  }
+  INFO(answered << " answered");
+  CHECK(answered > 1);
+  // Realtime nanoseconds pass through.
+  std::uint64_t ns = 0;
+  CHECK(clock.ns_recent(1'700'000'000'000'000'000ULL, ns));
+  CHECK(ns == 1'700'000'000'000'000'000ULL);
 }
