@@ -12,6 +12,10 @@
 //            bytes (the ratio to `disk`) and in messages. A batch is what an
 //            archiver appends at once: --batch-kb of records (1 MiB, what a
 //            busy archiver reads from the ring per append), one write(2).
+//   archiver the whole path: a publisher thread publishes the messages on a
+//            channel (block policy, 4096 slots) with an archive directory
+//            while shmbus::Archiver (batches of --batch-kb) archives them;
+//            rate from the first publish to the last record archived.
 //   replay   bus::archive::SegmentReader reading the archive just written,
 //            every record's CRC checked: messages and bytes per second.
 //
@@ -22,16 +26,21 @@
 // writes to a fresh subdirectory that is removed afterwards. Rounds
 // interleave the points, and the median of each is reported.
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <fcntl.h>
 #include <unistd.h>
+
+#include <shmbus/archive.hpp>
+#include <shmbus/shmbus.hpp>
 
 #include "bench_util.hpp"
 #include "bus/archive/segment.hpp"
@@ -43,7 +52,7 @@ namespace ar = shmbus::bus::archive;
 namespace fs = std::filesystem;
 
 struct Config {
-  std::string bus;  // set by bench_main (unused: no channel here)
+  std::string bus;  // set by bench_main: the archiver point's channel
   std::string dir = "/var/tmp";
   std::uint64_t mb = 256;
   std::vector<std::uint64_t> sizes{64, 4096};
@@ -159,6 +168,56 @@ std::uint64_t run_archive(const fs::path& dir, std::uint64_t size, std::uint64_t
   return bu::now_ns() - start;
 }
 
+// Publishes `count` messages of `size` bytes on a new channel whose archive
+// is `dir` from a thread while an Archiver archives them here; returns the
+// ns from the start to the last record archived.
+std::uint64_t run_archiver(const Config& cfg, const fs::path& dir, std::uint64_t size, std::uint64_t count,
+                           std::uint64_t batch, bool sync_batches) {
+  shmbus::ChannelOptions o;
+  o.capacity = 4096;
+  o.slot_size = static_cast<std::uint32_t>((56 + size + 63) / 64 * 64);
+  o.policy = shmbus::Policy::block;
+  o.archive_dir = dir.string();
+  const std::string name = "archive-bench";
+  (void)shmbus::Channel::remove(name, cfg.bus);
+  auto ch = shmbus::Channel::create(name, o, cfg.bus);
+  if (!ch) bu::die("create: " + ch.error().message());
+  shmbus::ArchiverOptions ao;
+  ao.fsync = sync_batches ? shmbus::ArchiveFsync::batch : shmbus::ArchiveFsync::never;
+  ao.batch = static_cast<std::uint32_t>(std::min<std::uint64_t>(batch, o.capacity));
+  auto arc = shmbus::Archiver::open(ch.value(), ao);
+  if (!arc) bu::die("archiver: " + arc.error().message());
+  auto pub = ch->publisher();
+  if (!pub) bu::die("publisher: " + pub.error().message());
+  std::vector<std::byte> payload(size, std::byte{0x44});
+  std::atomic<bool> failed{false};
+  const std::uint64_t start = bu::now_ns();
+  std::thread producer([&] {
+    for (std::uint64_t i = 0; i < count; ++i) {
+      if (pub->publish(std::span<const std::byte>(payload)) != shmbus::PublishStatus::ok) {
+        failed = true;
+        return;
+      }
+    }
+  });
+  std::uint64_t archived = 0;
+  while (archived < count && !failed) {
+    auto n = arc->poll_once();
+    if (!n) {
+      failed = true;
+      break;
+    }
+    archived += n.value();
+  }
+  const std::uint64_t ns = bu::now_ns() - start;
+  producer.join();
+  if (failed) bu::die("archiver point failed: " + arc->last_error());
+  arc = shmbus::Archiver();
+  *pub = shmbus::Publisher();
+  (void)shmbus::Channel::remove(name, cfg.bus);
+  return ns;
+}
+
 // Reads every record back; returns elapsed ns and checks the count.
 std::uint64_t run_replay(const fs::path& dir, std::uint64_t count) {
   const std::uint64_t start = bu::now_ns();
@@ -188,7 +247,7 @@ void run(Config& cfg) {
       const std::uint64_t count = std::max<std::uint64_t>(1, (cfg.mb << 20) / per);
       // Bytes the archive writes: records plus one 64-byte header per file.
       const std::uint64_t bytes = count * per;
-      for (const char* what : {"disk", "archive", "replay"}) {
+      for (const char* what : {"disk", "archive", "archiver", "replay"}) {
         points.push_back({what, size, f, bytes, count, {}});
       }
     }
@@ -197,10 +256,11 @@ void run(Config& cfg) {
     std::printf("round %llu of %llu\n", static_cast<unsigned long long>(round + 1),
                 static_cast<unsigned long long>(cfg.repeat));
     std::fflush(stdout);
-    for (std::size_t i = 0; i < points.size(); i += 3) {
+    for (std::size_t i = 0; i < points.size(); i += 4) {
       Point& disk = points[i];
       Point& arch = points[i + 1];
-      Point& rep = points[i + 2];
+      Point& whole = points[i + 2];
+      Point& rep = points[i + 3];
       const bool sync = disk.fsync == "batch";
       ScratchDir scratch(cfg.dir);
       const std::uint64_t batch = batch_records(cfg, disk.size);
@@ -214,6 +274,10 @@ void run(Config& cfg) {
       const std::uint64_t ans = run_archive(scratch.path / "archive", arch.size, arch.messages, batch, sync);
       arch.s.bytes_per_s.push_back(static_cast<double>(arch.bytes) * 1e9 / static_cast<double>(ans));
       arch.s.msgs_per_s.push_back(static_cast<double>(arch.messages) * 1e9 / static_cast<double>(ans));
+      ::sync();
+      const std::uint64_t wns = run_archiver(cfg, scratch.path / "channel", whole.size, whole.messages, batch, sync);
+      whole.s.bytes_per_s.push_back(static_cast<double>(whole.bytes) * 1e9 / static_cast<double>(wns));
+      whole.s.msgs_per_s.push_back(static_cast<double>(whole.messages) * 1e9 / static_cast<double>(wns));
       // Reading back what was just written reads the page cache, as a
       // consumer replaying recent history does (docs/benchmarks.md says so).
       const std::uint64_t rns = run_replay(scratch.path / "archive", rep.messages);
@@ -229,7 +293,7 @@ void run(Config& cfg) {
   out["points"] = nlohmann::ordered_json::array();
   for (std::size_t i = 0; i < points.size(); ++i) {
     const Point& p = points[i];
-    const double disk_bps = median(points[i - i % 3].s.bytes_per_s);
+    const double disk_bps = median(points[i - i % 4].s.bytes_per_s);
     const double bps = median(p.s.bytes_per_s);
     const double mps = median(p.s.msgs_per_s);
     const double ratio = disk_bps > 0 ? bps / disk_bps : 0;

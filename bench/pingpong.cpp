@@ -25,6 +25,10 @@
 //   shmbus_block  the same with WaitStrategy::block subscribers: poll, then
 //                 Subscriber::wait() (spins a while, then sleeps on the
 //                 channel's futex).
+//   shmbus_archived  shmbus_spin on channels with a disk archive, each
+//                 followed by an archiver (fsync never) in a third process
+//                 that polls both every 100 us: what an attached archiver
+//                 costs the live path.
 //   eventfd       two eventfds, blocking read(): a kernel wake-up with no
 //                 payload, the yardstick for a sleeping subscriber.
 //   pipe          two pipes, blocking read()/write() of the whole message.
@@ -58,6 +62,7 @@
 //                   [--gap-us N] [--policy block|drop_oldest] [--cpus A,B]
 //                   [--timestamps tsc|realtime|none]
 //                   [--blocks K] [--json FILE]
+#include <shmbus/archive.hpp>
 #include <shmbus/shmbus.hpp>
 #include "shm/tsc_clock.hpp"
 
@@ -70,6 +75,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -124,6 +130,7 @@ enum class Kind : int {
   spsc_ring,
   shmbus_spin,
   shmbus_block,
+  shmbus_archived,
   eventfd,
   pipe,
   unix_socket,
@@ -133,7 +140,7 @@ enum class Kind : int {
   mc_queue,
   mc_blocking,
 };
-constexpr int kKinds = 13;
+constexpr int kKinds = 14;
 
 struct KindInfo {
   Kind kind;
@@ -146,6 +153,7 @@ constexpr std::array<KindInfo, kKinds> kInfo{{
     {Kind::spsc_ring, "spsc_ring", false},
     {Kind::shmbus_spin, "shmbus_spin", false},
     {Kind::shmbus_block, "shmbus_block", false},
+    {Kind::shmbus_archived, "shmbus_archived", false},
     {Kind::eventfd, "eventfd", false},
     {Kind::pipe, "pipe", false},
     {Kind::unix_socket, "unix", false},
@@ -266,6 +274,8 @@ struct Shared {
   std::string mq_ping_name, mq_pong_name;
   std::string bmq_ping_name, bmq_pong_name;
   std::string zmq_endpoint;
+  std::string archive_dir;  ///< shmbus_archived's archives (removed afterwards)
+  pid_t archiver = -1;      ///< shmbus_archived's archiver process
   int ctl_go[2] = {-1, -1};                       ///< A -> B: a thread block is over, continue
   int ctl_ready[2] = {-1, -1};                    ///< B -> A: continuing
   std::array<std::string, kKinds> unavailable{};  ///< why a transport cannot run at this size
@@ -349,9 +359,10 @@ struct ShmbusT {
   const char* name = "shmbus";
 
   /// Opens both channels in this process (real multi-process use) and attaches.
-  void open(const std::string& bus, const std::string& in_name, const std::string& out_name, bool block) {
+  void open(const std::string& bus, const std::string& in_name, const std::string& out_name, bool block,
+            const char* label = nullptr) {
     blocking = block;
-    name = block ? "shmbus_block" : "shmbus_spin";
+    name = label != nullptr ? label : block ? "shmbus_block" : "shmbus_spin";
     auto ic = Channel::open(in_name, bus);
     if (!ic) die("open " + in_name + ": " + ic.error().message());
     auto oc = Channel::open(out_name, bus);
@@ -701,14 +712,62 @@ struct SizeResult {
 };
 
 std::string channel_name(const char* stem, bool block) { return std::string(stem) + (block ? "-block" : "-spin"); }
+/// shmbus_archived's channels.
+std::string archived_name(const char* stem) { return std::string(stem) + "-arc"; }
+
+volatile std::sig_atomic_t g_archiver_stop = 0;
+extern "C" void on_archiver_term(int) { g_archiver_stop = 1; }
+
+/// shmbus_archived's third process: an archiver for each channel, both
+/// polled every 100 us (a reader that backs off when idle, as `shmbus
+/// archive run` with a backoff wait does), until SIGTERM. Never returns.
+[[noreturn]] void run_archivers(const std::string& bus) {
+  ::signal(SIGTERM, on_archiver_term);
+  int rc = 0;
+  {
+    std::vector<shmbus::Archiver> arcs;
+    for (const char* n : {"ping", "pong"}) {
+      auto ch = Channel::open(archived_name(n), bus);
+      if (!ch) ::_exit(1);
+      shmbus::ArchiverOptions ao;
+      ao.fsync = shmbus::ArchiveFsync::never;
+      auto a = shmbus::Archiver::open(ch.value(), ao);
+      if (!a) {
+        std::fprintf(stderr, "archiver: %s\n", a.error().message().c_str());
+        ::_exit(1);
+      }
+      arcs.push_back(std::move(a.value()));
+    }
+    while (g_archiver_stop == 0 && rc == 0) {
+      std::size_t n = 0;
+      for (auto& a : arcs) {
+        auto r = a.poll_once();
+        if (!r) rc = 1;
+        n += r ? r.value() : 0;
+      }
+      if (n == 0) ::usleep(100);
+    }
+  }
+  ::_exit(rc);
+}
 
 /// Removes every named object of one size's run on every exit path.
 class Cleanup {
  public:
   explicit Cleanup(const Config& cfg, Shared& sh) : cfg_(cfg), sh_(sh) {}
   ~Cleanup() {
+    if (sh_.archiver > 0) {
+      ::kill(sh_.archiver, SIGTERM);
+      int status = 0;
+      ::waitpid(sh_.archiver, &status, 0);
+    }
     for (bool block : {false, true}) {
       for (const char* n : {"ping", "pong"}) (void)Channel::remove(channel_name(n, block), cfg_.bus);
+    }
+    for (const char* n : {"ping", "pong"}) (void)Channel::remove(archived_name(n), cfg_.bus);
+    if (!sh_.archive_dir.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(sh_.archive_dir, ec);
     }
     if (!sh_.mq_ping_name.empty()) ::mq_unlink(sh_.mq_ping_name.c_str());
     if (!sh_.mq_pong_name.empty()) ::mq_unlink(sh_.mq_pong_name.c_str());
@@ -745,7 +804,7 @@ void setup_shared(const Config& cfg, std::size_t size, std::vector<Kind>& kinds,
     sh.spsc_ping = static_cast<bu::SpscHeader*>(bu::map_shared(sh.spsc_geo.bytes()));
     sh.spsc_pong = static_cast<bu::SpscHeader*>(bu::map_shared(sh.spsc_geo.bytes()));
   }
-  if (uses(kinds, Kind::shmbus_spin) || uses(kinds, Kind::shmbus_block)) {
+  if (uses(kinds, Kind::shmbus_spin) || uses(kinds, Kind::shmbus_block) || uses(kinds, Kind::shmbus_archived)) {
     ChannelOptions o;
     o.slot_size = static_cast<std::uint32_t>((64 + size + 63) / 64 * 64);
     // A ring of up to 1024 slots, at most ~16 MiB: one message is in flight,
@@ -760,6 +819,19 @@ void setup_shared(const Config& cfg, std::size_t size, std::vector<Kind>& kinds,
         auto ch = Channel::create(channel_name(n, block), o, cfg.bus);
         if (!ch) die("create " + channel_name(n, block) + ": " + ch.error().message());
       }
+    }
+    if (uses(kinds, Kind::shmbus_archived)) {
+      char tmpl[] = "/var/tmp/shmbus-pingpong-archive-XXXXXX";
+      if (::mkdtemp(tmpl) == nullptr) die_errno("mkdtemp");
+      sh.archive_dir = tmpl;
+      for (const char* n : {"ping", "pong"}) {
+        o.archive_dir = sh.archive_dir + "/" + n;
+        auto ch = Channel::create(archived_name(n), o, cfg.bus);
+        if (!ch) die("create " + archived_name(n) + ": " + ch.error().message());
+      }
+      sh.archiver = bu::fork_child();
+      if (sh.archiver < 0) die_errno("fork");
+      if (sh.archiver == 0) run_archivers(cfg.bus);
     }
   }
   if (uses(kinds, Kind::eventfd)) {
@@ -838,7 +910,7 @@ struct PingerSide {
   FloorT floor;
   FloorCopyT floor_copy;
   SpscT spsc;
-  ShmbusT spin, block;
+  ShmbusT spin, block, archived;
   EventfdT efd;
   StreamT pipe, sock;
   PosixMqT mq;
@@ -855,6 +927,7 @@ struct PingerSide {
       case Kind::spsc_ring: return ping_n(spsc, b, n, h, round, gap, name);
       case Kind::shmbus_spin: return ping_n(spin, b, n, h, round, gap, name);
       case Kind::shmbus_block: return ping_n(block, b, n, h, round, gap, name);
+      case Kind::shmbus_archived: return ping_n(archived, b, n, h, round, gap, name);
       case Kind::eventfd: return ping_n(efd, b, n, h, round, gap, name);
       case Kind::pipe: return ping_n(pipe, b, n, h, round, gap, name);
       case Kind::unix_socket: return ping_n(sock, b, n, h, round, gap, name);
@@ -886,11 +959,13 @@ struct PingerSide {
     FloorT floor{sh.line};
     FloorCopyT floor_copy{sh.copy_line, sh.copy_ping, sh.copy_pong};
     SpscT spsc{{sh.spsc_pong, sh.spsc_geo}, {sh.spsc_ping, sh.spsc_geo}, "spsc_ring (ponger)"};
-    ShmbusT spin, block;
+    ShmbusT spin, block, archived;
     if (uses(kinds, Kind::shmbus_spin))
       spin.open(cfg.bus, channel_name("ping", false), channel_name("pong", false), false);
     if (uses(kinds, Kind::shmbus_block))
       block.open(cfg.bus, channel_name("ping", true), channel_name("pong", true), true);
+    if (uses(kinds, Kind::shmbus_archived))
+      archived.open(cfg.bus, archived_name("ping"), archived_name("pong"), false, "shmbus_archived");
     EventfdT efd{sh.efd_pong, sh.efd_ping};
     StreamT pipe{sh.pipe_pong[1], sh.pipe_ping[0], "pipe (ponger)"};
     StreamT sock{sh.sock[1], sh.sock[1], "unix (ponger)"};
@@ -910,6 +985,7 @@ struct PingerSide {
         case Kind::spsc_ring: return echo_n(spsc, buf, n);
         case Kind::shmbus_spin: return echo_n(spin, buf, n);
         case Kind::shmbus_block: return echo_n(block, buf, n);
+        case Kind::shmbus_archived: return echo_n(archived, buf, n);
         case Kind::eventfd: return echo_n(efd, buf, n);
         case Kind::pipe: return echo_n(pipe, buf, n);
         case Kind::unix_socket: return echo_n(sock, buf, n);
@@ -1045,6 +1121,8 @@ SizeResult run_size(const Config& cfg, std::size_t size, bool can_pin) {
       a.spin.open(cfg.bus, channel_name("pong", false), channel_name("ping", false), false);
     if (uses(kinds, Kind::shmbus_block))
       a.block.open(cfg.bus, channel_name("pong", true), channel_name("ping", true), true);
+    if (uses(kinds, Kind::shmbus_archived))
+      a.archived.open(cfg.bus, archived_name("pong"), archived_name("ping"), false, "shmbus_archived");
     a.efd = EventfdT{sh.efd_ping, sh.efd_pong};
     a.pipe = StreamT{sh.pipe_ping[1], sh.pipe_pong[0], "pipe"};
     a.sock = StreamT{sh.sock[0], sh.sock[0], "unix"};

@@ -7,6 +7,7 @@ Reads, from --in DIR (any that exist):
   throughput.json      shmbus_throughput
   micro.json           shmbus_micro_bench --benchmark_out (Google Benchmark)
   insn.json            scripts/insn.sh --json: instructions per publish and poll
+  archive.json         shmbus_archive_bench: the disk archive against dd's loop
 Writes to --out DIR:
   results.md    tables: every latency figure with its ratio to the floor (and
                 to the minimal SPSC ring where it ran), shmbus against each
@@ -33,6 +34,7 @@ LABELS = {
     "spsc_ring": "minimal SPSC ring",
     "shmbus_spin": "shmbus, busy-spin",
     "shmbus_block": "shmbus, blocking",
+    "shmbus_archived": "shmbus, busy-spin, archiver attached",
     "eventfd": "eventfd (wake-up only)",
     "pipe": "pipe",
     "unix": "Unix socket",
@@ -168,7 +170,7 @@ def versus_table(run, md):
 
 # --- targets -------------------------------------------------------------------------
 
-def targets(pp, sleep, tp, micro, insn=None):
+def targets(pp, sleep, tp, micro, insn=None, arch=None):
     out = []
 
     def add(name, value, limit, ok, detail, unit="×"):
@@ -193,10 +195,27 @@ def targets(pp, sleep, tp, micro, insn=None):
                     r = ratio(ts[b]["p50"], sp["p50"])
                     add(f"busy-spin p50 ≥ 30× lower than {LABELS[b]}", r, 30, r is not None and r >= 30,
                         f"{LABELS[b]} {fmt_ns(ts[b]['p50'])}, shmbus {fmt_ns(sp['p50'])}")
+        arc = ts.get("shmbus_archived")
+        if sp and arc:
+            pr = paired(arc, sp, "p50")
+            r = pr if pr is not None else ratio(arc["p50"], sp["p50"])
+            add(f"busy-spin ping-pong p50 with an archiver attached ≤ 1.1× without ({run['size']} B)", r, 1.1,
+                r is not None and r <= 1.1,
+                f"archived {fmt_ns(arc['p50'])}, plain {fmt_ns(sp['p50'])}" +
+                ("; paired by block (the figure judged)" if pr is not None else ""))
         if "shmbus_block" in ts and "eventfd" in ts:
             r = ratio(ts["shmbus_block"]["p50"], ts["eventfd"]["p50"])
             add("blocking subscriber p50 ≤ eventfd p50 (back-to-back)", r, 1.0, r is not None and r <= 1.0,
                 f"shmbus {fmt_ns(ts['shmbus_block']['p50'])}, eventfd {fmt_ns(ts['eventfd']['p50'])}")
+    if arch:
+        for p in arch["points"]:
+            if p["fsync"] != "never" or p["point"] not in ("archive", "archiver"):
+                continue
+            r = p["ratio_to_disk"]
+            what = "archive writer" if p["point"] == "archive" else "archiver (ring to disk)"
+            add(f"{what} throughput ≥ 0.8× the disk's ({p['size']} B, fsync never)", r, 0.8, r >= 0.8,
+                f"{p['mb_per_s']:.0f} MB/s, {p['msgs_per_s'] / 1e6:.2f} M msg/s; the disk (dd's loop, same "
+                f"directory, same round) is the baseline")
     if sleep:
         ts = sleep["runs"][0]["transports"]
         if "shmbus_block" in ts and "eventfd" in ts:
@@ -533,7 +552,25 @@ def insn_section(insn, md):
         for r in rows:
             md.append(f"| {r['label']} | {r['insn_per_op']:.0f} |")
 
-def markdown(pp, sleep, tp, micro, tg, img_prefix, insn=None):
+def archive_section(arch, md):
+    c = arch["config"]
+    md.append("### Disk archive (shmbus_archive_bench)")
+    md.append("")
+    md.append(f"{c['mb']} MiB of records per point in `{c['dir']}`, appends of {c['batch_kb']} KiB, median of "
+              f"{c['repeat']} rounds; each point's ratio is to `disk` (dd's 1 MiB write loop, with an fdatasync per "
+              f"batch's worth of bytes for `batch`) measured just before it in the same round. `archive`: the "
+              f"segment writer alone; `archiver`: a publisher thread through the ring and shmbus::Archiver to "
+              f"disk; `replay`: reading it back (the page cache), every CRC checked.")
+    md.append("")
+    md.append("| point | payload | fsync | MB/s | M msg/s | ÷ disk |")
+    md.append("|---|---|---|---|---|---|")
+    for p in arch["points"]:
+        md.append(f"| {p['point']} | {p['size']} B | {p['fsync']} | {p['mb_per_s']:.0f} | "
+                  f"{p['msgs_per_s'] / 1e6:.2f} | {fmt_ratio(p['ratio_to_disk'])} |")
+    md.append("")
+
+
+def markdown(pp, sleep, tp, micro, tg, img_prefix, insn=None, arch=None):
     md = []
     host = (pp or tp or {}).get("host", {})
     if host:
@@ -649,6 +686,8 @@ def markdown(pp, sleep, tp, micro, tg, img_prefix, insn=None):
     if insn:
         insn_section(insn, md)
         md.append("")
+    if arch:
+        archive_section(arch, md)
     return "\n".join(md) + "\n"
 
 
@@ -666,11 +705,12 @@ def main():
     tp = load(os.path.join(a.inp, "throughput.json"))
     micro = load(os.path.join(a.inp, "micro.json"))
     insn = load(os.path.join(a.inp, "insn.json"))
-    if not any((pp, sleep, tp, micro, insn)):
+    arch = load(os.path.join(a.inp, "archive.json"))
+    if not any((pp, sleep, tp, micro, insn, arch)):
         print(f"report.py: no results in {a.inp}", file=sys.stderr)
         return 1
     os.makedirs(a.out, exist_ok=True)
-    tg = targets(pp, sleep, tp, micro, insn)
+    tg = targets(pp, sleep, tp, micro, insn, arch)
 
     files = []
     if not a.no_plots:
@@ -683,12 +723,12 @@ def main():
             print("report.py: warning: python3-matplotlib is not installed; no plots", file=sys.stderr)
         else:
             files = plots(pp, tp, micro, a.out)
-    md = markdown(pp, sleep, tp, micro, tg, a.img_prefix if files else None, insn)
+    md = markdown(pp, sleep, tp, micro, tg, a.img_prefix if files else None, insn, arch)
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(md)
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"pingpong": pp, "pingpong_sleep": sleep, "throughput": tp, "micro": micro, "insn": insn,
-                   "targets": tg}, f,
+                   "archive": arch, "targets": tg}, f,
                   indent=1)
     for f in files:
         if os.path.getsize(f) == 0:

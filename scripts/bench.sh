@@ -23,7 +23,8 @@
 # PINGPONG_ROUNDS, SLEEP_GAP_US, BENCH_NICE (default -20: the benchmarks run
 # at this nice value, in a session (autogroup) of their own, where allowed, so
 # that other work on a shared machine preempts them less; every transport
-# alike; 0 disables).
+# alike; 0 disables), ARCHIVE_DIR (default /var/tmp: where the archive
+# benchmark writes; put it on the disk an archive would use).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,12 +67,12 @@ if [ "$BUILD" = 1 ]; then
   # Only the library and the benchmarks: nothing else can break this build.
   cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE="$BUILD_TYPE" -DSHMBUS_BUILD_BENCHMARKS=ON \
     -DSHMBUS_BUILD_EXAMPLES=OFF -DSHMBUS_BUILD_TOOLS=OFF >/dev/null
-  for t in shmbus_pingpong shmbus_throughput shmbus_micro_bench shmbus_insn_driver; do
+  for t in shmbus_pingpong shmbus_throughput shmbus_micro_bench shmbus_insn_driver shmbus_archive_bench; do
     cmake --build "$BUILD_DIR" -j "$JOBS" --target "$t" >/dev/null
   done
 fi
 BIN="$BUILD_DIR/bench"
-for b in shmbus_pingpong shmbus_throughput shmbus_micro_bench; do
+for b in shmbus_pingpong shmbus_throughput shmbus_micro_bench shmbus_archive_bench; do
   [ -x "$BIN/$b" ] || { echo "bench.sh: $BIN/$b is missing (drop --no-build)" >&2; exit 1; }
 done
 
@@ -83,6 +84,7 @@ if [ "$QUICK" = 1 ]; then
   TP_ARGS=(--quick)
   MICRO_ARGS=(--benchmark_min_time=0.05)
   INSN_OPS=20000
+  ARCHIVE_ARGS=(--quick)
 else
   SIZES="${PINGPONG_SIZES:-8,64,512,4096,65536}"
   ROUNDS="${PINGPONG_ROUNDS:-100000}"; WARMUP=10000
@@ -91,6 +93,7 @@ else
   MICRO_ARGS=(--benchmark_min_time=0.1 --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
               --benchmark_enable_random_interleaving=true)
   INSN_OPS=100000
+  ARCHIVE_ARGS=()
 fi
 GAP="${SLEEP_GAP_US:-200}"
 NICE="${BENCH_NICE:--20}"
@@ -128,6 +131,9 @@ prio "$BIN/shmbus_pingpong" --rounds "$SLEEP_ROUNDS" --warmup $((SLEEP_ROUNDS / 
 
 echo "== throughput"
 prio "$BIN/shmbus_throughput" "${TP_ARGS[@]}" --json "$OUT/throughput.json"
+
+echo "== disk archive (in ${ARCHIVE_DIR:-/var/tmp})"
+prio "$BIN/shmbus_archive_bench" "${ARCHIVE_ARGS[@]}" --dir "${ARCHIVE_DIR:-/var/tmp}" --json "$OUT/archive.json"
 
 echo "== micro-benchmarks"
 prio "$BIN/shmbus_micro_bench" "${MICRO_ARGS[@]}" --benchmark_out="$OUT/micro.json" --benchmark_out_format=json
