@@ -7,6 +7,7 @@
 
 #include "bus/archive/crc32c.hpp"
 #include "test_support.hpp"
+#include "tiny_tmpfs.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -584,33 +585,10 @@ TEST_CASE("archive writer under each fsync policy keeps every record readable", 
 
 namespace {
 
-bool write_text(const char* path, const std::string& text) {
-  const int fd = ::open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ::close(fd);
-  return ok;
-}
-
-// In a child: a user and mount namespace of its own, so a tmpfs of `bytes`
-// can be mounted on `dir` without privileges. False where the kernel or the
-// sandbox does not allow it.
-bool mount_tiny_tmpfs(const std::string& dir, std::size_t bytes) {
-  const uid_t uid = ::getuid();
-  const gid_t gid = ::getgid();
-  if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return false;
-  if (!write_text("/proc/self/setgroups", "deny")) return false;
-  if (!write_text("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1")) return false;
-  if (!write_text("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1")) return false;
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return false;
-  const std::string opts = "size=" + std::to_string(bytes);
-  return ::mount("tmpfs", dir.c_str(), "tmpfs", 0, opts.c_str()) == 0;
-}
-
 // The child's side of the full-disk test; returns 0 or the number of the
 // check that failed (77: no tmpfs could be mounted).
 int fill_a_tiny_disk(const std::string& dir) {
-  if (!mount_tiny_tmpfs(dir, 256 << 10)) return 77;
+  if (!shmbus::test::mount_tiny_tmpfs(dir, 256 << 10)) return 77;
   const std::string filler = dir + "/filler";
   write_file(filler, std::vector<std::byte>(64 << 10, std::byte{1}));
   auto w = archive::SegmentWriter::open(dir + "/arc", {});
