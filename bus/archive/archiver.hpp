@@ -5,7 +5,7 @@
 // include/shmbus/archive.hpp is the public face.
 #pragma once
 
-#include <shmbus/archive.hpp>
+#include <shmbus/archive_types.hpp>
 #include <shmbus/result.hpp>
 
 #include <atomic>

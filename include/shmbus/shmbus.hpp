@@ -3,6 +3,7 @@
 #pragma once
 
 #include <shmbus/archive.hpp>
+#include <shmbus/archive_types.hpp>
 #include <shmbus/channel.hpp>
 #include <shmbus/consumer.hpp>
 #include <shmbus/dedup.hpp>
