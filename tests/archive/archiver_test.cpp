@@ -3,6 +3,7 @@
 // processes keep publishing), gating (only the archiver holds block
 // publishers), gaps under drop_oldest, a full disk, retention.
 #include <shmbus/archive.hpp>
+#include <shmbus/shmbus.h>
 #include <shmbus/shmbus.hpp>
 
 #include "api/detail.hpp"
@@ -427,16 +428,25 @@ namespace {
 
 constexpr std::uint32_t kCrashProducers = 2;
 
-// A publisher process: `count` Payloads in order, each committed publish ok.
-int crash_publisher(const std::string& channel, std::uint32_t producer, std::uint64_t count) {
+// What the crash test's processes share: the stop request, and how many
+// messages each publisher has committed (its ledger).
+struct CrashShared {
+  std::atomic<std::uint32_t> stop{0};
+  std::atomic<std::uint64_t> committed[kCrashProducers]{};
+};
+
+// A publisher process: Payloads in order until asked to stop, each one
+// counted once its publish returned ok.
+int crash_publisher(const std::string& channel, std::uint32_t producer, CrashShared& shared) {
   auto ch = Channel::open(channel, shmbus::test::kTestBus);
   if (!ch.ok()) return 1;
   auto pub = ch->publisher();
   if (!pub.ok()) return 2;
-  for (std::uint64_t i = 0; i < count; ++i) {
+  for (std::uint64_t i = 0; shared.stop.load() == 0; ++i) {
     const Payload p{producer, 0, i, shmbus::test::check_of(producer, i)};
     // Blocked while the archiver is dead: long enough for the next one.
     if (pub->publish(shmbus::test::bytes_of(p), {}, 60'000'000'000ULL) != PublishStatus::ok) return 3;
+    shared.committed[producer].store(i + 1);
   }
   return 0;
 }
@@ -478,39 +488,39 @@ TEST_CASE("archiver killed at random points archives every committed message exa
   ChannelOptions o = archive_channel(dir, 64);
   Channel ch = shmbus::test::make_channel(name, o);
   const std::uint32_t trials = SHMBUS_ARCHIVE_CRASH_TRIALS;
-  const std::uint64_t per_producer = 100ULL * trials;
   const std::uint64_t seed = std::random_device{}();
   INFO("seed " << seed);
   std::mt19937_64 rng(seed);
+  shmbus::test::SharedMap<CrashShared> shared;
 
   // The archiver's entry exists before anything is published (a durable
   // cursor, detached: it gates), so the archive misses nothing.
   { Archiver first = open_archiver(ch); }
   std::vector<std::unique_ptr<shmbus::test::Child>> pubs;
   for (std::uint32_t p = 0; p < kCrashProducers; ++p) {
-    pubs.push_back(
-        std::make_unique<shmbus::test::Child>([&, p] { return crash_publisher(name.str(), p, per_producer); }));
+    pubs.push_back(std::make_unique<shmbus::test::Child>([&, p] { return crash_publisher(name.str(), p, *shared); }));
   }
-  const std::uint64_t total = per_producer * kCrashProducers;
   std::uint32_t kills = 0;
   for (std::uint32_t t = 0; t < trials; ++t) {
     const std::uint64_t before = archiver_cursor(ch);
-    if (before >= total) break;
     shmbus::test::Child arc([&, t] { return crash_archiver(name.str(), t); });
-    // Event: the archiver has made progress (or is at the end); then a
-    // random point to kill it at.
+    // Event: the archiver has made progress; then a random point to kill it at.
     const auto bound = std::chrono::steady_clock::now() + std::chrono::seconds(30);
     while (archiver_cursor(ch) == before && std::chrono::steady_clock::now() < bound && !arc.try_wait()) {
       std::this_thread::yield();
     }
     REQUIRE_FALSE(arc.reaped());  // it runs until killed
+    REQUIRE(archiver_cursor(ch) != before);
     std::this_thread::sleep_for(std::chrono::microseconds(rng() % 3000));
     CHECK(arc.kill_and_wait() == 128 + SIGKILL);
     ++kills;
   }
-  // A last archiver takes the rest; publishers finish.
+  // Publishers stop; a last archiver takes the rest.
+  shared->stop.store(1);
   shmbus::test::Child last([&] { return crash_archiver(name.str(), 0); });
   for (auto& p : pubs) REQUIRE(p->wait(std::chrono::milliseconds(120'000)) == 0);
+  std::uint64_t total = 0;
+  for (std::uint32_t p = 0; p < kCrashProducers; ++p) total += shared->committed[p].load();
   const auto bound = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (archiver_cursor(ch) < total && std::chrono::steady_clock::now() < bound) std::this_thread::yield();
   REQUIRE(archiver_cursor(ch) == total);
@@ -531,6 +541,44 @@ TEST_CASE("archiver killed at random points archives every committed message exa
     REQUIRE(p.index == next[p.producer]);
     ++next[p.producer];
   }
-  for (std::uint32_t p = 0; p < kCrashProducers; ++p) CHECK(next[p] == per_producer);
-  CHECK(kills > 0);
+  for (std::uint32_t p = 0; p < kCrashProducers; ++p) CHECK(next[p] == shared->committed[p].load());
+  CHECK(kills == trials);
+}
+
+TEST_CASE("archiver through the C API archives, reports its counters and refuses bad options", "[archive][archiver]") {
+  TempDir dir;
+  shmbus::test::ScopedChannelName name("arc");
+  Channel made = shmbus::test::make_channel(name, archive_channel(dir));
+  publish_numbered(made, 0, 20);
+  shmbus_channel* ch = nullptr;
+  REQUIRE(shmbus_channel_open(shmbus::test::kTestBus, name.str().c_str(), 0, &ch) == SHMBUS_OK);
+  shmbus_archiver_options opts;
+  REQUIRE(shmbus_archiver_options_init(&opts, sizeof opts) == SHMBUS_OK);
+  CHECK(opts.fsync == SHMBUS_ARCHIVE_FSYNC_INTERVAL);
+  CHECK(opts.batch == 1024);
+  shmbus_archiver* a = nullptr;
+  opts.fsync = 7;
+  CHECK(shmbus_archiver_open(ch, &opts, &a) == SHMBUS_INVALID_ARGUMENT);
+  CHECK(a == nullptr);
+  opts.fsync = SHMBUS_ARCHIVE_FSYNC_BATCH;
+  REQUIRE(shmbus_archiver_open(ch, &opts, &a) == SHMBUS_OK);
+  std::uint64_t n = 0;
+  REQUIRE(shmbus_archiver_poll_once(a, &n) == SHMBUS_OK);
+  CHECK(n == 20);
+  REQUIRE(shmbus_archiver_start(a) == SHMBUS_OK);
+  publish_numbered(made, 20, 10);
+  shmbus_archiver_counters c{};
+  for (int i = 0; i < 10'000 && c.next_sequence < 30; ++i) {
+    REQUIRE(shmbus_archiver_get_counters(a, &c, sizeof c) == SHMBUS_OK);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  REQUIRE(shmbus_archiver_stop(a) == SHMBUS_OK);
+  REQUIRE(shmbus_archiver_get_counters(a, &c, sizeof c) == SHMBUS_OK);
+  CHECK(c.archived == 30);
+  CHECK(c.next_sequence == 30);
+  CHECK(c.last_fsync_realtime_ns > 0);
+  CHECK(shmbus_archiver_sync(a) == SHMBUS_OK);
+  shmbus_archiver_close(a);
+  shmbus_channel_close(ch);
+  check_numbered(dir.sub("arc"), 0, 30);
 }
