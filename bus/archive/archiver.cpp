@@ -286,6 +286,11 @@ Result<void> ArchiverEngine::run(const std::atomic<bool>& stop) {
     if (*n != 0) continue;
     if (auto s = writer_->sync_if_due(); !s.ok()) return fail(s.error());
     note_synced();
+    // Retention by age must also act on an archive that no longer grows.
+    if (auto p = maybe_prune(false); !p.ok()) {
+      const std::lock_guard<std::mutex> lock(error_mutex_);
+      last_error_ = p.error().message();
+    }
     const std::uint64_t slice =
         opts_.fsync == ArchiveFsync::interval ? std::min(kWaitSliceNs, opts_.fsync_interval_ns) : kWaitSliceNs;
     (void)core_->wait(slice);
