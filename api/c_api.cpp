@@ -17,6 +17,7 @@
 #include <type_traits>
 #include <utility>
 
+#include <shmbus/archive.hpp>
 #include <shmbus/channel.hpp>
 #include <shmbus/consumer.hpp>
 #include <shmbus/publisher.hpp>
@@ -43,6 +44,9 @@ struct shmbus_subscriber {
 };
 struct shmbus_consumer {
   shmbus::Consumer consumer;
+};
+struct shmbus_archiver {
+  shmbus::Archiver archiver;
 };
 
 namespace {
@@ -99,6 +103,7 @@ static_assert(offsetof(shmbus_delivery, sequence) == 56);
 constexpr std::size_t kChannelOptionsV1 = 56;
 constexpr std::size_t kSubscribeOptionsV1 = 32;
 constexpr std::size_t kGroupOptionsV1 = 64;
+constexpr std::size_t kArchiverOptionsV1 = sizeof(shmbus_archiver_options);
 // Later versions: what this library knows of each struct now.
 constexpr std::size_t kGroupOptionsV2 = 72;  // + order_window (ordering took reserved0)
 static_assert(sizeof(shmbus_channel_options) == kChannelOptionsV1);
@@ -213,6 +218,18 @@ shmbus_channel_options channel_defaults() noexcept {
   return o;
 }
 
+shmbus_archiver_options archiver_defaults() noexcept {
+  const shmbus::ArchiverOptions d;
+  shmbus_archiver_options o{};
+  o.struct_size = sizeof o;
+  o.fsync = SHMBUS_ARCHIVE_FSYNC_INTERVAL;
+  o.fsync_interval_ns = d.fsync_interval_ns;
+  o.segment_bytes = d.segment_bytes;
+  o.batch = d.batch;
+  o.wait = SHMBUS_WAIT_BLOCK;
+  return o;
+}
+
 shmbus_subscribe_options subscribe_defaults() noexcept {
   shmbus_subscribe_options o{};
   o.struct_size = sizeof o;
@@ -249,6 +266,10 @@ constexpr std::size_t first_version_size<shmbus_subscribe_options>() noexcept {
 template <>
 constexpr std::size_t first_version_size<shmbus_group_options>() noexcept {
   return kGroupOptionsV1;
+}
+template <>
+constexpr std::size_t first_version_size<shmbus_archiver_options>() noexcept {
+  return kArchiverOptionsV1;
 }
 
 // Fills a caller's struct of `size` bytes (any version from the first) with
@@ -896,6 +917,97 @@ int shmbus_consumer_dead_letter(shmbus_consumer* consumer, const shmbus_delivery
   if (consumer == nullptr) return null_argument(fn, "consumer");
   if (delivery == nullptr) return null_argument(fn, "delivery");
   return status_of(consumer->consumer.dead_letter(to_delivery(*delivery)));
+}
+
+// --- archiver ----------------------------------------------------------------------
+
+int shmbus_archiver_options_init(shmbus_archiver_options* opts, size_t size) {
+  return init_sized("shmbus_archiver_options_init", opts, size, archiver_defaults());
+}
+
+int shmbus_archiver_open(shmbus_channel* channel, const shmbus_archiver_options* opts, shmbus_archiver** out) {
+  static constexpr const char* fn = "shmbus_archiver_open";
+  if (out == nullptr) return null_argument(fn, "out");
+  *out = nullptr;
+  if (channel == nullptr) return null_argument(fn, "channel");
+  return guarded(fn, [&]() -> int {
+    shmbus_archiver_options o;
+    if (int rc = read_sized(fn, opts, o, archiver_defaults()); rc != SHMBUS_OK) return rc;
+    shmbus::ArchiverOptions ao;
+    if (o.fsync > SHMBUS_ARCHIVE_FSYNC_BATCH) {
+      return fail(SHMBUS_INVALID_ARGUMENT, fn, "fsync is not an enum shmbus_archive_fsync value");
+    }
+    ao.fsync = static_cast<shmbus::ArchiveFsync>(o.fsync);
+    if (o.dir != nullptr) ao.dir = o.dir;
+    ao.fsync_interval_ns = o.fsync_interval_ns;
+    ao.segment_bytes = o.segment_bytes;
+    ao.max_age_ns = o.max_age_ns;
+    ao.max_bytes = o.max_bytes;
+    ao.batch = o.batch;
+    if (int rc = to_wait(fn, o.wait, ao.wait); rc != SHMBUS_OK) return rc;
+    auto a = shmbus::Archiver::open(channel->channel, ao);
+    if (!a) return fail(fn, a.error());
+    *out = new shmbus_archiver{std::move(a.value())};
+    return SHMBUS_OK;
+  });
+}
+
+void shmbus_archiver_close(shmbus_archiver* archiver) { delete archiver; }
+
+int shmbus_archiver_poll_once(shmbus_archiver* archiver, uint64_t* archived) {
+  static constexpr const char* fn = "shmbus_archiver_poll_once";
+  if (archived != nullptr) *archived = 0;
+  if (archiver == nullptr) return null_argument(fn, "archiver");
+  return guarded(fn, [&]() -> int {
+    auto n = archiver->archiver.poll_once();
+    if (!n) return fail(fn, n.error());
+    if (archived != nullptr) *archived = *n;
+    return SHMBUS_OK;
+  });
+}
+
+int shmbus_archiver_start(shmbus_archiver* archiver) {
+  static constexpr const char* fn = "shmbus_archiver_start";
+  if (archiver == nullptr) return null_argument(fn, "archiver");
+  return guarded(fn, [&]() -> int {
+    auto r = archiver->archiver.start();
+    return r ? SHMBUS_OK : fail(fn, r.error());
+  });
+}
+
+int shmbus_archiver_stop(shmbus_archiver* archiver) {
+  static constexpr const char* fn = "shmbus_archiver_stop";
+  if (archiver == nullptr) return null_argument(fn, "archiver");
+  return guarded(fn, [&]() -> int {
+    auto r = archiver->archiver.stop();
+    return r ? SHMBUS_OK : fail(fn, r.error());
+  });
+}
+
+int shmbus_archiver_sync(shmbus_archiver* archiver) {
+  static constexpr const char* fn = "shmbus_archiver_sync";
+  if (archiver == nullptr) return null_argument(fn, "archiver");
+  return guarded(fn, [&]() -> int {
+    auto r = archiver->archiver.sync();
+    return r ? SHMBUS_OK : fail(fn, r.error());
+  });
+}
+
+int shmbus_archiver_get_counters(const shmbus_archiver* archiver, shmbus_archiver_counters* out, size_t size) {
+  static constexpr const char* fn = "shmbus_archiver_get_counters";
+  if (archiver == nullptr) return null_argument(fn, "archiver");
+  const shmbus::ArchiverCounters k = archiver->archiver.counters();
+  shmbus_archiver_counters c{};
+  c.archived = k.archived;
+  c.bytes = k.bytes;
+  c.lost = k.lost;
+  c.gaps = k.gaps;
+  c.abandoned = k.abandoned;
+  c.recovered_bytes = k.recovered_bytes;
+  c.last_fsync_realtime_ns = k.last_fsync_realtime_ns;
+  c.next_sequence = k.next_sequence;
+  c.no_space_errors = k.no_space_errors;
+  return write_sized(fn, c, out, size);
 }
 
 }  // extern "C"

@@ -410,6 +410,16 @@ Result<void> SegmentWriter::flush_buffer(std::size_t records) {
   }
   file_bytes_ += bytes;
   next_sequence_ += records;
+  dirty_ = true;
+  return {};
+}
+
+Result<void> SegmentWriter::datasync_current() {
+  if (!file_.is_open()) return {};
+  if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path_);
+  last_sync_ns_ = monotonic_ns();
+  synced_realtime_ns_ = realtime_ns();
+  dirty_ = false;
   return {};
 }
 
@@ -443,7 +453,7 @@ Result<void> SegmentWriter::append(std::span<const Record> records) {
     }
     if (full) {
       if (opts_.fsync != FsyncPolicy::never) {
-        if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path_);
+        if (auto d = datasync_current(); !d.ok()) return d;
       }
       if (auto s = start_file(r.sequence); !s.ok()) return s;
     }
@@ -459,16 +469,36 @@ Result<void> SegmentWriter::after_batch() {
   const bool due = opts_.fsync == FsyncPolicy::every_batch ||
                    (opts_.fsync == FsyncPolicy::interval && now - last_sync_ns_ >= opts_.fsync_interval_ns);
   if (!due) return {};
-  if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path_);
-  last_sync_ns_ = monotonic_ns();
-  return {};
+  return datasync_current();
+}
+
+Result<void> SegmentWriter::sync_if_due() {
+  if (closed_ || opts_.fsync != FsyncPolicy::interval || !dirty_) return {};
+  if (monotonic_ns() - last_sync_ns_ < opts_.fsync_interval_ns) return {};
+  return datasync_current();
+}
+
+Result<void> SegmentWriter::skip_to(std::uint64_t seq) {
+  if (closed_) return Error(ErrorCode::invalid_argument, "archive writer for '" + dir_ + "' is closed");
+  if (!empty_ && seq <= next_sequence_) {
+    if (seq == next_sequence_) return {};
+    return Error(ErrorCode::invalid_argument, "archive '" + dir_ + "' is at sequence " +
+                                                  std::to_string(next_sequence_) + "; cannot skip back to " +
+                                                  std::to_string(seq));
+  }
+  // The records before the gap must be as durable as the file that follows
+  // it: a power cut must not keep the later file and lose the earlier tail.
+  if (opts_.fsync != FsyncPolicy::never) {
+    if (auto d = datasync_current(); !d.ok()) return d;
+  }
+  // The new file is created now, not at the next append: the archive then
+  // says where it continues even if nothing follows before a crash.
+  return start_file(seq);
 }
 
 Result<void> SegmentWriter::sync() {
   if (closed_) return Error(ErrorCode::invalid_argument, "archive writer for '" + dir_ + "' is closed");
-  if (file_.is_open()) {
-    if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path_);
-  }
+  if (auto d = datasync_current(); !d.ok()) return d;
   last_sync_ns_ = monotonic_ns();
   return shm::sync_directory(dir_);
 }
@@ -622,10 +652,12 @@ Result<bool> SegmentReader::handle_stop(int check, std::uint64_t size, std::uint
     return false;
   }
   if (chk == Check::end) {
-    if (next->first_sequence != expected_) {
+    // A later start is a gap the writer recorded (skip_to): the caller sees
+    // the jump in the next record's sequence. An earlier one cannot be.
+    if (next->first_sequence < expected_) {
       return corrupted(next->path, 0,
                        "file starts at sequence " + std::to_string(next->first_sequence) + " but the previous file " +
-                           cursor_->path() + " ends before " + std::to_string(expected_));
+                           cursor_->path() + " already holds it (it ends before " + std::to_string(expected_) + ")");
     }
     if (auto o = open_file(*next); !o.ok()) return o.error();
     return true;
@@ -668,11 +700,11 @@ Result<void> SegmentReader::seek(std::uint64_t seq) {
     auto r = peek();
     if (!r.ok()) return r.error();
     if (!r->has_value()) {
-      if (expected_ == seq) return {};
+      if (expected_ >= seq) return {};  // at the end, or after a gap that reaches it
       return Error(ErrorCode::invalid_argument, "sequence " + std::to_string(seq) + " is past the end (" +
                                                     std::to_string(expected_) + ") of '" + dir_ + "'");
     }
-    if ((*r)->sequence == seq) return {};
+    if ((*r)->sequence >= seq) return {};  // `seq`, or the first record after a gap holding it
     advance();
   }
 }

@@ -152,8 +152,28 @@ class SegmentWriter {
   /// next_sequence().
   Result<void> append(std::span<const Record> records);
 
+  /// Continues the archive at `seq` after a gap: sequences the writer will
+  /// never get (the channel no longer held them). Ends the current file
+  /// (fdatasync unless the policy is `never`) and starts a new file at `seq`
+  /// at once, so next_sequence() is `seq` from now on, also after a reopen,
+  /// and readers see the gap as a jump between files. `seq` ==
+  /// next_sequence() does nothing; `seq` below it is invalid_argument. An
+  /// empty archive simply starts at `seq`. append() stays strict about
+  /// consecutive sequences: a gap is only ever made by this call.
+  Result<void> skip_to(std::uint64_t seq);
+
   /// fdatasync of the current file and fsync of the directory.
   Result<void> sync();
+
+  /// Under FsyncPolicy::interval: fdatasync when records were written since
+  /// the last one and the interval has passed (append() checks only when it
+  /// writes, so an idle caller calls this to bound what a power cut loses).
+  /// Does nothing under the other policies.
+  Result<void> sync_if_due();
+
+  /// CLOCK_REALTIME ns of the last successful fdatasync of a segment file by
+  /// this writer (0: none since open).
+  [[nodiscard]] std::uint64_t synced_realtime_ns() const noexcept { return synced_realtime_ns_; }
 
   /// Closes the current file and releases the directory. Later calls other
   /// than the destructor fail.
@@ -178,6 +198,7 @@ class SegmentWriter {
   Result<void> start_file(std::uint64_t first_sequence);
   Result<void> flush_buffer(std::size_t records);
   Result<void> after_batch();
+  Result<void> datasync_current();
   void close_fd() noexcept;
   void release_lock() noexcept;
 
@@ -193,8 +214,10 @@ class SegmentWriter {
   bool empty_ = true;
   bool closed_ = false;
   std::uint64_t recovered_bytes_ = 0;
-  std::uint64_t last_sync_ns_ = 0;
-  std::vector<std::byte> buffer_;  // encoded records not yet written to the current file
+  std::uint64_t last_sync_ns_ = 0;        // monotonic
+  std::uint64_t synced_realtime_ns_ = 0;  // of the last fdatasync, for monitoring
+  bool dirty_ = false;                    // records written since the last fdatasync
+  std::vector<std::byte> buffer_;         // encoded records not yet written to the current file
 };
 
 namespace detail {
@@ -229,6 +252,9 @@ class SegmentReader {
   /// file's sparse index (every kIndexStride-th record's offset, learnt by
   /// earlier reads). `seq` == end_sequence() positions at the end; older
   /// than first_sequence() is not_found; past the end is invalid_argument.
+  /// A `seq` inside a gap between two files (SegmentWriter::skip_to)
+  /// positions at the first record after the gap (or at the end, if the gap
+  /// reaches it): next() then returns a later sequence than asked for.
   Result<void> seek(std::uint64_t seq);
 
   /// Positions at the first record with timestamp >= `ns`, scanning from the
@@ -239,7 +265,10 @@ class SegmentReader {
 
   /// The next record, or nullopt at the end (the newest file's incomplete
   /// tail counts as the end). Corruption anywhere else is an error naming
-  /// the file and the offset.
+  /// the file and the offset. After a gap between files (a file ends before
+  /// the next one starts: SegmentWriter::skip_to) the next record's sequence
+  /// jumps: callers see the gap in Record::sequence. Files that overlap are
+  /// an error.
   Result<std::optional<Record>> next();
 
  private:

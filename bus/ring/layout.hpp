@@ -242,6 +242,9 @@ static_assert(offsetof(PublisherEntry, reserved) == 112);
 
 /// SubscriberEntry.flags bits.
 inline constexpr std::uint32_t kSubDurable = 1u;
+/// The channel's archiver (bus/archive/archiver.hpp): while such an entry
+/// gates, no other subscriber entry does (docs/protocol.md 13.12).
+inline constexpr std::uint32_t kSubArchiver = 2u;
 
 //  SubscriberEntry (256 B): line pair 0 is written rarely (attach, detach,
 //  eviction watch); line pair 1 is the owner's hot cursor and counters.

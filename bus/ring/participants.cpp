@@ -116,8 +116,32 @@ bool entry_gates(std::uint64_t control) noexcept {
   }
 }
 
+namespace {
+
+// Whether the gating entry with control word `c` is the channel's archiver.
+// The flag is read after the acquire of `control` that showed the entry
+// gating: a new owner clears it before the release that activates the entry.
+bool is_archiver(const SubscriberEntry& e) noexcept {
+  return (shm::load_relaxed(e.flags) & kSubArchiver) != 0;  // relaxed: ordered by the control acquire
+}
+
+// Whether an archiver entry gates now: then it alone stands for the
+// subscribers (docs/protocol.md 13.12): whatever another subscriber has not
+// read yet is in the archive before the archiver's cursor passes it.
+bool archiver_gates(const ChannelState& ch) noexcept {
+  for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
+    const SubscriberEntry& e = ch.subscribers[i];
+    if (entry_gates(shm::load_acquire(e.control)) && is_archiver(e)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
 std::uint64_t gating_minimum(const ChannelState& ch, std::uint64_t head) noexcept {
   std::uint64_t min = head;
+  std::uint64_t min_archiver = head;
+  bool archiver = false;
   for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
     const SubscriberEntry& e = ch.subscribers[i];
     const std::uint64_t c = shm::load_acquire(e.control);
@@ -127,7 +151,15 @@ std::uint64_t gating_minimum(const ChannelState& ch, std::uint64_t head) noexcep
     // below the cursor before this publisher may overwrite it.
     const std::uint64_t cur = shm::load_acquire(e.cursor);
     min = std::min(min, cur);
+    if (is_archiver(e)) {
+      archiver = true;
+      min_archiver = std::min(min_archiver, cur);
+    }
   }
+  // With an archiver gating, the other subscribers do not: what they have
+  // not read is in the archive (the archiver publishes its cursor only
+  // after the append), and they read it from there.
+  if (archiver) min = min_archiver;
   for (std::uint32_t i = 0; i < ch.geo.max_groups; ++i) {
     const GroupEntry& g = *ch.group(i);
     if (control_state(shm::load_acquire(g.control)) != kEntryActive) continue;
@@ -141,10 +173,14 @@ std::uint64_t gating_minimum(const ChannelState& ch, std::uint64_t head) noexcep
 bool reclaim_and_evict(ChannelState& ch, std::uint64_t head, std::uint64_t now_ns) noexcept {
   bool changed = false;
   const std::uint64_t cap = ch.geo.capacity;
+  // With an archiver gating, only the archiver holds publishers (see
+  // gating_minimum): no other subscriber needs to be reclaimed or evicted here.
+  const bool archiver = archiver_gates(ch);
   for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
     SubscriberEntry& e = ch.subscribers[i];
     std::uint64_t c = shm::load_acquire(e.control);
     if (!entry_gates(c)) continue;
+    if (archiver && !is_archiver(e)) continue;
     const std::uint64_t cur = shm::load_acquire(e.cursor);
     if (cur + cap > head) {
       continue;  // not a full ring behind: not what holds publishers

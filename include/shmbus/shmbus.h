@@ -568,6 +568,79 @@ SHMBUS_API int shmbus_consumer_extend(shmbus_consumer* consumer, shmbus_delivery
  *  thread-safe: one thread at a time per consumer. */
 SHMBUS_API int shmbus_consumer_dead_letter(shmbus_consumer* consumer, const shmbus_delivery* delivery);
 
+/* ------------------------------------------------------------------------ */
+/* Archiver (docs/protocol.md section 13; C++: <shmbus/archive.hpp>)         */
+/* ------------------------------------------------------------------------ */
+
+typedef struct shmbus_archiver shmbus_archiver; /**< writes a channel's disk archive */
+
+/** When archived records are made durable (shmbus::ArchiveFsync). */
+enum shmbus_archive_fsync {
+  SHMBUS_ARCHIVE_FSYNC_NEVER = 0,    /**< the kernel writes back when it likes */
+  SHMBUS_ARCHIVE_FSYNC_INTERVAL = 1, /**< at most fsync_interval_ns after a record was written */
+  SHMBUS_ARCHIVE_FSYNC_BATCH = 2     /**< before the archiver's cursor moves past a batch */
+};
+
+/** Options of shmbus_archiver_open (shmbus::ArchiverOptions). */
+typedef struct shmbus_archiver_options {
+  uint32_t struct_size;       /**< set by shmbus_archiver_options_init */
+  uint32_t fsync;             /**< enum shmbus_archive_fsync (SHMBUS_ARCHIVE_FSYNC_INTERVAL) */
+  const char* dir;            /**< NULL or "": the channel's archive_dir */
+  uint64_t fsync_interval_ns; /**< for SHMBUS_ARCHIVE_FSYNC_INTERVAL (100 ms) */
+  uint64_t segment_bytes;     /**< a file rolls before it would exceed this (64 MiB) */
+  uint64_t max_age_ns;        /**< retention by age (0: none) */
+  uint64_t max_bytes;         /**< retention by total size (0: none) */
+  uint32_t batch;             /**< messages per append, at most (1024) */
+  uint32_t wait;              /**< enum shmbus_wait of the archiver's thread (SHMBUS_WAIT_BLOCK) */
+} shmbus_archiver_options;
+
+/** What an archiver did since it was opened (shmbus::ArchiverCounters). */
+typedef struct shmbus_archiver_counters {
+  uint64_t archived;               /**< records appended */
+  uint64_t bytes;                  /**< record bytes appended */
+  uint64_t lost;                   /**< sequences the ring lost before they were archived */
+  uint64_t gaps;                   /**< how many gaps those make */
+  uint64_t abandoned;              /**< abandoned claims skipped (no message) */
+  uint64_t recovered_bytes;        /**< torn tail cut off at open */
+  uint64_t last_fsync_realtime_ns; /**< CLOCK_REALTIME of the last fdatasync (0: none) */
+  uint64_t next_sequence;          /**< one past the last archived record */
+  uint64_t no_space_errors;        /**< appends that found the disk full */
+} shmbus_archiver_counters;
+
+/** Fills opts with the defaults. Thread-safe. */
+SHMBUS_API int shmbus_archiver_options_init(shmbus_archiver_options* opts, size_t size);
+
+/** Opens the archive directory and attaches the channel's archiver (the
+ *  durable subscriber "shmbus-archiver"), its cursor where the archive ends.
+ *  opts may be NULL (defaults). SHMBUS_BUSY if another archiver runs;
+ *  SHMBUS_INVALID_ARGUMENT if there is no archive directory. Thread-safe. */
+SHMBUS_API int shmbus_archiver_open(shmbus_channel* channel, const shmbus_archiver_options* opts,
+                                    shmbus_archiver** out);
+
+/** Stops its thread (if started), syncs and detaches. NULL is allowed. */
+SHMBUS_API void shmbus_archiver_close(shmbus_archiver* archiver);
+
+/** Archives one batch of what the ring holds; *archived (may be NULL) gets
+ *  how many. SHMBUS_NO_SPACE on a full disk (the cursor stays where the
+ *  archive ends; call again to retry). One thread at a time per archiver. */
+SHMBUS_API int shmbus_archiver_poll_once(shmbus_archiver* archiver, uint64_t* archived);
+
+/** Runs the archiver on a thread of its own until shmbus_archiver_stop.
+ *  One thread at a time per archiver. */
+SHMBUS_API int shmbus_archiver_start(shmbus_archiver* archiver);
+
+/** Stops the thread and returns the status it ended with (SHMBUS_OK after a
+ *  final sync). One thread at a time per archiver. */
+SHMBUS_API int shmbus_archiver_stop(shmbus_archiver* archiver);
+
+/** fdatasync of the archive's newest file and fsync of its directory. One
+ *  thread at a time per archiver (not while its thread runs). */
+SHMBUS_API int shmbus_archiver_sync(shmbus_archiver* archiver);
+
+/** The archiver's counters. Thread-safe. */
+SHMBUS_API int shmbus_archiver_get_counters(const shmbus_archiver* archiver, shmbus_archiver_counters* out,
+                                            size_t size);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif

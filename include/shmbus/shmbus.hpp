@@ -2,6 +2,8 @@
 // Include this one header for the whole API.
 #pragma once
 
+#include <shmbus/archive.hpp>
+#include <shmbus/archive_types.hpp>
 #include <shmbus/channel.hpp>
 #include <shmbus/consumer.hpp>
 #include <shmbus/dedup.hpp>

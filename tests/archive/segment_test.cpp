@@ -7,6 +7,7 @@
 
 #include "bus/archive/crc32c.hpp"
 #include "test_support.hpp"
+#include "tiny_tmpfs.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -365,6 +366,136 @@ TEST_CASE("archive append rejects sequence gaps and writes nothing of such a bat
   CHECK(read_all(rd, 500, 50) == 510);
 }
 
+TEST_CASE("archive writer continues after a gap and readers move over it", "[archive]") {
+  TempDir dir;
+  archive::WriterOptions opts;
+  opts.segment_bytes = 4 << 10;
+  {
+    auto w = open_writer(dir.str(), opts);
+    append_range(w, 0, 100, 100);
+    CHECK(w.skip_to(100).ok());  // no gap: nothing happens
+    CHECK(w.skip_to(50).error().code() == ErrorCode::invalid_argument);
+    REQUIRE(w.skip_to(150).ok());
+    CHECK(w.next_sequence() == 150);
+    // append stays strict: the gap is only ever made by skip_to
+    const std::vector<std::byte> p(8);
+    const archive::Record late{160, kBaseNs, 0, 0, 0, 0, p};
+    CHECK(w.append(std::span(&late, 1)).error().code() == ErrorCode::invalid_argument);
+    append_range(w, 150, 50, 100);
+    REQUIRE(w.skip_to(300).ok());  // a gap that reaches the end: the new file holds only its header
+  }
+  {
+    auto w = open_writer(dir.str(), opts);
+    CHECK(w.next_sequence() == 300);  // the reopened writer continues after the gap
+    CHECK(w.recovered_bytes() == 0);
+    auto rd = open_reader(dir.str());
+    CHECK(rd.end_sequence().value() == 300);
+    REQUIRE(rd.seek(250).ok());
+    CHECK_FALSE(rd.next().value().has_value());  // positioned at the end, past the gap
+    append_range(w, 300, 10, 100);
+  }
+  auto rd = open_reader(dir.str());
+  std::vector<std::uint64_t> seen;
+  for (;;) {
+    auto r = rd.next();
+    INFO((r.ok() ? std::string() : r.error().message()));
+    REQUIRE(r.ok());
+    if (!r->has_value()) break;
+    check_record(**r, (*r)->sequence, 100);
+    seen.push_back((*r)->sequence);
+  }
+  std::vector<std::uint64_t> want;
+  for (std::uint64_t s = 0; s < 100; ++s) want.push_back(s);
+  for (std::uint64_t s = 150; s < 200; ++s) want.push_back(s);
+  for (std::uint64_t s = 300; s < 310; ++s) want.push_back(s);
+  CHECK(seen == want);
+
+  const std::pair<std::uint64_t, std::uint64_t> seeks[] = {{99, 99},   {100, 150}, {120, 150}, {150, 150},
+                                                           {199, 199}, {200, 300}, {299, 300}, {305, 305}};
+  for (const auto& [target, first] : seeks) {
+    INFO("seek to " << target);
+    REQUIRE(rd.seek(target).ok());
+    auto r = rd.next();
+    REQUIRE(r.ok());
+    REQUIRE(r->has_value());
+    CHECK((*r)->sequence == first);
+  }
+  REQUIRE(rd.seek(310).ok());
+  CHECK_FALSE(rd.next().value().has_value());
+  CHECK(rd.seek(311).error().code() == ErrorCode::invalid_argument);
+}
+
+TEST_CASE("archive writer skip_to on an empty archive starts it there", "[archive]") {
+  TempDir dir;
+  {
+    auto w = open_writer(dir.str(), {});
+    REQUIRE(w.skip_to(42).ok());
+    CHECK(w.next_sequence() == 42);
+  }
+  auto w = open_writer(dir.str(), {});
+  CHECK(w.next_sequence() == 42);
+  append_range(w, 42, 5, 20);
+  auto rd = open_reader(dir.str());
+  CHECK(rd.first_sequence().value() == 42);
+  CHECK(read_all(rd, 42, 20) == 47);
+}
+
+TEST_CASE("archive writer reports its last fdatasync and syncs an idle interval writer when due", "[archive]") {
+  TempDir dir;
+  archive::WriterOptions opts;
+  SECTION("never: no fdatasync until sync()") {
+    auto w = open_writer(dir.str(), opts);
+    append_range(w, 0, 10, 50);
+    REQUIRE(w.sync_if_due().ok());
+    CHECK(w.synced_realtime_ns() == 0);
+    REQUIRE(w.sync().ok());
+    CHECK(w.synced_realtime_ns() > 0);
+  }
+  SECTION("interval: an append past the interval syncs, and so does sync_if_due") {
+    opts.fsync = archive::FsyncPolicy::interval;
+    opts.fsync_interval_ns = 0;
+    auto w = open_writer(dir.str(), opts);
+    append_range(w, 0, 10, 50);
+    const std::uint64_t first = w.synced_realtime_ns();
+    CHECK(first > 0);
+    REQUIRE(w.sync_if_due().ok());  // nothing written since: nothing to do
+    CHECK(w.synced_realtime_ns() == first);
+  }
+}
+
+TEST_CASE("archive files that overlap are reported as corrupted", "[archive]") {
+  TempDir dir;
+  archive::WriterOptions opts;
+  opts.segment_bytes = 2 << 10;
+  {
+    auto w = open_writer(dir.str(), opts);
+    append_range(w, 0, 60, 100);
+  }
+  auto files = segment_files(dir.str());
+  REQUIRE(files.size() >= 3);
+  // The second file renamed (header fixed) to start one sequence early.
+  auto b = read_file(files[1]);
+  const std::uint64_t first = load<std::uint64_t>(b, 16);
+  REQUIRE(first > 0);
+  archive::FileHeader h;
+  std::memcpy(&h, b.data(), sizeof h);
+  h.first_sequence = first - 1;
+  h.crc = archive::crc32c(std::as_bytes(std::span(&h, 1)).first(offsetof(archive::FileHeader, crc)));
+  std::memcpy(b.data(), &h, sizeof h);
+  const std::string moved = dir.str() + "/" + archive::segment_file_name(first - 1);
+  write_file(moved, b);
+  fs::remove(files[1]);
+  auto rd = open_reader(dir.str());
+  std::optional<shmbus::Error> err;
+  for (int i = 0; i < 100 && !err; ++i) {
+    auto r = rd.next();
+    if (!r.ok()) err = r.error();
+  }
+  REQUIRE(err.has_value());
+  CHECK(err->code() == ErrorCode::corrupted);
+  CHECK_THAT(err->message(), Catch::Contains(moved));
+}
+
 TEST_CASE("archive record bigger than segment_bytes gets a file of its own", "[archive]") {
   TempDir dir;
   archive::WriterOptions opts;
@@ -454,33 +585,10 @@ TEST_CASE("archive writer under each fsync policy keeps every record readable", 
 
 namespace {
 
-bool write_text(const char* path, const std::string& text) {
-  const int fd = ::open(path, O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
-  ::close(fd);
-  return ok;
-}
-
-// In a child: a user and mount namespace of its own, so a tmpfs of `bytes`
-// can be mounted on `dir` without privileges. False where the kernel or the
-// sandbox does not allow it.
-bool mount_tiny_tmpfs(const std::string& dir, std::size_t bytes) {
-  const uid_t uid = ::getuid();
-  const gid_t gid = ::getgid();
-  if (::unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return false;
-  if (!write_text("/proc/self/setgroups", "deny")) return false;
-  if (!write_text("/proc/self/uid_map", "0 " + std::to_string(uid) + " 1")) return false;
-  if (!write_text("/proc/self/gid_map", "0 " + std::to_string(gid) + " 1")) return false;
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) return false;
-  const std::string opts = "size=" + std::to_string(bytes);
-  return ::mount("tmpfs", dir.c_str(), "tmpfs", 0, opts.c_str()) == 0;
-}
-
 // The child's side of the full-disk test; returns 0 or the number of the
 // check that failed (77: no tmpfs could be mounted).
 int fill_a_tiny_disk(const std::string& dir) {
-  if (!mount_tiny_tmpfs(dir, 256 << 10)) return 77;
+  if (!shmbus::test::mount_tiny_tmpfs(dir, 256 << 10)) return 77;
   const std::string filler = dir + "/filler";
   write_file(filler, std::vector<std::byte>(64 << 10, std::byte{1}));
   auto w = archive::SegmentWriter::open(dir + "/arc", {});

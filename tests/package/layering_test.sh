@@ -6,7 +6,7 @@ set -euo pipefail
 SRC="$1"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-bus_ok='shmbus/(types|result|trust|stats|dedup_types)\.hpp'
+bus_ok='shmbus/(types|result|trust|stats|dedup_types|archive_types)\.hpp'
 shm_ok='shmbus/(result|trust)\.hpp'
 check() {  # check DIR ALLOWED_REGEX
   local dir="$1" ok="$2" hit

@@ -39,6 +39,7 @@ void add_watch_commands(CLI::App& app, Action& action);    // watch, check, metr
 void add_message_commands(CLI::App& app, Action& action);  // peek, tail, publish, subscribe
 void add_admin_commands(CLI::App& app, Action& action);    // create, rm, gc, dlq
 void add_bridge_command(CLI::App& app, Action& action);    // bridge (cmd_bridge.cpp)
+void add_archive_command(CLI::App& app, Action& action);   // archive (cmd_archive.cpp)
 
 /// The owners the command line trusts (--trust-uid, --trust-gid): passed to
 /// every participant open (Channel::open), on top of the caller's uid and root.

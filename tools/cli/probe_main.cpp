@@ -202,6 +202,7 @@ int main(int argc, char** argv) {
   add_admin_commands(app, action);
   // Commands defined in their own files.
   add_bridge_command(app, action);
+  add_archive_command(app, action);
 
   try {
     app.parse(argc, argv);
