@@ -111,6 +111,12 @@ Result<void> Archiver::prune() {
   return impl_->engine->prune();
 }
 
+Result<void> Archiver::checkpoint() {
+  if (!impl_) return no_archiver();
+  if (impl_->thread.joinable()) return Error(ErrorCode::invalid_argument, "the archiver runs on its thread");
+  return impl_->engine->checkpoint();
+}
+
 ArchiverCounters Archiver::counters() const noexcept { return impl_ ? impl_->engine->counters() : ArchiverCounters{}; }
 
 std::string Archiver::last_error() const { return impl_ ? impl_->engine->last_error() : std::string(); }

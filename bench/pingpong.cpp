@@ -274,8 +274,8 @@ struct Shared {
   std::string mq_ping_name, mq_pong_name;
   std::string bmq_ping_name, bmq_pong_name;
   std::string zmq_endpoint;
-  std::string archive_dir;  ///< shmbus_archived's archives (removed afterwards)
-  pid_t archiver = -1;      ///< shmbus_archived's archiver process
+  std::string archive_dir;                        ///< shmbus_archived's archives (removed afterwards)
+  pid_t archiver = -1;                            ///< shmbus_archived's archiver process
   int ctl_go[2] = {-1, -1};                       ///< A -> B: a thread block is over, continue
   int ctl_ready[2] = {-1, -1};                    ///< B -> A: continuing
   std::array<std::string, kKinds> unavailable{};  ///< why a transport cannot run at this size

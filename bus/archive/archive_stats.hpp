@@ -7,13 +7,8 @@
 
 #include <cstdint>
 #include <optional>
-#include <string_view>
 
 namespace shmbus::bus::archive {
-
-/// The durable subscriber name an archiver attaches under (the public
-/// shmbus::kArchiverName).
-inline constexpr std::string_view kArchiverName = "shmbus-archiver";
 
 /// Fills the directory part of `out` (present, files, bytes, first and end
 /// sequence) from out.dir. `known_end`: the archive's end when the caller

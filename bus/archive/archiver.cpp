@@ -6,6 +6,7 @@
 #include <optional>
 #include <utility>
 
+#include "bus/archive/checkpoint.hpp"
 #include "bus/common/util.hpp"
 #include "bus/ring/layout.hpp"
 #include "bus/ring/participants.hpp"
@@ -143,7 +144,27 @@ Error ArchiverEngine::fail(Error e) {
   return e;
 }
 
-void ArchiverEngine::note_synced() noexcept { put(c_.last_fsync, writer_->synced_realtime_ns()); }
+void ArchiverEngine::note_synced() noexcept {
+  const std::uint64_t t = writer_->synced_realtime_ns();
+  put(c_.last_fsync, t);
+  // For the probe (ChannelStats::archive): relaxed, a statistic.
+  if (t != 0) shm::store_relaxed(ch_->subscribers[core_->index()].archive_synced_ns, t);
+}
+
+Result<void> ArchiverEngine::checkpoint() {
+  last_checkpoint_ns_ = shm::monotonic_ns();
+  auto c = checkpoint_channel(*ch_, dir_);
+  if (!c.ok()) return c.error();
+  return {};
+}
+
+// A checkpoint when one is due. A failed one does not stop archiving: it is
+// reported (last_error) and tried again at the next interval.
+Result<void> ArchiverEngine::maybe_checkpoint() {
+  if (opts_.checkpoint_interval_ns == 0) return {};
+  if (shm::monotonic_ns() - last_checkpoint_ns_ < opts_.checkpoint_interval_ns) return {};
+  return checkpoint();
+}
 
 // The ring no longer holds [expected, to): the archive continues at `to`.
 Result<void> ArchiverEngine::gap_to(std::uint64_t to, std::uint64_t expected) {
@@ -273,6 +294,10 @@ Result<void> ArchiverEngine::sync() {
 Result<void> ArchiverEngine::run(const std::atomic<bool>& stop) {
   // relaxed: a request flag; nothing is published through it.
   while (!stop.load(std::memory_order_relaxed)) {
+    if (auto c = maybe_checkpoint(); !c.ok()) {
+      const std::lock_guard<std::mutex> lock(error_mutex_);
+      last_error_ = c.error().message();
+    }
     auto n = poll_once();
     if (!n.ok()) {
       if (n.error().code() != ErrorCode::no_space || opts_.no_space_retry_ns == 0) return n.error();
@@ -295,7 +320,8 @@ Result<void> ArchiverEngine::run(const std::atomic<bool>& stop) {
         opts_.fsync == ArchiveFsync::interval ? std::min(kWaitSliceNs, opts_.fsync_interval_ns) : kWaitSliceNs;
     (void)core_->wait(slice);
   }
-  return sync();
+  if (auto s = sync(); !s.ok()) return s;
+  return checkpoint();
 }
 
 ArchiverCounters ArchiverEngine::counters() const noexcept {

@@ -46,6 +46,8 @@ class ArchiverEngine {
   Result<void> sync();
   /// Retention now.
   Result<void> prune();
+  /// A checkpoint of the channel's durable state into the archive directory.
+  Result<void> checkpoint();
 
   [[nodiscard]] ArchiverCounters counters() const noexcept;
   [[nodiscard]] std::string last_error() const;
@@ -60,6 +62,7 @@ class ArchiverEngine {
   Error fail(Error e);
   Result<void> maybe_prune(bool force);
   void note_synced() noexcept;
+  Result<void> maybe_checkpoint();
 
   std::shared_ptr<ChannelState> ch_;
   std::unique_ptr<SubscriberCore> core_;
@@ -70,6 +73,7 @@ class ArchiverEngine {
   std::vector<std::byte> arena_;   // its payloads, copied out of the ring (seqlock-validated)
   std::uint64_t batch_start_ = 0;  // the cursor when the current poll_once began
   std::uint64_t last_prune_ns_ = 0;
+  std::uint64_t last_checkpoint_ns_ = 0;
   std::string last_path_;  // the writer's file at the last retention check
 
   // Counters: written by the archiving thread only, read by any (relaxed).

@@ -94,7 +94,10 @@ Result<std::uint64_t> preload(SegmentReader& reader, const Target& t, std::uint6
 
 void restore_subscriber(SubscriberEntry& e, const SubscriberCheckpoint& s, std::uint64_t head, std::uint64_t first,
                         RestoreSummary& sum) {
-  std::uint64_t cursor = std::min(s.cursor, head);
+  // The archiver's entry resumes where the archive ends (the head): it has
+  // archived everything before it, whatever its checkpointed cursor said,
+  // and a cursor left behind would hold publishers until it restarts.
+  std::uint64_t cursor = (s.flags & kSubArchiver) != 0 ? head : std::min(s.cursor, head);
   std::uint64_t lost = s.lost;
   std::uint64_t lapped = s.lapped_events;
   if (cursor < first) {

@@ -90,6 +90,7 @@ void add_publishers(const ChannelState& ch, ChannelStats& s) {
 // Returns the smallest gating cursor, UINT64_MAX if none gates.
 std::uint64_t add_subscribers(const ChannelState& ch, ChannelStats& s) {
   std::uint64_t gate = UINT64_MAX;
+  std::uint64_t archiver_gate = UINT64_MAX;
   for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
     const SubscriberEntry& e = ch.subscribers[i];
     const std::uint64_t c = shm::load_acquire(e.control);
@@ -105,10 +106,14 @@ std::uint64_t add_subscribers(const ChannelState& ch, ChannelStats& s) {
     sub.delivered = shm::load_relaxed(e.delivered);
     sub.lost = shm::load_relaxed(e.lost);
     sub.lapped_events = shm::load_relaxed(e.lapped_events);
-    if (entry_gates(c)) gate = std::min(gate, sub.cursor);
+    if (entry_gates(c)) {
+      gate = std::min(gate, sub.cursor);
+      if ((shm::load_relaxed(e.flags) & kSubArchiver) != 0) archiver_gate = std::min(archiver_gate, sub.cursor);
+    }
     s.subscribers.push_back(std::move(sub));
   }
-  return gate;
+  // As gating_minimum: while an archiver gates, no other subscriber does.
+  return archiver_gate != UINT64_MAX ? archiver_gate : gate;
 }
 
 // A group entry's own words: names, positions, settings, counters.
@@ -245,7 +250,7 @@ void add_head_and_lags(const ChannelState& ch, ChannelStats& s, std::uint64_t ga
 }
 
 // The archive, for a channel that has one: its files, and the archiver's
-// entry (the durable subscriber archive::kArchiverName) with its lag and last sync.
+// entry (the durable subscriber flagged kSubArchiver) with its lag and last sync.
 void add_archive(const ChannelState& ch, ChannelStats& s) {
   if (ch.geo.archive_dir.empty()) return;
   ArchiveStats a;
@@ -253,8 +258,7 @@ void add_archive(const ChannelState& ch, ChannelStats& s) {
   for (std::uint32_t i = 0; i < ch.geo.max_subscribers; ++i) {
     const SubscriberEntry& e = ch.subscribers[i];
     const std::uint64_t c = shm::load_acquire(e.control);
-    if (control_state(c) == kEntryFree || (shm::load_relaxed(e.flags) & kSubDurable) == 0) continue;
-    if (read_name(e.name) != archive::kArchiverName) continue;
+    if (control_state(c) == kEntryFree || (shm::load_relaxed(e.flags) & kSubArchiver) == 0) continue;
     a.archiver = true;
     a.archiver_alive = control_state(c) == kEntryActive && alive(c, e.owner_start);
     a.archiver_cursor = shm::load_acquire(e.cursor);

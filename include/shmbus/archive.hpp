@@ -78,6 +78,12 @@ class Archiver {
   /// Applies retention now (see ArchiverOptions::max_age_ns, max_bytes).
   Result<void> prune();
 
+  /// Writes a checkpoint of the channel's durable subscribers' cursors and
+  /// groups' floors to `<dir>/checkpoint` now (atomically: a temporary file,
+  /// fdatasync, rename). run() does it every checkpoint_interval_ns and when
+  /// it stops.
+  Result<void> checkpoint();
+
   /// What the archiver did. Thread-safe (relaxed reads of counters).
   [[nodiscard]] ArchiverCounters counters() const noexcept;
 

@@ -48,6 +48,11 @@ struct ArchiverOptions {
   /// cursor stays where the archive ends meanwhile; under `block` publishers
   /// wait, as for a slow subscriber). 0: run() returns the no_space error.
   std::uint64_t no_space_retry_ns = 1'000'000'000ULL;
+  /// How often run() writes a checkpoint of the channel's durable
+  /// subscribers' cursors and groups' floors to `<dir>/checkpoint` (what a
+  /// channel re-created after a reboot restores; docs/guarantees.md 11.1).
+  /// It also writes one when it stops. 0: only when it stops.
+  std::uint64_t checkpoint_interval_ns = 1'000'000'000ULL;
 };
 
 /// What an Archiver did since it was opened (except where noted).

@@ -84,9 +84,10 @@ ChannelOptions archived_options(const TempDir& dir) {
 
 }  // namespace
 
-TEST_CASE("a subscriber that stops reading does not hold publishers while the archiver runs, then reads "
-          "everything from the archive and the ring",
-          "[archive][e2e]") {
+TEST_CASE(
+    "a subscriber that stops reading does not hold publishers while the archiver runs, then reads "
+    "everything from the archive and the ring",
+    "[archive][e2e]") {
   TempDir dir("shmbus-archive-e2e");
   ScopedChannelName name("e2e");
   Channel ch = make_channel(name, archived_options(dir));
@@ -120,9 +121,10 @@ TEST_CASE("a subscriber that stops reading does not hold publishers while the ar
   CHECK(a->last_fsync_realtime_ns != 0);  // stop() syncs
 }
 
-TEST_CASE("a subscriber started at the earliest message while a publisher publishes merges from the archive "
-          "into the live ring with no gap and no duplicate",
-          "[archive][e2e]") {
+TEST_CASE(
+    "a subscriber started at the earliest message while a publisher publishes merges from the archive "
+    "into the live ring with no gap and no duplicate",
+    "[archive][e2e]") {
   TempDir dir("shmbus-archive-e2e");
   ScopedChannelName name("e2e");
   Channel ch = make_channel(name, archived_options(dir));
@@ -149,9 +151,10 @@ TEST_CASE("a subscriber started at the earliest message while a publisher publis
   REQUIRE(arc->stop().ok());
 }
 
-TEST_CASE("after every process is killed and the channel removed, re-creating it from the archive continues the "
-          "sequence and resumes the durable subscriber from the archiver's checkpoint",
-          "[archive][e2e]") {
+TEST_CASE(
+    "after every process is killed and the channel removed, re-creating it from the archive continues the "
+    "sequence and resumes the durable subscriber from the archiver's checkpoint",
+    "[archive][e2e]") {
   TempDir dir("shmbus-archive-e2e");
   ScopedChannelName name("e2e");
   const ChannelOptions o = archived_options(dir);

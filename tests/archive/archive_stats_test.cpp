@@ -3,6 +3,7 @@
 // without an archive directory.
 #include <catch2/catch.hpp>
 
+#include <shmbus/archive.hpp>
 #include <shmbus/shmbus.hpp>
 
 #include <cstdint>
@@ -70,14 +71,16 @@ TEST_CASE("stats show the archive's files and range, and the archiver's lag and 
     REQUIRE(files);
     REQUIRE(files->size() >= 3);
 
-    // An archiver's entry: the durable subscriber of the reserved name, at 30.
-    auto sub = ch.subscribe({.name = std::string(ar::kArchiverName), .start = StartAt::at_sequence(30)});
+    // An archiver's entry: the durable subscriber of the reserved name, at
+    // 30, flagged as the archiver does (without writing any file itself).
+    auto sub = ch.subscribe({.name = std::string(kArchiverName), .start = StartAt::at_sequence(30)});
     REQUIRE(sub);
     auto& st = *detail::state_of(ch);
     std::uint32_t index = UINT32_MAX;
     for (std::uint32_t i = 0; i < st.geo.max_subscribers; ++i)
-      if (bus::read_name(st.subscribers[i].name) == ar::kArchiverName) index = i;
+      if (bus::read_name(st.subscribers[i].name) == kArchiverName) index = i;
     REQUIRE(index != UINT32_MAX);
+    st.subscribers[index].flags.fetch_or(bus::kSubArchiver);
     const std::uint64_t synced = shm::realtime_ns() - 2'000'000'000ULL;
     shm::store_relaxed(st.subscribers[index].archive_synced_ns, synced);
 
