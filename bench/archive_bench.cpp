@@ -13,19 +13,28 @@
 //            archiver appends at once: --batch-kb of records (1 MiB, what a
 //            busy archiver reads from the ring per append), one write(2).
 //   archiver the whole path: a publisher thread publishes the messages on a
-//            channel (block policy, 4096 slots) with an archive directory
-//            while shmbus::Archiver (batches of --batch-kb) archives them;
-//            rate from the first publish to the last record archived.
+//            channel (block policy, 4096 slots) with an archive directory,
+//            16 per publish_batch (the fastest publish path), while
+//            shmbus::Archiver (batches of --batch-kb) archives them; rate
+//            from the first publish to the last record archived.
+//   subscriber  the same publisher and channel with a plain subscriber in
+//            the archiver's place, copying each batch out (poll_batch): what
+//            the bus itself delivers to one reader, the archiver's other
+//            bound. Its figure is the archiver's "vs bus" baseline.
 //   replay   bus::archive::SegmentReader reading the archive just written,
 //            every record's CRC checked: messages and bytes per second.
 //
 //   shmbus_archive_bench [--dir D] [--mb N] [--sizes 64,4096] [--fsync never,batch]
+//                        [--points disk,archive,archiver,subscriber,replay]
 //                        [--batch-kb K] [--repeat K] [--quick | --smoke] [--json FILE]
+//
+// replay reads what the archive point wrote, so it needs that point.
 //
 // D defaults to /var/tmp (a disk, not a tmpfs, on most systems); each point
 // writes to a fresh subdirectory that is removed afterwards. Rounds
 // interleave the points, and the median of each is reported.
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -59,8 +68,21 @@ struct Config {
   std::vector<std::string> fsyncs{"never", "batch"};
   std::uint64_t batch_kb = 1024;
   std::uint64_t repeat = 3;
+  std::vector<std::string> points{"disk", "archive", "archiver", "subscriber", "replay"};
   std::string json;
+
+  [[nodiscard]] bool runs(const std::string& what) const {
+    return std::find(points.begin(), points.end(), what) != points.end();
+  }
 };
+
+// The points of one (fsync, size) group, in the order they run.
+constexpr std::array<const char*, 5> kKinds{"disk", "archive", "archiver", "subscriber", "replay"};
+constexpr std::size_t kDisk = 0;
+constexpr std::size_t kArchive = 1;
+constexpr std::size_t kArchiver = 2;
+constexpr std::size_t kSubscriber = 3;
+constexpr std::size_t kReplay = 4;
 
 struct Samples {
   std::vector<double> bytes_per_s;
@@ -169,10 +191,11 @@ std::uint64_t run_archive(const fs::path& dir, std::uint64_t size, std::uint64_t
 }
 
 // Publishes `count` messages of `size` bytes on a new channel whose archive
-// is `dir` from a thread while an Archiver archives them here; returns the
-// ns from the start to the last record archived.
-std::uint64_t run_archiver(const Config& cfg, const fs::path& dir, std::uint64_t size, std::uint64_t count,
-                           std::uint64_t batch, bool sync_batches) {
+// is `dir` from a thread, 16 per publish_batch, while this thread reads
+// them: an Archiver archiving them, or (archiver false) a plain subscriber
+// copying them out. Returns the ns from the start to the last one read.
+std::uint64_t run_channel(const Config& cfg, const fs::path& dir, std::uint64_t size, std::uint64_t count,
+                          std::uint64_t batch, bool sync_batches, bool archiver) {
   shmbus::ChannelOptions o;
   o.capacity = 4096;
   o.slot_size = static_cast<std::uint32_t>((56 + size + 63) / 64 * 64);
@@ -182,37 +205,71 @@ std::uint64_t run_archiver(const Config& cfg, const fs::path& dir, std::uint64_t
   (void)shmbus::Channel::remove(name, cfg.bus);
   auto ch = shmbus::Channel::create(name, o, cfg.bus);
   if (!ch) bu::die("create: " + ch.error().message());
-  shmbus::ArchiverOptions ao;
-  ao.fsync = sync_batches ? shmbus::ArchiveFsync::batch : shmbus::ArchiveFsync::never;
-  ao.batch = static_cast<std::uint32_t>(std::min<std::uint64_t>(batch, o.capacity));
-  auto arc = shmbus::Archiver::open(ch.value(), ao);
-  if (!arc) bu::die("archiver: " + arc.error().message());
+  const std::uint32_t read_batch = static_cast<std::uint32_t>(std::min<std::uint64_t>(batch, o.capacity));
+  std::optional<shmbus::Archiver> arc;
+  std::optional<shmbus::Subscriber> sub;
+  if (archiver) {
+    shmbus::ArchiverOptions ao;
+    ao.fsync = sync_batches ? shmbus::ArchiveFsync::batch : shmbus::ArchiveFsync::never;
+    ao.batch = read_batch;
+    auto a = shmbus::Archiver::open(ch.value(), ao);
+    if (!a) bu::die("archiver: " + a.error().message());
+    arc.emplace(std::move(a).value());
+  } else {
+    auto s = ch->subscribe();
+    if (!s) bu::die("subscribe: " + s.error().message());
+    sub.emplace(std::move(s).value());
+  }
   auto pub = ch->publisher();
   if (!pub) bu::die("publisher: " + pub.error().message());
   std::vector<std::byte> payload(size, std::byte{0x44});
+  constexpr std::size_t kPublishBatch = 16;
+  std::vector<shmbus::OutMessage> out(kPublishBatch);
+  for (auto& m : out) m.payload = std::span<const std::byte>(payload);
+  std::vector<shmbus::Message> msgs(read_batch);
+  std::vector<std::byte> arena(static_cast<std::size_t>(read_batch) * size + size);
   std::atomic<bool> failed{false};
   const std::uint64_t start = bu::now_ns();
   std::thread producer([&] {
-    for (std::uint64_t i = 0; i < count; ++i) {
-      if (pub->publish(std::span<const std::byte>(payload)) != shmbus::PublishStatus::ok) {
+    for (std::uint64_t i = 0; i < count && !failed;) {
+      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kPublishBatch, count - i));
+      if (pub->publish_batch(std::span<const shmbus::OutMessage>(out.data(), n)) != shmbus::PublishStatus::ok) {
         failed = true;
         return;
       }
+      i += n;
     }
   });
-  std::uint64_t archived = 0;
-  while (archived < count && !failed) {
-    auto n = arc->poll_once();
-    if (!n) {
-      failed = true;
-      break;
+  std::uint64_t done = 0;
+  std::uint64_t bytes = 0;
+  while (done < count && !failed) {
+    if (arc) {
+      auto n = arc->poll_once();
+      if (!n) {
+        failed = true;
+        break;
+      }
+      done += n.value();
+    } else {
+      shmbus::PollStatus last = shmbus::PollStatus::ok;
+      const std::size_t n = sub->poll_batch(msgs, arena, &last);
+      for (std::size_t k = 0; k < n; ++k) bytes += msgs[k].payload.size();
+      done += n;
+      if (last != shmbus::PollStatus::ok && last != shmbus::PollStatus::empty) {
+        failed = true;
+        break;
+      }
     }
-    archived += n.value();
   }
   const std::uint64_t ns = bu::now_ns() - start;
+  failed = failed || done < count;
   producer.join();
-  if (failed) bu::die("archiver point failed: " + arc->last_error());
-  arc = shmbus::Archiver();
+  if (failed)
+    bu::die(std::string(archiver ? "archiver" : "subscriber") + " point failed" +
+            (arc ? ": " + arc->last_error() : ""));
+  if (!arc && bytes != count * size) bu::die("subscriber point: payload bytes do not add up");
+  arc.reset();
+  sub.reset();
   *pub = shmbus::Publisher();
   (void)shmbus::Channel::remove(name, cfg.bus);
   return ns;
@@ -239,7 +296,13 @@ std::uint64_t run_replay(const fs::path& dir, std::uint64_t count) {
   return ns;
 }
 
+void add_sample(Point& p, std::uint64_t ns) {
+  p.s.bytes_per_s.push_back(static_cast<double>(p.bytes) * 1e9 / static_cast<double>(ns));
+  p.s.msgs_per_s.push_back(static_cast<double>(p.messages) * 1e9 / static_cast<double>(ns));
+}
+
 void run(Config& cfg) {
+  // points[g * kKinds.size() + k]: group g (an fsync setting and a size), kind k.
   std::vector<Point> points;
   for (const std::string& f : cfg.fsyncs) {
     for (std::uint64_t size : cfg.sizes) {
@@ -247,45 +310,46 @@ void run(Config& cfg) {
       const std::uint64_t count = std::max<std::uint64_t>(1, (cfg.mb << 20) / per);
       // Bytes the archive writes: records plus one 64-byte header per file.
       const std::uint64_t bytes = count * per;
-      for (const char* what : {"disk", "archive", "archiver", "replay"}) {
-        points.push_back({what, size, f, bytes, count, {}});
-      }
+      for (const char* what : kKinds) points.push_back({what, size, f, bytes, count, {}});
     }
   }
   for (std::uint64_t round = 0; round < cfg.repeat; ++round) {
     std::printf("round %llu of %llu\n", static_cast<unsigned long long>(round + 1),
                 static_cast<unsigned long long>(cfg.repeat));
     std::fflush(stdout);
-    for (std::size_t i = 0; i < points.size(); i += 4) {
-      Point& disk = points[i];
-      Point& arch = points[i + 1];
-      Point& whole = points[i + 2];
-      Point& rep = points[i + 3];
-      const bool sync = disk.fsync == "batch";
+    for (std::size_t g = 0; g < points.size(); g += kKinds.size()) {
+      Point* p = &points[g];
+      const bool sync = p[kDisk].fsync == "batch";
+      const std::uint64_t size = p[kDisk].size;
       ScratchDir scratch(cfg.dir);
-      const std::uint64_t batch = batch_records(cfg, disk.size);
+      const std::uint64_t batch = batch_records(cfg, size);
       // Each timed write starts with no dirty pages of earlier points
       // waiting for writeback (which throttles whoever writes next).
-      ::sync();
-      const double dbps = run_disk(scratch.path, disk.bytes, sync ? batch * record_bytes(disk.size) : 0);
-      disk.s.bytes_per_s.push_back(dbps);
-      disk.s.msgs_per_s.push_back(dbps / static_cast<double>(record_bytes(disk.size)));
-      ::sync();
-      const std::uint64_t ans = run_archive(scratch.path / "archive", arch.size, arch.messages, batch, sync);
-      arch.s.bytes_per_s.push_back(static_cast<double>(arch.bytes) * 1e9 / static_cast<double>(ans));
-      arch.s.msgs_per_s.push_back(static_cast<double>(arch.messages) * 1e9 / static_cast<double>(ans));
-      ::sync();
-      const std::uint64_t wns = run_archiver(cfg, scratch.path / "channel", whole.size, whole.messages, batch, sync);
-      whole.s.bytes_per_s.push_back(static_cast<double>(whole.bytes) * 1e9 / static_cast<double>(wns));
-      whole.s.msgs_per_s.push_back(static_cast<double>(whole.messages) * 1e9 / static_cast<double>(wns));
+      if (cfg.runs("disk")) {
+        ::sync();
+        const double dbps = run_disk(scratch.path, p[kDisk].bytes, sync ? batch * record_bytes(size) : 0);
+        p[kDisk].s.bytes_per_s.push_back(dbps);
+        p[kDisk].s.msgs_per_s.push_back(dbps / static_cast<double>(record_bytes(size)));
+      }
+      if (cfg.runs("archive")) {
+        ::sync();
+        add_sample(p[kArchive], run_archive(scratch.path / "archive", size, p[kArchive].messages, batch, sync));
+      }
+      if (cfg.runs("archiver")) {
+        ::sync();
+        add_sample(p[kArchiver],
+                   run_channel(cfg, scratch.path / "channel", size, p[kArchiver].messages, batch, sync, true));
+      }
+      if (cfg.runs("subscriber")) {
+        add_sample(p[kSubscriber],
+                   run_channel(cfg, scratch.path / "plain", size, p[kSubscriber].messages, batch, sync, false));
+      }
       // Reading back what was just written reads the page cache, as a
       // consumer replaying recent history does (docs/benchmarks.md says so).
-      const std::uint64_t rns = run_replay(scratch.path / "archive", rep.messages);
-      rep.s.bytes_per_s.push_back(static_cast<double>(rep.bytes) * 1e9 / static_cast<double>(rns));
-      rep.s.msgs_per_s.push_back(static_cast<double>(rep.messages) * 1e9 / static_cast<double>(rns));
+      if (cfg.runs("replay")) add_sample(p[kReplay], run_replay(scratch.path / "archive", p[kReplay].messages));
     }
   }
-  std::printf("%-8s %6s %6s %12s %12s %8s\n", "point", "size", "fsync", "MB/s", "msg/s", "vs disk");
+  std::printf("%-10s %6s %6s %12s %12s %8s %8s\n", "point", "size", "fsync", "MB/s", "msg/s", "vs disk", "vs bus");
   nlohmann::ordered_json out;
   out["program"] = "archive";
   out["host"] = bu::host_info();
@@ -293,21 +357,22 @@ void run(Config& cfg) {
   out["points"] = nlohmann::ordered_json::array();
   for (std::size_t i = 0; i < points.size(); ++i) {
     const Point& p = points[i];
-    const double disk_bps = median(points[i - i % 4].s.bytes_per_s);
+    if (!cfg.runs(p.what)) continue;
+    const std::size_t g = i - i % kKinds.size();
+    const double disk_bps = median(points[g + kDisk].s.bytes_per_s);
+    const double bus_bps = median(points[g + kSubscriber].s.bytes_per_s);
     const double bps = median(p.s.bytes_per_s);
     const double mps = median(p.s.msgs_per_s);
     const double ratio = disk_bps > 0 ? bps / disk_bps : 0;
-    std::printf("%-8s %6llu %6s %12.1f %12.0f %7.2fx\n", p.what.c_str(), static_cast<unsigned long long>(p.size),
-                p.fsync.c_str(), bps / 1e6, mps, ratio);
-    out["points"].push_back({{"point", p.what},
-                             {"size", p.size},
-                             {"fsync", p.fsync},
-                             {"bytes", p.bytes},
-                             {"messages", p.messages},
-                             {"mb_per_s", bps / 1e6},
-                             {"msgs_per_s", mps},
-                             {"ratio_to_disk", ratio},
-                             {"mb_per_s_samples", p.s.bytes_per_s}});
+    const double bus_ratio = bus_bps > 0 && p.what == "archiver" ? bps / bus_bps : 0;
+    std::printf("%-10s %6llu %6s %12.1f %12.0f %7.2fx %7.2fx\n", p.what.c_str(),
+                static_cast<unsigned long long>(p.size), p.fsync.c_str(), bps / 1e6, mps, ratio, bus_ratio);
+    nlohmann::ordered_json j = {{"point", p.what},   {"size", p.size},         {"fsync", p.fsync},
+                                {"bytes", p.bytes},  {"messages", p.messages}, {"mb_per_s", bps / 1e6},
+                                {"msgs_per_s", mps}, {"ratio_to_disk", ratio}};
+    if (p.what == "archiver") j["ratio_to_subscriber"] = bus_ratio;
+    j["mb_per_s_samples"] = p.s.bytes_per_s;
+    out["points"].push_back(std::move(j));
   }
   if (!cfg.json.empty()) bu::write_json(cfg.json, out);
 }
@@ -353,6 +418,8 @@ std::optional<Config> parse(int argc, char** argv) {
         c.sizes = parse_list(argv[++i]);
       } else if (a == "--fsync" && has) {
         c.fsyncs = parse_words(argv[++i]);
+      } else if (a == "--points" && has) {
+        c.points = parse_words(argv[++i]);
       } else if (a == "--batch-kb" && has) {
         c.batch_kb = std::stoull(argv[++i]);
       } else if (a == "--repeat" && has) {
@@ -375,6 +442,10 @@ std::optional<Config> parse(int argc, char** argv) {
   for (const std::string& f : c.fsyncs) {
     if (f != "never" && f != "batch") return std::nullopt;
   }
+  for (const std::string& p : c.points) {
+    if (std::find(kKinds.begin(), kKinds.end(), p) == kKinds.end()) return std::nullopt;
+  }
+  if (c.runs("replay") && !c.runs("archive")) return std::nullopt;  // it reads what archive wrote
   if (c.sizes.empty() || c.batch_kb == 0 || c.repeat == 0 || c.mb == 0) return std::nullopt;
   return c;
 }
@@ -382,6 +453,7 @@ std::optional<Config> parse(int argc, char** argv) {
 void usage(const char* argv0) {
   std::fprintf(stderr,
                "usage: %s [--dir D] [--mb N] [--sizes 64,4096] [--fsync never,batch] [--batch-kb K]\n"
+               "          [--points disk,archive,archiver,subscriber,replay]\n"
                "          [--repeat K] [--quick | --smoke] [--json FILE]\n",
                argv0);
 }

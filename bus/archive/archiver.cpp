@@ -89,8 +89,6 @@ Result<std::unique_ptr<ArchiverEngine>> ArchiverEngine::open(std::shared_ptr<Cha
   e->ch_ = std::move(ch);
   if (auto p = e->position(); !p.ok()) return p.error();
   // The payload of one message always fits: max_payload bounds it.
-  e->arena_.resize(std::max<std::size_t>(e->ch_->geo.max_payload, std::size_t{4} << 20));
-  e->records_.reserve(opts.batch);
   e->last_path_ = e->writer_->current_path();
   e->last_prune_ns_ = shm::monotonic_ns();
   put(e->c_.next_sequence, e->core_->cursor());
@@ -189,19 +187,20 @@ Result<std::size_t> ArchiverEngine::poll_once() {
 }
 
 Result<std::size_t> ArchiverEngine::archive_batch() {
-  records_.clear();
-  std::size_t used = 0;
+  std::size_t count = 0;
+  std::uint64_t bytes = 0;
   // While the archive is not empty, the cursor equals its end here.
   std::uint64_t expected = core_->cursor();
   batch_start_ = expected;
+  std::uint64_t first = expected;  // the batch's first record (past a skip)
   PollStatus last = PollStatus::ok;
-  while (records_.size() < opts_.batch) {
+  while (count < opts_.batch) {
     // Past the first message of a batch, read only a committed one: the
     // reader's own skips (an abandoned claim, a lap) publish the cursor,
     // and must not publish it past records not yet appended. A committed
     // slot at the cursor stays so under block (we gate it), so begin_read
     // then returns it without a skip.
-    if (!records_.empty() && !committed_at(core_->cursor())) break;
+    if (count != 0 && !committed_at(core_->cursor())) break;
     Message m;
     last = core_->begin_read(m);
     if (last != PollStatus::ok) break;
@@ -209,34 +208,42 @@ Result<std::size_t> ArchiverEngine::archive_batch() {
       // begin_read went over abandoned claims (no message was lost); only
       // the first read of a batch can (see above).
       // (Past the first, the cursor has moved already: handled after the append.)
-      if (!records_.empty()) break;
+      if (count != 0) break;
       if (!writer_->empty()) {
         if (auto s = writer_->skip_to(m.sequence); !s.ok()) return fail(s.error());
       }
       bump(c_.abandoned, m.sequence - expected);
       expected = m.sequence;
+      first = expected;
     }
-    if (m.payload.size() > arena_.size() - used) break;  // not consumed: the next batch takes it
-    const std::span<std::byte> dst(arena_.data() + used, m.payload.size());
-    core_->copy_payload(m, dst);
+    // The payload goes from the slot straight into the writer's buffer; the
+    // seqlock check after the copy decides whether the record is sealed.
+    auto dst = writer_->reserve(m.sequence, m.payload.size());
+    if (!dst.ok()) {
+      // Writing out the records sealed before failed: those whole on disk
+      // stay archived; the cursor goes back to the first one that is not.
+      const std::uint64_t whole = writer_->next_sequence();
+      bump(c_.archived, whole > first ? whole - first : 0);
+      return fail(dst.error());
+    }
+    core_->copy_payload(m, *dst);
     last = core_->finish_read(false);  // validated (seqlock); the shared cursor stays
-    if (last != PollStatus::ok) break;
-    records_.push_back(Record{m.sequence, m.timestamp_ns, m.key, m.id, m.correlation_id, m.type, m.payload});
-    used += dst.size();
+    if (last != PollStatus::ok) {
+      writer_->drop();
+      break;
+    }
+    writer_->seal(Record{m.sequence, m.timestamp_ns, m.key, m.id, m.correlation_id, m.type, {}});
+    bytes += round_up(kRecordHeaderSize + m.payload.size(), kRecordAlign);
+    ++count;
     ++expected;
   }
-  if (!records_.empty()) {
-    auto a = writer_->append(records_);
-    if (!a.ok()) {
-      // The records whole on disk stay archived; the cursor goes back to
-      // the first one that is not (fail()).
+  if (count != 0) {
+    if (auto a = writer_->commit(); !a.ok()) {
       const std::uint64_t whole = writer_->next_sequence();
-      bump(c_.archived, whole > records_.front().sequence ? whole - records_.front().sequence : 0);
+      bump(c_.archived, whole > first ? whole - first : 0);
       return fail(a.error());
     }
-    bump(c_.archived, records_.size());
-    std::uint64_t bytes = 0;
-    for (const Record& r : records_) bytes += round_up(kRecordHeaderSize + r.payload.size(), kRecordAlign);
+    bump(c_.archived, count);
     bump(c_.bytes, bytes);
   }
   if (const std::uint64_t at = core_->cursor(); at > expected) {
@@ -265,7 +272,7 @@ Result<std::size_t> ArchiverEngine::archive_batch() {
     const std::lock_guard<std::mutex> lock(error_mutex_);
     last_error_ = p.error().message();  // retention failing does not stop archiving
   }
-  return records_.size();
+  return count;
 }
 
 Result<void> ArchiverEngine::maybe_prune(bool force) {

@@ -69,8 +69,6 @@ class ArchiverEngine {
   std::optional<SegmentWriter> writer_;
   ArchiverOptions opts_;
   std::string dir_;
-  std::vector<Record> records_;    // the batch being archived
-  std::vector<std::byte> arena_;   // its payloads, copied out of the ring (seqlock-validated)
   std::uint64_t batch_start_ = 0;  // the cursor when the current poll_once began
   std::uint64_t last_prune_ns_ = 0;
   std::uint64_t last_checkpoint_ns_ = 0;

@@ -14,6 +14,13 @@ namespace shmbus::bus::archive {
 /// else a table. Thread-safe.
 [[nodiscard]] std::uint32_t crc32c(std::span<const std::byte> data, std::uint32_t crc = 0) noexcept;
 
+/// The CRC32C of three buffers (each from 0), written to out[0..2]. The
+/// three chains run side by side, so for short buffers this costs about what
+/// the longest alone does: the crc32 instruction's latency, not its
+/// throughput, bounds one chain. Thread-safe.
+void crc32c_3(std::span<const std::byte> a, std::span<const std::byte> b, std::span<const std::byte> c,
+              std::uint32_t* out) noexcept;
+
 /// The portable table implementation (slicing-by-8). Exposed so tests can
 /// check it against the hardware path. Thread-safe.
 [[nodiscard]] std::uint32_t crc32c_portable(std::span<const std::byte> data, std::uint32_t crc = 0) noexcept;

@@ -18,8 +18,10 @@
 namespace shmbus::bus::archive {
 namespace {
 
-constexpr std::size_t kReadChunk = 1u << 20;   // the reader's buffer: one pread per MiB
-constexpr std::size_t kWriteChunk = 1u << 20;  // the writer writes at least this much per write(2)
+constexpr std::size_t kReadChunk = 1u << 20;  // the reader's buffer: one pread per MiB
+// The writer writes its buffer out when the next record would take it past
+// this: small enough to stay in L2 between the encoding and the kernel's copy.
+constexpr std::size_t kWriteChunk = 1u << 20;
 
 std::uint64_t padded(std::uint64_t length) noexcept { return (length + kRecordAlign - 1) & ~(kRecordAlign - 1); }
 
@@ -99,25 +101,6 @@ Result<void> check_header(const FileHeader& h, const std::string& path, std::uin
                          std::to_string(expected_first));
   }
   return {};
-}
-
-// Appends the encoding of `r` (header, payload, zero padding) to `out`.
-void encode(const Record& r, std::vector<std::byte>& out) {
-  RecordHeader h{};
-  h.length = static_cast<std::uint32_t>(kRecordHeaderSize + r.payload.size());
-  h.sequence = r.sequence;
-  h.timestamp_ns = r.timestamp_ns;
-  h.key = r.key;
-  h.id = r.id;
-  h.correlation_id = r.correlation_id;
-  h.type = r.type;
-  h.payload_length = static_cast<std::uint32_t>(r.payload.size());
-  const auto hb = std::as_bytes(std::span(&h, 1));
-  h.crc = crc32c(r.payload, crc32c(hb.subspan(8)));
-  const std::size_t at = out.size();
-  out.resize(at + padded(h.length));  // value-initialised: the padding is zero
-  std::memcpy(out.data() + at, &h, sizeof h);
-  if (!r.payload.empty()) std::memcpy(out.data() + at + sizeof h, r.payload.data(), r.payload.size());
 }
 
 }  // namespace
@@ -357,6 +340,7 @@ Result<void> SegmentWriter::recover_newest(const std::string& path, std::uint64_
   file_bytes_ = s->offset;
   next_sequence_ = s->next_sequence;
   empty_ = false;
+  update_fast_limit();
   return {};
 }
 
@@ -384,19 +368,22 @@ Result<void> SegmentWriter::start_file(std::uint64_t first_sequence) {
   file_bytes_ = kFileHeaderSize;
   next_sequence_ = first_sequence;
   empty_ = false;
+  update_fast_limit();
   // A file's name must survive a power cut as surely as the records in it.
   if (opts_.fsync != FsyncPolicy::never) return shm::sync_directory(dir_);
   return {};
 }
 
-// Writes the buffered records (`records` of them) to the current file. On a
-// failure the file is cut back to its last whole record, so a retry after
-// the disk has room again appends where the archive really ends.
-Result<void> SegmentWriter::flush_buffer(std::size_t records) {
-  if (buffer_.empty()) return {};
-  const std::uint64_t bytes = buffer_.size();
-  auto w = file_.write_all(buffer_);
-  buffer_.clear();
+// Writes the sealed records to the current file. On a failure the file is
+// cut back to its last whole record, so a retry after the disk has room
+// again appends where the archive really ends; the sealed records are
+// dropped (the caller resends from next_sequence()).
+Result<void> SegmentWriter::flush_buffer() {
+  if (pending_ == 0) return {};
+  checksum_pending();
+  const std::size_t bytes = std::exchange(pending_, 0);
+  const std::uint64_t records = std::exchange(pending_records_, 0);
+  auto w = file_.write_all(std::span<const std::byte>(buffer_.data(), bytes));
   if (!w.ok()) {
     auto cut = file_.truncate(file_bytes_);
     Error e = in_context(w.error(), "cannot append to archive file", path_, file_bytes_);
@@ -411,6 +398,7 @@ Result<void> SegmentWriter::flush_buffer(std::size_t records) {
   file_bytes_ += bytes;
   next_sequence_ += records;
   dirty_ = true;
+  update_fast_limit();
   return {};
 }
 
@@ -426,7 +414,8 @@ Result<void> SegmentWriter::datasync_current() {
 Result<void> SegmentWriter::append(std::span<const Record> records) {
   if (closed_) return Error(ErrorCode::invalid_argument, "archive writer for '" + dir_ + "' is closed");
   if (records.empty()) return {};
-  std::uint64_t want = empty_ ? records[0].sequence : next_sequence_;
+  // Checked before anything is written: a bad batch leaves the archive as it was.
+  std::uint64_t want = empty_ ? records[0].sequence : next_sequence_ + pending_records_;
   for (const Record& r : records) {
     if (r.sequence != want) {
       return Error(ErrorCode::invalid_argument, "archive '" + dir_ + "' expects sequence " + std::to_string(want) +
@@ -438,29 +427,132 @@ Result<void> SegmentWriter::append(std::span<const Record> records) {
     }
     ++want;
   }
-  if (!file_.is_open()) {
-    if (auto s = start_file(records[0].sequence); !s.ok()) return s;
-  }
-  buffer_.clear();
-  std::size_t in_buffer = 0;
   for (const Record& r : records) {
-    const std::uint64_t size = padded(kRecordHeaderSize + r.payload.size());
-    const std::uint64_t used = file_bytes_ + buffer_.size();
-    const bool full = used > kFileHeaderSize && used + size > opts_.segment_bytes;
-    if (full || buffer_.size() >= kWriteChunk) {
-      if (auto f = flush_buffer(in_buffer); !f.ok()) return f;
-      in_buffer = 0;
-    }
-    if (full) {
-      if (opts_.fsync != FsyncPolicy::never) {
-        if (auto d = datasync_current(); !d.ok()) return d;
-      }
-      if (auto s = start_file(r.sequence); !s.ok()) return s;
-    }
-    encode(r, buffer_);
-    ++in_buffer;
+    auto dst = reserve(r.sequence, r.payload.size());
+    if (!dst.ok()) return dst.error();
+    if (!r.payload.empty()) std::memcpy(dst->data(), r.payload.data(), r.payload.size());
+    seal(r);
   }
-  if (auto f = flush_buffer(in_buffer); !f.ok()) return f;
+  return commit();
+}
+
+Result<std::span<std::byte>> SegmentWriter::reserve_slow(std::uint64_t sequence, std::size_t payload_size) {
+  if (closed_) return Error(ErrorCode::invalid_argument, "archive writer for '" + dir_ + "' is closed");
+  if (reserved_ != kNoReservation) {
+    return Error(ErrorCode::invalid_argument, "archive '" + dir_ + "' has a reserved record not yet sealed or dropped");
+  }
+  if (!empty_ && sequence != next_sequence_ + pending_records_) {
+    return Error(ErrorCode::invalid_argument, "archive '" + dir_ + "' expects sequence " +
+                                                  std::to_string(next_sequence_ + pending_records_) + ", got " +
+                                                  std::to_string(sequence));
+  }
+  if (payload_size > kMaxPayload) {
+    return Error(ErrorCode::invalid_argument,
+                 "archive record payload of " + std::to_string(payload_size) + " bytes exceeds the format's limit");
+  }
+  if (!file_.is_open()) {
+    if (auto s = start_file(sequence); !s.ok()) return s.error();
+  }
+  const std::size_t size = padded(kRecordHeaderSize + payload_size);
+  const std::uint64_t used = file_bytes_ + pending_;
+  const bool full = used > kFileHeaderSize && used + size > opts_.segment_bytes;
+  if (full || (pending_ != 0 && pending_ + size > kWriteChunk)) {
+    if (auto f = flush_buffer(); !f.ok()) return f.error();
+  }
+  if (full) {
+    if (opts_.fsync != FsyncPolicy::never) {
+      if (auto d = datasync_current(); !d.ok()) return d.error();
+    }
+    if (auto s = start_file(sequence); !s.ok()) return s.error();
+  }
+  if (buffer_.size() < pending_ + size) {
+    buffer_.resize(std::max(pending_ + size, kWriteChunk));
+    update_fast_limit();
+  }
+  return place(size, payload_size);
+}
+
+std::span<std::byte> SegmentWriter::place(std::size_t size, std::size_t payload_size) noexcept {
+  reserved_ = pending_;
+  reserved_payload_ = payload_size;
+  std::byte* record = buffer_.data() + pending_;
+  // The padding (under 8 bytes, at the end of the record's last aligned
+  // word) is zero: the bytes on disk carry nothing the buffer held before.
+  // Storing the whole word first is cheaper than a memset; the payload copy
+  // and the header then overwrite its front if they reach it.
+  constexpr std::uint64_t kZero = 0;
+  std::memcpy(record + size - sizeof kZero, &kZero, sizeof kZero);
+  return std::span<std::byte>(record + kRecordHeaderSize, payload_size);
+}
+
+void SegmentWriter::update_fast_limit() noexcept {
+  if (closed_ || !file_.is_open() || file_bytes_ >= opts_.segment_bytes) {
+    fast_limit_ = 0;
+    return;
+  }
+  fast_limit_ = static_cast<std::size_t>(
+      std::min<std::uint64_t>({buffer_.size(), kWriteChunk, opts_.segment_bytes - file_bytes_}));
+}
+
+void SegmentWriter::seal(const Record& meta) noexcept {
+  if (reserved_ == kNoReservation) return;
+  // The header without its CRC: flush_buffer() computes the CRCs of the
+  // sealed records together, three chains at a time.
+  RecordHeader h;
+  h.length = static_cast<std::uint32_t>(kRecordHeaderSize + reserved_payload_);
+  h.crc = 0;
+  h.sequence = next_sequence_ + pending_records_;
+  h.timestamp_ns = meta.timestamp_ns;
+  h.key = meta.key;
+  h.id = meta.id;
+  h.correlation_id = meta.correlation_id;
+  h.type = meta.type;
+  h.payload_length = static_cast<std::uint32_t>(reserved_payload_);
+  std::memcpy(buffer_.data() + reserved_, &h, sizeof h);
+  pending_ += padded(h.length);
+  ++pending_records_;
+  reserved_ = kNoReservation;
+}
+
+// Fills in the CRC of every sealed record: over the header's bytes after
+// `crc` and the payload, which follow each other in the buffer. Short
+// records go three at a time (crc32c_3); long ones alone, whose single
+// checksum already runs in lanes.
+void SegmentWriter::checksum_pending() noexcept {
+  constexpr std::size_t kAlone = 512;  // CRC'd bytes from which a record goes alone
+  std::byte* const base = buffer_.data();
+  std::size_t group[3];
+  std::size_t in_group = 0;
+  const auto span_of = [base](std::size_t at) {
+    std::uint32_t length;
+    std::memcpy(&length, base + at, sizeof length);
+    return std::span<const std::byte>(base + at + 8, length - 8);
+  };
+  const auto store = [base](std::size_t at, std::uint32_t crc) {
+    std::memcpy(base + at + offsetof(RecordHeader, crc), &crc, sizeof crc);
+  };
+  for (std::size_t at = 0; at < pending_;) {
+    const std::span<const std::byte> bytes = span_of(at);
+    const std::size_t next = at + padded(bytes.size() + 8);
+    if (bytes.size() >= kAlone) {
+      store(at, crc32c(bytes));
+    } else {
+      group[in_group++] = at;
+      if (in_group == 3) {
+        std::uint32_t crc[3];
+        crc32c_3(span_of(group[0]), span_of(group[1]), span_of(group[2]), crc);
+        for (std::size_t k = 0; k < 3; ++k) store(group[k], crc[k]);
+        in_group = 0;
+      }
+    }
+    at = next;
+  }
+  for (std::size_t k = 0; k < in_group; ++k) store(group[k], crc32c(span_of(group[k])));
+}
+
+Result<void> SegmentWriter::commit() {
+  if (closed_) return Error(ErrorCode::invalid_argument, "archive writer for '" + dir_ + "' is closed");
+  if (auto f = flush_buffer(); !f.ok()) return f;
   return after_batch();
 }
 
@@ -480,6 +572,8 @@ Result<void> SegmentWriter::sync_if_due() {
 
 Result<void> SegmentWriter::skip_to(std::uint64_t seq) {
   if (closed_) return Error(ErrorCode::invalid_argument, "archive writer for '" + dir_ + "' is closed");
+  reserved_ = kNoReservation;
+  if (auto f = flush_buffer(); !f.ok()) return f;
   if (!empty_ && seq <= next_sequence_) {
     if (seq == next_sequence_) return {};
     return Error(ErrorCode::invalid_argument, "archive '" + dir_ + "' is at sequence " +
@@ -498,15 +592,24 @@ Result<void> SegmentWriter::skip_to(std::uint64_t seq) {
 
 Result<void> SegmentWriter::sync() {
   if (closed_) return Error(ErrorCode::invalid_argument, "archive writer for '" + dir_ + "' is closed");
+  if (auto f = flush_buffer(); !f.ok()) return f;
   if (auto d = datasync_current(); !d.ok()) return d;
   last_sync_ns_ = monotonic_ns();
   return shm::sync_directory(dir_);
 }
 
 Result<void> SegmentWriter::close() {
+  if (closed_) return {};
   closed_ = true;
+  fast_limit_ = 0;
+  reserved_ = kNoReservation;
+  auto flushed = flush_buffer();  // what was sealed is written, as by commit() without a sync
   release_lock();
-  if (!file_.is_open()) return {};
+  if (!file_.is_open()) return flushed;
+  if (!flushed.ok()) {
+    close_fd();
+    return flushed;
+  }
   if (auto c = file_.close(); !c.ok()) return in_context(c.error(), "close of", path_);
   return {};
 }

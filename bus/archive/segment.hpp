@@ -152,17 +152,51 @@ class SegmentWriter {
   /// next_sequence().
   Result<void> append(std::span<const Record> records);
 
+  /// Record by record, for a caller that copies payloads straight from
+  /// memory it must validate after the copy (the archiver reading the ring):
+  /// reserve() the next record, copy its payload to the returned bytes, then
+  /// seal() it (header and CRC over the copy) or drop() it; commit() writes
+  /// what is sealed and applies the fsync policy, as the end of append()
+  /// does. `sequence` must be next_sequence() plus the records sealed since
+  /// the last commit (an empty archive takes any start). When the buffer or
+  /// the file is full, reserve() first writes out the records sealed so far;
+  /// its error is then as append()'s (whole records counted, the rest to be
+  /// resent from next_sequence()). One reservation at a time.
+  Result<std::span<std::byte>> reserve(std::uint64_t sequence, std::size_t payload_size) {
+    // The common case inline: the record fits the buffer, the write chunk
+    // and the current file (fast_limit_ says how far all three allow).
+    const std::size_t size = (kRecordHeaderSize + payload_size + kRecordAlign - 1) & ~(kRecordAlign - 1);
+    if (reserved_ == kNoReservation && sequence == next_sequence_ + pending_records_ && payload_size <= kMaxPayload &&
+        pending_ + size <= fast_limit_) [[likely]] {
+      return place(size, payload_size);
+    }
+    return reserve_slow(sequence, payload_size);
+  }
+
+  /// Completes the reserved record with `meta`'s sequence, timestamp, key,
+  /// id, correlation id and type; its payload is what was copied into the
+  /// reserved bytes (meta.payload is not read). No-op without a reservation.
+  void seal(const Record& meta) noexcept;
+
+  /// Takes back the reserved record (nothing of it is written).
+  void drop() noexcept { reserved_ = kNoReservation; }
+
+  /// Writes the sealed records and applies the fsync policy.
+  Result<void> commit();
+
   /// Continues the archive at `seq` after a gap: sequences the writer will
   /// never get (the channel no longer held them). Ends the current file
   /// (fdatasync unless the policy is `never`) and starts a new file at `seq`
   /// at once, so next_sequence() is `seq` from now on, also after a reopen,
   /// and readers see the gap as a jump between files. `seq` ==
   /// next_sequence() does nothing; `seq` below it is invalid_argument. An
-  /// empty archive simply starts at `seq`. append() stays strict about
+  /// empty archive simply starts at `seq`. Sealed records are written first
+  /// and a reservation is dropped. append() stays strict about
   /// consecutive sequences: a gap is only ever made by this call.
   Result<void> skip_to(std::uint64_t seq);
 
-  /// fdatasync of the current file and fsync of the directory.
+  /// Writes the sealed records, then fdatasync of the current file and
+  /// fsync of the directory.
   Result<void> sync();
 
   /// Under FsyncPolicy::interval: fdatasync when records were written since
@@ -175,8 +209,8 @@ class SegmentWriter {
   /// this writer (0: none since open).
   [[nodiscard]] std::uint64_t synced_realtime_ns() const noexcept { return synced_realtime_ns_; }
 
-  /// Closes the current file and releases the directory. Later calls other
-  /// than the destructor fail.
+  /// Writes the sealed records (no sync), closes the current file and
+  /// releases the directory. Later calls other than the destructor fail.
   Result<void> close();
 
   /// One past the last whole record (0 for an empty archive).
@@ -196,7 +230,11 @@ class SegmentWriter {
   SegmentWriter(std::string dir, const WriterOptions& opts) : dir_(std::move(dir)), opts_(opts) {}
   Result<void> recover_newest(const std::string& path, std::uint64_t first_sequence);
   Result<void> start_file(std::uint64_t first_sequence);
-  Result<void> flush_buffer(std::size_t records);
+  Result<void> flush_buffer();
+  Result<std::span<std::byte>> reserve_slow(std::uint64_t sequence, std::size_t payload_size);
+  std::span<std::byte> place(std::size_t size, std::size_t payload_size) noexcept;
+  void checksum_pending() noexcept;
+  void update_fast_limit() noexcept;
   Result<void> after_batch();
   Result<void> datasync_current();
   void close_fd() noexcept;
@@ -217,7 +255,16 @@ class SegmentWriter {
   std::uint64_t last_sync_ns_ = 0;        // monotonic
   std::uint64_t synced_realtime_ns_ = 0;  // of the last fdatasync, for monitoring
   bool dirty_ = false;                    // records written since the last fdatasync
-  std::vector<std::byte> buffer_;         // encoded records not yet written to the current file
+  static constexpr std::size_t kNoReservation = ~std::size_t{0};
+  std::vector<std::byte> buffer_;          // encoded records not yet written; size() is its capacity
+  std::size_t pending_ = 0;                // bytes of sealed records at the front of buffer_
+  std::uint64_t pending_records_ = 0;      // how many
+  std::size_t reserved_ = kNoReservation;  // offset in buffer_ of the reserved record
+  std::size_t reserved_payload_ = 0;       // its payload size
+  // reserve() takes its inline path while pending_ stays within this: the
+  // buffer's size, the write chunk and the current file's room (0 while no
+  // file is open or the writer is closed).
+  std::size_t fast_limit_ = 0;
 };
 
 namespace detail {
