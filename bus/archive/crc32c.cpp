@@ -146,6 +146,23 @@ bool crc32c_hardware_available() noexcept { return __builtin_cpu_supports("sse4.
 
 namespace {
 
+// Continues a raw state over the bytes left (records of one size leave
+// none, most leave a few); long rests take the lanes of crc32c_hardware.
+__attribute__((target("sse4.2"), always_inline)) inline std::uint32_t finish_chain(
+    std::uint64_t state, std::span<const std::byte> rest) noexcept {
+  if (rest.size() >= 3 * kLane) return crc32c_hardware(rest, ~static_cast<std::uint32_t>(state));
+  const std::byte* p = rest.data();
+  std::size_t n = rest.size();
+  for (; n >= 8; p += 8, n -= 8) {
+    std::uint64_t w;
+    std::memcpy(&w, p, sizeof w);
+    state = _mm_crc32_u64(state, w);
+  }
+  auto s32 = static_cast<std::uint32_t>(state);
+  for (; n > 0; --n) s32 = _mm_crc32_u8(s32, std::to_integer<std::uint8_t>(*p++));
+  return ~s32;
+}
+
 __attribute__((target("sse4.2"))) void crc32c_hardware_3(std::span<const std::byte> a, std::span<const std::byte> b,
                                                          std::span<const std::byte> c, std::uint32_t* out) noexcept {
   // The raw states (inverted CRCs), advanced together over the common
@@ -165,10 +182,9 @@ __attribute__((target("sse4.2"))) void crc32c_hardware_3(std::span<const std::by
     sb = _mm_crc32_u64(sb, wb);
     sc = _mm_crc32_u64(sc, wc);
   }
-  // crc32c_hardware takes and returns plain CRCs: ~state continues a chain.
-  out[0] = crc32c_hardware(a.subspan(common), ~static_cast<std::uint32_t>(sa));
-  out[1] = crc32c_hardware(b.subspan(common), ~static_cast<std::uint32_t>(sb));
-  out[2] = crc32c_hardware(c.subspan(common), ~static_cast<std::uint32_t>(sc));
+  out[0] = finish_chain(sa, a.subspan(common));
+  out[1] = finish_chain(sb, b.subspan(common));
+  out[2] = finish_chain(sc, c.subspan(common));
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 
 #include "shm/file.hpp"
 
+#include <array>
 #include <bit>
 #include <cstddef>
 #include <cstdint>
@@ -233,7 +234,9 @@ class SegmentWriter {
   Result<void> flush_buffer();
   Result<std::span<std::byte>> reserve_slow(std::uint64_t sequence, std::size_t payload_size);
   std::span<std::byte> place(std::size_t size, std::size_t payload_size) noexcept;
-  void checksum_pending() noexcept;
+  void checksum_unsummed() noexcept;
+  [[nodiscard]] std::span<const std::byte> checksummed_bytes(std::size_t at) const noexcept;
+  void store_crc(std::size_t at, std::uint32_t crc) noexcept;
   void update_fast_limit() noexcept;
   Result<void> after_batch();
   Result<void> datasync_current();
@@ -265,6 +268,8 @@ class SegmentWriter {
   // buffer's size, the write chunk and the current file's room (0 while no
   // file is open or the writer is closed).
   std::size_t fast_limit_ = 0;
+  std::array<std::size_t, 3> unsummed_{};  // offsets of sealed short records whose CRC is not yet computed
+  std::size_t unsummed_count_ = 0;
 };
 
 namespace detail {
