@@ -1,5 +1,7 @@
 #include <shmbus/channel.hpp>
 
+#include <shmbus/archive_types.hpp>
+
 #include <cstring>
 #include "bus/ring/channel_state.hpp"
 
@@ -78,6 +80,12 @@ Result<Publisher> Channel::publisher() {
 
 Result<Subscriber> Channel::subscribe(const SubscribeOptions& opts) {
   if (!state_) return Error(ErrorCode::invalid_argument, "subscribe() on an empty Channel handle");
+  if (opts.name == kArchiverName) {
+    // Its entry gates publishers for every other subscriber and restore
+    // treats its cursor as the archive's end: only the Archiver takes it.
+    return Error(ErrorCode::invalid_argument, "subscriber name '" + std::string(kArchiverName) + "' on channel '" +
+                                                  state_->name + "' is reserved for the channel's archiver");
+  }
   auto core = bus::SubscriberCore::create(state_, opts);
   if (!core) return core.error();
   return Subscriber(std::move(core.value()));

@@ -24,8 +24,9 @@
 //   replay   bus::archive::SegmentReader reading the archive just written,
 //            every record's CRC checked: messages and bytes per second.
 //
-//   shmbus_archive_bench [--dir D] [--mb N] [--sizes 64,4096] [--fsync never,batch]
+//   shmbus_archive_bench [--dir D] [--mb N] [--sizes 64,4096] [--fsync never,batch,end]
 //                        [--points disk,archive,archiver,subscriber,replay]
+//                        (--fsync also takes `end`: one sync at the end, timed)
 //                        [--batch-kb K] [--repeat K] [--quick | --smoke] [--json FILE]
 //
 // replay reads what the archive point wrote, so it needs that point.
@@ -65,7 +66,7 @@ struct Config {
   std::string dir = "/var/tmp";
   std::uint64_t mb = 256;
   std::vector<std::uint64_t> sizes{64, 4096};
-  std::vector<std::string> fsyncs{"never", "batch"};
+  std::vector<std::string> fsyncs{"never", "batch", "end"};
   std::uint64_t batch_kb = 1024;
   std::uint64_t repeat = 3;
   std::vector<std::string> points{"disk", "archive", "archiver", "subscriber", "replay"};
@@ -127,9 +128,28 @@ struct ScratchDir {
   ScratchDir& operator=(const ScratchDir&) = delete;
 };
 
+// How a point syncs: never; an fdatasync per batch (the archive's `batch`
+// policy; dd's loop then syncs after each batch's worth of bytes); or once
+// at the end, inside the timed span (dd conv=fdatasync: the rate at which
+// the disk itself takes a stream, once more bytes are written than the
+// page cache holds back).
+enum class Sync { never, batch, end };
+
+Sync sync_of(const std::string& name) {
+  return name == "batch" ? Sync::batch : name == "end" ? Sync::end : Sync::never;
+}
+
+// syncfs() of the filesystem that holds `dir`: what `end` waits for.
+void sync_filesystem(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) bu::die_errno("open " + dir.string());
+  if (::syncfs(fd) != 0) bu::die_errno("syncfs " + dir.string());
+  ::close(fd);
+}
+
 // dd's loop: 1 MiB writes of `total` bytes; fdatasync every `sync_every`
-// bytes (0: never). Returns bytes per second.
-double run_disk(const fs::path& dir, std::uint64_t total, std::uint64_t sync_every) {
+// bytes (0: never); with `end`, syncfs at the end. Returns bytes per second.
+double run_disk(const fs::path& dir, std::uint64_t total, std::uint64_t sync_every, bool end) {
   const fs::path file = dir / "dd.out";
   const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) bu::die_errno("open " + file.string());
@@ -152,6 +172,7 @@ double run_disk(const fs::path& dir, std::uint64_t total, std::uint64_t sync_eve
       since_sync = 0;
     }
   }
+  if (end) sync_filesystem(dir);
   const std::uint64_t ns = bu::now_ns() - start;
   ::close(fd);
   fs::remove(file);
@@ -159,11 +180,12 @@ double run_disk(const fs::path& dir, std::uint64_t total, std::uint64_t sync_eve
 }
 
 // Appends `count` records of `size` payload bytes in batches; returns the
-// elapsed ns (the final close is inside, a sync is not unless per batch).
+// elapsed ns (the final close is inside; a sync per batch or at the end as
+// `sync` says).
 std::uint64_t run_archive(const fs::path& dir, std::uint64_t size, std::uint64_t count, std::uint64_t batch,
-                          bool sync_batches) {
+                          Sync sync) {
   ar::WriterOptions wo;
-  wo.fsync = sync_batches ? ar::FsyncPolicy::every_batch : ar::FsyncPolicy::never;
+  wo.fsync = sync == Sync::batch ? ar::FsyncPolicy::every_batch : ar::FsyncPolicy::never;
   wo.segment_bytes = 64ull << 20;
   std::vector<std::byte> payload(size, std::byte{0x33});
   std::vector<ar::Record> recs(batch);
@@ -187,15 +209,17 @@ std::uint64_t run_archive(const fs::path& dir, std::uint64_t size, std::uint64_t
     seq += n;
   }
   if (auto c = w->close(); !c) bu::die("archive close: " + c.error().message());
+  if (sync == Sync::end) sync_filesystem(dir);
   return bu::now_ns() - start;
 }
 
 // Publishes `count` messages of `size` bytes on a new channel whose archive
 // is `dir` from a thread, 16 per publish_batch, while this thread reads
 // them: an Archiver archiving them, or (archiver false) a plain subscriber
-// copying them out. Returns the ns from the start to the last one read.
+// copying them out. Returns the ns from the start to the last one read
+// (for the archiver under `end`, to the archive on the disk).
 std::uint64_t run_channel(const Config& cfg, const fs::path& dir, std::uint64_t size, std::uint64_t count,
-                          std::uint64_t batch, bool sync_batches, bool archiver) {
+                          std::uint64_t batch, Sync sync, bool archiver) {
   shmbus::ChannelOptions o;
   o.capacity = 4096;
   o.slot_size = static_cast<std::uint32_t>((56 + size + 63) / 64 * 64);
@@ -210,7 +234,7 @@ std::uint64_t run_channel(const Config& cfg, const fs::path& dir, std::uint64_t 
   std::optional<shmbus::Subscriber> sub;
   if (archiver) {
     shmbus::ArchiverOptions ao;
-    ao.fsync = sync_batches ? shmbus::ArchiveFsync::batch : shmbus::ArchiveFsync::never;
+    ao.fsync = sync == Sync::batch ? shmbus::ArchiveFsync::batch : shmbus::ArchiveFsync::never;
     ao.batch = read_batch;
     auto a = shmbus::Archiver::open(ch.value(), ao);
     if (!a) bu::die("archiver: " + a.error().message());
@@ -229,41 +253,51 @@ std::uint64_t run_channel(const Config& cfg, const fs::path& dir, std::uint64_t 
   std::vector<shmbus::Message> msgs(read_batch);
   std::vector<std::byte> arena(static_cast<std::size_t>(read_batch) * size + size);
   std::atomic<bool> failed{false};
-  const std::uint64_t start = bu::now_ns();
-  std::thread producer([&] {
-    for (std::uint64_t i = 0; i < count && !failed;) {
-      const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(kPublishBatch, count - i));
-      if (pub->publish_batch(std::span<const shmbus::OutMessage>(out.data(), n)) != shmbus::PublishStatus::ok) {
-        failed = true;
-        return;
-      }
-      i += n;
-    }
-  });
-  std::uint64_t done = 0;
   std::uint64_t bytes = 0;
-  while (done < count && !failed) {
-    if (arc) {
-      auto n = arc->poll_once();
-      if (!n) {
-        failed = true;
-        break;
+  // Publishes and reads `n` messages; returns the ns it took.
+  const auto pump = [&](std::uint64_t n) {
+    const std::uint64_t start = bu::now_ns();
+    std::thread producer([&] {
+      for (std::uint64_t i = 0; i < n && !failed;) {
+        const std::size_t k = static_cast<std::size_t>(std::min<std::uint64_t>(kPublishBatch, n - i));
+        if (pub->publish_batch(std::span<const shmbus::OutMessage>(out.data(), k)) != shmbus::PublishStatus::ok) {
+          failed = true;
+          return;
+        }
+        i += k;
       }
-      done += n.value();
-    } else {
-      shmbus::PollStatus last = shmbus::PollStatus::ok;
-      const std::size_t n = sub->poll_batch(msgs, arena, &last);
-      for (std::size_t k = 0; k < n; ++k) bytes += msgs[k].payload.size();
-      done += n;
-      if (last != shmbus::PollStatus::ok && last != shmbus::PollStatus::empty) {
-        failed = true;
-        break;
+    });
+    std::uint64_t done = 0;
+    while (done < n && !failed) {
+      if (arc) {
+        auto got = arc->poll_once();
+        if (!got) {
+          failed = true;
+          break;
+        }
+        done += got.value();
+      } else {
+        shmbus::PollStatus last = shmbus::PollStatus::ok;
+        const std::size_t got = sub->poll_batch(msgs, arena, &last);
+        for (std::size_t k = 0; k < got; ++k) bytes += msgs[k].payload.size();
+        done += got;
+        if (last != shmbus::PollStatus::ok && last != shmbus::PollStatus::empty) {
+          failed = true;
+          break;
+        }
       }
     }
-  }
-  const std::uint64_t ns = bu::now_ns() - start;
-  failed = failed || done < count;
-  producer.join();
+    if (arc && sync == Sync::end && !failed) sync_filesystem(dir);
+    const std::uint64_t ns = bu::now_ns() - start;
+    failed = failed || done < n;
+    producer.join();
+    return ns;
+  };
+  // One ring's worth first, untimed: a fresh channel's pages are faulted
+  // in on their first use, which a long-running channel does not pay.
+  (void)pump(o.capacity);
+  bytes = 0;
+  const std::uint64_t ns = failed ? 0 : pump(count);
   if (failed)
     bu::die(std::string(archiver ? "archiver" : "subscriber") + " point failed" +
             (arc ? ": " + arc->last_error() : ""));
@@ -319,7 +353,7 @@ void run(Config& cfg) {
     std::fflush(stdout);
     for (std::size_t g = 0; g < points.size(); g += kKinds.size()) {
       Point* p = &points[g];
-      const bool sync = p[kDisk].fsync == "batch";
+      const Sync sync = sync_of(p[kDisk].fsync);
       const std::uint64_t size = p[kDisk].size;
       ScratchDir scratch(cfg.dir);
       const std::uint64_t batch = batch_records(cfg, size);
@@ -327,7 +361,8 @@ void run(Config& cfg) {
       // waiting for writeback (which throttles whoever writes next).
       if (cfg.runs("disk")) {
         ::sync();
-        const double dbps = run_disk(scratch.path, p[kDisk].bytes, sync ? batch * record_bytes(size) : 0);
+        const double dbps = run_disk(scratch.path, p[kDisk].bytes, sync == Sync::batch ? batch * record_bytes(size) : 0,
+                                     sync == Sync::end);
         p[kDisk].s.bytes_per_s.push_back(dbps);
         p[kDisk].s.msgs_per_s.push_back(dbps / static_cast<double>(record_bytes(size)));
       }
@@ -440,7 +475,7 @@ std::optional<Config> parse(int argc, char** argv) {
     return std::nullopt;
   }
   for (const std::string& f : c.fsyncs) {
-    if (f != "never" && f != "batch") return std::nullopt;
+    if (f != "never" && f != "batch" && f != "end") return std::nullopt;
   }
   for (const std::string& p : c.points) {
     if (std::find(kKinds.begin(), kKinds.end(), p) == kKinds.end()) return std::nullopt;
@@ -452,7 +487,7 @@ std::optional<Config> parse(int argc, char** argv) {
 
 void usage(const char* argv0) {
   std::fprintf(stderr,
-               "usage: %s [--dir D] [--mb N] [--sizes 64,4096] [--fsync never,batch] [--batch-kb K]\n"
+               "usage: %s [--dir D] [--mb N] [--sizes 64,4096] [--fsync never,batch,end] [--batch-kb K]\n"
                "          [--points disk,archive,archiver,subscriber,replay]\n"
                "          [--repeat K] [--quick | --smoke] [--json FILE]\n",
                argv0);

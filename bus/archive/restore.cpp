@@ -177,6 +177,18 @@ Result<RestoreSummary> restore_channel(shm::Segment& seg, const Geometry& geo, s
                  "channel '" + std::string(channel) + "' cannot continue its archive '" + dir + "': " + e.message(),
                  e.sys_errno());
   };
+  // An archiver still appending (of the channel's previous incarnation)
+  // would move the archive's end under us: its directory lock keeps us out
+  // until it has stopped, and ours keeps a new one out until we are done.
+  auto lock = shm::lock_directory(dir);
+  if (!lock) {
+    if (lock.error().code() == ErrorCode::busy) {
+      return fail(Error(ErrorCode::busy,
+                        "an archiver still holds the directory's lock (it is writing the archive): stop it, "
+                        "then create the channel again"));
+    }
+    return fail(lock.error());
+  }
   // A damaged checkpoint refuses the create: continuing without it would
   // silently drop every durable cursor and group (see docs/protocol.md).
   auto cp = read_checkpoint(dir);

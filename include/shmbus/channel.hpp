@@ -117,7 +117,8 @@ class Channel {
   Result<Publisher> publisher();
 
   /// A new subscriber: anonymous, or durable if opts.name is set (resumes the
-  /// cursor of that name). table_full / busy with context. Thread-safe.
+  /// cursor of that name). table_full / busy with context; the name
+  /// kArchiverName is the archiver's (invalid_argument). Thread-safe.
   Result<Subscriber> subscribe(const SubscribeOptions& opts = {});
 
   /// Joins consumer group `group` (created with `opts` if it does not exist;

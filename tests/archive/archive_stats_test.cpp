@@ -13,6 +13,7 @@
 #include "api/detail.hpp"
 #include "bus/archive/archive_stats.hpp"
 #include "bus/archive/segment.hpp"
+#include "bus/ring/subscriber_core.hpp"
 #include "shm/atomics.hpp"
 #include "shm/clock.hpp"
 #include "test_support.hpp"
@@ -73,8 +74,13 @@ TEST_CASE("stats show the archive's files and range, and the archiver's lag and 
 
     // An archiver's entry: the durable subscriber of the reserved name, at
     // 30, flagged as the archiver does (without writing any file itself).
-    auto sub = ch.subscribe({.name = std::string(kArchiverName), .start = StartAt::at_sequence(30)});
-    REQUIRE(sub);
+    // The name is reserved in Channel::subscribe: the entry is made as the
+    // Archiver makes it.
+    SubscribeOptions so;
+    so.name = std::string(kArchiverName);
+    so.start = StartAt::at_sequence(30);
+    auto sub = bus::SubscriberCore::create(detail::state_of(ch), so);
+    REQUIRE(sub.ok());
     auto& st = *detail::state_of(ch);
     std::uint32_t index = UINT32_MAX;
     for (std::uint32_t i = 0; i < st.geo.max_subscribers; ++i)
@@ -102,7 +108,7 @@ TEST_CASE("stats show the archive's files and range, and the archiver's lag and 
     CHECK(a->fsync_age_ns >= 2'000'000'000ULL);
 
     // Without a live archiver the end is read from the newest file.
-    sub = Subscriber();
+    sub->reset();  // the core detaches its entry
     const auto b = ch.stats().archive;
     REQUIRE(b);
     CHECK(b->archiver);  // durable: its entry stays, detached

@@ -39,6 +39,7 @@ using shmbus::ChannelOptions;
 using shmbus::ErrorCode;
 using shmbus::PollStatus;
 using shmbus::PublishStatus;
+using shmbus::SubscribeOptions;
 using shmbus::test::Payload;
 
 namespace {
@@ -200,6 +201,25 @@ TEST_CASE("archiver needs an archive directory and refuses an archive that ends 
   REQUIRE_FALSE(a.ok());
   CHECK(a.error().code() == ErrorCode::invalid_argument);
   CHECK_THAT(a.error().message(), Catch::Contains("re-created"));
+}
+
+TEST_CASE("subscriber name of the archiver is reserved for it", "[archive][archiver]") {
+  TempDir dir;
+  shmbus::test::ScopedChannelName name("arc");
+  ChannelOptions o;
+  o.capacity = 16;
+  o.archive_dir = dir.sub("a");
+  Channel ch = shmbus::test::make_channel(name, o);
+  SubscribeOptions so;
+  so.name = std::string(shmbus::kArchiverName);
+  auto s = ch.subscribe(so);
+  REQUIRE_FALSE(s.ok());
+  CHECK(s.error().code() == ErrorCode::invalid_argument);
+  CHECK_THAT(s.error().message(), Catch::Contains("reserved for the channel's archiver"));
+  // The archiver itself still takes it, and other names stay free.
+  Archiver a = open_archiver(ch, {});
+  so.name = "shmbus-archiver-2";
+  CHECK(ch.subscribe(so).ok());
 }
 
 TEST_CASE("with an archiver attached only the archiver holds block publishers, not a subscriber that stops reading",

@@ -605,6 +605,27 @@ TEST_CASE("a damaged checkpoint refuses the create with an error naming the file
   REQUIRE(again->head() == 5);
 }
 
+TEST_CASE("a create waits for an archiver still writing the archive: busy until it stops", "[archive][reboot]") {
+  TempDir dir("shmbus-reboot");
+  write_archive(dir.str(), 0, 5);
+  ScopedChannelName name("rb");
+  {
+    // An archiver of the channel's previous incarnation, still appending.
+    auto w = archive::SegmentWriter::open(dir.str(), {});
+    REQUIRE(w.ok());
+    auto ch = Channel::create(name.str(), small_options(Policy::block, dir.str()), kTestBus);
+    REQUIRE(!ch.ok());
+    INFO(ch.error().message());
+    CHECK(ch.error().code() == ErrorCode::busy);
+    CHECK(ch.error().message().find("archiver still holds") != std::string::npos);
+    CHECK(ch.error().message().find(dir.str()) != std::string::npos);
+    CHECK(Channel::open(name.str(), kTestBus).error().code() == ErrorCode::not_found);  // nothing linked
+  }
+  auto again = Channel::create(name.str(), small_options(Policy::block, dir.str()), kTestBus);
+  REQUIRE(again.ok());
+  CHECK(again->head() == 5);
+}
+
 TEST_CASE("an absent or empty archive directory gives a plain create", "[archive][reboot]") {
   TempDir dir("shmbus-reboot");
   for (const std::string& d : {dir.sub("absent"), dir.str()}) {
