@@ -472,8 +472,9 @@ int run_service(const Args& a) {
     }
     total += o.amount_cents;
   }
+  const std::uint64_t published = a.orders - a.from + 1;
   std::printf("order service: published %llu OrderPlaced (ids %llu..%llu, total %s)",
-              static_cast<unsigned long long>(a.orders - a.from + 1), static_cast<unsigned long long>(a.from),
+              static_cast<unsigned long long>(published), static_cast<unsigned long long>(a.from),
               static_cast<unsigned long long>(a.orders), cents(total).c_str());
   if (a.poison >= a.from && a.poison <= a.orders) {
     std::printf("; order %llu has amount %s", static_cast<unsigned long long>(a.poison),
@@ -778,6 +779,47 @@ std::string sequences(std::uint64_t first, std::uint64_t end) {
   return std::to_string(first) + ".." + std::to_string(end - 1) + " (" + std::to_string(end - first) + ")";
 }
 
+/// What one analytics run read.
+struct Replay {
+  std::map<std::uint64_t, Order> orders;  ///< by id: a redriven order once
+  std::uint64_t messages = 0, duplicates = 0, unreadable = 0;
+  std::uint64_t from_archive = 0;     ///< messages older than the ring's oldest when reading began
+  std::uint64_t out_of_sequence = 0;  ///< messages whose sequence was not one past the previous one
+  std::uint64_t next = 0;             ///< one past the last sequence read
+};
+
+/// Reads from the subscriber's cursor up to `target` into r. A message
+/// older than `ring_oldest` can only have come from the archive. False
+/// (after saying why) on a poll that fails for another reason than `lapped`.
+bool read_orders(shmbus::Subscriber& sub, std::size_t max_payload, std::uint64_t target, std::uint64_t ring_oldest,
+                 Replay& r) {
+  r.next = sub.cursor();
+  std::vector<std::byte> buf(max_payload);
+  shmbus::Message m;
+  while (sub.cursor() < target) {
+    const PollStatus st = sub.poll_wait(m, buf, 5 * kSecond);
+    if (st == PollStatus::lapped) continue;  // counted in lost, checked by the caller
+    if (st != PollStatus::ok) {
+      std::fprintf(stderr, "analytics: poll at %llu: %s%s%s\n", static_cast<unsigned long long>(sub.cursor()),
+                   std::string(shmbus::to_string(st)).c_str(), sub.last_error().empty() ? "" : ": ",
+                   sub.last_error().c_str());
+      return false;
+    }
+    ++r.messages;
+    if (m.sequence != r.next) ++r.out_of_sequence;
+    r.next = m.sequence + 1;
+    if (m.sequence < ring_oldest) ++r.from_archive;
+    const auto o = decode(m.payload);
+    if (!o || o->id != m.id) {
+      ++r.unreadable;
+      continue;
+    }
+    // A redriven or republished order arrives again: count it once.
+    if (!r.orders.emplace(o->id, *o).second) ++r.duplicates;
+  }
+  return true;
+}
+
 int run_analytics(const Args& a) {
   need(a.orders > 0, "--orders N", a);
   auto ch = need_ok(Channel::open(kChannel, a.bus), "open orders");
@@ -798,32 +840,9 @@ int run_analytics(const Args& a) {
               sub.resumed() ? "resumed" : "started", static_cast<unsigned long long>(start),
               static_cast<unsigned long long>(target), sequences(s.oldest, s.head).c_str(),
               s.archive ? "are in the archive" : "are gone: no archive");
-  std::map<std::uint64_t, Order> orders;
-  std::uint64_t messages = 0, duplicates = 0, unreadable = 0, from_archive = 0, out_of_sequence = 0;
-  std::uint64_t next = start;  // the sequence the next message must have: no gap, no duplicate
-  std::vector<std::byte> buf(ch.max_payload());
-  shmbus::Message m;
-  while (sub.cursor() < target) {
-    const PollStatus st = sub.poll_wait(m, buf, 5 * kSecond);
-    if (st == PollStatus::lapped) continue;  // counted in lost, checked below
-    if (st != PollStatus::ok) {
-      std::fprintf(stderr, "analytics: poll at %llu: %s%s%s\n", static_cast<unsigned long long>(sub.cursor()),
-                   std::string(shmbus::to_string(st)).c_str(), sub.last_error().empty() ? "" : ": ",
-                   sub.last_error().c_str());
-      return 1;
-    }
-    ++messages;
-    if (m.sequence != next) ++out_of_sequence;
-    next = m.sequence + 1;
-    if (m.sequence < ring_oldest) ++from_archive;
-    const auto o = decode(m.payload);
-    if (!o || o->id != m.id) {
-      ++unreadable;
-      continue;
-    }
-    // A redriven or republished order arrives again: count it once.
-    if (!orders.emplace(o->id, *o).second) ++duplicates;
-  }
+  Replay r;
+  if (!read_orders(sub, ch.max_payload(), target, ring_oldest, r)) return 1;
+  const auto& [orders, messages, duplicates, unreadable, from_archive, out_of_sequence, next] = r;
   // Every sequence from start to target once, in order: in particular none
   // skipped or repeated where reading switched from the archive to the ring.
   const bool contiguous = out_of_sequence == 0 && messages == target - start;
@@ -927,20 +946,28 @@ class Verifier {
   int failures_ = 0;
 };
 
-int run_verify(const Args& a) {
-  need(!a.dir.empty() && a.orders > 0 && a.poison != 0, "--dir, --orders and --poison", a);
-  Verifier v;
-  const auto events = read_events(a.dir);
-  const auto count = [&](std::string_view role, std::string_view what, std::uint64_t id, int min_attempt = 0) {
-    return std::count_if(events.begin(), events.end(), [&](const Event& e) {
+/// The lines of DIR/events.log, counted by role, event and order.
+class Events {
+ public:
+  explicit Events(std::vector<Event> events) : events_(std::move(events)) {}
+  /// How many `what` events of `role` for order `id`, on attempt min_attempt or later.
+  [[nodiscard]] long count(std::string_view role, std::string_view what, std::uint64_t id, int min_attempt = 0) const {
+    return std::count_if(events_.begin(), events_.end(), [&](const Event& e) {
       return e.role == role && e.what == what && e.order == id && static_cast<int>(e.attempt) >= min_attempt;
     });
-  };
-  const auto total_of = [&](std::string_view role, std::string_view what) {
-    return std::count_if(events.begin(), events.end(),
+  }
+  /// How many `what` events of `role`, for any order.
+  [[nodiscard]] long total(std::string_view role, std::string_view what) const {
+    return std::count_if(events_.begin(), events_.end(),
                          [&](const Event& e) { return e.role == role && e.what == what; });
-  };
+  }
 
+ private:
+  std::vector<Event> events_;
+};
+
+/// The charges: one per order, each right, none made twice.
+void verify_ledger(const Args& a, const Events& ev, Verifier& v) {
   std::printf("verify: the ledger (%s/charges)\n", a.dir.c_str());
   const auto charges = read_dir(a.dir + "/charges");
   std::int64_t billed = 0, expected = 0;
@@ -964,10 +991,13 @@ int run_verify(const Args& a) {
   v.expect(wrong == 0, "every charge has its order's customer and amount (" + std::to_string(wrong) + " wrong)");
   v.expect(billed == expected, "billed total " + cents(billed) + " == ordered total " + cents(expected));
   std::uint64_t double_charged = 0;
-  for (std::uint64_t id = 1; id <= a.orders; ++id) double_charged += count("billing", "charged", id) > 1 ? 1 : 0;
-  v.expect(double_charged == 0 && total_of("billing", "charged") == static_cast<long>(a.orders),
-           "no order charged twice (" + std::to_string(total_of("billing", "charged")) + " charges made)");
+  for (std::uint64_t id = 1; id <= a.orders; ++id) double_charged += ev.count("billing", "charged", id) > 1 ? 1 : 0;
+  v.expect(double_charged == 0 && ev.total("billing", "charged") == static_cast<long>(a.orders),
+           "no order charged twice (" + std::to_string(ev.total("billing", "charged")) + " charges made)");
+}
 
+/// Each account's statement: every order once, in the order placed.
+void verify_statements(const Args& a, Verifier& v) {
   std::printf("verify: each account's statement (%s/accounts), in the order placed\n", a.dir.c_str());
   std::uint64_t out_of_order = 0, lines = 0, missing = 0;
   for (const char* customer : kCustomers) {
@@ -995,47 +1025,53 @@ int run_verify(const Args& a) {
                                                   " lines, " + std::to_string(missing) + " missing or repeated");
   v.expect(out_of_order == 0, "each account's charges in the order placed, through the kills and redeliveries (" +
                                   std::to_string(out_of_order) + " out of order)");
+}
 
+/// The e-mails, the redeliveries after the kills, and the poison order.
+void verify_deliveries(const Args& a, const Events& ev, Verifier& v) {
   std::printf("verify: the e-mails (%s/outbox)\n", a.dir.c_str());
   const auto outbox = read_dir(a.dir + "/outbox");
-  v.expect(outbox.size() == a.orders && total_of("email", "emailed") == static_cast<long>(a.orders),
+  v.expect(outbox.size() == a.orders && ev.total("email", "emailed") == static_cast<long>(a.orders),
            "one e-mail per order: " + std::to_string(outbox.size()) + " in the outbox, " +
-               std::to_string(total_of("email", "emailed")) + " sent");
+               std::to_string(ev.total("email", "emailed")) + " sent");
 
   std::printf("verify: redeliveries after kill -9\n");
   for (const Freeze& z : a.freezes) {
     const std::string id = std::to_string(z.id);
-    v.expect(count("billing", "frozen-" + z.point, z.id) == 1,
+    v.expect(ev.count("billing", "frozen-" + z.point, z.id) == 1,
              "order " + id + ": a billing worker stopped " + z.point + " on its first delivery");
     if (z.point == "before-charge") {
       // The worker took the order and died before any side effect: the
       // redelivery did the work, once; meanwhile the account's later orders
       // waited (the statement check above).
-      v.expect(count("billing", "work", z.id) == 1 && count("billing", "work", z.id, 2) == 1,
+      v.expect(ev.count("billing", "work", z.id) == 1 && ev.count("billing", "work", z.id, 2) == 1,
                "order " + id + ": redelivered and worked once, on a later attempt");
     } else if (z.point == "after-charge") {
       // The worker charged, then died before complete(): the dedup claim was
       // taken over (`first`), the work ran again, and the ledger's key refused it.
-      v.expect(count("billing", "work", z.id) >= 2 && count("billing", "already-charged", z.id, 2) >= 1,
+      v.expect(ev.count("billing", "work", z.id) >= 2 && ev.count("billing", "already-charged", z.id, 2) >= 1,
                "order " + id + ": redelivered, worked again, and the ledger refused a second charge (" +
-                   std::to_string(count("billing", "work", z.id)) + " attempts, 1 charge)");
+                   std::to_string(ev.count("billing", "work", z.id)) + " attempts, 1 charge)");
     } else {
       // The worker completed, then died before its ack: the redelivery found
       // the id done in the dedup table and only acked.
-      v.expect(count("billing", "work", z.id) == 1 && count("billing", "skip-done", z.id, 2) >= 1,
+      v.expect(ev.count("billing", "work", z.id) == 1 && ev.count("billing", "skip-done", z.id, 2) >= 1,
                "order " + id + ": redelivered and skipped by the dedup table (done), worked once");
     }
-    v.expect(count("billing", "charged", z.id) == 1, "order " + id + ": charged exactly once");
+    v.expect(ev.count("billing", "charged", z.id) == 1, "order " + id + ": charged exactly once");
   }
 
   std::printf("verify: the poison order %llu\n", static_cast<unsigned long long>(a.poison));
-  v.expect(count("billing", "dead-letter", a.poison) == 1,
+  v.expect(ev.count("billing", "dead-letter", a.poison) == 1,
            "billing dead-lettered it once (amount " + cents(order_of(a.poison, a.poison).amount_cents) + ")");
-  v.expect(count("billing", "charged", a.poison) == 1,
+  v.expect(ev.count("billing", "charged", a.poison) == 1,
            "after the fix and the redrive, billing charged it once (a refund)");
-  v.expect(count("email", "emailed", a.poison) == 1 && count("email", "skip-done", a.poison) >= 1,
+  v.expect(ev.count("email", "emailed", a.poison) == 1 && ev.count("email", "skip-done", a.poison) >= 1,
            "email sent it once and recognised the redriven copy as done");
+}
 
+/// The groups' floors and counters, the head, the DLQ.
+void verify_bus(const Args& a, Verifier& v) {
   std::printf("verify: the bus\n");
   auto ch = need_ok(Channel::open_read_only(kChannel, a.bus), "open orders");
   const shmbus::ChannelStats s = ch.stats();
@@ -1060,7 +1096,16 @@ int run_verify(const Args& a) {
   v.expect(ds.head == 1 && retained_from == ds.head, "orders-dlq: " + std::to_string(ds.head) + " dead letter ever, " +
                                                          std::to_string(ds.head - retained_from) +
                                                          " waiting (redriven)");
+}
 
+int run_verify(const Args& a) {
+  need(!a.dir.empty() && a.orders > 0 && a.poison != 0, "--dir, --orders and --poison", a);
+  Verifier v;
+  const Events ev(read_events(a.dir));
+  verify_ledger(a, ev, v);
+  verify_statements(a, v);
+  verify_deliveries(a, ev, v);
+  verify_bus(a, v);
   std::printf("verify: %s\n", v.failures() == 0 ? "all checks hold" : "FAILED");
   return v.failures() == 0 ? 0 : 1;
 }

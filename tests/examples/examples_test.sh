@@ -120,7 +120,7 @@ case_order_pipeline() {
   # complete()ing order 13, one holding order 9 before charging it (its
   # account's later orders must wait for its redelivery: billing is
   # per_key). kill -9 each where it stands.
-  local killed=() line word fpid forder fpoint st holder=""
+  local killed=() word fpid forder fpoint st holder=""
   for i in 1 2 3; do
     if read -r -t 60 word fpid forder fpoint <&3 && [ "$word" = frozen ]; then
       if [ "$fpoint" = before-charge ]; then holder=$fpid; continue; fi
@@ -255,7 +255,7 @@ case_order_pipeline() {
     grep -q "^ok: $((n2 + 1)) records in [0-9]* files, sequences 0..$n2, 0 gaps$" <<<"$out"
   run "$op" cleanup --bus "$BUS"
   check "cleanup exits 0" test "$rc" -eq 0
-  check "no segment of the bus is left" test -z "$(ls /dev/shm | grep -F "shmbus.$BUS." ; ls /dev/shm | grep -F "shmbus-dedup.$BUS.")"
+  check "no segment of the bus is left" test -z "$(compgen -G "/dev/shm/shmbus.$BUS.*"; compgen -G "/dev/shm/shmbus-dedup.$BUS.*")"
 }
 
 case "$CASE" in
