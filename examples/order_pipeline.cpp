@@ -2,8 +2,9 @@
 //
 //                               +--> group "billing" (2+ workers) --> charges/<id>
 //   order service --"orders"----+--> group "email"   (1+ worker)  --> outbox/<id>
-//   (OrderPlaced)    channel    +--> durable subscriber "analytics" (later, from earliest)
-//                               |
+//   (OrderPlaced)    channel    +--> archiver (`shmbus archive run`) --> archive/ on disk
+//                               +--> durable subscriber "analytics" (later, from earliest:
+//                               |    the archive, then the ring)
 //                               +--> "orders-dlq": what billing refuses, until redriven
 //
 // Each role is a separate run of this program, and each opens the channel
@@ -11,13 +12,17 @@
 // (`order-pipeline`) runs the whole story and is the script to read next to
 // this file:
 //
-//   order_pipeline setup     --bus B --dir D      create "orders", the two groups
-//                                                 (and so "orders-dlq"), two dedup tables
+//   order_pipeline setup     --bus B --dir D      create "orders" (archive directory D/archive),
+//                                                 the two groups (and so "orders-dlq"), two
+//                                                 dedup tables
+//   shmbus archive run orders --bus B             the archiver: the CLI, in a process of its own
 //   order_pipeline billing   --bus B --dir D [--accept-refunds] [--freeze ID:POINT]... [--events FIFO]
 //   order_pipeline email     --bus B --dir D [--freeze ID:POINT]... [--events FIFO]
-//   order_pipeline service   --bus B --orders N --poison ID
+//   order_pipeline service   --bus B --orders N [--from F] --poison ID   publish orders F..N (F: 1)
 //   order_pipeline await     --bus B --group G --head H   wait until G finished all H messages
 //                            (--acked A: until G has acked A messages)
+//   order_pipeline await     --bus B --archiver [--head H]   wait until the archiver is attached
+//                            (and has archived all H messages)
 //   order_pipeline analytics --bus B --orders N --poison ID
 //   order_pipeline verify    --bus B --dir D --orders N --poison ID [--freeze ID:POINT]...
 //   order_pipeline cleanup   --bus B
@@ -72,17 +77,28 @@
 // message of "orders", which every group sees again: billing charges it (a
 // refund), email's dedup table recognises it as sent.
 //
+// The archive. The ring holds the newest 512 messages; the channel also has
+// an archive directory (ChannelOptions::archive_dir), into which the
+// archiver, `shmbus archive run orders` in a process of its own, copies
+// every message as it is published. Under `block` the archiver holds the
+// service back rather than miss an order, as the groups do.
+//
 // Analytics is a durable subscriber ("analytics") started after everything
-// was published: its first run replays from the oldest order in the ring
-// (the ring holds 512, more than the test publishes) and counts the
-// redriven order once; a later run resumes its cursor and reads only what
-// is new.
+// was published. In the walkthrough that is 800 orders (two waves, 1..200
+// and 201..800) and the redriven one, 801 messages, so the ring has wrapped
+// and holds only sequences 289..800. Analytics' first run starts at the
+// earliest order kept, sequence 0 in the archive, reads 0..288 from there
+// and switches to the ring at 289, with the same poll and with no gap or
+// duplicate at the switch (it checks that every sequence comes once, in
+// order, and says how many came from each). It counts the redriven order
+// once. A later run resumes its cursor and reads only what is new.
 //
 // Every role prints what it did; exit status 0 only if its own checks hold
 // (verify: one charge and one e-mail per order, amounts and totals right,
 // the frozen orders redelivered without a second charge, the poison order
 // dead-lettered once then billed after the redrive; analytics: every order
-// seen, totals right; a resumed analytics run: nothing lost).
+// seen, every sequence once and in order, totals right; a resumed analytics
+// run: nothing lost).
 #include <shmbus/shmbus.hpp>
 
 #include <algorithm>
@@ -126,13 +142,16 @@ constexpr std::uint64_t kSecond = 1'000'000'000ULL;
 
 // --- the bus's shape, shared by every role (an open must match the create) --------
 
-shmbus::ChannelOptions channel_options() {
+/// The channel's options; `archive_dir` is where every order is also kept on
+/// disk (stored in the channel: the roles that open it find it there).
+shmbus::ChannelOptions channel_options(const std::string& archive_dir) {
   shmbus::ChannelOptions o;
   o.policy = shmbus::Policy::block;  // orders are never dropped: a full ring makes the service wait
-  o.capacity = 512;                  // also what analytics can replay: the last 512 orders
+  o.capacity = 512;                  // the newest 512 orders in memory; older ones in the archive only
   o.slot_size = 128;                 // 72 bytes of payload (56-byte slot header)
   o.max_groups = 2;                  // billing, email
   o.max_consumers = 8;
+  o.archive_dir = archive_dir;
   return o;
 }
 
@@ -222,11 +241,13 @@ struct Args {
   std::string group;
   std::string events;  ///< FIFO for "frozen" notices
   std::uint64_t orders = 0;
+  std::uint64_t from = 1;  ///< service: the first order id to publish
   std::uint64_t poison = 0;
   std::uint64_t head = 0;
   std::uint64_t acked = 0;  ///< await: wait for this many acks instead
   double timeout_s = 60;
   bool accept_refunds = false;
+  bool archiver = false;  ///< await: wait for the archiver instead of a group
   std::vector<Freeze> freezes;
 };
 
@@ -234,8 +255,8 @@ struct Args {
   std::fprintf(stderr,
                "order_pipeline: %s\n"
                "usage: order_pipeline setup|service|billing|email|await|analytics|verify|cleanup [options]\n"
-               "  --bus B  --dir D  --orders N  --poison ID  --group G  --head H  --acked A  --timeout S\n"
-               "  --accept-refunds  --freeze ID:before-charge|after-charge|after-complete  --events FIFO\n"
+               "  --bus B  --dir D  --orders N  --from F  --poison ID  --group G  --head H  --acked A  --timeout S\n"
+               "  --archiver  --accept-refunds  --freeze ID:before-charge|after-charge|after-complete  --events FIFO\n"
                "(the header of examples/order_pipeline.cpp says which role takes which)\n",
                why.c_str());
   std::exit(2);
@@ -255,8 +276,8 @@ Args parse(int argc, char** argv) {
   a.role = argv[1];
   for (int i = 2; i < argc; ++i) {
     const std::string f = argv[i];
-    if (f == "--accept-refunds") {
-      a.accept_refunds = true;
+    if (f == "--accept-refunds" || f == "--archiver") {
+      (f == "--archiver" ? a.archiver : a.accept_refunds) = true;
       continue;
     }
     if (i + 1 >= argc) usage(f + " needs a value");
@@ -271,6 +292,8 @@ Args parse(int argc, char** argv) {
       a.events = v;
     else if (f == "--orders")
       a.orders = to_u64(f, v);
+    else if (f == "--from")
+      a.from = to_u64(f, v);
     else if (f == "--poison")
       a.poison = to_u64(f, v);
     else if (f == "--head")
@@ -395,18 +418,22 @@ int run_setup(const Args& a) {
       return 1;
     }
   }
-  auto ch = need_ok(Channel::create(kChannel, channel_options(), a.bus), "create channel orders");
+  // Every order is also kept in DIR/archive, written by the archiver (`shmbus
+  // archive run orders`, a process of its own): a reader that asks for an
+  // order the ring no longer holds reads it from there.
+  auto ch = need_ok(Channel::create(kChannel, channel_options(a.dir + "/archive"), a.bus), "create channel orders");
   // Creating the groups now, before any order, makes their floors gate the
   // ring from the first message: a worker that starts late misses nothing.
   for (const char* g : {"billing", "email"}) {
     (void)need_ok(ch.join_group(g, group_options(g)), std::string("create group ") + g);
     (void)need_ok(DedupTable::open_or_create(g, dedup_options(), a.bus), std::string("dedup table ") + g);
   }
-  const auto o = channel_options();
+  const auto o = ch.options();
   std::printf(
-      "setup: channel orders on bus %s (block, %u slots of %u bytes), groups billing (per_key: each account in "
-      "order) and email (unordered), visibility 5 s, max_deliveries 3, DLQ %s; dedup tables billing and email\n",
-      a.bus.c_str(), o.capacity, o.slot_size, std::string(kDlq).c_str());
+      "setup: channel orders on bus %s (block, %u slots of %u bytes, archive %s), groups billing (per_key: each "
+      "account in order) and email (unordered), visibility 5 s, max_deliveries 3, DLQ %s; dedup tables billing and "
+      "email\n",
+      a.bus.c_str(), o.capacity, o.slot_size, o.archive_dir.c_str(), std::string(kDlq).c_str());
   return 0;
 }
 
@@ -429,11 +456,11 @@ int run_cleanup(const Args& a) {
 // --- the order service ---------------------------------------------------------------------
 
 int run_service(const Args& a) {
-  need(a.orders > 0, "--orders N", a);
+  need(a.orders > 0 && a.from >= 1 && a.from <= a.orders, "--orders N (and --from F with 1 <= F <= N)", a);
   auto ch = need_ok(Channel::open(kChannel, a.bus), "open orders");
   auto pub = need_ok(ch.publisher(), "publisher");
   std::int64_t total = 0;
-  for (std::uint64_t id = 1; id <= a.orders; ++id) {
+  for (std::uint64_t id = a.from; id <= a.orders; ++id) {
     const Order o = order_of(id, a.poison);
     // A full ring (every group a whole ring behind) makes this wait up to 5 s.
     const PublishStatus st =
@@ -445,10 +472,11 @@ int run_service(const Args& a) {
     }
     total += o.amount_cents;
   }
-  std::printf("order service: published %llu OrderPlaced (ids 1..%llu, total %s)",
-              static_cast<unsigned long long>(a.orders), static_cast<unsigned long long>(a.orders),
-              cents(total).c_str());
-  if (a.poison != 0) {
+  const std::uint64_t published = a.orders - a.from + 1;
+  std::printf("order service: published %llu OrderPlaced (ids %llu..%llu, total %s)",
+              static_cast<unsigned long long>(published), static_cast<unsigned long long>(a.from),
+              static_cast<unsigned long long>(a.orders), cents(total).c_str());
+  if (a.poison >= a.from && a.poison <= a.orders) {
     std::printf("; order %llu has amount %s", static_cast<unsigned long long>(a.poison),
                 cents(order_of(a.poison, a.poison).amount_cents).c_str());
   }
@@ -661,7 +689,49 @@ class Worker {
 
 // --- await: wait for a group to finish what was published -----------------------------------
 
+/// await --archiver [--head H]: until the channel's archiver is attached and
+/// alive, and (with --head) has archived every one of H messages: what a
+/// reader of an order older than the ring needs.
+int run_await_archiver(const Args& a) {
+  auto ch = need_ok(Channel::open_read_only(kChannel, a.bus), "open orders");
+  const std::uint64_t deadline = now_ns() + static_cast<std::uint64_t>(a.timeout_s * 1e9);
+  for (;;) {
+    const shmbus::ChannelStats s = ch.stats();
+    if (!s.archive) {
+      std::fprintf(stderr, "await: channel orders has no archive directory\n");
+      return 2;
+    }
+    const shmbus::ArchiveStats& arc = *s.archive;
+    if (!arc.error.empty()) {
+      std::fprintf(stderr, "await: archive %s: %s\n", arc.dir.c_str(), arc.error.c_str());
+      return 1;
+    }
+    const bool attached = arc.archiver && arc.archiver_alive;
+    if (attached && (a.head == 0 || (s.head == a.head && arc.archiver_cursor == a.head))) {
+      std::printf("await: archiver attached to orders, archiving into %s", arc.dir.c_str());
+      if (a.head > 0) {
+        std::printf("; archived up to head %llu (lag %llu, sequences %llu..%llu on disk)",
+                    static_cast<unsigned long long>(s.head), static_cast<unsigned long long>(arc.lag),
+                    static_cast<unsigned long long>(arc.first_sequence),
+                    static_cast<unsigned long long>(arc.end_sequence > 0 ? arc.end_sequence - 1 : 0));
+      }
+      std::printf("\n");
+      return 0;
+    }
+    if (now_ns() > deadline) {
+      std::fprintf(stderr,
+                   "await: archiver not %s after %.0f s: entry %s, alive %s, cursor %llu, head %llu (want %llu)\n",
+                   attached ? "caught up" : "attached", a.timeout_s, arc.archiver ? "yes" : "no",
+                   arc.archiver_alive ? "yes" : "no", static_cast<unsigned long long>(arc.archiver_cursor),
+                   static_cast<unsigned long long>(s.head), static_cast<unsigned long long>(a.head));
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // poll the state, not a guess of timing
+  }
+}
+
 int run_await(const Args& a) {
+  if (a.archiver) return run_await_archiver(a);
   need(!a.group.empty(), "--group G", a);
   need(a.head > 0 || a.acked > 0, "--head H or --acked A", a);
   // A read-only observer: it takes no table entry and moves nothing.
@@ -703,40 +773,88 @@ int run_await(const Args& a) {
 
 // --- analytics: a durable subscriber that replays from the oldest order ---------------------
 
+/// "FIRST..LAST (COUNT)" of a run of sequences, "none" if empty.
+std::string sequences(std::uint64_t first, std::uint64_t end) {
+  if (end <= first) return "none";
+  return std::to_string(first) + ".." + std::to_string(end - 1) + " (" + std::to_string(end - first) + ")";
+}
+
+/// What one analytics run read.
+struct Replay {
+  std::map<std::uint64_t, Order> orders;  ///< by id: a redriven order once
+  std::uint64_t messages = 0, duplicates = 0, unreadable = 0;
+  std::uint64_t from_archive = 0;     ///< messages older than the ring's oldest when reading began
+  std::uint64_t out_of_sequence = 0;  ///< messages whose sequence was not one past the previous one
+  std::uint64_t next = 0;             ///< one past the last sequence read
+};
+
+/// Reads from the subscriber's cursor up to `target` into r. A message
+/// older than `ring_oldest` can only have come from the archive. False
+/// (after saying why) on a poll that fails for another reason than `lapped`.
+bool read_orders(shmbus::Subscriber& sub, std::size_t max_payload, std::uint64_t target, std::uint64_t ring_oldest,
+                 Replay& r) {
+  r.next = sub.cursor();
+  std::vector<std::byte> buf(max_payload);
+  shmbus::Message m;
+  while (sub.cursor() < target) {
+    const PollStatus st = sub.poll_wait(m, buf, 5 * kSecond);
+    if (st == PollStatus::lapped) continue;  // counted in lost, checked by the caller
+    if (st != PollStatus::ok) {
+      std::fprintf(stderr, "analytics: poll at %llu: %s%s%s\n", static_cast<unsigned long long>(sub.cursor()),
+                   std::string(shmbus::to_string(st)).c_str(), sub.last_error().empty() ? "" : ": ",
+                   sub.last_error().c_str());
+      return false;
+    }
+    ++r.messages;
+    if (m.sequence != r.next) ++r.out_of_sequence;
+    r.next = m.sequence + 1;
+    if (m.sequence < ring_oldest) ++r.from_archive;
+    const auto o = decode(m.payload);
+    if (!o || o->id != m.id) {
+      ++r.unreadable;
+      continue;
+    }
+    // A redriven or republished order arrives again: count it once.
+    if (!r.orders.emplace(o->id, *o).second) ++r.duplicates;
+  }
+  return true;
+}
+
 int run_analytics(const Args& a) {
   need(a.orders > 0, "--orders N", a);
   auto ch = need_ok(Channel::open(kChannel, a.bus), "open orders");
   // Durable: the cursor survives this process, and the next run resumes
-  // after the last order it read. `earliest` applies to its first run only.
+  // after the last order it read. `earliest` applies to its first run only:
+  // the oldest order kept, which is the archive's first record once the
+  // ring has wrapped. Reading starts there, in the archive, and switches to
+  // the ring where the ring begins: the same poll for both.
   auto sub = need_ok(ch.subscribe({.name = "analytics", .start = shmbus::StartAt::earliest()}), "subscribe analytics");
-  const std::uint64_t target = ch.head();  // everything published so far
-  std::printf("analytics: %s at sequence %llu; reading up to %llu\n", sub.resumed() ? "resumed" : "started",
-              static_cast<unsigned long long>(sub.cursor()), static_cast<unsigned long long>(target));
-  std::map<std::uint64_t, Order> orders;
-  std::uint64_t messages = 0, duplicates = 0, unreadable = 0;
-  std::vector<std::byte> buf(ch.max_payload());
-  shmbus::Message m;
-  while (sub.cursor() < target) {
-    const PollStatus st = sub.poll_wait(m, buf, 5 * kSecond);
-    if (st == PollStatus::lapped) continue;  // counted in lost, checked below
-    if (st != PollStatus::ok) {
-      std::fprintf(stderr, "analytics: poll at %llu: %s\n", static_cast<unsigned long long>(sub.cursor()),
-                   std::string(shmbus::to_string(st)).c_str());
-      return 1;
-    }
-    ++messages;
-    const auto o = decode(m.payload);
-    if (!o || o->id != m.id) {
-      ++unreadable;
-      continue;
-    }
-    // A redriven or republished order arrives again: count it once.
-    if (!orders.emplace(o->id, *o).second) ++duplicates;
+  const shmbus::ChannelStats s = ch.stats();
+  const std::uint64_t start = sub.cursor();
+  const std::uint64_t target = s.head;  // everything published so far
+  // What the ring holds now. A message older than that came from the
+  // archive; while nobody publishes (as in the walkthrough) the ring's
+  // oldest stays put and this splits the replay exactly.
+  const std::uint64_t ring_oldest = std::max(s.oldest, start);
+  std::printf("analytics: %s at sequence %llu; reading up to %llu (the ring holds %s; older ones %s)\n",
+              sub.resumed() ? "resumed" : "started", static_cast<unsigned long long>(start),
+              static_cast<unsigned long long>(target), sequences(s.oldest, s.head).c_str(),
+              s.archive ? "are in the archive" : "are gone: no archive");
+  Replay r;
+  if (!read_orders(sub, ch.max_payload(), target, ring_oldest, r)) return 1;
+  const auto& [orders, messages, duplicates, unreadable, from_archive, out_of_sequence, next] = r;
+  // Every sequence from start to target once, in order: in particular none
+  // skipped or repeated where reading switched from the archive to the ring.
+  const bool contiguous = out_of_sequence == 0 && messages == target - start;
+  if (messages > 0) {
+    std::printf("analytics: read sequences %s from the archive, then %s from the ring; %s\n",
+                sequences(start, start + from_archive).c_str(), sequences(start + from_archive, next).c_str(),
+                contiguous ? "every sequence once, in order" : "FAILED: sequences missing, repeated or out of order");
   }
   if (sub.resumed()) {
     // A later run: only what was published since the last one. The checks
     // against the whole order book apply to a full replay.
-    const bool ok = unreadable == 0 && sub.counters().lost == 0;
+    const bool ok = contiguous && unreadable == 0 && sub.counters().lost == 0;
     std::printf("analytics: %llu new messages, %llu distinct orders, lost %llu, unreadable %llu\n",
                 static_cast<unsigned long long>(messages), static_cast<unsigned long long>(orders.size()),
                 static_cast<unsigned long long>(sub.counters().lost), static_cast<unsigned long long>(unreadable));
@@ -768,8 +886,8 @@ int run_analytics(const Args& a) {
       ++wrong;
     }
   }
-  const bool ok =
-      wrong == 0 && orders.size() == a.orders && unreadable == 0 && sub.counters().lost == 0 && total == expected_total;
+  const bool ok = contiguous && wrong == 0 && orders.size() == a.orders && unreadable == 0 &&
+                  sub.counters().lost == 0 && total == expected_total;
   std::printf("analytics: %s (missing or wrong %llu, unreadable %llu, lost %llu, expected total %s)\n",
               ok ? "every order seen, totals match" : "FAILED", static_cast<unsigned long long>(wrong),
               static_cast<unsigned long long>(unreadable), static_cast<unsigned long long>(sub.counters().lost),
@@ -828,20 +946,28 @@ class Verifier {
   int failures_ = 0;
 };
 
-int run_verify(const Args& a) {
-  need(!a.dir.empty() && a.orders > 0 && a.poison != 0, "--dir, --orders and --poison", a);
-  Verifier v;
-  const auto events = read_events(a.dir);
-  const auto count = [&](std::string_view role, std::string_view what, std::uint64_t id, int min_attempt = 0) {
-    return std::count_if(events.begin(), events.end(), [&](const Event& e) {
+/// The lines of DIR/events.log, counted by role, event and order.
+class Events {
+ public:
+  explicit Events(std::vector<Event> events) : events_(std::move(events)) {}
+  /// How many `what` events of `role` for order `id`, on attempt min_attempt or later.
+  [[nodiscard]] long count(std::string_view role, std::string_view what, std::uint64_t id, int min_attempt = 0) const {
+    return std::count_if(events_.begin(), events_.end(), [&](const Event& e) {
       return e.role == role && e.what == what && e.order == id && static_cast<int>(e.attempt) >= min_attempt;
     });
-  };
-  const auto total_of = [&](std::string_view role, std::string_view what) {
-    return std::count_if(events.begin(), events.end(),
+  }
+  /// How many `what` events of `role`, for any order.
+  [[nodiscard]] long total(std::string_view role, std::string_view what) const {
+    return std::count_if(events_.begin(), events_.end(),
                          [&](const Event& e) { return e.role == role && e.what == what; });
-  };
+  }
 
+ private:
+  std::vector<Event> events_;
+};
+
+/// The charges: one per order, each right, none made twice.
+void verify_ledger(const Args& a, const Events& ev, Verifier& v) {
   std::printf("verify: the ledger (%s/charges)\n", a.dir.c_str());
   const auto charges = read_dir(a.dir + "/charges");
   std::int64_t billed = 0, expected = 0;
@@ -865,10 +991,13 @@ int run_verify(const Args& a) {
   v.expect(wrong == 0, "every charge has its order's customer and amount (" + std::to_string(wrong) + " wrong)");
   v.expect(billed == expected, "billed total " + cents(billed) + " == ordered total " + cents(expected));
   std::uint64_t double_charged = 0;
-  for (std::uint64_t id = 1; id <= a.orders; ++id) double_charged += count("billing", "charged", id) > 1 ? 1 : 0;
-  v.expect(double_charged == 0 && total_of("billing", "charged") == static_cast<long>(a.orders),
-           "no order charged twice (" + std::to_string(total_of("billing", "charged")) + " charges made)");
+  for (std::uint64_t id = 1; id <= a.orders; ++id) double_charged += ev.count("billing", "charged", id) > 1 ? 1 : 0;
+  v.expect(double_charged == 0 && ev.total("billing", "charged") == static_cast<long>(a.orders),
+           "no order charged twice (" + std::to_string(ev.total("billing", "charged")) + " charges made)");
+}
 
+/// Each account's statement: every order once, in the order placed.
+void verify_statements(const Args& a, Verifier& v) {
   std::printf("verify: each account's statement (%s/accounts), in the order placed\n", a.dir.c_str());
   std::uint64_t out_of_order = 0, lines = 0, missing = 0;
   for (const char* customer : kCustomers) {
@@ -878,9 +1007,10 @@ int run_verify(const Args& a) {
     std::int64_t amount = 0;
     while (in >> id >> amount) ids.push_back(id);
     lines += ids.size();
-    // The redriven poison order is a new message, published after all the
-    // others: on its account's statement it comes last. Every other line
-    // follows the order ids, which is the order the service placed them in.
+    // The redriven poison order is a new message, published after the
+    // orders placed before the redrive: on its account's statement it comes
+    // after them. Every other line follows the order ids, which is the order
+    // the service placed them in.
     std::uint64_t last = 0;
     for (std::uint64_t x : ids) {
       if (x == a.poison) continue;
@@ -895,47 +1025,53 @@ int run_verify(const Args& a) {
                                                   " lines, " + std::to_string(missing) + " missing or repeated");
   v.expect(out_of_order == 0, "each account's charges in the order placed, through the kills and redeliveries (" +
                                   std::to_string(out_of_order) + " out of order)");
+}
 
+/// The e-mails, the redeliveries after the kills, and the poison order.
+void verify_deliveries(const Args& a, const Events& ev, Verifier& v) {
   std::printf("verify: the e-mails (%s/outbox)\n", a.dir.c_str());
   const auto outbox = read_dir(a.dir + "/outbox");
-  v.expect(outbox.size() == a.orders && total_of("email", "emailed") == static_cast<long>(a.orders),
+  v.expect(outbox.size() == a.orders && ev.total("email", "emailed") == static_cast<long>(a.orders),
            "one e-mail per order: " + std::to_string(outbox.size()) + " in the outbox, " +
-               std::to_string(total_of("email", "emailed")) + " sent");
+               std::to_string(ev.total("email", "emailed")) + " sent");
 
   std::printf("verify: redeliveries after kill -9\n");
   for (const Freeze& z : a.freezes) {
     const std::string id = std::to_string(z.id);
-    v.expect(count("billing", "frozen-" + z.point, z.id) == 1,
+    v.expect(ev.count("billing", "frozen-" + z.point, z.id) == 1,
              "order " + id + ": a billing worker stopped " + z.point + " on its first delivery");
     if (z.point == "before-charge") {
       // The worker took the order and died before any side effect: the
       // redelivery did the work, once; meanwhile the account's later orders
       // waited (the statement check above).
-      v.expect(count("billing", "work", z.id) == 1 && count("billing", "work", z.id, 2) == 1,
+      v.expect(ev.count("billing", "work", z.id) == 1 && ev.count("billing", "work", z.id, 2) == 1,
                "order " + id + ": redelivered and worked once, on a later attempt");
     } else if (z.point == "after-charge") {
       // The worker charged, then died before complete(): the dedup claim was
       // taken over (`first`), the work ran again, and the ledger's key refused it.
-      v.expect(count("billing", "work", z.id) >= 2 && count("billing", "already-charged", z.id, 2) >= 1,
+      v.expect(ev.count("billing", "work", z.id) >= 2 && ev.count("billing", "already-charged", z.id, 2) >= 1,
                "order " + id + ": redelivered, worked again, and the ledger refused a second charge (" +
-                   std::to_string(count("billing", "work", z.id)) + " attempts, 1 charge)");
+                   std::to_string(ev.count("billing", "work", z.id)) + " attempts, 1 charge)");
     } else {
       // The worker completed, then died before its ack: the redelivery found
       // the id done in the dedup table and only acked.
-      v.expect(count("billing", "work", z.id) == 1 && count("billing", "skip-done", z.id, 2) >= 1,
+      v.expect(ev.count("billing", "work", z.id) == 1 && ev.count("billing", "skip-done", z.id, 2) >= 1,
                "order " + id + ": redelivered and skipped by the dedup table (done), worked once");
     }
-    v.expect(count("billing", "charged", z.id) == 1, "order " + id + ": charged exactly once");
+    v.expect(ev.count("billing", "charged", z.id) == 1, "order " + id + ": charged exactly once");
   }
 
   std::printf("verify: the poison order %llu\n", static_cast<unsigned long long>(a.poison));
-  v.expect(count("billing", "dead-letter", a.poison) == 1,
+  v.expect(ev.count("billing", "dead-letter", a.poison) == 1,
            "billing dead-lettered it once (amount " + cents(order_of(a.poison, a.poison).amount_cents) + ")");
-  v.expect(count("billing", "charged", a.poison) == 1,
+  v.expect(ev.count("billing", "charged", a.poison) == 1,
            "after the fix and the redrive, billing charged it once (a refund)");
-  v.expect(count("email", "emailed", a.poison) == 1 && count("email", "skip-done", a.poison) >= 1,
+  v.expect(ev.count("email", "emailed", a.poison) == 1 && ev.count("email", "skip-done", a.poison) >= 1,
            "email sent it once and recognised the redriven copy as done");
+}
 
+/// The groups' floors and counters, the head, the DLQ.
+void verify_bus(const Args& a, Verifier& v) {
   std::printf("verify: the bus\n");
   auto ch = need_ok(Channel::open_read_only(kChannel, a.bus), "open orders");
   const shmbus::ChannelStats s = ch.stats();
@@ -960,7 +1096,16 @@ int run_verify(const Args& a) {
   v.expect(ds.head == 1 && retained_from == ds.head, "orders-dlq: " + std::to_string(ds.head) + " dead letter ever, " +
                                                          std::to_string(ds.head - retained_from) +
                                                          " waiting (redriven)");
+}
 
+int run_verify(const Args& a) {
+  need(!a.dir.empty() && a.orders > 0 && a.poison != 0, "--dir, --orders and --poison", a);
+  Verifier v;
+  const Events ev(read_events(a.dir));
+  verify_ledger(a, ev, v);
+  verify_statements(a, v);
+  verify_deliveries(a, ev, v);
+  verify_bus(a, v);
   std::printf("verify: %s\n", v.failures() == 0 ? "all checks hold" : "FAILED");
   return v.failures() == 0 ? 0 : 1;
 }

@@ -5,15 +5,18 @@
 #   examples_test.sh backpressure PATH/backpressure
 #   examples_test.sh order-pipeline PATH/order_pipeline PATH/shmbus
 #
-# order-pipeline is the walkthrough of examples/order_pipeline.cpp: billing
-# (four workers, a per_key group: each account's orders in order) and email
-# (one) consume 200 orders; three billing workers are kill -9ed at chosen
-# points (holding an order before charging it; after charging; after
-# complete(), before the ack); the poison order lands in the DLQ, `shmbus check` and `shmbus dlq
-# list` show it, billing is restarted with the fix and `shmbus dlq redrive`
-# sends it back; analytics then replays everything from the oldest order;
-# verify checks the ledger. Every wait is on an event: a line on a FIFO, a
-# process's exit, or a group's state (order_pipeline await).
+# order-pipeline is the walkthrough of examples/order_pipeline.cpp: an
+# archiver (`shmbus archive run`) keeps every order on disk; billing (four
+# workers, a per_key group: each account's orders in order) and email (one)
+# consume 200 orders; three billing workers are kill -9ed at chosen points
+# (holding an order before charging it; after charging; after complete(),
+# before the ack); the poison order lands in the DLQ, `shmbus check` and
+# `shmbus dlq list` show it, billing is restarted with the fix and `shmbus
+# dlq redrive` sends it back; 600 more orders wrap the 512-slot ring;
+# analytics then replays everything from the oldest order, the first ones
+# from the archive; verify checks the ledger. Every wait is on an event: a
+# line on a FIFO, a process's exit, or a group's or the archiver's state
+# (order_pipeline await).
 set -u
 CASE="${1:-}"
 TMP=$(mktemp -d)
@@ -82,11 +85,20 @@ case_backpressure() {
 # ---- order pipeline ---------------------------------------------------------------
 case_order_pipeline() {
   local op="$1" cli="$2"
-  local dir="$TMP/run" n=200 poison=20
+  local dir="$TMP/run" n=200 n2=800 poison=20
   local freezes=(--freeze 7:after-charge --freeze 13:after-complete --freeze 9:before-charge)
   mkdir -p "$dir"
   run "$op" setup --bus "$BUS" --dir "$dir"
   check "setup exits 0" test "$rc" -eq 0
+  check "...with the archive directory $dir/archive" grep -qF "archive $dir/archive)" <<<"$out"
+
+  # The archiver, a process of its own, from before the first order: every
+  # order goes to $dir/archive too. Under `block` it holds the service back
+  # rather than miss an order.
+  "$cli" archive run orders --bus "$BUS" >"$dir/archiver.out" 2>&1 &
+  local archiver=$!; PIDS+=("$archiver")
+  run "$op" await --bus "$BUS" --archiver --timeout 60
+  check "the archiver attached to orders" test "$rc" -eq 0
 
   # The workers tell this FIFO when they stop at a --freeze point. Opened
   # read-write here, so their open() and write() never block.
@@ -108,7 +120,7 @@ case_order_pipeline() {
   # complete()ing order 13, one holding order 9 before charging it (its
   # account's later orders must wait for its redelivery: billing is
   # per_key). kill -9 each where it stands.
-  local killed=() line word fpid forder fpoint st holder=""
+  local killed=() word fpid forder fpoint st holder=""
   for i in 1 2 3; do
     if read -r -t 60 word fpid forder fpoint <&3 && [ "$word" = frozen ]; then
       if [ "$fpoint" = before-charge ]; then holder=$fpid; continue; fi
@@ -177,10 +189,24 @@ case_order_pipeline() {
   check "shmbus dlq list (after the redrive) exits 0" test "$rc" -eq 0
   check "...lists the DLQ of billing" grep -q "^DLQ orders-dlq of group billing on channel orders$" <<<"$out"
   check "...and the DLQ is empty now" test "$(grep -c 'OrderPlaced' <<<"$out")" -eq 0
-  run "$cli" check --bus "$BUS" --max-dlq 0 --max-lag 0
+  # The archiver is a subscriber too: --max-lag 0 holds once it has
+  # archived the redriven order as well.
+  run "$op" await --bus "$BUS" --archiver --head "$((n + 1))" --timeout 60
+  check "the archiver archived all $((n + 1)) messages" test "$rc" -eq 0
+  run "$cli" check --bus "$BUS" --max-dlq 0 --max-lag 0 --archiver-down --max-archive-lag 0
   check "shmbus check is OK again (exit 0)" test "$rc" -eq 0
   run "$cli" gc --bus "$BUS" --keep-unused
   check "shmbus gc --keep-unused exits 0" test "$rc" -eq 0
+
+  # A second wave, orders 201..800, to the fixed workers: 801 messages in
+  # all, more than the ring's 512 slots, so the ring wraps and its oldest
+  # orders are then on disk only.
+  run "$op" service --bus "$BUS" --orders "$n2" --from "$((n + 1))" --poison "$poison"
+  check "the order service published orders $((n + 1))..$n2" test "$rc" -eq 0
+  run "$op" await --bus "$BUS" --group billing --head "$((n2 + 1))" --timeout 60
+  check "billing finished the second wave" test "$rc" -eq 0
+  run "$op" await --bus "$BUS" --group email --head "$((n2 + 1))" --timeout 60
+  check "email finished the second wave" test "$rc" -eq 0
 
   for p in "${billing[@]}" "$email"; do
     kill -TERM "$p"; wait "$p"; st=$?
@@ -190,18 +216,46 @@ case_order_pipeline() {
   cat "$dir"/billing-*.out "$dir/email.out"
   echo "---"
 
-  # Analytics arrives late and replays from the oldest order.
-  run "$op" analytics --bus "$BUS" --orders "$n" --poison "$poison"
-  check "analytics saw every order and the totals match" test "$rc" -eq 0
-  check "...counting the redriven order once" grep -q "201 messages, 200 distinct orders, 1 seen twice" <<<"$out"
-  run "$op" analytics --bus "$BUS" --orders "$n" --poison "$poison"
-  check "a second analytics run resumes its durable cursor at the head" grep -q "^analytics: resumed at sequence 201" <<<"$out"
+  run "$op" await --bus "$BUS" --archiver --head "$((n2 + 1))" --timeout 60
+  check "the archiver archived all $((n2 + 1)) messages" test "$rc" -eq 0
+  run "$cli" archive stat orders --bus "$BUS"
+  check "shmbus archive stat: the archive holds sequences 0..$n2" grep -q "^sequences: 0..$n2 (end $((n2 + 1)))$" <<<"$out"
+  check "...and the archiver is attached with lag 0" grep -q "^archiver: active, cursor $((n2 + 1)), lag 0$" <<<"$out"
 
-  run "$op" verify --bus "$BUS" --dir "$dir" --orders "$n" --poison "$poison" "${freezes[@]}"
+  # Analytics arrives late and replays from the oldest order. The ring holds
+  # only the newest 512 of the 801 messages (sequences 289..800): the older
+  # ones come from the archive, then reading switches to the ring.
+  local ring_oldest=$((n2 + 1 - 512))
+  run "$op" analytics --bus "$BUS" --orders "$n2" --poison "$poison"
+  check "analytics saw every order and the totals match" test "$rc" -eq 0
+  check "...starting at sequence 0, older than the ring" \
+    grep -q "^analytics: started at sequence 0; reading up to $((n2 + 1)) (the ring holds $ring_oldest..$n2 (512)" <<<"$out"
+  check "...the first $ring_oldest from the archive, the rest from the ring, none lost or repeated at the switch" \
+    grep -q "^analytics: read sequences 0..$((ring_oldest - 1)) ($ring_oldest) from the archive, then $ring_oldest..$n2 (512) from the ring; every sequence once, in order$" <<<"$out"
+  check "...counting the redriven order once" grep -q "$((n2 + 1)) messages, $n2 distinct orders, 1 seen twice" <<<"$out"
+  run "$op" analytics --bus "$BUS" --orders "$n2" --poison "$poison"
+  check "a second analytics run resumes its durable cursor at the head" \
+    grep -q "^analytics: resumed at sequence $((n2 + 1))" <<<"$out"
+  check "...and finds nothing new, nothing lost" grep -q "^analytics: 0 new messages, 0 distinct orders, lost 0" <<<"$out"
+
+  run "$op" verify --bus "$BUS" --dir "$dir" --orders "$n2" --poison "$poison" "${freezes[@]}"
   check "verify: one charge per order, no double billing, DLQ redriven" test "$rc" -eq 0
+
+  # The archiver stops on SIGTERM after a final sync; then the files are
+  # checked record by record: every sequence 0..800, no gap.
+  kill -TERM "$archiver"; wait "$archiver"; st=$?
+  check "the archiver stops cleanly on SIGTERM" test "$st" -eq 0
+  echo "--- archiver log"
+  cat "$dir/archiver.out"
+  echo "---"
+  check "...having archived all $((n2 + 1)) messages, none lost" \
+    grep -q "archived $((n2 + 1)) messages (.*), up to sequence $((n2 + 1)); 0 lost in 0 gaps" "$dir/archiver.out"
+  run "$cli" archive verify --dir "$dir/archive"
+  check "shmbus archive verify: every record good, sequences 0..$n2, no gap" \
+    grep -q "^ok: $((n2 + 1)) records in [0-9]* files, sequences 0..$n2, 0 gaps$" <<<"$out"
   run "$op" cleanup --bus "$BUS"
   check "cleanup exits 0" test "$rc" -eq 0
-  check "no segment of the bus is left" test -z "$(ls /dev/shm | grep -F "shmbus.$BUS." ; ls /dev/shm | grep -F "shmbus-dedup.$BUS.")"
+  check "no segment of the bus is left" test -z "$(compgen -G "/dev/shm/shmbus.$BUS.*"; compgen -G "/dev/shm/shmbus-dedup.$BUS.*")"
 }
 
 case "$CASE" in
