@@ -261,7 +261,12 @@ void add_archive(const ChannelState& ch, ChannelStats& s) {
     if (control_state(c) == kEntryFree || (shm::load_relaxed(e.flags) & kSubArchiver) == 0) continue;
     a.archiver = true;
     a.archiver_alive = control_state(c) == kEntryActive && alive(c, e.owner_start);
-    a.archiver_cursor = shm::load_acquire(e.cursor);
+    // The cursor as the subscriber snapshot read it, before the head (see
+    // snapshot): read again now it could be past s.head. An entry that
+    // appeared since is read now and held to the head.
+    const auto snap = std::find_if(s.subscribers.begin(), s.subscribers.end(),
+                                   [i](const SubscriberStats& sub) { return sub.index == i; });
+    a.archiver_cursor = snap != s.subscribers.end() ? snap->cursor : std::min(shm::load_acquire(e.cursor), s.head);
     a.lag = s.head > a.archiver_cursor ? s.head - a.archiver_cursor : 0;
     a.lost = shm::load_relaxed(e.lost);
     a.last_fsync_realtime_ns = shm::load_relaxed(e.archive_synced_ns);
