@@ -13,7 +13,7 @@
 //            archiver appends at once: --batch-kb of records (1 MiB, what a
 //            busy archiver reads from the ring per append), one write(2).
 //   archiver the whole path: a publisher thread publishes the messages on a
-//            channel (block policy, 4096 slots) with an archive directory,
+//            channel (block policy, 4096 slots or a batch's worth) with an archive directory,
 //            16 per publish_batch (the fastest publish path), while
 //            shmbus::Archiver (batches of --batch-kb) archives them; rate
 //            from the first publish to the last record archived.
@@ -37,6 +37,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -221,7 +222,9 @@ std::uint64_t run_archive(const fs::path& dir, std::uint64_t size, std::uint64_t
 std::uint64_t run_channel(const Config& cfg, const fs::path& dir, std::uint64_t size, std::uint64_t count,
                           std::uint64_t batch, Sync sync, bool archiver) {
   shmbus::ChannelOptions o;
-  o.capacity = 4096;
+  // Room for a whole batch (--batch-kb of records) at once: the archiver's
+  // batches, and so its fdatasyncs under `batch`, then match the disk point's.
+  o.capacity = static_cast<std::uint32_t>(std::bit_ceil(std::max<std::uint64_t>(4096, batch)));
   o.slot_size = static_cast<std::uint32_t>((56 + size + 63) / 64 * 64);
   o.policy = shmbus::Policy::block;
   o.archive_dir = dir.string();

@@ -209,17 +209,25 @@ def targets(pp, sleep, tp, micro, insn=None, arch=None):
                 f"shmbus {fmt_ns(ts['shmbus_block']['p50'])}, eventfd {fmt_ns(ts['eventfd']['p50'])}")
     if arch:
         by = {(p["point"], p["size"], p["fsync"]): p for p in arch["points"]}
-        baseline = {"never": "dd's loop into the page cache, no sync",
-                    "end": "to the disk: dd's loop with one sync at the end, timed (dd conv=fdatasync)"}
+        # The target: the archive (fsync never) against the disk's own
+        # sequential write bandwidth, as `dd conv=fdatasync` measures it: the
+        # `end` points, whose timed span ends when the bytes are on the disk.
+        # The `never` points compare two writes into the page cache (no disk
+        # involved): shown, as what the CPU allows, but not the target.
+        baseline = {"end": "the disk: dd's loop with one sync at the end, timed (dd conv=fdatasync)",
+                    "never": "dd's loop into the page cache, no sync: not the disk's bandwidth"}
         for p in arch["points"]:
             if p["fsync"] not in baseline or p["point"] not in ("archive", "archiver"):
                 continue
+            judged = p["fsync"] == "end"
             disk = by.get(("disk", p["size"], p["fsync"]))
             sub = by.get(("subscriber", p["size"], p["fsync"]))
+            what = "the disk's sequential write bandwidth" if judged else "the page cache (info)"
             if p["point"] == "archive":
                 r = p["ratio_to_disk"]
-                add(f"archive writer throughput ≥ 0.8× the disk's ({p['size']} B, fsync {p['fsync']})", r, 0.8,
-                    r >= 0.8, f"{p['mb_per_s']:.0f} MB/s, {p['msgs_per_s'] / 1e6:.2f} M msg/s; baseline "
+                add(f"archive writer (fsync never) ≥ 0.8× {what} ({p['size']} B)", r, 0.8,
+                    (r >= 0.8) if judged else None,
+                    f"{p['mb_per_s']:.0f} MB/s, {p['msgs_per_s'] / 1e6:.2f} M msg/s; baseline "
                     f"{disk['mb_per_s'] if disk else 0:.0f} MB/s, {baseline[p['fsync']]}, same round")
                 continue
             # The archiver reads the ring as a subscriber does: its bound is
@@ -228,9 +236,9 @@ def targets(pp, sleep, tp, micro, insn=None, arch=None):
             if not bounds:
                 continue
             r = p["mb_per_s"] / min(bounds)
-            add(f"archiver (ring to disk) ≥ 0.8× the lesser of the disk and a plain subscriber "
-                f"({p['size']} B, fsync {p['fsync']})", r, 0.8, r >= 0.8,
-                f"{p['mb_per_s']:.0f} MB/s, {p['msgs_per_s'] / 1e6:.2f} M msg/s; disk "
+            add(f"archiver, ring to disk (fsync never) ≥ 0.8× the lesser of {what} and a plain subscriber "
+                f"({p['size']} B)", r, 0.8, (r >= 0.8) if judged else None,
+                f"{p['mb_per_s']:.0f} MB/s, {p['msgs_per_s'] / 1e6:.2f} M msg/s; baseline "
                 f"{disk['mb_per_s'] if disk else 0:.0f} MB/s ({baseline[p['fsync']]}), plain subscriber "
                 f"{sub['mb_per_s'] if sub else 0:.0f} MB/s (same publisher, same round)")
     if sleep:
@@ -278,6 +286,23 @@ def targets(pp, sleep, tp, micro, insn=None, arch=None):
                 r is not None and r >= 0.4,
                 f"publish + poll {single['msgs_per_s'] / 1e6:.2f} M msg/s, the ring "
                 f"{spsc['msgs_per_s'] / 1e6:.2f} M msg/s (same rounds)")
+        # The batched group path, one consumer: at least twice what it was when
+        # the target was set (8.4 M msg/s, when the batched SPSC ring moved
+        # 65.7 M msg/s on the same machine). The machine's CPU placement has
+        # moved both figures several times over since, so the figure judged
+        # is the ratio to the batched ring of the same rounds: >= 2 x 8.4 / 65.7.
+        grp1 = sorted((p for p in tp["points"] if p["scenario"] == "group" and p.get("consumers") == 1
+                       and p.get("ordering") == "none" and "receive_batch+ack_batch" in p["mode"]),
+                      key=lambda p: p["msgs_per_s"], reverse=True)
+        spsc = rings.get("batch")
+        if grp1 and spsc:
+            then = 8.4 / 65.7
+            r = ratio(grp1[0]["msgs_per_s"], spsc["msgs_per_s"])
+            add("group receive_batch+ack_batch, 1 consumer: ≥ 2× the batched ring ratio when set (8.4 ÷ 65.7 "
+                "M msg/s)", None if r is None else r / then, 2.0, r is not None and r / then >= 2.0,
+                f"{grp1[0]['msgs_per_s'] / 1e6:.2f} M msg/s ({grp1[0]['mode']}, {grp1[0]['keys']} keys) = "
+                f"{fmt_ratio(r)} the batched ring's {spsc['msgs_per_s'] / 1e6:.2f} M msg/s (same rounds), against "
+                f"{then:.3f}× then")
         # Ordering's price: with >= 16 keys and 2 consumers, per_key >= 0.8x unordered (each API, same rounds).
         grp = [p for p in tp["points"] if p["scenario"] == "group" and p.get("consumers") == 2
                and p.get("keys", 0) >= 16]
@@ -607,7 +632,8 @@ def markdown(pp, sleep, tp, micro, tg, img_prefix, insn=None, arch=None):
         for t in tg:
             v, unit = t["measured"], t.get("unit", "M msg/s" if "M msg/s" in t["target"] else "×")
             vs = "n/a" if v is None else {"×": f"{v:.2f}×", "insn": f"{v:.0f} insn"}.get(unit, f"{v:.2f} {unit}")
-            md.append(f"| {t['target']} | {vs} | {'yes' if t['met'] else '**no**'} | {t['detail']} |")
+            met = "info" if t["met"] is None else ("yes" if t["met"] else "**no**")
+            md.append(f"| {t['target']} | {vs} | {met} | {t['detail']} |")
         md.append("")
     if pp:
         c = pp["config"]

@@ -93,6 +93,10 @@ Result<void> File::truncate(std::uint64_t n) {
   return {};
 }
 
+bool File::start_writeback(std::uint64_t offset, std::uint64_t n) noexcept {
+  return ::sync_file_range(fd_, static_cast<off64_t>(offset), static_cast<off64_t>(n), SYNC_FILE_RANGE_WRITE) == 0;
+}
+
 Result<void> File::datasync() {
   if (::fdatasync(fd_) != 0) return file_error("fdatasync of", path_, errno);
   return {};

@@ -69,6 +69,14 @@ class File {
   /// fdatasync: the data written so far reaches the disk.
   Result<void> datasync();
 
+  /// Asks the kernel to start writing bytes [offset, offset + n) back to
+  /// the disk, without waiting for it (sync_file_range with
+  /// SYNC_FILE_RANGE_WRITE): later writes overlap the disk's work, and a
+  /// later datasync() has less left. Advisory: it makes nothing durable, and
+  /// an error here comes back from the next datasync(); false when the call
+  /// failed (unsupported by the filesystem, or an I/O error already known).
+  bool start_writeback(std::uint64_t offset, std::uint64_t n) noexcept;
+
   /// Closes the descriptor and reports the error of close(2). The File is
   /// closed afterwards either way. Closing a closed File does nothing.
   Result<void> close();

@@ -338,6 +338,7 @@ Result<void> SegmentWriter::recover_newest(const std::string& path, std::uint64_
     if (auto d = file_.datasync(); !d.ok()) return in_context(d.error(), "fdatasync of", path);
   }
   file_bytes_ = s->offset;
+  writeback_from_ = s->offset;
   next_sequence_ = s->next_sequence;
   empty_ = false;
   update_fast_limit();
@@ -366,6 +367,7 @@ Result<void> SegmentWriter::start_file(std::uint64_t first_sequence) {
   file_ = std::move(*f);
   path_ = path;
   file_bytes_ = kFileHeaderSize;
+  writeback_from_ = 0;
   next_sequence_ = first_sequence;
   empty_ = false;
   update_fast_limit();
@@ -399,6 +401,12 @@ Result<void> SegmentWriter::flush_buffer() {
   next_sequence_ += records;
   dirty_ = true;
   update_fast_limit();
+  if (opts_.writeback_bytes != 0 && file_bytes_ - writeback_from_ >= opts_.writeback_bytes) {
+    // Advisory (see WriterOptions::writeback_bytes): a failure here is an
+    // I/O error the next fdatasync reports, or a filesystem without it.
+    (void)file_.start_writeback(writeback_from_, file_bytes_ - writeback_from_);
+    writeback_from_ = file_bytes_;
+  }
   return {};
 }
 

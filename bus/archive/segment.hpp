@@ -123,6 +123,13 @@ struct WriterOptions {
   FsyncPolicy fsync = FsyncPolicy::never;         ///< when written records are made durable
   std::uint64_t fsync_interval_ns = 100'000'000;  ///< for FsyncPolicy::interval
   std::uint64_t channel_hash = 0;                 ///< stored in each file header, not checked
+  /// Every this many bytes written, the kernel is asked to start writing
+  /// them to the disk, without waiting (File::start_writeback; RocksDB's
+  /// bytes_per_sync): the disk works while the writer goes on, dirty pages
+  /// stay few (no stall when the kernel's dirty limit is reached), and an
+  /// fdatasync or a power cut finds less unwritten. It makes nothing
+  /// durable by itself. 0 leaves writeback to the kernel.
+  std::uint64_t writeback_bytes = 8ull << 20;
 };
 
 /// The name of the segment file whose first record is `first_sequence`:
@@ -250,7 +257,8 @@ class SegmentWriter {
   shm::File lock_;
   shm::File file_;  // the file being appended to; closed before the first record
   std::string path_;
-  std::uint64_t file_bytes_ = 0;  // whole records on disk in the current file, header included
+  std::uint64_t file_bytes_ = 0;      // whole records on disk in the current file, header included
+  std::uint64_t writeback_from_ = 0;  // offset in the current file from which no writeback was started
   std::uint64_t next_sequence_ = 0;
   bool empty_ = true;
   bool closed_ = false;

@@ -9,16 +9,19 @@
 #include "api/detail.hpp"
 #include "bus/archive/segment.hpp"
 #include "bus/ring/layout.hpp"
+#include "shm/clock.hpp"
 #include "test_support.hpp"
 #include "tiny_tmpfs.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <string>
 #include <thread>
@@ -220,6 +223,43 @@ TEST_CASE("subscriber name of the archiver is reserved for it", "[archive][archi
   Archiver a = open_archiver(ch, {});
   so.name = "shmbus-archiver-2";
   CHECK(ch.subscribe(so).ok());
+}
+
+TEST_CASE("archiver stops by itself when its channel is removed, and the channel can then continue its archive",
+          "[archive][archiver]") {
+  TempDir dir;
+  shmbus::test::ScopedChannelName name("arc");
+  ChannelOptions o;
+  o.capacity = 16;
+  o.archive_dir = dir.sub("a");
+  Channel ch = shmbus::test::make_channel(name, o);
+  publish_numbered(ch, 0, 10);
+  std::optional<Archiver> a(open_archiver(ch, {}));
+  std::atomic<bool> stop{false};
+  std::atomic<bool> ended{false};
+  shmbus::Result<void> result;
+  std::thread runner([&] {
+    result = a->run(stop);
+    ended = true;
+  });
+  // The archive holds the 10 first (a visible event), then the channel goes.
+  const std::uint64_t deadline = shmbus::shm::monotonic_ns() + 30'000'000'000ULL;
+  while (a->counters().next_sequence < 10 && shmbus::shm::monotonic_ns() < deadline) std::this_thread::yield();
+  REQUIRE(a->counters().next_sequence == 10);
+  REQUIRE(Channel::remove(name.str(), shmbus::test::kTestBus).ok());
+  while (!ended && shmbus::shm::monotonic_ns() < deadline) std::this_thread::yield();
+  const bool by_itself = ended.load();
+  stop = true;  // only if it did not end: the test then fails, but does not hang
+  runner.join();
+  CHECK(by_itself);
+  REQUIRE_FALSE(result.ok());
+  CHECK_THAT(result.error().message(), Catch::Contains("can no longer be read"));
+  // Its directory lock lasts as long as the handle: a create waits for it.
+  CHECK(Channel::create(name.str(), o, shmbus::test::kTestBus).error().code() == ErrorCode::busy);
+  a.reset();
+  auto again = Channel::create(name.str(), o, shmbus::test::kTestBus);
+  REQUIRE(again.ok());
+  CHECK(again->head() == 10);
 }
 
 TEST_CASE("with an archiver attached only the archiver holds block publishers, not a subscriber that stops reading",
