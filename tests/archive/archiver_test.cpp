@@ -209,10 +209,7 @@ TEST_CASE("archiver needs an archive directory and refuses an archive that ends 
 TEST_CASE("subscriber name of the archiver is reserved for it", "[archive][archiver]") {
   TempDir dir;
   shmbus::test::ScopedChannelName name("arc");
-  ChannelOptions o;
-  o.capacity = 16;
-  o.archive_dir = dir.sub("a");
-  Channel ch = shmbus::test::make_channel(name, o);
+  Channel ch = shmbus::test::make_channel(name, archive_channel(dir, 16));
   SubscribeOptions so;
   so.name = std::string(shmbus::kArchiverName);
   auto s = ch.subscribe(so);
@@ -229,9 +226,7 @@ TEST_CASE("archiver stops by itself when its channel is removed, and the channel
           "[archive][archiver]") {
   TempDir dir;
   shmbus::test::ScopedChannelName name("arc");
-  ChannelOptions o;
-  o.capacity = 16;
-  o.archive_dir = dir.sub("a");
+  const ChannelOptions o = archive_channel(dir, 16);
   Channel ch = shmbus::test::make_channel(name, o);
   publish_numbered(ch, 0, 10);
   std::optional<Archiver> a(open_archiver(ch, {}));
