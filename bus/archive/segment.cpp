@@ -23,7 +23,7 @@ constexpr std::size_t kReadChunk = 1u << 20;  // the reader's buffer: one pread 
 // this: small enough to stay in L2 between the encoding and the kernel's copy.
 constexpr std::size_t kWriteChunk = 1u << 20;
 
-std::uint64_t padded(std::uint64_t length) noexcept { return (length + kRecordAlign - 1) & ~(kRecordAlign - 1); }
+std::uint64_t padded(std::uint64_t length) noexcept { return round_up(length, kRecordAlign); }
 
 std::uint64_t realtime_ns() noexcept {
   return static_cast<std::uint64_t>(

@@ -13,6 +13,7 @@
 
 #include <shmbus/result.hpp>
 
+#include "bus/common/util.hpp"
 #include "shm/file.hpp"
 
 #include <array>
@@ -173,7 +174,7 @@ class SegmentWriter {
   Result<std::span<std::byte>> reserve(std::uint64_t sequence, std::size_t payload_size) {
     // The common case inline: the record fits the buffer, the write chunk
     // and the current file (fast_limit_ says how far all three allow).
-    const std::size_t size = (kRecordHeaderSize + payload_size + kRecordAlign - 1) & ~(kRecordAlign - 1);
+    const auto size = static_cast<std::size_t>(round_up(kRecordHeaderSize + payload_size, kRecordAlign));
     if (reserved_ == kNoReservation && sequence == next_sequence_ + pending_records_ && payload_size <= kMaxPayload &&
         pending_ + size <= fast_limit_) [[likely]] {
       return place(size, payload_size);
