@@ -38,8 +38,10 @@ std::size_t Subscriber::poll_batch(std::span<Message> out, std::span<std::byte> 
   std::size_t n = 0;
   std::size_t used = 0;
   PollStatus st = PollStatus::ok;
+  bool retried = false;
   while (n < out.size()) {
     Message m;
+    const std::uint64_t at = core_->cursor();
     st = core_->begin_read(m);
     if (st != PollStatus::ok) break;
     if (m.payload.size() > arena.size() - used) {
@@ -49,7 +51,14 @@ std::size_t Subscriber::poll_batch(std::span<Message> out, std::span<std::byte> 
     std::span<std::byte> dst = arena.subspan(used, m.payload.size());
     core_->copy_payload(m, dst);
     st = core_->finish_read(false);
+    if (st == PollStatus::lapped && !retried && core_->archived_after_tear(at)) {
+      // Overwritten while it was copied, and held by the archive: copied
+      // again from there (once: nothing was lost).
+      retried = true;
+      continue;
+    }
     if (st != PollStatus::ok) break;
+    retried = false;
     used += dst.size();
     out[n++] = m;
   }

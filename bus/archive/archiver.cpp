@@ -186,82 +186,94 @@ Result<std::size_t> ArchiverEngine::poll_once() {
   }
 }
 
+// A write failed after some of the batch's records (from `first` on) were
+// sealed: those whole on disk stay archived; the cursor is not published, so
+// it stays at the first of them.
+Error ArchiverEngine::fail_partial(std::uint64_t first, Error e) {
+  const std::uint64_t whole = writer_->next_sequence();
+  bump(c_.archived, whole > first ? whole - first : 0);
+  return fail(std::move(e));
+}
+
 Result<std::size_t> ArchiverEngine::archive_batch() {
-  std::size_t count = 0;
-  std::uint64_t bytes = 0;
+  Batch b;
   // While the archive is not empty, the cursor equals its end here.
-  std::uint64_t expected = core_->cursor();
-  batch_start_ = expected;
-  std::uint64_t first = expected;  // the batch's first record (past a skip)
-  PollStatus last = PollStatus::ok;
-  while (count < opts_.batch) {
+  b.expected = core_->cursor();
+  batch_start_ = b.expected;
+  b.first = b.expected;
+  while (b.count < opts_.batch) {
     // Past the first message of a batch, read only a committed one: the
     // reader's own skips (an abandoned claim, a lap) publish the cursor,
     // and must not publish it past records not yet appended. A committed
     // slot at the cursor stays so under block (we gate it), so begin_read
     // then returns it without a skip.
-    if (count != 0 && !committed_at(core_->cursor())) break;
-    Message m;
-    last = core_->begin_read(m);
-    if (last != PollStatus::ok) break;
-    if (m.sequence != expected) {
-      // begin_read went over abandoned claims (no message was lost); only
-      // the first read of a batch can (see above).
-      // (Past the first, the cursor has moved already: handled after the append.)
-      if (count != 0) break;
-      if (!writer_->empty()) {
-        if (auto s = writer_->skip_to(m.sequence); !s.ok()) return fail(s.error());
-      }
-      bump(c_.abandoned, m.sequence - expected);
-      expected = m.sequence;
-      first = expected;
-    }
-    // The payload goes from the slot straight into the writer's buffer; the
-    // seqlock check after the copy decides whether the record is sealed.
-    auto dst = writer_->reserve(m.sequence, m.payload.size());
-    if (!dst.ok()) {
-      // Writing out the records sealed before failed: those whole on disk
-      // stay archived; the cursor goes back to the first one that is not.
-      const std::uint64_t whole = writer_->next_sequence();
-      bump(c_.archived, whole > first ? whole - first : 0);
-      return fail(dst.error());
-    }
-    core_->copy_payload(m, *dst);
-    last = core_->finish_read(false);  // validated (seqlock); the shared cursor stays
-    if (last != PollStatus::ok) {
-      writer_->drop();
-      break;
-    }
-    writer_->seal(Record{m.sequence, m.timestamp_ns, m.key, m.id, m.correlation_id, m.type, {}});
-    bytes += round_up(kRecordHeaderSize + m.payload.size(), kRecordAlign);
-    ++count;
-    ++expected;
+    if (b.count != 0 && !committed_at(core_->cursor())) break;
+    auto more = append_next(b);
+    if (!more.ok()) return more.error();
+    if (!*more) break;
   }
-  if (count != 0) {
-    if (auto a = writer_->commit(); !a.ok()) {
-      const std::uint64_t whole = writer_->next_sequence();
-      bump(c_.archived, whole > first ? whole - first : 0);
-      return fail(a.error());
-    }
-    bump(c_.archived, count);
-    bump(c_.bytes, bytes);
+  if (b.count != 0) {
+    if (auto a = writer_->commit(); !a.ok()) return fail_partial(b.first, a.error());
+    bump(c_.archived, b.count);
+    bump(c_.bytes, b.bytes);
   }
-  if (const std::uint64_t at = core_->cursor(); at > expected) {
-    if (last == PollStatus::lapped || last == PollStatus::corrupted) {
+  if (auto e = end_batch(b); !e.ok()) return e.error();
+  return b.count;
+}
+
+// One message into the batch: read at the cursor, copied from its slot
+// straight into the writer's buffer, sealed once the seqlock check says the
+// copy is whole. False when the batch ends here (b.last says why).
+Result<bool> ArchiverEngine::append_next(Batch& b) {
+  Message m;
+  b.last = core_->begin_read(m);
+  if (b.last != PollStatus::ok) return false;
+  if (m.sequence != b.expected) {
+    // begin_read went over abandoned claims (no message was lost); only the
+    // first read of a batch can (archive_batch), later ones end the batch
+    // and end_batch records the skip.
+    if (b.count != 0) return false;
+    if (!writer_->empty()) {
+      if (auto s = writer_->skip_to(m.sequence); !s.ok()) return fail(s.error());
+    }
+    bump(c_.abandoned, m.sequence - b.expected);
+    b.expected = m.sequence;
+    b.first = b.expected;
+  }
+  auto dst = writer_->reserve(m.sequence, m.payload.size());
+  if (!dst.ok()) return fail_partial(b.first, dst.error());  // writing out the records sealed before failed
+  core_->copy_payload(m, *dst);
+  b.last = core_->finish_read(false);  // validated (seqlock); the shared cursor stays
+  if (b.last != PollStatus::ok) {
+    writer_->drop();
+    return false;
+  }
+  writer_->seal(Record{m.sequence, m.timestamp_ns, m.key, m.id, m.correlation_id, m.type, {}});
+  b.bytes += round_up(kRecordHeaderSize + m.payload.size(), kRecordAlign);
+  ++b.count;
+  ++b.expected;
+  return true;
+}
+
+// After the batch's append: what the reader skipped past it recorded in the
+// archive, then the cursor published.
+Result<void> ArchiverEngine::end_batch(const Batch& b) {
+  if (const std::uint64_t at = core_->cursor(); at > b.expected) {
+    if (b.last == PollStatus::lapped || b.last == PollStatus::corrupted) {
       // Overwritten before we read it (drop_oldest, or we were evicted), or
       // a corrupted slot: the reader counted it in the entry's `lost` and
       // moved on; the archive records the gap.
-      if (auto g = gap_to(at, expected); !g.ok()) return fail(g.error());
+      if (auto g = gap_to(at, b.expected); !g.ok()) return fail(g.error());
     } else {
       // The reader went over abandoned claims after a batch had begun.
       if (auto s = writer_->skip_to(at); !s.ok()) return fail(s.error());
-      bump(c_.abandoned, at - expected);
+      bump(c_.abandoned, at - b.expected);
     }
   }
-  if (last != PollStatus::ok && last != PollStatus::empty && last != PollStatus::lapped &&
-      last != PollStatus::corrupted) {
+  if (b.last != PollStatus::ok && b.last != PollStatus::empty && b.last != PollStatus::lapped &&
+      b.last != PollStatus::corrupted) {
     return fail(Error(ErrorCode::not_found, "channel '" + ch_->name + "' can no longer be read (" +
-                                                std::string(to_string(last)) + "): the archiver stops"));
+                                                std::string(to_string(b.last)) + "): the archiver stops"));
   }
   // SYNC(cursor): after the append (and its fdatasync per the policy), so
   // publishers never overwrite what the archive does not hold.
@@ -272,7 +284,7 @@ Result<std::size_t> ArchiverEngine::archive_batch() {
     const std::lock_guard<std::mutex> lock(error_mutex_);
     last_error_ = p.error().message();  // retention failing does not stop archiving
   }
-  return count;
+  return {};
 }
 
 Result<void> ArchiverEngine::maybe_prune(bool force) {

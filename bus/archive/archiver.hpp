@@ -56,7 +56,18 @@ class ArchiverEngine {
  private:
   ArchiverEngine() = default;
   Result<void> position();
+  /// One batch being appended (archive_batch and its steps).
+  struct Batch {
+    std::size_t count = 0;             ///< records sealed
+    std::uint64_t bytes = 0;           ///< their padded size
+    std::uint64_t expected = 0;        ///< the sequence the next record should have
+    std::uint64_t first = 0;           ///< the batch's first record (past a skip)
+    PollStatus last = PollStatus::ok;  ///< what the last read returned
+  };
   Result<std::size_t> archive_batch();
+  Result<bool> append_next(Batch& b);
+  Result<void> end_batch(const Batch& b);
+  Error fail_partial(std::uint64_t first, Error e);
   bool committed_at(std::uint64_t seq) const noexcept;
   Result<void> gap_to(std::uint64_t to, std::uint64_t expected);
   Error fail(Error e);

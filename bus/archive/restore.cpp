@@ -166,6 +166,44 @@ void restore_group(const Target& t, std::uint32_t i, const GroupCheckpoint& c, s
   shm::store_relaxed(g.control, make_control(kEntryActive, 0));
 }
 
+// The new ring's last lap from the archive's tail (records [lap_start,
+// head)): returns the ring's oldest sequence.
+Result<std::uint64_t> restore_ring(const Target& t, SegmentReader& reader, const Geometry& geo, std::uint64_t first,
+                                   std::uint64_t head, const std::string& dir) {
+  const std::uint64_t lap = std::uint64_t{geo.capacity};
+  const std::uint64_t lap_start = head > lap ? head - lap : 0;
+  // Every slot of the last lap first as an abandoned claim of its own
+  // sequence: publishers of the next lap take it as finished (the previous
+  // occupant of slot s + capacity must be s, committed or abandoned), readers
+  // skip it. The records the archive holds then replace it.
+  for (std::uint64_t s = lap_start; s < head; ++s) {
+    shm::store_relaxed(t.slot(s).stamp, make_stamp(s, kStampAbandoned));  // relaxed: not yet shared
+  }
+  return preload(reader, t, std::max(first, lap_start), head, dir);
+}
+
+// The checkpoint's durable subscribers and groups into the new tables, and
+// the producer's head and gating cache.
+void restore_tables(const Target& t, const Checkpoint& checkpoint, std::uint64_t head, std::uint64_t archive_first,
+                    std::uint64_t ring_oldest, RestoreSummary& sum) {
+  std::uint64_t gate = head;
+  for (std::uint32_t i = 0; i < checkpoint.subscribers.size(); ++i) {
+    SubscriberEntry& e = t.view.subscribers[i];
+    restore_subscriber(e, checkpoint.subscribers[i], head, archive_first, sum);
+    if (entry_gates(shm::load_relaxed(e.control))) gate = std::min(gate, shm::load_relaxed(e.cursor));
+    ++sum.subscribers;
+  }
+  for (std::uint32_t i = 0; i < checkpoint.groups.size(); ++i) {
+    restore_group(t, i, checkpoint.groups[i], head, ring_oldest, sum);
+    gate = std::min(gate, shm::load_relaxed(t.view.group(i)->floor));
+    ++sum.groups;
+  }
+  // relaxed: not yet shared. The gating cache must not exceed the true
+  // minimum (publishers trust it as a lower bound), so it is that minimum.
+  shm::store_relaxed(t.view.producer->gate_cache, gate);
+  shm::store_relaxed(t.view.producer->head, head);
+}
+
 }  // namespace
 
 Result<RestoreSummary> restore_channel(shm::Segment& seg, const Geometry& geo, std::string_view channel) {
@@ -210,20 +248,9 @@ Result<RestoreSummary> restore_channel(shm::Segment& seg, const Geometry& geo, s
   }
   Target t;
   if (auto r = map_target(seg, geo, channel, t); !r) return fail(r.error());
-
   const std::uint64_t head = *end;
-  const std::uint64_t lap = std::uint64_t{geo.capacity};
-  const std::uint64_t lap_start = head > lap ? head - lap : 0;
-  // Every slot of the last lap first as an abandoned claim of its own
-  // sequence: publishers of the next lap take it as finished (the previous
-  // occupant of slot s + capacity must be s, committed or abandoned), readers
-  // skip it. The records the archive holds then replace it.
-  for (std::uint64_t s = lap_start; s < head; ++s) {
-    shm::store_relaxed(t.slot(s).stamp, make_stamp(s, kStampAbandoned));  // relaxed: not yet shared
-  }
-  auto oldest = preload(*reader, t, std::max(*first, lap_start), head, dir);
+  auto oldest = restore_ring(t, *reader, geo, *first, head, dir);
   if (!oldest) return fail(oldest.error());
-
   sum.restored = true;
   sum.head = head;
   sum.ring_oldest = *oldest;
@@ -232,23 +259,7 @@ Result<RestoreSummary> restore_channel(shm::Segment& seg, const Geometry& geo, s
     if (stamp_state(shm::load_relaxed(t.slot(s).stamp)) == kStampCommitted) ++sum.preloaded;
   }
   sum.checkpoint_clamped = checkpoint.head > head;
-
-  std::uint64_t gate = head;
-  for (std::uint32_t i = 0; i < checkpoint.subscribers.size(); ++i) {
-    SubscriberEntry& e = t.view.subscribers[i];
-    restore_subscriber(e, checkpoint.subscribers[i], head, std::min(*first, head), sum);
-    if (entry_gates(shm::load_relaxed(e.control))) gate = std::min(gate, shm::load_relaxed(e.cursor));
-    ++sum.subscribers;
-  }
-  for (std::uint32_t i = 0; i < checkpoint.groups.size(); ++i) {
-    restore_group(t, i, checkpoint.groups[i], head, *oldest, sum);
-    gate = std::min(gate, shm::load_relaxed(t.view.group(i)->floor));
-    ++sum.groups;
-  }
-  // relaxed: not yet shared. The gating cache must not exceed the true
-  // minimum (publishers trust it as a lower bound), so it is that minimum.
-  shm::store_relaxed(t.view.producer->gate_cache, gate);
-  shm::store_relaxed(t.view.producer->head, head);
+  restore_tables(t, checkpoint, head, std::min(*first, head), *oldest, sum);
   return sum;
 }
 

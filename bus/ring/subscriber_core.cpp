@@ -432,7 +432,7 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
   // SYNC(seqlock-read): as in finish_read.
   std::atomic_thread_fence(std::memory_order_acquire);
   if (shm::load_relaxed(stamp) != st) [[unlikely]]
-    return on_lapped();
+    return on_torn(out, buffer);
   out.sequence = cursor;
   out.payload = std::span<const std::byte>(buffer.data(), n);
   cursor_ = cursor + 1;
@@ -464,14 +464,30 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
 }
 
 PollStatus SubscriberCore::poll_general(Message& out, std::span<std::byte> buffer) noexcept {
-  const PollStatus st = begin_read(out);
-  if (st != PollStatus::ok) return st;
-  if (out.payload.size() > buffer.size()) {
-    pending_ = false;
-    return PollStatus::buffer_too_small;  // out.payload.size() says how much is needed
+  // At most twice: a message overwritten while it was copied, which the
+  // archive holds, is copied again from there (nothing was lost, so the
+  // copy-out poll has nothing to report).
+  for (int round = 0;; ++round) {
+    const std::uint64_t at = cursor_;
+    const PollStatus st = begin_read(out);
+    if (st != PollStatus::ok) return st;
+    if (out.payload.size() > buffer.size()) {
+      pending_ = false;
+      return PollStatus::buffer_too_small;  // out.payload.size() says how much is needed
+    }
+    copy_payload(out, buffer.first(out.payload.size()));
+    const PollStatus done = finish_read(true);
+    if (done != PollStatus::lapped || round != 0 || !archived_after_tear(at)) return done;
   }
-  copy_payload(out, buffer.first(out.payload.size()));
-  return finish_read(true);
+}
+
+// poll's copy was overwritten under it: the ring's answer (on_lapped), or,
+// when the archive holds the message, the message from there.
+[[gnu::noinline]] PollStatus SubscriberCore::on_torn(Message& out, std::span<std::byte> buffer) noexcept {
+  const std::uint64_t at = cursor_;
+  const PollStatus st = on_lapped();
+  if (st != PollStatus::lapped || !archived_after_tear(at)) return st;
+  return poll_general(out, buffer);
 }
 
 void SubscriberCore::copy_payload(Message& m, std::span<std::byte> dst) noexcept {

@@ -69,6 +69,10 @@ class SubscriberCore {
   /// What the last archive read that failed said (the file and the offset),
   /// "" if none did. Not thread-safe w.r.t. polls.
   [[nodiscard]] const std::string& last_error() const noexcept { return last_error_; }
+  /// After finish_read returned `lapped` for the message at `at`: whether
+  /// the archive holds it (the cursor stays at `at`, the next read serves it
+  /// from there), so that a copy-out read can simply read it again.
+  [[nodiscard]] bool archived_after_tear(std::uint64_t at) const noexcept { return archive_mode_ && cursor_ == at; }
 
  private:
   PollStatus poll_general(Message& out, std::span<std::byte> buffer) noexcept;
@@ -81,6 +85,7 @@ class SubscriberCore {
   void store_cursor() noexcept;  ///< publish_cursor's body, inlined into poll
   PollStatus on_idle(std::uint64_t stamp) noexcept;
   PollStatus on_lapped() noexcept;
+  PollStatus on_torn(Message& out, std::span<std::byte> buffer) noexcept;
   PollStatus skip_overwritten() noexcept;
   // The ring at the cursor, begin_read's loop (the cursor's slot decides).
   PollStatus read_ring(Message& out) noexcept;

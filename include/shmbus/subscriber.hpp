@@ -39,9 +39,9 @@ class Subscriber {
   /// copied: ignore them. Never blocks, never allocates while reading the
   /// ring (reading the archive makes system calls, and allocates once to
   /// open it). On a channel with an archive: `lapped` counts only what
-  /// neither the ring nor the archive holds (it may count nothing when a
-  /// message was overwritten while it was copied: the next poll returns it
-  /// from the archive); `corrupted` for an unreadable archive record, the
+  /// neither the ring nor the archive holds (a message overwritten while it
+  /// was copied, which the archive holds, is copied again from there and
+  /// returned `ok`); `corrupted` for an unreadable archive record, the
   /// sequences skipped past it counted as lost and the reason in
   /// last_error(). Not thread-safe: one caller at a time.
   PollStatus poll(Message& out, std::span<std::byte> buffer) noexcept;
@@ -95,7 +95,9 @@ class Subscriber {
   }
 
   /// Copy-out batch: copies up to out.size() messages, packing payloads into
-  /// `arena`; stops early when the arena is full. Returns how many were
+  /// `arena`; stops early when the arena is full. A message overwritten
+  /// while it was copied, which the channel's archive holds, is copied again
+  /// from there, as by poll. Returns how many were
   /// copied; one cursor update. Not thread-safe: one caller at a time.
   std::size_t poll_batch(std::span<Message> out, std::span<std::byte> arena, PollStatus* last = nullptr) noexcept;
 
