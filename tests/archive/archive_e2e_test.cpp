@@ -97,7 +97,7 @@ TEST_CASE(
   REQUIRE(arc.ok());
   // The slow reader attaches first, at 0, and reads nothing until the
   // publisher has finished: a ring of 64 could never hold 20,000.
-  auto slow = ch.subscribe({.start = StartAt::earliest()});
+  auto slow = ch.subscribe({.name = {}, .start = StartAt::earliest()});
   REQUIRE(slow);
   REQUIRE(arc->start().ok());
   const pid_t pub = fork_publisher(name.str(), 0, kMessages);
@@ -135,12 +135,19 @@ TEST_CASE(
   REQUIRE(arc->start().ok());
   // Half before the reader exists (long overwritten in the ring), half while it reads.
   CHECK(wait_exit(fork_publisher(name.str(), 0, kMessages / 2)) == 0);
-  auto late = ch.subscribe({.start = StartAt::earliest()});
+  auto late = ch.subscribe({.name = {}, .start = StartAt::earliest()});
   REQUIRE(late);
   const pid_t pub = fork_publisher(name.str(), kMessages / 2, kMessages / 2);
   CHECK(read_in_order(*late, 0, kMessages) == kMessages);
   CHECK(wait_exit(pub) == 0);
   CHECK(late->counters().lost == 0);
+  CHECK(late->counters().lapped_events == 0);
+  // The archiver, which gates block publishers, skipped nothing.
+  const ArchiverCounters ac = arc->counters();
+  CHECK(ac.archived == kMessages);
+  CHECK(ac.lost == 0);
+  CHECK(ac.gaps == 0);
+  CHECK(ac.abandoned == 0);
   // Peek of an overwritten sequence reads the archive.
   Message m;
   std::byte buf[64];

@@ -464,7 +464,7 @@ TEST_CASE("copy-out reads repair a message overwritten while it was copied from 
   const std::string adir = dir.sub("archive");
   Channel ch = test::make_channel(name, archive_options(adir, 64));
   write_archive(adir, 0, kCount, std::uint64_t{1} << 24);  // after the create: not restored from
-  auto sub = ch.subscribe({.start = StartAt::at_sequence(0)});
+  auto sub = ch.subscribe({.name = {}, .start = StartAt::at_sequence(0)});
   REQUIRE(sub);
   auto pub = ch.publisher();
   REQUIRE(pub);
