@@ -69,12 +69,24 @@ class PublisherCore {
   void prefetch_payload(std::uint64_t seq, std::size_t n) const noexcept;
   /// The pieces of publish (publisher_core.cpp): the leaf for the usual
   /// case, and the cold paths it leaves by.
-  PublishStatus publish_fast(std::span<const std::byte> payload, const MessageMeta& meta, std::uint64_t t,
+  /// The head publish read (and whose slot's lines it asked for), with
+  /// that slot: what publish_fast claims unless head has moved since.
+  struct Claim {
+    std::uint64_t seq;
+    std::byte* at;
+  };
+  PublishStatus publish_fast(std::span<const std::byte> payload, const MessageMeta& meta, std::uint64_t t, Claim c,
                              std::uint64_t timeout_ns) noexcept;
-  PublishStatus publish_realtime(std::span<const std::byte> payload, const MessageMeta& meta,
-                                 std::uint64_t timeout_ns) noexcept;
+  PublishStatus publish_timed(std::span<const std::byte> payload, const MessageMeta& meta,
+                              std::uint64_t timeout_ns) noexcept;
+  /// Reads head and prefetches for write its slot's first two lines.
+  Claim ask_for_slot() const noexcept;
   PublishStatus publish_general(std::span<const std::byte> payload, const MessageMeta& meta,
                                 std::uint64_t timeout_ns) noexcept;
+  PublishStatus publish_moved(std::uint64_t seq, std::span<const std::byte> payload, const MessageMeta& meta,
+                              std::uint64_t t) noexcept;
+  PublishStatus publish_contended(std::span<const std::byte> payload, const MessageMeta& meta, std::uint64_t t,
+                                  std::uint64_t timeout_ns) noexcept;
   PublishStatus publish_claimed(std::uint64_t seq, std::span<const std::byte> payload, const MessageMeta& meta,
                                 std::uint64_t t) noexcept;
   PublishStatus after_commit() noexcept;
