@@ -410,6 +410,12 @@ PollStatus SubscriberCore::poll(Message& out, std::span<std::byte> buffer) noexc
     static_assert(kStampWriting == kStampCommitted - 1);
     const bool nothing = stamp_state(st) == kStampEmpty || stamp_seq(st) < cursor || st == committed - 1;
     if (!nothing) return poll_general(out, buffer);
+    // The slot's second line while we wait (a hint: no fault, no order): a
+    // payload past the first line is read from there once the stamp says
+    // committed, and a line already on its way overlaps that transfer with
+    // the stamp's. 64 B ping-pong, 16 interleaved runs: p99 1.96x -> 1.88x
+    // the floor, p50 1.10x -> 1.03x; 8 B unchanged within the noise.
+    __builtin_prefetch(slot + kCacheLine, 0, 3);
     if ((++empty_polls_ & (kRemovedCheckEvery - 1)) == 0) [[unlikely]]
       return on_idle(st);
     return PollStatus::empty;
